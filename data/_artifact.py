@@ -273,7 +273,9 @@ def resolve_artifact(kind_dir: str | Path, version: str = "latest") -> Path:
     return path
 
 
-def read_manifest(directory: str | Path, *, verify: bool = True, kind: str | None = None) -> Manifest:
+def read_manifest(
+    directory: str | Path, *, verify: bool = True, kind: str | None = None
+) -> Manifest:
     """Read and (by default) verify an artifact directory's manifest.
 
     Parameters
@@ -311,8 +313,15 @@ def read_manifest(directory: str | Path, *, verify: bool = True, kind: str | Non
                 k: v
                 for k, v in raw.items()
                 if k
-                not in {"kind", "version", "created_at", "parameters", "input_fingerprint",
-                        "metrics", "files"}
+                not in {
+                    "kind",
+                    "version",
+                    "created_at",
+                    "parameters",
+                    "input_fingerprint",
+                    "metrics",
+                    "files",
+                }
             },
         )
     except (json.JSONDecodeError, KeyError, TypeError) as exc:

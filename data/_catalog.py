@@ -94,8 +94,9 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def fetch_tarball(cache_dir: str | Path, version: str = CATALOG_VERSION,
-                  sha256: str | None = CATALOG_SHA256) -> Path:
+def fetch_tarball(
+    cache_dir: str | Path, version: str = CATALOG_VERSION, sha256: str | None = CATALOG_SHA256
+) -> Path:
     """Fetch ``emojibase-data@version`` with ``npm pack`` into ``cache_dir`` (once).
 
     Returns the tarball path. An existing tarball with the right checksum is reused.
@@ -220,16 +221,28 @@ def catalog_from_tarball(
                 seen.add(key)
                 rows.append((label_id, language, word, kind))
     labels_df = validate_frame(
-        pl.DataFrame(labels, schema={"label_id": pl.Int32, "label": pl.String, "emoji": pl.String,
-                                     "name_en": pl.String, "group": pl.String}),
+        pl.DataFrame(
+            labels,
+            schema={
+                "label_id": pl.Int32,
+                "label": pl.String,
+                "emoji": pl.String,
+                "name_en": pl.String,
+                "group": pl.String,
+            },
+        ),
         "labels",
         tarball,
     )
     keywords_df = validate_frame(
         pl.DataFrame(
             rows,
-            schema={"label_id": pl.Int32, "language": pl.String, "keyword": pl.String,
-                    "kind": pl.String},
+            schema={
+                "label_id": pl.Int32,
+                "language": pl.String,
+                "keyword": pl.String,
+                "kind": pl.String,
+            },
             orient="row",
         ),
         "keywords",
@@ -246,16 +259,24 @@ def catalog_from_tarball(
     return Catalog(labels_df, keywords_df, source)
 
 
-def build_catalog(cache_dir: str | Path, catalog_dir: str | Path,
-                  languages: tuple[str, ...] | list[str] = DEFAULT_LANGUAGES,
-                  max_labels_per_keyword: int = 12) -> Path:
+def build_catalog(
+    cache_dir: str | Path,
+    catalog_dir: str | Path,
+    languages: tuple[str, ...] | list[str] = DEFAULT_LANGUAGES,
+    max_labels_per_keyword: int = 12,
+) -> Path:
     """Fetch the tarball and publish the catalog as an artifact directory."""
     tarball = fetch_tarball(cache_dir)
     catalog = catalog_from_tarball(tarball, languages, max_labels_per_keyword)
     catalog_dir = Path(catalog_dir)
-    with publish_artifact(catalog_dir, kind="catalog", parameters=catalog.source,
-                          input_fingerprint=catalog.source["sha256"][:16], replace=True,
-                          update_latest=False) as writer:
+    with publish_artifact(
+        catalog_dir,
+        kind="catalog",
+        parameters=catalog.source,
+        input_fingerprint=catalog.source["sha256"][:16],
+        replace=True,
+        update_latest=False,
+    ) as writer:
         (writer.path / "labels").mkdir()
         (writer.path / "keywords").mkdir()
         catalog.labels.write_parquet(writer.path / "labels" / "part-00000.parquet")
@@ -276,10 +297,12 @@ def load_catalog(catalog_dir: str | Path) -> Catalog:
 
     catalog_dir = Path(catalog_dir)
     manifest = read_manifest(catalog_dir)
-    source = manifest.parameters if manifest.kind == "catalog" else manifest.extra.get(
-        "catalog", {})
-    return Catalog(read_table(catalog_dir, "labels"), read_table(catalog_dir, "keywords"),
-                   dict(source))
+    source = (
+        manifest.parameters if manifest.kind == "catalog" else manifest.extra.get("catalog", {})
+    )
+    return Catalog(
+        read_table(catalog_dir, "labels"), read_table(catalog_dir, "keywords"), dict(source)
+    )
 
 
 def ensure_catalog(var: str | Path) -> Path:

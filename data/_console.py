@@ -25,8 +25,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-__all__ = ["Progress", "ProgressReporter", "configure_logging", "console", "print_table",
-           "progress"]
+__all__ = [
+    "Progress",
+    "ProgressReporter",
+    "configure_logging",
+    "console",
+    "print_table",
+    "progress",
+]
 
 console = Console(stderr=True)
 
@@ -75,8 +81,9 @@ class ProgressReporter:
 
 
 @contextlib.contextmanager
-def progress(description: str, total: float | None = None, *,
-             show: bool = True) -> Iterator[ProgressReporter]:
+def progress(
+    description: str, total: float | None = None, *, show: bool = True
+) -> Iterator[ProgressReporter]:
     """A rich progress bar on stderr as a context manager; silent when ``show`` is false."""
     if not show:
         yield ProgressReporter(None, None)
@@ -93,8 +100,9 @@ def progress(description: str, total: float | None = None, *,
         yield ProgressReporter(bar, task)
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-                out: Console | None = None) -> None:
+def print_table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], out: Console | None = None
+) -> None:
     """Print a summary table (to stdout by default)."""
     table = Table(title=title)
     for column in columns:

@@ -54,8 +54,7 @@ class Dataset:
         if table not in self._cache:
             if not self.has(table):
                 raise DataFileError(
-                    f"{self.root}: dataset has no table {table!r} "
-                    f"(it has {', '.join(self.tables)})"
+                    f"{self.root}: dataset has no table {table!r} (it has {', '.join(self.tables)})"
                 )
             self._cache[table] = read_table(self.root, table)
         return self._cache[table]

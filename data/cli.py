@@ -70,8 +70,13 @@ class _StageGroup(click.Group):
 
 
 @click.group(cls=_StageGroup)
-@click.option("--var", "var_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help=f"Root of data and artifacts (default: ${VAR_ENV} or ./var).")
+@click.option(
+    "--var",
+    "var_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=f"Root of data and artifacts (default: ${VAR_ENV} or ./var).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars; warnings and errors only.")
 @click.option("-v", "--verbose", count=True, help="More logging (-v: debug).")
 @click.version_option(package_name="sticker-suggest")

@@ -1,0 +1,336 @@
+"""The typed configuration of the stage-1 job: one pydantic object, JSON/TOML round-trip.
+
+Every field carries a docstring (it becomes the field's description), every section
+rejects unknown keys, and :meth:`Stage1Config.with_overrides` applies ``section.key=value``
+strings from the command line. Invalid values raise :class:`data.ConfigError` naming the
+field, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from data import EVENTS, ConfigError
+
+__all__ = [
+    "ALSConfig",
+    "CandidateConfig",
+    "ClusterConfig",
+    "EvaluationConfig",
+    "MatrixConfig",
+    "Stage1Config",
+]
+
+USER_FEATURES: tuple[str, ...] = ("language", "region", "age_bucket", "gender", "subscriber")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class MatrixConfig(_Section):
+    """How interactions become confidence weights of the user × package matrix."""
+
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: {"purchase": 4.0, "download": 1.0}
+    )
+    """Confidence of one event of each kind (a purchase says more than a free download)."""
+
+    recency_decay: bool = True
+    """Down-weight old interactions exponentially with age (see ``half_life_days``)."""
+
+    half_life_days: float = Field(default=180.0, gt=0)
+    """Age in days, counted back from the newest interaction, at which a weight halves."""
+
+    @model_validator(mode="after")
+    def _check_events(self) -> MatrixConfig:
+        unknown = sorted(set(self.event_weights) - set(EVENTS))
+        missing = sorted(set(EVENTS) - set(self.event_weights))
+        if unknown or missing:
+            raise ValueError(
+                f"event_weights must have exactly the keys {list(EVENTS)}; "
+                f"unknown {unknown}, missing {missing}"
+            )
+        negative = {k: v for k, v in self.event_weights.items() if not v >= 0}
+        if negative:
+            raise ValueError(f"event_weights must be >= 0, got {negative}")
+        if not any(v > 0 for v in self.event_weights.values()):
+            raise ValueError("at least one event weight must be > 0")
+        return self
+
+
+class ALSConfig(_Section):
+    """Matrix factorisation with ``implicit`` (ALS by default, BPR for comparison)."""
+
+    algorithm: Literal["als", "bpr"] = "als"
+    """``als`` (implicit-feedback ALS, the default) or ``bpr`` (for comparison only)."""
+
+    factors: int = Field(default=64, ge=2, le=1024)
+    """Latent dimension of user and package factors (the reranker reuses it)."""
+
+    iterations: int = Field(default=15, ge=1, le=1000)
+    """ALS sweeps (or BPR epochs)."""
+
+    regularization: float = Field(default=0.05, ge=0)
+    """L2 penalty on factors (the reranker reuses it for the ridge fold-in of a user)."""
+
+    alpha: float = Field(default=2.0, gt=0)
+    """ALS confidence scaling: the confidence of an observed pair is ``alpha`` × its weight."""
+
+    learning_rate: float = Field(default=0.01, gt=0)
+    """BPR step size (ignored by ALS)."""
+
+    num_threads: int = Field(default=0, ge=0)
+    """Threads implicit uses for fitting; 0 = every core (BLAS itself is held to one)."""
+
+
+class ClusterConfig(_Section):
+    """Faiss k-means over normalised user factors joined with scaled user features."""
+
+    n_clusters: int = Field(default=256, ge=1)
+    """Requested k-means clusters; capped at ``n_users // min_cluster_size``."""
+
+    min_cluster_size: int = Field(default=50, ge=1)
+    """k-anonymity: smaller clusters are merged into their nearest neighbour."""
+
+    features: list[Literal["language", "region", "age_bucket", "gender", "subscriber"]] = Field(
+        default_factory=lambda: list(USER_FEATURES)
+    )
+    """User columns one-hot encoded into the clustering space and used for cold start."""
+
+    feature_weight: float = Field(default=0.5, ge=0)
+    """Norm of the scaled feature block next to the unit-norm factor block."""
+
+    niter: int = Field(default=20, ge=1)
+    """k-means iterations."""
+
+    max_points_per_centroid: int = Field(default=128, ge=8)
+    """k-means trains on at most this many users per centroid (a seeded sample)."""
+
+
+class CandidateConfig(_Section):
+    """The per-cluster candidate list and its label coverage guarantee."""
+
+    n_candidates: int = Field(default=100, ge=1)
+    """Packages per cluster list."""
+
+    top_labels: int = Field(default=10, ge=0)
+    """At most this many of a cluster's most used labels must be covered (0 = no coverage)."""
+
+    min_label_share: float = Field(default=0.02, ge=0, le=1)
+    """A label counts as used often if it holds at least this share of the cluster's demand."""
+
+    min_packages_per_label: int = Field(default=3, ge=1)
+    """Each covered label is carried by at least this many candidate packages."""
+
+    @model_validator(mode="after")
+    def _check_room(self) -> CandidateConfig:
+        need = self.top_labels * self.min_packages_per_label
+        if need > self.n_candidates:
+            raise ValueError(
+                f"top_labels × min_packages_per_label = {self.top_labels} × "
+                f"{self.min_packages_per_label} = {need} must be <= n_candidates="
+                f"{self.n_candidates}, or the coverage guarantee cannot always hold"
+            )
+        return self
+
+
+class EvaluationConfig(_Section):
+    """The offline metrics: a time-based holdout of sampled users' latest packages."""
+
+    enabled: bool = True
+    """Hold out and evaluate (off = train on everything, publish no recall metrics)."""
+
+    eval_users: int = Field(default=10_000, ge=1)
+    """Users sampled for the holdout (among those with enough history)."""
+
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
+    """Share of an evaluation user's packages held out, latest first (at least one)."""
+
+    min_user_packages: int = Field(default=5, ge=2)
+    """Only users with at least this many distinct packages are evaluated."""
+
+    k: int = Field(default=100, ge=1)
+    """Cut-off of recall@k for every list compared."""
+
+
+class Stage1Config(BaseModel):
+    """Configuration of the stage-1 candidate-generation job.
+
+    Sections: ``matrix``, ``als``, ``clusters``, ``candidates``, ``evaluation``.
+    ``factors`` and ``regularization`` are also exposed at the top level because the
+    on-device reranker reuses them for the ridge fold-in of a user embedding.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    seed: int = Field(default=0, ge=0)
+    """Seeds ALS initialisation, k-means and the evaluation sample."""
+
+    matrix: MatrixConfig = Field(default_factory=MatrixConfig)
+    """Interaction weighting."""
+
+    als: ALSConfig = Field(default_factory=ALSConfig)
+    """Matrix factorisation."""
+
+    clusters: ClusterConfig = Field(default_factory=ClusterConfig)
+    """User clustering and k-anonymity."""
+
+    candidates: CandidateConfig = Field(default_factory=CandidateConfig)
+    """Candidate lists and label coverage."""
+
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    """Offline metrics."""
+
+    @property
+    def factors(self) -> int:
+        """Latent dimension of the package factors (``als.factors``)."""
+        return self.als.factors
+
+    @property
+    def regularization(self) -> float:
+        """L2 penalty of the factorisation (``als.regularization``)."""
+        return self.als.regularization
+
+    # -- construction -----------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], source: str = "<config>") -> Stage1Config:
+        """Validate a plain mapping; raises :class:`data.ConfigError` naming each problem."""
+        try:
+            return cls.model_validate(dict(raw))
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc, source)) from None
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "<json>") -> Stage1Config:
+        """Parse and validate JSON text."""
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{source}: not valid JSON ({exc})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: expected a JSON object, got {type(raw).__name__}")
+        return cls.from_dict(raw, source)
+
+    @classmethod
+    def from_toml(cls, text: str, source: str = "<toml>") -> Stage1Config:
+        """Parse and validate TOML text."""
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML ({exc})") from None
+        return cls.from_dict(raw, source)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Stage1Config:
+        """Read a ``.toml`` or ``.json`` file."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        text = path.read_text()
+        if path.suffix == ".toml":
+            return cls.from_toml(text, str(path))
+        if path.suffix == ".json":
+            return cls.from_json(text, str(path))
+        raise ConfigError(f"{path}: unknown config format {path.suffix!r}; expected .toml or .json")
+
+    def with_overrides(self, overrides: Iterable[str]) -> Stage1Config:
+        """Apply ``section.key=value`` overrides (values parsed as TOML, else as strings).
+
+        Examples: ``als.factors=32``, ``clusters.features=["language","region"]``,
+        ``matrix.recency_decay=false``.
+        """
+        raw = self.model_dump()
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"override {item!r} is not of the form section.key=value")
+            path = key.strip().split(".")
+            node: Any = raw
+            for part in path[:-1]:
+                if not isinstance(node, dict) or part not in node:
+                    raise ConfigError(f"override {item!r}: unknown config section {part!r}")
+                node = node[part]
+            if not isinstance(node, dict) or path[-1] not in node:
+                raise ConfigError(
+                    f"override {item!r}: unknown key {key.strip()!r}; known keys: "
+                    f"{', '.join(_dotted_keys(raw))}"
+                )
+            node[path[-1]] = _parse_value(value.strip())
+        return type(self).from_dict(raw, "overrides")
+
+    # -- serialisation ----------------------------------------------------------------
+
+    def to_json(self) -> str:
+        """Pretty JSON that :meth:`from_json` reads back to an equal config."""
+        return json.dumps(self.model_dump(), indent=2, sort_keys=True) + "\n"
+
+    def to_toml(self) -> str:
+        """TOML that :meth:`from_toml` reads back to an equal config."""
+        return _dump_toml(self.model_dump())
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``.toml`` or ``.json`` according to the suffix."""
+        path = Path(path)
+        if path.suffix not in {".toml", ".json"}:
+            raise ConfigError(f"{path}: unknown config format {path.suffix!r}; expected .toml or .json")
+        path.write_text(self.to_toml() if path.suffix == ".toml" else self.to_json())
+        return path
+
+
+def _explain(exc: ValidationError, source: str) -> str:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        shown = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
+        problems.append(f"{where}: {msg}{shown}")
+    return f"{source}: invalid stage-1 config: " + "; ".join(problems)
+
+
+def _dotted_keys(raw: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for k, v in raw.items():
+        if isinstance(v, dict) and k != "event_weights":
+            keys.extend(_dotted_keys(v, f"{prefix}{k}."))
+        else:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def _dump_toml(raw: Mapping[str, Any]) -> str:
+    # Top-level scalars first, then one table per section; nested mappings are inline tables.
+    lines = [f"{k} = {_toml_value(v)}" for k, v in raw.items() if not isinstance(v, dict)]
+    for section, body in raw.items():
+        if isinstance(body, dict):
+            lines.append(f"\n[{section}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in body.items())
+    return "\n".join(lines) + "\n"
