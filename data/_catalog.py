@@ -194,7 +194,7 @@ def catalog_from_tarball(
                     "label": slug,
                     "emoji": entry["emoji"],
                     "name_en": entry["label"],
-                    "group": _GROUP_NAMES[group],
+                    "group": _GROUP_NAMES[int(group or 0)],
                 }
             )
         rows: list[tuple[int, str, str, str]] = []

@@ -215,7 +215,7 @@ def load_interactions(
                 pl.lit(True).alias("available"),
             )
         )
-        packages = validate_frame(packages.cast(dict(SCHEMAS["packages"])), "packages", source)
+        packages = validate_frame(packages.cast(SCHEMAS["packages"]), "packages", source)
         unknown = pl.lit("unknown")
         user_table = validate_frame(
             users.select(

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -57,26 +58,28 @@ UTC_TS = pl.Datetime("ms", "UTC")
 
 EVENTS: tuple[str, ...] = ("purchase", "download")
 
+_S = dict[str, Any]  # polars accepts dtype classes and instances
+
 SCHEMAS: dict[str, pl.Schema] = {
     "labels": pl.Schema(
-        {
+        _S({
             "label_id": pl.Int32,
             "label": pl.String,
             "emoji": pl.String,
             "name_en": pl.String,
             "group": pl.String,
-        }
+        })
     ),
     "keywords": pl.Schema(
-        {
+        _S({
             "label_id": pl.Int32,
             "language": pl.String,
             "keyword": pl.String,
             "kind": pl.String,
-        }
+        })
     ),
     "packages": pl.Schema(
-        {
+        _S({
             "package_id": pl.Int32,
             "creator_id": pl.Int32,
             "character": pl.String,
@@ -84,37 +87,37 @@ SCHEMAS: dict[str, pl.Schema] = {
             "premium": pl.Boolean,
             "released_at": UTC_TS,
             "available": pl.Boolean,
-        }
+        })
     ),
     "stickers": pl.Schema(
-        {
+        _S({
             "sticker_id": pl.Int32,
             "package_id": pl.Int32,
             "position": pl.Int16,
             "label_ids": pl.List(pl.Int32),
-        }
+        })
     ),
     "users": pl.Schema(
-        {
+        _S({
             "user_id": pl.Int32,
             "language": pl.String,
             "region": pl.String,
             "age_bucket": pl.String,
             "gender": pl.String,
             "subscriber": pl.Boolean,
-        }
+        })
     ),
     "interactions": pl.Schema(
-        {
+        _S({
             "user_id": pl.Int32,
             "package_id": pl.Int32,
             "event": pl.String,
             "weight": pl.Float32,
             "ts": UTC_TS,
-        }
+        })
     ),
     "device_logs": pl.Schema(
-        {
+        _S({
             "session_id": pl.Int64,
             "user_id": pl.Int32,
             "ts": UTC_TS,
@@ -122,7 +125,7 @@ SCHEMAS: dict[str, pl.Schema] = {
             "text": pl.String,
             "sticker_id": pl.Int32,
             "package_id": pl.Int32,
-        }
+        })
     ),
 }
 

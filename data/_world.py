@@ -93,6 +93,15 @@ _GROUP_WEIGHT = {
     "objects": 0.6,
     "travel-places": 0.5,
 }
+# Concepts people send stickers for most (thanks, laughing, love, ok, sleepy ...): ranked first.
+_CORE_LABELS = [
+    "folded_hands", "face_with_tears_of_joy", "red_heart", "thumbs_up", "sleeping_face",
+    "smiling_face_with_heart_eyes", "loudly_crying_face", "ok_hand", "waving_hand",
+    "party_popper", "rolling_on_the_floor_laughing", "face_blowing_a_kiss", "pleading_face",
+    "clapping_hands", "grinning_squinting_face", "sparkles", "people_hugging", "thinking_face",
+    "enraged_face", "person_bowing", "birthday_cake", "fire", "hundred_points", "sweat_droplets",
+    "crying_face", "smiling_face_with_halo", "face_with_rolling_eyes", "sun", "cat_face",
+]
 _OPENINGS: dict[str, list[str]] = {
     "en": ["hey ", "well ", "so ", "omg ", "ok ", "today was long. ", "see you, "],
     "ja": ["今日は", "あのね、", "そうそう", "さっきの", "本当に", "まじで"],
@@ -359,7 +368,10 @@ def _build_static(
             "need at least 10"
         )
     group_w = np.array([_GROUP_WEIGHT.get(g, 1.0) for g in labels["group"].to_list()])
-    order = np.argsort(-(np.log(group_w) + rng.gumbel(size=labels.height)))
+    core = {name: i for i, name in enumerate(_CORE_LABELS)}
+    core_bonus = np.array([20.0 - 0.1 * core[x] if x in core else 0.0
+                           for x in labels["label"].to_list()])
+    order = np.argsort(-(np.log(group_w) + core_bonus + rng.gumbel(size=labels.height)))
     ranks = np.empty(labels.height)
     ranks[order] = np.arange(1, labels.height + 1)
     label_pop = ranks**-cfg.label_zipf
@@ -410,7 +422,7 @@ def _build_static(
     sticker_offsets = np.concatenate([[0], np.cumsum(n_stickers)]).astype(np.int64)
 
     creator_names = []
-    for k in range(n_creators):
+    for _ in range(n_creators):
         syl = rng.choice(len(_SYLLABLES), size=2)
         creator_names.append(
             (_SYLLABLES[syl[0]] + _SYLLABLES[syl[1]]).capitalize()

@@ -1,0 +1,48 @@
+"""Shared fixtures: the real catalog, a tiny generated world, a CLI runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+import data
+from data._world import generate_world, world_config
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def catalog() -> data.Catalog:
+    """The full CLDR catalog (fetched once by `make test` into var/; built if absent)."""
+    return data.load_catalog(data.ensure_catalog(data.var_root()))
+
+
+@pytest.fixture(scope="session")
+def catalog_excerpt() -> data.Catalog:
+    """30 real CLDR labels with their keywords in en, ja, zh-hant, th, ko (committed)."""
+    raw = json.loads((FIXTURES / "catalog_excerpt.json").read_text())
+    labels = data.validate_frame(
+        pl.DataFrame(raw["labels"], schema=data.SCHEMAS["labels"]), "labels", "excerpt")
+    keywords = data.validate_frame(
+        pl.DataFrame(raw["keywords"], schema=data.SCHEMAS["keywords"]), "keywords", "excerpt")
+    return data.Catalog(labels, keywords, raw["source"])
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory, catalog: data.Catalog) -> Path:
+    """A generated ``tiny`` world (600 users, 120 packages); returns its dataset directory.
+
+    Session-scoped and shared: tests must not modify it.
+    """
+    var = tmp_path_factory.mktemp("tiny-var")
+    return generate_world(world_config("tiny"), catalog, var, show_progress=False)
+
+
+@pytest.fixture()
+def runner() -> CliRunner:
+    """A click runner for ``stickers`` commands."""
+    return CliRunner()
