@@ -264,23 +264,60 @@ def _sample_in_rows(cum: np.ndarray, rows: np.ndarray, u: np.ndarray) -> np.ndar
     return np.minimum(idx - rows * k, k - 1)
 
 
-def _sample_in_groups(
-    offsets: np.ndarray, weights: np.ndarray, groups: np.ndarray, u: np.ndarray
-) -> np.ndarray:
-    """Index drawn per query within variable-size groups (CSR layout).
+def _group_cdf(offsets: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per-group cumulative distributions shifted by the group index, (M,) float64.
 
-    ``offsets`` (G+1,) delimit groups of ``weights`` (M,) (every group non-empty);
-    ``groups`` (N,) choose a group per query, ``u`` (N,) uniforms. Returns (N,) indices
-    into ``weights``.
+    ``offsets`` (G+1,) delimit non-empty groups of positive ``weights`` (M,); element
+    ``j`` of group ``g`` becomes ``g + cdf_g(j)``, so one sorted array serves every group.
     """
     sizes = np.diff(offsets)
     group_of = np.repeat(np.arange(len(sizes)), sizes)
     csum = np.cumsum(weights, dtype=np.float64)
     start = np.concatenate([[0.0], csum])[offsets[:-1]]
-    total = csum[offsets[1:] - 1] - start
-    within = (csum - start[group_of]) / total[group_of] + group_of
-    idx = np.searchsorted(within, groups + u, side="right")
+    total = csum[np.maximum(offsets[1:] - 1, 0)] - start
+    return (csum - start[group_of]) / total[group_of] + group_of
+
+
+def _sample_in_groups(offsets: np.ndarray, cdf: np.ndarray, groups: np.ndarray,
+                      u: np.ndarray) -> np.ndarray:
+    """Index drawn per query within variable-size groups (CSR layout).
+
+    ``cdf`` comes from :func:`_group_cdf`; ``groups`` (N,) choose a group per query and
+    ``u`` (N,) are uniforms. Returns (N,) indices into the grouped weights.
+    """
+    idx = np.searchsorted(cdf, groups + u, side="right")
     return np.clip(idx, offsets[groups], offsets[groups + 1] - 1)
+
+
+def _sample_creators(beta: float, taste: np.ndarray, creator_style: np.ndarray,
+                     creator_pop: np.ndarray, rows: np.ndarray, rng: np.random.Generator,
+                     block: int = 1000) -> np.ndarray:
+    """Creator per query, ``P(k | user) ∝ pop_k · exp(β · cos(t_user, c_k))``.
+
+    ``taste`` (n, dim) and ``creator_style`` (K, dim) are unit rows; ``rows`` (N,) are
+    sorted user rows. Users are processed in blocks so the (block, K) softmax stays in
+    cache: this is the hot loop of world generation.
+    """
+    k = creator_style.shape[0]
+    style = creator_style.astype(np.float32).T
+    log_pop = np.log(creator_pop).astype(np.float32)
+    users, rows = np.unique(rows, return_inverse=True)  # only users that choose something
+    n = users.size
+    out = np.empty(rows.size, dtype=np.int64)
+    bounds = np.searchsorted(rows, np.arange(0, n + block, block))
+    for b, lo in enumerate(range(0, n, block)):
+        q_lo, q_hi = bounds[b], bounds[b + 1]
+        hi = min(lo + block, n)
+        logits = beta * (taste[users[lo:hi]].astype(np.float32) @ style) + log_pop
+        logits -= logits.max(axis=1, keepdims=True)
+        np.exp(logits, out=logits)
+        cum = np.cumsum(logits, axis=1, dtype=np.float64)
+        cum /= cum[:, -1:]
+        cum += np.arange(hi - lo, dtype=np.float64)[:, None]
+        r = rows[q_lo:q_hi] - lo
+        idx = np.searchsorted(cum.ravel(), r + rng.random(r.size), side="right")
+        out[q_lo:q_hi] = np.minimum(idx - r * k, k - 1)
+    return out
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -349,8 +386,9 @@ class _Static:
     pkg_released_day: np.ndarray  # (P,) day offset from epoch (may be negative)
     creator_offsets: np.ndarray  # (K+1,) packages of creator k: [off[k], off[k+1])
     sticker_offsets: np.ndarray  # (P+1,)
-    sticker_weight: np.ndarray  # (S,)
-    sticker_labels: list[list[int]]
+    creator_cdf: np.ndarray  # (P,) package choice within a creator, by quality
+    sticker_cdf: np.ndarray  # (S,) sticker choice within a package, by label popularity
+    sticker_labels: np.ndarray   # (S, 3) label ids, -1 = none
     keywords: dict[str, tuple[dict[int, list[str]], np.ndarray]]
 
 
@@ -409,16 +447,15 @@ def _build_static(
     available = rng.random(n_packages) >= 0.03
     n_stickers = rng.integers(8, 41, n_packages)
 
-    # stickers: 1-3 labels each, drawn from label popularity
+    # stickers: 1-3 distinct labels each, drawn from label popularity
     n_total = int(n_stickers.sum())
     n_lab = rng.choice([1, 2, 3], size=n_total, p=[0.5, 0.35, 0.15])
     draws = rng.choice(len(label_ids), size=(n_total, 3), p=label_pop)
-    sticker_labels: list[list[int]] = []
-    weight = np.empty(n_total)
-    for i in range(n_total):
-        labs = list(dict.fromkeys(draws[i, : n_lab[i]].tolist()))
-        sticker_labels.append([int(label_ids[j]) for j in labs])
-        weight[i] = label_pop[labs].sum()
+    valid = np.arange(3)[None, :] < n_lab[:, None]
+    valid[:, 1] &= draws[:, 1] != draws[:, 0]
+    valid[:, 2] &= (draws[:, 2] != draws[:, 0]) & (draws[:, 2] != draws[:, 1])
+    sticker_label_mat = np.where(valid, label_ids[draws], -1).astype(np.int32)  # (S, 3)
+    weight = (label_pop[draws] * valid).sum(axis=1)
     sticker_offsets = np.concatenate([[0], np.cumsum(n_stickers)]).astype(np.int64)
 
     creator_names = []
@@ -444,15 +481,22 @@ def _build_static(
         },
         schema=SCHEMAS["packages"],
     )
+    # list column built from the flat (sticker, label) pairs: fast at millions of rows
+    rows, cols = np.nonzero(valid)
+    sticker_ids = np.arange(n_total, dtype=np.int32)
+    label_lists = (
+        pl.DataFrame({"sticker_id": sticker_ids[rows], "label": sticker_label_mat[rows, cols]})
+        .group_by("sticker_id", maintain_order=True).agg(pl.col("label").alias("label_ids"))
+    )
     stickers = pl.DataFrame(
         {
-            "sticker_id": np.arange(n_total, dtype=np.int32),
+            "sticker_id": sticker_ids,
             "package_id": np.repeat(np.arange(n_packages, dtype=np.int32), n_stickers),
-            "position": np.concatenate([np.arange(n) for n in n_stickers]).astype(np.int16),
-            "label_ids": sticker_labels,
-        },
-        schema=SCHEMAS["stickers"],
-    )
+            "position": (np.arange(n_total) - np.repeat(np.cumsum(n_stickers) - n_stickers,
+                                                        n_stickers)).astype(np.int16),
+        }
+    ).join(label_lists, on="sticker_id", how="left", maintain_order="left")
+    stickers = validate_frame(stickers.cast(SCHEMAS["stickers"]), "stickers", "generator")
     keywords: dict[str, tuple[dict[int, list[str]], np.ndarray]] = {}
     for lang in languages:
         table: dict[int, list[str]] = {}
@@ -473,14 +517,15 @@ def _build_static(
         creator_style=_unit(creator_style),
         creator_pop=creator_pop,
         pkg_creator=pkg_creator,
-        pkg_style=pkg_style,
+        pkg_style=pkg_style.astype(np.float32),
         pkg_quality=pkg_quality,
         pkg_premium=pkg_premium,
         pkg_released_day=pkg_released_day,
         creator_offsets=creator_offsets,
         sticker_offsets=sticker_offsets,
-        sticker_weight=weight,
-        sticker_labels=sticker_labels,
+        creator_cdf=_group_cdf(creator_offsets, pkg_quality),
+        sticker_cdf=_group_cdf(sticker_offsets, weight),
+        sticker_labels=sticker_label_mat,
         keywords=keywords,
     )
     truth = {
@@ -541,23 +586,16 @@ def _chunk(
     cap = max(1, min(st.pkg_creator.size // 3, 3000))
     n_int = np.clip(np.rint(rng.lognormal(mu, cfg.activity_sigma, n)), 1, cap).astype(np.int64)
 
+    taste32 = taste.astype(np.float32)
+
     def choose_packages(rows: np.ndarray) -> np.ndarray:
-        logits = cfg.taste_beta * (taste @ st.creator_style.T) + np.log(st.creator_pop)
-        logits -= logits.max(axis=1, keepdims=True)
-        prob = np.exp(logits)
-        cum = np.cumsum(prob, axis=1)
-        cum /= cum[:, -1:]
-        creators = _sample_in_rows(cum, rows, rng.random(rows.size))
+        """One package per entry of ``rows`` (sorted user rows of this chunk)."""
+        creators = _sample_creators(cfg.taste_beta, taste, st.creator_style, st.creator_pop,
+                                    rows, rng)
         proposals = np.stack(
-            [
-                _sample_in_groups(
-                    st.creator_offsets, st.pkg_quality, creators, rng.random(rows.size)
-                )
-                for _ in range(3)
-            ],
-            axis=1,
-        )
-        fit = np.einsum("nd,nkd->nk", taste[rows], st.pkg_style[proposals])
+            [_sample_in_groups(st.creator_offsets, st.creator_cdf, creators,
+                               rng.random(rows.size)) for _ in range(3)], axis=1)
+        fit = np.einsum("nd,nkd->nk", taste32[rows], st.pkg_style[proposals])
         best = np.argmax(cfg.taste_beta * fit + rng.gumbel(size=fit.shape), axis=1)
         return proposals[np.arange(rows.size), best]
 
@@ -644,11 +682,12 @@ def _chunk(
     n_sess = rng.poisson(cfg.sessions_per_user * np.sqrt(activity)) + 1
     n_sess[~device] = 0
     s_rows = np.repeat(np.arange(n), n_sess)
-    ci = _sample_in_groups(offsets, c_weight, s_rows, rng.random(s_rows.size))
+    ci = _sample_in_groups(offsets, _group_cdf(offsets, c_weight), s_rows,
+                           rng.random(s_rows.size))
     s_pkgs = c_pkgs[ci]
     s_private = ~c_server[ci]
     sticker = _sample_in_groups(
-        st.sticker_offsets, st.sticker_weight, s_pkgs, rng.random(s_rows.size)
+        st.sticker_offsets, st.sticker_cdf, s_pkgs, rng.random(s_rows.size)
     )
     s_day = rng.uniform(cfg.days * 0.3, cfg.days, s_rows.size)
     s_day = np.maximum(s_day, st.pkg_released_day[s_pkgs] + 1)
@@ -658,28 +697,23 @@ def _chunk(
     tail = rng.choice(4, size=s_rows.size, p=[0.6, 0.2, 0.1, 0.1])
     opening = rng.random(s_rows.size)
     u_open = rng.random(s_rows.size)
-    label_pop = dict(zip(st.label_ids.tolist(), st.label_pop.tolist(), strict=True))
+    # intended label: one of the sent sticker's labels, by label popularity
+    pop_by_id = np.zeros(int(st.label_ids.max()) + 2)
+    pop_by_id[st.label_ids] = st.label_pop
+    lab_mat = st.sticker_labels[sticker]  # (N, 3), -1 = none (maps to weight 0)
+    lab_cum = np.cumsum(pop_by_id[lab_mat], axis=1)
+    lab_pick = np.minimum((lab_cum < u_label[:, None] * lab_cum[:, -1:]).sum(axis=1), 2)
+    intended = lab_mat[np.arange(lab_mat.shape[0]), lab_pick].astype(np.int32)
     texts: list[str] = []
-    intended = np.empty(s_rows.size, dtype=np.int32)
     for i in range(s_rows.size):
         lang = langs[s_rows[i]]
-        labs = st.sticker_labels[sticker[i]]
-        if len(labs) == 1:
-            lab = labs[0]
-        else:
-            w = np.array([label_pop[x] for x in labs])
-            lab = labs[
-                int(np.searchsorted(np.cumsum(w) / w.sum(), u_label[i], side="right"))
-                if u_label[i] < 1
-                else -1
-            ]
+        lab = int(intended[i])
         words = st.keywords[lang][0][lab]
         text = _typed(words[int(u_kw[i] * len(words))], lang, int(variant[i]), int(tail[i]))
         if opening[i] < 0.4:
             opens = _OPENINGS[lang]
             text = opens[int(u_open[i] * len(opens))] + text
         texts.append(text)
-        intended[i] = lab
     s_ts = (_EPOCH.timestamp() * 1000 + s_day * 86_400_000).astype(np.int64)
     sessions = (
         pl.DataFrame(
