@@ -1,0 +1,131 @@
+"""The application-agnostic federated learning platform.
+
+Simulated devices (eligibility, retention, latency, dropout), rounds with Poisson
+sampling and deadlines, on-device clipping and Gaussian noise, aggregation strategies
+(FedAvg, FedAdam, trimmed mean; norm bound and DP as wrappers), privacy accounting with
+``dp_accounting``, and a resumable trainer. It trains any :class:`FederatedTask`; it
+never knows which application a task belongs to.
+"""
+
+from federated._accounting import (
+    GUARANTEE_KINDS,
+    DevicePrivacyAccountant,
+    PrivacyLedger,
+    RoundPrivacyEvent,
+    calibrate_noise_multiplier,
+    fmt21_amplification_delta,
+    fmt21_shuffle_epsilon,
+    local_epsilon,
+    max_affordable_rounds,
+    poisson_amplified,
+    shuffled_gaussian_round,
+)
+from federated._checkpoint import load_latest_checkpoint, save_checkpoint
+from federated._client import DeviceRoundResult, DeviceRuntime
+from federated._config import (
+    DeviceConfig,
+    FederatedConfig,
+    PrivacyConfig,
+    RoundConfig,
+    StrategyConfig,
+)
+from federated._device import DevicePopulation
+from federated._dp import DifferentialPrivacy
+from federated._errors import (
+    CheckpointError,
+    FederatedConfigError,
+    FederatedError,
+    PrivacyBudgetError,
+    TaskNotFoundError,
+    UploadError,
+)
+from federated._fedadam import FedAdam
+from federated._fedavg import FedAvg
+from federated._local_dp import add_gaussian_noise, clip_deltas, l2_norms
+from federated._norm_bound import NormBound, noisy_norm_bound
+from federated._publish import publish_model, write_privacy_json
+from federated._server import RoundOutcome, Server
+from federated._strategy import Aggregate, RoundPlan, Strategy, StrategyWrapper
+from federated._sweep import privacy_utility_sweep
+from federated._synthetic import SyntheticRegressionTask
+from federated._task import (
+    TASK_ENTRY_POINT_GROUP,
+    FederatedTask,
+    LocalResult,
+    StatefulTask,
+    TaskContext,
+    TaskFactory,
+    available_tasks,
+    load_task,
+    register_task,
+)
+from federated._trainer import FederatedTrainer, RoundRecord, build_strategy, run_training
+from federated._trimmed_mean import TrimmedMean, trimmed_mean
+from federated._upload import UPLOAD_FIELDS, Upload, UploadBatch, parse_upload
+
+__all__ = [
+    "GUARANTEE_KINDS",
+    "TASK_ENTRY_POINT_GROUP",
+    "UPLOAD_FIELDS",
+    "Aggregate",
+    "CheckpointError",
+    "DeviceConfig",
+    "DevicePopulation",
+    "DevicePrivacyAccountant",
+    "DeviceRoundResult",
+    "DeviceRuntime",
+    "DifferentialPrivacy",
+    "FedAdam",
+    "FedAvg",
+    "FederatedConfig",
+    "FederatedConfigError",
+    "FederatedError",
+    "FederatedTask",
+    "FederatedTrainer",
+    "LocalResult",
+    "NormBound",
+    "PrivacyBudgetError",
+    "PrivacyConfig",
+    "PrivacyLedger",
+    "RoundConfig",
+    "RoundOutcome",
+    "RoundPlan",
+    "RoundPrivacyEvent",
+    "RoundRecord",
+    "Server",
+    "StatefulTask",
+    "Strategy",
+    "StrategyConfig",
+    "StrategyWrapper",
+    "SyntheticRegressionTask",
+    "TaskContext",
+    "TaskFactory",
+    "TaskNotFoundError",
+    "TrimmedMean",
+    "Upload",
+    "UploadBatch",
+    "UploadError",
+    "add_gaussian_noise",
+    "available_tasks",
+    "build_strategy",
+    "calibrate_noise_multiplier",
+    "clip_deltas",
+    "fmt21_amplification_delta",
+    "fmt21_shuffle_epsilon",
+    "l2_norms",
+    "load_latest_checkpoint",
+    "load_task",
+    "local_epsilon",
+    "max_affordable_rounds",
+    "noisy_norm_bound",
+    "parse_upload",
+    "poisson_amplified",
+    "privacy_utility_sweep",
+    "publish_model",
+    "register_task",
+    "run_training",
+    "save_checkpoint",
+    "shuffled_gaussian_round",
+    "trimmed_mean",
+    "write_privacy_json",
+]

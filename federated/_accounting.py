@@ -1,0 +1,520 @@
+"""Privacy accounting with Google's ``dp_accounting``: four guarantees, budgets, calibration.
+
+The unit of privacy is a **device** (all of one user's data). Every opened round is
+recorded as an immutable :class:`RoundPrivacyEvent` in a :class:`PrivacyLedger`; a
+:class:`DevicePrivacyAccountant` composes the ledger into each kind of guarantee:
+
+``local`` (ε₀, δ₀)
+    One noisy upload against an observer who sees it *and knows who sent it*. Local DP
+    compares any two inputs of the device, whose clipped deltas may differ by 2C, and
+    the noise is N(0, σ²C²): a Gaussian mechanism with noise multiplier σ/2 (exact,
+    Balle & Wang 2018 analytic Gaussian, via ``dp_accounting.get_epsilon_gaussian``).
+``device_local``
+    All of one device's uploads under the same linkable observer: the local mechanism
+    composed over the most rounds the device can join (rounds, capped per day); no
+    amplification by sampling, since the observer is assumed to see who took part.
+``shuffle`` (assumption: anonymous shuffling)
+    Each round's reports are shuffled among at least ``min_reports`` others and the
+    device's participation coin is secret. Per round, Feldman–McMillan–Talwar 2021
+    (Thm 3.1 with Thm 3.8 for approximate local DP) amplifies (ε₀, δ₀); Poisson
+    sampling amplifies that again (Balle, Barthe, Gaboardi 2018, Thm 8); rounds are
+    composed with the PLD of an (ε, δ)-DP mechanism.
+``secure_sum`` (assumption: secure aggregation)
+    The server sees only the sum of a round's ≥ n_min reports. The noises add up to
+    N(0, n σ²C²) around a sum in which one device moves by at most C when its data is
+    replaced by data giving a zero delta (``REPLACE_SPECIAL``, zero record): a Gaussian
+    with noise multiplier σ√n_min, Poisson-sampled at rate q each round, composed by
+    ``dp_accounting`` (PLD, with RDP alongside), as for DP-FedAvg (McMahan et al. 2018).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import dp_accounting
+import numpy as np
+from dp_accounting.pld import PLDAccountant, common, privacy_loss_distribution
+from dp_accounting.rdp import RdpAccountant, rdp_privacy_accountant
+
+from federated._errors import FederatedConfigError, PrivacyBudgetError
+
+__all__ = [
+    "GUARANTEE_KINDS",
+    "AccountantName",
+    "DevicePrivacyAccountant",
+    "GuaranteeKind",
+    "PrivacyLedger",
+    "RoundPrivacyEvent",
+    "calibrate_noise_multiplier",
+    "fmt21_amplification_delta",
+    "fmt21_shuffle_epsilon",
+    "local_epsilon",
+    "max_affordable_rounds",
+    "poisson_amplified",
+    "shuffled_gaussian_round",
+]
+
+GuaranteeKind = Literal["local", "device_local", "shuffle", "secure_sum"]
+AccountantName = Literal["pld", "rdp"]
+GUARANTEE_KINDS: tuple[GuaranteeKind, ...] = ("local", "device_local", "shuffle", "secure_sum")
+_NR = dp_accounting.NeighboringRelation
+
+ASSUMPTIONS: dict[str, str] = {
+    "local": "one upload; observer sees it and knows the sender; any two inputs of the "
+             "device (sensitivity 2C)",
+    "device_local": "all uploads of one device, observer links them to the device and sees "
+                    "which rounds it joined; worst-case participations (rounds, capped per "
+                    "day); no amplification",
+    "shuffle": "ASSUMES reports of each round are anonymously shuffled among >= min_reports "
+               "reports and the participation coin is secret; FMT21 closed form per round, "
+               "Poisson amplification, PLD composition over rounds",
+    "secure_sum": "ASSUMES secure aggregation: the server sees only each round's sum of >= "
+                  "min_reports noisy reports (noise multiplier sigma*sqrt(min_reports) "
+                  "w.r.t. C, zero-record neighbours), Poisson sampling at rate q is secret",
+}
+
+
+# ---------------------------------------------------------------------------- pure maths
+
+
+def local_epsilon(noise_multiplier: float, delta: float) -> float:
+    """ε₀ of one report: a delta clipped to C plus N(0, σ²C²) per coordinate.
+
+    Local DP compares any two inputs, whose clipped deltas differ by up to 2C, so it is
+    the Gaussian mechanism with noise multiplier σ/2; computed exactly by the analytic
+    Gaussian mechanism (Balle & Wang 2018, "Improving the Gaussian Mechanism for
+    Differential Privacy", Thm 8). Infinite when σ = 0.
+    """
+    if noise_multiplier <= 0:
+        return math.inf
+    return float(dp_accounting.get_epsilon_gaussian(noise_multiplier / 2.0, delta))
+
+
+def fmt21_shuffle_epsilon(eps0: float, n: int, delta: float) -> float | None:
+    """ε of shuffling n ε₀-DP local reports (Feldman, McMillan, Talwar 2021, Thm 3.1).
+
+    "Hiding Among the Clones: A Simple and Nearly Optimal Analysis of Privacy
+    Amplification by Shuffling", FOCS 2021, arXiv:2012.12803, in the form of the
+    authors' closed-form analysis::
+
+        a = 8 sqrt(e^ε₀ log(4/δ) / n),  c = 8 e^ε₀ / n,  e = log(1 + a + c)
+        ε = log(1 + (1 - e^-ε₀) / (1 + e^(-ε₀ - e)) · (a + c))
+
+    Valid only when ε₀ <= log(n / (16 log(4/δ))) (and the Thm 3.8 condition
+    ε₀ <= log(n / (8 log(2/δ)) - 1)); returns None outside that range, where the
+    theorem gives nothing and only the local ε₀ holds. Neighbouring: replace one report.
+    """
+    if n < 1 or not 0 < delta < 1 or eps0 < 0:
+        raise ValueError(f"need n >= 1, 0 < delta < 1, eps0 >= 0; got {n}, {delta}, {eps0}")
+    if eps0 == 0:
+        return 0.0
+    bound_31 = n / (16.0 * math.log(4.0 / delta))
+    bound_38 = n / (8.0 * math.log(2.0 / delta)) - 1.0
+    if bound_31 <= 1 or bound_38 <= 1 or eps0 > math.log(bound_31) or eps0 > math.log(bound_38):
+        return None
+    a = 8.0 * math.sqrt(math.exp(eps0) * math.log(4.0 / delta) / n)
+    c = 8.0 * math.exp(eps0) / n
+    e = math.log1p(a + c)
+    b = -math.expm1(-eps0)
+    d = 1.0 + math.exp(-eps0 - e)
+    return math.log1p(b / d * (a + c))
+
+
+def fmt21_amplification_delta(eps: float, eps0: float, n: int, delta0: float) -> float:
+    """Extra δ for (ε₀, δ₀) local randomizers (FMT21, Thm 3.8): (e^ε + 1)(1 + e^-ε₀/2) n δ₀."""
+    return (math.exp(eps) + 1.0) * (1.0 + math.exp(-eps0) / 2.0) * n * delta0
+
+
+def shuffled_gaussian_round(noise_multiplier: float, n_reports: int,
+                            delta_round: float) -> tuple[float, float]:
+    """(ε, δ) of one round of n shuffled Gaussian reports (σ/2 local noise multiplier).
+
+    Splits ``delta_round`` in half for FMT21's δ and half for the n δ₀ term of Thm 3.8,
+    choosing δ₀ by fixed-point iteration. Falls back to the local guarantee
+    (ε₀(δ_round), δ_round) when the theorem does not apply or gives more.
+    """
+    eps, delta, _ = _shuffled_round(noise_multiplier, n_reports, delta_round)
+    return eps, delta
+
+
+def _shuffled_round(noise_multiplier: float, n_reports: int,
+                    delta_round: float) -> tuple[float, float, bool]:
+    fallback = (local_epsilon(noise_multiplier, delta_round), delta_round, False)
+    if noise_multiplier <= 0:
+        return fallback
+    delta_s = delta_round / 2.0
+    eps_guess = 1.0
+    for _ in range(30):
+        delta0 = delta_round / (2.0 * n_reports * 1.5 * (math.exp(min(eps_guess, 50.0)) + 1.0))
+        eps0 = local_epsilon(noise_multiplier, delta0)
+        eps = fmt21_shuffle_epsilon(eps0, n_reports, delta_s)
+        if eps is None:
+            return fallback
+        total = delta_s + fmt21_amplification_delta(eps, eps0, n_reports, delta0)
+        if total <= delta_round:
+            return (eps, total, True) if eps < fallback[0] else fallback
+        eps_guess = max(eps, eps_guess * 1.5)
+    return fallback
+
+
+def poisson_amplified(eps: float, delta: float, q: float) -> tuple[float, float]:
+    """Amplification by Poisson sampling at rate q (Balle, Barthe, Gaboardi 2018, Thm 8).
+
+    An (ε, δ)-DP mechanism run on a Poisson sample is (log(1 + q(e^ε - 1)), qδ)-DP.
+    """
+    if not 0 < q <= 1:
+        raise ValueError(f"q={q} should be in (0, 1]")
+    return math.log1p(q * math.expm1(eps)), q * delta
+
+
+# ------------------------------------------------------------------------ events, ledger
+
+
+@dataclass(frozen=True)
+class RoundPrivacyEvent:
+    """The privacy spending of one opened round (immutable, like a ``DpEvent``).
+
+    Attributes
+    ----------
+    noise_multiplier : float
+        σ of the local Gaussian noise, in units of the clip norm.
+    sampling_rate : float
+        q, the most any device's chance of taking part.
+    min_reports : int
+        n_min: a round aggregates at least this many reports or is abandoned.
+    day : int
+        The simulated day the round opened (per-day upload caps apply per day).
+    """
+
+    noise_multiplier: float
+    sampling_rate: float
+    min_reports: int
+    day: int = 0
+
+
+@dataclass(frozen=True)
+class PrivacyLedger:
+    """Every opened round's event, in order, plus the per-day participation cap."""
+
+    events: tuple[RoundPrivacyEvent, ...] = ()
+    max_uploads_per_day: int | None = None
+
+    @property
+    def rounds(self) -> int:
+        """How many rounds were opened."""
+        return len(self.events)
+
+    def add(self, event: RoundPrivacyEvent) -> PrivacyLedger:
+        """A new ledger with ``event`` appended (ledgers never change)."""
+        return replace(self, events=(*self.events, event))
+
+    def head(self, rounds: int) -> PrivacyLedger:
+        """The ledger of the first ``rounds`` events."""
+        return replace(self, events=self.events[:rounds])
+
+    def with_noise_multiplier(self, noise_multiplier: float) -> PrivacyLedger:
+        """The same schedule with every event's σ replaced (for calibration)."""
+        return replace(self, events=tuple(replace(e, noise_multiplier=noise_multiplier)
+                                          for e in self.events))
+
+    def participation_events(self) -> list[RoundPrivacyEvent]:
+        """The events a single device can take part in at most (worst case).
+
+        Per day, at most ``max_uploads_per_day`` rounds, chosen as the ones with the
+        least noise.
+        """
+        if self.max_uploads_per_day is None:
+            return list(self.events)
+        by_day: dict[int, list[RoundPrivacyEvent]] = {}
+        for e in self.events:
+            by_day.setdefault(e.day, []).append(e)
+        chosen: list[RoundPrivacyEvent] = []
+        for day_events in by_day.values():
+            day_events.sort(key=lambda e: e.noise_multiplier)
+            chosen.extend(day_events[: self.max_uploads_per_day])
+        return chosen
+
+    @classmethod
+    def planned(cls, *, rounds: int, noise_multiplier: float, sampling_rate: float,
+                min_reports: int, max_uploads_per_day: int | None = None,
+                start_time_s: float = 0.0, round_interval_s: float = 0.0) -> PrivacyLedger:
+        """The ledger of a run of ``rounds`` identical rounds on a fixed schedule."""
+        events = tuple(
+            RoundPrivacyEvent(noise_multiplier, sampling_rate, min_reports,
+                              day=int((start_time_s + r * round_interval_s) // 86400))
+            for r in range(rounds)
+        )
+        return cls(events=events, max_uploads_per_day=max_uploads_per_day)
+
+
+def _grouped(events: list[RoundPrivacyEvent]) -> Counter[RoundPrivacyEvent]:
+    return Counter(replace(e, day=0) for e in events)
+
+
+@functools.lru_cache(maxsize=4096)
+def _rdp_curve(sampling_rate: float, noise_multiplier: float) -> tuple[float, ...]:
+    accountant = RdpAccountant(neighboring_relation=_NR.REPLACE_SPECIAL)
+    if sampling_rate >= 1:
+        accountant.compose(dp_accounting.GaussianDpEvent(noise_multiplier))
+    else:
+        accountant.compose(dp_accounting.PoissonSampledDpEvent(
+            sampling_rate, dp_accounting.GaussianDpEvent(noise_multiplier)))
+    return tuple(float(x) for x in accountant._rdp)
+
+
+def _rdp_epsilon(terms: list[tuple[float, float, int]], delta: float) -> float:
+    """ε of composing ``count`` Poisson-sampled Gaussians (q, σ, count) by RDP."""
+    if not terms:
+        return 0.0
+    if any(sigma <= 0 for _, sigma, _ in terms):
+        return math.inf
+    orders = np.array(rdp_privacy_accountant.DEFAULT_RDP_ORDERS, dtype=np.float64)
+    rdp = np.zeros_like(orders)
+    for q, sigma, count in terms:
+        rdp += count * np.array(_rdp_curve(q, sigma))
+    eps, _ = rdp_privacy_accountant.compute_epsilon(orders, rdp, delta)
+    return float(eps)
+
+
+def _composed_gaussian_epsilon(sigmas: list[float], delta: float) -> float:
+    """ε of composing Gaussian mechanisms with noise multipliers ``sigmas`` (exact).
+
+    Their composition is one Gaussian with 1/σ² = Σ 1/σᵢ² (Dong, Roth, Su 2022, Gaussian
+    DP, Cor. 3.3), so the analytic Gaussian ε (Balle & Wang 2018) is exact; it is the
+    limit PLD accounting approaches as its grid gets finer, without PLD's cost at small σ.
+    """
+    if not sigmas:
+        return 0.0
+    if min(sigmas) <= 0:
+        return math.inf
+    sigma = 1.0 / math.sqrt(sum(1.0 / (s * s) for s in sigmas))
+    return float(dp_accounting.get_epsilon_gaussian(sigma, delta))
+
+
+def _pld_epsilon(terms: list[tuple[float, float, int]], delta: float,
+                 discretization: float) -> float:
+    if not terms:
+        return 0.0
+    accountant = PLDAccountant(_NR.REPLACE_SPECIAL, value_discretization_interval=discretization)
+    for q, sigma, count in terms:
+        inner = dp_accounting.GaussianDpEvent(sigma)
+        event = inner if q >= 1 else dp_accounting.PoissonSampledDpEvent(q, inner)
+        accountant.compose(dp_accounting.SelfComposedDpEvent(event, count))
+    return float(accountant.get_epsilon(delta))
+
+
+@dataclass
+class DevicePrivacyAccountant:
+    """Composes a :class:`PrivacyLedger` into each kind of per-device guarantee.
+
+    Parameters
+    ----------
+    delta : float
+        The target δ of every composed guarantee (and of the local ε₀).
+    accountant : {"pld", "rdp"}
+        Which ``dp_accounting`` accountant gives the headline numbers (PLD is tighter;
+        RDP is reported alongside).
+    value_discretization_interval : float
+        PLD grid step (smaller: tighter and slower).
+    """
+
+    delta: float = 1e-6
+    accountant: AccountantName = "pld"
+    value_discretization_interval: float = 1e-3
+    _cache: dict[Any, float] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.delta < 1:
+            raise FederatedConfigError(f"delta={self.delta} should be in (0, 1)")
+        if self.accountant not in ("pld", "rdp"):
+            raise FederatedConfigError(f"accountant={self.accountant!r} should be 'pld' or 'rdp'")
+
+    def epsilon(self, ledger: PrivacyLedger, kind: GuaranteeKind,
+                accountant: AccountantName | None = None) -> float:
+        """ε of ``kind`` after every round in ``ledger`` (None accountant: the default).
+
+        ``local`` ignores the ledger's length (one report of the noisiest... least noisy
+        round). The ``shuffle`` kind has no RDP form; asking for it gives the PLD value.
+        """
+        which = accountant or self.accountant
+        key = (ledger, kind, which)
+        if key not in self._cache:
+            self._cache[key] = self._epsilon(ledger, kind, which)
+        return self._cache[key]
+
+    def _epsilon(self, ledger: PrivacyLedger, kind: GuaranteeKind,
+                 which: AccountantName) -> float:
+        if not ledger.events:
+            return 0.0
+        if kind == "local":
+            return local_epsilon(min(e.noise_multiplier for e in ledger.events), self.delta)
+        if kind == "device_local":
+            sigmas = [e.noise_multiplier / 2.0 for e in ledger.participation_events()]
+            if which == "rdp":
+                return _rdp_epsilon([(1.0, s, 1) for s in sigmas], self.delta)
+            return _composed_gaussian_epsilon(sigmas, self.delta)
+        if kind == "secure_sum":
+            groups = _grouped(list(ledger.events))
+            terms = [(e.sampling_rate, e.noise_multiplier * math.sqrt(e.min_reports), n)
+                     for e, n in groups.items()]
+        elif kind == "shuffle":
+            return self._shuffle_epsilon(ledger)
+        else:
+            raise FederatedConfigError(f"kind={kind!r} should be one of {GUARANTEE_KINDS}")
+        if which == "rdp":
+            return _rdp_epsilon(terms, self.delta)
+        return _pld_epsilon(terms, self.delta, self.value_discretization_interval)
+
+    def _shuffle_epsilon(self, ledger: PrivacyLedger) -> float:
+        # Shuffling only adds protection: the device-local guarantee always holds too.
+        linkable = self.epsilon(ledger, "device_local", "pld")
+        groups = _grouped(list(ledger.events))
+        if any(e.noise_multiplier <= 0 for e in groups):
+            return math.inf
+        # Half of δ for the per-round δ's (each scaled by q by the sampling), half for PLD.
+        expected = sum(e.sampling_rate * n for e, n in groups.items())
+        delta_round = self.delta / (2.0 * max(expected, 1e-12))
+        pld = None
+        for e, n in groups.items():
+            eps_r, delta_r, _ = _shuffled_round(e.noise_multiplier, e.min_reports,
+                                                        min(delta_round, 0.5))
+            eps_q, delta_q = poisson_amplified(eps_r, delta_r, e.sampling_rate)
+            one = privacy_loss_distribution.from_privacy_parameters(
+                common.DifferentialPrivacyParameters(max(eps_q, 1e-9), delta_q),
+                value_discretization_interval=self.value_discretization_interval)
+            composed = one.self_compose(n)
+            pld = composed if pld is None else pld.compose(composed)
+        assert pld is not None
+        return min(float(pld.get_epsilon_for_delta(self.delta)), linkable)
+
+    def local_guarantee(self, noise_multiplier: float) -> tuple[float, float]:
+        """(ε₀, δ₀) of one report, with δ₀ = the accountant's δ."""
+        return local_epsilon(noise_multiplier, self.delta), self.delta
+
+    def report(self, ledger: PrivacyLedger, *, clip_norm: float) -> dict[str, Any]:
+        """The ``privacy.json`` record: σ, C, q, rounds, δ, ε of each kind, accountant.
+
+        Each kind lists ε by PLD and by RDP (None where RDP does not apply) and the
+        assumption it rests on.
+        """
+        sigmas = sorted({e.noise_multiplier for e in ledger.events})
+        rates = sorted({e.sampling_rate for e in ledger.events})
+        mins = sorted({e.min_reports for e in ledger.events})
+        kinds: dict[str, Any] = {}
+        for kind in GUARANTEE_KINDS:
+            pld = self.epsilon(ledger, kind, "pld")
+            rdp = None if kind in ("local", "shuffle") else self.epsilon(ledger, kind, "rdp")
+            kinds[kind] = {"epsilon": pld if self.accountant == "pld" or rdp is None else rdp,
+                           "epsilon_pld": pld, "epsilon_rdp": rdp, "delta": self.delta,
+                           "assumption": ASSUMPTIONS[kind]}
+        return {
+            "noise_multiplier": sigmas[0] if len(sigmas) == 1 else sigmas,
+            "clip_norm": clip_norm,
+            "sampling_rate": rates[0] if len(rates) == 1 else rates,
+            "min_reports": mins[0] if len(mins) == 1 else mins,
+            "rounds": ledger.rounds,
+            "max_participations_per_device": len(ledger.participation_events()),
+            "max_uploads_per_day": ledger.max_uploads_per_day,
+            "delta": self.delta,
+            "epsilon": {k: v["epsilon"] for k, v in kinds.items()},
+            "guarantees": kinds,
+            "accountant": f"dp_accounting {_dp_version()} "
+                          f"{'PLDAccountant' if self.accountant == 'pld' else 'RdpAccountant'}"
+                          " (RdpAccountant alongside; shuffle: FMT21 closed form + PLD)",
+            "unit": "device (all of one user's data); local: one report",
+            "not_covered": "n_examples is sent bounded but un-noised; the DP aggregate does "
+                           "not use it",
+        }
+
+    def check_budget(self, ledger: PrivacyLedger, *, kind: GuaranteeKind,
+                     target_epsilon: float) -> float:
+        """Raise unless ``ledger`` stays within ``target_epsilon``; return its ε.
+
+        Raises
+        ------
+        PrivacyBudgetError
+            With the planned ε, the target and what to change.
+        """
+        eps = self.epsilon(ledger, kind)
+        if eps > target_epsilon:
+            sigma = max(e.noise_multiplier for e in ledger.events)
+            raise PrivacyBudgetError(
+                f"{ledger.rounds} rounds at noise_multiplier={sigma:g} would spend "
+                f"epsilon={eps:.4g} ({kind}, delta={self.delta:g}), over the target "
+                f"epsilon={target_epsilon:g}; lower --rounds or the sampling rate, raise the "
+                "noise multiplier (see `stickers federated calibrate`), or raise the target"
+            )
+        return eps
+
+
+def _dp_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dp-accounting")
+    except PackageNotFoundError:  # pragma: no cover
+        return "unknown"
+
+
+def max_affordable_rounds(ledger: PrivacyLedger, accountant: DevicePrivacyAccountant, *,
+                          kind: GuaranteeKind, target_epsilon: float) -> int:
+    """The most leading rounds of ``ledger`` whose ε stays within the target (bisection;
+    ε never decreases with more rounds)."""
+    lo, hi = 0, ledger.rounds
+    if accountant.epsilon(ledger, kind) <= target_epsilon:
+        return hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if accountant.epsilon(ledger.head(mid), kind) <= target_epsilon:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def calibrate_noise_multiplier(ledger: PrivacyLedger, target_epsilon: float, *,
+                               kind: GuaranteeKind, accountant: DevicePrivacyAccountant,
+                               rtol: float = 1e-3) -> float:
+    """The smallest σ (to relative tolerance ``rtol``) whose ``kind`` ε is <= the target.
+
+    Bisection in log σ (ε decreases as σ grows); with the PLD accountant, RDP brackets the
+    answer first because it is much faster. The result is always feasible.
+
+    Raises
+    ------
+    PrivacyBudgetError
+        If even σ = 1e6 does not reach the target.
+    """
+    if not target_epsilon > 0:
+        raise FederatedConfigError(f"target_epsilon={target_epsilon} should be > 0")
+
+    def eps_at(which: AccountantName) -> Callable[[float], float]:
+        return lambda s: accountant.epsilon(ledger.with_noise_multiplier(s), kind, which)
+
+    def bisect(f: Callable[[float], float], lo: float, hi: float) -> float:
+        while f(hi) > target_epsilon:
+            lo, hi = hi, hi * 2.0
+            if hi > 1e6:
+                raise PrivacyBudgetError(
+                    f"no noise multiplier up to 1e6 reaches epsilon={target_epsilon:g} "
+                    f"({kind}); the schedule spends too much")
+        while lo > 1e-6 and f(lo) <= target_epsilon:
+            lo, hi = lo / 2.0, lo
+        while hi / lo - 1.0 > rtol:
+            mid = math.sqrt(lo * hi)
+            if f(mid) <= target_epsilon:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    exact = "rdp" if kind in ("local", "shuffle") else accountant.accountant
+    if exact == "pld" and kind in ("device_local", "secure_sum"):
+        guess = bisect(eps_at("rdp"), 0.5, 1.0)
+        return bisect(eps_at("pld"), guess * 0.7, guess)
+    return bisect(eps_at(exact), 0.5, 1.0)

@@ -1,0 +1,175 @@
+"""Typed configuration of a federated run (pydantic; round-trips to JSON, loads TOML)."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from federated._errors import FederatedConfigError
+
+__all__ = ["DeviceConfig", "FederatedConfig", "PrivacyConfig", "RoundConfig", "StrategyConfig"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class DeviceConfig(_Section):
+    """Simulated devices: when they may train, how they fail, what they keep."""
+
+    min_battery: float = Field(default=0.8, ge=0, le=1)
+    """Fraction of a full battery a device needs to train."""
+    min_free_storage_mb: float = Field(default=512.0, ge=0)
+    """Free storage (MB) a device needs to train."""
+    require_charging: bool = True
+    """Train only while plugged in."""
+    require_idle: bool = True
+    """Train only while the screen is off and the user is not typing."""
+    require_night: bool = False
+    """Train only between ``night_start_hour`` and ``night_end_hour`` (local time)."""
+    night_start_hour: float = Field(default=22.0, ge=0, lt=24)
+    """Start of the night window (hour of day)."""
+    night_end_hour: float = Field(default=6.0, ge=0, lt=24)
+    """End of the night window (hour of day)."""
+    idle_probability_night: float = Field(default=0.9, ge=0, le=1)
+    """Chance a device is idle at a night-time check-in."""
+    idle_probability_day: float = Field(default=0.3, ge=0, le=1)
+    """Chance a device is idle at a daytime check-in."""
+    retention_days: float = Field(default=30.0, gt=0)
+    """Training logs older than this are deleted on the device."""
+    latency_median_s: float = Field(default=45.0, gt=0)
+    """Median time from round open to a device's upload (download, train, upload)."""
+    latency_sigma: float = Field(default=0.8, ge=0)
+    """Log-normal spread of that latency."""
+    dropout_rate: float = Field(default=0.1, ge=0, lt=1)
+    """Chance a sampled device never uploads (network loss, user activity, shutdown)."""
+    n_devices: int | None = Field(default=None, ge=1)
+    """Simulated population size; None: the task's ``n_devices``."""
+
+
+class RoundConfig(_Section):
+    """How rounds are opened, sampled, timed and closed."""
+
+    rounds: int = Field(default=100, ge=1)
+    """Rounds to run (R)."""
+    sampling_rate: float = Field(default=0.01, gt=0, le=1)
+    """Poisson sampling rate q: each eligible device joins a round with this chance."""
+    min_reports: int = Field(default=100, ge=1)
+    """A round with fewer in-time uploads is abandoned (and the privacy analysis assumes
+    at least this many reports per aggregate)."""
+    deadline_s: float = Field(default=300.0, gt=0)
+    """Seconds after opening that uploads are accepted."""
+    round_interval_s: float = Field(default=1800.0, gt=0)
+    """Seconds between round openings on the simulated clock."""
+    start_time_s: float = Field(default=22 * 3600.0, ge=0)
+    """Simulated clock at the first round (seconds since day 0, 00:00)."""
+    max_uploads_per_day: int = Field(default=2, ge=1)
+    """A device uploads at most this many times per simulated day."""
+    max_examples: int = Field(default=1000, ge=1)
+    """Devices bound the example count they report to this."""
+    batch_size: int = Field(default=4096, ge=1)
+    """Devices simulated per vectorised ``local_train`` call."""
+
+    @model_validator(mode="after")
+    def _deadline_within_interval(self) -> RoundConfig:
+        if self.deadline_s > self.round_interval_s:
+            raise ValueError(f"deadline_s={self.deadline_s} should be <= round_interval_s="
+                             f"{self.round_interval_s} (rounds would overlap)")
+        return self
+
+
+class StrategyConfig(_Section):
+    """Server-side aggregation."""
+
+    name: Literal["fedavg", "fedadam", "trimmed_mean"] = "fedavg"
+    """Aggregation algorithm."""
+    server_learning_rate: float = Field(default=1.0, gt=0)
+    """Server step size η."""
+    max_weight: float = Field(default=100.0, ge=1)
+    """Bound of a device's weight in FedAvg/FedAdam (ignored under DP: uniform weights)."""
+    trim_fraction: float = Field(default=0.1, ge=0, lt=0.5)
+    """β of the coordinate-wise trimmed mean."""
+    beta_1: float = Field(default=0.9, ge=0, lt=1)
+    """FedAdam first-moment decay."""
+    beta_2: float = Field(default=0.99, ge=0, lt=1)
+    """FedAdam second-moment decay."""
+    tau: float = Field(default=1e-3, gt=0)
+    """FedAdam adaptivity floor."""
+    norm_bound: float | Literal["auto"] | None = None
+    """Reject uploads above this L2 norm; ``auto``: the honest noisy-upload bound."""
+
+
+class PrivacyConfig(_Section):
+    """Local DP on devices and the run's privacy budget."""
+
+    enabled: bool = True
+    """Clip and add noise on devices (off: plain federated learning, no guarantee)."""
+    clip_norm: float = Field(default=1.0, gt=0)
+    """C, the L2 bound of each device's delta."""
+    noise_multiplier: float = Field(default=1.0, ge=0)
+    """σ: devices add N(0, σ²C²) per coordinate."""
+    target_epsilon: float | None = Field(default=8.0, gt=0)
+    """The run refuses to exceed this ε (None: no budget)."""
+    delta: float = Field(default=1e-6, gt=0, lt=1)
+    """δ of every reported guarantee."""
+    budget_kind: Literal["local", "device_local", "shuffle", "secure_sum"] = "secure_sum"
+    """Which guarantee the budget applies to (see ``privacy.json`` for its assumption)."""
+    on_over_budget: Literal["refuse", "stop"] = "refuse"
+    """``refuse`` to start an over-budget run, or ``stop`` after the last affordable round."""
+    accountant: Literal["pld", "rdp"] = "pld"
+    """Headline accountant (the other is reported alongside where it applies)."""
+
+
+class FederatedConfig(_Section):
+    """Everything a federated training run needs besides the task and the seed."""
+
+    devices: DeviceConfig = DeviceConfig()
+    """Simulated devices."""
+    rounds: RoundConfig = RoundConfig()
+    """Round schedule."""
+    strategy: StrategyConfig = StrategyConfig()
+    """Aggregation."""
+    privacy: PrivacyConfig = PrivacyConfig()
+    """Local DP and budget."""
+
+    @model_validator(mode="after")
+    def _secure_sum_needs_sum(self) -> FederatedConfig:
+        if (self.privacy.enabled and self.privacy.budget_kind == "secure_sum"
+                and self.strategy.name == "trimmed_mean"):
+            raise ValueError("budget_kind='secure_sum' needs a sum-based strategy; a trimmed "
+                             "mean sees individual reports (use 'shuffle' or 'device_local')")
+        return self
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> FederatedConfig:
+        """Read a JSON or TOML file (or defaults), then apply dotted ``overrides``.
+
+        ``overrides`` keys look like ``"privacy.noise_multiplier"``; None values are skipped.
+
+        Raises
+        ------
+        FederatedConfigError
+            Naming the file and every invalid field.
+        """
+        raw: dict[str, Any] = {}
+        if path is not None:
+            path = Path(path)
+            try:
+                text = path.read_text()
+                raw = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+            except (OSError, ValueError) as exc:
+                raise FederatedConfigError(f"{path}: cannot read config ({exc})") from exc
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            section, _, key = dotted.partition(".")
+            raw.setdefault(section, {})[key] = value
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            where = f"{path}: " if path else ""
+            raise FederatedConfigError(f"{where}invalid federated config: {exc}") from exc

@@ -1,0 +1,50 @@
+"""FedAvg with bounded weights (McMahan et al. 2017, "Communication-Efficient Learning
+of Deep Networks from Decentralized Data", Alg. 1, applied to deltas)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from federated._strategy import Aggregate, Strategy
+
+__all__ = ["FedAvg"]
+
+
+class FedAvg(Strategy):
+    """Weighted mean of deltas, weights ``min(n_examples, max_weight)``.
+
+    Bounding the weights keeps one device with a huge log from dominating the average
+    (and bounds its influence, which DP needs; the DP wrapper uses uniform weights).
+
+    Parameters
+    ----------
+    server_learning_rate : float
+        η: new = old + η · mean delta.
+    max_weight : float
+        Upper bound of a device's weight (>= 1).
+    """
+
+    name = "fedavg"
+
+    def __init__(self, server_learning_rate: float = 1.0, max_weight: float = 100.0) -> None:
+        if server_learning_rate <= 0:
+            raise ValueError(f"server_learning_rate={server_learning_rate} should be > 0")
+        if max_weight < 1:
+            raise ValueError(f"max_weight={max_weight} should be >= 1")
+        self.server_learning_rate = server_learning_rate
+        self.max_weight = max_weight
+
+    def aggregate(self, parameters: np.ndarray, deltas: np.ndarray,
+                  n_examples: np.ndarray) -> Aggregate:
+        weights = np.minimum(n_examples.astype(np.float64), self.max_weight)
+        total = float(weights.sum())
+        if total <= 0:
+            return Aggregate(parameters.copy(), {"weight_total": 0.0})
+        mean = (weights @ deltas.astype(np.float64)) / total
+        new = parameters.astype(np.float64) + self.server_learning_rate * mean
+        return Aggregate(new.astype(np.float32),
+                         {"weight_total": total, "update_norm": float(np.linalg.norm(mean))})
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "server_learning_rate": self.server_learning_rate,
+                "max_weight": self.max_weight}

@@ -1,0 +1,120 @@
+"""The small base class every aggregation strategy implements (Flower-style).
+
+A strategy turns the accepted uploads of one round into new global parameters. It may
+also shape what devices are told for the round (:meth:`Strategy.configure_round`), which
+is how the differential-privacy wrapper tells devices to clip and add noise.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Aggregate", "RoundPlan", "Strategy", "StrategyWrapper"]
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """What the server announces when it opens a round (all public).
+
+    Attributes
+    ----------
+    round : int
+        Round number r (0-based).
+    model_version : int
+        Version v of the global parameters the round trains from.
+    open_s, deadline_s : float
+        Simulated clock (seconds) when the round opens and when uploads stop counting.
+    sampling_rate : float
+        q, each eligible device's chance of taking part.
+    max_examples : int
+        Devices bound their reported example count to this.
+    clip_norm : float or None
+        C: devices clip their delta to this L2 norm (None: no clipping).
+    noise_multiplier : float
+        σ: devices add N(0, σ²C²) per coordinate (0: no noise).
+    """
+
+    round: int
+    model_version: int
+    open_s: float
+    deadline_s: float
+    sampling_rate: float
+    max_examples: int
+    clip_norm: float | None = None
+    noise_multiplier: float = 0.0
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """A strategy's result: new parameters (P,) float32 and aggregation metrics."""
+
+    parameters: np.ndarray
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Strategy(ABC):
+    """Base class of aggregation strategies; one subclass per file.
+
+    Subclasses store their parameters in ``__init__`` (validating them there) and keep
+    any server-optimizer state in arrays exposed through :meth:`state_dict` so a run can
+    be checkpointed and resumed.
+    """
+
+    name: str = "strategy"
+
+    def configure_round(self, plan: RoundPlan) -> RoundPlan:
+        """The plan devices receive for the round; unchanged by default."""
+        return plan
+
+    @abstractmethod
+    def aggregate(self, parameters: np.ndarray, deltas: np.ndarray,
+                  n_examples: np.ndarray) -> Aggregate:
+        """New global parameters from one round's accepted uploads.
+
+        Parameters
+        ----------
+        parameters : ndarray, shape (P,), float32
+            Current global parameters.
+        deltas : ndarray, shape (n, P), float32
+            Accepted deltas, n >= 1.
+        n_examples : ndarray, shape (n,), int64
+            Their bounded example counts.
+        """
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Server-side optimizer state to checkpoint (empty for stateless strategies)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        del state  # stateless by default
+
+    def describe(self) -> dict[str, object]:
+        """Name and parameters, for artifacts and logs."""
+        return {"name": self.name}
+
+
+class StrategyWrapper(Strategy):
+    """A strategy that wraps another one (norm bound, differential privacy)."""
+
+    def __init__(self, inner: Strategy) -> None:
+        if not isinstance(inner, Strategy):
+            raise TypeError(f"inner={inner!r} should be a Strategy")
+        self.inner = inner
+
+    def configure_round(self, plan: RoundPlan) -> RoundPlan:
+        return self.inner.configure_round(plan)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.inner.load_state_dict(state)
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "inner": self.inner.describe()}
+
+

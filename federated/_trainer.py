@@ -1,0 +1,358 @@
+"""The resumable round loop: devices (client side) and server, one round at a time.
+
+``FederatedTrainer(task, config, checkpoint_dir=...).fit(rng)`` runs the simulation; a
+checkpoint is written after every round, and a new trainer pointed at the same
+directory resumes after the last completed round (see ``_checkpoint``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from data import fingerprint
+from federated._accounting import (
+    DevicePrivacyAccountant,
+    PrivacyLedger,
+    RoundPrivacyEvent,
+    max_affordable_rounds,
+)
+from federated._checkpoint import load_latest_checkpoint, save_checkpoint
+from federated._client import DeviceRuntime
+from federated._config import FederatedConfig
+from federated._device import DAY_S, DevicePopulation
+from federated._dp import DifferentialPrivacy
+from federated._errors import CheckpointError, FederatedConfigError, PrivacyBudgetError
+from federated._fedadam import FedAdam
+from federated._fedavg import FedAvg
+from federated._norm_bound import NormBound, noisy_norm_bound
+from federated._server import Server
+from federated._strategy import Strategy
+from federated._task import FederatedTask, StatefulTask
+from federated._trimmed_mean import TrimmedMean
+from federated._upload import UploadBatch
+
+__all__ = ["FederatedTrainer", "RoundRecord", "build_strategy", "run_training"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One round as the progress display and ``metrics.json`` report it.
+
+    ``epsilon`` is the budget kind's ε spent after this round (RDP where it applies, for
+    speed; the final ``privacy.json`` uses the configured accountant).
+    """
+
+    round: int
+    status: str
+    open_s: float
+    eligible: int
+    sampled: int
+    dropped: int
+    uploaded: int
+    accepted: int
+    late: int
+    stale: int
+    loss: float
+    epsilon: float
+    model_version: int
+    message: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (NaN/inf become None)."""
+        out = asdict(self)
+        for key in ("loss", "epsilon"):
+            if not math.isfinite(out[key]):
+                out[key] = None
+        return out
+
+
+def build_strategy(config: FederatedConfig) -> Strategy:
+    """The configured strategy, wrapped in NormBound and DifferentialPrivacy as asked."""
+    s, p = config.strategy, config.privacy
+    inner: Strategy
+    if s.name == "fedavg":
+        inner = FedAvg(s.server_learning_rate, s.max_weight)
+    elif s.name == "fedadam":
+        inner = FedAdam(s.server_learning_rate, s.beta_1, s.beta_2, s.tau, s.max_weight)
+    else:
+        inner = TrimmedMean(s.trim_fraction, s.server_learning_rate)
+    if s.norm_bound is not None:
+        if s.norm_bound == "auto":
+            if not p.enabled:
+                raise FederatedConfigError("norm_bound='auto' needs privacy.enabled (it is "
+                                           "derived from the clip norm and noise)")
+            # Resolved once P is known; see FederatedTrainer.fit.
+            inner = NormBound(inner, max_norm=math.inf)
+        else:
+            inner = NormBound(inner, max_norm=float(s.norm_bound))
+    if p.enabled:
+        return DifferentialPrivacy(inner, p.clip_norm, p.noise_multiplier,
+                                   config.rounds.min_reports)
+    return inner
+
+
+def _fix_auto_norm_bound(strategy: Strategy, config: FederatedConfig, n_parameters: int) -> None:
+    node: Any = strategy
+    while node is not None:
+        if isinstance(node, NormBound) and node.max_norm == math.inf:
+            node.max_norm = noisy_norm_bound(config.privacy.clip_norm,
+                                             config.privacy.noise_multiplier, n_parameters)
+        node = getattr(node, "inner", None)
+
+
+class FederatedTrainer:
+    """Runs federated training of ``task`` under ``config``; resumable.
+
+    Parameters
+    ----------
+    task : FederatedTask
+        The model and its devices' private data.
+    config : FederatedConfig
+        Devices, rounds, strategy, privacy.
+    checkpoint_dir : Path, optional
+        Write a checkpoint after every round here, and resume from it if one exists.
+    on_round : callable, optional
+        Called with each :class:`RoundRecord` (progress display).
+    evaluate_every : int
+        Also evaluate the global model every this many rounds (0: only at the end).
+    population : DevicePopulation, optional
+        The simulated devices (default: simulated from ``rng`` at the first round).
+
+    Attributes
+    ----------
+    parameters_ : ndarray, shape (P,)
+        Final global parameters.
+    model_version_ : int
+        Their version (aggregated rounds).
+    history_ : list of RoundRecord
+        Every round run, including those before a resume.
+    ledger_ : PrivacyLedger
+        Every opened round's privacy event.
+    privacy_ : dict
+        The ``privacy.json`` record.
+    metrics_ : dict
+        Held-out metrics of ``parameters_``.
+    status_ : str
+        ``completed`` or ``budget_stopped``.
+    resumed_from_ : int or None
+        The first round run by this call when it resumed, else None.
+    """
+
+    def __init__(self, task: FederatedTask, config: FederatedConfig, *,
+                 checkpoint_dir: Path | None = None,
+                 on_round: Callable[[RoundRecord], None] | None = None,
+                 evaluate_every: int = 0, population: DevicePopulation | None = None) -> None:
+        self.task = task
+        self.config = config
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.on_round = on_round
+        self.evaluate_every = evaluate_every
+        self.population = population
+
+    # ------------------------------------------------------------------ budget
+
+    def planned_ledger(self, rounds: int | None = None) -> PrivacyLedger:
+        """The privacy ledger of the configured schedule (``rounds`` default: all)."""
+        r, p = self.config.rounds, self.config.privacy
+        return PrivacyLedger.planned(
+            rounds=r.rounds if rounds is None else rounds, noise_multiplier=p.noise_multiplier,
+            sampling_rate=r.sampling_rate, min_reports=r.min_reports,
+            max_uploads_per_day=r.max_uploads_per_day, start_time_s=r.start_time_s,
+            round_interval_s=r.round_interval_s)
+
+    def accountant(self) -> DevicePrivacyAccountant:
+        """The accountant of this run's δ and accountant choice."""
+        p = self.config.privacy
+        return DevicePrivacyAccountant(delta=p.delta, accountant=p.accountant)
+
+    def affordable_rounds(self) -> int:
+        """Rounds the budget allows; raises :class:`PrivacyBudgetError` to refuse."""
+        p, rounds = self.config.privacy, self.config.rounds.rounds
+        if p.target_epsilon is None:
+            return rounds
+        if not p.enabled:
+            raise PrivacyBudgetError(
+                f"target_epsilon={p.target_epsilon:g} is set but privacy is disabled (no "
+                "noise, epsilon is infinite); enable privacy or drop the target")
+        accountant, ledger = self.accountant(), self.planned_ledger()
+        if p.on_over_budget == "refuse":
+            accountant.check_budget(ledger, kind=p.budget_kind, target_epsilon=p.target_epsilon)
+            return rounds
+        allowed = max_affordable_rounds(ledger, accountant, kind=p.budget_kind,
+                                        target_epsilon=p.target_epsilon)
+        if allowed == 0:
+            accountant.check_budget(ledger.head(1), kind=p.budget_kind,
+                                    target_epsilon=p.target_epsilon)
+        return allowed
+
+    # ------------------------------------------------------------------ run
+
+    def _fingerprint(self) -> str:
+        cfg = self.config.model_dump(mode="json", exclude={
+            "rounds": {"rounds"}, "privacy": {"target_epsilon", "on_over_budget"}})
+        return fingerprint(self.task.name, self.task.n_parameters, self.task.n_devices, cfg)
+
+    def fit(self, rng: np.random.Generator) -> FederatedTrainer:
+        """Run (or resume) the rounds; returns ``self`` with the learned attributes set.
+
+        Raises
+        ------
+        PrivacyBudgetError
+            Before any round, if the run would exceed its target and the policy is refuse.
+        CheckpointError
+            If the checkpoint directory holds a run of another configuration.
+        """
+        cfg, task = self.config, self.task
+        allowed = self.affordable_rounds()
+        accountant = self.accountant()
+        n_devices = cfg.devices.n_devices or task.n_devices
+        params = np.asarray(task.initial_parameters(), np.float32)
+        if params.shape != (task.n_parameters,):
+            raise FederatedConfigError(f"task {task.name!r}: initial_parameters() has shape "
+                                       f"{params.shape}, expected ({task.n_parameters},)")
+        strategy = build_strategy(cfg)
+        _fix_auto_norm_bound(strategy, cfg, task.n_parameters)
+        server = Server(strategy, params, min_reports=cfg.rounds.min_reports,
+                        deadline_s=cfg.rounds.deadline_s, sampling_rate=cfg.rounds.sampling_rate,
+                        max_examples=cfg.rounds.max_examples)
+        ledger = PrivacyLedger(max_uploads_per_day=cfg.rounds.max_uploads_per_day)
+        history: list[RoundRecord] = []
+        late = UploadBatch.empty(task.n_parameters)
+        late_arrival = np.zeros(0)
+        start_round = 0
+        population = self.population
+        self.resumed_from_: int | None = None
+
+        checkpoint = load_latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
+        if checkpoint is not None:
+            meta, arrays = checkpoint
+            if meta["fingerprint"] != self._fingerprint():
+                raise CheckpointError(
+                    f"{self.checkpoint_dir}: checkpoint belongs to a different task or "
+                    "configuration; use another --checkpoint-dir or delete it")
+            start_round = int(meta["next_round"])
+            server.parameters = arrays["parameters"].astype(np.float32)
+            server.model_version = int(meta["model_version"])
+            strategy.load_state_dict(_sub(arrays, "strategy/"))
+            population = DevicePopulation.from_state_dict(_sub(arrays, "devices/"))
+            if isinstance(task, StatefulTask) and any(k.startswith("task/") for k in arrays):
+                task.load_device_state(_sub(arrays, "task/"))
+            ledger = PrivacyLedger(events=tuple(RoundPrivacyEvent(**e) for e in meta["ledger"]),
+                                   max_uploads_per_day=cfg.rounds.max_uploads_per_day)
+            history = [RoundRecord(**{**h, "loss": _num(h["loss"]),
+                                      "epsilon": _num(h["epsilon"])})
+                       for h in meta["history"]]
+            late = UploadBatch(*(arrays[f"late/{k}"] for k in
+                                 ("round", "model_version", "deltas", "n_examples", "nonces")))
+            late_arrival = arrays["late/arrival_s"]
+            rng.bit_generator.state = meta["rng"]
+            self.resumed_from_ = start_round
+            log.info("resuming federated run", round=start_round, checkpoint=str(
+                self.checkpoint_dir))
+        if population is None:
+            population = DevicePopulation.simulate(n_devices, rng)
+        runtime = DeviceRuntime(task, population, cfg.devices,
+                                max_uploads_per_day=cfg.rounds.max_uploads_per_day,
+                                batch_size=cfg.rounds.batch_size)
+
+        for r in range(start_round, allowed):
+            now = cfg.rounds.start_time_s + r * cfg.rounds.round_interval_s
+            task.forget_before(now - cfg.devices.retention_days * DAY_S)
+            plan = server.open_round(r, now)
+            if cfg.privacy.enabled:
+                ledger = ledger.add(RoundPrivacyEvent(cfg.privacy.noise_multiplier,
+                                                      cfg.rounds.sampling_rate,
+                                                      cfg.rounds.min_reports, int(now // DAY_S)))
+            result = runtime.run_round(plan, server.parameters, rng)
+            server.receive(late, late_arrival)  # last round's stragglers: stale now
+            server.receive(result.uploads, result.arrival_s)
+            is_late = result.arrival_s > plan.deadline_s
+            late, late_arrival = result.uploads.select(is_late), result.arrival_s[is_late]
+            outcome = server.close_round()
+            if outcome.status == "abandoned":
+                log.warning("round abandoned", round=r, message=outcome.message)
+            eps = (accountant.epsilon(ledger, cfg.privacy.budget_kind, "rdp")
+                   if cfg.privacy.enabled else math.inf)
+            metrics = dict(outcome.metrics)
+            if self.evaluate_every and (r + 1) % self.evaluate_every == 0:
+                metrics.update(task.evaluate(server.parameters))
+            record = RoundRecord(
+                round=r, status=outcome.status, open_s=now, eligible=result.eligible,
+                sampled=result.sampled, dropped=result.dropped, uploaded=len(result.uploads),
+                accepted=outcome.accepted, late=outcome.late, stale=outcome.stale,
+                loss=result.mean_loss, epsilon=eps, model_version=server.model_version,
+                message=outcome.message, metrics=metrics)
+            history.append(record)
+            if self.checkpoint_dir is not None:
+                self._save(r, server, strategy, population, ledger, history, late, late_arrival,
+                           rng)
+            if self.on_round is not None:
+                self.on_round(record)
+
+        self.parameters_ = server.parameters
+        self.model_version_ = server.model_version
+        self.history_ = history
+        self.ledger_ = ledger
+        self.status_ = "completed" if allowed == cfg.rounds.rounds else "budget_stopped"
+        self.metrics_ = task.evaluate(server.parameters)
+        self.privacy_ = self._privacy_report(accountant, ledger)
+        return self
+
+    def _privacy_report(self, accountant: DevicePrivacyAccountant,
+                        ledger: PrivacyLedger) -> dict[str, Any]:
+        p = self.config.privacy
+        if not p.enabled:
+            return {"enabled": False, "epsilon": None, "delta": None,
+                    "note": "trained without local DP: no privacy guarantee"}
+        report = accountant.report(ledger, clip_norm=p.clip_norm)
+        spent = report["epsilon"][p.budget_kind]
+        report["enabled"] = True
+        report["budget"] = {"kind": p.budget_kind, "target_epsilon": p.target_epsilon,
+                            "spent_epsilon": spent, "policy": p.on_over_budget,
+                            "assumption": report["guarantees"][p.budget_kind]["assumption"]}
+        report["status"] = self.status_
+        return report
+
+    def _save(self, r: int, server: Server, strategy: Strategy, population: DevicePopulation,
+              ledger: PrivacyLedger, history: list[RoundRecord], late: UploadBatch,
+              late_arrival: np.ndarray, rng: np.random.Generator) -> None:
+        assert self.checkpoint_dir is not None
+        arrays: dict[str, np.ndarray] = {"parameters": server.parameters}
+        arrays.update({f"strategy/{k}": v for k, v in strategy.state_dict().items()})
+        arrays.update({f"devices/{k}": v for k, v in population.state_dict().items()})
+        if isinstance(self.task, StatefulTask):
+            arrays.update({f"task/{k}": v for k, v in self.task.device_state().items()})
+        arrays.update({"late/round": late.round, "late/model_version": late.model_version,
+                       "late/deltas": late.deltas, "late/n_examples": late.n_examples,
+                       "late/nonces": late.nonces, "late/arrival_s": late_arrival})
+        meta = {"fingerprint": self._fingerprint(), "next_round": r + 1,
+                "model_version": server.model_version,
+                "ledger": [asdict(e) for e in ledger.events],
+                "history": [h.to_dict() for h in history], "rng": rng.bit_generator.state}
+        save_checkpoint(self.checkpoint_dir, r, arrays, meta)
+
+
+def _sub(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def _num(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
+def run_training(task: FederatedTask, config: FederatedConfig, *, rng: np.random.Generator,
+                 checkpoint_dir: Path | None = None,
+                 on_round: Callable[[RoundRecord], None] | None = None) -> FederatedTrainer:
+    """Shorthand for ``FederatedTrainer(task, config, ...).fit(rng)``."""
+    return FederatedTrainer(task, config, checkpoint_dir=checkpoint_dir,
+                            on_round=on_round).fit(rng)

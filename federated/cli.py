@@ -1,0 +1,255 @@
+"""``stickers federated ...``: train, sweep, and the privacy calculator and calibrator."""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from data import new_version, print_table, progress, publish_artifact
+from data.cli import CLIContext, pass_cli
+from federated._accounting import (
+    GUARANTEE_KINDS,
+    DevicePrivacyAccountant,
+    PrivacyLedger,
+    calibrate_noise_multiplier,
+)
+from federated._config import FederatedConfig
+from federated._publish import _finite, publish_model
+from federated._sweep import privacy_utility_sweep
+from federated._task import TASK_ENTRY_POINT_GROUP, TaskContext, available_tasks, load_task
+from federated._trainer import FederatedTrainer, RoundRecord
+
+__all__ = ["federated"]
+
+_KIND = click.Choice(list(GUARANTEE_KINDS))
+
+
+def _schedule_options(f: Any) -> Any:
+    for opt in reversed([
+        click.option("--q", "--sampling-rate", "q", type=click.FloatRange(0, 1, min_open=True),
+                     default=0.01, show_default=True, help="Poisson sampling rate q."),
+        click.option("--rounds", type=click.IntRange(min=1), default=100, show_default=True,
+                     help="Rounds R."),
+        click.option("--delta", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                     default=1e-6, show_default=True, help="Target delta."),
+        click.option("--min-reports", type=click.IntRange(min=1), default=100,
+                     show_default=True, help="Fewest reports a round aggregates (n_min)."),
+        click.option("--max-per-day", type=click.IntRange(min=1), default=2, show_default=True,
+                     help="Uploads a device may make per day."),
+        click.option("--round-interval", type=click.FloatRange(min=0, min_open=True),
+                     default=1800.0, show_default=True, help="Seconds between rounds."),
+        click.option("--accountant", type=click.Choice(["pld", "rdp"]), default="pld",
+                     show_default=True, help="Headline accountant."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _ledger(sigma: float, q: float, rounds: int, min_reports: int, max_per_day: int,
+            round_interval: float) -> PrivacyLedger:
+    return PrivacyLedger.planned(rounds=rounds, noise_multiplier=sigma, sampling_rate=q,
+                                 min_reports=min_reports, max_uploads_per_day=max_per_day,
+                                 start_time_s=22 * 3600.0, round_interval_s=round_interval)
+
+
+@click.group("federated")
+def federated() -> None:
+    """Federated training with local differential privacy (application-agnostic)."""
+
+
+@federated.command("privacy")
+@click.option("--sigma", "--noise-multiplier", "sigma", type=click.FloatRange(min=0),
+              required=True, help="Noise multiplier σ (noise std = σ·C).")
+@click.option("--clip-norm", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True, help="Clip norm C (recorded; ε does not depend on it).")
+@_schedule_options
+@click.option("--json", "as_json", is_flag=True, help="Print the privacy.json record.")
+def privacy_command(sigma: float, clip_norm: float, q: float, rounds: int, delta: float,
+                    min_reports: int, max_per_day: int, round_interval: float, accountant: str,
+                    as_json: bool) -> None:
+    """Compute every kind of (ε, δ) for a planned schedule (an accountant calculator)."""
+    acc = DevicePrivacyAccountant(delta=delta, accountant=accountant)  # type: ignore[arg-type]
+    ledger = _ledger(sigma, q, rounds, min_reports, max_per_day, round_interval)
+    report = acc.report(ledger, clip_norm=clip_norm)
+    if as_json:
+        click.echo(json.dumps(_finite(report), indent=2, sort_keys=True))
+        return
+    rows = []
+    for kind, g in report["guarantees"].items():
+        rdp = g["epsilon_rdp"]
+        rows.append([kind, g["epsilon_pld"], "-" if rdp is None else rdp, g["delta"],
+                     g["assumption"]])
+    print_table(f"privacy: σ={sigma:g} q={q:g} R={rounds} n_min={min_reports} "
+                f"(≤{report['max_participations_per_device']} uploads/device)",
+                ["kind", "ε (PLD)", "ε (RDP)", "δ", "assumption"], rows)
+
+
+@federated.command("calibrate")
+@click.option("--target-epsilon", type=click.FloatRange(min=0, min_open=True), required=True,
+              help="The ε to reach.")
+@click.option("--kind", type=_KIND, default="secure_sum", show_default=True,
+              help="Which guarantee the target applies to.")
+@_schedule_options
+def calibrate_command(target_epsilon: float, kind: str, q: float, rounds: int, delta: float,
+                      min_reports: int, max_per_day: int, round_interval: float,
+                      accountant: str) -> None:
+    """Find the smallest noise multiplier σ whose ε stays within the target."""
+    acc = DevicePrivacyAccountant(delta=delta, accountant=accountant)  # type: ignore[arg-type]
+    ledger = _ledger(1.0, q, rounds, min_reports, max_per_day, round_interval)
+    sigma = calibrate_noise_multiplier(ledger, target_epsilon, kind=kind,  # type: ignore[arg-type]
+                                       accountant=acc)
+    eps = acc.epsilon(ledger.with_noise_multiplier(sigma), kind)  # type: ignore[arg-type]
+    print_table("calibration", ["kind", "target ε", "σ", "ε at σ", "δ", "q", "rounds"],
+                [[kind, target_epsilon, sigma, eps, delta, q, rounds]])
+    click.echo(f"{sigma:.6g}")
+
+
+def _resolve_task_name(name: str | None) -> str:
+    """``--task`` or, when omitted, the single task registered by entry point."""
+    if name is not None:
+        return name
+    registered = [ep.name for ep in entry_points(group=TASK_ENTRY_POINT_GROUP)]
+    if len(registered) == 1:
+        return registered[0]
+    raise click.UsageError(
+        f"--task is required: {len(registered)} tasks are registered under "
+        f"{TASK_ENTRY_POINT_GROUP!r} ({', '.join(registered) or 'none'}); built-in: "
+        f"{', '.join(available_tasks())}")
+
+
+def _task_options(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} should look like key=value", param_hint="-o")
+        out[key] = value
+    return out
+
+
+def _train_options(f: Any) -> Any:
+    for opt in reversed([
+        click.option("--task", "task_name", default=None,
+                     help="Registered task name (entry-point group "
+                          "sticker_suggest.federated_tasks); default: the one registered "
+                          "entry point."),
+        click.option("-o", "--task-option", "task_options", multiple=True,
+                     help="key=value passed to the task factory (repeatable)."),
+        click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False,
+                     path_type=Path), help="Federated config (JSON or TOML)."),
+        click.option("--rounds", type=click.IntRange(min=1), help="Rounds R."),
+        click.option("--q", "--sampling-rate", "q", type=click.FloatRange(0, 1, min_open=True),
+                     help="Poisson sampling rate q."),
+        click.option("--clip-norm", type=click.FloatRange(min=0, min_open=True),
+                     help="Clip norm C."),
+        click.option("--min-reports", type=click.IntRange(min=1), help="n_min per round."),
+        click.option("--strategy", type=click.Choice(["fedavg", "fedadam", "trimmed_mean"]),
+                     help="Aggregation strategy."),
+        click.option("--delta", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                     help="Target delta."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _load_config(config_path: Path | None, **overrides: Any) -> FederatedConfig:
+    mapping = {"rounds": "rounds.rounds", "q": "rounds.sampling_rate",
+               "clip_norm": "privacy.clip_norm", "min_reports": "rounds.min_reports",
+               "strategy": "strategy.name", "delta": "privacy.delta",
+               "sigma": "privacy.noise_multiplier", "target_epsilon": "privacy.target_epsilon",
+               "kind": "privacy.budget_kind"}
+    return FederatedConfig.load(config_path, **{mapping[k]: v for k, v in overrides.items()})
+
+
+@federated.command("train")
+@_train_options
+@click.option("--target-epsilon", type=click.FloatRange(min=0, min_open=True),
+              help="Privacy budget ε (the run refuses to exceed it).")
+@click.option("--sigma", "--noise-multiplier", "sigma", type=click.FloatRange(min=0),
+              help="Noise multiplier σ.")
+@click.option("--kind", type=_KIND, help="Guarantee the budget applies to.")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Checkpoint directory (default: <var>/federated/checkpoints/<task>-<seed>).")
+@pass_cli
+def train_command(cli: CLIContext, task_name: str | None, task_options: tuple[str, ...],
+                  config_path: Path | None, seed: int, checkpoint_dir: Path | None,
+                  **overrides: Any) -> None:
+    """Train a task federatedly with local DP and publish a versioned model artifact."""
+    config = _load_config(config_path, **overrides)
+    task_name = _resolve_task_name(task_name)
+    task = load_task(task_name, TaskContext(var=cli.var, seed=seed,
+                                            options=_task_options(task_options)))
+    checkpoint_dir = checkpoint_dir or cli.var / "federated" / "checkpoints" / f"{task.name}-{seed}"
+    with progress(f"federated {task.name}", total=config.rounds.rounds,
+                  show=cli.show_progress) as bar:
+        def on_round(rec: RoundRecord) -> None:
+            bar.update(description=(
+                f"round {rec.round} {rec.status}: {rec.accepted} in / {rec.dropped} dropped, "
+                f"loss {rec.loss:.4g}, ε {rec.epsilon:.3g}"))
+            bar.advance()
+        trainer = FederatedTrainer(task, config, checkpoint_dir=checkpoint_dir,
+                                   on_round=on_round)
+        if trainer.config.privacy.target_epsilon is not None:
+            trainer.affordable_rounds()  # refuse before the progress bar moves
+        trainer.fit(np.random.default_rng(seed))
+    out = publish_model(trainer, task, cli.var / task.name, seed=seed,
+                        inputs={"task_options": _task_options(task_options)})
+    eps = trainer.privacy_.get("epsilon") or {}
+    rows: list[list[Any]] = [["artifact", str(out)], ["rounds run", len(trainer.history_)],
+                             ["model version", trainer.model_version_]]
+    rows += [[name, value] for name, value in trainer.metrics_.items()]
+    rows += [[f"ε {kind} (δ={trainer.privacy_.get('delta')})",
+              value if value is not None else math.inf] for kind, value in eps.items()]
+    print_table(f"federated {task.name}: {trainer.status_}", ["", "value"], rows)
+
+
+@federated.command("sweep")
+@_train_options
+@click.option("--sigmas", default="0.5,1,2,4", show_default=True,
+              help="Comma-separated noise multipliers.")
+@click.option("--no-baseline", is_flag=True, help="Skip the non-private point.")
+@pass_cli
+def sweep_command(cli: CLIContext, task_name: str | None, task_options: tuple[str, ...],
+                  config_path: Path | None, seed: int, sigmas: str, no_baseline: bool,
+                  **overrides: Any) -> None:
+    """Privacy–utility sweep over σ: ε of each kind and held-out metrics per setting."""
+    try:
+        values = [float(s) for s in sigmas.split(",") if s.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(f"{sigmas!r}: {exc}", param_hint="--sigmas") from exc
+    config = _load_config(config_path, **overrides)
+    task_name = _resolve_task_name(task_name)
+    context = TaskContext(var=cli.var, seed=seed, options=_task_options(task_options))
+    name = load_task(task_name, context).name
+    resolved: str = task_name
+    n = len(values) + (0 if no_baseline else 1)
+    with progress(f"sweep {name}", total=n, show=cli.show_progress) as bar:
+        points = privacy_utility_sweep(lambda: load_task(resolved, context), config, values,
+                                       seed=seed, include_non_private=not no_baseline,
+                                       on_point=lambda _: bar.advance())
+    destination = cli.var / "federated" / "sweeps" / name / new_version()
+    with publish_artifact(destination, kind="federated-sweep",
+                          parameters={"task": name, "sigmas": values, "seed": seed,
+                                      "config": config.model_dump(mode="json")}) as writer:
+        writer.write_json("sweep.json", _finite(points))
+        writer.metrics = {"points": len(points)}
+    metric_names = sorted({k for p in points for k in p["metrics"]})
+    rows = [[p["noise_multiplier"] if p["noise_multiplier"] is not None else "none",
+             *((p["epsilon"] or {}).get(k, math.inf) for k in GUARANTEE_KINDS),
+             *(p["metrics"].get(m, math.nan) for m in metric_names)] for p in points]
+    print_table(f"sweep {name} → {destination}", ["σ", *(f"ε {k}" for k in GUARANTEE_KINDS),
+                                                  *metric_names], rows)
+
+
+@federated.command("tasks")
+def tasks_command() -> None:
+    """List registered federated tasks."""
+    for name in available_tasks():
+        click.echo(name)

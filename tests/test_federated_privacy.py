@@ -1,0 +1,248 @@
+"""Privacy maths of the federated platform: clipping, noise, ε of every kind, budgets.
+
+Hand-checked values are computed independently here (scipy), never with the module's
+own formulas.
+"""
+
+from __future__ import annotations
+
+import math
+
+import dp_accounting
+import numpy as np
+import pytest
+from dp_accounting.pld import PLDAccountant
+from dp_accounting.rdp import RdpAccountant
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy import optimize, stats
+
+from federated import (
+    DevicePrivacyAccountant,
+    FederatedConfig,
+    FederatedTrainer,
+    PrivacyBudgetError,
+    PrivacyLedger,
+    SyntheticRegressionTask,
+    add_gaussian_noise,
+    calibrate_noise_multiplier,
+    clip_deltas,
+    fmt21_shuffle_epsilon,
+    l2_norms,
+    local_epsilon,
+    poisson_amplified,
+)
+
+
+def analytic_gaussian_epsilon(sigma: float, delta: float, sensitivity: float = 1.0) -> float:
+    """Balle & Wang 2018, Thm 8: δ(ε) = Φ(Δ/2σ - εσ/Δ) - e^ε Φ(-Δ/2σ - εσ/Δ), solved for ε."""
+    def gap(eps: float) -> float:
+        a = sensitivity / (2 * sigma)
+        b = eps * sigma / sensitivity
+        return stats.norm.cdf(a - b) - math.exp(eps) * stats.norm.cdf(-a - b) - delta
+    return optimize.brentq(gap, 0.0, 500.0, xtol=1e-12)
+
+
+# ------------------------------------------------------------------ clipping and noise
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrays(np.float32, st.tuples(st.integers(1, 20), st.integers(1, 40)),
+              elements=st.floats(-1e6, 1e6, width=32)),
+       st.floats(1e-3, 1e3))
+def test_clipping_bounds_every_upload_norm(deltas: np.ndarray, clip_norm: float) -> None:
+    clipped = clip_deltas(deltas, clip_norm)
+    assert clipped.shape == deltas.shape and clipped.dtype == np.float32
+    assert np.all(l2_norms(clipped) <= clip_norm)
+    small = l2_norms(deltas) <= clip_norm * 0.999
+    np.testing.assert_allclose(clipped[small], deltas[small], rtol=1e-5, atol=1e-6)
+
+
+def test_clipping_keeps_direction() -> None:
+    clipped = clip_deltas(np.array([[3.0, 4.0]], np.float32), 1.0)
+    np.testing.assert_allclose(clipped, [[0.6, 0.8]], rtol=1e-5)
+
+
+def test_noise_has_the_right_scale() -> None:
+    rng = np.random.default_rng(7)
+    clip_norm, sigma = 2.0, 1.5
+    noisy = add_gaussian_noise(np.zeros((2000, 50), np.float32), clip_norm, sigma, rng)
+    sample = noisy.ravel().astype(np.float64)
+    expected = sigma * clip_norm
+    # std of the sample std is expected/sqrt(2n); 5 standard errors.
+    assert abs(sample.std() - expected) < 5 * expected / math.sqrt(2 * sample.size)
+    assert abs(sample.mean()) < 5 * expected / math.sqrt(sample.size)
+    assert stats.kstest(sample / expected, "norm").pvalue > 1e-3
+
+
+def test_noise_comes_only_from_the_given_generator() -> None:
+    x = np.ones((3, 4), np.float32)
+    a = add_gaussian_noise(x, 1.0, 1.0, np.random.default_rng(1))
+    b = add_gaussian_noise(x, 1.0, 1.0, np.random.default_rng(1))
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(add_gaussian_noise(x, 1.0, 0.0, np.random.default_rng(1)), x)
+
+
+# ------------------------------------------------------------------ hand-checked ε
+
+
+def test_single_gaussian_release_matches_analytic_gaussian() -> None:
+    # Sensitivity 1, σ = 1, δ = 1e-5: Balle & Wang's analytic value, computed here.
+    expected = analytic_gaussian_epsilon(1.0, 1e-5)
+    assert expected == pytest.approx(4.3772, abs=1e-3)
+    # One local report with noise multiplier 2 has sensitivity 2C → effective σ = 1.
+    assert local_epsilon(2.0, 1e-5) == pytest.approx(expected, rel=1e-4)
+    pld = PLDAccountant(value_discretization_interval=1e-4)
+    pld.compose(dp_accounting.GaussianDpEvent(1.0))
+    assert pld.get_epsilon(1e-5) == pytest.approx(expected, rel=1e-3)
+
+
+def test_composition_matches_closed_form_and_pld_beats_rdp() -> None:
+    # k-fold composition of Gaussian(σ) is Gaussian(σ/√k).
+    sigma, k, delta = 3.0, 10, 1e-6
+    expected = analytic_gaussian_epsilon(sigma / math.sqrt(k), delta)
+    pld = PLDAccountant(value_discretization_interval=1e-4)
+    pld.compose(dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(sigma), k))
+    assert pld.get_epsilon(delta) == pytest.approx(expected, rel=1e-3)
+    # The platform's device-local view: k uploads of local noise multiplier 2σ.
+    ledger = PrivacyLedger.planned(rounds=k, noise_multiplier=2 * sigma, sampling_rate=0.5,
+                                   min_reports=10)
+    acc = DevicePrivacyAccountant(delta=delta)
+    assert acc.epsilon(ledger, "device_local") == pytest.approx(expected, rel=1e-6)
+    assert acc.epsilon(ledger, "device_local", "rdp") >= expected
+
+
+def test_secure_sum_without_sampling_is_a_gaussian_of_sigma_root_n_over_root_r() -> None:
+    sigma, n_min, rounds, delta = 0.5, 16, 4, 1e-6
+    ledger = PrivacyLedger.planned(rounds=rounds, noise_multiplier=sigma, sampling_rate=1.0,
+                                   min_reports=n_min)
+    expected = analytic_gaussian_epsilon(sigma * math.sqrt(n_min) / math.sqrt(rounds), delta)
+    acc = DevicePrivacyAccountant(delta=delta, value_discretization_interval=1e-4)
+    assert acc.epsilon(ledger, "secure_sum") == pytest.approx(expected, rel=2e-3)
+    assert acc.epsilon(ledger, "secure_sum", "rdp") >= acc.epsilon(ledger, "secure_sum") - 1e-9
+
+
+def test_secure_sum_with_poisson_sampling_matches_dp_accounting_directly() -> None:
+    sigma, n_min, q, rounds, delta = 0.4, 25, 0.02, 300, 1e-6
+    ledger = PrivacyLedger.planned(rounds=rounds, noise_multiplier=sigma, sampling_rate=q,
+                                   min_reports=n_min)
+    event = dp_accounting.SelfComposedDpEvent(
+        dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma * 5.0)),
+        rounds)
+    rdp = RdpAccountant()
+    rdp.compose(event)
+    pld = PLDAccountant(value_discretization_interval=1e-3)
+    pld.compose(event)
+    acc = DevicePrivacyAccountant(delta=delta)
+    assert acc.epsilon(ledger, "secure_sum", "rdp") == pytest.approx(rdp.get_epsilon(delta),
+                                                                     rel=1e-9)
+    assert acc.epsilon(ledger, "secure_sum") == pytest.approx(pld.get_epsilon(delta), rel=1e-9)
+    # Amplification by sampling: far below the unsampled composition.
+    assert acc.epsilon(ledger, "secure_sum") < analytic_gaussian_epsilon(
+        5.0 * sigma / math.sqrt(rounds), delta)
+
+
+def test_fmt21_closed_form_by_hand() -> None:
+    eps0, n, delta = 1.0, 10_000, 1e-6
+    # a = 8 sqrt(e log(4e6) / 1e4) = 0.51426, c = 8e/1e4, e' = log(1 + a + c),
+    # eps = log(1 + (1 - 1/e) / (1 + e^(-1 - e')) (a + c)) = 0.23327 (worked by hand).
+    assert fmt21_shuffle_epsilon(eps0, n, delta) == pytest.approx(0.23327, abs=2e-4)
+    # Outside the theorem's range it gives nothing.
+    assert fmt21_shuffle_epsilon(10.0, 1000, delta) is None
+    assert fmt21_shuffle_epsilon(0.0, 1000, delta) == 0.0
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(0.05, 3.0), st.integers(2_000, 10**7), st.floats(1e-10, 1e-3))
+def test_shuffling_never_hurts(eps0: float, n: int, delta: float) -> None:
+    eps = fmt21_shuffle_epsilon(eps0, n, delta)
+    assert eps is None or 0 <= eps <= eps0
+
+
+def test_poisson_amplification_by_hand() -> None:
+    eps, delta = poisson_amplified(1.0, 1e-6, 0.01)
+    assert eps == pytest.approx(math.log(1 + 0.01 * (math.e - 1)))
+    assert delta == pytest.approx(1e-8)
+
+
+def test_kinds_are_ordered_by_trust() -> None:
+    ledger = PrivacyLedger.planned(rounds=50, noise_multiplier=8.0, sampling_rate=0.01,
+                                   min_reports=1000, max_uploads_per_day=2,
+                                   start_time_s=22 * 3600, round_interval_s=1800)
+    acc = DevicePrivacyAccountant(delta=1e-6)
+    report = acc.report(ledger, clip_norm=1.0)
+    eps = report["epsilon"]
+    assert eps["secure_sum"] < eps["shuffle"] < eps["device_local"]
+    assert eps["local"] < eps["device_local"]
+    # 50 rounds over two simulated days, at most 2 uploads a day: 4 participations.
+    assert report["max_participations_per_device"] == 4
+    for key in ("noise_multiplier", "clip_norm", "sampling_rate", "rounds", "delta",
+                "accountant"):
+        assert key in report
+    assert "ASSUMES" in report["guarantees"]["shuffle"]["assumption"]
+    assert "ASSUMES" in report["guarantees"]["secure_sum"]["assumption"]
+
+
+# ------------------------------------------------------------------ budget and calibration
+
+
+def _small_config(**overrides: object) -> FederatedConfig:
+    base: dict[str, object] = {"devices.require_charging": False, "devices.require_idle": False,
+            "devices.min_battery": 0.0, "devices.min_free_storage_mb": 0.0,
+            "devices.dropout_rate": 0.0, "rounds.sampling_rate": 0.2, "rounds.min_reports": 20,
+            "rounds.rounds": 5, "rounds.max_uploads_per_day": 48}
+    base.update(overrides)
+    return FederatedConfig.load(**base)  # type: ignore[arg-type]
+
+
+def test_budget_check_refuses_an_over_budget_run() -> None:
+    task = SyntheticRegressionTask(n_devices=500, n_features=5)
+    task.record_calls = True
+    config = _small_config(**{"privacy.noise_multiplier": 0.5, "privacy.target_epsilon": 1.0,
+                              "privacy.budget_kind": "device_local"})
+    with pytest.raises(PrivacyBudgetError, match="over the target"):
+        FederatedTrainer(task, config).fit(np.random.default_rng(0))
+    assert task.trained_devices == []  # refused before any device trained
+
+
+def test_budget_refuses_when_privacy_is_disabled_but_a_target_is_set() -> None:
+    task = SyntheticRegressionTask(n_devices=100, n_features=3)
+    config = _small_config(**{"privacy.enabled": False, "privacy.target_epsilon": 8.0})
+    with pytest.raises(PrivacyBudgetError, match="disabled"):
+        FederatedTrainer(task, config).fit(np.random.default_rng(0))
+
+
+def test_stop_policy_stops_before_exceeding_the_target() -> None:
+    task = SyntheticRegressionTask(n_devices=500, n_features=5)
+    target = 6.0
+    config = _small_config(**{"privacy.noise_multiplier": 4.0, "privacy.target_epsilon": target,
+                              "privacy.budget_kind": "device_local",
+                              "privacy.on_over_budget": "stop", "rounds.rounds": 12})
+    trainer = FederatedTrainer(task, config).fit(np.random.default_rng(0))
+    assert trainer.status_ == "budget_stopped"
+    assert 0 < len(trainer.history_) < 12
+    assert trainer.privacy_["epsilon"]["device_local"] <= target
+    one_more = trainer.ledger_.add(trainer.ledger_.events[-1])
+    assert DevicePrivacyAccountant(delta=1e-6).epsilon(one_more, "device_local") > target
+
+
+@pytest.mark.parametrize("kind", ["local", "device_local", "secure_sum"])
+def test_calibration_finds_sigma_for_a_target(kind: str) -> None:
+    ledger = PrivacyLedger.planned(rounds=20, noise_multiplier=1.0, sampling_rate=0.05,
+                                   min_reports=50, max_uploads_per_day=3,
+                                   round_interval_s=3600)
+    acc = DevicePrivacyAccountant(delta=1e-6)
+    sigma = calibrate_noise_multiplier(ledger, 4.0, kind=kind, accountant=acc,  # type: ignore[arg-type]
+                                       rtol=5e-3)
+    eps = acc.epsilon(ledger.with_noise_multiplier(sigma), kind)  # type: ignore[arg-type]
+    assert eps <= 4.0
+    assert acc.epsilon(ledger.with_noise_multiplier(sigma * 0.98), kind) > 4.0  # type: ignore[arg-type]
+
+
+def test_calibration_of_one_local_report_inverts_the_analytic_gaussian() -> None:
+    ledger = PrivacyLedger.planned(rounds=1, noise_multiplier=1.0, sampling_rate=1.0,
+                                   min_reports=1)
+    acc = DevicePrivacyAccountant(delta=1e-5)
+    sigma = calibrate_noise_multiplier(ledger, 4.3772, kind="local", accountant=acc, rtol=1e-5)
+    assert sigma == pytest.approx(2.0, rel=1e-3)  # see the single-release test above
