@@ -71,17 +71,17 @@ class ALSConfig(_Section):
     algorithm: Literal["als", "bpr"] = "als"
     """``als`` (implicit-feedback ALS, the default) or ``bpr`` (for comparison only)."""
 
-    factors: int = Field(default=64, ge=2, le=1024)
+    factors: int = Field(default=32, ge=2, le=1024)
     """Latent dimension of user and package factors (the reranker reuses it)."""
 
-    iterations: int = Field(default=15, ge=1, le=1000)
+    iterations: int = Field(default=10, ge=1, le=1000)
     """ALS sweeps (or BPR epochs)."""
 
-    regularization: float = Field(default=0.05, ge=0)
+    regularization: float = Field(default=10.0, ge=0)
     """L2 penalty on factors (the reranker reuses it for the ridge fold-in of a user)."""
 
-    alpha: float = Field(default=2.0, gt=0)
-    """ALS confidence scaling: the confidence of an observed pair is ``alpha`` × its weight."""
+    alpha: float = Field(default=20.0, gt=0)
+    """ALS confidence scaling: an observed pair has confidence ``1 + alpha × weight``."""
 
     learning_rate: float = Field(default=0.01, gt=0)
     """BPR step size (ignored by ALS)."""
@@ -100,11 +100,11 @@ class ClusterConfig(_Section):
     """k-anonymity: smaller clusters are merged into their nearest neighbour."""
 
     features: list[Literal["language", "region", "age_bucket", "gender", "subscriber"]] = Field(
-        default_factory=lambda: list(USER_FEATURES)
+        default_factory=lambda: list(USER_FEATURES)  # type: ignore[arg-type]
     )
     """User columns one-hot encoded into the clustering space and used for cold start."""
 
-    feature_weight: float = Field(default=0.5, ge=0)
+    feature_weight: float = Field(default=1.5, ge=0)
     """Norm of the scaled feature block next to the unit-norm factor block."""
 
     niter: int = Field(default=20, ge=1)
@@ -112,6 +112,11 @@ class ClusterConfig(_Section):
 
     max_points_per_centroid: int = Field(default=128, ge=8)
     """k-means trains on at most this many users per centroid (a seeded sample)."""
+
+    faiss_threads: int = Field(default=1, ge=0)
+    """OpenMP threads for faiss (k-means, searches); 0 = every core. One by default: faiss'
+    many short parallel regions slow down ~7× when a shared machine is busy, and its work
+    here is small next to the ALS fit."""
 
 
 class CandidateConfig(_Section):
@@ -280,7 +285,9 @@ class Stage1Config(BaseModel):
         """Write ``.toml`` or ``.json`` according to the suffix."""
         path = Path(path)
         if path.suffix not in {".toml", ".json"}:
-            raise ConfigError(f"{path}: unknown config format {path.suffix!r}; expected .toml or .json")
+            raise ConfigError(
+                f"{path}: unknown config format {path.suffix!r}; expected .toml or .json"
+            )
         path.write_text(self.to_toml() if path.suffix == ".toml" else self.to_json())
         return path
 
@@ -322,7 +329,8 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        body = ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + body + " }"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
 

@@ -1,0 +1,151 @@
+"""Benchmark: the whole stage-1 job vs a bare ``implicit`` ALS fit on the same matrix.
+
+Target (issue #3): on the large world (1M users × 100k packages × ≥ 30M interactions)
+the job, from opening the dataset to the published artifact, takes ≤ 1.15× a bare
+``AlternatingLeastSquares.fit`` on the same confidence matrix with the same parameters,
+measured in the same run, with ≤ 4 GiB peak RSS. Each side runs in its own child
+process, which reports its wall time and its own peak RSS (``ru_maxrss``).
+
+    python -m bench stage1                      # var/data/large if present, else small
+    python -m bench.bench_stage1 --size small --repeat 2 --set als.factors=64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench._results import write_results
+from data import dataset_dir, var_root
+
+TARGET_RATIO = 1.15
+TARGET_RSS_GIB = 4.0
+
+
+def _peak_rss_gib() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20)
+
+
+def _child(kind: str, dataset: Path, overrides: list[str]) -> dict[str, Any]:
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from candidate_gen import (
+        Stage1Artifact,
+        Stage1Config,
+        build_interaction_matrix,
+        build_stage1,
+        confidence_matrix,
+        make_model,
+    )
+    from data import open_dataset
+
+    config = Stage1Config().with_overrides(overrides)
+    if kind == "job":
+        out = Path(tempfile.mkdtemp(prefix="bench-stage1-", dir=var_root() / "bench"))
+        try:
+            start = time.perf_counter()
+            path = build_stage1(dataset, config, out)
+            seconds = time.perf_counter() - start
+            metrics = Stage1Artifact.load(path).metrics
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+        return {"seconds": seconds, "peak_rss_gib": _peak_rss_gib(), "metrics": metrics}
+    # The bare baseline: the very matrix the job factorises (same holdout, same weights).
+    ds = open_dataset(dataset)
+    matrix = build_interaction_matrix(
+        ds.scan("interactions"), ds.table("users").sort("user_id"),
+        ds.table("packages").sort("package_id"), config.matrix, config.evaluation,
+        np.random.default_rng(config.seed),
+    )
+    confidence = confidence_matrix(matrix.train, config.als)
+    with threadpool_limits(1, "blas"):
+        model = make_model(config.als, config.seed)
+        start = time.perf_counter()
+        model.fit(confidence, show_progress=False)
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "peak_rss_gib": _peak_rss_gib(), "nnz": int(confidence.nnz),
+            "shape": list(confidence.shape)}
+
+
+def _run_child(kind: str, dataset: Path, overrides: list[str]) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "bench.bench_stage1", "--child", kind, "--dataset",
+           str(dataset), *[a for o in overrides for a in ("--set", o)]]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} child failed:\n{done.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main(argv: list[str]) -> int:
+    """Run the benchmark; prints a table and writes ``var/bench/stage1.json``."""
+    parser = argparse.ArgumentParser(prog="bench_stage1", description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="large", help="World name under var/data/.")
+    parser.add_argument("--dataset", type=Path, default=None, help="A dataset directory.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE", help="Stage-1 config override.")
+    parser.add_argument("--repeat", type=int, default=1, help="Alternating runs per side.")
+    parser.add_argument("--child", choices=["job", "als"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        print(json.dumps(_child(args.child, args.dataset, args.overrides), default=str))
+        return 0
+
+    dataset = args.dataset or dataset_dir(var_root(), args.size)
+    note = ""
+    if not dataset.is_dir() and args.dataset is None and args.size == "large":
+        note = ("var/data/large is absent (run `stickers data generate --size large`); "
+                "measured on the small world instead, so the target is not demonstrated")
+        print(note, flush=True)
+        dataset = dataset_dir(var_root(), "small")
+    if not dataset.is_dir():
+        print(f"{dataset}: no such dataset; generate it with `stickers data generate`")
+        return 1
+    (var_root() / "bench").mkdir(parents=True, exist_ok=True)
+    als_runs, job_runs = [], []
+    for _ in range(args.repeat):
+        als_runs.append(_run_child("als", dataset, args.overrides))
+        job_runs.append(_run_child("job", dataset, args.overrides))
+    als_s = statistics.median(r["seconds"] for r in als_runs)
+    job_s = statistics.median(r["seconds"] for r in job_runs)
+    ratio = job_s / als_s
+    metrics = job_runs[-1]["metrics"]
+    rss = max(r["peak_rss_gib"] for r in job_runs)
+    rows = [
+        ["bare implicit ALS fit", round(als_s, 2), 1.0,
+         round(max(r["peak_rss_gib"] for r in als_runs), 2)],
+        ["stage-1 job (load → artifact)", round(job_s, 2), round(ratio, 3), round(rss, 2)],
+        ["  of which ALS fit in the job", metrics["als_fit_seconds"],
+         round(metrics["als_fit_seconds"] / als_s, 3), ""],
+    ]
+    ok = ratio <= TARGET_RATIO and rss <= TARGET_RSS_GIB
+    meta = {
+        "dataset": str(dataset), "note": note, "overrides": args.overrides,
+        "repeat": args.repeat, "matrix": {"shape": als_runs[-1]["shape"],
+                                          "nnz": als_runs[-1]["nnz"]},
+        "als_seconds": [r["seconds"] for r in als_runs],
+        "job_seconds": [r["seconds"] for r in job_runs],
+        "ratio": ratio, "peak_rss_gib": rss, "target_ratio": TARGET_RATIO,
+        "target_rss_gib": TARGET_RSS_GIB, "meets_target": ok,
+        "job_timings_s": metrics["timings_s"], "evaluation": metrics["evaluation"],
+    }
+    write_results("stage1", ["run", "seconds", "× bare ALS", "peak RSS GiB"], rows, meta)
+    print(f"ratio {ratio:.3f} (target ≤ {TARGET_RATIO}), peak RSS {rss:.2f} GiB "
+          f"(target ≤ {TARGET_RSS_GIB}): {'OK' if ok else 'NOT MET'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

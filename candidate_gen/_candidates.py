@@ -1,0 +1,255 @@
+"""Per-cluster candidate lists with a label-coverage guarantee.
+
+Scoring
+    A cluster's *item centroid* is the mean of its users' raw factors, so
+    ``item_centroid · package_factor`` is the mean predicted preference of the cluster's
+    users. Faiss inner-product search over the *available* packages gives each cluster's
+    top ``n_candidates`` (withdrawn packages are never candidates).
+
+Label demand (what "labels the cluster's users use often" means here)
+    The server never reads the private device logs, so demand is derived from the
+    server-visible log: each train (user, package) confidence weight is spread over the
+    package's labels in proportion to the share of its stickers carrying each label,
+    and summed over the cluster's users. A cluster's demanded labels are its
+    ``top_labels`` labels by demand whose share of the cluster's demand is at least
+    ``min_label_share``.
+
+Coverage repair
+    Each demanded label ``l`` must be carried (some sticker in the package has ``l``) by
+    at least ``required(l) = min(min_packages_per_label, available packages carrying l)``
+    candidates. Let ``R`` be, over the demanded labels, the union of the
+    ``required(l)`` best-scoring available packages carrying ``l``. The final list is
+    ``R`` plus the best-scoring remaining top-``n`` packages until ``n`` are chosen,
+    ranked by score. Because the plain top-``n`` holds every package above its cut-off,
+    this swaps in the best missing label carriers and drops the lowest-ranked packages
+    that no demanded label needs; ``|R| <= top_labels × min_packages_per_label <= n``
+    (checked by the config), so the guarantee always holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+import structlog
+
+from candidate_gen._config import CandidateConfig
+from candidate_gen._matrix import index_of
+
+__all__ = ["CandidateLists", "label_demand", "package_label_matrix", "select_candidates"]
+
+log = structlog.get_logger(__name__)
+
+
+def package_label_matrix(
+    stickers: pl.DataFrame, package_ids: np.ndarray
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Share of each package's stickers that carry each label.
+
+    Parameters
+    ----------
+    stickers : polars.DataFrame
+        The ``stickers`` table.
+    package_ids : ndarray of int32, shape (n_packages,)
+        Sorted package ids (the matrix columns).
+
+    Returns
+    -------
+    shares : scipy.sparse.csr_matrix of float32, shape (n_packages, n_labels)
+    label_ids : ndarray of int32, shape (n_labels,)
+        Sorted ids of the labels that occur.
+    """
+    pairs = (
+        stickers.select("package_id", "label_ids")
+        .with_columns(n=pl.len().over("package_id"))
+        .explode("label_ids")
+        .drop_nulls("label_ids")
+        .group_by("package_id", "label_ids")
+        .agg((pl.len() / pl.col("n").first()).cast(pl.Float32).alias("share"))
+    )
+    label_ids = np.unique(pairs["label_ids"].to_numpy()).astype(np.int32)
+    rows = index_of(package_ids, pairs["package_id"].to_numpy())
+    known = rows >= 0
+    cols = index_of(label_ids, pairs["label_ids"].to_numpy())
+    shares = sp.csr_matrix(
+        (pairs["share"].to_numpy()[known], (rows[known], cols[known])),
+        shape=(len(package_ids), len(label_ids)), dtype=np.float32,
+    )
+    return shares, label_ids
+
+
+def label_demand(train: sp.csr_matrix, user_cluster: np.ndarray, n_clusters: int,
+                 shares: sp.csr_matrix) -> np.ndarray:
+    """Label demand of each cluster, as shares of its total (rows sum to 1 or 0).
+
+    Parameters
+    ----------
+    train : csr_matrix, shape (n_users, n_packages)
+        Confidence weights.
+    user_cluster : ndarray of int, shape (n_users,)
+        Cluster of each matrix row (-1 = leave out).
+    shares : csr_matrix, shape (n_packages, n_labels)
+        From :func:`package_label_matrix`.
+
+    Returns
+    -------
+    ndarray of float32, shape (n_clusters, n_labels)
+    """
+    member = np.flatnonzero(user_cluster >= 0)
+    indicator = sp.csr_matrix(
+        (np.ones(len(member), dtype=np.float32), (user_cluster[member], member)),
+        shape=(n_clusters, train.shape[0]),
+    )
+    demand = np.asarray(((indicator @ train) @ shares).todense(), dtype=np.float64)
+    total = demand.sum(axis=1, keepdims=True)
+    return (demand / np.where(total > 0, total, 1.0)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class CandidateLists:
+    """The chosen candidates of every cluster.
+
+    Attributes
+    ----------
+    packages : ndarray of int32, shape (n_clusters, n)
+        Matrix columns (package indices) of each cluster's list, best first.
+    scores : ndarray of float32, shape (n_clusters, n)
+        ``item_centroid · package_factor`` of each listed package.
+    coverage : polars.DataFrame
+        One row per (cluster, demanded label): ``cluster_id``, ``label_id``,
+        ``demand_share``, ``required``, ``n_available`` (available packages carrying the
+        label), ``n_in_top`` (carriers in the plain top-n, before repair),
+        ``n_candidates`` (carriers in the final list), ``covered``.
+    n_swapped : int
+        Packages swapped in by the coverage repair, over all clusters.
+    """
+
+    packages: np.ndarray
+    scores: np.ndarray
+    coverage: pl.DataFrame
+    n_swapped: int
+
+    def table(self, package_ids: np.ndarray) -> pl.DataFrame:
+        """Long form: ``cluster_id``, ``rank`` (1 = best), ``package_id`` (i32), ``score`` (f32)."""
+        k, n = self.packages.shape
+        return pl.DataFrame({
+            "cluster_id": np.repeat(np.arange(k, dtype=np.int32), n),
+            "rank": np.tile(np.arange(1, n + 1, dtype=np.int32), k),
+            "package_id": package_ids[self.packages.ravel()].astype(np.int32),
+            "score": self.scores.ravel().astype(np.float32),
+        })
+
+
+_COVERAGE_SCHEMA = {
+    "cluster_id": pl.Int32, "label_id": pl.Int32, "demand_share": pl.Float32,
+    "required": pl.Int32, "n_available": pl.Int32, "n_in_top": pl.Int32,
+    "n_candidates": pl.Int32, "covered": pl.Boolean,
+}
+
+
+def select_candidates(
+    item_centroids: np.ndarray,
+    package_factors: np.ndarray,
+    available: np.ndarray,
+    config: CandidateConfig,
+    shares: sp.csr_matrix | None = None,
+    demand: np.ndarray | None = None,
+    label_ids: np.ndarray | None = None,
+) -> CandidateLists:
+    """Top packages per cluster by centroid score, repaired for label coverage.
+
+    Parameters
+    ----------
+    item_centroids : ndarray of float32, shape (n_clusters, d)
+    package_factors : ndarray of float32, shape (n_packages, d)
+    available : ndarray of bool, shape (n_packages,)
+        Only these packages may be candidates.
+    config : CandidateConfig
+    shares : csr_matrix, shape (n_packages, n_labels), optional
+        Package → label shares; with ``demand`` and ``label_ids`` enables coverage.
+    demand : ndarray of float32, shape (n_clusters, n_labels), optional
+    label_ids : ndarray of int32, shape (n_labels,), optional
+
+    Returns
+    -------
+    CandidateLists
+        ``n = min(n_candidates, available packages)`` per cluster.
+    """
+    avail = np.flatnonzero(available).astype(np.int32)
+    if len(avail) == 0:
+        raise ValueError("no available package to recommend (packages.available is all false)")
+    n = min(config.n_candidates, len(avail))
+    factors = np.ascontiguousarray(package_factors[avail], dtype=np.float32)
+    centroids = np.ascontiguousarray(item_centroids, dtype=np.float32)
+    index = faiss.IndexFlatIP(factors.shape[1])
+    index.add(factors)
+    top_scores, top_local = index.search(centroids, n)
+    k = len(centroids)
+    coverage_on = (shares is not None and demand is not None and label_ids is not None
+                   and config.top_labels > 0)
+    if not coverage_on:
+        return CandidateLists(avail[top_local].astype(np.int32), top_scores.astype(np.float32),
+                              pl.DataFrame(schema=_COVERAGE_SCHEMA), 0)
+    assert shares is not None and demand is not None and label_ids is not None
+    carriers_csc = sp.csc_matrix(shares[avail])
+    carriers_csc.sort_indices()
+    n_carriers = np.diff(carriers_csc.indptr)
+    packages = np.empty((k, n), dtype=np.int32)
+    scores = np.empty((k, n), dtype=np.float32)
+    in_top = np.zeros(len(avail), dtype=bool)
+    records: dict[str, list[float | int | bool]] = {c: [] for c in _COVERAGE_SCHEMA}
+    n_swapped = 0
+    for c in range(k):
+        top, top_score = top_local[c], top_scores[c]
+        in_top[top] = True
+        order = np.argsort(-demand[c], kind="stable")[: config.top_labels]
+        labels = [int(j) for j in order if demand[c, j] >= config.min_label_share
+                  and demand[c, j] > 0]
+        required: dict[int, float] = {}  # local package index -> score
+        counted: list[tuple[int, int, int, np.ndarray]] = []
+        for j in labels:
+            carriers = carriers_csc.indices[carriers_csc.indptr[j]:carriers_csc.indptr[j + 1]]
+            need = min(config.min_packages_per_label, len(carriers))
+            hit = carriers[in_top[carriers]]
+            if len(hit) >= need:
+                # The top list holds every package above its cut-off: its carriers are the best.
+                hit_scores = factors[hit] @ centroids[c]
+                pick = np.argsort(-hit_scores, kind="stable")[:need]
+                best, best_scores = hit[pick], hit_scores[pick]
+            else:
+                all_scores = factors[carriers] @ centroids[c]
+                pick = np.argsort(-all_scores, kind="stable")[:need]
+                best, best_scores = carriers[pick], all_scores[pick]
+            required.update(zip(best.tolist(), best_scores.tolist(), strict=True))
+            counted.append((j, need, len(hit), carriers))
+        extra = {p: s for p, s in required.items() if not in_top[p]}
+        if extra:
+            n_swapped += len(extra)
+            keep = [(int(p), float(s)) for p, s in zip(top, top_score, strict=True)]
+            # Drop the lowest-ranked top packages that no demanded label needs.
+            droppable = [i for i in range(len(keep) - 1, -1, -1) if keep[i][0] not in required]
+            dropped = set(droppable[: len(extra)])
+            chosen = [pk for i, pk in enumerate(keep) if i not in dropped] + list(extra.items())
+            chosen.sort(key=lambda ps: -ps[1])
+            packages[c] = [p for p, _ in chosen]
+            scores[c] = [s for _, s in chosen]
+        else:
+            packages[c] = top
+            scores[c] = top_score
+        in_top[top] = False
+        final = np.zeros(len(avail), dtype=bool)
+        final[packages[c]] = True
+        for j, need, n_hit, carriers in counted:
+            n_final = int(final[carriers].sum())
+            for column, value in (
+                ("cluster_id", c), ("label_id", int(label_ids[j])),
+                ("demand_share", float(demand[c, j])), ("required", need),
+                ("n_available", int(n_carriers[j])), ("n_in_top", n_hit),
+                ("n_candidates", n_final), ("covered", n_final >= need),
+            ):
+                records[column].append(value)
+    coverage = pl.DataFrame(records, schema=_COVERAGE_SCHEMA)
+    return CandidateLists(avail[packages].astype(np.int32), scores, coverage, n_swapped)

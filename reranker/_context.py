@@ -1,0 +1,150 @@
+"""What a phone knows when it scores: stage-1 candidates, factors, stickers and keyword indexes.
+
+:class:`RankingContext` gathers, from a stage-1 artifact and the dataset it was built
+from, everything the reranker needs per keystroke: each cluster's candidate packages
+(ids, factors, rank prior, padded to one width), the keyword indexes per language and
+the candidate featurizer. It is shared by on-device training, evaluation, serving and
+the device bundle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from candidate_gen import Stage1Artifact
+from data import Dataset, open_dataset
+from keyword_index import (
+    FEATURE_NAMES,
+    CandidateFeaturizer,
+    Match,
+    MultilingualIndex,
+    label_embeddings,
+)
+from reranker._errors import RerankerInputError
+from reranker._model import ParameterLayout, rank_prior
+
+__all__ = ["RankingContext"]
+
+
+@dataclass
+class RankingContext:
+    """Candidates and keyword machinery of one stage-1 version (read-only after build).
+
+    Attributes
+    ----------
+    stage1 : Stage1Artifact
+    dataset : data.Dataset
+        The dataset stage 1 was built from (stickers, labels, keywords, packages).
+    candidate_ids : ndarray of int32, shape (n_clusters, n_cand)
+        Package ids per cluster in stage-1 rank order; ``-1`` pads short lists.
+    candidate_factors : ndarray of float32, shape (n_clusters, n_cand, d)
+        Their stage-1 factors (zeros for padding).
+    candidate_mask : ndarray of bool, shape (n_clusters, n_cand)
+        True for real candidates.
+    prior : ndarray of float32, shape (n_cand,)
+        :func:`rank_prior` of ranks ``0 .. n_cand-1``.
+    indexes : MultilingualIndex
+    featurizer : CandidateFeaturizer
+    package_row : dict
+        Package id → row of the stage-1 factors.
+    label_embeddings : ndarray of float32, shape (n_labels, d)
+        Mean factor of the packages carrying each label (keyword query vectors).
+    """
+
+    stage1: Stage1Artifact
+    dataset: Dataset
+    candidate_ids: np.ndarray
+    candidate_factors: np.ndarray
+    candidate_mask: np.ndarray
+    prior: np.ndarray
+    indexes: MultilingualIndex
+    featurizer: CandidateFeaturizer
+    package_row: dict[int, int]
+    label_embeddings: np.ndarray
+
+    @property
+    def layout(self) -> ParameterLayout:
+        """The reranker's parameter layout for this stage-1 version."""
+        return ParameterLayout(int(self.stage1.package_factors.shape[1]), len(FEATURE_NAMES))
+
+    @property
+    def n_clusters(self) -> int:
+        """Number of clusters."""
+        return int(self.candidate_ids.shape[0])
+
+    @property
+    def languages(self) -> list[str]:
+        """Languages with a keyword index."""
+        return sorted(self.indexes)
+
+    @classmethod
+    def build(cls, stage1: Stage1Artifact, dataset: Dataset | str | Path | None = None,
+              languages: list[str] | None = None) -> RankingContext:
+        """Assemble the context of ``stage1`` (dataset defaults to the one it was built from)."""
+        if dataset is None:
+            recorded = stage1.manifest.extra.get("dataset", {}).get("path")
+            if recorded is None:
+                raise RerankerInputError(
+                    f"{stage1.directory}: stage-1 manifest does not record its dataset; "
+                    "pass the dataset explicitly")
+            dataset = recorded
+        ds = dataset if isinstance(dataset, Dataset) else open_dataset(Path(dataset))
+        if not ds.has("stickers") or not ds.has("keywords"):
+            raise RerankerInputError(
+                f"{ds.root}: the reranker needs stickers and keywords; this dataset has "
+                f"{', '.join(ds.tables)}")
+        stickers = ds.table("stickers")
+        keywords = ds.table("keywords")
+        n_labels = int(ds.table("labels")["label_id"].to_numpy().max()) + 1
+        factors = stage1.package_factors.astype(np.float32)
+        lists = [stage1.candidates(c) for c in range(stage1.n_clusters)]
+        width = max((len(x) for x in lists), default=0)
+        if width == 0:
+            raise RerankerInputError(f"{stage1.directory}: stage 1 has no candidates")
+        package_row = {int(p): i for i, p in enumerate(stage1.package_ids.tolist())}
+        ids = np.full((len(lists), width), -1, np.int32)
+        cand_factors = np.zeros((len(lists), width, factors.shape[1]), np.float32)
+        for c, lst in enumerate(lists):
+            ids[c, : len(lst)] = lst
+            rows = np.array([package_row.get(int(p), -1) for p in lst], dtype=np.int64)
+            known = rows >= 0
+            cand_factors[c, : len(lst)][known] = factors[rows[known]]
+        embeddings = label_embeddings(stage1.package_ids, factors, stickers, n_labels)
+        featurizer = CandidateFeaturizer(stickers, embeddings, stage1.package_ids, factors,
+                                         cache_size=64)
+        langs = languages or sorted(keywords["language"].unique().to_list())
+        indexes = MultilingualIndex.build(keywords.filter(pl.col("language").is_in(langs)),
+                                          languages=langs)
+        return cls(stage1=stage1, dataset=ds, candidate_ids=ids, candidate_factors=cand_factors,
+                   candidate_mask=ids >= 0, prior=rank_prior(np.arange(width)),
+                   indexes=indexes, featurizer=featurizer, package_row=package_row,
+                   label_embeddings=np.asarray(embeddings, dtype=np.float32))
+
+    def keystroke_features(self, cluster_id: int, language: str, text: str
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        """Keyword features (n_cand, k) and shown sticker ids (n_cand,) for one text.
+
+        Padding rows get zero features and sticker ``-1``.
+        """
+        if language not in self.indexes:
+            raise RerankerInputError(
+                f"language {language!r} has no keyword index; expected one of "
+                f"{', '.join(self.languages)}")
+        if not 0 <= cluster_id < self.n_clusters:
+            raise RerankerInputError(
+                f"cluster_id={cluster_id} is out of range; expected 0..{self.n_clusters - 1}")
+        return self.match_features(cluster_id, self.indexes[language].match(text))
+
+    def match_features(self, cluster_id: int, match: Match) -> tuple[np.ndarray, np.ndarray]:
+        """Keyword features (n_cand, k) and shown stickers (n_cand,) for a computed match."""
+        ids = self.candidate_ids[cluster_id]
+        n = int(self.candidate_mask[cluster_id].sum())
+        feats = np.zeros((ids.shape[0], len(FEATURE_NAMES)), np.float32)
+        shown = np.full(ids.shape[0], -1, np.int32)
+        f, s = self.featurizer.features(match, ids[:n])
+        feats[:n], shown[:n] = f, s
+        return feats, shown

@@ -1,0 +1,188 @@
+"""``stickers reranker ...``: export, score, local training, bundles, the central reference."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from candidate_gen import Stage1Artifact
+from data import new_version, print_table, publish_artifact
+from data.cli import CLIContext, pass_cli
+from federated import TaskContext
+from reranker._artifact import RerankerArtifact
+from reranker._model import initial_parameters
+from reranker._onnx import OnnxScorer, export_onnx
+from reranker._suggest import BUNDLE_BUDGET_BYTES, Suggester
+from reranker._task import make_task
+
+__all__ = ["reranker"]
+
+
+@click.group("reranker")
+def reranker() -> None:
+    """The on-device reranker: ONNX export, scoring, local training, device bundles."""
+
+
+@reranker.command("export")
+@click.option("--version", "version", default="latest", show_default=True,
+              help="Reranker version, or 'initial' for the untrained weights.")
+@click.option("--stage1", "stage1_version", default="latest", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write model.onnx.")
+@pass_cli
+def export_cmd(cli: CLIContext, version: str, stage1_version: str, out: Path) -> None:
+    """Export a reranker version's ONNX model (checked with onnx.checker) to a file."""
+    if version == "initial":
+        stage1 = Stage1Artifact.load(cli.var, stage1_version)
+        from reranker._context import RankingContext
+
+        layout = RankingContext.build(stage1).layout
+        model = export_onnx(initial_parameters(layout), layout, version="initial")
+        payload = model.SerializeToString()
+    else:
+        payload = RerankerArtifact.load(cli.var, version).model_bytes
+    out.write_bytes(payload)
+    scorer = OnnxScorer(payload)
+    print_table("exported reranker", ["field", "value"], [
+        ("path", str(out)), ("bytes", len(payload)), ("version", scorer.version or version),
+        ("inputs", ", ".join(i.name for i in scorer.session.get_inputs())),
+        ("n_factors", scorer.layout.n_factors),
+        ("n_keyword_features", scorer.layout.n_keyword_features)])
+
+
+@reranker.command("score")
+@click.option("--text", required=True, help="Text typed so far.")
+@click.option("--lang", "language", required=True, help="Language (e.g. ja, en, th).")
+@click.option("--cluster", "cluster_id", type=int, default=None, help="Cluster id.")
+@click.option("--user", "user_id", type=int, default=None,
+              help="Simulated user: their cluster and on-device fold-in embedding.")
+@click.option("--limit", type=click.IntRange(1, 50), default=5, show_default=True)
+@click.option("--version", "version", default="latest", show_default=True)
+@pass_cli
+def score_cmd(cli: CLIContext, text: str, language: str, cluster_id: int | None,
+              user_id: int | None, limit: int, version: str) -> None:
+    """Rank stickers for TEXT as a phone would (ONNX), optionally for a simulated user."""
+    suggester = Suggester.load(cli.var, reranker_version=version)
+    embedding = None
+    if user_id is not None:
+        cluster_id = int(suggester.context.stage1.cluster_of(user_id))
+        embedding = _fold_in_user(suggester, user_id)
+    if cluster_id is None:
+        raise click.UsageError("give --cluster or --user")
+    t0 = time.perf_counter()
+    rows = suggester.suggest(language=language, text=text, cluster_id=cluster_id,
+                             user_embedding=embedding, limit=limit)
+    dt = (time.perf_counter() - t0) * 1e6
+    print_table(f"{text!r} ({language}, cluster {cluster_id}, reranker "
+                f"{suggester.reranker_version}, {dt:.0f} µs)",
+                ["#", "sticker", "emoji", "labels", "character", "score"],
+                [(i + 1, s.sticker_id, " ".join(s.emojis), ", ".join(s.labels), s.character,
+                  round(s.score, 3)) for i, s in enumerate(rows)])
+
+
+def _fold_in_user(suggester: Suggester, user_id: int) -> np.ndarray:
+    from reranker._local import fold_in
+
+    ctx = suggester.context
+    logs = ctx.dataset.table("device_logs")
+    used = logs.filter(logs["user_id"] == user_id)["package_id"].to_list()
+    rows = np.array([ctx.package_row.get(int(p), -1) for p in used], dtype=np.int64)
+    factors = ctx.stage1.package_factors.astype(np.float32)
+    gram = factors.T.astype(np.float64) @ factors.astype(np.float64)
+    cfg = ctx.stage1.config
+    return fold_in(np.zeros(rows.size, np.int64), rows, 1, factors, gram,
+                   float(cfg.regularization), float(cfg.als.alpha))[0]
+
+
+@reranker.command("train-local")
+@click.option("--devices", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Simulated devices to train locally (from the global weights).")
+@click.option("--version", "version", default="initial", show_default=True,
+              help="Global weights to start from ('initial' or a reranker version).")
+@click.option("--max-devices", type=click.IntRange(min=0), default=20000, show_default=True,
+              help="Devices loaded from the world (0 = all).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@pass_cli
+def train_local_cmd(cli: CLIContext, devices: int, version: str, max_devices: int,
+                    seed: int) -> None:
+    """Run on-device training for a batch of devices; show what would be uploaded."""
+    task = make_task(TaskContext(var=cli.var, seed=seed,
+                                 options={"max_devices": str(max_devices)}))
+    theta = (task.initial_parameters() if version == "initial"
+             else RerankerArtifact.load(cli.var, version).weights)
+    rng = np.random.default_rng(seed)
+    batch = rng.choice(task.n_devices, size=min(devices, task.n_devices), replace=False)
+    t0 = time.perf_counter()
+    result = task.local_train(theta, batch, rng)
+    seconds = time.perf_counter() - t0
+    norms = np.linalg.norm(result.deltas, axis=1)
+    trained = result.n_examples > 0
+    print_table("local training (what each device would upload: delta and count only)",
+                ["measure", "value"], [
+                    ("devices", batch.size), ("devices with training impressions",
+                                              int(trained.sum())),
+                    ("devices per second", round(batch.size / seconds)),
+                    ("delta L2 norm p50 / p90", f"{np.median(norms[trained]):.3f} / "
+                     f"{np.quantile(norms[trained], 0.9):.3f}" if trained.any() else "-"),
+                    ("examples per device (mean)", round(float(result.n_examples.mean()), 2)),
+                    ("upload fields", "delta (P floats), n_examples"),
+                    ("P (shared parameters)", task.n_parameters)])
+
+
+@reranker.command("train-central")
+@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--max-devices", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Devices loaded from the world (0 = all).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@pass_cli
+def train_central_cmd(cli: CLIContext, epochs: int, max_devices: int, seed: int) -> None:
+    """Train the non-private reference on all devices' logs; publish var/reranker_central/."""
+    task = make_task(TaskContext(var=cli.var, seed=seed,
+                                 options={"max_devices": str(max_devices)}))
+    baseline = task.evaluate(task.initial_parameters())
+    theta = task.train_central(epochs=epochs, rng=np.random.default_rng(seed),
+                               show_progress=cli.show_progress)
+    metrics = task.evaluate(theta)
+    destination = cli.var / "reranker_central" / new_version()
+    with publish_artifact(destination, kind="reranker",
+                          parameters={"training": "central, non-private", "epochs": epochs,
+                                      "seed": seed, "task": task.config.model_dump()},
+                          input_fingerprint=task.context.stage1.version) as writer:
+        task.export(theta, writer.path)
+        np.save(writer.path / "global_weights.npy", theta)
+        writer.write_json("privacy.json", {
+            "enabled": False, "epsilon": None,
+            "note": "centrally trained on every device's raw log: no privacy; the upper "
+                    "bound federated training chases"})
+        writer.write_json("metrics.json", metrics)
+        writer.metrics = {**metrics, "stage1_order": baseline}
+    key = f"hit@{task.config.top_k}"
+    print_table("central (non-private) reranker", ["measure", "value"], [
+        ("artifact", str(destination)), (f"{key} stage-1 order", baseline[f"{key}_stage1_order"]),
+        (f"{key} central reranker", metrics[key]), ("eval sessions", metrics["eval_sessions"])])
+
+
+@reranker.command("bundle")
+@click.option("--cluster", "cluster_id", type=int, required=True)
+@click.option("--lang", "language", required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--version", "version", default="latest", show_default=True)
+@pass_cli
+def bundle_cmd(cli: CLIContext, cluster_id: int, language: str, out: Path,
+               version: str) -> None:
+    """Write the device bundle of a cluster and language; report its size vs the budget."""
+    files = Suggester.load(cli.var, reranker_version=version).bundle(cluster_id, language)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, payload in files.items():
+        (out / name).write_bytes(payload)
+    total = sum(len(v) for v in files.values())
+    print_table(f"device bundle ({out})", ["file", "bytes"],
+                [*((k, f"{len(v):,}") for k, v in files.items()),
+                 ("total", f"{total:,}"), ("budget", f"{BUNDLE_BUDGET_BYTES:,}"),
+                 ("within budget", str(total <= BUNDLE_BUDGET_BYTES))])
+    (out / "SIZE.json").write_text(json.dumps({"total_bytes": total,
+                                               "budget_bytes": BUNDLE_BUDGET_BYTES}) + "\n")

@@ -1,0 +1,335 @@
+"""Stage 1 building blocks: config, matrix weights, k-anonymity, coverage, cold start."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import data
+from candidate_gen import (
+    ALSConfig,
+    CandidateConfig,
+    ClusterConfig,
+    ColdStartAssigner,
+    EvaluationConfig,
+    MatrixConfig,
+    Stage1Config,
+    UserClusterer,
+    UserFeatureEncoder,
+    build_interaction_matrix,
+    cluster_means,
+    index_of,
+    list_recall,
+    merge_small_clusters,
+    select_candidates,
+    user_top_k,
+)
+
+# -- config -------------------------------------------------------------------------------
+
+
+def test_config_round_trips_json_and_toml(tmp_path):
+    config = Stage1Config().with_overrides(
+        ["als.factors=16", "clusters.features=[\"language\"]", "matrix.recency_decay=false",
+         "matrix.event_weights={purchase = 2.5, download = 0.5}"])
+    assert config.factors == 16 and config.als.factors == 16
+    assert config.regularization == config.als.regularization
+    assert Stage1Config.from_json(config.to_json()) == config
+    assert Stage1Config.from_toml(config.to_toml()) == config
+    assert Stage1Config.load(config.save(tmp_path / "c.toml")) == config
+    assert Stage1Config.load(config.save(tmp_path / "c.json")) == config
+
+
+def test_every_config_field_is_documented():
+    sections = (Stage1Config, MatrixConfig, ALSConfig, ClusterConfig, CandidateConfig,
+                EvaluationConfig)
+    for section in sections:
+        for name, field in section.model_fields.items():
+            assert field.description, f"{section.__name__}.{name} has no docstring"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["als.factors=0"], "als.factors"),
+        (["als.factor=8"], "unknown key 'als.factor'"),
+        (["nope.x=1"], "unknown config section 'nope'"),
+        (["als.factors"], "not of the form"),
+        (["matrix.event_weights={purchase = 1.0}"], "missing ['download']"),
+        (["matrix.event_weights={purchase = 1.0, download = 1.0, view = 1.0}"],
+         "unknown ['view']"),
+        (["matrix.event_weights={purchase = 1.0, download = -1.0}"], "must be >= 0"),
+        (["candidates.top_labels=40"], "40 × 3 = 120 must be <= n_candidates=100"),
+        (["clusters.features=[\"shoe_size\"]"], "clusters.features.0"),
+        (["als.algorithm=\"svd\""], "als.algorithm"),
+    ],
+)
+def test_bad_config_is_rejected_naming_the_problem(overrides, message):
+    with pytest.raises(data.ConfigError) as err:
+        Stage1Config().with_overrides(overrides)
+    assert message in str(err.value)
+
+
+def test_bad_config_files(tmp_path):
+    (tmp_path / "bad.toml").write_text("[als]\nfactors = 'many'\n")
+    with pytest.raises(data.ConfigError, match=r"bad.toml: invalid stage-1 config: als.factors"):
+        Stage1Config.load(tmp_path / "bad.toml")
+    (tmp_path / "broken.toml").write_text("[als\n")
+    with pytest.raises(data.ConfigError, match="not valid TOML"):
+        Stage1Config.load(tmp_path / "broken.toml")
+    (tmp_path / "c.yaml").write_text("als: {}\n")
+    with pytest.raises(data.ConfigError, match=r"expected \.toml or \.json"):
+        Stage1Config.load(tmp_path / "c.yaml")
+    with pytest.raises(data.ConfigError, match="not found"):
+        Stage1Config.load(tmp_path / "missing.json")
+
+
+# -- matrix -------------------------------------------------------------------------------
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def _users(ids):
+    return data.validate_frame(pl.DataFrame({
+        "user_id": pl.Series(ids, dtype=pl.Int32), "language": ["ja"] * len(ids),
+        "region": ["JP"] * len(ids), "age_bucket": ["20-29"] * len(ids),
+        "gender": ["f"] * len(ids), "subscriber": [False] * len(ids)}), "users")
+
+
+def _packages(ids, available=None):
+    n = len(ids)
+    return data.validate_frame(pl.DataFrame({
+        "package_id": pl.Series(ids, dtype=pl.Int32),
+        "creator_id": pl.Series([1] * n, dtype=pl.Int32),
+        "character": ["c"] * n, "n_stickers": pl.Series([8] * n, dtype=pl.Int16),
+        "premium": [False] * n,
+        "released_at": pl.Series([T0] * n, dtype=pl.Datetime("ms", "UTC")),
+        "available": available or [True] * n}), "packages")
+
+
+def _interactions(rows):
+    user, package, event, days_before = zip(*rows, strict=True)
+    return data.validate_frame(pl.DataFrame({
+        "user_id": pl.Series(user, dtype=pl.Int32),
+        "package_id": pl.Series(package, dtype=pl.Int32),
+        "event": list(event), "weight": pl.Series([1.0] * len(user), dtype=pl.Float32),
+        "ts": pl.Series([T0 - timedelta(days=d) for d in days_before],
+                        dtype=pl.Datetime("ms", "UTC"))}), "interactions")
+
+
+def test_matrix_weights_are_exact():
+    frame = _interactions([(7, 30, "purchase", 0), (7, 30, "download", 10), (9, 20, "download", 10),
+                           (9, 30, "download", 0)])
+    config = MatrixConfig(half_life_days=10)
+    m = build_interaction_matrix(frame, _users([9, 7]), _packages([30, 20, 10]), config, None,
+                                 np.random.default_rng(0))
+    assert m.user_ids.tolist() == [7, 9] and m.package_ids.tolist() == [10, 20, 30]
+    expected = np.array([[0, 0, 4.0 + 0.5], [0, 0.5, 1.0]], dtype=np.float32)
+    np.testing.assert_allclose(m.train.toarray(), expected, rtol=1e-6)
+    assert m.holdout is None and m.n_interactions == 4
+
+
+def test_matrix_rejects_unknown_ids_and_events():
+    users, packages, rng = _users([1]), _packages([1]), np.random.default_rng(0)
+    with pytest.raises(data.DataFileError,
+                       match=r"1 row\(s\) have a package_id not in table 'packages' \(e\.g\. \[5"):
+        build_interaction_matrix(_interactions([(1, 5, "purchase", 0)]), users, packages,
+                                 MatrixConfig(), None, rng)
+    with pytest.raises(data.DataFileError, match="user_id not in table 'users'"):
+        build_interaction_matrix(_interactions([(2, 1, "purchase", 0)]), users, packages,
+                                 MatrixConfig(), None, rng)
+    with pytest.raises(data.DataFileError, match=r"column 'event' holds \['like'\]"):
+        build_interaction_matrix(_interactions([(1, 1, "like", 0)]), users, packages,
+                                 MatrixConfig(), None, rng)
+    with pytest.raises(data.DataFileError, match="duplicate id"):
+        build_interaction_matrix(_interactions([(1, 1, "purchase", 0)]), _users([1, 1]),
+                                 packages, MatrixConfig(), None, rng)
+
+
+def test_holdout_takes_each_sampled_users_latest_packages():
+    # user 1: packages 1..5 one day apart (5 newest); user 2: only 2 packages (too few).
+    rows = [(1, p, "download", 10 - p) for p in range(1, 6)] + [(2, 1, "purchase", 3),
+                                                              (2, 2, "purchase", 1)]
+    rows.append((1, 5, "download", 30))  # an old event of the held-out pair leaves train too
+    evaluation = EvaluationConfig(eval_users=10, holdout_fraction=0.4, min_user_packages=5)
+    m = build_interaction_matrix(_interactions(rows), _users([1, 2]), _packages(list(range(1, 6))),
+                                 MatrixConfig(), evaluation, np.random.default_rng(0))
+    assert m.holdout is not None and m.holdout.rows.tolist() == [0]
+    assert m.holdout.test.toarray()[0].nonzero()[0].tolist() == [3, 4]  # packages 4, 5
+    assert m.train.toarray()[0].nonzero()[0].tolist() == [0, 1, 2]
+    assert m.train.toarray()[1].nonzero()[0].tolist() == [0, 1]
+
+
+def test_index_of_dense_and_sparse_ids():
+    found = index_of(np.array([2, 5, 9]), np.array([9, 2, 4, -1, 100]))
+    assert found.tolist() == [2, 0, -1, -1, -1]
+    big = np.array([3, 2_000_000_000], dtype=np.int64)
+    assert index_of(big, np.array([2_000_000_000, 4])).tolist() == [1, -1]
+
+
+# -- k-anonymity ----------------------------------------------------------------------------
+
+
+def test_merge_small_clusters_exact():
+    # 1-D clusters at 0 (size 3), 1 (size 60), 10 (size 5), 12 (size 70), min size 50:
+    # the size-3 cluster joins the one at 1, the size-5 cluster joins the one at 12.
+    sizes = np.array([3, 60, 5, 70])
+    means = np.array([[0.0], [1.0], [10.0], [12.0]], dtype=np.float32)
+    labels = np.repeat(np.arange(4), sizes)
+    new, centres, new_sizes, merged = merge_small_clusters(labels, means, sizes, 50)
+    assert merged == 2
+    assert new_sizes.tolist() == [63, 75]
+    assert new.tolist() == [0] * 63 + [1] * 75
+    np.testing.assert_allclose(centres[:, 0], [60 / 63, (50 + 840) / 75], rtol=1e-6)
+
+
+def test_merge_refuses_too_few_users():
+    with pytest.raises(data.ConfigError,
+                       match=r"n_users=3 should be >= clusters\.min_cluster_size=5"):
+        merge_small_clusters(np.zeros(3, int), np.zeros((1, 2), np.float32), np.array([3]), 5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(20, 400), k=st.integers(1, 40), min_size=st.integers(1, 60),
+       seed=st.integers(0, 2**16))
+def test_no_cluster_is_smaller_than_the_minimum(n, k, min_size, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3)).astype(np.float32) * rng.gamma(1.0, size=(n, 1)).astype(np.float32)
+    if n < min_size:
+        with pytest.raises(data.ConfigError):
+            UserClusterer(k, min_size, niter=5, seed=seed).fit(x)
+        return
+    model = UserClusterer(k, min_size, niter=5, seed=seed).fit(x)
+    assert model.sizes_.min() >= min_size
+    assert model.sizes_.sum() == n
+    assert np.bincount(model.labels_, minlength=model.n_clusters_).tolist() == model.sizes_.tolist()
+    means, _ = cluster_means(x, model.labels_, model.n_clusters_)
+    np.testing.assert_allclose(means, model.cluster_centers_, atol=1e-4)
+
+
+# -- candidates and coverage ---------------------------------------------------------------
+
+
+def test_candidates_exclude_unavailable_and_rank_by_score():
+    factors = np.array([[1, 0], [0.9, 0], [0.8, 0], [0, 1], [0, 0.5]], dtype=np.float32)
+    centroids = np.array([[1, 0], [0, 1]], dtype=np.float32)
+    available = np.array([True, False, True, True, True])
+    lists = select_candidates(centroids, factors, available,
+                              CandidateConfig(n_candidates=2, top_labels=0))
+    assert lists.packages.tolist() == [[0, 2], [3, 4]]
+    np.testing.assert_allclose(lists.scores, [[1, 0.8], [1, 0.5]])
+
+
+def test_coverage_swaps_in_best_carrier_and_drops_lowest_unneeded():
+    # Scores for the one cluster: package p scores 10 - p. Label 0 is carried by 0 and 1,
+    # label 1 only by packages 7 and 8 (outside the plain top 4 = 0..3).
+    factors = (10.0 - np.arange(9, dtype=np.float32))[:, None]
+    shares = sp.csr_matrix(np.array(
+        [[1, 0], [1, 0], [0, 0], [0, 0], [0, 0], [0, 0], [0, 0], [0, 1], [0, 1]], dtype=np.float32))
+    demand = np.array([[0.5, 0.5]], dtype=np.float32)
+    config = CandidateConfig(n_candidates=4, top_labels=2, min_packages_per_label=2)
+    lists = select_candidates(np.ones((1, 1), np.float32), factors, np.ones(9, bool), config,
+                              shares, demand, np.array([11, 12], dtype=np.int32))
+    assert lists.packages.tolist() == [[0, 1, 7, 8]]  # 2 and 3 dropped, 7 and 8 swapped in
+    cov = lists.coverage.sort("label_id")
+    assert cov["n_in_top"].to_list() == [2, 0]
+    assert cov["n_candidates"].to_list() == [2, 2]
+    assert cov["covered"].all() and lists.n_swapped == 2
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16), n_packages=st.integers(5, 120), n_labels=st.integers(1, 12),
+       n_candidates=st.integers(3, 40), m=st.integers(1, 3), top=st.integers(0, 6))
+def test_label_coverage_guarantee_holds(seed, n_packages, n_labels, n_candidates, m, top):
+    if top * m > n_candidates:
+        return
+    rng = np.random.default_rng(seed)
+    k, d = 4, 3
+    factors = rng.normal(size=(n_packages, d)).astype(np.float32)
+    centroids = rng.normal(size=(k, d)).astype(np.float32)
+    available = rng.random(n_packages) < 0.85
+    available[0] = True
+    shares = sp.csr_matrix((rng.random((n_packages, n_labels)) < 0.15).astype(np.float32))
+    demand = rng.dirichlet(np.ones(n_labels), size=k).astype(np.float32)
+    config = CandidateConfig(n_candidates=n_candidates, top_labels=top, min_packages_per_label=m,
+                             min_label_share=0.05)
+    lists = select_candidates(centroids, factors, available, config, shares, demand,
+                              np.arange(n_labels, dtype=np.int32))
+    n = min(n_candidates, int(available.sum()))
+    assert lists.packages.shape == (k, n)
+    carriers = shares.toarray() > 0
+    for c in range(k):
+        chosen = lists.packages[c]
+        assert len(set(chosen.tolist())) == n and available[chosen].all()
+        assert np.all(np.diff(lists.scores[c]) <= 1e-6)
+        wanted = [j for j in np.argsort(-demand[c], kind="stable")[:top] if demand[c, j] >= 0.05]
+        for j in wanted:
+            need = min(m, int((carriers[:, j] & available).sum()))
+            assert carriers[chosen, j].sum() >= need
+    assert lists.coverage["covered"].all()
+
+
+# -- cold start ----------------------------------------------------------------------------
+
+
+def test_cold_start_assigns_by_features_and_ignores_unknown():
+    users = pl.DataFrame({"language": ["ja", "ja", "th", "th", "th"],
+                          "subscriber": [True, False, False, False, False]})
+    encoder = UserFeatureEncoder(["language", "subscriber"]).fit(users)
+    assert encoder.categories_ == {"language": ["ja", "th"], "subscriber": ["false", "true"]}
+    x = encoder.transform(users)
+    labels = np.array([0, 0, 1, 1, 1])
+    centroids, sizes = cluster_means(x, labels, 2)
+    assigner = ColdStartAssigner(encoder.block_sizes).fit(centroids, sizes)
+    assert assigner.predict(encoder.transform({"language": "ja"})).tolist() == [0]
+    th_user = encoder.transform({"language": "th", "subscriber": False})
+    assert assigner.predict(th_user).tolist() == [1]
+    # Unknown or unseen values carry no information: the larger cluster wins.
+    assert assigner.predict(encoder.transform({"language": "unknown"})).tolist() == [1]
+    assert assigner.predict(encoder.transform({"language": "xx"})).tolist() == [1]
+    restored = UserFeatureEncoder.from_dict(encoder.to_dict())
+    np.testing.assert_array_equal(restored.transform(users), x)
+
+
+def test_list_recall_exact():
+    test = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 0, 0, 1]], dtype=np.float32))
+    lists = np.array([[0, 2], [3, -1]])
+    assert list_recall(test, lists, np.array([0, 1])) == pytest.approx((0.5 + 1.0) / 2)
+    assert list_recall(test, lists, np.array([1, 0])) == pytest.approx(0.0)
+
+
+def test_user_top_k_skips_owned_and_unavailable():
+    package_factors = np.array([[5.0], [4.0], [3.0], [2.0], [1.0]], dtype=np.float32)
+    users = np.array([[1.0], [-1.0]], dtype=np.float32)
+    available = np.array([True, True, False, True, True])
+    owned = sp.csr_matrix(np.array([[1, 0, 0, 0, 0], [0, 0, 0, 0, 1]], dtype=np.float32))
+    top = user_top_k(users, package_factors, available, owned, 2)
+    assert top.tolist() == [[1, 3], [3, 1]]
+    assert user_top_k(users, package_factors, available, owned, 4).tolist() == [
+        [1, 3, 4, -1], [3, 1, 0, -1]]
+
+
+def test_user_top_k_is_exact_for_heavy_owners():
+    rng = np.random.default_rng(3)
+    package_factors = rng.normal(size=(300, 4)).astype(np.float32)
+    users = rng.normal(size=(40, 4)).astype(np.float32)
+    available = rng.random(300) < 0.9
+    sparse_owned = sp.random(40, 300, density=0.05, format="lil", random_state=1,
+                             dtype=np.float32)
+    sparse_owned[0, :250] = 1.0  # one heavy owner beyond the 95th percentile
+    owned = sp.csr_matrix(sparse_owned)
+    scores = users @ package_factors.T
+    scores[:, ~available] = -np.inf
+    scores[owned.toarray() > 0] = -np.inf
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    got = user_top_k(users, package_factors, available, owned, 10)
+    for row in range(40):
+        valid = np.isfinite(scores[row, expected[row]])
+        assert got[row][valid].tolist() == expected[row][valid].tolist()
+        assert (got[row][~valid] == -1).all()
