@@ -130,7 +130,7 @@ class RankingContext:
 
         Padding rows get zero features and sticker ``-1``.
         """
-        if language not in self.indexes:
+        if language not in self.languages:
             raise RerankerInputError(
                 f"language {language!r} has no keyword index; expected one of "
                 f"{', '.join(self.languages)}")

@@ -189,7 +189,7 @@ class Suggester:
         ``bundle.json`` (versions, feature names). Budget: :data:`BUNDLE_BUDGET_BYTES`.
         """
         ctx = self.context
-        if language not in ctx.indexes:
+        if language not in ctx.languages:
             raise RerankerInputError(f"language {language!r} has no keyword index; expected "
                                      f"one of {', '.join(ctx.languages)}")
         if not 0 <= cluster_id < ctx.n_clusters:

@@ -46,3 +46,21 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory, catalog: data.Catalog) 
 def runner() -> CliRunner:
     """A click runner for ``stickers`` commands."""
     return CliRunner()
+
+
+@pytest.fixture(scope="session")
+def tiny_var(tmp_path_factory: pytest.TempPathFactory, catalog: data.Catalog) -> Path:
+    """An artifact root holding the ``tiny`` world and a stage-1 artifact built from it.
+
+    Stage 1 here is small and fast (8 factors, 6 clusters, 40 candidates). Shared by the
+    reranker, federated-task and serving tests: they must not modify it.
+    """
+    from candidate_gen import Stage1Config, build_stage1
+
+    var = tmp_path_factory.mktemp("tiny-stage1-var")
+    dataset = generate_world(world_config("tiny"), catalog, var, show_progress=False)
+    config = Stage1Config().with_overrides([
+        "als.factors=8", "clusters.n_clusters=6", "candidates.n_candidates=40",
+    ])
+    build_stage1(dataset, config, var)
+    return var
