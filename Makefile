@@ -11,10 +11,19 @@ export STICKERS_VAR ?= $(CURDIR)/var
 WORLD ?= small
 STICKERS := $(BIN)/stickers
 
-.PHONY: help install catalog world pipeline run test test-fast bench lint format clean
+VAR := $(STICKERS_VAR)
+DATASET := $(VAR)/data/$(WORLD)/manifest.json
+STAGE1 := $(VAR)/stage1/LATEST
+RERANKER := $(VAR)/reranker/LATEST
+CENTRAL := $(VAR)/reranker_central/LATEST
+# Stage-1 factor dimension d; the reranker's shared weights are d*d + d + k + 1 floats.
+FACTORS ?= 32
+
+.PHONY: help install catalog world stage1 reranker central report pipeline run serve system-deps test test-fast bench lint format clean
 
 help:
 	@echo "make run    build the default world ($(WORLD)), run every stage, then serve"
+	@echo "make serve  serve the latest artifacts (gunicorn on 127.0.0.1:8000)"
 	@echo "make test   run the test suite (installs what it needs)"
 	@echo "make bench  run the benchmarks (tables on stdout, JSON under var/bench/)"
 	@echo "make lint   ruff + mypy;  make clean  remove .venv and var/"
@@ -30,20 +39,51 @@ install: $(STAMP)
 catalog: install
 	$(STICKERS) data catalog
 
-world: catalog
+world: $(DATASET)
+$(DATASET): $(STAMP)
+	$(STICKERS) data catalog
 	$(STICKERS) data generate --size $(WORLD)
 
-pipeline: world
+stage1: $(STAGE1)
+$(STAGE1): $(DATASET)
+	$(STICKERS) candidates build --dataset $(WORLD) --set als.factors=$(FACTORS)
+
+reranker: $(RERANKER)
+$(RERANKER): $(STAGE1) reranker/federated.toml
+	$(STICKERS) federated train --task reranker --config reranker/federated.toml \
+		--checkpoint-dir $(VAR)/federated/checkpoints/make-run-$$(cat $(STAGE1))
+
+central: $(CENTRAL)
+$(CENTRAL): $(STAGE1)
+	$(STICKERS) reranker train-central --epochs 3
+
+report: $(RERANKER) $(CENTRAL)
+	$(STICKERS) report ab
+
+pipeline: world stage1 reranker central report
 
 run: pipeline
+	$(STICKERS) serve
 
-test: catalog
+serve: install
+	$(STICKERS) serve
+
+# Debian packages the tests and benchmarks use: headless Chromium + driver (browser test
+# of the demo page) and wrk (HTTP load). Installed only when missing.
+system-deps:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
+		|| ! command -v wrk >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver wrk; \
+	fi
+
+test: catalog system-deps
 	$(BIN)/python -m pytest -q
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
-bench: catalog
+bench: catalog system-deps
 	$(BIN)/python -m bench
 
 lint: install

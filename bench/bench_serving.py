@@ -1,0 +1,199 @@
+"""Serving throughput and latency: gunicorn (2 workers) on 127.0.0.1 loaded with wrk.
+
+1. Build a world, a stage-1 version and a reranker version (a short federated run of the
+   real task, published like ``stickers federated train``) under a scratch artifact root.
+2. Start ``stickers serve``'s gunicorn with 2 workers on a free loopback port.
+3. Saturate ``GET /healthz`` (trivial JSON) and then ``POST /v1/suggest`` (keyword
+   matching + ONNX reranking of a cluster's candidates) with wrk, same settings, same run:
+   the ratio of their requests/s is the cost of a suggestion relative to the framework.
+4. Load ``/v1/suggest`` at half its maximum rate (wrk paced with a Lua ``delay()``) and
+   report p50/p99 latency.
+
+``python -m bench serving`` or ``python -m bench.bench_serving [--world tiny] [--duration 10]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench._results import write_results
+
+TEXTS = {
+    "en": ["", "t", "th", "thanks", "thank you", "ok", "good night", "lol", "sorry", "love"],
+    "ja": ["", "あ", "ありがと", "ありがとう", "おやすみ", "ごめん", "了解", "おめでとう"],
+}
+
+SERVER = """
+from serving import ServingConfig
+from serving._gunicorn import GunicornServer, enable_multiprocess_metrics
+config = ServingConfig.load(environ={{}}, var={var!r}, port={port}, workers={workers},
+                            reload_interval_s=0)
+enable_multiprocess_metrics(config.var / "serving" / "prometheus")
+GunicornServer(config).run()
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def build_artifacts(var: Path, world: str, seed: int) -> dict[str, Any]:
+    """World → stage 1 → a reranker version from a short federated run of the real task."""
+    import data
+    from candidate_gen import build_stage1
+    from data._world import generate_world, world_config
+    from federated import FederatedConfig, FederatedTrainer, TaskContext, publish_model
+    from reranker import make_task
+
+    catalog = data.load_catalog(data.ensure_catalog(data.var_root()))
+    dataset = generate_world(world_config(world), catalog, var, show_progress=False)
+    stage1 = build_stage1(dataset, None, var)
+    task = make_task(TaskContext(var=var, seed=seed, options={"eval_devices": "200"}))
+    config = FederatedConfig.model_validate({
+        "rounds": {"rounds": 2, "sampling_rate": 0.5, "min_reports": 10},
+        "privacy": {"target_epsilon": None}})
+    trainer = FederatedTrainer(task, config).fit(np.random.default_rng(seed))
+    reranker = publish_model(trainer, task, var / task.name, seed=seed)
+    return {"world": world, "stage1": stage1.name, "reranker": reranker.name}
+
+
+def start_server(var: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    """gunicorn in its own process group; returns when /readyz answers 200."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVER.format(var=str(var), port=port, workers=workers)],
+        stdout=subprocess.DEVNULL, stderr=open(var / "server.log", "ab"),  # noqa: SIM115
+        start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited; see {var / 'server.log'}")
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    return process, url
+        except OSError:
+            time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    raise RuntimeError("server did not become ready")
+
+
+def _suggest_bodies(url: str) -> list[str]:
+    with urllib.request.urlopen(f"{url}/demo/users", timeout=5) as response:
+        users = json.loads(response.read())["users"]
+    bodies = []
+    for user in users:
+        for text in TEXTS.get(user["language"], TEXTS["en"]):
+            bodies.append(json.dumps({"language": user["language"], "text": text,
+                                      "cluster_id": user["cluster_id"], "limit": 8}))
+    return bodies
+
+
+def _lua(path: Path, bodies: list[str], delay_ms: float | None) -> Path:
+    quoted = ",\n".join("[==[" + b + "]==]" for b in bodies)
+    delay = "" if delay_ms is None else f"function delay() return {delay_ms:.3f} end\n"
+    path.write_text(
+        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"local bodies = {{\n{quoted}\n}}\nlocal i = 0\n"
+        "request = function()\n  i = i % #bodies + 1\n"
+        "  return wrk.format(nil, nil, nil, bodies[i])\nend\n" + delay)
+    return path
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def run_wrk(url: str, *, duration: int, threads: int, connections: int,
+            script: Path | None = None) -> dict[str, float]:
+    """Run wrk; requests/s, latency percentiles (ms) and non-2xx count."""
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True,
+                         timeout=duration + 30).stdout
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    for pct, value, unit in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
+        result[f"p{pct}_ms"] = float(value) * _UNITS[unit]
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    result["non_2xx"] = float(errors.group(1)) if errors else 0.0
+    result["requests"] = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return result
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bench_serving", description=__doc__)
+    parser.add_argument("--world", default="tiny", help="world size (tiny, small)")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install -y wrk); skipping", file=sys.stderr)
+        return 0
+    scratch = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    process = None
+    try:
+        versions = build_artifacts(scratch, args.world, args.seed)
+        process, url = start_server(scratch, args.workers)
+        bodies = _suggest_bodies(url)
+        common = {"duration": args.duration, "threads": 2, "connections": args.connections}
+        run_wrk(f"{url}/healthz", duration=2, threads=2, connections=args.connections)  # warm
+        trivial = run_wrk(f"{url}/healthz", **common)
+        saturated = run_wrk(f"{url}/v1/suggest", **common,
+                            script=_lua(scratch / "suggest.lua", bodies, None))
+        half = saturated["rps"] / 2
+        paced_connections = 4
+        paced = run_wrk(f"{url}/v1/suggest", duration=args.duration, threads=2,
+                        connections=paced_connections,
+                        script=_lua(scratch / "paced.lua", bodies,
+                                    1000.0 * paced_connections / half))
+        ratio = saturated["rps"] / trivial["rps"]
+        rows = [
+            ["GET /healthz (trivial JSON)", "max", trivial["rps"], trivial.get("p50_ms"),
+             trivial.get("p99_ms"), trivial["non_2xx"]],
+            ["POST /v1/suggest", "max", saturated["rps"], saturated.get("p50_ms"),
+             saturated.get("p99_ms"), saturated["non_2xx"]],
+            ["POST /v1/suggest", f"paced to {half:.0f}/s", paced["rps"], paced.get("p50_ms"),
+             paced.get("p99_ms"), paced["non_2xx"]],
+        ]
+        meta = {"versions": versions, "workers": args.workers, "cpus": os.cpu_count(),
+                "wrk": common, "suggest_over_trivial": ratio, "goal_ratio": 0.7,
+                "half_rate_p99_ms": paced.get("p99_ms"), "goal_p99_ms": 10.0,
+                "bodies": len(bodies), "load_average_after": os.getloadavg(),
+                "note": "wrk and gunicorn share the machine's cores (loopback)"}
+        write_results("serving", ["endpoint", "load", "requests/s", "p50 ms", "p99 ms",
+                                  "non-2xx"], rows, meta)
+        print(f"suggest/trivial requests/s ratio: {ratio:.3f} (goal >= 0.7); p99 at half "
+              f"rate: {paced.get('p99_ms')} ms (goal <= 10)")
+    finally:
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

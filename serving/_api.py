@@ -1,0 +1,288 @@
+"""The ``/v1`` blueprint: suggest, bundle, assign, reranker model, federated updates.
+
+Routes validate at the edge and delegate: ranking to ``reranker.Suggester``, cold start to
+the stage-1 artifact, upload validation to ``federated.parse_upload``, persistence to the
+store. The typed text is passed to the suggester and dropped; it is never logged, stored
+or echoed in an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import time
+import zipfile
+from typing import Any
+
+import numpy as np
+from flask import Blueprint, Response, jsonify, request
+
+from data import StickerSuggestError
+from federated import UploadError, parse_upload
+from serving._app import ensure_open_round, get_store, state
+from serving._arms import INSTALL_ID_HEADER, INSTALL_ID_PATTERN, assign_arm
+from serving._config import ArmConfig
+from serving._errors import ApiError
+from serving._registry import INITIAL, ModelSet
+from serving._requests import AssignRequest, SuggestRequest, json_body, validate
+from serving._store import StoreRejectedError
+
+__all__ = ["api"]
+
+api = Blueprint("api", __name__, url_prefix="/v1")
+
+_ZIP_EPOCH = (2020, 1, 1, 0, 0, 0)  # fixed member timestamps: same versions, same bytes
+BUNDLE_INDEX = "bundle-index.json"  # versions and the sha256 of every file in the zip
+
+
+def _install_id(required: bool) -> str | None:
+    value = request.headers.get(INSTALL_ID_HEADER)
+    if value is None:
+        if required:
+            raise ApiError(400, "missing_install_id",
+                           f"send the {INSTALL_ID_HEADER} header (8-128 characters of "
+                           "A-Z a-z 0-9 _ -); it picks your A/B arm and is not stored")
+        return None
+    if not INSTALL_ID_PATTERN.match(value):
+        raise ApiError(400, "invalid_install_id",
+                       f"{INSTALL_ID_HEADER} should be 8-128 characters of A-Z a-z 0-9 _ -")
+    return value
+
+
+def _arm(required: bool = False) -> ArmConfig:
+    return assign_arm(state().config.experiment, _install_id(required))
+
+
+def _check_cluster(models: ModelSet, cluster_id: int) -> None:
+    n = models.stage1.n_clusters
+    if not 0 <= cluster_id < n:
+        raise ApiError(404, "unknown_cluster",
+                       f"cluster_id={cluster_id} is not a cluster of stage-1 version "
+                       f"{models.stage1_version}; it has clusters 0..{n - 1}")
+
+
+def _check_features(models: ModelSet, features: dict[str, Any]) -> None:
+    known = list(models.stage1.encoder.features)
+    unknown = sorted(set(features) - set(known))
+    if unknown:
+        raise ApiError(422, "unknown_feature",
+                       f"unknown user feature(s) {unknown}; known features: {known}")
+
+
+def _check_language(suggester: Any, language: str) -> None:
+    languages = list(suggester.languages)
+    if language not in languages:
+        raise ApiError(422, "unknown_language",
+                       f"language={language!r} has no keyword index; served languages: "
+                       f"{languages}")
+
+
+def _versions(models: ModelSet, arm: ArmConfig) -> dict[str, str]:
+    return {"stage1": models.stage1_version,
+            "reranker": models.reranker_version(arm.reranker_version)}
+
+
+@api.post("/suggest")
+def suggest() -> Response:
+    """Ranked stickers for the text typed so far."""
+    st = state()
+    body = validate(SuggestRequest, json_body(st.config.max_request_bytes))
+    if body.limit > st.config.max_limit:
+        raise ApiError(422, "invalid_request",
+                       f"limit={body.limit} should be <= {st.config.max_limit}")
+    if len(body.text) > st.config.max_text_chars:
+        raise ApiError(422, "invalid_request", f"text should have at most "
+                       f"{st.config.max_text_chars} characters, got {len(body.text)}")
+    models = st.models()
+    arm = _arm()
+    suggester = models.suggester(arm.reranker_version)
+    _check_language(suggester, body.language)
+    if body.cluster_id is not None:
+        cluster_id = body.cluster_id
+        _check_cluster(models, cluster_id)
+    else:
+        assert body.features is not None
+        _check_features(models, body.features)
+        cluster_id = int(models.stage1.assign(body.features))
+    embedding = None
+    if body.user_embedding is not None:
+        if len(body.user_embedding) != suggester.n_factors:
+            raise ApiError(422, "invalid_request",
+                           f"user_embedding has {len(body.user_embedding)} numbers, expected "
+                           f"{suggester.n_factors}")
+        embedding = np.asarray(body.user_embedding, dtype=np.float32)
+    try:
+        rows = suggester.suggest(language=body.language, text=body.text, cluster_id=cluster_id,
+                                 user_embedding=embedding, limit=body.limit)
+    except ValueError as exc:  # reranker.RerankerInputError: names the input, not the text
+        raise ApiError(422, "invalid_request", str(exc)) from exc
+    stickers = [{"sticker_id": int(s.sticker_id), "package_id": int(s.package_id),
+                 "labels": list(s.labels), "emojis": list(s.emojis),
+                 "character": s.character, "score": float(s.score)} for s in rows]
+    st.metrics.suggestions_served.labels(arm.name).inc(len(stickers))
+    st.metrics.suggest_requests.labels(arm.name, body.language).inc()
+    return jsonify({"stickers": stickers, "cluster_id": cluster_id,
+                    "versions": _versions(models, arm), "arm": arm.name,
+                    "experiment": st.config.experiment.name})
+
+
+@api.post("/assign")
+def assign() -> Response:
+    """Cold start: the stage-1 cluster of a user with no history, from their features."""
+    st = state()
+    body = validate(AssignRequest, json_body(st.config.max_request_bytes))
+    models = st.models()
+    _check_features(models, body.features)
+    cluster_id = int(models.stage1.assign(body.features))
+    return jsonify({"cluster_id": cluster_id, "stage1_version": models.stage1_version})
+
+
+def _etag_matches(etag: str) -> bool:
+    header = request.headers.get("If-None-Match", "")
+    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
+    return etag in tags or "*" in tags
+
+
+def _not_modified(etag: str, headers: dict[str, str]) -> Response:
+    response = Response(status=304)
+    response.headers["ETag"] = etag
+    response.headers.update(headers)
+    return response
+
+
+@api.get("/clusters/<int:cluster_id>/bundle")
+def bundle(cluster_id: int) -> Response:
+    """The device bundle of a cluster for one keyboard language, as a zip; ETag/304."""
+    st = state()
+    models = st.models()
+    arm = _arm()
+    _check_cluster(models, cluster_id)
+    language = request.args.get("language")
+    suggester = models.suggester(arm.reranker_version)
+    if language is None:
+        raise ApiError(400, "missing_language",
+                       f"give ?language=; served languages: {list(suggester.languages)}")
+    _check_language(suggester, language)
+    versions = _versions(models, arm)
+    key = (versions["stage1"], versions["reranker"], cluster_id, language)
+    etag = '"' + hashlib.sha256("/".join(map(str, key)).encode()).hexdigest()[:32] + '"'
+    headers = {"X-Stage1-Version": versions["stage1"],
+               "X-Reranker-Version": versions["reranker"], "X-Arm": arm.name,
+               "Vary": INSTALL_ID_HEADER, "Cache-Control": "private, max-age=0"}
+    if _etag_matches(etag):
+        return _not_modified(etag, headers)
+    cached = st.bundles.get(key)
+    if cached is None:
+        files = suggester.bundle(cluster_id, language)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            manifest = {"cluster_id": cluster_id, "language": language, **versions,
+                        "files": {name: hashlib.sha256(data).hexdigest()
+                                  for name, data in sorted(files.items())}}
+            for name, data in [*sorted(files.items()),
+                               (BUNDLE_INDEX, json.dumps(manifest, indent=2).encode())]:
+                archive.writestr(zipfile.ZipInfo(name, _ZIP_EPOCH), data)
+        cached = (etag, buffer.getvalue())
+        st.bundles.put(key, cached)
+    response = Response(cached[1], status=200, mimetype="application/zip")
+    response.headers["ETag"] = etag
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="bundle-{cluster_id}-{language}.zip"')
+    response.headers.update(headers)
+    return response
+
+
+@api.get("/models/reranker")
+def reranker_model() -> Response:
+    """The ONNX reranker of the caller's A/B arm, with version, sha256 and parameters."""
+    st = state()
+    models = st.models()
+    arm = _arm(required=True)
+    artifact = models.reranker(arm.reranker_version)
+    suggester = models.suggester(arm.reranker_version)
+    if artifact is not None:
+        version, sha256, n_parameters = (artifact.version, artifact.sha256,
+                                         int(artifact.n_parameters))
+        model_bytes: bytes = artifact.model_bytes
+        privacy = artifact.privacy or {}
+    else:  # nothing published yet: the initial weights the suggester serves
+        model_bytes = suggester.model_bytes
+        version, sha256 = INITIAL, hashlib.sha256(model_bytes).hexdigest()
+        n_parameters, privacy = int(suggester.context.layout.n_parameters), {}
+    parameters = dict(arm.parameters)
+    tag_source = f"{sha256}/{arm.name}/{json.dumps(parameters, sort_keys=True)}"
+    etag = '"' + hashlib.sha256(tag_source.encode()).hexdigest()[:32] + '"'
+    headers = {"X-Reranker-Version": version, "X-Arm": arm.name,
+               "Vary": INSTALL_ID_HEADER, "Cache-Control": "private, max-age=0"}
+    if _etag_matches(etag):
+        return _not_modified(etag, headers)
+    response = jsonify({
+        "arm": arm.name, "experiment": st.config.experiment.name,
+        "reranker_version": version, "stage1_version": models.stage1_version,
+        "sha256": sha256, "bytes": len(model_bytes),
+        "n_parameters": n_parameters, "parameters": parameters,
+        "privacy": {"epsilon": privacy.get("epsilon"), "delta": privacy.get("delta")},
+        "model_base64": base64.b64encode(model_bytes).decode("ascii"),
+    })
+    response.headers["ETag"] = etag
+    response.headers.update(headers)
+    return response
+
+
+def _reject(reason: str, status: int, detail: str) -> ApiError:
+    state().metrics.updates.labels("rejected", reason).inc()
+    return ApiError(status, reason, detail)
+
+
+@api.post("/federated/updates")
+def federated_update() -> Response:
+    """Store a device's noisy update for the open round (202), idempotently per nonce."""
+    st = state()
+    try:
+        payload = json_body(st.config.max_update_bytes)
+    except ApiError as exc:
+        raise _reject(exc.reason, exc.status, exc.detail) from exc
+    store = get_store()
+    current = store.current_round()
+    if current is None:
+        raise _reject("no_open_round", 409, "no federated round is open; ask GET "
+                      "/v1/federated/rounds/current later")
+    try:
+        upload = parse_upload(payload, n_parameters=current.n_parameters,
+                              max_examples=current.max_examples)
+    except UploadError as exc:
+        reason = "identity_field" if "identifying" in str(exc) else "invalid_update"
+        raise _reject(reason, 422, str(exc)) from exc
+    norm = float(np.linalg.norm(upload.delta.astype(np.float64)))
+    if norm > current.norm_bound:
+        raise _reject("norm_exceeded", 422,
+                      f"delta has L2 norm {norm:.6g}, above the round's bound "
+                      f"{current.norm_bound:.6g} for a clipped, noised update")
+    try:
+        outcome = store.add_update(upload, time.time())
+    except StoreRejectedError as exc:
+        raise _reject(exc.reason, exc.status, exc.detail) from exc
+    st.metrics.updates.labels(outcome, "").inc()
+    return Response(json.dumps({"status": outcome, "round": upload.round}), status=202,
+                    mimetype="application/json")
+
+
+@api.get("/federated/rounds/current")
+def current_round() -> Response:
+    """What devices should train now: the open round's plan."""
+    st = state()
+    store = get_store()
+    try:
+        ensure_open_round(st, store)
+    except StickerSuggestError as exc:
+        raise ApiError(503, "round_unavailable", f"cannot open a round: {exc}") from exc
+    spec = store.current_round()
+    if spec is None:
+        raise ApiError(404, "no_open_round", "no federated round is open")
+    body = {k: v for k, v in spec.to_dict().items() if k not in ("closed_at", "outcome")}
+    body["accepting"] = time.time() <= spec.deadline_at
+    body["model_url"] = "/v1/models/reranker"
+    body["upload_url"] = "/v1/federated/updates"
+    return jsonify(body)

@@ -1,0 +1,165 @@
+"""The typed configuration of the server: one pydantic object, from a file and the environment.
+
+Precedence (lowest to highest): defaults, a JSON/TOML file (``STICKERS_SERVE_CONFIG`` or
+``--config``), ``STICKERS_SERVE_<FIELD>`` environment variables (top-level fields; values
+are parsed as JSON when they parse, e.g. ``STICKERS_SERVE_WORKERS=4``), explicit overrides
+(CLI flags). ``STICKERS_VAR`` sets the artifact root when ``var`` is not given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from data import ConfigError, var_root
+
+__all__ = ["CONFIG_ENV", "ENV_PREFIX", "ArmConfig", "ExperimentConfig", "ServingConfig"]
+
+CONFIG_ENV = "STICKERS_SERVE_CONFIG"
+ENV_PREFIX = "STICKERS_SERVE_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class ArmConfig(_Section):
+    """One arm of the reranker A/B experiment."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    """Arm name reported to clients and in metrics (lowercase, <= 32 characters)."""
+    weight: float = Field(default=1.0, gt=0)
+    """Relative share of installs in this arm (weights are normalised)."""
+    reranker_version: str = "latest"
+    """Reranker version this arm serves (``latest`` follows the registry pointer)."""
+    parameters: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    """Parameter variant sent to devices with the model (e.g. ``{"row_size": 8}``)."""
+
+
+class ExperimentConfig(_Section):
+    """The reranker A/B experiment: install ids are hashed with ``salt`` into arms."""
+
+    name: str = "reranker-ab"
+    """Experiment name (reported with the arm)."""
+    salt: str = Field(default="sticker-suggest-ab-1", min_length=1)
+    """Secret-free salt of the hash; changing it reshuffles every install."""
+    arms: tuple[ArmConfig, ...] = (ArmConfig(name="control"),)
+    """Arms in order; an install's hash bucket in [0, 1) picks one by cumulative weight."""
+
+    @model_validator(mode="after")
+    def _unique_arms(self) -> ExperimentConfig:
+        names = [a.name for a in self.arms]
+        if not names:
+            raise ValueError("an experiment needs at least one arm")
+        if len(set(names)) != len(names):
+            raise ValueError(f"arm names must be unique, got {names}")
+        return self
+
+
+class ServingConfig(_Section):
+    """Everything the HTTP server needs; defaults work on a laptop."""
+
+    var: Path = Field(default_factory=lambda: var_root())
+    """Artifact root (stage-1 and reranker artifacts, the update store)."""
+    stage1_version: str = "latest"
+    """Stage-1 version to serve (``latest`` follows ``var/stage1/LATEST`` without restart)."""
+    reranker_version: str = "latest"
+    """Default reranker version (arms may pin their own)."""
+    dataset: str | None = None
+    """Dataset directory or name under ``var/data`` (default: the stage-1 artifact's)."""
+    store_path: Path | None = None
+    """SQLite update store (default: ``<var>/serving/updates.sqlite3``)."""
+    host: str = "127.0.0.1"
+    """Interface gunicorn binds to (loopback unless you mean to expose it)."""
+    port: int = Field(default=8000, ge=0, le=65535)
+    """TCP port."""
+    workers: int = Field(default=2, ge=1, le=64)
+    """gunicorn worker processes."""
+    threads: int = Field(default=1, ge=1, le=64)
+    """Threads per gunicorn worker (1: sync workers)."""
+    timeout_s: int = Field(default=30, ge=1)
+    """gunicorn worker timeout."""
+    reload_interval_s: float = Field(default=5.0, ge=0)
+    """How often each worker checks the registry for new versions (0: never)."""
+    max_request_bytes: int = Field(default=64 * 1024, ge=1024)
+    """Largest request body accepted outside update uploads (413 above)."""
+    max_update_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    """Largest federated update body accepted (413 above)."""
+    max_limit: int = Field(default=50, ge=1, le=50)
+    """Largest ``limit`` a suggest request may ask for."""
+    max_text_chars: int = Field(default=256, ge=1)
+    """Longest typed text a suggest request may carry."""
+    bundle_cache_size: int = Field(default=64, ge=0)
+    """Device bundles kept in memory per worker (LRU)."""
+    federated_config: Path | None = None
+    """Federated platform config (JSON/TOML) for rounds: clip norm, noise, min reports."""
+    round_deadline_s: float | None = Field(default=None, gt=0)
+    """Upload window of a round opened by the server (default: the federated config's)."""
+    auto_open_round: bool = True
+    """Open the next round for the served reranker version when none is open."""
+    experiment: ExperimentConfig = ExperimentConfig()
+    """The reranker A/B experiment."""
+    demo: bool = True
+    """Serve the keyboard demo page at ``/``."""
+    demo_users_per_language: int = Field(default=3, ge=1, le=50)
+    """Simulated users offered by the demo page per language."""
+    debug: bool = False
+    """Flask debug mode (``stickers serve --debug`` uses Flask's dev server)."""
+
+    @property
+    def resolved_store_path(self) -> Path:
+        """The update store's path."""
+        return self.store_path or self.var / "serving" / "updates.sqlite3"
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, *, environ: Mapping[str, str] | None = None,
+             **overrides: Any) -> ServingConfig:
+        """Defaults, then the file, then ``STICKERS_SERVE_*`` variables, then ``overrides``.
+
+        ``overrides`` with value None are skipped (unset CLI flags).
+
+        Raises
+        ------
+        data.ConfigError
+            Naming the file or variable and every invalid field.
+        """
+        env = os.environ if environ is None else environ
+        path = path if path is not None else env.get(CONFIG_ENV) or None
+        raw: dict[str, Any] = {}
+        if path is not None:
+            path = Path(path)
+            try:
+                text = path.read_text()
+                raw = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"{path}: cannot read serving config ({exc})") from exc
+        for key, value in env.items():
+            if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV:
+                continue
+            field = key.removeprefix(ENV_PREFIX).lower()
+            if field not in cls.model_fields:
+                raise ConfigError(f"{key}: no serving config field {field!r} (known: "
+                                  f"{', '.join(sorted(cls.model_fields))})")
+            if cls.model_fields[field].annotation in (str, str | None):
+                raw[field] = value  # version names may look like numbers
+                continue
+            try:
+                raw[field] = json.loads(value)
+            except ValueError:
+                raw[field] = value  # a bare string such as a path
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            where = f"{path}: " if path else ""
+            raise ConfigError(f"{where}invalid serving config: {exc}") from exc
+
+    def to_json(self) -> str:
+        """JSON that :meth:`load` reads back."""
+        return self.model_dump_json(indent=2)

@@ -1,0 +1,94 @@
+"""HTTP errors as RFC 9457 problem details (``application/problem+json``).
+
+Every error response, ours or Werkzeug's (404 route, 405, 413 body too large), goes out
+as ``{"type", "title", "status", "detail", "instance"}`` with a ``detail`` a client can
+act on. Errors are raised as :class:`ApiError` at the HTTP edge and rendered in one place.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from flask import Flask, Response, json, request
+from werkzeug.exceptions import HTTPException
+
+from data import StickerSuggestError
+
+__all__ = ["PROBLEM_JSON", "ApiError", "problem_response", "register_error_handlers"]
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ApiError(StickerSuggestError):
+    """An error with an HTTP status, a short machine-readable ``reason`` and a ``detail``.
+
+    Parameters
+    ----------
+    status : int
+        HTTP status (4xx for the caller's mistakes, 503 for "not ready").
+    reason : str
+        Stable slug (``malformed_json``, ``stale_round`` ...); also the metrics label.
+    detail : str
+        One sentence stating the value and what was expected.
+    extra : dict, optional
+        More members of the problem object (e.g. ``errors`` from validation).
+    """
+
+    def __init__(self, status: int, reason: str, detail: str,
+                 extra: dict[str, Any] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+        self.extra = extra or {}
+
+
+_TITLES = {
+    400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+    413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
+    500: "Internal Server Error", 503: "Service Unavailable",
+}
+
+
+def problem_response(status: int, reason: str, detail: str,
+                     extra: dict[str, Any] | None = None) -> Response:
+    """A problem-details response."""
+    body = {"type": f"/problems/{reason}", "title": _TITLES.get(status, "Error"),
+            "status": status, "detail": detail, "instance": request.path, **(extra or {})}
+    return Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
+
+
+def _slug(name: str) -> str:
+    return name.lower().replace(" ", "_")
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Render :class:`ApiError` and every Werkzeug HTTP error as problem details."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Response:
+        return problem_response(exc.status, exc.reason, exc.detail, exc.extra)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        if status == 413:
+            limit = request.max_content_length
+            detail = (f"request body is larger than the limit of {limit} bytes for "
+                      f"{request.path}" if limit else "request body is too large")
+            return problem_response(413, "payload_too_large", detail)
+        detail = exc.description or exc.name
+        response = problem_response(status, _slug(exc.name), detail)
+        if status == 405 and exc.get_response().headers.get("Allow"):
+            response.headers["Allow"] = exc.get_response().headers["Allow"]
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        # Never echo the exception: it could hold request content (typed text).
+        # The frames without the message, which could quote request content.
+        app.logger.error("unhandled %s on %s:\n%s", type(exc).__name__, request.path,
+                         "".join(traceback.format_tb(exc.__traceback__)))
+        return problem_response(500, "internal_error",
+                                "the server failed to handle this request; it was logged")

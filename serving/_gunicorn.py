@@ -1,0 +1,77 @@
+"""Running the app under gunicorn (production) from ``stickers serve``.
+
+gunicorn is embedded as a custom application (its documented ``BaseApplication`` API), so
+the resolved :class:`ServingConfig` reaches every worker without a config file. Workers
+build their own app after the fork (no preload), each with its own registry thread. For
+``/metrics`` to cover all workers, prometheus_client's multiprocess mode is switched on in
+the master before any worker creates a metric.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from serving._config import ServingConfig
+from serving._metrics import MULTIPROC_ENV
+
+__all__ = ["GunicornServer", "enable_multiprocess_metrics"]
+
+
+def enable_multiprocess_metrics(directory: Path) -> None:
+    """Use ``directory`` (emptied) for multiprocess metrics in this process and its children."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ[MULTIPROC_ENV] = str(directory)
+    from prometheus_client import values
+
+    # The value class is chosen when prometheus_client is imported; choose again now.
+    values.ValueClass = values.get_value_class()
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(worker.pid)
+
+
+class GunicornServer(BaseApplication):
+    """gunicorn serving ``create_app(config)`` with the config's bind, workers and threads."""
+
+    def __init__(self, config: ServingConfig, extra: dict[str, Any] | None = None, *,
+                 app_factory: Callable[[], Any] | None = None) -> None:
+        self.serving_config = config
+        self.app_factory = app_factory
+        self.options: dict[str, Any] = {
+            "bind": f"{config.host}:{config.port}",
+            "workers": config.workers,
+            "threads": config.threads,
+            "timeout": config.timeout_s,
+            "preload_app": False,
+            "child_exit": _child_exit,
+            "accesslog": None,  # an access log line would be harmless, but off by default
+            "proc_name": "stickers-serve",
+            # gunicorn >= 24 opens a control socket in $HOME shared by every server of
+            # the user; serving does not use it, and two servers would fight over it.
+            "control_socket_disable": True,
+            **(extra or {}),
+        }
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            if key in self.cfg.settings and value is not None:
+                self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        if self.app_factory is not None:
+            return self.app_factory()
+        from serving._app import create_app
+
+        return create_app(self.serving_config)

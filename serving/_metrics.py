@@ -1,0 +1,66 @@
+"""Prometheus metrics of the server.
+
+Each app owns its :class:`prometheus_client.CollectorRegistry` (several apps in one test
+process do not collide). Under gunicorn, ``stickers serve`` sets
+``PROMETHEUS_MULTIPROC_DIR`` so every worker writes its samples to shared files and
+``/metrics`` aggregates all workers (prometheus_client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+__all__ = ["MULTIPROC_ENV", "ServingMetrics"]
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# Sub-millisecond to a second: suggestions should sit in the first few buckets.
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ServingMetrics:
+    """The server's metric families, registered in a fresh registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.request_latency = Histogram(
+            "sticker_http_request_duration_seconds", "Request latency per endpoint",
+            ["endpoint", "method", "status"], buckets=_LATENCY_BUCKETS,
+            registry=self.registry)
+        self.suggestions_served = Counter(
+            "sticker_suggestions_served", "Stickers returned by /v1/suggest", ["arm"],
+            registry=self.registry)
+        self.suggest_requests = Counter(
+            "sticker_suggest_requests", "Successful suggest requests", ["arm", "language"],
+            registry=self.registry)
+        self.updates = Counter(
+            "sticker_federated_updates", "Federated update uploads by outcome and reason",
+            ["outcome", "reason"], registry=self.registry)
+        self.artifact_info = Gauge(
+            "sticker_artifact_info", "Artifact versions loaded (1 = served now)",
+            ["kind", "version"], registry=self.registry, multiprocess_mode="liveall")
+        self.reloads = Counter(
+            "sticker_registry_reloads", "Model registry swaps and failed reloads",
+            ["result"], registry=self.registry)
+        self._served: dict[str, str] = {}
+
+    def set_versions(self, versions: dict[str, str]) -> None:
+        """Mark ``{kind: version}`` as served (1) and what they replace as retired (0)."""
+        for kind, version in versions.items():
+            old = self._served.get(kind)
+            if old is not None and old != version:
+                self.artifact_info.labels(kind, old).set(0)
+            self.artifact_info.labels(kind, version).set(1)
+            self._served[kind] = version
+
+    def exposition(self) -> bytes:
+        """The text exposition: all gunicorn workers' samples in multiprocess mode."""
+        directory = os.environ.get(MULTIPROC_ENV)
+        if directory and os.path.isdir(directory):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=directory)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

@@ -1,0 +1,198 @@
+"""The OpenAPI 3.1 document of the server.
+
+Request schemas come from the pydantic models that validate them, so the document and
+the validation cannot drift; the tests check every route is documented, every documented
+route exists, and real responses validate against the documented schemas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from federated import UPLOAD_FIELDS
+from serving._arms import INSTALL_ID_HEADER
+from serving._config import ServingConfig
+from serving._errors import PROBLEM_JSON
+from serving._requests import AssignRequest, SuggestRequest
+
+__all__ = ["openapi_document"]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {PROBLEM_JSON: {"schema": _ref("Problem")}}}
+
+
+def _obj(properties: dict[str, Any], required: list[str] | None = None,
+         additional: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "object", "properties": properties,
+                           "required": required if required is not None else list(properties)}
+    if not additional:
+        out["additionalProperties"] = False
+    return out
+
+
+_STR = {"type": "string"}
+_INT = {"type": "integer"}
+_NUM = {"type": "number"}
+_BOOL = {"type": "boolean"}
+_VERSIONS = _obj({"stage1": _STR, "reranker": _STR})
+_INSTALL = {"name": INSTALL_ID_HEADER, "in": "header",
+            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,128}$"},
+            "description": "Picks the A/B arm by hash; never stored or logged."}
+_ETAG = {"name": "If-None-Match", "in": "header", "required": False, "schema": _STR}
+
+
+def _schemas() -> dict[str, Any]:
+    return {
+        "Problem": _obj({"type": _STR, "title": _STR, "status": _INT, "detail": _STR,
+                         "instance": _STR,
+                         "errors": {"type": "array", "items": _obj({"field": _STR,
+                                                                    "problem": _STR})}},
+                        ["type", "title", "status", "detail"]),
+        "SuggestRequest": SuggestRequest.model_json_schema(),
+        "AssignRequest": AssignRequest.model_json_schema(),
+        "Sticker": _obj({"sticker_id": _INT, "package_id": _INT,
+                         "labels": {"type": "array", "items": _STR},
+                         "emojis": {"type": "array", "items": _STR},
+                         "character": _STR, "score": _NUM}),
+        "SuggestResponse": _obj({"stickers": {"type": "array", "items": _ref("Sticker")},
+                                 "cluster_id": _INT, "versions": _VERSIONS, "arm": _STR,
+                                 "experiment": _STR}),
+        "AssignResponse": _obj({"cluster_id": _INT, "stage1_version": _STR}),
+        "RerankerModel": _obj({
+            "arm": _STR, "experiment": _STR, "reranker_version": _STR, "stage1_version": _STR,
+            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "bytes": _INT,
+            "n_parameters": _INT, "parameters": {"type": "object"},
+            "privacy": _obj({"epsilon": {}, "delta": {}}),
+            "model_base64": {"type": "string", "contentEncoding": "base64"}}),
+        "Upload": _obj({
+            "round": {"type": "integer", "minimum": 0},
+            "model_version": {"type": "integer", "minimum": 0},
+            "delta": {"type": "array", "items": _NUM,
+                      "description": "Clipped, noised delta of n_parameters finite numbers"},
+            "n_examples": {"type": "integer", "minimum": 0},
+            "nonce": {"type": "string", "pattern": "^[0-9a-f]{32}$"}},
+            list(UPLOAD_FIELDS), additional=False),
+        "UploadAccepted": _obj({"status": {"type": "string", "enum": ["accepted",
+                                                                      "duplicate"]},
+                                "round": _INT}),
+        "Round": _obj({
+            "round": _INT, "model_version": _INT, "reranker_version": _STR,
+            "n_parameters": _INT, "clip_norm": _NUM, "noise_multiplier": _NUM,
+            "norm_bound": _NUM, "max_examples": _INT, "min_reports": _INT,
+            "sampling_rate": _NUM, "opened_at": _NUM, "deadline_at": _NUM,
+            "status": _STR, "accepting": _BOOL, "model_url": _STR, "upload_url": _STR}),
+        "Health": _obj({"status": _STR}),
+        "Ready": _obj({"status": _STR, "versions": {"type": "object"}, "loaded_at": _NUM,
+                       "last_check": _NUM, "last_reload_error": {"type": ["string", "null"]},
+                       "uptime_s": _NUM}),
+        "DemoUser": _obj({"user_id": _INT, "language": _STR, "cluster_id": _INT,
+                          "label": _STR}),
+        "DemoUsers": _obj({"languages": {"type": "array", "items": _STR},
+                           "users": {"type": "array", "items": _ref("DemoUser")}}),
+    }
+
+
+def openapi_document(config: ServingConfig) -> dict[str, Any]:
+    """The OpenAPI 3.1 document (limits filled in from ``config``)."""
+    bad = {"400": _problem("Malformed JSON"),
+           "413": _problem(f"Body larger than {config.max_request_bytes} bytes"),
+           "415": _problem("Content-Type is not application/json"),
+           "422": _problem("Wrong types or values (each field listed in `errors`)"),
+           "503": _problem("No verified models are loaded yet")}
+    paths: dict[str, Any] = {
+        "/v1/suggest": {"post": {
+            "summary": "Ranked stickers for the text typed so far (text never stored)",
+            "operationId": "suggest", "parameters": [{**_INSTALL, "required": False}],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": _ref("SuggestRequest")}}},
+            "responses": {"200": _json(_ref("SuggestResponse"), "The suggestion row"),
+                          "404": _problem("Unknown cluster"), **bad}}},
+        "/v1/assign": {"post": {
+            "summary": "Cold-start cluster from user features", "operationId": "assign",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": _ref("AssignRequest")}}},
+            "responses": {"200": _json(_ref("AssignResponse"), "The cluster"), **bad}}},
+        "/v1/clusters/{cluster_id}/bundle": {"get": {
+            "summary": "Device bundle (zip) of a cluster for one language",
+            "operationId": "bundle",
+            "parameters": [
+                {"name": "cluster_id", "in": "path", "required": True,
+                 "schema": {"type": "integer", "minimum": 0}},
+                {"name": "language", "in": "query", "required": True, "schema": _STR},
+                {**_INSTALL, "required": False}, _ETAG],
+            "responses": {
+                "200": {"description": "Zip of the bundle files and bundle-index.json",
+                        "headers": {"ETag": {"schema": _STR},
+                                    "X-Stage1-Version": {"schema": _STR},
+                                    "X-Reranker-Version": {"schema": _STR}},
+                        "content": {"application/zip": {"schema": {
+                            "type": "string", "contentMediaType": "application/zip"}}}},
+                "304": {"description": "Unchanged (ETag matched)"},
+                "400": _problem("Missing language"), "404": _problem("Unknown cluster"),
+                "422": _problem("Unknown language"), "503": bad["503"]}}},
+        "/v1/models/reranker": {"get": {
+            "summary": "ONNX reranker of the caller's A/B arm", "operationId": "rerankerModel",
+            "parameters": [{**_INSTALL, "required": True}, _ETAG],
+            "responses": {"200": _json(_ref("RerankerModel"), "Model, version, sha256"),
+                          "304": {"description": "Unchanged (ETag matched)"},
+                          "400": _problem("Missing or malformed install id"),
+                          "503": bad["503"]}}},
+        "/v1/federated/updates": {"post": {
+            "summary": "Upload a clipped, noised update for the open round",
+            "operationId": "uploadUpdate",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": _ref("Upload")}}},
+            "responses": {
+                "202": _json(_ref("UploadAccepted"),
+                             "Stored durably (or an identical retry of a stored update)"),
+                "400": bad["400"], "415": bad["415"],
+                "409": _problem("No open round, stale round, deadline passed, model "
+                                "version mismatch, or nonce replayed with other content"),
+                "413": _problem(f"Body larger than {config.max_update_bytes} bytes"),
+                "422": _problem("Invalid update: identity fields, shape, non-finite "
+                                "values, norm above the bound")}}},
+        "/v1/federated/rounds/current": {"get": {
+            "summary": "The open round devices should train", "operationId": "currentRound",
+            "responses": {"200": _json(_ref("Round"), "The open round"),
+                          "404": _problem("No open round"),
+                          "503": _problem("A round cannot be opened")}}},
+        "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz",
+                             "responses": {"200": _json(_ref("Health"), "Alive")}}},
+        "/readyz": {"get": {"summary": "Readiness (verified artifacts loaded)",
+                            "operationId": "readyz",
+                            "responses": {"200": _json(_ref("Ready"), "Ready"),
+                                          "503": bad["503"]}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics",
+                             "responses": {"200": {"description": "Text exposition",
+                                                   "content": {"text/plain": {
+                                                       "schema": _STR}}}}}},
+        "/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
+                                  "responses": {"200": _json({"type": "object"},
+                                                             "OpenAPI 3.1")}}},
+    }
+    if config.demo:
+        paths["/"] = {"get": {"summary": "Keyboard demo page", "operationId": "demoPage",
+                              "responses": {"200": {"description": "HTML", "content": {
+                                  "text/html": {"schema": _STR}}}}}}
+        paths["/demo/users"] = {"get": {
+            "summary": "Simulated users offered by the demo page", "operationId": "demoUsers",
+            "responses": {"200": _json(_ref("DemoUsers"), "Users"), "503": bad["503"]}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "sticker-suggest", "version": "1",
+                 "description": "Sticker suggestions, device bundles, reranker models and "
+                                "federated update uploads. Errors are RFC 9457 problem "
+                                "details (application/problem+json)."},
+        "paths": paths,
+        "components": {"schemas": _schemas()},
+    }

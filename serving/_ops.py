@@ -1,0 +1,49 @@
+"""Operations endpoints: liveness, readiness, Prometheus metrics, the OpenAPI document."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Response, jsonify
+
+from serving._app import state
+from serving._errors import ApiError
+from serving._openapi import openapi_document
+
+__all__ = ["ops"]
+
+ops = Blueprint("ops", __name__)
+
+
+@ops.get("/healthz")
+def healthz() -> Response:
+    """Liveness: the process answers (also the benchmark's trivial JSON endpoint)."""
+    return jsonify({"status": "ok"})
+
+
+@ops.get("/readyz")
+def readyz() -> Response:
+    """Readiness: verified stage-1 and reranker versions are loaded."""
+    st = state()
+    models = st.registry.current
+    if models is None:
+        detail = st.registry.last_error or "models are not loaded yet"
+        raise ApiError(503, "not_ready", f"no verified models are loaded: {detail}")
+    return jsonify({"status": "ready", "versions": models.versions(),
+                    "loaded_at": models.loaded_at,
+                    "last_check": st.registry.last_check,
+                    "last_reload_error": st.registry.last_error,
+                    "uptime_s": round(time.time() - st.started_at, 3)})
+
+
+@ops.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text exposition (all gunicorn workers under ``stickers serve``)."""
+    return Response(state().metrics.exposition(),
+                    mimetype="text/plain; version=0.0.4; charset=utf-8")
+
+
+@ops.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI 3.1 description of this server."""
+    return jsonify(openapi_document(state().config))

@@ -1,0 +1,333 @@
+"""The model registry: which stage-1 and reranker versions are served, swapped without restart.
+
+Each worker holds one immutable :class:`ModelSet`. :meth:`ModelRegistry.refresh` resolves
+the configured versions (``latest`` follows the ``LATEST`` pointers), and when they changed
+loads the new versions in full — the loaders verify every checksum — and only then
+replaces the reference in one assignment; a request keeps the set it started with, and
+a version that fails to load or verify is never served (the old set stays).
+
+The admin side (``stickers models list|promote|rollback``) moves ``LATEST`` pointers, after
+verifying the target, with :func:`data.set_latest` (an atomic rename).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from candidate_gen import Stage1Artifact
+from data import (
+    ArtifactError,
+    StickerSuggestError,
+    list_versions,
+    read_manifest,
+    resolve_artifact,
+    set_latest,
+)
+
+__all__ = [
+    "KINDS",
+    "ModelRegistry",
+    "ModelSet",
+    "list_models",
+    "promote",
+    "rollback",
+]
+
+log = structlog.get_logger(__name__)
+
+KINDS = ("stage1", "reranker")
+INITIAL = "initial"
+"""The reranker "version" served before any is published: the model's initial weights."""
+
+SuggesterLoader = Callable[..., Any]
+
+
+def reranker_module() -> Any:
+    # Imported on first load: the reranker pulls in onnxruntime, which the CLI's
+    # ``models list`` does not need.
+    return importlib.import_module("reranker")
+
+
+def default_suggester_loader(var: Path, *, stage1_version: str, reranker_version: str | None,
+                             dataset: str | None) -> Any:
+    """``reranker.Suggester.load`` (the only place serving constructs the ML side)."""
+    return reranker_module().Suggester.load(var, stage1_version=stage1_version,
+                                             reranker_version=reranker_version,
+                                             dataset=dataset)
+
+
+def default_reranker_loader(var: Path, version: str) -> Any:
+    """``reranker.RerankerArtifact.load``."""
+    return reranker_module().RerankerArtifact.load(var, version)
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """What one worker serves: a stage-1 version and one suggester per reranker version.
+
+    Attributes
+    ----------
+    stage1 : Stage1Artifact
+    suggesters : mapping of concrete reranker version to ``reranker.Suggester``
+    rerankers : mapping of concrete reranker version to ``reranker.RerankerArtifact``
+        (None for :data:`INITIAL`)
+    aliases : mapping of requested version (``latest`` or a name) to concrete version
+    loaded_at : float
+        Unix time of the swap.
+    """
+
+    stage1: Stage1Artifact
+    suggesters: Mapping[str, Any]
+    rerankers: Mapping[str, Any]
+    aliases: Mapping[str, str]
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def stage1_version(self) -> str:
+        """The served stage-1 version."""
+        return self.stage1.version
+
+    def reranker_version(self, requested: str) -> str:
+        """Concrete reranker version of a requested one (``latest`` or a name)."""
+        return self.aliases[requested]
+
+    def suggester(self, requested: str) -> Any:
+        """The suggester serving a requested reranker version."""
+        return self.suggesters[self.aliases[requested]]
+
+    def reranker(self, requested: str) -> Any:
+        """The reranker artifact of a requested version."""
+        return self.rerankers[self.aliases[requested]]
+
+    def versions(self) -> dict[str, str]:
+        """``{"stage1": v, "reranker": v_default}`` plus ``reranker/<v>`` for every arm."""
+        out = {"stage1": self.stage1_version}
+        for requested, concrete in self.aliases.items():
+            out[f"reranker:{requested}"] = concrete
+        return out
+
+
+class ModelRegistry:
+    """Loads, verifies and hot-swaps the served :class:`ModelSet`.
+
+    Parameters
+    ----------
+    var : Path
+        Artifact root.
+    stage1_version : str
+        ``latest`` or a version name.
+    reranker_versions : sequence of str
+        Every reranker version requested by the default and the A/B arms.
+    dataset : str, optional
+        Dataset override for the suggesters.
+    suggester_loader, reranker_loader : callable, optional
+        Injected for tests; default to the ``reranker`` package.
+    on_swap : callable, optional
+        Called with the new set after every swap (metrics).
+    """
+
+    def __init__(self, var: Path, stage1_version: str, reranker_versions: Sequence[str],
+                 dataset: str | None = None, *,
+                 suggester_loader: SuggesterLoader | None = None,
+                 reranker_loader: Callable[[Path, str], Any] | None = None,
+                 on_swap: Callable[[ModelSet], None] | None = None) -> None:
+        self.var = Path(var)
+        self.stage1_version = stage1_version
+        self.reranker_versions = tuple(dict.fromkeys(reranker_versions))
+        self.dataset = dataset
+        self.suggester_loader = suggester_loader or default_suggester_loader
+        self.reranker_loader = reranker_loader or default_reranker_loader
+        self.on_swap = on_swap
+        self.last_error: str | None = None
+        self.last_check: float = 0.0
+        self._current: ModelSet | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def current(self) -> ModelSet | None:
+        """The served set (None until the first successful load)."""
+        return self._current
+
+    def targets(self) -> tuple[str, dict[str, str]]:
+        """Concrete (stage-1 version, {requested reranker version: concrete}) on disk now."""
+        stage1 = resolve_artifact(self.var / "stage1", self.stage1_version).name
+        never_published = not (self.var / "reranker" / "LATEST").is_file()
+        rerankers = {v: INITIAL if v == "latest" and never_published
+                     else resolve_artifact(self.var / "reranker", v).name
+                     for v in self.reranker_versions}
+        return stage1, rerankers
+
+    def refresh(self) -> bool:
+        """Load and swap in new versions if the pointers moved; True if a swap happened.
+
+        A failure (missing, partial or corrupt artifact) keeps the served set, records
+        ``last_error`` and, when nothing is served yet, is raised.
+        """
+        with self._lock:
+            self.last_check = time.time()
+            try:
+                stage1_v, aliases = self.targets()
+                current = self._current
+                if (current is not None and current.stage1_version == stage1_v
+                        and dict(current.aliases) == aliases):
+                    self.last_error = None
+                    return False
+                new = self._load(stage1_v, aliases, current)
+            except (StickerSuggestError, OSError, ValueError, KeyError) as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("model registry reload failed; serving the previous versions",
+                          error=self.last_error)
+                if self._current is None:
+                    raise
+                return False
+            self._current = new  # the swap: one reference assignment
+            self.last_error = None
+        log.info("model registry swapped", **new.versions())
+        if self.on_swap is not None:
+            self.on_swap(new)
+        return True
+
+    def _load(self, stage1_v: str, aliases: dict[str, str], current: ModelSet | None
+              ) -> ModelSet:
+        suggesters: dict[str, Any] = {}
+        rerankers: dict[str, Any] = {}
+        reuse = current is not None and current.stage1_version == stage1_v
+        for concrete in dict.fromkeys(aliases.values()):
+            if reuse and current is not None and concrete in current.suggesters:
+                suggesters[concrete] = current.suggesters[concrete]
+                rerankers[concrete] = current.rerankers[concrete]
+                continue
+            initial = concrete == INITIAL
+            suggesters[concrete] = self.suggester_loader(
+                self.var, stage1_version=stage1_v,
+                reranker_version=None if initial else concrete, dataset=self.dataset)
+            rerankers[concrete] = None if initial else self.reranker_loader(self.var,
+                                                                             concrete)
+        stage1 = None
+        for suggester in suggesters.values():
+            candidate = getattr(getattr(suggester, "context", None), "stage1", None)
+            if isinstance(candidate, Stage1Artifact) and candidate.version == stage1_v:
+                stage1 = candidate
+                break
+        if stage1 is None:
+            stage1 = (current.stage1 if reuse and current is not None
+                      else Stage1Artifact.load(self.var, stage1_v))
+        return ModelSet(stage1=stage1, suggesters=suggesters, rerankers=rerankers,
+                        aliases=aliases)
+
+    def maybe_refresh(self, interval_s: float) -> None:
+        """Refresh if ``interval_s`` passed since the last check (cheap when nothing moved)."""
+        if interval_s > 0 and time.time() - self.last_check >= interval_s:
+            with contextlib.suppress(StickerSuggestError):  # in last_error, see /readyz
+                self.refresh()
+
+    def start_polling(self, interval_s: float) -> None:
+        """Check for new versions every ``interval_s`` seconds in a daemon thread."""
+        if interval_s <= 0 or self._thread is not None:
+            return
+
+        def poll() -> None:
+            while not self._stop.wait(interval_s):
+                self.maybe_refresh(interval_s)
+
+        self._thread = threading.Thread(target=poll, name="model-registry", daemon=True)
+        self._thread.start()
+
+    def stop_polling(self) -> None:
+        """Stop the polling thread."""
+        self._stop.set()
+
+
+# ---------------------------------------------------------------------------- admin
+
+
+def _latest(kind_dir: Path) -> str | None:
+    try:
+        return resolve_artifact(kind_dir, "latest").name
+    except ArtifactError:
+        return None
+
+
+def list_models(var: Path, *, verify: bool = True) -> list[dict[str, Any]]:
+    """Every published stage-1 and reranker version with its state.
+
+    Each row: ``kind``, ``version``, ``created_at``, ``latest`` (bool), ``status``
+    (``ok`` or the verification error).
+    """
+    rows: list[dict[str, Any]] = []
+    for kind in KINDS:
+        kind_dir = var / kind
+        latest = _latest(kind_dir)
+        for version in list_versions(kind_dir):
+            try:
+                manifest = read_manifest(kind_dir / version, verify=verify, kind=kind)
+                created, status = manifest.created_at, "ok"
+            except ArtifactError as exc:
+                created, status = "?", str(exc)
+            rows.append({"kind": kind, "version": version, "created_at": created,
+                         "latest": version == latest, "status": status})
+    return rows
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ArtifactError(f"kind={kind!r} should be one of {', '.join(KINDS)}")
+
+
+def promote(var: Path, kind: str, version: str) -> str:
+    """Verify ``<var>/<kind>/<version>`` (every checksum) and point ``LATEST`` at it.
+
+    Returns the previous ``LATEST`` version ('' if none). Running servers pick the new
+    version up at their next registry check.
+
+    Raises
+    ------
+    data.ArtifactError
+        If the version does not exist or fails verification (``LATEST`` is unchanged).
+    """
+    _check_kind(kind)
+    kind_dir = var / kind
+    directory = resolve_artifact(kind_dir, version)
+    read_manifest(directory, verify=True, kind=kind)
+    previous = _latest(kind_dir) or ""
+    set_latest(kind_dir, directory.name)
+    return previous
+
+
+def rollback(var: Path, kind: str) -> tuple[str, str]:
+    """Point ``LATEST`` at the newest verified version older than the current one.
+
+    Returns ``(from_version, to_version)``.
+
+    Raises
+    ------
+    data.ArtifactError
+        If there is no current version or no older version that verifies.
+    """
+    _check_kind(kind)
+    kind_dir = var / kind
+    current = _latest(kind_dir)
+    if current is None:
+        raise ArtifactError(f"{kind_dir}: nothing is promoted, so nothing to roll back")
+    for version in reversed([v for v in list_versions(kind_dir) if v < current]):
+        try:
+            read_manifest(kind_dir / version, verify=True, kind=kind)
+        except ArtifactError as exc:
+            log.warning("skipping a version that fails verification", version=version,
+                        error=str(exc))
+            continue
+        set_latest(kind_dir, version)
+        return current, version
+    raise ArtifactError(f"{kind_dir}: no verified version older than {current} to roll "
+                        "back to")

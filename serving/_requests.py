@@ -1,0 +1,114 @@
+"""Request bodies: size limit, JSON parsing and typed validation at the HTTP edge.
+
+Validation errors list each field and problem but never the offending *value*: a
+value could be the typed text, which must not be echoed into logs or caches.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated, Any, TypeVar
+
+from flask import request
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+
+from serving._errors import ApiError
+
+__all__ = ["AssignRequest", "SuggestRequest", "json_body", "validate"]
+
+FeatureValue = StrictStr | StrictBool | StrictInt
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class AssignRequest(_Body):
+    """``POST /v1/assign``: cold start from user features."""
+
+    features: dict[Annotated[str, Field(max_length=64)], FeatureValue] = Field(
+        min_length=1, max_length=32)
+    """Columns of the ``users`` table (``language``, ``region``, ``age_bucket`` ...)."""
+
+
+class SuggestRequest(_Body):
+    """``POST /v1/suggest``: one keystroke's suggestion row."""
+
+    language: StrictStr = Field(min_length=1, max_length=16)
+    """Keyboard language (one of the served keyword indexes)."""
+    text: StrictStr = Field(max_length=4096)
+    """What the user has typed so far (never logged or stored)."""
+    cluster_id: StrictInt | None = Field(default=None, ge=0)
+    """The user's stage-1 cluster; or give ``features`` for a cold start."""
+    features: dict[Annotated[str, Field(max_length=64)], FeatureValue] | None = Field(
+        default=None, min_length=1, max_length=32)
+    """User features for a cold-start cluster when ``cluster_id`` is unknown."""
+    user_embedding: list[StrictFloat | StrictInt] | None = Field(default=None, max_length=1024)
+    """The device's personal embedding (d numbers); omitted: the cluster's mean."""
+    limit: StrictInt = Field(default=5, ge=1, le=50)
+    """Stickers to return (at most 50)."""
+
+    @model_validator(mode="after")
+    def _cluster_or_features(self) -> SuggestRequest:
+        if (self.cluster_id is None) == (self.features is None):
+            raise ValueError("give exactly one of cluster_id or features")
+        if self.user_embedding is not None and not all(
+                math.isfinite(x) for x in self.user_embedding):
+            raise ValueError("user_embedding should hold finite numbers only (no NaN or "
+                             "Infinity)")
+        return self
+
+
+def json_body(max_bytes: int) -> Any:
+    """The request's JSON document, refusing bodies above ``max_bytes`` (413) unread.
+
+    Raises
+    ------
+    ApiError
+        413 too large, 415 not JSON, 400 malformed JSON.
+    """
+    request.max_content_length = max_bytes  # Werkzeug enforces it while reading, too
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise ApiError(413, "payload_too_large",
+                       f"request body is {request.content_length} bytes, larger than the "
+                       f"limit of {max_bytes} bytes for {request.path}")
+    if request.mimetype != "application/json":
+        raise ApiError(415, "unsupported_media_type",
+                       f"Content-Type should be application/json, got "
+                       f"{request.mimetype or 'none'}")
+    raw = request.get_data(cache=False)
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "malformed_json", f"body is not UTF-8 ({exc.reason})") from exc
+    except json.JSONDecodeError as exc:
+        # The message holds a position, never the document's content.
+        raise ApiError(400, "malformed_json", f"body is not valid JSON: {exc.msg} at line "
+                       f"{exc.lineno} column {exc.colno}") from exc
+
+
+def validate(model: type[_Model], payload: Any) -> _Model:
+    """Validate a parsed body into ``model``; 422 listing each field's problem."""
+    if not isinstance(payload, dict):
+        raise ApiError(422, "invalid_request",
+                       f"body should be a JSON object, got {type(payload).__name__}")
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        errors = [{"field": ".".join(str(p) for p in e["loc"]) or "(body)", "problem": e["msg"]}
+                  for e in exc.errors(include_input=False, include_url=False)]
+        summary = "; ".join(f"{e['field']}: {e['problem']}" for e in errors)
+        raise ApiError(422, "invalid_request", f"invalid request: {summary}",
+                       {"errors": errors}) from exc

@@ -1,0 +1,207 @@
+"""Federated rounds over HTTP: open a round for devices, aggregate it from the store.
+
+Both sides reuse the federated platform unchanged: a round is opened by
+``federated.Server.open_round`` under the strategy of ``federated.build_strategy`` (so the
+differential-privacy wrapper announces C and σ exactly as in the simulation), and a
+round is aggregated by feeding the stored uploads to ``Server.receive`` and
+``Server.close_round`` — the same code path as ``FederatedTrainer``: the same staleness,
+deadline, nonce and ``min_reports`` rules and the same strategies.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from data import ArtifactError, read_manifest, resolve_artifact
+from federated import (
+    DevicePrivacyAccountant,
+    FederatedConfig,
+    PrivacyLedger,
+    RoundOutcome,
+    Server,
+    UploadBatch,
+    build_strategy,
+    noisy_norm_bound,
+)
+from serving._store import RoundSpec, StoreRejectedError, UpdateStore
+
+__all__ = [
+    "AggregationResult",
+    "aggregate_round",
+    "federated_config_for",
+    "open_next_round",
+    "privacy_after",
+    "reranker_base",
+]
+
+log = structlog.get_logger(__name__)
+
+RERANKER = "reranker"
+
+# (parameters (P,), base version directory, destination kind dir, record) -> new version dir
+Publisher = Callable[[np.ndarray, Path, Path, dict[str, Any]], Path]
+
+
+def federated_config_for(var: Path, reranker_version: str,
+                         config_path: Path | None = None) -> FederatedConfig:
+    """The platform config of a round: the file if given, else the one the model was trained
+    with (recorded in its manifest), else the platform defaults."""
+    if config_path is not None:
+        return FederatedConfig.load(config_path)
+    manifest = read_manifest(resolve_artifact(var / RERANKER, reranker_version), verify=False)
+    recorded = manifest.parameters.get("config")
+    return FederatedConfig.model_validate(recorded) if recorded else FederatedConfig()
+
+
+def _resolved(config: FederatedConfig, n_parameters: int) -> FederatedConfig:
+    """``config`` with ``norm_bound='auto'`` replaced by its value for P parameters."""
+    if config.strategy.norm_bound != "auto":
+        return config
+    raw = config.model_dump(mode="json")
+    raw["strategy"]["norm_bound"] = noisy_norm_bound(
+        config.privacy.clip_norm, config.privacy.noise_multiplier, n_parameters)
+    return FederatedConfig.model_validate(raw)
+
+
+def reranker_base(var: Path, version: str) -> tuple[Path, np.ndarray, int]:
+    """(version directory, global parameters (P,) float32, integer model version)."""
+    directory = resolve_artifact(var / RERANKER, version)
+    manifest = read_manifest(directory, verify=True, kind=RERANKER)
+    weights = np.load(manifest.file("global_weights.npy"), allow_pickle=False)
+    if weights.ndim != 1:
+        raise ArtifactError(f"{directory}: global_weights.npy has shape {weights.shape}, "
+                            "expected (P,)")
+    return directory, weights.astype(np.float32), int(manifest.metrics.get("model_version", 0))
+
+
+def _norm_bound(config: FederatedConfig, n_parameters: int) -> float:
+    if isinstance(config.strategy.norm_bound, float | int):
+        return float(config.strategy.norm_bound)
+    if config.privacy.enabled:
+        return noisy_norm_bound(config.privacy.clip_norm, config.privacy.noise_multiplier,
+                                n_parameters)
+    return 1e30  # no bound configured: parse_upload's finite-number cap is the only one
+
+
+def open_next_round(store: UpdateStore, var: Path, reranker_version: str, *,
+                    config: FederatedConfig, deadline_s: float | None = None,
+                    now: float | None = None) -> RoundSpec:
+    """Open the next round for ``reranker_version`` with the platform's round plan.
+
+    Raises
+    ------
+    StoreRejectedError
+        If a round is already open.
+    """
+    now = time.time() if now is None else now
+    directory, parameters, model_version = reranker_base(var, reranker_version)
+    n_parameters = int(parameters.shape[0])
+    config = _resolved(config, n_parameters)
+    window = deadline_s if deadline_s is not None else config.rounds.deadline_s
+    server = Server(build_strategy(config), parameters, min_reports=config.rounds.min_reports,
+                    deadline_s=window, sampling_rate=config.rounds.sampling_rate,
+                    max_examples=config.rounds.max_examples, model_version=model_version)
+    plan = server.open_round(store.next_round_number(), now)
+    spec = RoundSpec(
+        round=plan.round, model_version=plan.model_version, reranker_version=directory.name,
+        n_parameters=n_parameters,
+        clip_norm=float(plan.clip_norm if plan.clip_norm is not None else 0.0),
+        noise_multiplier=float(plan.noise_multiplier),
+        norm_bound=_norm_bound(config, n_parameters), max_examples=plan.max_examples,
+        min_reports=server.min_reports, sampling_rate=plan.sampling_rate,
+        opened_at=plan.open_s, deadline_at=plan.deadline_s)
+    opened = store.open_round(spec)
+    log.info("federated round opened", round=opened.round, model_version=opened.model_version,
+             reranker_version=opened.reranker_version)
+    return opened
+
+
+@dataclass(frozen=True)
+class AggregationResult:
+    """A closed round: the platform's outcome and the published version (if aggregated)."""
+
+    outcome: RoundOutcome
+    published: Path | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return {**asdict(self.outcome),
+                "published": None if self.published is None else self.published.name}
+
+
+def privacy_after(base_privacy: dict[str, Any], config: FederatedConfig, rounds: int
+                  ) -> dict[str, Any]:
+    """The ``privacy.json`` of a model after ``rounds`` rounds of ``config``'s schedule."""
+    p, r = config.privacy, config.rounds
+    if not p.enabled:
+        return {**base_privacy, "enabled": False, "epsilon": None}
+    ledger = PrivacyLedger.planned(
+        rounds=rounds, noise_multiplier=p.noise_multiplier, sampling_rate=r.sampling_rate,
+        min_reports=r.min_reports, max_uploads_per_day=r.max_uploads_per_day,
+        start_time_s=r.start_time_s, round_interval_s=r.round_interval_s)
+    report = DevicePrivacyAccountant(delta=p.delta, accountant=p.accountant).report(
+        ledger, clip_norm=p.clip_norm)
+    report["enabled"] = True
+    report["note"] = ("rounds trained by the simulation plus rounds aggregated by the server, "
+                      "accounted as one schedule of the platform config")
+    return report
+
+
+def aggregate_round(store: UpdateStore, var: Path, round_: int, *, config: FederatedConfig,
+                    publish: Publisher | None, now: float | None = None) -> AggregationResult:
+    """Aggregate a round's stored uploads with the platform's server and close the round.
+
+    Parameters
+    ----------
+    store : UpdateStore
+    var : Path
+        Artifact root (the round's reranker version is read from ``var/reranker``).
+    round_ : int
+        An open round.
+    config : FederatedConfig
+        The platform config (strategy, privacy) the round was opened with.
+    publish : callable, optional
+        Writes a new reranker version from the aggregated parameters (the reranker's
+        exporter); None only records the outcome.
+    now : float, optional
+        Closing time (Unix seconds).
+
+    Raises
+    ------
+    StoreRejectedError
+        If the round does not exist or is not open.
+    """
+    now = time.time() if now is None else now
+    spec = store.get_round(round_)
+    if spec is None or spec.status != "open":
+        state = "does not exist" if spec is None else f"is {spec.status}"
+        raise StoreRejectedError("round_not_open", 409, f"round {round_} {state}")
+    directory, parameters, _ = reranker_base(var, spec.reranker_version)
+    config = _resolved(config, int(parameters.shape[0]))
+    server = Server(build_strategy(config), parameters, min_reports=spec.min_reports,
+                    deadline_s=spec.deadline_at - spec.opened_at,
+                    sampling_rate=spec.sampling_rate, max_examples=spec.max_examples,
+                    model_version=spec.model_version)
+    server.open_round(spec.round, spec.opened_at)
+    uploads, arrival_s = store.updates(spec.round)
+    server.receive(UploadBatch.from_uploads(uploads, spec.n_parameters), arrival_s)
+    outcome = server.close_round()
+    published = None
+    if outcome.status == "aggregated" and publish is not None:
+        record = {"round": spec.round, "base_version": spec.reranker_version,
+                  "model_version": server.model_version, "accepted": outcome.accepted,
+                  "metrics": outcome.metrics,
+                  "config": config.model_dump(mode="json")}
+        published = publish(server.parameters, directory, var / RERANKER, record)
+    result = AggregationResult(outcome, published)
+    store.close_round(spec.round, outcome.status, now, result.to_dict())
+    log.info("federated round closed", round=spec.round, status=outcome.status,
+             accepted=outcome.accepted, published=result.to_dict()["published"])
+    return result

@@ -1,0 +1,142 @@
+"""Serving the real models: the reranker's Suggester, hot swaps, a server-side round.
+
+Artifacts come from the real pipeline: the tiny world → stage 1 → a one-round federated
+run of the reranker task published like ``stickers federated train``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import secrets
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_serving_support import STAGE1_CONFIG, build_real_var
+
+import reranker
+from candidate_gen import build_stage1
+from data import read_manifest, resolve_artifact
+from serving import INSTALL_ID_HEADER, ServingConfig, UpdateStore, aggregate_round, create_app
+from serving._publish import reranker_publisher
+from serving._rounds import federated_config_for
+
+pytestmark = pytest.mark.skipif(not hasattr(reranker, "Suggester"),
+                                reason="reranker.Suggester has not landed yet")
+
+@pytest.fixture(scope="module")
+def var(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_real_var(tiny_world, tmp_path_factory.mktemp("serving-real"))
+
+
+def make_app(var: Path, store: Path):  # type: ignore[no-untyped-def]
+    config = ServingConfig.load(environ={}, var=var, reload_interval_s=0, store_path=store)
+    app = create_app(config)
+    app.testing = True
+    return app
+
+
+@pytest.fixture(scope="module")
+def app(var: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Shared by the read-only tests (loading a Suggester takes a second or two)."""
+    return make_app(var, tmp_path_factory.mktemp("store") / "updates.sqlite3")
+
+
+def test_real_suggestions(app) -> None:  # type: ignore[no-untyped-def]
+    client = app.test_client()
+    ready = client.get("/readyz").get_json()
+    assert ready["status"] == "ready"
+    body = client.post("/v1/suggest", json={"language": "en", "text": "thank",
+                                            "cluster_id": 0, "limit": 6}).get_json()
+    assert 0 < len(body["stickers"]) <= 6
+    assert body["versions"]["reranker"] == ready["versions"]["reranker:latest"]
+    for sticker in body["stickers"]:
+        assert sticker["labels"] and sticker["emojis"] and sticker["character"]
+    scores = [s["score"] for s in body["stickers"]]
+    assert scores == sorted(scores, reverse=True)
+    users = client.get("/demo/users").get_json()
+    assert users["users"]
+    user = users["users"][0]
+    rows = {text: [s["sticker_id"] for s in client.post("/v1/suggest", json={
+        "language": user["language"], "text": text, "cluster_id": user["cluster_id"],
+        "limit": 8}).get_json()["stickers"]] for text in ("", "t", "thanks", "ok", "love")}
+    assert len({tuple(r) for r in rows.values()}) > 1, "the text should change the row"
+
+
+def test_real_embedding_errors(app) -> None:  # type: ignore[no-untyped-def]
+    client = app.test_client()
+    n = app.extensions["sticker_serving"].registry.current.suggester("latest").n_factors
+    ok = client.post("/v1/suggest", json={"language": "en", "text": "hi", "cluster_id": 0,
+                                          "user_embedding": [0.01] * n})
+    assert ok.status_code == 200
+    bad = client.post("/v1/suggest", json={"language": "en", "text": "hi", "cluster_id": 0,
+                                           "user_embedding": [0.01] * (n + 1)})
+    assert bad.status_code == 422
+
+
+def test_real_bundle_and_model(app, var: Path) -> None:  # type: ignore[no-untyped-def]
+    client = app.test_client()
+    response = client.get("/v1/clusters/0/bundle?language=ja")
+    assert response.status_code == 200
+    archive = zipfile.ZipFile(io.BytesIO(response.data))
+    names = set(archive.namelist())
+    assert {"model.onnx", "bundle.json", "bundle-index.json"} <= names
+    assert any(n.startswith("keywords-ja") for n in names)
+    model = client.get("/v1/models/reranker", headers={INSTALL_ID_HEADER: "install-abcdef"}
+                       ).get_json()
+    onnx_bytes = base64.b64decode(model["model_base64"])
+    directory = resolve_artifact(var / "reranker", model["reranker_version"])
+    manifest = read_manifest(directory)
+    assert hashlib.sha256(onnx_bytes).hexdigest() == model["sha256"]
+    assert manifest.files["model.onnx"]["sha256"] == model["sha256"]
+    assert archive.read("model.onnx") == onnx_bytes
+
+
+@pytest.mark.slow
+def test_server_round_publishes_a_version_that_is_swapped_in(var: Path, tmp_path: Path
+                                                              ) -> None:
+    app = make_app(var, tmp_path / "updates.sqlite3")
+    client = app.test_client()
+    st = app.extensions["sticker_serving"]
+    before = client.get("/readyz").get_json()["versions"]["reranker:latest"]
+    spec = client.get("/v1/federated/rounds/current").get_json()
+    rng = np.random.default_rng(1)
+    for _ in range(spec["min_reports"]):
+        delta = rng.standard_normal(spec["n_parameters"]) * 0.01
+        payload = {"round": spec["round"], "model_version": spec["model_version"],
+                   "delta": delta.tolist(), "n_examples": 4, "nonce": secrets.token_hex(16)}
+        assert client.post("/v1/federated/updates", json=payload).status_code == 202
+    config = federated_config_for(var, spec["reranker_version"])
+    with UpdateStore(st.config.resolved_store_path) as store:
+        result = aggregate_round(store, var, spec["round"], config=config,
+                                 publish=reranker_publisher(promote=True))
+    assert result.outcome.status == "aggregated" and result.published is not None
+    new = result.published.name
+    published = read_manifest(result.published)  # verifies every checksum
+    assert published.metrics["model_version"] == spec["model_version"] + 1
+    privacy = json.loads((result.published / "privacy.json").read_text())
+    assert privacy["epsilon"]["secure_sum"] > 0
+
+    # Without a restart: the registry check swaps the new version in.
+    assert st.registry.refresh() is True
+    after = client.get("/readyz").get_json()["versions"]["reranker:latest"]
+    assert (before, after) == (spec["reranker_version"], new)
+    row = client.post("/v1/suggest", json={"language": "en", "text": "hi", "cluster_id": 0}
+                      ).get_json()
+    assert row["versions"]["reranker"] == new
+    assert client.get("/v1/federated/rounds/current").get_json()["model_version"] == (
+        spec["model_version"] + 1)
+
+    # A corrupt newer version is never served: the old set stays, readyz reports why.
+    (result.published / "model.onnx").write_bytes(b"corrupt")
+    stage1 = build_stage1(Path(st.registry.current.stage1.manifest.extra["dataset"]["path"]),
+                          STAGE1_CONFIG, var)
+    assert st.registry.refresh() is False
+    ready = client.get("/readyz").get_json()
+    assert ready["versions"]["reranker:latest"] == new
+    assert ready["versions"]["stage1"] != stage1.name
+    assert "model.onnx" in (ready["last_reload_error"] or "")
