@@ -49,6 +49,8 @@ def configure_logging(verbosity: int = 0, quiet: bool = False) -> None:
     """
     level = logging.WARNING if quiet else (logging.DEBUG if verbosity > 0 else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    # faiss announces which SIMD build it loaded at INFO on every import: not news.
+    logging.getLogger("faiss.loader").setLevel(max(level, logging.WARNING))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -2,9 +2,12 @@
 
 Per keystroke the reranker needs, for each of ~100 candidate packages, how well the
 package's stickers fit what is being typed. :class:`CandidateFeaturizer` precomputes,
-once per candidate set, a small per-label table for those candidates, so that a
-keystroke costs one gather of the matched labels' rows plus a few numpy reductions
-over ``(n_matched_labels, n_candidates)`` arrays.
+once per candidate set, a per-label table for those candidates (carries / matching
+stickers / cosine) and per-candidate lookups (sticker to show, count features), so that
+a keystroke costs one gather of the matched labels' rows, one small matrix product that
+yields every candidate's best label (see ``_WEIGHTS``) and its sums, and a few gathers:
+about 20 numpy calls on small arrays whatever the number of matched labels, no Python
+loop, no reduction along a strided axis.
 """
 
 from __future__ import annotations
@@ -120,30 +123,45 @@ def label_embeddings(package_ids: npt.ArrayLike, package_factors: npt.ArrayLike,
     return out
 
 
-# Best-label search by one matrix product: the matched labels, strongest first, get
-# weights 4**-rank; a candidate's weighted sum of "carries the label" then lies in
-# [4**-r, 4**-r * 4/3) where r is the rank of its strongest carried label, so
-# r = ceil(-log4(sum) - 0.1). Labels past _MAX_RANKED (never seen in practice) only count
-# towards the sums, not as the best label.
-_MAX_RANKED = 400
-_RANK_WEIGHTS = 4.0 ** -np.arange(_MAX_RANKED + 1)
-_NEG_INV_LOG4 = -1.0 / np.log(4.0)
+# Best-label search by one matrix product. The sentinel and the matched labels, weakest
+# first (on a tie the later label first), take columns j = 0, 1, ..., m with weights
+# 4**(j - 63); a candidate's weighted sum of "carries the label" then lies in
+# [4**(j - 63), 4**(j - 63) * 4/3) where j is the column of its strongest carried label,
+# so the float32 sum has biased exponent 2j + 1 (bias 127) and its bits >> 24 (23 mantissa
+# bits) are j. Weights stay normal floats up to column 126; larger matches (rare) take an
+# argmax over the carries instead.
+_MAX_RANKED = 126
+_EXPONENT_SHIFT = 24
+# Per-keystroke matrix (6, m + 1), one column per rank; rows 0-2 multiply the gathered
+# table rows, rows 2-5 are each label's [strength, exact, prefix, earlier].
+_W_RANK, _W_ONE, _W_STRENGTH, _W_KINDS = 0, 1, 2, slice(3, 6)
+_WEIGHTS = np.zeros((6, _MAX_RANKED + 1), np.float32)
+_WEIGHTS[_W_RANK] = 4.0 ** (np.arange(_MAX_RANKED + 1) - 63)
+_WEIGHTS[_W_ONE] = 1.0
+# Column k is the one-hot exact/prefix/earlier encoding of MatchKind k.
+_KIND_ONE_HOT_T = np.ascontiguousarray(_KIND_ONE_HOT.T)
 
 
 @dataclass(frozen=True)
 class _Block:
     """Tables of one candidate set (``n`` candidates), built once per set.
 
-    Row ``n_labels`` of ``table`` and ``sticker`` is a sentinel "label" that every
-    candidate carries, ranked after every matched label: it stands for "no match".
+    Row ``n_labels`` of ``table`` is a sentinel "label" that every candidate carries, with
+    no cosine; added to every match with strength 0 and ranked below every matched label,
+    it is the best label of a candidate carrying none ("no match"). Its "n stickers" entry
+    for candidate ``c`` is ``c * (max_count + 1)``, so that the summed counts are directly
+    positions in ``count_features``.
     """
 
-    table: npt.NDArray[np.float64]  # (n_labels + 1, 3n): [carries | n stickers | cosine]
-    sticker: npt.NDArray[np.int32]  # (n_labels + 1) * n: first sticker carrying the label
-    size: npt.NDArray[np.float64]  # (n,): stickers per candidate (1 if unknown)
-    offsets: npt.NDArray[np.intp]  # (n,): 0..n-1
+    table: npt.NDArray[np.float32]  # (n_labels + 1, 3n + 1): [carries | n stickers | cos | 1]
+    sticker: npt.NDArray[np.int32]  # (n * (n_labels + 1),): first sticker of (label, c) at
+    #                                 c * (n_labels + 1) + label; the candidate's first if none
+    sticker_base: npt.NDArray[np.intp]  # (n,): c * (n_labels + 1)
+    count_features: npt.NDArray[np.float32]  # (2, n * (max_count + 1)): at
+    #   c * (max_count + 1) + k, log1p and share of min(k, stickers of c) matching stickers
     no_match: npt.NDArray[np.float32]  # (n, k) zeros
     first: npt.NDArray[np.int32]  # (n,): first sticker of each candidate (-1 if unknown)
+    sentinel: npt.NDArray[np.int32]  # (1,): n_labels
 
 
 class CandidateFeaturizer:
@@ -191,6 +209,7 @@ class CandidateFeaturizer:
             self._stickers[package_id] = (list(sticker_ids), [list(x) for x in label_lists])
         self._cache: OrderedDict[bytes, _Block] = OrderedDict()
         self._cache_size = cache_size
+        self._last: tuple[bytes, _Block] | None = None
 
     @property
     def n_features(self) -> int:
@@ -199,21 +218,25 @@ class CandidateFeaturizer:
 
     def _block(self, candidates: npt.NDArray[np.int32]) -> _Block:
         key = candidates.tobytes()
+        last = self._last
+        if last is not None and last[0] == key:  # the same set as on the previous keystroke
+            return last[1]
         block = self._cache.get(key)
         if block is not None:
             self._cache.move_to_end(key)
-            return block
-        block = self._build_block(candidates)
-        self._cache[key] = block
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        else:
+            block = self._build_block(candidates)
+            self._cache[key] = block
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        self._last = (key, block)
         return block
 
     def _build_block(self, candidates: npt.NDArray[np.int32]) -> _Block:
         n = len(candidates)
         n_labels = self.n_labels
-        counts = np.zeros((n_labels + 1, n), np.float64)
-        sticker = np.full((n_labels + 1, n), -1, np.int32)
+        counts = np.zeros((n_labels + 1, n), np.float32)
+        sticker = np.full((n, n_labels + 1), -1, np.int32)
         size = np.ones(n, np.float64)
         unit = np.zeros((n, self._d), np.float32)
         for c, package_id in enumerate(candidates.tolist()):
@@ -225,19 +248,32 @@ class CandidateFeaturizer:
                 continue
             sticker_ids, label_lists = entry
             size[c] = len(sticker_ids)
-            sticker[:, c] = sticker_ids[0]
+            sticker[c] = sticker_ids[0]
             for sticker_id, labels in reversed(list(zip(sticker_ids, label_lists, strict=True))):
                 for label in labels:
                     if 0 <= label < n_labels:
                         counts[label, c] += 1.0
-                        sticker[label, c] = sticker_id  # reversed: the first one wins
-        table = np.zeros((n_labels + 1, 3 * n), np.float64)
+                        sticker[c, label] = sticker_id  # reversed: the first one wins
+        # Counts are small integers: both count features come from one lookup per keystroke.
+        max_count = int(counts.sum(axis=0).max(initial=0.0))
+        matching = np.minimum(np.arange(max_count + 1.0)[None, :], size[:, None])  # (n, k+1)
+        count_features = np.stack([np.log1p(matching).ravel(),
+                                   (matching / size[:, None]).ravel()]).astype(np.float32)
+        table = np.zeros((n_labels + 1, 3 * n + 1), np.float32)
         table[:, :n] = counts > 0
         table[n_labels, :n] = 1.0
         table[:, n:2 * n] = counts
-        table[:n_labels, 2 * n:] = self._unit_labels @ unit.T
-        return _Block(table, sticker.ravel(), size, np.arange(n),
-                      np.zeros((n, len(FEATURE_NAMES)), np.float32), sticker[n_labels].copy())
+        if n * (max_count + 1) >= 1 << 24:  # float32 sums of the counts would not be exact
+            raise KeywordIndexError(
+                f"{n} candidates with up to {max_count} matching stickers each is too many "
+                f"(n * (max_count + 1) should be < {1 << 24})")
+        table[n_labels, n:2 * n] = np.arange(n) * (max_count + 1)
+        table[:n_labels, 2 * n:3 * n] = self._unit_labels @ unit.T
+        table[:n_labels, 3 * n] = 1.0  # its strength-weighted sum is sum(strengths)
+        return _Block(table, sticker.ravel(), np.arange(n) * (n_labels + 1),
+                      count_features,
+                      np.zeros((n, len(FEATURE_NAMES)), np.float32), sticker[:, n_labels].copy(),
+                      np.full(1, n_labels, np.int32))
 
     def features(self, match: Match, candidate_package_ids: npt.NDArray[np.int32],
                  ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]:
@@ -246,14 +282,17 @@ class CandidateFeaturizer:
         Parameters
         ----------
         match : Match
-            From :meth:`KeywordIndex.match` (label ids below ``n_labels``).
+            From :meth:`KeywordIndex.match`: label ids below ``n_labels``, each once;
+            strengths > 0.
         candidate_package_ids : ndarray of int32, shape (n,)
             Candidate packages (unknown packages get zero features and sticker -1).
 
         Returns
         -------
         features : ndarray of float32, shape (n, len(FEATURE_NAMES))
-            Columns as in :data:`FEATURE_NAMES`; all zeros when nothing matches.
+            Columns as in :data:`FEATURE_NAMES`; all zeros when nothing matches. The best
+            label of a candidate is, among the matched labels it carries, the strongest;
+            on a tie, the one that comes first in ``match``.
         sticker_ids : ndarray of int32, shape (n,)
             Per candidate, the first sticker (by position) carrying its best-matching
             label, or its first sticker when none matches; -1 for an unknown package.
@@ -262,30 +301,31 @@ class CandidateFeaturizer:
         m = match.label_ids.shape[0]
         if m == 0:
             return block.no_match.copy(), block.first.copy()
-        n = block.size.shape[0]
-        ranked = min(m, _MAX_RANKED)
-        order = np.argsort(-match.strengths, kind="stable")
-        labels = np.empty(m + 1, np.intp)
-        labels[:m] = match.label_ids.take(order)
-        labels[m] = self.n_labels  # the sentinel
-        strengths = np.zeros(m + 1, np.float64)
-        strengths[:m] = match.strengths.take(order)
-        kinds = np.zeros(m + 1, np.intp)
-        kinds[:m] = match.kinds.take(order)
-        rows = block.table.take(labels, axis=0)  # (m + 1, 3n)
-        weights = _RANK_WEIGHTS[:m + 1].copy()
-        weights[ranked:m] = 0.0
-        weights[m] = _RANK_WEIGHTS[ranked]
-        rank = np.ceil(np.log(weights @ rows[:, :n]) * _NEG_INV_LOG4 - 0.1).astype(np.intp)
-        np.minimum(rank, m, out=rank)
-        out = np.empty_like(block.no_match)
-        out[:, 0] = strengths.take(rank)
-        out[:, 1:4] = _KIND_ONE_HOT.take(kinds.take(rank), axis=0)
-        matching = np.minimum(rows[:m, n:2 * n].sum(axis=0), block.size)
-        out[:, 4] = np.log1p(matching)
-        out[:, 5] = matching / block.size
-        out[:, 6] = strengths @ rows[:, 2 * n:] / strengths.sum()
-        return out, block.sticker.take(labels.take(rank) * n + block.offsets)
+        n = block.first.shape[0]
+        # Weakest first; stable on the reversed strongest-first order, so that on a tie
+        # the earlier label comes last (wins).
+        order = (-match.strengths).argsort(kind="stable")[::-1]
+        if m <= _MAX_RANKED:
+            weights = _WEIGHTS[:, :m + 1].copy()
+        else:
+            weights = np.zeros((6, m + 1), np.float32)
+            weights[_W_ONE] = 1.0
+        match.strengths.take(order, out=weights[_W_STRENGTH, 1:])
+        _KIND_ONE_HOT_T.take(match.kinds.take(order), axis=1, out=weights[_W_KINDS, 1:])
+        labels = np.concatenate((block.sentinel, match.label_ids.take(order)))
+        rows = block.table.take(labels, axis=0)  # (m + 1, 3n + 1)
+        sums = np.dot(weights[:3], rows)  # (3, 3n + 1)
+        if m <= _MAX_RANKED:
+            best = sums[_W_RANK, :n].view(np.int32) >> _EXPONENT_SHIFT
+        else:  # the last carried column (the sentinel's is carried by all)
+            best = m - rows[::-1, :n].argmax(axis=0)
+        out = np.empty((len(FEATURE_NAMES), n), np.float32)  # transposed: rows are columns
+        weights[_W_STRENGTH:].take(best, axis=1, out=out[:4])
+        # Exact sums of small integers, offset by the sentinel to candidate c's lookup.
+        matching = sums[_W_ONE, n:2 * n].astype(np.intp)
+        block.count_features.take(matching, axis=1, out=out[4:6])
+        np.divide(sums[_W_STRENGTH, 2 * n:3 * n], sums[_W_STRENGTH, 3 * n], out=out[6])
+        return out.T.copy(), block.sticker.take(labels.take(best) + block.sticker_base)
 
     def rank_stickers(self, match: Match, package_id: int) -> npt.NDArray[np.int32]:
         """Sticker ids of one package, best match first (then by position).

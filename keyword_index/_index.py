@@ -22,6 +22,7 @@ import math
 import struct
 import time
 import zlib
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,28 +110,6 @@ def _span_order(span: tuple[int, int, int]) -> tuple[int, int]:
     return -span[0], span[1]
 
 
-def _merge(norm: str, found: dict[int, tuple[float, int]], p_labels: npt.NDArray[np.int32],
-           p_strengths: npt.NDArray[np.float32], p_kinds: npt.NDArray[np.int8]) -> Match:
-    """Union of a prefix entry (sorted labels) and occurrences; the stronger match wins."""
-    values = list(found.values())
-    o_labels = np.fromiter(found, np.int32, len(found))
-    o_strengths = np.fromiter([v[0] for v in values], np.float32, len(values))
-    o_kinds = np.fromiter([v[1] for v in values], np.int8, len(values))
-    at = np.searchsorted(p_labels, o_labels)
-    np.minimum(at, len(p_labels) - 1, out=at)
-    shared = p_labels[at] == o_labels
-    if shared.any():
-        p_strengths = p_strengths.copy()
-        p_kinds = p_kinds.copy()
-        stronger = shared & (o_strengths >= p_strengths[at])
-        p_strengths[at[stronger]] = o_strengths[stronger]
-        p_kinds[at[stronger]] = o_kinds[stronger]
-        new = ~shared
-        o_labels, o_strengths, o_kinds = o_labels[new], o_strengths[new], o_kinds[new]
-    return Match(norm, np.concatenate([p_labels, o_labels]),
-                 np.concatenate([p_strengths, o_strengths]), np.concatenate([p_kinds, o_kinds]))
-
-
 class KeywordIndex:
     """Keyword → label matcher for one language.
 
@@ -175,10 +154,13 @@ class KeywordIndex:
         cfg = self.config
         # Strength of an occurrence ending d characters before the end, d = 0, 1, ...
         n_decay = math.ceil(cfg.earlier_tau * math.log(cfg.earlier_peak / cfg.earlier_floor))
-        self._decay = [1.0] + [
+        # Rounded to float32 (as stored in a Match), so that comparisons with the float32
+        # prefix strengths in _merge decide exactly as they would on the arrays.
+        self._decay = np.asarray([1.0] + [
             max(cfg.earlier_peak * math.exp(-d / cfg.earlier_tau), cfg.earlier_floor)
             for d in range(1, n_decay + 2)
-        ]
+        ], np.float32).tolist()
+        self._floor = float(np.float32(cfg.earlier_floor))
 
     def _build_prefixes(self) -> None:
         cfg = self.config
@@ -209,6 +191,9 @@ class KeywordIndex:
         self._prefix_labels = _readonly(np.asarray(labels_out, np.int32))
         self._prefix_strengths = _readonly(np.asarray(strengths_out, np.float32))
         self._prefix_kinds = _readonly(np.full(len(labels_out), MatchKind.PREFIX, np.int8))
+        # Python-level views (no copy) for the per-label lookups of _merge.
+        self._prefix_labels_view = self._prefix_labels.data
+        self._prefix_strengths_view = self._prefix_strengths.data
         self._min_prefix = min_prefix
 
     @property
@@ -309,19 +294,52 @@ class KeywordIndex:
         if entry < 0:
             if not found:
                 return Match(norm, _EMPTY_I32, _EMPTY_F32, _EMPTY_I8)
-            values = list(found.values())
-            return Match(
-                norm,
-                np.fromiter(found, np.int32, len(found)),
-                np.fromiter([v[0] for v in values], np.float32, len(values)),
-                np.fromiter([v[1] for v in values], np.int8, len(values)),
-            )
+            return self._merge(norm, found, 0, 0)
         lo, hi = self._prefix_ptr[entry], self._prefix_ptr[entry + 1]
-        p_labels = self._prefix_labels[lo:hi]
-        p_strengths = self._prefix_strengths[lo:hi]
         if not found:
-            return Match(norm, p_labels, p_strengths, self._prefix_kinds[lo:hi])
-        return _merge(norm, found, p_labels, p_strengths, self._prefix_kinds[lo:hi])
+            return Match(norm, self._prefix_labels[lo:hi], self._prefix_strengths[lo:hi],
+                         self._prefix_kinds[lo:hi])
+        return self._merge(norm, found, lo, hi)
+
+    def _merge(self, norm: str, found: dict[int, tuple[float, int]], lo: int, hi: int,
+               ) -> Match:
+        """Union of prefix entry ``[lo, hi)`` (sorted labels; empty if ``lo == hi``) and
+        occurrences ``found``; the stronger match wins, an occurrence on a tie.
+
+        Occurrences are few (p99 ~15 labels): each is looked up by bisection and written
+        with scalar assignments, which is cheaper than building arrays from lists.
+        """
+        entry_labels = self._prefix_labels_view
+        entry_strengths = self._prefix_strengths_view
+        labels = self._prefix_labels[lo:hi]
+        strengths = self._prefix_strengths[lo:hi]
+        kinds = self._prefix_kinds[lo:hi]
+        copied = False
+        new: list[int] = []
+        for label, value in found.items():
+            at = bisect_left(entry_labels, label, lo, hi)
+            if at < hi and entry_labels[at] == label:
+                if value[0] >= entry_strengths[at]:
+                    if not copied:
+                        strengths, kinds, copied = strengths.copy(), kinds.copy(), True
+                    strengths[at - lo], kinds[at - lo] = value
+            else:
+                new.append(label)
+        if new:
+            size = hi - lo
+            total = size + len(new)
+            out_labels = np.empty(total, np.int32)
+            out_strengths = np.empty(total, np.float32)
+            out_kinds = np.empty(total, np.int8)
+            if size:
+                out_labels[:size] = labels
+                out_strengths[:size] = strengths
+                out_kinds[:size] = kinds
+            for i, label in enumerate(new, size):
+                out_labels[i] = label
+                out_strengths[i], out_kinds[i] = found[label]
+            return Match(norm, out_labels, out_strengths, out_kinds)
+        return Match(norm, labels, strengths, kinds)
 
     def _typed_prefix(self, norm: str, starts: frozenset[int] | None) -> tuple[int, int]:
         """Entry and length of the longest tail of ``norm`` that is a proper keyword
@@ -343,7 +361,7 @@ class KeywordIndex:
         last = n - 1
         decay = self._decay
         n_decay = len(decay)
-        floor = self.config.earlier_floor
+        floor = self._floor
         keyword_labels = self.keyword_labels
         # Latest end first, then longest: a span is inside a longer one iff an earlier
         # span in this order starts at or before it.
@@ -498,6 +516,10 @@ class MultilingualIndex(Mapping[str, KeywordIndex]):
 
     def __len__(self) -> int:
         return len(self._indexes)
+
+    def __contains__(self, language: object) -> bool:
+        # Mapping's default would call __getitem__, which raises KeywordIndexError.
+        return language in self._indexes
 
     def match(self, text: str, language: str) -> Match:
         """Match ``text`` with the index of ``language``."""

@@ -241,3 +241,14 @@ def test_match_top_orders_by_strength() -> None:
     top = INDEX["ja"].match("ありが").top(2)
     assert {t[0] for t in top} == {LABELS["folded_hands"], LABELS["people_hugging"]}
     assert all(t[1] == pytest.approx(0.66) for t in top)
+
+
+def test_occurrence_and_prefix_entry_merge() -> None:
+    # "あり" ends the text: ant exactly, and a prefix (2 of 5) of ありがとう (0.54); the whole
+    # ありがとう ended 2 characters earlier (0.8 * exp(-2 / 8) = 0.623) and beats the prefix.
+    match = INDEX["ja"].match("ありがとうあり")
+    assert match.as_dict()[LABELS["ant"]] == (1.0, MatchKind.EXACT)
+    strength, kind = match.as_dict()[LABELS["folded_hands"]]
+    assert kind is MatchKind.EARLIER
+    assert strength == pytest.approx(0.8 * math.exp(-0.25), abs=1e-6)
+    assert len(set(match.label_ids.tolist())) == len(match)  # each label once

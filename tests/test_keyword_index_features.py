@@ -7,6 +7,8 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keyword_index import (
     FEATURE_NAMES,
@@ -102,3 +104,120 @@ def test_bad_arrays_are_refused() -> None:
         label_embeddings(np.array([10, 10], np.int32), FACTORS, STICKERS, 5)
     with pytest.raises(KeywordIndexError, match="label_embeddings should have shape"):
         CandidateFeaturizer(STICKERS, np.zeros((5, 3), np.float32), PACKAGE_IDS, FACTORS)
+
+
+# -- the fast path against a straightforward reference ------------------------------------
+
+# Few distinct strengths, so that ties between labels (first in match order wins) are common.
+_STRENGTHS = [1.0, 0.66, 0.5, 0.3, 0.01]
+
+
+def _reference_features(stickers: pl.DataFrame, embeddings: np.ndarray, package_ids: np.ndarray,
+                        factors: np.ndarray, match: Match, candidates: np.ndarray,
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """FEATURE_NAMES computed candidate by candidate, label by label, in float64."""
+    factor_of = dict(zip(package_ids.tolist(), factors.astype(np.float64), strict=True))
+    unit_labels = embeddings.astype(np.float64)
+    norms = np.linalg.norm(unit_labels, axis=1, keepdims=True)
+    unit_labels = unit_labels / np.where(norms > 0, norms, 1.0)
+    matched = list(zip(match.label_ids.tolist(), match.strengths.tolist(),
+                       match.kinds.tolist(), strict=True))
+    features = np.zeros((len(candidates), len(FEATURE_NAMES)), np.float32)
+    sticker_ids = np.full(len(candidates), -1, np.int32)
+    for c, package_id in enumerate(candidates.tolist()):
+        rows = stickers.filter(pl.col("package_id") == package_id).sort("position")
+        if rows.height == 0:
+            continue
+        label_lists = [set(ls) for ls in rows["label_ids"].to_list()]
+        sticker_ids[c] = rows["sticker_id"][0]
+        best: tuple[int, float, int] | None = None
+        for label, strength, kind in matched:
+            carried = any(label in ls for ls in label_lists)
+            if carried and (best is None or strength > best[1]):
+                best = (label, strength, kind)
+        if best is not None:
+            label, strength, kind = best
+            features[c, 0] = strength
+            features[c, kind] = 1.0  # columns 1-3 are MatchKind 1-3
+            sticker_ids[c] = next(s for s, ls in zip(rows["sticker_id"], label_lists,
+                                                     strict=True) if label in ls)
+        count = min(sum(label in ls for label, _, _ in matched for ls in label_lists),
+                    rows.height)
+        features[c, 4] = math.log1p(count)
+        features[c, 5] = count / rows.height
+        factor = factor_of.get(package_id)
+        if factor is not None and matched:
+            unit = factor / (np.linalg.norm(factor) or 1.0)
+            features[c, 6] = sum(s * float(unit_labels[label] @ unit)
+                                 for label, s, _ in matched) / sum(s for _, s, _ in matched)
+    return features, sticker_ids
+
+
+@st.composite
+def _world_and_match(draw: st.DrawFn, long_match: bool = False,
+                     ) -> tuple[pl.DataFrame, np.ndarray, np.ndarray, Match, np.ndarray, int]:
+    n_labels = draw(st.integers(130, 300) if long_match else st.integers(1, 8))
+    rows = []
+    for package_id in range(draw(st.integers(1, 5))):
+        for position in range(draw(st.integers(1, 6))):
+            labels = draw(st.lists(st.integers(0, n_labels - 1), min_size=1, max_size=3,
+                                   unique=True))
+            rows.append((len(rows), package_id, position, labels))
+    stickers = pl.DataFrame(rows, orient="row", schema=STICKERS.schema)
+    package_ids = np.unique(stickers["package_id"].to_numpy()).astype(np.int32)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    factors = rng.standard_normal((len(package_ids), 3)).astype(np.float32)
+    if long_match:  # more labels than the one-product search ranks (126)
+        labels = rng.permutation(n_labels)[:draw(st.integers(127, n_labels))].tolist()
+        strengths = rng.choice(_STRENGTHS, len(labels)).tolist()
+        kinds = rng.choice(list(MatchKind), len(labels)).tolist()
+    else:
+        labels = draw(st.lists(st.integers(0, n_labels - 1), unique=True, max_size=n_labels))
+        strengths = [draw(st.sampled_from(_STRENGTHS)) for _ in labels]
+        kinds = [draw(st.sampled_from(list(MatchKind))) for _ in labels]
+    match = Match("", np.array(labels, np.int32), np.array(strengths, np.float32),
+                  np.array(kinds, np.int8))
+    # Candidates in any order, possibly an unknown package (99).
+    candidates = np.array(draw(st.permutations([*package_ids.tolist(), 99]))[
+        :draw(st.integers(1, len(package_ids) + 1))], np.int32)
+    return stickers, package_ids, factors, match, candidates, n_labels
+
+
+def _check_against_reference(stickers: pl.DataFrame, package_ids: np.ndarray,
+                             factors: np.ndarray, match: Match, candidates: np.ndarray,
+                             n_labels: int) -> None:
+    embeddings = label_embeddings(package_ids, factors, stickers, n_labels)
+    featurizer = CandidateFeaturizer(stickers, embeddings, package_ids, factors)
+    features, sticker_ids = featurizer.features(match, candidates)
+    expected, expected_ids = _reference_features(stickers, embeddings, package_ids, factors,
+                                                  match, candidates)
+    assert features.dtype == np.float32 and features.flags.c_contiguous
+    assert sticker_ids.dtype == np.int32
+    assert sticker_ids.tolist() == expected_ids.tolist()
+    # Exactly equal but for the cosine (a float32 matrix product vs float64 sums).
+    np.testing.assert_array_equal(features[:, :6], expected[:, :6])
+    np.testing.assert_allclose(features[:, 6], expected[:, 6], rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_world_and_match())
+def test_features_equal_reference(case: tuple[pl.DataFrame, np.ndarray, np.ndarray, Match,
+                                              np.ndarray, int]) -> None:
+    _check_against_reference(*case)
+
+
+@settings(max_examples=10, deadline=None)
+@given(_world_and_match(long_match=True))
+def test_features_equal_reference_for_long_matches(
+        case: tuple[pl.DataFrame, np.ndarray, np.ndarray, Match, np.ndarray, int]) -> None:
+    _check_against_reference(*case)
+
+
+def test_features_repeated_on_the_same_candidate_set(featurizer: CandidateFeaturizer) -> None:
+    match = _match([3], [1.0], [MatchKind.EXACT])
+    first, _ = featurizer.features(match, CANDIDATES)
+    first[:] = -1.0  # the caller owns the returned arrays
+    again, stickers = featurizer.features(match, CANDIDATES.copy())
+    assert again[1, 0] == 1.0 and stickers.tolist() == [100, 200, -1]
+    other, _ = featurizer.features(match, CANDIDATES[::-1].copy())
+    np.testing.assert_array_equal(other[::-1], again)
