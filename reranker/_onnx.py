@@ -1,13 +1,18 @@
-"""ONNX export of the reranker: feature operations composed with the skl2onnx linear part.
+"""ONNX export of the reranker: skl2onnx linear parts composed with the feature operations.
 
 The graph has four named inputs — ``user_embedding`` (d), ``candidate_embeddings``
 (n, d), ``keyword_features`` (n, k), ``prior`` (n) — and one output ``scores`` (n).
-It is built in two pieces and composed with :func:`onnx.compose.merge_models`:
+The score ``s_i = v_iᵀ (Wᵀu + c) + aᵀK_i + b r_i`` is computed in its factorised form,
+so a keystroke costs O(d² + n·d) rather than the O(n·d²) of the flat feature map:
 
-1. the feature map φ (``onnx.helper`` nodes): the outer products ``u ⊗ v_i`` flattened
-   row-major, concatenated with ``K_i``, ``r_i`` and ``v_i`` → ``features`` (n, P);
-2. the scikit-learn linear part, converted by skl2onnx (a ``LinearRegressor`` with
-   θ as coefficients) → ``variable`` (n, 1), then flattened to ``scores`` (n).
+1. the *user tower*, a multi-output scikit-learn ``LinearRegression`` (coefficients
+   ``Wᵀ``, intercept ``c``) converted by skl2onnx: ``query = Wᵀu + c`` (1, d);
+2. the *context part*, a ``LinearRegression`` (coefficients ``[a, b]``) converted by
+   skl2onnx over ``[K_i, r_i]`` (n, k + 1);
+3. the feature operations (``onnx.helper`` nodes) that shape the inputs and add
+   ``V · queryᵀ`` to the context scores,
+
+chained with :func:`onnx.compose.merge_models`.
 """
 
 from __future__ import annotations
@@ -28,56 +33,83 @@ from reranker._model import ParameterLayout, check_inputs
 __all__ = ["INPUT_NAMES", "OPSET", "OnnxScorer", "export_onnx"]
 
 OPSET = 17
+IR_VERSION = 8
 INPUT_NAMES = ("user_embedding", "candidate_embeddings", "keyword_features", "prior")
 
 
-def _feature_graph(layout: ParameterLayout) -> onnx.ModelProto:
-    d, k = layout.n_factors, layout.n_keyword_features
-    p = layout.n_parameters
-    inputs = [
-        helper.make_tensor_value_info("user_embedding", TensorProto.FLOAT, [d]),
-        helper.make_tensor_value_info("candidate_embeddings", TensorProto.FLOAT, ["n", d]),
-        helper.make_tensor_value_info("keyword_features", TensorProto.FLOAT, ["n", k]),
-        helper.make_tensor_value_info("prior", TensorProto.FLOAT, ["n"]),
-    ]
-    output = helper.make_tensor_value_info("features", TensorProto.FLOAT, ["n", p])
-    inits = [
-        helper.make_tensor("u_shape", TensorProto.INT64, [3], [1, d, 1]),
-        helper.make_tensor("v_axes", TensorProto.INT64, [1], [1]),
-        helper.make_tensor("flat_shape", TensorProto.INT64, [2], [-1, d * d]),
-        helper.make_tensor("prior_axes", TensorProto.INT64, [1], [1]),
-    ]
-    nodes = [
-        helper.make_node("Reshape", ["user_embedding", "u_shape"], ["u_col"]),       # (1, d, 1)
-        helper.make_node("Unsqueeze", ["candidate_embeddings", "v_axes"], ["v_row"]),  # (n, 1, d)
-        helper.make_node("Mul", ["u_col", "v_row"], ["outer"]),                       # (n, d, d)
-        helper.make_node("Reshape", ["outer", "flat_shape"], ["outer_flat"]),         # (n, d*d)
-        helper.make_node("Unsqueeze", ["prior", "prior_axes"], ["prior_col"]),        # (n, 1)
-        helper.make_node("Concat", ["outer_flat", "keyword_features", "prior_col",
-                                    "candidate_embeddings"], ["features"], axis=1),
-    ]
-    graph = helper.make_graph(nodes, "reranker_features", inputs, [output], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8
+def _model(graph: onnx.GraphProto) -> onnx.ModelProto:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
+                                                    helper.make_opsetid("ai.onnx.ml", 1)])
+    model.ir_version = IR_VERSION
     return model
 
 
-def _linear_graph(theta: np.ndarray, layout: ParameterLayout) -> onnx.ModelProto:
+def _shape_inputs(layout: ParameterLayout) -> onnx.ModelProto:
+    """Inputs → ``u_row`` (1, d), ``context`` (n, k + 1), ``cand`` (n, d)."""
+    d, k = layout.n_factors, layout.n_keyword_features
+    f = TensorProto.FLOAT
+    inputs = [
+        helper.make_tensor_value_info("user_embedding", f, [d]),
+        helper.make_tensor_value_info("candidate_embeddings", f, ["n", d]),
+        helper.make_tensor_value_info("keyword_features", f, ["n", k]),
+        helper.make_tensor_value_info("prior", f, ["n"]),
+    ]
+    outputs = [
+        helper.make_tensor_value_info("u_row", f, [1, d]),
+        helper.make_tensor_value_info("context", f, ["n", k + 1]),
+        helper.make_tensor_value_info("cand", f, ["n", d]),
+    ]
+    inits = [helper.make_tensor("row_shape", TensorProto.INT64, [2], [1, d]),
+             helper.make_tensor("col_axes", TensorProto.INT64, [1], [1])]
+    nodes = [
+        helper.make_node("Reshape", ["user_embedding", "row_shape"], ["u_row"]),
+        helper.make_node("Unsqueeze", ["prior", "col_axes"], ["prior_col"]),
+        helper.make_node("Concat", ["keyword_features", "prior_col"], ["context"], axis=1),
+        helper.make_node("Identity", ["candidate_embeddings"], ["cand"]),
+    ]
+    return _model(helper.make_graph(nodes, "reranker_inputs", inputs, outputs, inits))
+
+
+def _combine(layout: ParameterLayout) -> onnx.ModelProto:
+    """``scores = cand · queryᵀ + context_scores`` flattened to (n,)."""
+    d = layout.n_factors
+    f = TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info("cand", f, ["n", d]),
+              helper.make_tensor_value_info("query", f, [1, d]),
+              helper.make_tensor_value_info("context_scores", f, ["n", 1])]
+    output = helper.make_tensor_value_info("scores", f, ["n"])
+    inits = [helper.make_tensor("flat", TensorProto.INT64, [1], [-1])]
+    nodes = [
+        helper.make_node("Transpose", ["query"], ["query_col"], perm=[1, 0]),
+        helper.make_node("MatMul", ["cand", "query_col"], ["personal"]),
+        helper.make_node("Add", ["personal", "context_scores"], ["total"]),
+        helper.make_node("Reshape", ["total", "flat"], ["scores"]),
+    ]
+    return _model(helper.make_graph(nodes, "reranker_scores", inputs, [output], inits))
+
+
+def _linear(coef: np.ndarray, intercept: np.ndarray | float, n_in: int, prefix: str,
+            output_name: str, rows: int | None) -> onnx.ModelProto:
+    """A scikit-learn LinearRegression with the given weights, converted by skl2onnx.
+
+    Every name inside is prefixed with ``prefix`` (so two converted models can share a
+    graph) except the output, renamed ``output_name``; the input is ``<prefix>X``.
+    """
     linear = LinearRegression()
-    linear.coef_ = np.asarray(theta, dtype=np.float64)
-    linear.intercept_ = 0.0
-    linear.n_features_in_ = layout.n_parameters
-    model = to_onnx(linear, initial_types=[("features", FloatTensorType([None,
-                                                                          layout.n_parameters]))],
+    linear.coef_ = np.asarray(coef, dtype=np.float64)
+    linear.intercept_ = intercept
+    linear.n_features_in_ = n_in
+    model = to_onnx(linear, initial_types=[("X", FloatTensorType([rows, n_in]))],
                     target_opset={"": OPSET, "ai.onnx.ml": 1})
-    # flatten (n, 1) -> (n,) so the output is one score per candidate
-    graph = model.graph
-    out = graph.output[0].name
-    graph.initializer.append(helper.make_tensor("scores_shape", TensorProto.INT64, [1], [-1]))
-    graph.node.append(helper.make_node("Reshape", [out, "scores_shape"], ["scores"]))
-    del graph.output[:]
-    graph.output.append(helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n"]))
-    model.ir_version = 8
+    model = compose.add_prefix(model, prefix)
+    old_output = model.graph.output[0].name
+    model.graph.output[0].name = output_name
+    for node in model.graph.node:
+        node.output[:] = [output_name if o == old_output else o for o in node.output]
+    model.ir_version = IR_VERSION
+    del model.opset_import[:]
+    model.opset_import.extend([helper.make_opsetid("", OPSET),
+                               helper.make_opsetid("ai.onnx.ml", 1)])
     return model
 
 
@@ -104,13 +136,21 @@ def export_onnx(theta: np.ndarray, layout: ParameterLayout, *,
         raise RerankerInputError(
             f"parameters should be finite with shape ({layout.n_parameters},), got "
             f"{theta.shape}")
-    features = _feature_graph(layout)
-    linear = _linear_graph(theta, layout)
-    model = compose.merge_models(features, linear, io_map=[("features", "features")],
+    w, a, b, c = layout.unpack(theta)
+    d, k = layout.n_factors, layout.n_keyword_features
+    # LinearRegression computes X @ coef_.T + intercept_: coef_ = W.T gives u_row @ W + c.
+    user_tower = _linear(w.T, np.asarray(c, np.float64), d, "user_tower/", "query", 1)
+    context = _linear(np.append(a, b), 0.0, k + 1, "context/", "context_scores", None)
+    model = compose.merge_models(_shape_inputs(layout), user_tower,
+                                 io_map=[("u_row", "user_tower/X")])
+    model = compose.merge_models(model, context, io_map=[("context", "context/X")])
+    model = compose.merge_models(model, _combine(layout),
+                                 io_map=[("cand", "cand"), ("query", "query"),
+                                         ("context_scores", "context_scores")],
                                  doc_string="sticker-suggest on-device reranker")
     model.producer_name = "sticker-suggest"
-    for key, value in (("reranker_version", version), ("n_factors", str(layout.n_factors)),
-                       ("n_keyword_features", str(layout.n_keyword_features))):
+    for key, value in (("reranker_version", version), ("n_factors", str(d)),
+                       ("n_keyword_features", str(k))):
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(model, full_check=True)

@@ -1,0 +1,112 @@
+"""Reranker benchmark: ONNX vs numpy scoring latency, local training throughput, bundle size.
+
+Targets (issue #5): onnxruntime scoring of 100 candidates, single thread, p99 <= 100 µs
+over >= 10k calls (numpy scoring of the same model measured in the same run, calls
+interleaved, as the reference); local training throughput in devices/s; the device
+bundle <= 1.2 MB. Uses the latest stage-1 artifact under ``var/`` (``make run`` builds
+one) and, when present, the latest federated reranker.
+
+Usage: ``python -m bench.bench_reranker [--calls 20000] [--devices 4000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+from bench._results import write_results
+from data import var_root
+from federated import TaskContext
+from reranker import BUNDLE_BUDGET_BYTES, Suggester, make_task, score_candidates
+
+
+def _percentiles(ns: np.ndarray) -> tuple[float, float, float]:
+    us = ns / 1000.0
+    return (float(np.percentile(us, 50)), float(np.percentile(us, 99)), float(us.mean()))
+
+
+def main(argv: list[str]) -> None:
+    """Measure and report; see the module docstring."""
+    parser = argparse.ArgumentParser(prog="bench_reranker")
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--devices", type=int, default=4_000)
+    parser.add_argument("--max-devices", type=int, default=20_000)
+    args = parser.parse_args(argv)
+    var = var_root()
+    suggester = Suggester.load(var)
+    ctx = suggester.context
+    layout = ctx.layout
+    weights = (suggester.reranker.weights if suggester.reranker is not None
+               else None)
+    rng = np.random.default_rng(0)
+    theta = weights if weights is not None else rng.normal(size=layout.n_parameters).astype(
+        np.float32)
+    # real inputs: a cluster's 100 candidates and keyword features of real texts
+    logs = ctx.dataset.table("device_logs").head(5000)
+    texts = list(zip(logs["language"].to_list(), logs["text"].to_list(), strict=True))
+    cluster = 0
+    n = int(ctx.candidate_mask[cluster].sum())
+    cand = np.ascontiguousarray(ctx.candidate_factors[cluster, :n])
+    prior = np.ascontiguousarray(ctx.prior[:n])
+    feats = [np.ascontiguousarray(ctx.keystroke_features(cluster, lang, text)[0][:n])
+             for lang, text in texts[:200]]
+    users = rng.normal(size=(200, layout.n_factors)).astype(np.float32)
+    scorer = suggester.scorer
+    for i in range(500):  # warm-up
+        scorer.score(users[i % 200], cand, feats[i % 200], prior, validate=False)
+    onnx_ns = np.empty(args.calls, np.int64)
+    numpy_ns = np.empty(args.calls, np.int64)
+    max_diff = 0.0
+    for i in range(args.calls):
+        u, kw = users[i % 200], feats[i % 200]
+        t0 = time.perf_counter_ns()
+        a = scorer.score(u, cand, kw, prior, validate=False)
+        t1 = time.perf_counter_ns()
+        b = score_candidates(theta, layout, u, cand, kw, prior)
+        t2 = time.perf_counter_ns()
+        onnx_ns[i], numpy_ns[i] = t1 - t0, t2 - t1
+        if i % 1000 == 0:
+            max_diff = max(max_diff, float(np.abs(a - b).max()))
+    o50, o99, omean = _percentiles(onnx_ns)
+    n50, n99, nmean = _percentiles(numpy_ns)
+
+    task = make_task(TaskContext(var=var, seed=0,
+                                 options={"max_devices": str(args.max_devices)}))
+    devices = np.arange(min(args.devices, task.n_devices))
+    task.local_train(task.initial_parameters(), devices[:256], rng)  # warm-up
+    t0 = time.perf_counter()
+    result = task.local_train(task.initial_parameters(), devices, rng)
+    seconds = time.perf_counter() - t0
+    trained = int((result.n_examples > 0).sum())
+
+    sizes = [sum(len(v) for v in suggester.bundle(c, lang).values())
+             for c in range(min(ctx.n_clusters, 20)) for lang in ctx.languages[:2]]
+    load = os.getloadavg()[0]
+    rows = [
+        ("ONNX score, 100 candidates: p50 µs", round(o50, 1), ""),
+        ("ONNX score, 100 candidates: p99 µs", round(o99, 1), "<= 100"),
+        ("numpy score (same model, same run): p50 µs", round(n50, 1), ""),
+        ("numpy score (same model, same run): p99 µs", round(n99, 1), ""),
+        ("ONNX / numpy mean latency", round(omean / nmean, 2), ""),
+        ("max |ONNX - numpy| score", f"{max_diff:.2e}", "<= 1e-5"),
+        ("local training: devices/s", round(devices.size / seconds), "thousands"),
+        ("local training: devices with impressions", trained, ""),
+        ("bundle bytes: max over clusters x languages", max(sizes), f"<= {BUNDLE_BUDGET_BYTES}"),
+        ("bundle bytes: median", int(np.median(sizes)), ""),
+        ("load average (2 cores)", round(load, 2), "quiet: < 1"),
+    ]
+    write_results("reranker", ["measure", "value", "target"], rows, {
+        "calls": args.calls, "n_candidates": n, "n_parameters": layout.n_parameters,
+        "onnx_us": {"p50": o50, "p99": o99, "mean": omean},
+        "numpy_us": {"p50": n50, "p99": n99, "mean": nmean},
+        "local_devices_per_s": devices.size / seconds, "bundle_bytes_max": max(sizes),
+        "load_average": load, "reranker_version": suggester.reranker_version,
+    })
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
