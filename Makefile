@@ -16,10 +16,11 @@ DATASET := $(VAR)/data/$(WORLD)/manifest.json
 STAGE1 := $(VAR)/stage1/LATEST
 RERANKER := $(VAR)/reranker/LATEST
 CENTRAL := $(VAR)/reranker_central/LATEST
+SWEEP := $(VAR)/federated/sweeps/reranker/LATEST
 # Stage-1 factor dimension d; the reranker's shared weights are d*d + d + k + 1 floats.
 FACTORS ?= 32
 
-.PHONY: help install catalog world stage1 reranker central report pipeline run serve system-deps test test-fast bench lint format clean
+.PHONY: help install catalog world stage1 reranker central sweep report pipeline run serve system-deps test test-fast bench lint format clean
 
 help:
 	@echo "make run    build the default world ($(WORLD)), run every stage, then serve"
@@ -57,10 +58,17 @@ central: $(CENTRAL)
 $(CENTRAL): $(STAGE1)
 	$(STICKERS) reranker train-central --epochs 3
 
-report: $(RERANKER) $(CENTRAL)
+# The privacy-utility frontier: the same federated set-up at several noise levels, on a
+# 30k-device subset with 150 rounds at q = 0.05 so it takes minutes, not an hour.
+sweep: $(SWEEP)
+$(SWEEP): $(STAGE1) reranker/federated.toml
+	$(STICKERS) federated sweep --task reranker --config reranker/federated.toml \
+		-o max_devices=30000 --rounds 150 --q 0.05 --sigmas 0.065,0.1,0.3,1.0
+
+report: $(RERANKER) $(CENTRAL) $(SWEEP)
 	$(STICKERS) report ab
 
-pipeline: world stage1 reranker central report
+pipeline: world stage1 reranker central sweep report
 
 run: pipeline
 	$(STICKERS) serve
