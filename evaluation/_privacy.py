@@ -1,0 +1,135 @@
+"""The treatment's privacy statement and the privacy–utility frontier of a federated sweep."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from data import ArtifactError, read_manifest, resolve_artifact
+from evaluation._errors import EvaluationError
+
+__all__ = ["EPSILON_KINDS", "load_frontier", "privacy_summary"]
+
+EPSILON_KINDS: tuple[str, ...] = ("local", "device_local", "shuffle", "secure_sum")
+"""Guarantee kinds of ``privacy.json``, weakest trust assumption first."""
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def privacy_summary(privacy: dict[str, Any]) -> dict[str, Any]:
+    """ε of each kind, δ and the DP settings of a reranker's ``privacy.json``.
+
+    ``headline_kind`` is the kind the training budget was enforced on (``budget.kind``),
+    else ``secure_sum`` if stated, else the first kind stated. A model trained without
+    DP (or without a ``privacy.json``) has ``available`` false and no ε.
+    """
+    epsilon_raw = privacy.get("epsilon") or {}
+    epsilon = ({kind: _number(v) for kind, v in epsilon_raw.items()}
+               if isinstance(epsilon_raw, dict) else {})
+    enabled = bool(privacy.get("enabled", bool(epsilon)))
+    available = enabled and any(v is not None for v in epsilon.values())
+    budget = privacy.get("budget") or {}
+    kinds = [k for k in (*EPSILON_KINDS, *sorted(set(epsilon) - set(EPSILON_KINDS)))
+             if k in epsilon]
+    headline = budget.get("kind") if budget.get("kind") in epsilon else (
+        "secure_sum" if "secure_sum" in epsilon else (kinds[0] if kinds else None))
+    guarantees = privacy.get("guarantees") or {}
+    return {
+        "available": available,
+        "enabled": enabled,
+        "epsilon": {k: epsilon[k] for k in kinds},
+        "kinds": kinds,
+        "headline_kind": headline,
+        "headline_epsilon": epsilon.get(headline) if headline else None,
+        "delta": _number(privacy.get("delta")),
+        "noise_multiplier": _number(privacy.get("noise_multiplier")),
+        "clip_norm": _number(privacy.get("clip_norm")),
+        "sampling_rate": _number(privacy.get("sampling_rate")),
+        "rounds": privacy.get("rounds"),
+        "target_epsilon": _number(budget.get("target_epsilon")),
+        "accountant": privacy.get("accountant"),
+        "unit": privacy.get("unit"),
+        "assumptions": {k: str((guarantees.get(k) or {}).get("assumption", ""))
+                        for k in kinds},
+        "note": privacy.get("note") or ("" if available else
+                                        "the treatment states no (ε, δ): trained without DP"),
+    }
+
+
+def _resolve_sweep(var: Path, sweep: str, task: str) -> Path | None:
+    if sweep == "none":
+        return None
+    given = Path(sweep)
+    if (given / "sweep.json").is_file():
+        return given
+    kind_dir = var / "federated" / "sweeps" / task
+    try:
+        return resolve_artifact(kind_dir, sweep)
+    except ArtifactError:
+        if sweep == "latest":
+            return None  # no sweep yet: the report says so instead of drawing one
+        raise
+
+
+def load_frontier(var: Path, sweep: str, *, task: str, k: int,
+                  reference_uplift: float) -> dict[str, Any]:
+    """Points (σ, ε of each kind, uplift) of a federated privacy–utility sweep.
+
+    Each point's uplift is its held-out ``hit@k`` over the stage-1 order measured in
+    the same sweep run (``hit@k_stage1_order``) minus one. ``sweep`` is a version, a
+    directory holding ``sweep.json``, ``latest`` (absent → ``available`` false) or
+    ``none``.
+
+    Raises
+    ------
+    EvaluationError
+        If an explicitly named sweep cannot be read.
+    """
+    out: dict[str, Any] = {"available": False, "reference_uplift": reference_uplift,
+                           "metric": f"hit@{k}", "points": [], "non_private_uplift": None,
+                           "source": None, "version": None}
+    try:
+        directory = _resolve_sweep(var, sweep, task)
+    except ArtifactError as exc:
+        raise EvaluationError(f"--sweep {sweep}: {exc}") from exc
+    if directory is None:
+        out["note"] = (f"no privacy–utility sweep found under {var / 'federated' / 'sweeps' / task}"
+                       " (run `stickers federated sweep`)" if sweep != "none"
+                       else "sweep not requested")
+        return out
+    try:
+        if (directory / "manifest.json").is_file():
+            read_manifest(directory, kind="federated-sweep")
+        points = json.loads((directory / "sweep.json").read_text())
+    except (OSError, json.JSONDecodeError, ArtifactError) as exc:
+        raise EvaluationError(f"{directory}: cannot read the sweep ({exc})") from exc
+    metric, control = f"hit@{k}", f"hit@{k}_stage1_order"
+    rows = []
+    for p in points:
+        metrics = p.get("metrics") or {}
+        hit, base = _number(metrics.get(metric)), _number(metrics.get(control))
+        uplift = hit / base - 1 if hit is not None and base else None
+        eps = p.get("epsilon") or {}
+        sigma = _number(p.get("noise_multiplier"))
+        row = {"noise_multiplier": sigma,
+               "epsilon": {kind: _number(v) for kind, v in eps.items()},
+               "delta": _number(p.get("delta")), "hit": hit, "hit_control": base,
+               "uplift": uplift}
+        if sigma is None:
+            out["non_private_uplift"] = uplift
+        rows.append(row)
+    missing = sum(r["uplift"] is None for r in rows)
+    out.update(available=bool(rows) and missing < len(rows), points=rows,
+               source=str(directory), version=directory.name,
+               note=(f"{missing} point(s) lack {metric} or {control}" if missing else ""))
+    return out

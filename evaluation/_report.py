@@ -1,0 +1,230 @@
+"""``stickers report ab``: load the artifacts, replay, analyse, render and publish the report.
+
+Output (``var/reports/ab/<version>/``, a ``report`` artifact): ``report.html``
+(self-contained), ``report.json`` (every number; non-finite values are ``null``) and
+``summary.md`` (the short summary the CLI prints).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from candidate_gen import Stage1Artifact
+from data import ArtifactError, new_version, publish_artifact
+from evaluation._analysis import analyse, terciles
+from evaluation._config import ReportConfig
+from evaluation._errors import EvaluationError
+from evaluation._privacy import load_frontier, privacy_summary
+from evaluation._render import figures, render_html, render_markdown
+from evaluation._replay import (
+    Arm,
+    control_arm,
+    package_popularity,
+    popularity_arm,
+    replay,
+    reranker_arm,
+    sample_held_out,
+)
+from reranker import RankingContext, RerankerArtifact
+
+__all__ = ["DEFINITIONS", "build_ab_report", "json_ready", "publish_report", "render_report"]
+
+DEFINITIONS: tuple[str, ...] = (
+    "Keystrokes are the successive prefixes (by character) of the text typed when the sticker "
+    "was sent; every arm scores the same candidates and keyword features on each keystroke.",
+    "Row: the top k candidates (by the arm's score, ties in stage-1 order) that have a sticker "
+    "to show; a candidate shows its first sticker carrying its best-matching label.",
+    "hit@k / hit@1: the sent sticker is in the row / first in the row when it was sent "
+    "(the send-rate proxy). MRR: 1/(rank+1) over the full ordering. NDCG@k: 1/log2(rank+2) "
+    "inside the row. A sent sticker no candidate shows (stage 1 did not shortlist its "
+    "package, or the package shows another sticker for this text) is a miss everywhere.",
+    "Keystrokes to hit: characters typed when the row first showed the sent sticker; "
+    "'when hit' averages sessions where it appeared, 'never hit' is the share where it "
+    "never did, 'capped' counts a never-hit session as len(text)+1.",
+    "Coverage: distinct stickers (packages) shown in any row of the arm / catalogue size.",
+    "A/B: users are split 50/50 by sha256(salt, user id); A users are scored by stage 1 "
+    "only, B users by the federated reranker with their on-device embedding (fold-in of "
+    "pre-split history). Means are per session (ratio of sums over users).",
+    "Intervals: percentile user-level bootstrap (users resampled with all their sessions; "
+    "paired: the same users for both arms). p: permutation of users between arms (A/B) or "
+    "sign flips of each user's difference (paired). MDE: (z(1-α/2)+z(power)) × delta-method "
+    "SE of the difference, relative to A. A/A: the two hash groups both under A; a "
+    "significant A/A difference flags a chance imbalance of the split, which the randomised "
+    "estimate carries and the paired estimate does not.",
+    "Segments: the user's language; cluster size = terciles of users per stage-1 cluster "
+    "(clusters as units); activity = terciles of pre-split sessions per device. The worst "
+    "segment (≥ 20 users) has the lowest paired uplift.",
+)
+
+
+def json_ready(obj: Any) -> Any:
+    """Plain JSON types; NaN and ±inf become ``None``."""
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_ready(obj.tolist())
+    if isinstance(obj, np.bool_ | bool):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        x = float(obj)
+        return x if math.isfinite(x) else None
+    return obj
+
+
+def _load_treatment(var: Path, version: str) -> RerankerArtifact:
+    try:
+        return RerankerArtifact.load(var, version)
+    except ArtifactError as exc:
+        raise EvaluationError(
+            f"no treatment reranker ({exc}); publish one with `stickers federated train "
+            "--task reranker` or pass --treatment VERSION") from exc
+
+
+def _load_central(var: Path, version: str, stage1: Stage1Artifact
+                  ) -> tuple[RerankerArtifact | None, str]:
+    if version == "none":
+        return None, "not requested"
+    try:
+        central = RerankerArtifact.load(var, version, kind_dir="reranker_central")
+    except ArtifactError as exc:
+        if version != "latest":
+            raise EvaluationError(f"--central {version}: {exc}") from exc
+        return None, ("no central reference under var/reranker_central "
+                      "(run `stickers reranker train-central`)")
+    if central.stage1_version != stage1.version:
+        return None, (f"central reference {central.version} was trained on stage 1 "
+                      f"{central.stage1_version}, not {stage1.version}: skipped")
+    return central, ""
+
+
+def _segments(context: RankingContext, user_ids: np.ndarray, history: np.ndarray
+              ) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    users = context.dataset.table("users").select("user_id", "language")
+    lang = (pl.DataFrame({"user_id": user_ids.astype(np.int32)})
+            .join(users, on="user_id", how="left")["language"].fill_null("unknown").to_list())
+    languages = sorted(set(lang))
+    index = {x: i for i, x in enumerate(languages)}
+    sizes = context.stage1.user_clusters.group_by("cluster_id").len()
+    size_of = np.zeros(context.n_clusters, np.float64)
+    size_of[sizes["cluster_id"].to_numpy()] = sizes["len"].to_numpy()
+    cluster = np.asarray(context.stage1.cluster_of(user_ids), np.int64)
+    size_group, size_labels = terciles(size_of[cluster], "users", reference=size_of)
+    activity, activity_labels = terciles(history, "sessions")
+    return ({"language": np.array([index[x] for x in lang], np.int64),
+             "cluster_size": size_group, "activity": activity},
+            {"language": languages, "cluster_size": size_labels, "activity": activity_labels})
+
+
+def build_ab_report(var: str | Path, *, stage1: str = "latest", treatment: str = "latest",
+                    central: str = "latest", sweep: str = "latest",
+                    config: ReportConfig | None = None,
+                    show_progress: bool = True) -> dict[str, Any]:
+    """Replay held-out sessions under every arm and compute every number of the report.
+
+    Parameters
+    ----------
+    var : str or Path
+        Artifact root.
+    stage1, treatment : str
+        Versions (or ``latest``); the treatment must be trained on that stage-1 version.
+    central : str
+        Version of ``var/reranker_central`` (``latest``: used if present; ``none``: skip).
+    sweep : str
+        Version or directory of a federated sweep (``latest``: used if present; ``none``).
+    config : ReportConfig, optional
+    show_progress : bool
+
+    Returns
+    -------
+    dict
+        The report JSON (non-finite numbers already ``None``).
+
+    Raises
+    ------
+    EvaluationError
+        Missing treatment, incompatible artifacts, or no held-out sessions.
+    """
+    var = Path(var)
+    config = config or ReportConfig()
+    s1 = Stage1Artifact.load(var, stage1)
+    model = _load_treatment(var, treatment)
+    if model.stage1_version != s1.version:
+        raise EvaluationError(
+            f"treatment {model.version} was trained on stage 1 {model.stage1_version!r}, but "
+            f"--stage1 {stage1} is {s1.version!r}; pass --stage1 {model.stage1_version}")
+    reference, central_note = _load_central(var, central, s1)
+    context = RankingContext.build(s1)
+    if model.layout != context.layout:
+        raise EvaluationError(f"treatment layout {model.layout} does not match stage 1's "
+                              f"{context.layout}")
+    split_ts = model.info.get("split_ts")
+    split_source = "treatment reranker.json"
+    if split_ts is None:
+        logs = context.dataset.table("device_logs")
+        split_ts = float(np.quantile(logs["ts"].cast(pl.Int64).to_numpy() / 1000.0,
+                                     config.split_quantile))
+        split_source = f"quantile {config.split_quantile} of send times"
+    rng = np.random.default_rng(config.seed)
+    sample = sample_held_out(context, float(split_ts), config.devices, rng)
+    arms: list[Arm] = [control_arm(context),
+                       reranker_arm("treatment", context, model.weights, sample.embeddings),
+                       popularity_arm(context, package_popularity(context, float(split_ts)))]
+    if reference is not None:
+        arms.append(reranker_arm("central", context, reference.weights, sample.embeddings))
+    result = replay(context, sample, arms, config.k, chunk=config.chunk_keystrokes,
+                    show_progress=show_progress)
+    segments, labels = _segments(context, sample.user_ids, sample.history)
+    catalogue = (context.dataset.table("stickers").height,
+                 context.dataset.table("packages").height)
+    report = analyse(result, sample, segments, labels, config, catalogue)
+    task = str(model.manifest.parameters.get("task", "reranker"))
+    report.update(
+        report="ab", version=new_version(), created_at=datetime.now(UTC).isoformat(),
+        config=config.model_dump(mode="json"),
+        inputs={"var": str(var), "stage1": s1.version, "dataset": str(context.dataset.root),
+                "treatment": model.version, "treatment_dir": str(model.directory),
+                "central": reference.version if reference is not None else None,
+                "central_note": central_note, "split_source": split_source,
+                "split_time": datetime.fromtimestamp(float(split_ts), UTC).isoformat()},
+        privacy=privacy_summary(model.privacy),
+        frontier=load_frontier(var, sweep, task=task, k=config.k,
+                               reference_uplift=config.reference_uplift),
+        definitions=list(DEFINITIONS),
+    )
+    return dict(json_ready(report))
+
+
+def render_report(report: dict[str, Any]) -> tuple[str, str]:
+    """(HTML page, Markdown summary) of a report JSON."""
+    return render_html(report, figures(report)), render_markdown(report)
+
+
+def publish_report(var: str | Path, report: dict[str, Any]) -> Path:
+    """Render and publish ``var/reports/ab/<version>/`` atomically; returns the directory."""
+    destination = Path(var) / "reports" / "ab" / report["version"]
+    report = {**report, "output": str(destination / "report.html")}
+    page, summary = render_report(report)
+    m = report["headline_metric"]
+    with publish_artifact(destination, kind="report",
+                          parameters={"report": "ab", "config": report["config"],
+                                      "inputs": report["inputs"]},
+                          input_fingerprint=str(report["inputs"]["treatment"])) as writer:
+        writer.write_json("report.json", report)
+        (writer.path / "report.html").write_text(page, encoding="utf-8")
+        (writer.path / "summary.md").write_text(summary, encoding="utf-8")
+        writer.metrics = {"metric": m, "uplift": report["ab"][m]["uplift"],
+                          "ci_low": report["ab"][m]["ci_low"],
+                          "ci_high": report["ab"][m]["ci_high"],
+                          "p_value": report["ab"][m]["p_value"],
+                          "epsilon": report["privacy"]["epsilon"]}
+    return destination

@@ -1,0 +1,61 @@
+"""``stickers report ...``: the offline A/B report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from data.cli import CLIContext, pass_cli
+from evaluation._config import ReportConfig
+from evaluation._report import build_ab_report, publish_report, render_report
+
+__all__ = ["report"]
+
+
+@click.group("report")
+def report() -> None:
+    """Offline evaluation reports."""
+
+
+@report.command("ab")
+@click.option("--stage1", default="latest", show_default=True, help="Stage-1 version.")
+@click.option("--treatment", default="latest", show_default=True,
+              help="Federated reranker version (var/reranker/).")
+@click.option("--central", default="latest", show_default=True,
+              help="Non-private reference (var/reranker_central/); 'none' to skip.")
+@click.option("--sweep", default="latest", show_default=True,
+              help="Privacy–utility sweep version or directory; 'none' to skip.")
+@click.option("--devices", type=click.IntRange(min=2), default=None,
+              help="Devices with held-out sessions to replay [default: 5000].")
+@click.option("--k", "k", type=click.IntRange(min=1), default=None,
+              help="Length of the visible sticker row [default: 5].")
+@click.option("--seed", type=int, default=None, help="Seed of sample and bootstrap [default: 0].")
+@click.option("--bootstrap", type=click.IntRange(min=100), default=None,
+              help="User-level bootstrap resamples [default: 2000].")
+@click.option("--salt", default=None, help="Salt of the user → arm hash [default: report-ab].")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False,
+                                                         path_type=Path),
+              default=None, help="ReportConfig JSON or TOML (flags override it).")
+@click.option("--no-publish", is_flag=True,
+              help="Print the summary only; write nothing under var/reports.")
+@pass_cli
+def ab_command(cli: CLIContext, stage1: str, treatment: str, central: str, sweep: str,
+               devices: int | None, k: int | None, seed: int | None, bootstrap: int | None,
+               salt: str | None, config_path: Path | None, no_publish: bool) -> None:
+    """Replay held-out sessions: A (stage 1) vs B (federated DP reranker), with CIs and ε.
+
+    Writes var/reports/ab/<version>/{report.html, report.json, summary.md} and prints
+    the Markdown summary on stdout.
+    """
+    overrides = {"devices": devices, "k": k, "seed": seed, "n_bootstrap": bootstrap,
+                 "salt": salt}
+    config = (ReportConfig.from_file(config_path, **overrides) if config_path
+              else ReportConfig.create(**overrides))
+    data = build_ab_report(cli.var, stage1=stage1, treatment=treatment, central=central,
+                           sweep=sweep, config=config, show_progress=cli.show_progress)
+    if no_publish:
+        click.echo(render_report(data)[1], nl=False)
+        return
+    directory = publish_report(cli.var, data)
+    click.echo((directory / "summary.md").read_text(encoding="utf-8"), nl=False)
