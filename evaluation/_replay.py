@@ -4,9 +4,10 @@ A session's keystrokes are the successive prefixes (by character) of the text ty
 when the sticker was sent. Each distinct ``(language, prefix)`` is matched once, each
 distinct ``(cluster, match)`` featurised once (``RankingContext.match_features``); every
 arm then scores the same features, and the row is the top ``k`` eligible candidates
-(see :mod:`evaluation._metrics`). Devices only use history from before the split: the
-personal embedding is the on-device ridge fold-in of pre-split sessions, as
-``RerankerTask.user_embeddings`` computes for a device without trained state.
+(see :mod:`evaluation._metrics`). Devices only use history from before the split: each
+reranker arm's personal embedding is what the phone derives for that arm's global
+weights — the ridge fold-in of its pre-split sessions refined against the model
+(``RerankerTask.personalize``), as it does whenever a new model version arrives.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from data import progress
 from evaluation._errors import EvaluationError
 from evaluation._metrics import first_hit_keystroke, hit_at, sent_rank, visible_rows
 from keyword_index import Match
-from reranker import RankingContext, fold_in, score_impressions, stage1_order_scores
+from reranker import (
+    RankingContext,
+    RerankerTask,
+    build_sessions,
+    fold_in,
+    score_impressions,
+    stage1_order_scores,
+)
 
 __all__ = [
     "ARM_LABELS",
@@ -30,6 +38,7 @@ __all__ = [
     "ReplayResult",
     "control_arm",
     "package_popularity",
+    "personalized_embeddings",
     "popularity_arm",
     "replay",
     "reranker_arm",
@@ -77,6 +86,20 @@ def popularity_arm(context: RankingContext, popularity: np.ndarray) -> Arm:
     return Arm("popularity", ARM_LABELS["popularity"], score)
 
 
+def personalized_embeddings(context: RankingContext, sample: HeldOutSample,
+                            theta: np.ndarray) -> np.ndarray:
+    """Embeddings (N, d) the sampled phones derive for global weights ``theta``.
+
+    Each phone folds its embedding in from its pre-split log and refines it against
+    ``theta`` (:meth:`reranker.RerankerTask.personalize`), as it does whenever a new
+    model version arrives; held-out sessions are never used.
+    """
+    sessions = build_sessions(context, sample.history_logs, user_ids=sample.user_ids,
+                              show_progress=False)
+    task = RerankerTask(context, sessions, split_ts=sample.split_ts)
+    return task.personalize(np.asarray(theta, np.float32), np.arange(sample.user_ids.size))
+
+
 def reranker_arm(name: str, context: RankingContext, theta: np.ndarray,
                  user_embeddings: np.ndarray) -> Arm:
     """A reranker with global weights ``theta`` (P,) and per-device embeddings (N, d)."""
@@ -98,7 +121,9 @@ class HeldOutSample:
     user_ids : ndarray of int32, shape (N,)
         The sampled users (device ``i`` is ``user_ids[i]``).
     embeddings : ndarray of float32, shape (N, d)
-        Personal embeddings from pre-split history only.
+        Fold-in embeddings from pre-split history only (before personalisation).
+    history_logs : polars.DataFrame
+        The sampled devices' pre-split device logs (what their phones hold).
     history : ndarray of int64, shape (N,)
         Pre-split sessions of each device (user activity).
     device, cluster : ndarray, shape (S,)
@@ -118,6 +143,7 @@ class HeldOutSample:
     sent_sticker: np.ndarray
     sent_package: np.ndarray
     split_ts: float
+    history_logs: pl.DataFrame = field(default_factory=pl.DataFrame)
 
     @property
     def n_sessions(self) -> int:
@@ -163,6 +189,7 @@ def sample_held_out(context: RankingContext, split_ts: float, n_devices: int,
                          float(s1.config.regularization), float(s1.config.als.alpha))
     return HeldOutSample(
         user_ids=users, embeddings=embeddings,
+        history_logs=before.drop("device"),
         history=np.bincount(before["device"].to_numpy(), minlength=users.size),
         device=after["device"].to_numpy(),
         cluster=np.asarray(s1.cluster_of(after["user_id"].to_numpy()), dtype=np.int64),

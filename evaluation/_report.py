@@ -26,6 +26,7 @@ from evaluation._replay import (
     Arm,
     control_arm,
     package_popularity,
+    personalized_embeddings,
     popularity_arm,
     replay,
     reranker_arm,
@@ -177,10 +178,12 @@ def build_ab_report(var: str | Path, *, stage1: str = "latest", treatment: str =
     rng = np.random.default_rng(config.seed)
     sample = sample_held_out(context, float(split_ts), config.devices, rng)
     arms: list[Arm] = [control_arm(context),
-                       reranker_arm("treatment", context, model.weights, sample.embeddings),
+                       reranker_arm("treatment", context, model.weights,
+                                    personalized_embeddings(context, sample, model.weights)),
                        popularity_arm(context, package_popularity(context, float(split_ts)))]
     if reference is not None:
-        arms.append(reranker_arm("central", context, reference.weights, sample.embeddings))
+        arms.append(reranker_arm("central", context, reference.weights,
+                                 personalized_embeddings(context, sample, reference.weights)))
     result = replay(context, sample, arms, config.k, chunk=config.chunk_keystrokes,
                     show_progress=show_progress)
     segments, labels = _segments(context, sample.user_ids, sample.history)

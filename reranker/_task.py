@@ -13,6 +13,7 @@ and held-out sessions, so ``forget_before(t)`` deletes sessions older than
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -84,12 +85,16 @@ class RerankerTask:
     sessions : SessionTable
         Every device's impressions (train and held-out).
     config : RerankerTaskConfig
+    split_ts : float, optional
+        Send time (s since the epoch) splitting training from held-out sessions; default:
+        the ``config.split_quantile`` quantile of the sessions' send times.
     """
 
     name = "reranker"
 
     def __init__(self, context: RankingContext, sessions: SessionTable,
-                 config: RerankerTaskConfig | None = None) -> None:
+                 config: RerankerTaskConfig | None = None, *,
+                 split_ts: float | None = None) -> None:
         self.context = context
         self.sessions = sessions
         self.config = config or RerankerTaskConfig()
@@ -101,7 +106,8 @@ class RerankerTask:
         self._gram = self._factors.T.astype(np.float64) @ self._factors.astype(np.float64)
         self._reg = float(s1.config.regularization)
         self._alpha = float(s1.config.als.alpha)
-        self.split_ts = split_time(sessions, self.config.split_quantile)
+        self.split_ts = (split_time(sessions, self.config.split_quantile) if split_ts is None
+                         else float(split_ts))
         self.alive = np.ones(sessions.n_sessions, dtype=bool)
         self.train = sessions.ts < self.split_ts
         self._starts = sessions.device_starts()
@@ -141,6 +147,37 @@ class RerankerTask:
         out = self._fold_in(devices)
         has = self.has_state[devices]
         out[has] = self.user_state[devices[has]]
+        return out
+
+    def personalize(self, parameters: np.ndarray, devices: np.ndarray) -> np.ndarray:
+        """Personal embeddings (B, d) a phone derives for the global ``parameters``.
+
+        What every phone does when a new model version arrives, with no upload: fold its
+        embedding in from its own pre-split history, then refine only the embedding by
+        the local gradient steps of :meth:`local_train` against the fixed global
+        weights. Nothing on the task changes.
+        """
+        devices = np.asarray(devices, dtype=np.int64)
+        theta = np.asarray(parameters, dtype=np.float32)
+        out = np.zeros((devices.size, self.layout.n_factors), np.float32)
+        config = dataclasses.replace(self.config.local(), learning_rate=0.0, proximal=0.0)
+        for lo in range(0, devices.size, self.config.device_batch):
+            batch = devices[lo: lo + self.config.device_batch]
+            users = self._fold_in(batch)
+            idx, counts = self._sessions_of(batch, train=True)
+            dev_of = np.repeat(np.arange(batch.size), counts)
+            keep = self.sessions.pos[idx] >= 0
+            idx, dev_of = idx[keep], dev_of[keep]
+            n_b = np.bincount(dev_of, minlength=batch.size)
+            active = np.flatnonzero(n_b > 0)
+            if active.size:
+                starts = np.concatenate([[0], np.cumsum(n_b[active])])
+                cand, keyword, mask = self._impressions(idx)
+                _, refined, _ = local_sgd(theta, self.layout, users[active], starts, cand,
+                                          keyword, self.context.prior, mask,
+                                          self.sessions.pos[idx], config)
+                users[active] = refined
+            out[lo: lo + batch.size] = users
         return out
 
     # ------------------------------------------------------------------ FederatedTask
@@ -192,8 +229,10 @@ class RerankerTask:
     def evaluate(self, parameters: np.ndarray) -> dict[str, float]:
         """Held-out metrics of ``parameters`` and of the stage-1 order on the eval sample.
 
-        ``hit@k``: the sent sticker is in the visible row of ``top_k`` at the text it was
-        sent with; sessions whose package stage 1 did not shortlist count as misses.
+        Each evaluated phone first personalises its embedding for ``parameters``
+        (:meth:`personalize`, from pre-split history only). ``hit@k``: the sent sticker
+        is in the visible row of ``top_k`` at the text it was sent with; sessions whose
+        package stage 1 did not shortlist count as misses.
         """
         k = self.config.top_k
         hits = hits_ctl = hit1 = n = reachable = 0
@@ -201,7 +240,7 @@ class RerankerTask:
         theta = np.asarray(parameters, dtype=np.float32)
         for lo in range(0, self.eval_devices.size, self.config.device_batch):
             batch = self.eval_devices[lo: lo + self.config.device_batch]
-            users = self.user_embeddings(batch)
+            users = self.personalize(theta, batch)
             idx, counts = self._sessions_of(batch, train=False)
             if not idx.size:
                 continue

@@ -166,6 +166,44 @@ def train_central_cmd(cli: CLIContext, epochs: int, max_devices: int, seed: int)
         (f"{key} central reranker", metrics[key]), ("eval sessions", metrics["eval_sessions"])])
 
 
+@reranker.command("evaluate")
+@click.argument("versions", nargs=-1)
+@click.option("--central", "central_versions", multiple=True,
+              help="Also evaluate these var/reranker_central versions ('latest' works).")
+@click.option("--max-devices", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Devices loaded from the world (0 = all).")
+@click.option("--eval-devices", type=click.IntRange(min=1), default=3000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@pass_cli
+def evaluate_cmd(cli: CLIContext, versions: tuple[str, ...], central_versions: tuple[str, ...],
+                 max_devices: int, eval_devices: int, seed: int) -> None:
+    """Held-out metrics of reranker VERSIONS (default: latest) next to the stage-1 order."""
+    task = make_task(TaskContext(var=cli.var, seed=seed, options={
+        "max_devices": str(max_devices), "eval_devices": str(eval_devices)}))
+    models = [(v, "reranker") for v in (versions or ("latest",))]
+    models += [(v, "reranker_central") for v in central_versions]
+    rows = []
+    baseline = task.evaluate(task.initial_parameters())
+    key = f"hit@{task.config.top_k}"
+    rows.append(("stage-1 order (control)", "-", baseline[f"{key}_stage1_order"], "-", "-"))
+    rows.append(("initial weights", "-", baseline[key], baseline["hit@1"], baseline["mrr"]))
+    for version, kind_dir in models:
+        artifact = RerankerArtifact.load(cli.var, version, kind_dir=kind_dir)
+        metrics = task.evaluate(artifact.weights)
+        rows.append((f"{kind_dir}/{artifact.version}", _epsilon(artifact.privacy),
+                     metrics[key], metrics["hit@1"], metrics["mrr"]))
+    print_table(f"held-out evaluation ({int(baseline['eval_sessions'])} sessions of "
+                f"{task.eval_devices.size} devices)",
+                ["model", "ε secure_sum (δ)", key, "hit@1", "mrr"], rows)
+
+
+def _epsilon(privacy: dict[str, object]) -> str:
+    eps = privacy.get("epsilon")
+    if not isinstance(eps, dict):
+        return "∞ (not private)"
+    return f"{eps.get('secure_sum')} ({privacy.get('delta')})"
+
+
 @reranker.command("bundle")
 @click.option("--cluster", "cluster_id", type=int, required=True)
 @click.option("--lang", "language", required=True)
