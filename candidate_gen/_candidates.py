@@ -62,23 +62,19 @@ def package_label_matrix(
     label_ids : ndarray of int32, shape (n_labels,)
         Sorted ids of the labels that occur.
     """
-    pairs = (
-        stickers.select("package_id", "label_ids")
-        .with_columns(n=pl.len().over("package_id"))
-        .explode("label_ids")
-        .drop_nulls("label_ids")
-        .group_by("package_id", "label_ids")
-        .agg((pl.len() / pl.col("n").first()).cast(pl.Float32).alias("share"))
-    )
-    label_ids = np.unique(pairs["label_ids"].to_numpy()).astype(np.int32)
-    rows = index_of(package_ids, pairs["package_id"].to_numpy())
+    flat = stickers.select("package_id", "label_ids").explode("label_ids").drop_nulls()
+    label_ids = np.sort(flat["label_ids"].unique().to_numpy()).astype(np.int32)
+    rows = index_of(package_ids, flat["package_id"].to_numpy())
+    cols = index_of(label_ids, flat["label_ids"].to_numpy())
     known = rows >= 0
-    cols = index_of(label_ids, pairs["label_ids"].to_numpy())
-    shares = sp.csr_matrix(
-        (pairs["share"].to_numpy()[known], (rows[known], cols[known])),
-        shape=(len(package_ids), len(label_ids)), dtype=np.float32,
+    counts = sp.csr_matrix(  # duplicates are summed: stickers of a package with the label
+        (np.ones(int(known.sum()), dtype=np.float32), (rows[known], cols[known])),
+        shape=(len(package_ids), len(label_ids)),
     )
-    return shares, label_ids
+    sticker_rows = index_of(package_ids, stickers["package_id"].to_numpy())
+    n_stickers = np.bincount(sticker_rows[sticker_rows >= 0], minlength=len(package_ids))
+    shares = sp.diags(1.0 / np.maximum(n_stickers, 1).astype(np.float32)) @ counts
+    return sp.csr_matrix(shares, dtype=np.float32), label_ids
 
 
 def label_demand(train: sp.csr_matrix, user_cluster: np.ndarray, n_clusters: int,
@@ -98,12 +94,27 @@ def label_demand(train: sp.csr_matrix, user_cluster: np.ndarray, n_clusters: int
     -------
     ndarray of float32, shape (n_clusters, n_labels)
     """
+    n_packages = train.shape[1]
     member = np.flatnonzero(user_cluster >= 0)
-    indicator = sp.csr_matrix(
-        (np.ones(len(member), dtype=np.float32), (user_cluster[member], member)),
-        shape=(n_clusters, train.shape[0]),
-    )
-    demand = np.asarray(((indicator @ train) @ shares).todense(), dtype=np.float64)
+    by_cluster = member[np.argsort(user_cluster[member], kind="stable")]
+    grouped = train[by_cluster]  # rows grouped by cluster: each cluster is one slice
+    ends = np.cumsum(np.bincount(user_cluster[member], minlength=n_clusters))
+    bounds = grouped.indptr[np.concatenate([[0], ends])]
+    # One bincount per cluster over a package-sized (cache-resident) array: far cheaper
+    # than a sparse product or a single scatter into n_clusters × n_packages bins; blocks
+    # of clusters bound the memory of the dense per-package sums.
+    shares_t = sp.csr_matrix(shares.T)
+    demand = np.zeros((n_clusters, shares.shape[1]), dtype=np.float64)
+    block = 64
+    for first in range(0, n_clusters, block):
+        last = min(first + block, n_clusters)
+        per_package = np.empty((last - first, n_packages), dtype=np.float64)
+        for c in range(first, last):
+            start, stop = bounds[c], bounds[c + 1]
+            per_package[c - first] = np.bincount(
+                grouped.indices[start:stop], weights=grouped.data[start:stop],
+                minlength=n_packages)
+        demand[first:last] = np.asarray(shares_t @ per_package.T).T
     total = demand.sum(axis=1, keepdims=True)
     return (demand / np.where(total > 0, total, 1.0)).astype(np.float32)
 

@@ -9,6 +9,7 @@ of a seeded sample of users held out for evaluation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -100,6 +101,8 @@ def index_of(sorted_ids: np.ndarray, query: np.ndarray) -> np.ndarray:
         # Dense ids (the usual case): one gather through a lookup table.
         table = np.full(hi + 2, -1, dtype=np.int32)
         table[sorted_ids] = np.arange(len(sorted_ids), dtype=np.int32)
+        if len(query) and int(query.min()) >= 0 and int(query.max()) <= hi:
+            return table[query.astype(np.intp)]  # intp indices gather ~2× faster
         clipped = np.where((query >= 0) & (query <= hi), query, hi + 1)
         return table[clipped]
     pos = np.searchsorted(sorted_ids, query).astype(np.int32)
@@ -109,14 +112,14 @@ def index_of(sorted_ids: np.ndarray, query: np.ndarray) -> np.ndarray:
 
 
 def _unique_ids(frame: pl.DataFrame, column: str, table: str) -> np.ndarray:
-    ids = frame[column].to_numpy()
-    unique = np.unique(ids)
-    if len(unique) != len(ids):
+    ids = np.sort(frame[column].to_numpy())
+    n_duplicates = int(np.count_nonzero(ids[1:] == ids[:-1]))
+    if n_duplicates:
         raise DataFileError(
-            f"table {table!r}: column {column!r} has {len(ids) - len(unique)} duplicate id(s); "
+            f"table {table!r}: column {column!r} has {n_duplicates} duplicate id(s); "
             "ids must be unique"
         )
-    return unique.astype(np.int32)
+    return ids.astype(np.int32)
 
 
 def _check_known(index: np.ndarray, ids: np.ndarray, column: str, table: str) -> None:
@@ -162,16 +165,23 @@ def build_interaction_matrix(
     package_ids = _unique_ids(packages, "package_id", "packages")
     weights = {k: float(v) for k, v in config.event_weights.items()}
     lazy = interactions.lazy()
-    age_days = (pl.col("ts").max() - pl.col("ts")).dt.total_milliseconds() / _MS_PER_DAY
-    confidence = pl.col("event").replace_strict(weights, default=None, return_dtype=pl.Float32)
-    confidence = confidence * pl.col("weight")
+    # when/then string equality is ~4× faster than replace_strict on tens of millions of rows.
+    event_weight: Any = pl
+    for event, value in weights.items():
+        event_weight = event_weight.when(pl.col("event") == event).then(
+            pl.lit(value, dtype=pl.Float32))
+    confidence = event_weight.otherwise(None) * pl.col("weight")
+    ts_ms = pl.col("ts").dt.epoch("ms")
     if config.recency_decay:
-        confidence = confidence * (0.5 ** (age_days / config.half_life_days)).cast(pl.Float32)
+        # 0.5 ** (age / half_life) written as exp(-ln 2 · age / half_life).
+        rate = float(np.log(2.0)) / (config.half_life_days * _MS_PER_DAY)
+        decay = ((ts_ms - ts_ms.max()).cast(pl.Float64) * rate).exp().cast(pl.Float32)
+        confidence = confidence * decay
     frame = lazy.select(
         pl.col("user_id"),
         pl.col("package_id"),
         confidence.cast(pl.Float32).alias("w"),
-        pl.col("ts").dt.epoch("ms").alias("ms"),
+        ts_ms.alias("ms"),
     ).collect()
     if frame["w"].null_count():
         bad = (

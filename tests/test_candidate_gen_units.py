@@ -25,8 +25,10 @@ from candidate_gen import (
     build_interaction_matrix,
     cluster_means,
     index_of,
+    label_demand,
     list_recall,
     merge_small_clusters,
+    package_label_matrix,
     select_candidates,
     user_top_k,
 )
@@ -333,3 +335,17 @@ def test_user_top_k_is_exact_for_heavy_owners():
         valid = np.isfinite(scores[row, expected[row]])
         assert got[row][valid].tolist() == expected[row][valid].tolist()
         assert (got[row][~valid] == -1).all()
+
+
+def test_label_demand_and_package_label_shares_exact():
+    stickers = pl.DataFrame({
+        "sticker_id": [1, 2, 3, 4], "package_id": [10, 20, 20, 30],
+        "label_ids": [[7], [7], [8], []],
+    }, schema_overrides={"label_ids": pl.List(pl.Int32)})
+    shares, label_ids = package_label_matrix(stickers, np.array([10, 20, 30], dtype=np.int32))
+    assert label_ids.tolist() == [7, 8]
+    np.testing.assert_allclose(shares.toarray(), [[1.0, 0.0], [0.5, 0.5], [0.0, 0.0]])
+    train = sp.csr_matrix(np.array([[2, 0, 0], [0, 2, 0], [0, 1, 0], [0, 0, 5]],
+                                   dtype=np.float32))
+    demand = label_demand(train, np.array([0, 0, 1, -1]), 2, shares)
+    np.testing.assert_allclose(demand, [[0.75, 0.25], [0.5, 0.5]])
