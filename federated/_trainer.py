@@ -280,7 +280,9 @@ class FederatedTrainer:
             late, late_arrival = result.uploads.select(is_late), result.arrival_s[is_late]
             outcome = server.close_round()
             if outcome.status == "abandoned":
-                log.warning("round abandoned", round=r, message=outcome.message)
+                # Routine at night-time eligibility; the progress line and the run's summary
+                # count say so, so one log line per round would drown everything else.
+                log.debug("round abandoned", round=r, message=outcome.message)
             eps = (accountant.epsilon(ledger, cfg.privacy.budget_kind, "rdp")
                    if cfg.privacy.enabled else math.inf)
             metrics = dict(outcome.metrics)

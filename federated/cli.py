@@ -202,7 +202,10 @@ def train_command(cli: CLIContext, task_name: str | None, task_options: tuple[st
     out = publish_model(trainer, task, cli.var / task.name, seed=seed,
                         inputs={"task_options": _task_options(task_options)})
     eps = trainer.privacy_.get("epsilon") or {}
+    abandoned = [h for h in trainer.history_ if h.status == "abandoned"]
     rows: list[list[Any]] = [["artifact", str(out)], ["rounds run", len(trainer.history_)],
+                             ["rounds abandoned (fewer than min_reports in time)",
+                              len(abandoned)],
                              ["model version", trainer.model_version_]]
     rows += [[name, value] for name, value in trainer.metrics_.items()]
     rows += [[f"ε {kind} (δ={trainer.privacy_.get('delta')})",
