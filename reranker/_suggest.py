@@ -23,7 +23,7 @@ from keyword_index import FEATURE_NAMES
 from reranker._artifact import RerankerArtifact
 from reranker._context import RankingContext
 from reranker._errors import RerankerInputError
-from reranker._model import check_inputs, initial_parameters
+from reranker._model import initial_parameters
 from reranker._onnx import OnnxScorer, export_onnx
 
 __all__ = ["BUNDLE_BUDGET_BYTES", "Suggester", "Suggestion"]
@@ -75,6 +75,12 @@ class Suggester:
             self.model_bytes = export_onnx(initial_parameters(layout), layout,
                                            version="initial").SerializeToString()
         self.scorer = OnnxScorer(self.model_bytes)
+        # per-cluster contiguous inputs, prepared once (the per-keystroke path only slices)
+        self._zeros = np.zeros(layout.n_factors, np.float32)
+        self._n_candidates = [int(x) for x in context.candidate_mask.sum(axis=1)]
+        self._cand_factors = [np.ascontiguousarray(context.candidate_factors[c, :n])
+                              for c, n in enumerate(self._n_candidates)]
+        self._prior = [np.ascontiguousarray(context.prior[:n]) for n in self._n_candidates]
         ds = context.dataset
         packages = ds.table("packages").select("package_id", "character")
         self._character = dict(packages.iter_rows())
@@ -153,14 +159,19 @@ class Suggester:
         """
         if not 1 <= limit <= 50:
             raise RerankerInputError(f"limit={limit} should be between 1 and 50")
-        d = self.n_factors
-        u = np.zeros(d, np.float32) if user_embedding is None else user_embedding
+        if user_embedding is None:
+            u = self._zeros
+        else:  # the only untrusted array: candidates and features come from the artifacts
+            u = np.asarray(user_embedding, dtype=np.float32)
+            if u.shape != self._zeros.shape:
+                raise RerankerInputError(f"user_embedding has shape {u.shape}, expected "
+                                         f"{self._zeros.shape}")
+            if not np.isfinite(u).all():
+                raise RerankerInputError("user_embedding contains NaN or infinite values")
         feats, shown = self.context.keystroke_features(cluster_id, language, text)
-        n = int(self.context.candidate_mask[cluster_id].sum())
-        u, cand, kw, prior = check_inputs(u, self.context.candidate_factors[cluster_id, :n],
-                                          feats[:n], self.context.prior[:n],
-                                          self.context.layout)
-        scores = self.scorer.score(u, cand, kw, prior, validate=False)
+        n = self._n_candidates[cluster_id]
+        scores = self.scorer.score(u, self._cand_factors[cluster_id], feats[:n],
+                                   self._prior[cluster_id], validate=False)
         order = np.argsort(-scores, kind="stable")
         ids = self.context.candidate_ids[cluster_id]
         out: list[Suggestion] = []
