@@ -79,10 +79,8 @@ def _combine(layout: ParameterLayout) -> onnx.ModelProto:
               helper.make_tensor_value_info("context_scores", f, ["n", 1])]
     output = helper.make_tensor_value_info("scores", f, ["n"])
     inits = [helper.make_tensor("flat", TensorProto.INT64, [1], [-1])]
-    nodes = [
-        helper.make_node("Transpose", ["query"], ["query_col"], perm=[1, 0]),
-        helper.make_node("MatMul", ["cand", "query_col"], ["personal"]),
-        helper.make_node("Add", ["personal", "context_scores"], ["total"]),
+    nodes = [  # one Gemm: cand · queryᵀ + context_scores
+        helper.make_node("Gemm", ["cand", "query", "context_scores"], ["total"], transB=1),
         helper.make_node("Reshape", ["total", "flat"], ["scores"]),
     ]
     return _model(helper.make_graph(nodes, "reranker_scores", inputs, [output], inits))

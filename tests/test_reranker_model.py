@@ -90,7 +90,7 @@ def test_onnx_graph_has_the_named_inputs_and_output() -> None:
     assert [o.name for o in model.graph.output] == ["scores"]
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("LinearRegressor") == 2  # the skl2onnx user tower and context part
-    assert {"MatMul", "Concat", "Reshape"} <= set(ops)
+    assert {"Gemm", "Concat", "Reshape"} <= set(ops)
     assert OnnxScorer(model).version == "v1"
 
 
