@@ -87,9 +87,9 @@ def main(argv: list[str]) -> None:
                                  options={"max_devices": str(args.max_devices)}))
     devices = np.arange(min(args.devices, task.n_devices))
     task.local_train(task.initial_parameters(), devices[:256], rng)  # warm-up
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     result = task.local_train(task.initial_parameters(), devices, rng)
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - started
     trained = int((result.n_examples > 0).sum())
 
     sizes = [sum(len(v) for v in suggester.bundle(c, lang).values())

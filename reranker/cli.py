@@ -182,7 +182,7 @@ def evaluate_cmd(cli: CLIContext, versions: tuple[str, ...], central_versions: t
         "max_devices": str(max_devices), "eval_devices": str(eval_devices)}))
     models = [(v, "reranker") for v in (versions or ("latest",))]
     models += [(v, "reranker_central") for v in central_versions]
-    rows = []
+    rows: list[tuple[str, str, float | str, float | str, float | str]] = []
     baseline = task.evaluate(task.initial_parameters())
     key = f"hit@{task.config.top_k}"
     rows.append(("stage-1 order (control)", "-", baseline[f"{key}_stage1_order"], "-", "-"))

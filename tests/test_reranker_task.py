@@ -1,4 +1,4 @@
-"""On-device training, the federated task, suggestions and the device bundle on a real tiny world."""
+"""On-device training, the federated task, suggestions and the device bundle (tiny world)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def _one_character_log(ctx: RankingContext, cluster: int) -> tuple[pl.DataFrame,
 
 def test_device_learns_its_favourite_character(context: RankingContext) -> None:
     cluster = 0
-    log, chosen, user = _one_character_log(context, cluster)
+    log, chosen, _ = _one_character_log(context, cluster)
     sessions = build_sessions(context, log, show_progress=False)
     task = RerankerTask(context, sessions, RerankerTaskConfig(split_quantile=0.99, steps=30))
     theta = task.initial_parameters()
@@ -201,5 +201,5 @@ def test_reranker_artifact_refuses_corruption(tiny_var: Path, tmp_path: Path,
     assert art.version == "v1" and art.stage1_version == context.stage1.version
     assert art.layout == context.layout
     (dest / "model.onnx").write_bytes(b"x" + (dest / "model.onnx").read_bytes()[1:])
-    with pytest.raises(data.ArtifactError, match="checksum mismatch for 'model.onnx'"):
+    with pytest.raises(data.ArtifactError, match=r"checksum mismatch for 'model\.onnx'"):
         RerankerArtifact.load(tmp_path)
