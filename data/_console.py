@@ -51,6 +51,10 @@ def configure_logging(verbosity: int = 0, quiet: bool = False) -> None:
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
     # faiss announces which SIMD build it loaded at INFO on every import: not news.
     logging.getLogger("faiss.loader").setLevel(max(level, logging.WARNING))
+    # dp_accounting's RDP accountant warns for every order it drops as non-convergent
+    # (tiny noise multipliers); the PLD figure is the headline, so only show them with -v.
+    if verbosity == 0:
+        logging.getLogger("absl").setLevel(logging.ERROR)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
