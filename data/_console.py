@@ -115,4 +115,5 @@ def print_table(
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(f"{v:,.4g}" if isinstance(v, float) else str(v) for v in row))
-    (out or Console()).print(table)
+    # Piped output (make run, CI logs) is not wrapped at rich's 80-column default.
+    (out or Console(width=None if sys.stdout.isatty() else 160)).print(table)
