@@ -10,6 +10,7 @@ the device bundle.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +80,17 @@ class RankingContext:
     @property
     def languages(self) -> list[str]:
         """Languages with a keyword index."""
-        return sorted(self.indexes)
+        return list(self._languages)
+
+    @cached_property
+    def _languages(self) -> tuple[str, ...]:
+        return tuple(sorted(self.indexes))
+
+    @cached_property
+    def _cluster_candidates(self) -> list[np.ndarray]:
+        # contiguous int32 ids per cluster: the featurizer keys its tables on their bytes
+        return [np.ascontiguousarray(ids[mask], dtype=np.int32)
+                for ids, mask in zip(self.candidate_ids, self.candidate_mask, strict=True)]
 
     @classmethod
     def build(cls, stage1: Stage1Artifact, dataset: Dataset | str | Path | None = None,
@@ -132,10 +143,10 @@ class RankingContext:
 
         Padding rows get zero features and sticker ``-1``.
         """
-        if language not in self.languages:
+        if language not in self._languages:
             raise RerankerInputError(
                 f"language {language!r} has no keyword index; expected one of "
-                f"{', '.join(self.languages)}")
+                f"{', '.join(self._languages)}")
         if not 0 <= cluster_id < self.n_clusters:
             raise RerankerInputError(
                 f"cluster_id={cluster_id} is out of range; expected 0..{self.n_clusters - 1}")
@@ -143,10 +154,12 @@ class RankingContext:
 
     def match_features(self, cluster_id: int, match: Match) -> tuple[np.ndarray, np.ndarray]:
         """Keyword features (n_cand, k) and shown stickers (n_cand,) for a computed match."""
-        ids = self.candidate_ids[cluster_id]
-        n = int(self.candidate_mask[cluster_id].sum())
-        feats = np.zeros((ids.shape[0], len(FEATURE_NAMES)), np.float32)
-        shown = np.full(ids.shape[0], -1, np.int32)
-        f, s = self.featurizer.features(match, ids[:n])
-        feats[:n], shown[:n] = f, s
+        ids = self._cluster_candidates[cluster_id]
+        f, s = self.featurizer.features(match, ids)
+        width = self.candidate_ids.shape[1]
+        if ids.shape[0] == width:
+            return f, s
+        feats = np.zeros((width, len(FEATURE_NAMES)), np.float32)
+        shown = np.full(width, -1, np.int32)
+        feats[: ids.shape[0]], shown[: ids.shape[0]] = f, s
         return feats, shown
