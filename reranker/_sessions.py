@@ -86,7 +86,8 @@ class SessionTable:
         if counts.sum() == 0:
             return out
         rows = np.repeat(np.arange(sessions.size), counts)
-        src = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi, strict=True)])
+        # CSR rows [lo, hi) of every session, concatenated without a Python loop
+        src = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts - lo, counts)
         out[rows, self.key_pos[src]] = self.key_feat[src]
         return out
 

@@ -136,6 +136,23 @@ class RerankerTask:
         return fold_in(np.repeat(np.arange(devices.size), counts), self.sessions.sent_row[idx],
                        devices.size, self._factors, self._gram, self._reg, self._alpha)
 
+    def _training_impressions(self, batch: np.ndarray, cap: int | None
+                              ) -> tuple[np.ndarray, np.ndarray]:
+        """Trainable impressions of ``batch`` (grouped by device) and per-device counts.
+
+        Live pre-split sessions whose package stage 1 shortlisted; with ``cap``, only
+        each device's ``cap`` most recent ones (sessions are in time order).
+        """
+        idx, counts = self._sessions_of(batch, train=True)
+        dev_of = np.repeat(np.arange(batch.size), counts)
+        trainable = self.sessions.pos[idx] >= 0
+        idx, dev_of = idx[trainable], dev_of[trainable]
+        if cap is not None and idx.size:
+            ends = np.searchsorted(dev_of, np.arange(batch.size), side="right")
+            keep = ends[dev_of] - 1 - np.arange(idx.size) < cap
+            idx, dev_of = idx[keep], dev_of[keep]
+        return idx, np.bincount(dev_of, minlength=batch.size)
+
     def _impressions(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cl = self.sessions.cluster[idx]
         n_cand = self.context.candidate_ids.shape[1]
@@ -164,11 +181,7 @@ class RerankerTask:
         for lo in range(0, devices.size, self.config.device_batch):
             batch = devices[lo: lo + self.config.device_batch]
             users = self._fold_in(batch)
-            idx, counts = self._sessions_of(batch, train=True)
-            dev_of = np.repeat(np.arange(batch.size), counts)
-            keep = self.sessions.pos[idx] >= 0
-            idx, dev_of = idx[keep], dev_of[keep]
-            n_b = np.bincount(dev_of, minlength=batch.size)
+            idx, n_b = self._training_impressions(batch, cap=None)
             active = np.flatnonzero(n_b > 0)
             if active.size:
                 starts = np.concatenate([[0], np.cumsum(n_b[active])])
@@ -193,26 +206,12 @@ class RerankerTask:
         deltas = np.zeros((devices.size, self.n_parameters), np.float32)
         n_examples = np.zeros(devices.size, np.int64)
         loss = np.full(devices.size, np.nan, np.float32)
-        cap = self.config.max_impressions
         for lo in range(0, devices.size, self.config.device_batch):
             batch = devices[lo: lo + self.config.device_batch]
             users = self._fold_in(batch)
-            idx, counts = self._sessions_of(batch, train=True)
-            dev_of = np.repeat(np.arange(batch.size), counts)
-            trainable = self.sessions.pos[idx] >= 0
-            idx, dev_of = idx[trainable], dev_of[trainable]
-            # keep each device's most recent impressions (sessions are in time order)
-            rank_from_end = np.zeros(idx.size, np.int64)
-            if idx.size:
-                ends = np.searchsorted(dev_of, np.arange(batch.size), side="right")
-                rank_from_end = ends[dev_of] - 1 - np.arange(idx.size)
-            keep = rank_from_end < cap
-            idx, dev_of = idx[keep], dev_of[keep]
-            n_b = np.bincount(dev_of, minlength=batch.size)
+            idx, n_b = self._training_impressions(batch, cap=self.config.max_impressions)
             active = np.flatnonzero(n_b > 0)
             if active.size:
-                remap = np.full(batch.size, -1)
-                remap[active] = np.arange(active.size)
                 starts = np.concatenate([[0], np.cumsum(n_b[active])])
                 cand, keyword, mask = self._impressions(idx)
                 local, u_new, l_b = local_sgd(theta, self.layout, users[active], starts, cand,
