@@ -32,7 +32,7 @@ import polars as pl
 
 from data._artifact import file_sha256, publish_artifact, read_manifest
 from data._errors import ArtifactError, CatalogError
-from data._schemas import validate_frame
+from data._schemas import read_table, validate_frame
 
 __all__ = [
     "CATALOG_PACKAGE",
@@ -293,8 +293,6 @@ def build_catalog(
 
 def load_catalog(catalog_dir: str | Path) -> Catalog:
     """Load a catalog artifact (or a dataset directory, which embeds the catalog)."""
-    from data._schemas import read_table
-
     catalog_dir = Path(catalog_dir)
     manifest = read_manifest(catalog_dir)
     source = (

@@ -14,6 +14,8 @@ from data import new_version, print_table, publish_artifact
 from data.cli import CLIContext, pass_cli
 from federated import TaskContext
 from reranker._artifact import RerankerArtifact
+from reranker._context import RankingContext
+from reranker._local import fold_in
 from reranker._model import initial_parameters
 from reranker._onnx import OnnxScorer, export_onnx
 from reranker._suggest import BUNDLE_BUDGET_BYTES, Suggester
@@ -38,8 +40,6 @@ def export_cmd(cli: CLIContext, version: str, stage1_version: str, out: Path) ->
     """Export a reranker version's ONNX model (checked with onnx.checker) to a file."""
     if version == "initial":
         stage1 = Stage1Artifact.load(cli.var, stage1_version)
-        from reranker._context import RankingContext
-
         layout = RankingContext.build(stage1).layout
         model = export_onnx(initial_parameters(layout), layout, version="initial")
         payload = model.SerializeToString()
@@ -85,8 +85,6 @@ def score_cmd(cli: CLIContext, text: str, language: str, cluster_id: int | None,
 
 
 def _fold_in_user(suggester: Suggester, user_id: int) -> np.ndarray:
-    from reranker._local import fold_in
-
     ctx = suggester.context
     logs = ctx.dataset.table("device_logs")
     used = logs.filter(logs["user_id"] == user_id)["package_id"].to_list()
