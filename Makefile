@@ -41,7 +41,9 @@ catalog: install
 	$(STICKERS) data catalog
 
 world: $(DATASET)
-$(DATASET): $(STAMP)
+# Order-only on the install: reinstalling (say, after a pyproject edit) is no reason to
+# regenerate the world and every stage after it.
+$(DATASET): | $(STAMP)
 	$(STICKERS) data catalog
 	$(STICKERS) data generate --size $(WORLD)
 
