@@ -20,7 +20,7 @@ from reranker._model import (
     rank_prior,
     score_candidates,
 )
-from reranker._onnx import INPUT_NAMES, OnnxScorer, export_onnx
+from reranker._onnx import INPUT_NAMES, BoundScorer, OnnxScorer, export_onnx
 from reranker._sessions import SessionTable, build_sessions, split_time
 from reranker._suggest import BUNDLE_BUDGET_BYTES, Suggester, Suggestion
 from reranker._task import (
@@ -34,6 +34,7 @@ from reranker._task import (
 __all__ = [
     "BUNDLE_BUDGET_BYTES",
     "INPUT_NAMES",
+    "BoundScorer",
     "LocalTrainingConfig",
     "OnnxScorer",
     "ParameterLayout",

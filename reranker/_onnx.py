@@ -30,7 +30,7 @@ from sklearn.linear_model import LinearRegression
 from reranker._errors import RerankerInputError
 from reranker._model import ParameterLayout, check_inputs
 
-__all__ = ["INPUT_NAMES", "OPSET", "OnnxScorer", "export_onnx"]
+__all__ = ["INPUT_NAMES", "OPSET", "BoundScorer", "OnnxScorer", "export_onnx"]
 
 OPSET = 17
 IR_VERSION = 8
@@ -191,3 +191,88 @@ class OnnxScorer:
             "user_embedding": user_embedding, "candidate_embeddings": candidate_embeddings,
             "keyword_features": keyword_features, "prior": prior})
         return np.asarray(out[0])
+
+    def bind(self, user_embedding: np.ndarray, candidate_embeddings: np.ndarray,
+             prior: np.ndarray) -> BoundScorer:
+        """A scorer for one user and one candidate set, fed only keyword features.
+
+        On the phone the user embedding, the cluster's candidates and their prior stay
+        the same while the person types; only the keyword features change per keystroke.
+        See :class:`BoundScorer`.
+
+        Parameters
+        ----------
+        user_embedding : ndarray, shape (d,)
+        candidate_embeddings : ndarray, shape (n, d)
+        prior : ndarray, shape (n,)
+
+        Raises
+        ------
+        RerankerInputError
+            Wrong shapes or non-finite values.
+        """
+        return BoundScorer(self, user_embedding, candidate_embeddings, prior)
+
+
+class BoundScorer:
+    """The keystroke loop: the user and the candidate set bound once, keyword features per call.
+
+    The fixed inputs are validated and bound to onnxruntime once (an ``IOBinding``), and
+    the output goes to a preallocated buffer, so a keystroke converts one input instead
+    of four and allocates nothing in onnxruntime; scores equal :meth:`OnnxScorer.score`
+    on the same inputs. Not thread-safe: one per typing session (thread).
+
+    Parameters
+    ----------
+    scorer : OnnxScorer
+    user_embedding : ndarray, shape (d,)
+    candidate_embeddings : ndarray, shape (n, d)
+    prior : ndarray, shape (n,)
+    """
+
+    def __init__(self, scorer: OnnxScorer, user_embedding: np.ndarray,
+                 candidate_embeddings: np.ndarray, prior: np.ndarray) -> None:
+        layout = scorer.layout
+        n = np.shape(candidate_embeddings)[0] if np.ndim(candidate_embeddings) == 2 else 0
+        u, v, _, r = check_inputs(user_embedding, candidate_embeddings,
+                                  np.zeros((n, layout.n_keyword_features), np.float32),
+                                  prior, layout)
+        self.layout = layout
+        self.n_candidates = int(v.shape[0])
+        self._session = scorer.session
+        # Own contiguous copies: onnxruntime reads these buffers on every run.
+        self._fixed = tuple(np.ascontiguousarray(x).copy() for x in (u, v, r))
+        self._scores = np.empty(self.n_candidates, np.float32)
+        self._binding = self._session.io_binding()
+        for name, array in zip(("user_embedding", "candidate_embeddings", "prior"),
+                               self._fixed, strict=True):
+            self._binding.bind_cpu_input(name, array)
+        self._binding.bind_output("scores", "cpu", 0, np.float32, [self.n_candidates],
+                                  self._scores.ctypes.data)
+        self._features: np.ndarray | None = None
+
+    def score(self, keyword_features: np.ndarray, *, validate: bool = True) -> np.ndarray:
+        """Scores (n,) float32 of one keystroke (a new array each call).
+
+        Parameters
+        ----------
+        keyword_features : ndarray, shape (n, k)
+            This keystroke's features of the bound candidates.
+        validate : bool
+            Check shape and finiteness (skip only for features made by this code base).
+        """
+        k = self.layout.n_keyword_features
+        if validate:
+            keyword_features = np.asarray(keyword_features, dtype=np.float32)
+            if keyword_features.shape != (self.n_candidates, k):
+                raise RerankerInputError(
+                    f"keyword_features has shape {keyword_features.shape}, expected "
+                    f"({self.n_candidates}, {k})")
+            if not np.isfinite(keyword_features).all():
+                raise RerankerInputError("keyword_features contains NaN or infinite values")
+        if not keyword_features.flags.c_contiguous or keyword_features.dtype != np.float32:
+            keyword_features = np.ascontiguousarray(keyword_features, dtype=np.float32)
+        self._features = keyword_features  # alive until the run has read it
+        self._binding.bind_cpu_input("keyword_features", keyword_features)
+        self._session.run_with_iobinding(self._binding)
+        return self._scores.copy()

@@ -83,6 +83,52 @@ def test_onnx_matches_numpy_on_random_inputs(d: int, k: int, n: int, seed: int) 
                                rtol=1e-5)
 
 
+@settings(max_examples=15, deadline=None)
+@given(d=st.integers(1, 8), k=st.integers(1, 6), n=st.integers(1, 120),
+       seed=st.integers(0, 2**32 - 1))
+def test_bound_scorer_matches_a_full_run_keystroke_after_keystroke(d: int, k: int, n: int,
+                                                                    seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    layout = ParameterLayout(d, k)
+    theta = rng.normal(size=layout.n_parameters).astype(np.float32)
+    u = rng.normal(size=d).astype(np.float32)
+    v = rng.normal(size=(n, d)).astype(np.float32)
+    r = rank_prior(np.arange(n))
+    scorer = OnnxScorer(export_onnx(theta, layout))
+    bound = scorer.bind(u, v, r)
+    u_bound = u.copy()
+    u[:] = 0.0  # the binding copied its inputs: later changes by the caller do not leak in
+    results = []
+    for _ in range(3):  # several keystrokes; each result is its own array
+        kw = rng.random((n, k)).astype(np.float32)
+        results.append((bound.score(kw), kw))
+    for got, kw in results:
+        assert got.shape == (n,)
+        np.testing.assert_allclose(got, scorer.score(u_bound, v, kw, r), atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(got, score_candidates(theta, layout, u_bound, v, kw, r),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_bound_scorer_rejects_bad_features_and_bad_bindings() -> None:
+    scorer = OnnxScorer(export_onnx(THETA, LAYOUT))
+    bound = scorer.bind(U, V, R)
+    np.testing.assert_allclose(bound.score(K), score_candidates(THETA, LAYOUT, U, V, K, R),
+                               rtol=1e-6)
+    np.testing.assert_allclose(bound.score(K[:, ::1].astype(np.float64)),  # converted
+                               score_candidates(THETA, LAYOUT, U, V, K, R), rtol=1e-6)
+    with pytest.raises(RerankerInputError, match=r"keyword_features has shape \(3, 1\), "
+                                                 r"expected \(2, 1\)"):
+        bound.score(np.ones((3, 1), np.float32))
+    with pytest.raises(RerankerInputError, match="keyword_features contains NaN"):
+        bound.score(np.array([[np.nan], [0.0]], np.float32))
+    with pytest.raises(RerankerInputError, match=r"user_embedding has shape \(3,\)"):
+        scorer.bind(np.ones(3, np.float32), V, R)
+    with pytest.raises(RerankerInputError, match="candidate_embeddings contains NaN"):
+        scorer.bind(U, np.full_like(V, np.nan), R)
+    with pytest.raises(RerankerInputError, match=r"prior has shape \(3,\)"):
+        scorer.bind(U, V, np.zeros(3, np.float32))
+
+
 def test_onnx_graph_has_the_named_inputs_and_output() -> None:
     model = export_onnx(THETA, LAYOUT, version="v1")
     assert [i.name for i in model.graph.input] == ["user_embedding", "candidate_embeddings",
