@@ -8,13 +8,12 @@ the factors are fitted once and the evaluation measures exactly what is publishe
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 import polars as pl
 import structlog
@@ -27,6 +26,7 @@ from candidate_gen._factorization import fit_factors
 from candidate_gen._features import ColdStartAssigner, UserFeatureEncoder
 from candidate_gen._matrix import build_interaction_matrix
 from candidate_gen._metrics import recall_report
+from candidate_gen._search import faiss_threads
 from data import (
     DataFileError,
     Dataset,
@@ -37,6 +37,7 @@ from data import (
     progress,
     publish_artifact,
     var_root,
+    verify_checksums,
 )
 
 __all__ = ["build_stage1", "resolve_dataset"]
@@ -47,8 +48,13 @@ COLD_START_SMOOTHING = 1.0
 _STEPS = ("load", "matrix", "factorize", "cluster", "candidates", "evaluate", "write")
 
 
-def resolve_dataset(dataset: Dataset | str | Path, var: Path, *, verify: bool = True) -> Dataset:
-    """A :class:`data.Dataset` from itself, a directory, or a name under ``var/data``."""
+def resolve_dataset(dataset: Dataset | str | Path, var: Path, *, verify: bool = True,
+                    checksums: bool = True) -> Dataset:
+    """A :class:`data.Dataset` from itself, a directory, or a name under ``var/data``.
+
+    ``verify`` and ``checksums`` are passed to :func:`data.open_dataset` (an already
+    opened dataset is returned as it is).
+    """
     if isinstance(dataset, Dataset):
         return dataset
     path = Path(dataset)
@@ -56,18 +62,7 @@ def resolve_dataset(dataset: Dataset | str | Path, var: Path, *, verify: bool = 
         path = dataset_dir(var, str(dataset))
     if not path.is_dir():
         raise DataFileError(f"{path}: no such dataset directory (generate or load one first)")
-    return open_dataset(path, verify=verify)
-
-
-@contextlib.contextmanager
-def faiss_threads(n: int) -> Iterator[None]:
-    """Run faiss with ``n`` OpenMP threads (0 = every core), restoring the setting after."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(n or os.cpu_count() or 1)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
+    return open_dataset(path, verify=verify, checksums=checksums)
 
 
 def _normalise_rows(x: np.ndarray) -> np.ndarray:
@@ -111,19 +106,33 @@ def build_stage1(
 
     with progress("stage 1", total=len(_STEPS), show=show_progress) as bar, faiss_threads(
         config.clusters.faiss_threads
-    ):
+    ), ThreadPoolExecutor(1, thread_name_prefix="verify-input") as checker:
+
+        checksums: Future[None] | None = None
 
         @contextlib.contextmanager
         def step(name: str) -> Iterator[None]:
             bar.update(description=f"stage 1: {name}")
             t0 = time.perf_counter()
-            yield
+            try:
+                yield
+            except Exception as exc:
+                # A corrupt input file may fail to parse before its checksum is done:
+                # report the corruption, which names the file, rather than the symptom.
+                corrupt = checksums.exception() if checksums is not None else None
+                if corrupt is not None:
+                    raise corrupt from exc
+                raise
             timings[name] = round(time.perf_counter() - t0, 3)
             log.debug("step done", step=name, seconds=timings[name])
             bar.advance()
 
         with step("load"):
-            ds = resolve_dataset(dataset, root)
+            # Sizes are checked now; the sha256 sums in a thread while the tables load and
+            # the matrix is built. Nothing is published before they match (see "write").
+            ds = resolve_dataset(dataset, root, checksums=False)
+            checksums = (None if isinstance(dataset, Dataset) else
+                         checker.submit(verify_checksums, ds.root, ds.manifest))
             users = ds.table("users").sort("user_id")
             packages = ds.table("packages").sort("package_id")
             stickers = ds.table("stickers") if ds.has("stickers") else None
@@ -215,6 +224,8 @@ def build_stage1(
         }
 
         with step("write"):
+            if checksums is not None:
+                checksums.result()  # raises ArtifactError naming a corrupt input file
             version = version or new_version()
             destination = root / KIND / version
             input_fp = fingerprint(

@@ -38,6 +38,7 @@ import structlog
 
 from candidate_gen._config import CandidateConfig
 from candidate_gen._matrix import index_of
+from candidate_gen._search import search
 
 __all__ = ["CandidateLists", "label_demand", "package_label_matrix", "select_candidates"]
 
@@ -102,8 +103,10 @@ def label_demand(train: sp.csr_matrix, user_cluster: np.ndarray, n_clusters: int
     bounds = grouped.indptr[np.concatenate([[0], ends])]
     # One bincount per cluster over a package-sized (cache-resident) array: far cheaper
     # than a sparse product or a single scatter into n_clusters × n_packages bins; blocks
-    # of clusters bound the memory of the dense per-package sums.
-    shares_t = sp.csr_matrix(shares.T)
+    # of clusters bound the memory of the dense per-package sums. ``shares.T`` stays CSC
+    # (a free transpose): its product walks the per-package sums in order and scatters
+    # into the small label × block result, ~6× faster than CSR's gather of package rows.
+    shares_t = sp.csr_matrix(shares).T
     demand = np.zeros((n_clusters, shares.shape[1]), dtype=np.float64)
     block = 64
     for first in range(0, n_clusters, block):
@@ -197,7 +200,7 @@ def select_candidates(
     centroids = np.ascontiguousarray(item_centroids, dtype=np.float32)
     index = faiss.IndexFlatIP(factors.shape[1])
     index.add(factors)
-    top_scores, top_local = index.search(centroids, n)
+    top_scores, top_local = search(index, centroids, n)
     k = len(centroids)
     coverage_on = (shares is not None and demand is not None and label_ids is not None
                    and config.top_labels > 0)
@@ -216,6 +219,7 @@ def select_candidates(
     for c in range(k):
         top, top_score = top_local[c], top_scores[c]
         in_top[top] = True
+        package_scores = factors @ centroids[c]  # one pass, then gathers per label
         order = np.argsort(-demand[c], kind="stable")[: config.top_labels]
         labels = [int(j) for j in order if demand[c, j] >= config.min_label_share
                   and demand[c, j] > 0]
@@ -227,11 +231,11 @@ def select_candidates(
             hit = carriers[in_top[carriers]]
             if len(hit) >= need:
                 # The top list holds every package above its cut-off: its carriers are the best.
-                hit_scores = factors[hit] @ centroids[c]
+                hit_scores = package_scores[hit]
                 pick = np.argsort(-hit_scores, kind="stable")[:need]
                 best, best_scores = hit[pick], hit_scores[pick]
             else:
-                all_scores = factors[carriers] @ centroids[c]
+                all_scores = package_scores[carriers]
                 pick = np.argsort(-all_scores, kind="stable")[:need]
                 best, best_scores = carriers[pick], all_scores[pick]
             required.update(zip(best.tolist(), best_scores.tolist(), strict=True))

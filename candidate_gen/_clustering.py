@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 import structlog
 
+from candidate_gen._search import search
 from data import ConfigError
 
 __all__ = ["UserClusterer", "cluster_means", "merge_small_clusters"]
@@ -171,7 +172,7 @@ class UserClusterer:
                 min_points_per_centroid=1,
             )
             kmeans.train(x)
-            _, assigned = kmeans.index.search(x, 1)
+            _, assigned = search(kmeans.index, x, 1)
             labels = assigned[:, 0].astype(np.int64)
         else:
             labels = np.zeros(n, dtype=np.int64)

@@ -113,10 +113,11 @@ class ClusterConfig(_Section):
     max_points_per_centroid: int = Field(default=128, ge=8)
     """k-means trains on at most this many users per centroid (a seeded sample)."""
 
-    faiss_threads: int = Field(default=1, ge=0)
-    """OpenMP threads for faiss (k-means, searches); 0 = every core. One by default: faiss'
-    many short parallel regions slow down ~7× when a shared machine is busy, and its work
-    here is small next to the ALS fit."""
+    faiss_threads: int = Field(default=0, ge=0)
+    """Threads for faiss searches (assigning users to centroids, top-k lists); 0 = every
+    core. Each thread searches a slice of the queries with faiss itself single-threaded:
+    faiss' OpenMP parallel regions slow down ~7× when a shared machine is busy, threads
+    over slices do not. k-means training stays on one thread (it sees a small sample)."""
 
 
 class CandidateConfig(_Section):

@@ -67,9 +67,10 @@ def confidence_matrix(train: sp.csr_matrix, config: ALSConfig) -> sp.csr_matrix:
     """
     if config.algorithm == "bpr":
         return train
-    confidence = train.copy()
-    confidence.data = (1.0 + config.alpha * confidence.data).astype(np.float32)
-    return confidence
+    data = np.multiply(train.data, np.float32(config.alpha), dtype=np.float32)
+    data += np.float32(1.0)
+    # Shares the index arrays with ``train`` (read-only use by implicit): no copy of them.
+    return sp.csr_matrix((data, train.indices, train.indptr), shape=train.shape, copy=False)
 
 
 def make_model(config: ALSConfig, seed: int) -> Any:

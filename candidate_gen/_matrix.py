@@ -94,9 +94,15 @@ def index_of(sorted_ids: np.ndarray, query: np.ndarray) -> np.ndarray:
     ndarray of int32, shape (m,)
     """
     query = np.asarray(query)
-    if len(sorted_ids) == 0:
+    n = len(sorted_ids)
+    if n == 0:
         return np.full(len(query), -1, dtype=np.int32)
     lo, hi = int(sorted_ids[0]), int(sorted_ids[-1])
+    if lo == 0 and hi == n - 1:
+        # n unique ascending ids from 0 to n - 1 are 0, 1, ..., n - 1: an id is its position.
+        if len(query) == 0 or (int(query.min()) >= 0 and int(query.max()) < n):
+            return query.astype(np.int32)
+        return np.where((query >= 0) & (query < n), query, -1).astype(np.int32)
     if lo >= 0 and hi < 4 * len(sorted_ids) + (1 << 20):
         # Dense ids (the usual case): one gather through a lookup table.
         table = np.full(hi + 2, -1, dtype=np.int32)
@@ -203,17 +209,30 @@ def build_interaction_matrix(
     _check_known(rows, raw_users, "user_id", "users")
     cols = index_of(package_ids, raw_packages)
     _check_known(cols, raw_packages, "package_id", "packages")
-    ms = frame["ms"].to_numpy()
+    ms = frame["ms"]  # stays in polars: only the evaluation users' rows are gathered
     del frame, raw_users, raw_packages
-    reference_ms = int(ms.max()) if len(ms) else 0
+    reference_ms = int(ms.max()) if len(ms) else 0  # type: ignore[arg-type]
     shape = (len(user_ids), len(package_ids))
 
+    # A log already ordered by user (per-user exports, the generated worlds) gives the row
+    # offsets by binary search; any other order takes scipy's general COO conversion.
+    grouped = bool(len(rows) < 2 or (rows[1:] >= rows[:-1]).all())
+    indptr = None
+    if grouped:
+        indptr = np.zeros(shape[0] + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
     holdout: Holdout | None = None
     if evaluation is not None and evaluation.enabled and len(rows):
-        holdout, is_test = _time_holdout(rows, cols, ms, shape, evaluation, rng)
-        if is_test is not None:
-            w = np.where(is_test, np.float32(0), w)
-    train = sp.csr_matrix((w, (rows, cols)), shape=shape, dtype=np.float32)
+        holdout, test_at = _time_holdout(rows, cols, ms, shape, evaluation, rng, indptr)
+        if test_at is not None:
+            w = w if w.flags.writeable else w.copy()
+            w[test_at] = 0.0  # removed by eliminate_zeros below
+    if indptr is not None:
+        w = w if w.flags.writeable else w.copy()  # the CSR takes the arrays as they are
+        train = sp.csr_matrix((w, cols, indptr), shape=shape, dtype=np.float32)
+        train.sum_duplicates()  # sorts each row's columns and adds up repeated pairs
+    else:
+        train = sp.csr_matrix((w, (rows, cols)), shape=shape, dtype=np.float32)
     train.eliminate_zeros()  # held-out pairs and zero-weight rows
     log.info("interaction matrix", users=shape[0], packages=shape[1], nnz=train.nnz,
              interactions=len(rows), held_out=holdout.n_pairs if holdout else 0)
@@ -223,19 +242,39 @@ def build_interaction_matrix(
 def _time_holdout(
     rows: np.ndarray,
     cols: np.ndarray,
-    ms: np.ndarray,
+    ms: pl.Series,
     shape: tuple[int, int],
     config: EvaluationConfig,
     rng: np.random.Generator,
+    indptr: np.ndarray | None = None,
 ) -> tuple[Holdout | None, np.ndarray | None]:
     """Hold out the latest ``holdout_fraction`` of each sampled user's packages.
 
-    Only the sampled users' rows are grouped, so the cost beyond one gather over the log
+    Only the sampled users' rows are grouped, so the cost beyond one pass over the log
     is proportional to the sample, not to the log.
+
+    Parameters
+    ----------
+    rows, cols : ndarray of int32, shape (n_log,)
+        Matrix row and column of every log entry.
+    ms : polars.Series of int64, length n_log
+        Entry times.
+    shape : (n_users, n_packages)
+    config : EvaluationConfig
+    rng : numpy.random.Generator
+    indptr : ndarray of int64, shape (n_users + 1,), optional
+        Row offsets when ``rows`` is sorted (entries of row ``r`` are
+        ``indptr[r]:indptr[r + 1]``); spares the passes over the whole log.
+
+    Returns
+    -------
+    holdout : Holdout or None
+    test_at : ndarray of int64, shape (n_test_entries,), or None
+        Log positions of every entry of a held-out pair (a pair may have several).
     """
     n_users = shape[0]
     # Raw event counts bound distinct packages from above: sample generously, trim below.
-    counts = np.bincount(rows, minlength=n_users)
+    counts = np.diff(indptr) if indptr is not None else np.bincount(rows, minlength=n_users)
     eligible = np.flatnonzero(counts >= config.min_user_packages)
     if len(eligible) == 0:
         log.warning("no user has enough history to evaluate",
@@ -243,11 +282,18 @@ def _time_holdout(
         return None, None
     n_draw = min(len(eligible), 2 * config.eval_users)
     drawn = rng.choice(eligible, size=n_draw, replace=False)
-    in_sample = np.zeros(n_users, dtype=bool)
-    in_sample[drawn] = True
-    picked = np.flatnonzero(in_sample[rows])
+    if indptr is not None:
+        ordered = np.sort(drawn)
+        starts, lengths = indptr[ordered], counts[ordered]
+        # Concatenated ranges starts[i] + 0 .. lengths[i] - 1, in log order.
+        offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+        picked = np.arange(int(lengths.sum()), dtype=np.int64) + offsets
+    else:
+        in_sample = np.zeros(n_users, dtype=bool)
+        in_sample[drawn] = True
+        picked = np.flatnonzero(in_sample[rows])
     pairs = (
-        pl.DataFrame({"r": rows[picked], "c": cols[picked], "ms": ms[picked]})
+        pl.DataFrame({"r": rows[picked], "c": cols[picked], "ms": ms.gather(picked)})
         .group_by("r", "c")
         .agg(pl.col("ms").max())
         .with_columns(n=pl.len().over("r"))
@@ -287,6 +333,4 @@ def _time_holdout(
     row_key = rows[picked].astype(np.int64) * shape[1] + cols[picked]
     pos = np.searchsorted(pair_key, row_key)
     pos[pos >= len(pair_key)] = 0
-    is_test = np.zeros(len(rows), dtype=bool)
-    is_test[picked] = pair_key[pos] == row_key
-    return Holdout(eval_rows, test_matrix), is_test
+    return Holdout(eval_rows, test_matrix), picked[pair_key[pos] == row_key]

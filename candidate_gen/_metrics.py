@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from candidate_gen._matrix import Holdout
+from candidate_gen._search import search
 
 __all__ = ["list_recall", "popularity_top", "recall_report", "user_top_k"]
 
@@ -98,7 +99,7 @@ def user_top_k(user_factors: np.ndarray, package_factors: np.ndarray, available:
 
 def _top_unowned(index: faiss.Index, avail: np.ndarray, queries: np.ndarray,
                  owned: sp.csr_matrix, n_packages: int, k: int, reach: int) -> np.ndarray:
-    _, local = index.search(queries, reach)
+    _, local = search(index, queries, reach)
     found = np.where(local >= 0, avail[np.maximum(local, 0)], -1)
     owned_keys = np.sort(
         np.repeat(np.arange(owned.shape[0], dtype=np.int64), np.diff(owned.indptr)) * n_packages

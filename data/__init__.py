@@ -18,6 +18,7 @@ from data._artifact import (
     resolve_artifact,
     set_latest,
     var_root,
+    verify_checksums,
 )
 from data._catalog import (
     CATALOG_VERSION,
@@ -79,4 +80,5 @@ __all__ = [
     "set_latest",
     "validate_frame",
     "var_root",
+    "verify_checksums",
 ]

@@ -64,7 +64,7 @@ class Dataset:
         return scan_table(self.root, table)
 
 
-def open_dataset(path: str | Path, *, verify: bool = True) -> Dataset:
+def open_dataset(path: str | Path, *, verify: bool = True, checksums: bool = True) -> Dataset:
     """Open a dataset directory after verifying its manifest and checksums.
 
     Parameters
@@ -72,8 +72,11 @@ def open_dataset(path: str | Path, *, verify: bool = True) -> Dataset:
     path : str or Path
         ``var/data/<name>``.
     verify : bool
-        Check every file's sha256 (seconds for the large world; on by default).
+        Check every file's size and sha256 (seconds for the large world; on by default).
+    checksums : bool
+        With ``verify``, hash the files now; False checks sizes only and leaves the sums
+        to :func:`data.verify_checksums` (e.g. in a thread while the tables load).
     """
     path = Path(path)
-    manifest = read_manifest(path, verify=verify, kind="dataset")
+    manifest = read_manifest(path, verify=verify, kind="dataset", checksums=checksums)
     return Dataset(path, manifest)

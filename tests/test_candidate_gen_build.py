@@ -201,6 +201,17 @@ def test_bad_input_files_are_rejected(tmp_path):
     (empty / "interactions" / "part-00000.parquet").write_bytes(b"")
     with pytest.raises(data.ArtifactError, match=r"interactions/part-00000\.parquet"):
         build_stage1(empty, TEST_CONFIG, tmp_path)
+    # Same size, altered bytes: the sizes pass, the sha256 (hashed while the job reads)
+    # refuses it whether or not the damage breaks parsing first; nothing is published.
+    for name, offset in (("interactions", 0), ("stickers", -40)):
+        flipped = write_dataset(tmp_path / "data" / f"flipped_{name}", two_group_tables())
+        part = flipped / name / "part-00000.parquet"
+        blob = bytearray(part.read_bytes())
+        blob[offset] ^= 0xFF
+        part.write_bytes(bytes(blob))
+        with pytest.raises(data.ArtifactError,
+                           match=rf"checksum mismatch for '{name}/part-00000\.parquet'"):
+            build_stage1(flipped, TEST_CONFIG, tmp_path)
     with pytest.raises(data.DataFileError, match="no such dataset directory"):
         build_stage1("does_not_exist", TEST_CONFIG, tmp_path)
     few = write_dataset(tmp_path / "data" / "few", two_group_tables(n_per_group=20))

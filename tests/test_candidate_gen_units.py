@@ -24,6 +24,7 @@ from candidate_gen import (
     UserFeatureEncoder,
     build_interaction_matrix,
     cluster_means,
+    confidence_matrix,
     index_of,
     label_demand,
     list_recall,
@@ -168,14 +169,76 @@ def test_holdout_takes_each_sampled_users_latest_packages():
     assert m.train.toarray()[1].nonzero()[0].tolist() == [0, 1]
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_users=st.integers(1, 12), n_log=st.integers(1, 80))
+def test_matrix_and_holdout_do_not_depend_on_log_order(seed, n_users, n_log):
+    # The user-ordered fast path and the general path must agree entry for entry.
+    rng = np.random.default_rng(seed)
+    rows = [(int(u), int(p), str(e), int(d)) for u, p, e, d in zip(
+        rng.integers(0, n_users, n_log), rng.integers(0, 6, n_log),
+        rng.choice(["purchase", "download"], n_log), rng.integers(0, 40, n_log), strict=True)]
+    evaluation = EvaluationConfig(eval_users=5, holdout_fraction=0.5, min_user_packages=2)
+    users, packages = _users(list(range(n_users))), _packages(list(range(6)))
+    by_user = sorted(rows, key=lambda r: r[0])
+    shuffled = [rows[i] for i in rng.permutation(n_log)]
+    built = [build_interaction_matrix(_interactions(log), users, packages, MatrixConfig(),
+                                      evaluation, np.random.default_rng(1))
+             for log in (by_user, shuffled)]
+    a, b = built
+    np.testing.assert_allclose(a.train.toarray(), b.train.toarray(), rtol=1e-6)
+    assert a.train.has_canonical_format and b.train.has_canonical_format
+    assert (a.holdout is None) == (b.holdout is None)
+    if a.holdout is not None and b.holdout is not None:
+        assert a.holdout.rows.tolist() == b.holdout.rows.tolist()
+        np.testing.assert_array_equal(a.holdout.test.toarray(), b.holdout.test.toarray())
+        # a held-out pair is gone from train
+        overlap = a.train[a.holdout.rows].toarray() * a.holdout.test.toarray()
+        assert not overlap.any()
+
+
+def test_confidence_is_one_plus_alpha_weight_and_leaves_train_alone():
+    train = sp.csr_matrix(np.array([[0, 0.5, 0], [2.0, 0, 1.0]], np.float32))
+    before = train.toarray().copy()
+    conf = confidence_matrix(train, ALSConfig(alpha=4.0))
+    assert conf.dtype == np.float32
+    np.testing.assert_allclose(conf.toarray(), [[0, 3.0, 0], [9.0, 0, 5.0]])
+    np.testing.assert_array_equal(train.toarray(), before)
+
+
 def test_index_of_dense_and_sparse_ids():
     found = index_of(np.array([2, 5, 9]), np.array([9, 2, 4, -1, 100]))
     assert found.tolist() == [2, 0, -1, -1, -1]
+    # ids 0..n-1: an id is its own position; outside the range is absent
+    assert index_of(np.arange(4), np.array([3, 0, 4, -2, 2])).tolist() == [3, 0, -1, -1, 2]
+    assert index_of(np.arange(4), np.array([1, 2], np.int64)).dtype == np.int32
     big = np.array([3, 2_000_000_000], dtype=np.int64)
     assert index_of(big, np.array([2_000_000_000, 4])).tolist() == [1, -1]
 
 
 # -- k-anonymity ----------------------------------------------------------------------------
+
+
+def test_threaded_search_equals_one_faiss_search():
+    import faiss
+
+    from candidate_gen._search import faiss_threads, search, search_threads
+
+    rng = np.random.default_rng(0)
+    index = faiss.IndexFlatIP(8)
+    index.add(rng.normal(size=(500, 8)).astype(np.float32))
+    queries = rng.normal(size=(9000, 8)).astype(np.float32)  # enough to split over threads
+    before_omp = faiss.omp_get_max_threads()
+    expected_d, expected_i = index.search(queries, 7)
+    with faiss_threads(3):
+        assert search_threads() == 3 and faiss.omp_get_max_threads() == 1
+        got_d, got_i = search(index, queries, 7)
+    assert search_threads() == 1 and faiss.omp_get_max_threads() == before_omp
+    np.testing.assert_array_equal(got_i, expected_i)
+    np.testing.assert_allclose(got_d, expected_d, rtol=1e-6)
+    with faiss_threads(0):  # every core
+        assert search_threads() >= 1
+        np.testing.assert_array_equal(search(index, queries[:10], 3)[1],
+                                      expected_i[:10, :3])
 
 
 def test_merge_small_clusters_exact():
