@@ -157,6 +157,20 @@ class CandidateLists:
         })
 
 
+def _top_stable(scores: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the ``n`` largest scores, best first, ties in position order.
+
+    The same as ``np.argsort(-scores, kind="stable")[:n]`` in O(len + n log n).
+    """
+    if n >= len(scores):
+        return np.argsort(-scores, kind="stable")[:n]
+    threshold = np.partition(scores, len(scores) - n)[len(scores) - n]  # n-th largest
+    above = np.flatnonzero(scores > threshold)
+    ties = np.flatnonzero(scores == threshold)[: n - len(above)]
+    pick = np.concatenate([above, ties])
+    return pick[np.argsort(-scores[pick], kind="stable")]
+
+
 _COVERAGE_SCHEMA = {
     "cluster_id": pl.Int32, "label_id": pl.Int32, "demand_share": pl.Float32,
     "required": pl.Int32, "n_available": pl.Int32, "n_in_top": pl.Int32,
@@ -208,7 +222,9 @@ def select_candidates(
         return CandidateLists(avail[top_local].astype(np.int32), top_scores.astype(np.float32),
                               pl.DataFrame(schema=_COVERAGE_SCHEMA), 0)
     assert shares is not None and demand is not None and label_ids is not None
-    carriers_csc = sp.csc_matrix(shares[avail])
+    carrying = sp.csr_matrix(shares[avail])  # available package -> its labels
+    carrying.sort_indices()
+    carriers_csc = carrying.tocsc()  # label -> available packages carrying it, ascending
     carriers_csc.sort_indices()
     n_carriers = np.diff(carriers_csc.indptr)
     packages = np.empty((k, n), dtype=np.int32)
@@ -216,30 +232,44 @@ def select_candidates(
     in_top = np.zeros(len(avail), dtype=bool)
     records: dict[str, list[float | int | bool]] = {c: [] for c in _COVERAGE_SCHEMA}
     n_swapped = 0
+
+    def label_pairs(local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(package, label) pairs of the given packages: labels are looked up from the
+        short list's side, so no per-label pass over a label's (many) carriers is needed."""
+        starts, stops = carrying.indptr[local], carrying.indptr[local + 1]
+        lengths = stops - starts
+        at = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+        flat = np.arange(int(lengths.sum())) + at
+        return np.repeat(local, lengths), carrying.indices[flat]
+
     for c in range(k):
         top, top_score = top_local[c], top_scores[c]
         in_top[top] = True
-        package_scores = factors @ centroids[c]  # one pass, then gathers per label
         order = np.argsort(-demand[c], kind="stable")[: config.top_labels]
         labels = [int(j) for j in order if demand[c, j] >= config.min_label_share
                   and demand[c, j] > 0]
+        top_packages, top_labels = label_pairs(top)
+        package_scores: np.ndarray | None = None  # every package's score, if ever needed
         required: dict[int, float] = {}  # local package index -> score
-        counted: list[tuple[int, int, int, np.ndarray]] = []
+        counted: list[tuple[int, int, int]] = []
         for j in labels:
-            carriers = carriers_csc.indices[carriers_csc.indptr[j]:carriers_csc.indptr[j + 1]]
-            need = min(config.min_packages_per_label, len(carriers))
-            hit = carriers[in_top[carriers]]
+            start, stop = carriers_csc.indptr[j], carriers_csc.indptr[j + 1]
+            need = min(config.min_packages_per_label, int(stop - start))
+            hit = np.sort(top_packages[top_labels == j])  # carriers in the top list
             if len(hit) >= need:
                 # The top list holds every package above its cut-off: its carriers are the best.
-                hit_scores = package_scores[hit]
+                hit_scores = factors[hit] @ centroids[c]
                 pick = np.argsort(-hit_scores, kind="stable")[:need]
                 best, best_scores = hit[pick], hit_scores[pick]
             else:
+                if package_scores is None:
+                    package_scores = factors @ centroids[c]
+                carriers = carriers_csc.indices[start:stop]
                 all_scores = package_scores[carriers]
-                pick = np.argsort(-all_scores, kind="stable")[:need]
+                pick = _top_stable(all_scores, need)
                 best, best_scores = carriers[pick], all_scores[pick]
             required.update(zip(best.tolist(), best_scores.tolist(), strict=True))
-            counted.append((j, need, len(hit), carriers))
+            counted.append((j, need, len(hit)))
         extra = {p: s for p, s in required.items() if not in_top[p]}
         if extra:
             n_swapped += len(extra)
@@ -255,15 +285,13 @@ def select_candidates(
             packages[c] = top
             scores[c] = top_score
         in_top[top] = False
-        final = np.zeros(len(avail), dtype=bool)
-        final[packages[c]] = True
-        for j, need, n_hit, carriers in counted:
-            n_final = int(final[carriers].sum())
+        n_final = np.bincount(label_pairs(packages[c])[1], minlength=carrying.shape[1])
+        for j, need, n_hit in counted:
             for column, value in (
                 ("cluster_id", c), ("label_id", int(label_ids[j])),
                 ("demand_share", float(demand[c, j])), ("required", need),
                 ("n_available", int(n_carriers[j])), ("n_in_top", n_hit),
-                ("n_candidates", n_final), ("covered", n_final >= need),
+                ("n_candidates", int(n_final[j])), ("covered", int(n_final[j]) >= need),
             ):
                 records[column].append(value)
     coverage = pl.DataFrame(records, schema=_COVERAGE_SCHEMA)

@@ -241,6 +241,15 @@ def test_threaded_search_equals_one_faiss_search():
                                       expected_i[:10, :3])
 
 
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.integers(-3, 3), min_size=1, max_size=40), n=st.integers(1, 45))
+def test_top_stable_equals_a_stable_sort(values, n):
+    from candidate_gen._candidates import _top_stable
+
+    scores = np.asarray(values, dtype=np.float32) / 2  # many ties
+    assert _top_stable(scores, n).tolist() == np.argsort(-scores, kind="stable")[:n].tolist()
+
+
 def test_merge_small_clusters_exact():
     # 1-D clusters at 0 (size 3), 1 (size 60), 10 (size 5), 12 (size 70), min size 50:
     # the size-3 cluster joins the one at 1, the size-5 cluster joins the one at 12.
