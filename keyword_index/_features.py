@@ -2,12 +2,13 @@
 
 Per keystroke the reranker needs, for each of ~100 candidate packages, how well the
 package's stickers fit what is being typed. :class:`CandidateFeaturizer` precomputes,
-once per candidate set, a per-label table for those candidates (carries / matching
-stickers / cosine) and per-candidate lookups (sticker to show, count features), so that
-a keystroke costs one gather of the matched labels' rows, one small matrix product that
-yields every candidate's best label (see ``_WEIGHTS``) and its sums, and a few gathers:
-about 20 numpy calls on small arrays whatever the number of matched labels, no Python
-loop, no reduction along a strided axis.
+once per candidate set, the candidates carrying each label (with their number of
+stickers carrying it and the first one), a label × candidate cosine table and a
+lookup of the count features, so that a keystroke is one call of a compiled kernel
+(:func:`keyword_index._kernels.features_kernel`, numba; imported and compiled, or loaded
+from numba's on-disk cache, when a featurizer is constructed) that walks the matched
+labels once: ``m * n`` multiply-adds for the cosines plus one step per (matched label,
+candidate carrying it), whatever the number of matched labels, with no numpy call.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy.typing as npt
 import polars as pl
 
 from keyword_index._errors import KeywordIndexError
-from keyword_index._index import Match, MatchKind
+from keyword_index._index import Match, _kernels, _readonly
 
 __all__ = ["FEATURE_NAMES", "CandidateFeaturizer", "label_embeddings"]
 
@@ -49,13 +50,6 @@ query_cosine
     matched labels' unit embeddings, i.e. the strength-weighted mean of
     ``cos(package factor, label embedding)`` over matched labels (−1–1; 0 if no match).
 """
-
-# Row k of this table is the one-hot exact/prefix/earlier encoding of MatchKind k.
-_KIND_ONE_HOT = np.zeros((4, 3), np.float32)
-_KIND_ONE_HOT[MatchKind.EXACT, 0] = 1.0
-_KIND_ONE_HOT[MatchKind.PREFIX, 1] = 1.0
-_KIND_ONE_HOT[MatchKind.EARLIER, 2] = 1.0
-
 
 def _check_factors(package_ids: npt.ArrayLike, package_factors: npt.ArrayLike,
                    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
@@ -123,45 +117,15 @@ def label_embeddings(package_ids: npt.ArrayLike, package_factors: npt.ArrayLike,
     return out
 
 
-# Best-label search by one matrix product. The sentinel and the matched labels, weakest
-# first (on a tie the later label first), take columns j = 0, 1, ..., m with weights
-# 4**(j - 63); a candidate's weighted sum of "carries the label" then lies in
-# [4**(j - 63), 4**(j - 63) * 4/3) where j is the column of its strongest carried label,
-# so the float32 sum has biased exponent 2j + 1 (bias 127) and its bits >> 24 (23 mantissa
-# bits) are j. Weights stay normal floats up to column 126; larger matches (rare) take an
-# argmax over the carries instead.
-_MAX_RANKED = 126
-_EXPONENT_SHIFT = 24
-# Per-keystroke matrix (6, m + 1), one column per rank; rows 0-2 multiply the gathered
-# table rows, rows 2-5 are each label's [strength, exact, prefix, earlier].
-_W_RANK, _W_ONE, _W_STRENGTH, _W_KINDS = 0, 1, 2, slice(3, 6)
-_WEIGHTS = np.zeros((6, _MAX_RANKED + 1), np.float32)
-_WEIGHTS[_W_RANK] = 4.0 ** (np.arange(_MAX_RANKED + 1) - 63)
-_WEIGHTS[_W_ONE] = 1.0
-# Column k is the one-hot exact/prefix/earlier encoding of MatchKind k.
-_KIND_ONE_HOT_T = np.ascontiguousarray(_KIND_ONE_HOT.T)
-
-
 @dataclass(frozen=True)
 class _Block:
-    """Tables of one candidate set (``n`` candidates), built once per set.
+    """Tables of one candidate set (``n`` candidates), built once per set; ``ints`` and
+    ``floats`` are laid out as described in :mod:`keyword_index._layout`."""
 
-    Row ``n_labels`` of ``table`` is a sentinel "label" that every candidate carries, with
-    no cosine; added to every match with strength 0 and ranked below every matched label,
-    it is the best label of a candidate carrying none ("no match"). Its "n stickers" entry
-    for candidate ``c`` is ``c * (max_count + 1)``, so that the summed counts are directly
-    positions in ``count_features``.
-    """
-
-    table: npt.NDArray[np.float32]  # (n_labels + 1, 3n + 1): [carries | n stickers | cos | 1]
-    sticker: npt.NDArray[np.int32]  # (n * (n_labels + 1),): first sticker of (label, c) at
-    #                                 c * (n_labels + 1) + label; the candidate's first if none
-    sticker_base: npt.NDArray[np.intp]  # (n,): c * (n_labels + 1)
-    count_features: npt.NDArray[np.float32]  # (2, n * (max_count + 1)): at
-    #   c * (max_count + 1) + k, log1p and share of min(k, stickers of c) matching stickers
-    no_match: npt.NDArray[np.float32]  # (n, k) zeros
+    ints: npt.NDArray[np.int32]  # (3 + n + n_labels + 1 + 3 * n_pairs,)
+    floats: npt.NDArray[np.float32]  # (n_labels * n + 2 * n * (max_count + 1),)
     first: npt.NDArray[np.int32]  # (n,): first sticker of each candidate (-1 if unknown)
-    sentinel: npt.NDArray[np.int32]  # (1,): n_labels
+    no_match: npt.NDArray[np.float32]  # (n, k) zeros
 
 
 class CandidateFeaturizer:
@@ -169,7 +133,9 @@ class CandidateFeaturizer:
 
     Build once per stickers table and stage-1 artifact; per-candidate-set tables are
     built on first use and kept in a small LRU cache (a cluster's candidate list is the
-    same on every keystroke).
+    same on every keystroke; a set of ``n`` candidates takes about ``4 * n * n_labels``
+    bytes). Construction imports numba and readies the per-keystroke kernel (compiled
+    on a machine's first use, then loaded from numba's on-disk cache).
 
     Parameters
     ----------
@@ -210,6 +176,7 @@ class CandidateFeaturizer:
         self._cache: OrderedDict[bytes, _Block] = OrderedDict()
         self._cache_size = cache_size
         self._last: tuple[bytes, _Block] | None = None
+        self._kernel = _kernels().features_kernel
 
     @property
     def n_features(self) -> int:
@@ -235,8 +202,9 @@ class CandidateFeaturizer:
     def _build_block(self, candidates: npt.NDArray[np.int32]) -> _Block:
         n = len(candidates)
         n_labels = self.n_labels
-        counts = np.zeros((n_labels + 1, n), np.float32)
-        sticker = np.full((n, n_labels + 1), -1, np.int32)
+        counts = np.zeros((n_labels, n), np.int64)
+        sticker = np.full((n_labels, n), -1, np.int32)
+        first = np.full(n, -1, np.int32)
         size = np.ones(n, np.float64)
         unit = np.zeros((n, self._d), np.float32)
         for c, package_id in enumerate(candidates.tolist()):
@@ -248,32 +216,30 @@ class CandidateFeaturizer:
                 continue
             sticker_ids, label_lists = entry
             size[c] = len(sticker_ids)
-            sticker[c] = sticker_ids[0]
+            first[c] = sticker_ids[0]
             for sticker_id, labels in reversed(list(zip(sticker_ids, label_lists, strict=True))):
                 for label in labels:
                     if 0 <= label < n_labels:
-                        counts[label, c] += 1.0
-                        sticker[c, label] = sticker_id  # reversed: the first one wins
+                        counts[label, c] += 1
+                        sticker[label, c] = sticker_id  # reversed: the first one wins
         # Counts are small integers: both count features come from one lookup per keystroke.
-        max_count = int(counts.sum(axis=0).max(initial=0.0))
+        max_count = int(counts.sum(axis=0).max(initial=0))
         matching = np.minimum(np.arange(max_count + 1.0)[None, :], size[:, None])  # (n, k+1)
         count_features = np.stack([np.log1p(matching).ravel(),
                                    (matching / size[:, None]).ravel()]).astype(np.float32)
-        table = np.zeros((n_labels + 1, 3 * n + 1), np.float32)
-        table[:, :n] = counts > 0
-        table[n_labels, :n] = 1.0
-        table[:, n:2 * n] = counts
-        if n * (max_count + 1) >= 1 << 24:  # float32 sums of the counts would not be exact
-            raise KeywordIndexError(
-                f"{n} candidates with up to {max_count} matching stickers each is too many "
-                f"(n * (max_count + 1) should be < {1 << 24})")
-        table[n_labels, n:2 * n] = np.arange(n) * (max_count + 1)
-        table[:n_labels, 2 * n:3 * n] = self._unit_labels @ unit.T
-        table[:n_labels, 3 * n] = 1.0  # its strength-weighted sum is sum(strengths)
-        return _Block(table, sticker.ravel(), np.arange(n) * (n_labels + 1),
-                      count_features,
-                      np.zeros((n, len(FEATURE_NAMES)), np.float32), sticker[:, n_labels].copy(),
-                      np.full(1, n_labels, np.int32))
+        if n * (max_count + 1) * max(n_labels, 2) >= 1 << 31:
+            raise KeywordIndexError(f"{n} candidates with up to {max_count} matching stickers "
+                                    f"each and {n_labels} labels is too many")
+        pair_label, pair_candidate = np.nonzero(counts)  # by label, then candidate
+        offsets = np.zeros(n_labels + 1, np.int64)
+        np.cumsum(np.bincount(pair_label, minlength=n_labels), out=offsets[1:])
+        pairs = np.stack([pair_candidate, counts[pair_label, pair_candidate],
+                          sticker[pair_label, pair_candidate]], axis=1)
+        ints = np.concatenate([[n, n_labels, max_count + 1], first, offsets, pairs.ravel()])
+        cosines = (self._unit_labels @ unit.T).astype(np.float32)  # (n_labels, n)
+        floats = np.concatenate([cosines.ravel(), count_features.ravel()])
+        return _Block(_readonly(ints.astype(np.int32)), _readonly(floats.astype(np.float32)),
+                      first, np.zeros((n, len(FEATURE_NAMES)), np.float32))
 
     def features(self, match: Match, candidate_package_ids: npt.NDArray[np.int32],
                  ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]:
@@ -296,36 +262,24 @@ class CandidateFeaturizer:
         sticker_ids : ndarray of int32, shape (n,)
             Per candidate, the first sticker (by position) carrying its best-matching
             label, or its first sticker when none matches; -1 for an unknown package.
+
+        Raises
+        ------
+        KeywordIndexError
+            If a matched label is outside ``[0, n_labels)``.
         """
         block = self._block(candidate_package_ids)
-        m = match.label_ids.shape[0]
-        if m == 0:
+        if match.label_ids.shape[0] == 0:
             return block.no_match.copy(), block.first.copy()
         n = block.first.shape[0]
-        # Weakest first; stable on the reversed strongest-first order, so that on a tie
-        # the earlier label comes last (wins).
-        order = (-match.strengths).argsort(kind="stable")[::-1]
-        if m <= _MAX_RANKED:
-            weights = _WEIGHTS[:, :m + 1].copy()
-        else:
-            weights = np.zeros((6, m + 1), np.float32)
-            weights[_W_ONE] = 1.0
-        match.strengths.take(order, out=weights[_W_STRENGTH, 1:])
-        _KIND_ONE_HOT_T.take(match.kinds.take(order), axis=1, out=weights[_W_KINDS, 1:])
-        labels = np.concatenate((block.sentinel, match.label_ids.take(order)))
-        rows = block.table.take(labels, axis=0)  # (m + 1, 3n + 1)
-        sums = np.dot(weights[:3], rows)  # (3, 3n + 1)
-        if m <= _MAX_RANKED:
-            best = sums[_W_RANK, :n].view(np.int32) >> _EXPONENT_SHIFT
-        else:  # the last carried column (the sentinel's is carried by all)
-            best = m - rows[::-1, :n].argmax(axis=0)
-        out = np.empty((len(FEATURE_NAMES), n), np.float32)  # transposed: rows are columns
-        weights[_W_STRENGTH:].take(best, axis=1, out=out[:4])
-        # Exact sums of small integers, offset by the sentinel to candidate c's lookup.
-        matching = sums[_W_ONE, n:2 * n].astype(np.intp)
-        block.count_features.take(matching, axis=1, out=out[4:6])
-        np.divide(sums[_W_STRENGTH, 2 * n:3 * n], sums[_W_STRENGTH, 3 * n], out=out[6])
-        return out.T.copy(), block.sticker.take(labels.take(best) + block.sticker_base)
+        out = np.empty((n, len(FEATURE_NAMES)), np.float32)
+        stickers = np.empty(n, np.int32)
+        bad = self._kernel(match.label_ids, match.strengths, match.kinds, block.ints,
+                           block.floats, out, stickers)
+        if bad >= 0:
+            raise KeywordIndexError(
+                f"matched label {int(match.label_ids[bad])} is outside [0, {self.n_labels})")
+        return out, stickers
 
     def rank_stickers(self, match: Match, package_id: int) -> npt.NDArray[np.int32]:
         """Sticker ids of one package, best match first (then by position).

@@ -9,7 +9,8 @@ Steps, in order:
 1. Unicode NFKC (full/half width, compatibility forms); NFKD for
    ``strip_accents_languages`` so that combining accents can be dropped.
 2. Case folding.
-3. One ``str.translate`` table: katakana → hiragana (the table is built with
+3. One translation table (applied with case folding in one ``str.translate``, as both
+   map single code points): katakana → hiragana (the table is built with
    ``jaconv``), traditional → simplified Chinese per character (built with OpenCC
    ``t2s``) for ``fold_chinese_languages``, and removal of punctuation, symbols (emoji),
    whitespace and control/format characters. Combining marks are kept (Thai vowels and
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 import unicodedata
 from typing import Literal
 
@@ -106,6 +108,30 @@ def _translate_table(word_boundaries: bool, strip_accents: bool,
     return table
 
 
+@functools.cache
+def _casefolded() -> dict[int, str]:
+    """Every code point that case folding changes, with its folded form."""
+    return {code: folded for code in range(sys.maxunicode + 1)
+            if (folded := chr(code).casefold()) != chr(code)}
+
+
+@functools.cache
+def _casefold_translate_table(word_boundaries: bool, strip_accents: bool,
+                              fold_chinese: bool) -> dict[int, str | None]:
+    """``str.casefold`` then ``str.translate`` with :func:`_translate_table`, as one table.
+
+    Both are maps of single code points (case folding has no context), so their
+    composition is one: a code point maps to the translation of each character of its
+    folded form, joined.
+    """
+    table = _translate_table(word_boundaries, strip_accents, fold_chinese)
+    fused = dict(table)
+    for code, folded in _casefolded().items():
+        parts = [table.get(ord(char), char) for char in folded]
+        fused[code] = "".join(part for part in parts if part is not None) or None
+    return fused
+
+
 class Normalizer:
     """Maps keywords and typed text of one language to one canonical form.
 
@@ -123,7 +149,8 @@ class Normalizer:
         self.word_boundaries = language in config.word_boundary_languages
         strip_accents = language in config.strip_accents_languages
         self._form: Literal["NFKC", "NFKD"] = "NFKD" if strip_accents else "NFKC"
-        self._table = _translate_table(
+        # Case folding and the translation table in one pass (see the module docstring).
+        self._table = _casefold_translate_table(
             self.word_boundaries, strip_accents, language in config.fold_chinese_languages)
         self._collapse = config.collapse_repeats
 
@@ -142,11 +169,16 @@ class Normalizer:
             Positions in ``norm`` where a typed word starts (always includes 0 when
             ``norm`` is not empty); ``None`` for languages without word boundaries.
         """
+        norm, starts = self.split_positions(text)
+        return norm, None if starts is None else frozenset(starts)
+
+    def split_positions(self, text: str) -> tuple[str, list[int] | None]:
+        """As :meth:`split`, with the word starts as a list (ascending, may repeat)."""
         if self._collapse and _REPEATS.search(text) is not None:
             # Before NFKC too: it splits some characters in two (Thai "ำ" → "ํา"), so a
             # typed run "ำำ" would no longer be a run of one character afterwards.
             text = _collapse_repeats(text)
-        s = unicodedata.normalize(self._form, text).casefold().translate(self._table)
+        s = unicodedata.normalize(self._form, text).translate(self._table)
         if self._collapse and _REPEATS.search(s) is not None:
             s = _collapse_repeats(s)
         if not self.word_boundaries:
@@ -166,7 +198,7 @@ class Normalizer:
             parts.append(word)
             pos += len(word)
             last = word[-1]
-        return "".join(parts), frozenset(starts)
+        return "".join(parts), starts
 
 
 @functools.lru_cache(maxsize=64)

@@ -221,3 +221,57 @@ def test_features_repeated_on_the_same_candidate_set(featurizer: CandidateFeatur
     assert again[1, 0] == 1.0 and stickers.tolist() == [100, 200, -1]
     other, _ = featurizer.features(match, CANDIDATES[::-1].copy())
     np.testing.assert_array_equal(other[::-1], again)
+
+
+@st.composite
+def _larger_world(draw: st.DrawFn) -> tuple[pl.DataFrame, np.ndarray, np.ndarray, int,
+                                            list[tuple[Match, np.ndarray]]]:
+    """Tens of packages sharing labels, and a sequence of (match, candidate set) calls on
+    one featurizer: two candidate sets take turns, as clusters do between keystrokes."""
+    n_labels = draw(st.integers(5, 40))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    rows = []
+    for package_id in range(draw(st.integers(2, 30))):
+        for position in range(int(rng.integers(1, 12))):
+            labels = rng.choice(n_labels, int(rng.integers(1, 4)), replace=False).tolist()
+            rows.append((len(rows), package_id, position, labels))
+    stickers = pl.DataFrame(rows, orient="row", schema=STICKERS.schema)
+    package_ids = np.unique(stickers["package_id"].to_numpy()).astype(np.int32)
+    factors = rng.standard_normal((len(package_ids), 4)).astype(np.float32)
+    pool = [*package_ids.tolist(), 990, 991]  # two unknown packages
+    sets = [np.array(rng.permutation(pool)[:int(rng.integers(1, len(pool) + 1))], np.int32)
+            for _ in range(2)]
+    calls = []
+    for i in range(draw(st.integers(1, 6))):
+        m = int(rng.integers(0, n_labels + 1))
+        labels = rng.permutation(n_labels)[:m]
+        match = Match("", labels.astype(np.int32),
+                      rng.choice(_STRENGTHS, m).astype(np.float32),
+                      rng.choice(list(MatchKind), m).astype(np.int8))
+        calls.append((match, sets[i % 2]))
+    return stickers, package_ids, factors, n_labels, calls
+
+
+@settings(max_examples=60, deadline=None)
+@given(_larger_world())
+def test_features_equal_reference_on_larger_worlds_and_repeated_calls(
+        case: tuple[pl.DataFrame, np.ndarray, np.ndarray, int,
+                    list[tuple[Match, np.ndarray]]]) -> None:
+    stickers, package_ids, factors, n_labels, calls = case
+    embeddings = label_embeddings(package_ids, factors, stickers, n_labels)
+    featurizer = CandidateFeaturizer(stickers, embeddings, package_ids, factors, cache_size=1)
+    for match, candidates in calls:
+        features, sticker_ids = featurizer.features(match, candidates)
+        expected, expected_ids = _reference_features(stickers, embeddings, package_ids,
+                                                      factors, match, candidates)
+        assert features.shape == (len(candidates), len(FEATURE_NAMES))
+        assert sticker_ids.tolist() == expected_ids.tolist()
+        np.testing.assert_array_equal(features[:, :6], expected[:, :6])
+        np.testing.assert_allclose(features[:, 6], expected[:, 6], rtol=1e-5, atol=1e-6)
+
+
+def test_matched_label_out_of_range_is_refused(featurizer: CandidateFeaturizer) -> None:
+    for label in (5, -1):
+        with pytest.raises(KeywordIndexError, match="outside"):
+            featurizer.features(_match([1, label], [0.5, 0.5], [MatchKind.PREFIX] * 2),
+                                CANDIDATES)
