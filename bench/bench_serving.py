@@ -107,14 +107,25 @@ def _suggest_bodies(url: str) -> list[str]:
     return bodies
 
 
-def _lua(path: Path, bodies: list[str], delay_ms: float | None) -> Path:
-    quoted = ",\n".join("[==[" + b + "]==]" for b in bodies)
+def _lua(path: Path, method: str, bodies: list[str | None], delay_ms: float | None) -> Path:
+    """A wrk script cycling through ``bodies`` (None: no body) with ``method``.
+
+    Every endpoint is loaded through the same script shape: the requests are formatted
+    once in ``init`` and ``request()`` only hands the next one out, so wrk (which shares
+    the cores with gunicorn) spends the same per request on every endpoint.
+    """
+    quoted = ",\n".join("false" if b is None else "[==[" + b + "]==]" for b in bodies)
+    headers = ('wrk.headers["Content-Type"] = "application/json"\n'
+               if any(b is not None for b in bodies) else "")
     delay = "" if delay_ms is None else f"function delay() return {delay_ms:.3f} end\n"
     path.write_text(
-        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f"local bodies = {{\n{quoted}\n}}\nlocal i = 0\n"
-        "request = function()\n  i = i % #bodies + 1\n"
-        "  return wrk.format(nil, nil, nil, bodies[i])\nend\n" + delay)
+        f'wrk.method = "{method}"\n{headers}'
+        f"local bodies = {{\n{quoted}\n}}\nlocal requests = {{}}\nlocal i = 0\n"
+        "init = function(args)\n"
+        "  for k, b in ipairs(bodies) do requests[k] = wrk.format(nil, nil, nil, b or nil) end\n"
+        "end\n"
+        "request = function()\n  i = i % #requests + 1\n  return requests[i]\nend\n"
+        + delay)
     return path
 
 
@@ -156,15 +167,17 @@ def main(argv: list[str]) -> int:
         process, url = start_server(scratch, args.workers)
         bodies = _suggest_bodies(url)
         common = {"duration": args.duration, "threads": 2, "connections": args.connections}
-        run_wrk(f"{url}/healthz", duration=2, threads=2, connections=args.connections)  # warm
-        trivial = run_wrk(f"{url}/healthz", **common)
-        saturated = run_wrk(f"{url}/v1/suggest", **common,
-                            script=_lua(scratch / "suggest.lua", bodies, None))
+        healthz = _lua(scratch / "healthz.lua", "GET", [None], None)
+        suggest = _lua(scratch / "suggest.lua", "POST", list(bodies), None)
+        run_wrk(f"{url}/healthz", duration=2, threads=2, connections=args.connections,
+                script=healthz)  # warm
+        trivial = run_wrk(f"{url}/healthz", **common, script=healthz)
+        saturated = run_wrk(f"{url}/v1/suggest", **common, script=suggest)
         half = saturated["rps"] / 2
         paced_connections = 4
         paced = run_wrk(f"{url}/v1/suggest", duration=args.duration, threads=2,
                         connections=paced_connections,
-                        script=_lua(scratch / "paced.lua", bodies,
+                        script=_lua(scratch / "paced.lua", "POST", list(bodies),
                                     1000.0 * paced_connections / half))
         ratio = saturated["rps"] / trivial["rps"]
         rows = [

@@ -12,7 +12,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -26,7 +26,7 @@ from reranker._errors import RerankerInputError
 from reranker._model import initial_parameters
 from reranker._onnx import OnnxScorer, export_onnx
 
-__all__ = ["BUNDLE_BUDGET_BYTES", "Suggester", "Suggestion"]
+__all__ = ["BUNDLE_BUDGET_BYTES", "Ranking", "Suggester", "Suggestion"]
 
 BUNDLE_BUDGET_BYTES = 1_200_000  # the size of LINE's on-device FL SDK
 
@@ -47,6 +47,18 @@ class Suggestion:
         return {"sticker_id": self.sticker_id, "package_id": self.package_id,
                 "labels": self.labels, "emojis": self.emojis, "character": self.character,
                 "score": self.score}
+
+
+class Ranking(NamedTuple):
+    """The suggestion row as plain lists, best first (what :meth:`Suggester.rank` returns).
+
+    ``sticker_ids[i]`` is the sticker shown for package ``package_ids[i]``, scored
+    ``scores[i]``; :meth:`Suggester.describe` adds its labels, emoji and character.
+    """
+
+    sticker_ids: list[int]
+    package_ids: list[int]
+    scores: list[float]
 
 
 class Suggester:
@@ -81,6 +93,8 @@ class Suggester:
         self._cand_factors = [np.ascontiguousarray(context.candidate_factors[c, :n])
                               for c, n in enumerate(self._n_candidates)]
         self._prior = [np.ascontiguousarray(context.prior[:n]) for n in self._n_candidates]
+        self._candidate_ids = [np.ascontiguousarray(context.candidate_ids[c, :n])
+                               for c, n in enumerate(self._n_candidates)]
         ds = context.dataset
         packages = ds.table("packages").select("package_id", "character")
         self._character = dict(packages.iter_rows())
@@ -137,7 +151,21 @@ class Suggester:
 
     def suggest(self, *, language: str, text: str, cluster_id: int,
                 user_embedding: np.ndarray | None = None, limit: int = 5) -> list[Suggestion]:
-        """The suggestion row for ``text`` typed so far.
+        """The suggestion row for ``text`` typed so far (:meth:`rank`, then :meth:`describe`).
+
+        Parameters and errors are those of :meth:`rank`.
+        """
+        ranking = self.rank(language=language, text=text, cluster_id=cluster_id,
+                            user_embedding=user_embedding, limit=limit)
+        return [self.describe(*entry) for entry in zip(*ranking, strict=True)]
+
+    def rank(self, *, language: str, text: str, cluster_id: int,
+             user_embedding: np.ndarray | None = None, limit: int = 5) -> Ranking:
+        """The ranked stickers for ``text`` typed so far, as plain lists (no labels).
+
+        The keystroke path of a server, which formats each sticker once per artifact
+        version: keyword match, keystroke features, ONNX scores, the best ``limit``
+        candidates that show a sticker (ties keep candidate order).
 
         Parameters
         ----------
@@ -172,23 +200,26 @@ class Suggester:
         n = self._n_candidates[cluster_id]
         scores = self.scorer.score(u, self._cand_factors[cluster_id], feats[:n],
                                    self._prior[cluster_id], validate=False)
-        order = np.argsort(-scores, kind="stable")
-        ids = self.context.candidate_ids[cluster_id]
-        out: list[Suggestion] = []
-        for i in order.tolist():
-            sticker = int(shown[i])
-            if sticker < 0:
-                continue
-            labels = [self._label[x] for x in self._sticker_labels.get(sticker, [])
-                      if x in self._label]
-            package = int(ids[i])
-            out.append(Suggestion(sticker_id=sticker, package_id=package,
-                                  labels=[x[0] for x in labels], emojis=[x[1] for x in labels],
-                                  character=str(self._character.get(package, "")),
-                                  score=float(scores[i])))
-            if len(out) == limit:
-                break
-        return out
+        order = (-scores).argsort(kind="stable")
+        order = order[shown[order] >= 0][:limit]  # padding and packages with no sticker out
+        return Ranking(shown[order].tolist(), self._candidate_ids[cluster_id][order].tolist(),
+                       scores[order].tolist())
+
+    def describe(self, sticker_id: int, package_id: int, score: float = 0.0) -> Suggestion:
+        """The :class:`Suggestion` of one ranked sticker: its labels, emoji and character.
+
+        Parameters
+        ----------
+        sticker_id, package_id : int
+            An entry of a :class:`Ranking`.
+        score : float
+            Its score.
+        """
+        labels = [self._label[x] for x in self._sticker_labels.get(sticker_id, [])
+                  if x in self._label]
+        return Suggestion(sticker_id=sticker_id, package_id=package_id,
+                          labels=[x[0] for x in labels], emojis=[x[1] for x in labels],
+                          character=str(self._character.get(package_id, "")), score=score)
 
     def bundle(self, cluster_id: int, language: str) -> dict[str, bytes]:
         """The device bundle of one user: model, candidates, stickers, keyword index.

@@ -17,7 +17,7 @@ import zipfile
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from data import StickerSuggestError
 from federated import UploadError, parse_upload
@@ -26,7 +26,7 @@ from serving._arms import INSTALL_ID_HEADER, INSTALL_ID_PATTERN, assign_arm
 from serving._config import ArmConfig
 from serving._errors import ApiError
 from serving._registry import INITIAL, ModelSet
-from serving._requests import AssignRequest, SuggestRequest, json_body, validate
+from serving._requests import AssignRequest, SuggestRequest, json_body, parse_body
 from serving._store import StoreRejectedError
 
 __all__ = ["api"]
@@ -35,10 +35,11 @@ api = Blueprint("api", __name__, url_prefix="/v1")
 
 _ZIP_EPOCH = (2020, 1, 1, 0, 0, 0)  # fixed member timestamps: same versions, same bytes
 BUNDLE_INDEX = "bundle-index.json"  # versions and the sha256 of every file in the zip
+_INSTALL_ID_ENVIRON = "HTTP_" + INSTALL_ID_HEADER.upper().replace("-", "_")  # WSGI's key
 
 
 def _install_id(required: bool) -> str | None:
-    value = request.headers.get(INSTALL_ID_HEADER)
+    value = request.environ.get(_INSTALL_ID_ENVIRON)
     if value is None:
         if required:
             raise ApiError(400, "missing_install_id",
@@ -88,13 +89,14 @@ def _versions(models: ModelSet, arm: ArmConfig) -> dict[str, str]:
 def suggest() -> Response:
     """Ranked stickers for the text typed so far."""
     st = state()
-    body = validate(SuggestRequest, json_body(st.config.max_request_bytes))
-    if body.limit > st.config.max_limit:
+    config = st.config
+    body = parse_body(SuggestRequest, config.max_request_bytes)
+    if body.limit > config.max_limit:
         raise ApiError(422, "invalid_request",
-                       f"limit={body.limit} should be <= {st.config.max_limit}")
-    if len(body.text) > st.config.max_text_chars:
+                       f"limit={body.limit} should be <= {config.max_limit}")
+    if len(body.text) > config.max_text_chars:
         raise ApiError(422, "invalid_request", f"text should have at most "
-                       f"{st.config.max_text_chars} characters, got {len(body.text)}")
+                       f"{config.max_text_chars} characters, got {len(body.text)}")
     models = st.models()
     arm = _arm()
     suggester = models.suggester(arm.reranker_version)
@@ -114,25 +116,32 @@ def suggest() -> Response:
                            f"{suggester.n_factors}")
         embedding = np.asarray(body.user_embedding, dtype=np.float32)
     try:
-        rows = suggester.suggest(language=body.language, text=body.text, cluster_id=cluster_id,
-                                 user_embedding=embedding, limit=body.limit)
+        stickers, packages, scores = suggester.rank(
+            language=body.language, text=body.text, cluster_id=cluster_id,
+            user_embedding=embedding, limit=body.limit)
     except ValueError as exc:  # reranker.RerankerInputError: names the input, not the text
         raise ApiError(422, "invalid_request", str(exc)) from exc
-    stickers = [{"sticker_id": int(s.sticker_id), "package_id": int(s.package_id),
-                 "labels": list(s.labels), "emojis": list(s.emojis),
-                 "character": s.character, "score": float(s.score)} for s in rows]
-    st.metrics.suggestions_served.labels(arm.name).inc(len(stickers))
-    st.metrics.suggest_requests.labels(arm.name, body.language).inc()
-    return jsonify({"stickers": stickers, "cluster_id": cluster_id,
-                    "versions": _versions(models, arm), "arm": arm.name,
-                    "experiment": st.config.experiment.name})
+    document = models.encoder(arm.reranker_version).encode(
+        stickers, packages, scores, cluster_id=cluster_id, arm=arm.name,
+        experiment=config.experiment.name)
+    st.metrics.count_suggestion(arm.name, body.language, len(stickers))
+    return _json_response(document)
+
+
+def _json_response(document: str) -> Response:
+    """A JSON document already encoded compactly, pretty-printed when Flask would indent."""
+    app = current_app
+    compact = getattr(app.json, "compact", None)
+    if compact is False or (compact is None and app.debug):
+        return jsonify(json.loads(document))
+    return Response(document, mimetype="application/json")
 
 
 @api.post("/assign")
 def assign() -> Response:
     """Cold start: the stage-1 cluster of a user with no history, from their features."""
     st = state()
-    body = validate(AssignRequest, json_body(st.config.max_request_bytes))
+    body = parse_body(AssignRequest, st.config.max_request_bytes)
     models = st.models()
     _check_features(models, body.features)
     cluster_id = int(models.stage1.assign(body.features))

@@ -180,10 +180,10 @@ def create_app(config: ServingConfig | Mapping[str, Any] | None = None, *,
     def _observe(response: Response) -> Response:
         started = g.get("started")
         if started is not None:
-            endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-            metrics.request_latency.labels(endpoint, request.method,
-                                           str(response.status_code)).observe(
-                time.perf_counter() - started)
+            rule = request.url_rule
+            metrics.observe_request(rule.rule if rule is not None else "unmatched",
+                                    request.method, response.status_code,
+                                    time.perf_counter() - started)
         return response
 
     try:

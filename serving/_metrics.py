@@ -9,6 +9,7 @@ process do not collide). Under gunicorn, ``stickers serve`` sets
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -46,6 +47,51 @@ class ServingMetrics:
             "sticker_registry_reloads", "Model registry swaps and failed reloads",
             ["result"], registry=self.registry)
         self._served: dict[str, str] = {}
+        # Labelled children by label values: ``labels()`` costs a lock and a tuple
+        # normalisation per call; the label sets are small (routes, arms, languages).
+        self._latency: dict[tuple[str, str, int], Any] = {}
+        self._suggest: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        """One request's latency in ``sticker_http_request_duration_seconds``.
+
+        Parameters
+        ----------
+        endpoint : str
+            The matched route rule (``unmatched`` for 404s), never the raw path.
+        method : str
+            HTTP method.
+        status : int
+            Response status.
+        seconds : float
+            Time from the start of the request to its response.
+        """
+        key = (endpoint, method, status)
+        child = self._latency.get(key)
+        if child is None:
+            child = self._latency[key] = self.request_latency.labels(endpoint, method,
+                                                                     str(status))
+        child.observe(seconds)
+
+    def count_suggestion(self, arm: str, language: str, stickers: int) -> None:
+        """A successful suggest request of ``arm`` in ``language`` that returned ``stickers``.
+
+        Parameters
+        ----------
+        arm : str
+            The A/B arm.
+        language : str
+            A served keyboard language (validated before it becomes a label value).
+        stickers : int
+            Stickers in the row.
+        """
+        key = (arm, language)
+        children = self._suggest.get(key)
+        if children is None:
+            children = self._suggest[key] = (self.suggestions_served.labels(arm),
+                                             self.suggest_requests.labels(arm, language))
+        children[0].inc(stickers)
+        children[1].inc()
 
     def set_versions(self, versions: dict[str, str]) -> None:
         """Mark ``{kind: version}`` as served (1) and what they replace as retired (0)."""

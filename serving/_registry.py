@@ -32,6 +32,7 @@ from data import (
     resolve_artifact,
     set_latest,
 )
+from serving._encode import SuggestEncoder
 
 __all__ = [
     "KINDS",
@@ -83,6 +84,9 @@ class ModelSet:
     aliases : mapping of requested version (``latest`` or a name) to concrete version
     loaded_at : float
         Unix time of the swap.
+    encoders : dict of concrete reranker version to SuggestEncoder
+        Suggest-response pieces of each suggester, filled on first use (see
+        :meth:`encoder`).
     """
 
     stage1: Stage1Artifact
@@ -90,6 +94,8 @@ class ModelSet:
     rerankers: Mapping[str, Any]
     aliases: Mapping[str, str]
     loaded_at: float = field(default_factory=time.time)
+    encoders: dict[str, SuggestEncoder] = field(default_factory=dict, compare=False,
+                                                repr=False)
 
     @property
     def stage1_version(self) -> str:
@@ -103,6 +109,15 @@ class ModelSet:
     def suggester(self, requested: str) -> Any:
         """The suggester serving a requested reranker version."""
         return self.suggesters[self.aliases[requested]]
+
+    def encoder(self, requested: str) -> SuggestEncoder:
+        """The suggest-response encoder of a requested reranker version's suggester."""
+        concrete = self.aliases[requested]
+        encoder = self.encoders.get(concrete)
+        if encoder is None:
+            encoder = self.encoders[concrete] = SuggestEncoder(
+                self.suggesters[concrete], {"stage1": self.stage1_version, "reranker": concrete})
+        return encoder
 
     def reranker(self, requested: str) -> Any:
         """The reranker artifact of a requested version."""

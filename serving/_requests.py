@@ -10,7 +10,7 @@ import json
 import math
 from typing import Annotated, Any, TypeVar
 
-from flask import request
+from flask import Request, request
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -25,7 +25,7 @@ from pydantic import (
 
 from serving._errors import ApiError
 
-__all__ = ["AssignRequest", "SuggestRequest", "json_body", "validate"]
+__all__ = ["AssignRequest", "SuggestRequest", "json_body", "parse_body", "validate"]
 
 FeatureValue = StrictStr | StrictBool | StrictInt
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -71,24 +71,24 @@ class SuggestRequest(_Body):
         return self
 
 
-def json_body(max_bytes: int) -> Any:
-    """The request's JSON document, refusing bodies above ``max_bytes`` (413) unread.
-
-    Raises
-    ------
-    ApiError
-        413 too large, 415 not JSON, 400 malformed JSON.
-    """
-    request.max_content_length = max_bytes  # Werkzeug enforces it while reading, too
-    if request.content_length is not None and request.content_length > max_bytes:
+def _raw_body(max_bytes: int) -> bytes:
+    """The request's body bytes, refusing bodies above ``max_bytes`` (413) unread."""
+    # The request itself, not the context-local proxy: one lookup instead of one per use.
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]
+    req.max_content_length = max_bytes  # Werkzeug enforces it while reading, too
+    length = req.content_length
+    if length is not None and length > max_bytes:
         raise ApiError(413, "payload_too_large",
-                       f"request body is {request.content_length} bytes, larger than the "
-                       f"limit of {max_bytes} bytes for {request.path}")
-    if request.mimetype != "application/json":
+                       f"request body is {length} bytes, larger than the limit of "
+                       f"{max_bytes} bytes for {req.path}")
+    mimetype = req.mimetype
+    if mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type",
-                       f"Content-Type should be application/json, got "
-                       f"{request.mimetype or 'none'}")
-    raw = request.get_data(cache=False)
+                       f"Content-Type should be application/json, got {mimetype or 'none'}")
+    return req.get_data(cache=False)
+
+
+def _loads(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except UnicodeDecodeError as exc:
@@ -97,6 +97,37 @@ def json_body(max_bytes: int) -> Any:
         # The message holds a position, never the document's content.
         raise ApiError(400, "malformed_json", f"body is not valid JSON: {exc.msg} at line "
                        f"{exc.lineno} column {exc.colno}") from exc
+
+
+def json_body(max_bytes: int) -> Any:
+    """The request's JSON document, refusing bodies above ``max_bytes`` (413) unread.
+
+    Raises
+    ------
+    ApiError
+        413 too large, 415 not JSON, 400 malformed JSON.
+    """
+    return _loads(_raw_body(max_bytes))
+
+
+def parse_body(model: type[_Model], max_bytes: int) -> _Model:
+    """The request's JSON body validated into ``model``: :func:`json_body` + :func:`validate`.
+
+    A valid body is parsed and validated in one pass by pydantic's JSON parser
+    (``model_validate_json``); any body it refuses goes through ``json.loads`` and
+    :func:`validate` instead, so every accepted body and every error — which status,
+    which message — is exactly theirs.
+
+    Raises
+    ------
+    ApiError
+        413 too large, 415 not JSON, 400 malformed JSON, 422 invalid fields.
+    """
+    raw = _raw_body(max_bytes)
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError:
+        return validate(model, _loads(raw))
 
 
 def validate(model: type[_Model], payload: Any) -> _Model:

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from flask import jsonify
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_serving_support import (
     FED_CONFIG,
     N_PARAMETERS,
@@ -37,6 +40,9 @@ from serving import (
     assign_arm,
     bucket,
 )
+from serving._encode import SuggestEncoder
+from serving._errors import ApiError
+from serving._requests import SuggestRequest, json_body, parse_body, validate
 
 SECRET_TEXT = "zq-secret-typed-text-9731"
 
@@ -163,6 +169,135 @@ def test_malformed_json_wrong_media_type_and_oversized(client) -> None:  # type:
     huge = json.dumps({"language": "en", "text": "a" * 70_000, "cluster_id": 0})
     assert_problem(client.post("/v1/suggest", data=huge, content_type="application/json"),
                    413, "payload_too_large")
+
+
+def _outcome(app, parse, raw: bytes) -> object:  # type: ignore[no-untyped-def]
+    """What a request-body parser makes of ``raw``: the model, or the problem it raises."""
+    with app.test_request_context("/v1/suggest", method="POST", data=raw,
+                                  content_type="application/json"):
+        try:
+            return parse()
+        except ApiError as exc:
+            return (exc.status, exc.reason, exc.detail, exc.extra)
+
+
+def _both_parsers(app, raw: bytes) -> tuple[object, object]:  # type: ignore[no-untyped-def]
+    limit = 64 * 1024
+    fast = _outcome(app, lambda: parse_body(SuggestRequest, limit), raw)
+    slow = _outcome(app, lambda: validate(SuggestRequest, json_body(limit)), raw)
+    return fast, slow
+
+
+TRICKY_BODIES = [
+    b'{"language":"en","text":"hi","cluster_id":0}',
+    b' {"language":"en","text":"hi","cluster_id":0}\n',
+    b'\xef\xbb\xbf{"language":"en","text":"hi","cluster_id":0}',  # UTF-8 BOM
+    '{"language":"en","text":"hi","cluster_id":0}'.encode("utf-16"),
+    b'{"language":"en","text":"\\ud800","cluster_id":0}',  # lone surrogate
+    b'{"language":"en","text":"\\u00e9\\u0000","cluster_id":0}',
+    b'{"language":"en","text":"a","cluster_id":0,"cluster_id":1}',  # last one wins
+    b'{"language":"en","text":"a","cluster_id":1.0}',
+    b'{"language":"en","text":"a","cluster_id":-0}',
+    b'{"language":"en","text":"a","cluster_id":100000000000000000000000000}',
+    b'{"language":"en","text":"a","cluster_id":0,"limit":5.0}',
+    b'{"language":"en","text":"a","cluster_id":0,"user_embedding":[NaN,0,0,0]}',
+    b'{"language":"en","text":"a","cluster_id":0,"user_embedding":[1e999,0,0,0]}',
+    b'{"language":"en","text":"a","cluster_id":0,"user_embedding":[true,0,0,0]}',
+    b'{"language":"en","text":"a","cluster_id":0,"user_embedding":[5e-324,-0.0,1E2,3]}',
+    b'{"language":"en","text":"a","features":{"age":1.0}}',
+    b'{"language":"en","text":"a","features":{"subscriber":true,"n":10000000000000000000000}}',
+    b'{"language":"en","text":"a","cluster_id":0,"extra":null}',
+    b'[{"language":"en","text":"a","cluster_id":0}]',
+    b'"text"', b"null", b"", b"{", b'{"language":"en",}', b"\xff\xfe\xfd",
+]
+
+
+@pytest.mark.parametrize("raw", TRICKY_BODIES)
+def test_one_pass_parse_agrees_with_json_loads_then_validate(app, raw: bytes) -> None:  # type: ignore[no-untyped-def]
+    fast, slow = _both_parsers(app, raw)
+    assert fast == slow
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(
+    st.sampled_from(["language", "text", "cluster_id", "features", "user_embedding",
+                     "limit", "other"]),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                 lambda inner: st.lists(inner, max_size=4)
+                 | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+                 max_leaves=8)))
+def test_one_pass_parse_agrees_on_generated_bodies(app, document: dict) -> None:  # type: ignore[no-untyped-def]
+    fast, slow = _both_parsers(app, json.dumps(document).encode())
+    assert fast == slow
+
+
+_NUMBER = st.integers(-(2**70), 2**70) | st.floats()
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.fixed_dictionaries(
+    {"language": st.sampled_from(["en", "ja"]) | st.text(max_size=20) | _NUMBER,
+     "text": st.text(max_size=40)},
+    optional={"cluster_id": st.integers(-3, 2**65) | st.floats() | st.none(),
+              "limit": st.integers(-1, 60) | st.floats(),
+              "features": st.dictionaries(st.text(max_size=70), st.booleans() | _NUMBER
+                                          | st.text(max_size=5), max_size=3),
+              "user_embedding": st.lists(_NUMBER | st.booleans(), max_size=5)}),
+       st.booleans())
+def test_one_pass_parse_agrees_on_suggest_like_bodies(app, document: dict,  # type: ignore[no-untyped-def]
+                                                      ascii_only: bool) -> None:
+    fast, slow = _both_parsers(app, json.dumps(document, ensure_ascii=ascii_only).encode())
+    assert fast == slow
+
+
+def test_suggest_response_is_compact_json_as_jsonify_writes_it(var: Path, tmp_path: Path
+                                                               ) -> None:
+    payload = {"language": "ja", "text": "ありがと", "cluster_id": 1, "limit": 4}
+    app = fake_app(var, store_path=tmp_path / "updates.sqlite3")
+    response = app.test_client().post("/v1/suggest", json=payload)
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    document = response.get_json()
+    with app.test_request_context():
+        assert response.get_data() == jsonify(document).get_data()  # ASCII escapes, compact
+    assert response.get_data().endswith(b"}\n") and b" " not in response.get_data()
+    debug = fake_app(var, store_path=tmp_path / "updates.sqlite3", debug=True)
+    pretty = debug.test_client().post("/v1/suggest", json=payload)
+    assert pretty.get_json() == document and b'\n  "stickers": [' in pretty.get_data()
+
+
+class _Described:
+    def __init__(self, labels: list[str], emojis: list[str], character: str) -> None:
+        self.labels, self.emojis, self.character = labels, emojis, character
+
+
+class _Describer:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def describe(self, sticker_id: int, package_id: int) -> _Described:
+        self.calls += 1
+        return _Described([f"l{sticker_id}", 'q"uote\\'], ["🙏", "é"],
+                          f"Char «{package_id}» </script>")
+
+
+def test_suggest_encoder_writes_what_json_dumps_writes_and_describes_once() -> None:
+    describer = _Describer()
+    encoder = SuggestEncoder(describer, {"stage1": "s1", "reranker": "r\u00e9"})
+    rows = ([7, 8, 7], [1, 2, 1], [0.1 + 0.2, float("nan"), -float("inf")])
+    for _ in range(2):
+        text = encoder.encode(*rows, cluster_id=3, arm="control", experiment="ab")
+        expected = {"stickers": [
+            {"sticker_id": s, "package_id": p, "labels": [f"l{s}", 'q"uote\\'],
+             "emojis": ["🙏", "é"], "character": f"Char «{p}» </script>", "score": x}
+            for s, p, x in zip(*rows, strict=True)],
+            "cluster_id": 3, "versions": {"stage1": "s1", "reranker": "r\u00e9"},
+            "arm": "control", "experiment": "ab"}
+        assert text == json.dumps(expected, separators=(",", ":")) + "\n"
+    assert describer.calls == 2  # once per (sticker, package), across responses
+    assert encoder.encode([], [], [], cluster_id=0, arm="a", experiment="b").startswith(
+        '{"stickers":[],"cluster_id":0,')
 
 
 def test_typed_text_is_never_logged_or_stored(app, client, caplog, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -410,6 +545,7 @@ def test_metrics_exposition(client) -> None:  # type: ignore[no-untyped-def]
     text = client.get("/metrics").get_data(as_text=True)
     assert 'sticker_http_request_duration_seconds_bucket{endpoint="/v1/suggest"' in text
     assert 'sticker_suggestions_served_total{arm="control"} 3.0' in text
+    assert 'sticker_suggest_requests_total{arm="control",language="en"} 1.0' in text
     assert 'sticker_federated_updates_total{outcome="accepted",reason=""} 1.0' in text
     assert 'sticker_artifact_info{kind="stage1"' in text
 

@@ -67,6 +67,28 @@ def test_real_suggestions(app) -> None:  # type: ignore[no-untyped-def]
     assert len({tuple(r) for r in rows.values()}) > 1, "the text should change the row"
 
 
+def test_real_response_rows_are_the_suggesters_rows(app) -> None:  # type: ignore[no-untyped-def]
+    """The served row (ranked, then formatted from cached pieces) is ``Suggester.suggest``'s."""
+    client = app.test_client()
+    suggester = app.extensions["sticker_serving"].registry.current.suggester("latest")
+    rng = np.random.default_rng(0)
+    for user in client.get("/demo/users").get_json()["users"]:
+        for text, limit in (("", 1), ("t", 8), ("thank you", 50), ("ok", 5)):
+            embedding = rng.standard_normal(suggester.n_factors).astype(np.float32)
+            for extra in ({}, {"user_embedding": embedding.tolist()}):
+                body = client.post("/v1/suggest", json={
+                    "language": user["language"], "text": text,
+                    "cluster_id": user["cluster_id"], "limit": limit, **extra}).get_json()
+                rows = suggester.suggest(language=user["language"], text=text,
+                                         cluster_id=user["cluster_id"], limit=limit,
+                                         user_embedding=embedding if extra else None)
+                assert body["stickers"] == [r.to_dict() for r in rows]
+                ranking = suggester.rank(language=user["language"], text=text,
+                                         cluster_id=user["cluster_id"], limit=limit,
+                                         user_embedding=embedding if extra else None)
+                assert [suggester.describe(*e) for e in zip(*ranking, strict=True)] == rows
+
+
 def test_real_embedding_errors(app) -> None:  # type: ignore[no-untyped-def]
     client = app.test_client()
     n = app.extensions["sticker_serving"].registry.current.suggester("latest").n_factors

@@ -67,15 +67,26 @@ class FakeSuggester:
     def stage1(self) -> Stage1Artifact:
         return self.context.stage1
 
-    def suggest(self, *, language: str, text: str, cluster_id: int,
-                user_embedding: np.ndarray | None, limit: int) -> list[FakeSuggestion]:
+    def rank(self, *, language: str, text: str, cluster_id: int,
+             user_embedding: np.ndarray | None, limit: int
+             ) -> tuple[list[int], list[int], list[float]]:
         candidates = self.stage1.candidates(cluster_id)
         scores = [int(hashlib.sha256(f"{text}/{p}".encode()).hexdigest()[:8], 16) / 2**32
                   for p in candidates]
         order = np.argsort(scores)[::-1][:limit]
-        return [FakeSuggestion(int(candidates[i]) * 100, int(candidates[i]), ["thanks"],
-                               ["🙏"], f"char{candidates[i]}", float(scores[i]))
-                for i in order]
+        return ([int(candidates[i]) * 100 for i in order], [int(candidates[i]) for i in order],
+                [float(scores[i]) for i in order])
+
+    def describe(self, sticker_id: int, package_id: int, score: float = 0.0
+                 ) -> FakeSuggestion:
+        return FakeSuggestion(sticker_id, package_id, ["thanks"], ["🙏"], f"char{package_id}",
+                              score)
+
+    def suggest(self, *, language: str, text: str, cluster_id: int,
+                user_embedding: np.ndarray | None, limit: int) -> list[FakeSuggestion]:
+        ranking = self.rank(language=language, text=text, cluster_id=cluster_id,
+                            user_embedding=user_embedding, limit=limit)
+        return [self.describe(*entry) for entry in zip(*ranking, strict=True)]
 
     def bundle(self, cluster_id: int, language: str) -> dict[str, bytes]:
         return {"candidates.json": json.dumps(self.stage1.candidates(cluster_id).tolist()

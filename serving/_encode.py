@@ -1,0 +1,94 @@
+"""The JSON of ``POST /v1/suggest`` responses, from pieces encoded once per model set.
+
+A suggestion row repeats the same few hundred stickers with their labels, emoji and
+character: :class:`SuggestEncoder` encodes each (sticker, package) the first time it is
+ranked and the version/arm tail once, so a keystroke only formats its scores and joins
+strings. The pieces are keyed by artifact content (sticker and package ids, versions,
+arm), never by anything from the request's text, and live as long as the served
+:class:`~serving.ModelSet` (a new version gets a new encoder).
+
+The text is byte for byte what ``flask.jsonify`` writes for the same document when it is
+compact (Flask's default outside debug mode): ``,``/``:`` separators, ASCII-only escapes,
+keys in insertion order and a final newline.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["SuggestEncoder"]
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+
+
+def _number(value: float) -> str:
+    """A float as :func:`json.dumps` writes it (``repr``; NaN and infinities by name)."""
+    return float.__repr__(value) if math.isfinite(value) else _dumps(value)
+
+
+class SuggestEncoder:
+    """Encodes suggest responses of one suggester, caching the per-sticker pieces.
+
+    Parameters
+    ----------
+    suggester : reranker.Suggester or a test double
+        Provides ``describe(sticker_id, package_id)`` with ``labels``, ``emojis`` and
+        ``character`` (called once per sticker).
+    versions : mapping
+        ``{"stage1": …, "reranker": …}``: the versions the suggester serves, reported in
+        every response.
+    """
+
+    def __init__(self, suggester: Any, versions: Mapping[str, str]) -> None:
+        self._suggester = suggester
+        self._versions = _dumps(dict(versions))
+        self._stickers: dict[tuple[int, int], str] = {}
+        self._tails: dict[tuple[str, str], str] = {}
+
+    def _sticker(self, sticker_id: int, package_id: int) -> str:
+        """``{"sticker_id":…,"character":…,"score":`` of one ranked sticker."""
+        key = (sticker_id, package_id)
+        piece = self._stickers.get(key)
+        if piece is None:
+            s = self._suggester.describe(sticker_id, package_id)
+            piece = _dumps({"sticker_id": int(sticker_id), "package_id": int(package_id),
+                            "labels": list(s.labels), "emojis": list(s.emojis),
+                            "character": s.character})[:-1] + ',"score":'
+            self._stickers[key] = piece
+        return piece
+
+    def _tail(self, arm: str, experiment: str) -> str:
+        key = (arm, experiment)
+        tail = self._tails.get(key)
+        if tail is None:
+            tail = (f',"versions":{self._versions},"arm":{_dumps(arm)},'
+                    f'"experiment":{_dumps(experiment)}}}\n')
+            self._tails[key] = tail
+        return tail
+
+    def encode(self, sticker_ids: Sequence[int], package_ids: Sequence[int],
+               scores: Sequence[float], *, cluster_id: int, arm: str,
+               experiment: str) -> str:
+        """The response document (with its final newline).
+
+        ``{"stickers": [{"sticker_id", "package_id", "labels", "emojis", "character",
+        "score"}, ...], "cluster_id", "versions", "arm", "experiment"}``.
+
+        Parameters
+        ----------
+        sticker_ids, package_ids, scores : sequences of equal length
+            The ranked row, best first (a ``reranker.Ranking``).
+        cluster_id : int
+            The cluster that was ranked.
+        arm, experiment : str
+            The A/B arm and experiment names.
+        """
+        rows = ",".join([f"{self._sticker(s, p)}{_number(float(x))}}}"
+                         for s, p, x in zip(sticker_ids, package_ids, scores, strict=True)])
+        return (f'{{"stickers":[{rows}],"cluster_id":{int(cluster_id)}'
+                f"{self._tail(arm, experiment)}")
