@@ -3,9 +3,14 @@
 1. Build a world, a stage-1 version and a reranker version (a short federated run of the
    real task, published like ``stickers federated train``) under a scratch artifact root.
 2. Start ``stickers serve``'s gunicorn with 2 workers on a free loopback port.
-3. Saturate ``GET /healthz`` (trivial JSON) and then ``POST /v1/suggest`` (keyword
-   matching + ONNX reranking of a cluster's candidates) with wrk, same settings, same run:
-   the ratio of their requests/s is the cost of a suggestion relative to the framework.
+3. Warm both endpoints (2 s each), then saturate ``GET /healthz`` (trivial JSON) and
+   ``POST /v1/suggest`` (keyword matching + ONNX reranking of a cluster's candidates)
+   with wrk, same settings, same run, both through the same Lua script shape (requests
+   formatted once, handed out per request): the ratio of their requests/s is the cost of
+   a suggestion relative to the framework. gunicorn's sync workers close the connection
+   after each response (no keep-alive), for both endpoints alike. CPU microseconds per
+   request of gunicorn and of wrk are recorded too: on a shared machine they show where
+   the cores went.
 4. Load ``/v1/suggest`` at half its maximum rate (wrk paced with a Lua ``delay()``) and
    report p50/p99 latency.
 
@@ -18,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -132,20 +138,49 @@ def _lua(path: Path, method: str, bodies: list[str | None], delay_ms: float | No
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
+def _server_cpu_s(server_pid: int) -> float:
+    """CPU seconds (user + system) used so far by the gunicorn master and its workers."""
+    import psutil
+
+    master = psutil.Process(server_pid)
+    total = 0.0
+    for proc in [master, *master.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def run_wrk(url: str, *, duration: int, threads: int, connections: int,
-            script: Path | None = None) -> dict[str, float]:
-    """Run wrk; requests/s, latency percentiles (ms) and non-2xx count."""
+            script: Path | None = None, server_pid: int | None = None) -> dict[str, float]:
+    """Run wrk; requests/s, latency percentiles (ms), non-2xx count and CPU per request.
+
+    ``wrk_cpu_us`` (the load generator) and, given ``server_pid``, ``server_cpu_us``
+    (gunicorn's processes) are CPU microseconds per completed request: on a shared
+    machine they say where the cores went, which requests/s alone does not.
+    """
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
     if script is not None:
         cmd += ["-s", str(script)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_before = _server_cpu_s(server_pid) if server_pid is not None else 0.0
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True,
                          timeout=duration + 30).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_after = _server_cpu_s(server_pid) if server_pid is not None else 0.0
     result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
     for pct, value, unit in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
         result[f"p{pct}_ms"] = float(value) * _UNITS[unit]
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     result["non_2xx"] = float(errors.group(1)) if errors else 0.0
     result["requests"] = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    n = max(result["requests"], 1.0)
+    wrk_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    result["wrk_cpu_us"] = 1e6 * wrk_cpu / n
+    if server_pid is not None:
+        result["server_cpu_us"] = 1e6 * (server_after - server_before) / n
     return result
 
 
@@ -169,34 +204,43 @@ def main(argv: list[str]) -> int:
         common = {"duration": args.duration, "threads": 2, "connections": args.connections}
         healthz = _lua(scratch / "healthz.lua", "GET", [None], None)
         suggest = _lua(scratch / "suggest.lua", "POST", list(bodies), None)
-        run_wrk(f"{url}/healthz", duration=2, threads=2, connections=args.connections,
-                script=healthz)  # warm
-        trivial = run_wrk(f"{url}/healthz", **common, script=healthz)
-        saturated = run_wrk(f"{url}/v1/suggest", **common, script=suggest)
+        load_before = os.getloadavg()
+        for script, path in ((healthz, "/healthz"), (suggest, "/v1/suggest")):  # warm both:
+            run_wrk(f"{url}{path}", duration=2, threads=2,  # first requests build caches
+                    connections=args.connections, script=script)
+        trivial = run_wrk(f"{url}/healthz", **common, script=healthz,
+                          server_pid=process.pid)
+        saturated = run_wrk(f"{url}/v1/suggest", **common, script=suggest,
+                            server_pid=process.pid)
         half = saturated["rps"] / 2
         paced_connections = 4
         paced = run_wrk(f"{url}/v1/suggest", duration=args.duration, threads=2,
                         connections=paced_connections,
                         script=_lua(scratch / "paced.lua", "POST", list(bodies),
-                                    1000.0 * paced_connections / half))
+                                    1000.0 * paced_connections / half),
+                        server_pid=process.pid)
         ratio = saturated["rps"] / trivial["rps"]
-        rows = [
-            ["GET /healthz (trivial JSON)", "max", trivial["rps"], trivial.get("p50_ms"),
-             trivial.get("p99_ms"), trivial["non_2xx"]],
-            ["POST /v1/suggest", "max", saturated["rps"], saturated.get("p50_ms"),
-             saturated.get("p99_ms"), saturated["non_2xx"]],
-            ["POST /v1/suggest", f"paced to {half:.0f}/s", paced["rps"], paced.get("p50_ms"),
-             paced.get("p99_ms"), paced["non_2xx"]],
-        ]
+        rows = [[name, load, r["rps"], r.get("p50_ms"), r.get("p99_ms"), r["non_2xx"],
+                 r["server_cpu_us"], r["wrk_cpu_us"]] for name, load, r in (
+            ("GET /healthz (trivial JSON)", "max", trivial),
+            ("POST /v1/suggest", "max", saturated),
+            ("POST /v1/suggest", f"paced to {half:.0f}/s", paced))]
+        cpu_ratio = ((trivial["server_cpu_us"] + trivial["wrk_cpu_us"])
+                     / (saturated["server_cpu_us"] + saturated["wrk_cpu_us"]))
         meta = {"versions": versions, "workers": args.workers, "cpus": os.cpu_count(),
                 "wrk": common, "suggest_over_trivial": ratio, "goal_ratio": 0.7,
+                "suggest_over_trivial_cpu_per_request": cpu_ratio,
                 "half_rate_p99_ms": paced.get("p99_ms"), "goal_p99_ms": 10.0,
-                "bodies": len(bodies), "load_average_after": os.getloadavg(),
-                "note": "wrk and gunicorn share the machine's cores (loopback)"}
+                "bodies": len(bodies), "load_average_before": load_before,
+                "load_average_after": os.getloadavg(),
+                "note": "wrk and gunicorn share the machine's cores (loopback); CPU columns "
+                        "are microseconds per request of gunicorn's processes and of wrk"}
         write_results("serving", ["endpoint", "load", "requests/s", "p50 ms", "p99 ms",
-                                  "non-2xx"], rows, meta)
-        print(f"suggest/trivial requests/s ratio: {ratio:.3f} (goal >= 0.7); p99 at half "
-              f"rate: {paced.get('p99_ms')} ms (goal <= 10)")
+                                  "non-2xx", "server CPU µs/req", "wrk CPU µs/req"],
+                      rows, meta)
+        print(f"suggest/trivial requests/s ratio: {ratio:.3f} (goal >= 0.7; CPU per request "
+              f"{cpu_ratio:.3f}); p99 at half rate: {paced.get('p99_ms')} ms (goal <= 10); "
+              f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
     finally:
         if process is not None and process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)

@@ -81,8 +81,9 @@ def _raw_body(max_bytes: int) -> bytes:
         raise ApiError(413, "payload_too_large",
                        f"request body is {length} bytes, larger than the limit of "
                        f"{max_bytes} bytes for {req.path}")
-    mimetype = req.mimetype
-    if mimetype != "application/json":
+    # The exact header needs no parsing; anything else (parameters, case) is parsed.
+    if req.environ.get("CONTENT_TYPE") != "application/json" and (
+            mimetype := req.mimetype) != "application/json":
         raise ApiError(415, "unsupported_media_type",
                        f"Content-Type should be application/json, got {mimetype or 'none'}")
     return req.get_data(cache=False)
