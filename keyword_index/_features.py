@@ -15,13 +15,23 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
 from keyword_index._errors import KeywordIndexError
-from keyword_index._index import Match, _kernels, _readonly
+from keyword_index._index import Match, _readonly
+
+
+def _kernels() -> ModuleType:
+    """The compiled kernels, ready to call (imports numba on first use)."""
+    from keyword_index import _kernels as kernels
+
+    kernels.load()
+    return kernels
+
 
 __all__ = ["FEATURE_NAMES", "CandidateFeaturizer", "label_embeddings"]
 

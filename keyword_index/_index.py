@@ -1,22 +1,17 @@
 """Incremental matching of the text typed so far against one language's keywords.
 
-One Aho–Corasick automaton per language, held as flat arrays (see
-:mod:`keyword_index._layout`) and run by a compiled kernel (:mod:`keyword_index._kernels`,
-numba; imported and compiled, or loaded from numba's on-disk cache, when an index is
-constructed, never at ``import keyword_index``):
+Two pyahocorasick structures per language:
 
-- one pass over the normalised text finds every whole keyword: the one that ends the
-  text (exact) and those that end earlier (decaying with the distance from the end);
-- the automaton's state after the last character is the longest tail of the text that
-  is a keyword prefix; its failure chain lists every shorter such tail, so the longest
-  tail that is a proper keyword prefix (at a word start in word-boundary languages)
-  is found without another lookup. Each such trie node carries a precomputed entry
-  (labels, strengths sorted by label id);
-- the kernel then merges the entry with the occurrences into the :class:`Match`.
+- an Aho–Corasick automaton over the normalised keywords finds, in one pass over the
+  normalised text, every whole keyword: the one that ends the text (exact) and those
+  that end earlier (decaying with the distance from the end);
+- a trie (pyahocorasick in trie mode) over every proper prefix of every keyword, each
+  mapped to a precomputed entry (labels, strengths sorted by label id), answers "are
+  the last characters a keyword being typed?" with one lookup per candidate tail, the
+  longest tail first.
 
 The text is matched as a whole on every keystroke (it is short); no state is kept
 between keystrokes, so deleting characters or pasting text needs no special case.
-Python does only the normalisation and one kernel call per keystroke.
 """
 
 from __future__ import annotations
@@ -25,40 +20,21 @@ import enum
 import json
 import math
 import struct
-import sys
 import time
 import zlib
-from collections import deque
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import ahocorasick
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
 from keyword_index._config import KeywordIndexConfig
 from keyword_index._errors import KeywordIndexError, KeywordIndexFormatError
-from keyword_index._layout import (
-    HEADER_EDGES,
-    HEADER_LABEL_BOUND,
-    HEADER_NODES,
-    HEADER_REFS,
-    HEADER_WORD_STARTS,
-    N_NODE_COLUMNS,
-    NODE_DEPTH,
-    NODE_EDGE_HI,
-    NODE_EDGE_LO,
-    NODE_ENTRY_HI,
-    NODE_ENTRY_LO,
-    NODE_FAIL,
-    NODE_LABELS_HI,
-    NODE_LABELS_LO,
-    NODE_OUTPUT,
-    TABLE_HEADER,
-)
 from keyword_index._normalize import Normalizer
 
 __all__ = ["KeywordIndex", "Match", "MatchKind", "MultilingualIndex"]
@@ -85,15 +61,6 @@ _EMPTY_F32: npt.NDArray[np.float32] = np.zeros(0, np.float32)
 _EMPTY_I8: npt.NDArray[np.int8] = np.zeros(0, np.int8)
 for _a in (_EMPTY_I32, _EMPTY_F32, _EMPTY_I8):
     _a.flags.writeable = False
-# Word starts of a text without word boundaries / of one word. Never written, but left
-# writable like the arrays made per keystroke, so that the kernel sees one argument type
-# (each type is a separate compilation).
-_NO_STARTS: npt.NDArray[np.intp] = np.zeros(0, np.intp)
-_START_0: npt.NDArray[np.intp] = np.zeros(1, np.intp)
-# The kernel reads the text as native-endian code points.
-_UTF32 = "utf-32-le" if sys.byteorder == "little" else "utf-32-be"
-# Labels a match holds without a second kernel call (p99 ~140 on the device sessions).
-_MATCH_BUFFER = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,12 +106,8 @@ def _readonly(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
     return array
 
 
-def _kernels() -> ModuleType:
-    """The compiled kernels, ready to call (imports numba on first use)."""
-    from keyword_index import _kernels as kernels
-
-    kernels.load()
-    return kernels
+def _span_order(span: tuple[int, int, int]) -> tuple[int, int]:
+    return -span[0], span[1]
 
 
 class KeywordIndex:
@@ -181,108 +144,65 @@ class KeywordIndex:
                 f"{len(self.keywords)} keywords but {len(self.keyword_labels)} label lists")
         if not self.keywords:
             raise KeywordIndexError(f"language {language!r}: no keyword to index")
+        lowest = min((min(ls) for ls in self.keyword_labels if ls), default=0)
+        if lowest < 0:
+            raise KeywordIndexError(f"label ids should be >= 0, got {lowest}")
         self._normalizer = Normalizer(language, self.config)
+        self._keyword_len = [len(k) for k in self.keywords]
+        self._automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
+        for i, keyword in enumerate(self.keywords):
+            self._automaton.add_word(keyword, i)
+        self._automaton.make_automaton()
+        self._build_prefixes()
         cfg = self.config
-        # Strength of an occurrence ending d characters before the end, d = 0, 1, ...,
-        # then the floor for any larger d. Rounded to float32 (as stored in a Match), so
-        # that comparisons with the float32 prefix strengths decide as on the arrays.
+        # Strength of an occurrence ending d characters before the end, d = 0, 1, ...
         n_decay = math.ceil(cfg.earlier_tau * math.log(cfg.earlier_peak / cfg.earlier_floor))
-        self._decay: npt.NDArray[np.float32] = np.asarray([1.0] + [
+        # Rounded to float32 (as stored in a Match), so that comparisons with the float32
+        # prefix strengths in _merge decide exactly as they would on the arrays.
+        self._decay = np.asarray([1.0] + [
             max(cfg.earlier_peak * math.exp(-d / cfg.earlier_tau), cfg.earlier_floor)
             for d in range(1, n_decay + 2)
-        ] + [cfg.earlier_floor], np.float32)
-        self._build_automaton()
-        self._match_kernel = _kernels().match_kernel
+        ], np.float32).tolist()
+        self._floor = float(np.float32(cfg.earlier_floor))
 
-    def _build_automaton(self) -> None:
-        """The trie of the keywords with Aho–Corasick links and, on each node that is a
-        typed prefix that counts, its prefix entry; as the arrays of the match kernel."""
+    def _build_prefixes(self) -> None:
         cfg = self.config
         min_prefix = cfg.min_prefix(self.language)
-        children: list[dict[int, int]] = [{}]
-        depth = [0]
-        keyword_at = [-1]  # the keyword ending at each node
-        entries: dict[int, dict[int, float]] = {}  # node -> label -> best prefix strength
-        for k, (keyword, labels) in enumerate(zip(self.keywords, self.keyword_labels,
-                                                  strict=True)):
+        best: dict[str, dict[int, float]] = {}
+        for keyword, labels in zip(self.keywords, self.keyword_labels, strict=True):
             size = len(keyword)
-            node = 0
-            for p, char in enumerate(keyword):
-                if p >= min_prefix:  # keyword[:p] is a proper prefix that counts
-                    strength = cfg.prefix_base + cfg.prefix_gain * p / size
-                    per_label = entries.setdefault(node, {})
-                    for label in labels:
-                        if per_label.get(label, 0.0) < strength:
-                            per_label[label] = strength
-                code = ord(char)
-                child = children[node].get(code)
-                if child is None:
-                    child = len(children)
-                    children[node][code] = child
-                    children.append({})
-                    depth.append(p + 1)
-                    keyword_at.append(-1)
-                node = child
-            if size:
-                keyword_at[node] = k  # a repeated keyword: the last one, as a dict would
-        n_nodes = len(children)
-        fail = [0] * n_nodes
-        output = [-1] * n_nodes
-        queue = deque([0])
-        while queue:  # breadth first: a node's failure target is shallower
-            node = queue.popleft()
-            for code, child in children[node].items():
-                target = 0
-                if node:
-                    f = fail[node]
-                    while f and code not in children[f]:
-                        f = fail[f]
-                    target = children[f].get(code, 0)
-                fail[child] = target
-                output[child] = child if keyword_at[child] >= 0 else output[target]
-                queue.append(child)
-        rows: list[list[int]] = []
-        edges: list[tuple[int, int]] = []
+            for p in range(min_prefix, size):
+                strength = cfg.prefix_base + cfg.prefix_gain * p / size
+                per_label = best.setdefault(keyword[:p], {})
+                for label in labels:
+                    if per_label.get(label, 0.0) < strength:
+                        per_label[label] = strength
+        # Keyed by the *reversed* prefix: the longest typed tail that is a keyword prefix is
+        # then found from the end of the text, and longest_prefix() bounds how far to look.
+        self._prefixes = ahocorasick.Automaton(ahocorasick.STORE_INTS)
+        ptr = [0]
         labels_out: list[int] = []
         strengths_out: list[float] = []
-        for node in range(n_nodes):
-            row = [-1] * N_NODE_COLUMNS
-            row[NODE_EDGE_LO] = len(edges)
-            edges.extend(sorted(children[node].items()))
-            row[NODE_EDGE_HI] = len(edges)
-            row[NODE_FAIL], row[NODE_OUTPUT], row[NODE_DEPTH] = (
-                fail[node], output[node], depth[node])
-            row[NODE_LABELS_LO] = len(labels_out)
-            if keyword_at[node] >= 0:
-                labels_out.extend(self.keyword_labels[keyword_at[node]])
-            row[NODE_LABELS_HI] = len(labels_out)
-            strengths_out.extend([0.0] * (len(labels_out) - len(strengths_out)))
-            entry = entries.get(node)
-            if entry is not None:
-                row[NODE_ENTRY_LO] = len(labels_out)
-                for label in sorted(entry):
-                    labels_out.append(label)
-                    strengths_out.append(entry[label])
-                row[NODE_ENTRY_HI] = len(labels_out)
-            rows.append(row)
-        if labels_out and min(labels_out) < 0:
-            raise KeywordIndexError(f"label ids should be >= 0, got {min(labels_out)}")
-        header = np.zeros(TABLE_HEADER, np.int32)
-        header[[HEADER_NODES, HEADER_EDGES, HEADER_REFS, HEADER_LABEL_BOUND,
-                HEADER_WORD_STARTS]] = (n_nodes, len(edges), len(labels_out),
-                                        max(labels_out, default=-1) + 1,
-                                        self._normalizer.word_boundaries)
-        self._table = _readonly(np.concatenate([
-            header, np.asarray(rows, np.int32).ravel(), np.asarray(edges, np.int32).ravel(),
-            np.asarray(labels_out, np.int32)]).astype(np.int32))
-        self._values = _readonly(np.concatenate([
-            np.asarray(strengths_out, np.float32), self._decay]).astype(np.float32))
-        self._n_prefixes = len(entries)
+        for entry, prefix in enumerate(sorted(best)):
+            per_label = best[prefix]
+            for label in sorted(per_label):
+                labels_out.append(label)
+                strengths_out.append(per_label[label])
+            ptr.append(len(labels_out))
+            self._prefixes.add_word(prefix[::-1], entry)
+        self._prefix_ptr = ptr
+        self._prefix_labels = _readonly(np.asarray(labels_out, np.int32))
+        self._prefix_strengths = _readonly(np.asarray(strengths_out, np.float32))
+        self._prefix_kinds = _readonly(np.full(len(labels_out), MatchKind.PREFIX, np.int8))
+        # Python-level views (no copy) for the per-label lookups of _merge.
+        self._prefix_labels_view = self._prefix_labels.data
+        self._prefix_strengths_view = self._prefix_strengths.data
+        self._min_prefix = min_prefix
 
     @property
     def n_prefixes(self) -> int:
         """Number of distinct keyword prefixes the trie answers for."""
-        return self._n_prefixes
+        return len(self._prefix_ptr) - 1
 
     # -- building -------------------------------------------------------------------
 
@@ -360,29 +280,114 @@ class KeywordIndex:
         Match
             Each matched label once, with the strength and kind of its best match.
         """
-        norm, starts = self._normalizer.split_positions(text)
-        if not norm:
+        norm, starts = self._normalizer.split(text)
+        n = len(norm)
+        if n == 0:
             return Match(norm, _EMPTY_I32, _EMPTY_F32, _EMPTY_I8)
-        codes = np.frombuffer(norm.encode(_UTF32), np.uint32)
-        if starts is None:
-            positions = _NO_STARTS
-        elif len(starts) == 1:  # one word, at 0
-            positions = _START_0
-        else:
-            positions = np.array(starts, np.intp)
-        size = _MATCH_BUFFER
-        while True:  # more labels than the buffers hold is rare: then again, large enough
-            labels = np.empty(size, np.int32)
-            strengths = np.empty(size, np.float32)
-            kinds = np.empty(size, np.int8)
-            m = self._match_kernel(codes, positions, self._table, self._values, labels,
-                                   strengths, kinds)
-            if m <= size:
-                break
-            size = m
-        if m == 0:
-            return Match(norm, _EMPTY_I32, _EMPTY_F32, _EMPTY_I8)
-        return Match(norm, labels[:m], strengths[:m], kinds[:m])
+        entry, tail = self._typed_prefix(norm, starts)
+        keyword_len = self._keyword_len
+        spans = []
+        for end, kw in self._automaton.iter(norm):
+            start = end - keyword_len[kw] + 1
+            if starts is None or start in starts:
+                spans.append((end, start, kw))
+        found: dict[int, tuple[float, int]] = {}
+        if spans:
+            self._occurrences(spans, n, tail, found)
+        if entry < 0:
+            if not found:
+                return Match(norm, _EMPTY_I32, _EMPTY_F32, _EMPTY_I8)
+            return self._merge(norm, found, 0, 0)
+        lo, hi = self._prefix_ptr[entry], self._prefix_ptr[entry + 1]
+        if not found:
+            return Match(norm, self._prefix_labels[lo:hi], self._prefix_strengths[lo:hi],
+                         self._prefix_kinds[lo:hi])
+        return self._merge(norm, found, lo, hi)
+
+    def _merge(self, norm: str, found: dict[int, tuple[float, int]], lo: int, hi: int,
+               ) -> Match:
+        """Union of prefix entry ``[lo, hi)`` (sorted labels; empty if ``lo == hi``) and
+        occurrences ``found``; the stronger match wins, an occurrence on a tie.
+
+        Occurrences are few (p99 ~15 labels): each is looked up by bisection and written
+        with scalar assignments, which is cheaper than building arrays from lists.
+        """
+        entry_labels = self._prefix_labels_view
+        entry_strengths = self._prefix_strengths_view
+        labels = self._prefix_labels[lo:hi]
+        strengths = self._prefix_strengths[lo:hi]
+        kinds = self._prefix_kinds[lo:hi]
+        copied = False
+        new: list[int] = []
+        for label, value in found.items():
+            at = bisect_left(entry_labels, label, lo, hi)
+            if at < hi and entry_labels[at] == label:
+                if value[0] >= entry_strengths[at]:
+                    if not copied:
+                        strengths, kinds, copied = strengths.copy(), kinds.copy(), True
+                    strengths[at - lo], kinds[at - lo] = value
+            else:
+                new.append(label)
+        if new:
+            size = hi - lo
+            total = size + len(new)
+            out_labels = np.empty(total, np.int32)
+            out_strengths = np.empty(total, np.float32)
+            out_kinds = np.empty(total, np.int8)
+            if size:
+                out_labels[:size] = labels
+                out_strengths[:size] = strengths
+                out_kinds[:size] = kinds
+            for i, label in enumerate(new, size):
+                out_labels[i] = label
+                out_strengths[i], out_kinds[i] = found[label]
+            return Match(norm, out_labels, out_strengths, out_kinds)
+        return Match(norm, labels, strengths, kinds)
+
+    def _typed_prefix(self, norm: str, starts: frozenset[int] | None) -> tuple[int, int]:
+        """Entry and length of the longest tail of ``norm`` that is a proper keyword
+        prefix (at a word start in word-boundary languages); ``(-1, 0)`` if none."""
+        if not self._prefix_labels.size:
+            # No keyword is long enough to have a prefix that counts; pyahocorasick must
+            # not be asked about an empty trie (longest_prefix() aborts the process).
+            return -1, 0
+        rev = norm[::-1]
+        n = len(norm)
+        get = self._prefixes.get
+        # No tail longer than the longest trie path from the end can be a prefix.
+        for size in range(self._prefixes.longest_prefix(rev), self._min_prefix - 1, -1):
+            if starts is None or n - size in starts:
+                entry: int = get(rev[:size], -1)
+                if entry >= 0:
+                    return entry, size
+        return -1, 0
+
+    def _occurrences(self, spans: list[tuple[int, int, int]], n: int, tail: int,
+                     found: dict[int, tuple[float, int]]) -> None:
+        """Strongest (strength, kind) per label from whole-keyword occurrences."""
+        last = n - 1
+        decay = self._decay
+        n_decay = len(decay)
+        floor = self._floor
+        keyword_labels = self.keyword_labels
+        # Latest end first, then longest: a span is inside a longer one iff an earlier
+        # span in this order starts at or before it.
+        spans.sort(key=_span_order)
+        min_start = n - tail if tail else n
+        for end, start, kw in spans:
+            if end == last:
+                strength, kind = 1.0, 1
+            elif min_start <= start:
+                continue
+            else:
+                d = last - end
+                strength, kind = (decay[d] if d < n_decay else floor), 3
+            if start < min_start:
+                min_start = start
+            for label in keyword_labels[kw]:
+                current = found.get(label)
+                if current is None or strength > current[0]:
+                    found[label] = (strength, kind)
 
     # -- serialised form ------------------------------------------------------------
 

@@ -219,6 +219,15 @@ def test_one_letter_and_repeated_keywords() -> None:
         _check(index, text)
 
 
+def test_only_one_letter_keywords_have_no_prefix_to_type() -> None:
+    # No keyword has a proper prefix that counts: the prefix trie is empty, and asking an
+    # empty pyahocorasick trie aborted the process before it was guarded.
+    index = KeywordIndex("ko", ["c"], [[3, 4]], n_labels=5)
+    for text in ("", "c", "cb bc", "bbb"):
+        _check(index, text)
+    assert index.n_prefixes == 0 and index.match("c").label_ids.tolist() == [3, 4]
+
+
 def test_negative_label_is_refused() -> None:
     with pytest.raises(KeywordIndexError, match="label ids should be >= 0"):
         KeywordIndex("en", ["hi"], [[-1]], n_labels=3)
