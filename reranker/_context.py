@@ -125,8 +125,8 @@ class RankingContext:
             known = rows >= 0
             cand_factors[c, : len(lst)][known] = factors[rows[known]]
         embeddings = label_embeddings(stage1.package_ids, factors, stickers, n_labels)
-        # One table per cluster's candidate set (~2 MB each), kept for every cluster:
-        # a server answers random clusters, and a rebuild costs ~16 ms per keystroke.
+        # One table per cluster's candidate set (~0.7 MB each), kept for every cluster:
+        # a server answers random clusters, and a rebuild costs ~5 ms per keystroke.
         featurizer = CandidateFeaturizer(stickers, embeddings, stage1.package_ids, factors,
                                          cache_size=max(stage1.n_clusters, 1))
         langs = languages or sorted(keywords["language"].unique().to_list())
