@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,7 +25,7 @@ from reranker._artifact import RerankerArtifact
 from reranker._context import RankingContext
 from reranker._errors import RerankerInputError
 from reranker._model import initial_parameters
-from reranker._onnx import OnnxScorer, export_onnx
+from reranker._onnx import BoundScorer, OnnxScorer, export_onnx
 
 __all__ = ["BUNDLE_BUDGET_BYTES", "Ranking", "Suggester", "Suggestion"]
 
@@ -95,6 +96,10 @@ class Suggester:
         self._prior = [np.ascontiguousarray(context.prior[:n]) for n in self._n_candidates]
         self._candidate_ids = [np.ascontiguousarray(context.candidate_ids[c, :n])
                                for c, n in enumerate(self._n_candidates)]
+        # Per thread (a BoundScorer is not thread-safe), per cluster: the scorer with the
+        # zero embedding and the cluster's candidates bound once, for requests without a
+        # personal embedding; built on a thread's first keystroke in the cluster.
+        self._bound = threading.local()
         ds = context.dataset
         packages = ds.table("packages").select("package_id", "character")
         self._character = dict(packages.iter_rows())
@@ -198,12 +203,26 @@ class Suggester:
                 raise RerankerInputError("user_embedding contains NaN or infinite values")
         feats, shown = self.context.keystroke_features(cluster_id, language, text)
         n = self._n_candidates[cluster_id]
-        scores = self.scorer.score(u, self._cand_factors[cluster_id], feats[:n],
-                                   self._prior[cluster_id], validate=False)
+        if user_embedding is None:
+            scores = self._bound_scorer(cluster_id).score(feats[:n], validate=False)
+        else:
+            scores = self.scorer.score(u, self._cand_factors[cluster_id], feats[:n],
+                                       self._prior[cluster_id], validate=False)
         order = (-scores).argsort(kind="stable")
         order = order[shown[order] >= 0][:limit]  # padding and packages with no sticker out
         return Ranking(shown[order].tolist(), self._candidate_ids[cluster_id][order].tolist(),
                        scores[order].tolist())
+
+    def _bound_scorer(self, cluster_id: int) -> BoundScorer:
+        """This thread's scorer of ``cluster_id`` with the zero embedding bound."""
+        scorers: dict[int, BoundScorer] | None = getattr(self._bound, "scorers", None)
+        if scorers is None:
+            scorers = self._bound.scorers = {}
+        bound = scorers.get(cluster_id)
+        if bound is None:
+            bound = scorers[cluster_id] = self.scorer.bind(
+                self._zeros, self._cand_factors[cluster_id], self._prior[cluster_id])
+        return bound
 
     def describe(self, sticker_id: int, package_id: int, score: float = 0.0) -> Suggestion:
         """The :class:`Suggestion` of one ranked sticker: its labels, emoji and character.

@@ -87,6 +87,11 @@ def test_real_response_rows_are_the_suggesters_rows(app) -> None:  # type: ignor
                                          cluster_id=user["cluster_id"], limit=limit,
                                          user_embedding=embedding if extra else None)
                 assert [suggester.describe(*e) for e in zip(*ranking, strict=True)] == rows
+                if not extra:  # the bound zero-embedding scorer scores like the plain one
+                    zeros = np.zeros(suggester.n_factors, np.float32)
+                    assert suggester.rank(language=user["language"], text=text,
+                                          cluster_id=user["cluster_id"], limit=limit,
+                                          user_embedding=zeros) == ranking
 
 
 def test_real_embedding_errors(app) -> None:  # type: ignore[no-untyped-def]
