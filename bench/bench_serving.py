@@ -11,8 +11,8 @@
    after each response (no keep-alive), for both endpoints alike. CPU microseconds per
    request of gunicorn and of wrk are recorded too: on a shared machine they show where
    the cores went.
-4. Load ``/v1/suggest`` at half its maximum rate (wrk paced with a Lua ``delay()``) and
-   report p50/p99 latency.
+4. Load ``/v1/suggest`` at half its maximum rate (wrk paced with a Lua ``delay()``, less
+   the service time) and report p50/p99 latency and the rate reached.
 
 ``python -m bench serving`` or ``python -m bench.bench_serving [--world tiny] [--duration 10]``.
 """
@@ -214,10 +214,14 @@ def main(argv: list[str]) -> int:
                             server_pid=process.pid)
         half = saturated["rps"] / 2
         paced_connections = 4
+        # wrk's delay() runs after each response, so a connection sends one request per
+        # (latency + delay): take a worker's time per request at saturation off the delay,
+        # or the paced rate falls well short of half.
+        service_ms = 1000.0 * args.workers / saturated["rps"]
         paced = run_wrk(f"{url}/v1/suggest", duration=args.duration, threads=2,
                         connections=paced_connections,
                         script=_lua(scratch / "paced.lua", "POST", list(bodies),
-                                    1000.0 * paced_connections / half),
+                                    max(0.0, 1000.0 * paced_connections / half - service_ms)),
                         server_pid=process.pid)
         ratio = saturated["rps"] / trivial["rps"]
         rows = [[name, load, r["rps"], r.get("p50_ms"), r.get("p99_ms"), r["non_2xx"],

@@ -25,16 +25,6 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
 
 
-def _numbers(values: Sequence[float]) -> list[str]:
-    """Floats as :func:`json.dumps` writes them (``repr``; NaN and infinities by name).
-
-    One C-encoded list split apart, rather than a Python call per number.
-    """
-    if not values:
-        return []
-    return json.dumps([float(x) for x in values])[1:-1].split(", ")
-
-
 class SuggestEncoder:
     """Encodes suggest responses of one suggester, caching the per-sticker pieces.
 
@@ -93,7 +83,12 @@ class SuggestEncoder:
             The A/B arm and experiment names.
         """
         pieces = self._stickers
-        rows = ",".join([f"{pieces.get((s, p)) or self._sticker(s, p)}{x}}}" for s, p, x in
-                         zip(sticker_ids, package_ids, _numbers(scores), strict=True)])
-        return (f'{{"stickers":[{rows}],"cluster_id":{int(cluster_id)}'
+        rows = []
+        for s, p, x in zip(sticker_ids, package_ids, scores, strict=True):
+            score = float(x)
+            # json writes a finite float as its repr (score - score is 0.0 only when finite),
+            # NaN and the infinities by name
+            number = repr(score) if score - score == 0.0 else _dumps(score)
+            rows.append(f"{pieces.get((s, p)) or self._sticker(s, p)}{number}}}")
+        return (f'{{"stickers":[{",".join(rows)}],"cluster_id":{int(cluster_id)}'
                 f"{self._tail(arm, experiment)}")
