@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,6 +17,37 @@ from data import read_manifest
 from data.cli import CLIContext
 from serving import UpdateStore, list_models
 from serving.cli import models, rounds
+
+FORKED_METRICS = """
+import os, sys
+from pathlib import Path
+from serving._gunicorn import enable_multiprocess_metrics
+from serving._metrics import ServingMetrics
+directory = Path(sys.argv[1])
+enable_multiprocess_metrics(directory)  # in the master, before any worker forks
+child = os.fork()
+if child == 0:  # a worker: its own samples file, under its own pid
+    ServingMetrics().count_suggestion("control", "en", 3)
+    os._exit(0)
+os.waitpid(child, 0)
+ServingMetrics().count_suggestion("control", "en", 2)
+print(child, os.getpid())
+print(ServingMetrics().exposition().decode())
+"""
+
+
+def test_multiprocess_metrics_give_each_forked_process_its_own_samples(tmp_path: Path) -> None:
+    """The remembered process id follows forks: each process writes its own file and
+    ``/metrics`` sums them."""
+    out = subprocess.run([sys.executable, "-c", FORKED_METRICS, str(tmp_path / "prom")],
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    pids, exposition = out.split("\n", 1)
+    child, parent = pids.split()
+    assert child != parent
+    files = sorted(p.name for p in (tmp_path / "prom").glob("counter_*.db"))
+    assert files == sorted([f"counter_{child}.db", f"counter_{parent}.db"])
+    assert 'sticker_suggestions_served_total{arm="control"} 5.0' in exposition
+    assert 'sticker_suggest_requests_total{arm="control",language="en"} 2.0' in exposition
 
 
 @pytest.mark.slow
