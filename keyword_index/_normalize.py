@@ -169,11 +169,6 @@ class Normalizer:
             Positions in ``norm`` where a typed word starts (always includes 0 when
             ``norm`` is not empty); ``None`` for languages without word boundaries.
         """
-        norm, starts = self.split_positions(text)
-        return norm, None if starts is None else frozenset(starts)
-
-    def split_positions(self, text: str) -> tuple[str, list[int] | None]:
-        """As :meth:`split`, with the word starts as a list (ascending, may repeat)."""
         if self._collapse and _REPEATS.search(text) is not None:
             # Before NFKC too: it splits some characters in two (Thai "ำ" → "ํา"), so a
             # typed run "ำำ" would no longer be a run of one character afterwards.
@@ -198,7 +193,7 @@ class Normalizer:
             parts.append(word)
             pos += len(word)
             last = word[-1]
-        return "".join(parts), starts
+        return "".join(parts), frozenset(starts)
 
 
 @functools.lru_cache(maxsize=64)
