@@ -37,7 +37,7 @@ import scipy.sparse as sp
 import structlog
 
 from candidate_gen._config import CandidateConfig
-from candidate_gen._matrix import index_of
+from candidate_gen._matrix import concat_ranges, index_of
 from candidate_gen._search import search
 
 __all__ = ["CandidateLists", "label_demand", "package_label_matrix", "select_candidates"]
@@ -236,11 +236,9 @@ def select_candidates(
     def label_pairs(local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(package, label) pairs of the given packages: labels are looked up from the
         short list's side, so no per-label pass over a label's (many) carriers is needed."""
-        starts, stops = carrying.indptr[local], carrying.indptr[local + 1]
-        lengths = stops - starts
-        at = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-        flat = np.arange(int(lengths.sum())) + at
-        return np.repeat(local, lengths), carrying.indices[flat]
+        starts = carrying.indptr[local]
+        lengths = carrying.indptr[local + 1] - starts
+        return np.repeat(local, lengths), carrying.indices[concat_ranges(starts, lengths)]
 
     for c in range(k):
         top, top_score = top_local[c], top_scores[c]

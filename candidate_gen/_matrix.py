@@ -117,6 +117,23 @@ def index_of(sorted_ids: np.ndarray, query: np.ndarray) -> np.ndarray:
     return np.where(found, pos, np.int32(-1)).astype(np.int32)
 
 
+def concat_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``starts[i], starts[i] + 1, ..., starts[i] + lengths[i] - 1`` for every ``i``, joined.
+
+    Parameters
+    ----------
+    starts, lengths : ndarray of int, shape (m,)
+
+    Returns
+    -------
+    ndarray of int64, shape (lengths.sum(),)
+        E.g. the positions of some rows' entries in a CSR matrix (``starts = indptr[rows]``).
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    before = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    return np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(starts - before, lengths)
+
+
 def _unique_ids(frame: pl.DataFrame, column: str, table: str) -> np.ndarray:
     ids = np.sort(frame[column].to_numpy())
     n_duplicates = int(np.count_nonzero(ids[1:] == ids[:-1]))
@@ -284,10 +301,7 @@ def _time_holdout(
     drawn = rng.choice(eligible, size=n_draw, replace=False)
     if indptr is not None:
         ordered = np.sort(drawn)
-        starts, lengths = indptr[ordered], counts[ordered]
-        # Concatenated ranges starts[i] + 0 .. lengths[i] - 1, in log order.
-        offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-        picked = np.arange(int(lengths.sum()), dtype=np.int64) + offsets
+        picked = concat_ranges(indptr[ordered], counts[ordered])  # in log order
     else:
         in_sample = np.zeros(n_users, dtype=bool)
         in_sample[drawn] = True
