@@ -110,9 +110,20 @@ def _translate_table(word_boundaries: bool, strip_accents: bool,
 
 @functools.cache
 def _casefolded() -> dict[int, str]:
-    """Every code point that case folding changes, with its folded form."""
-    return {code: folded for code in range(sys.maxunicode + 1)
-            if (folded := chr(code).casefold()) != chr(code)}
+    """Every code point that case folding changes, with its folded form.
+
+    Blocks of 256 code points that folding leaves alone (most of Unicode) are skipped
+    with one ``casefold`` of the whole block; only the others are looked at one by one
+    (~0.1 s instead of ~0.5 s, once per process).
+    """
+    out: dict[int, str] = {}
+    for first in range(0, sys.maxunicode + 1, 256):
+        codes = range(first, min(first + 256, sys.maxunicode + 1))
+        block = "".join(map(chr, codes))
+        if block.casefold() != block:
+            out.update((code, folded) for code in codes
+                       if (folded := chr(code).casefold()) != chr(code))
+    return out
 
 
 @functools.cache
