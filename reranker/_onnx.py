@@ -249,30 +249,34 @@ class BoundScorer:
             self._binding.bind_cpu_input(name, array)
         self._binding.bind_output("scores", "cpu", 0, np.float32, [self.n_candidates],
                                   self._scores.ctypes.data)
-        self._features: np.ndarray | None = None
+        # The keyword features go to one buffer bound once: a keystroke copies into it
+        # (~1 µs) instead of binding a new array (~10 µs in onnxruntime).
+        self._features = np.zeros((self.n_candidates, layout.n_keyword_features), np.float32)
+        self._binding.bind_cpu_input("keyword_features", self._features)
 
-    def score(self, keyword_features: np.ndarray, *, validate: bool = True) -> np.ndarray:
-        """Scores (n,) float32 of one keystroke (a new array each call).
+    def score(self, keyword_features: np.ndarray, *, validate: bool = True,
+              copy: bool = True) -> np.ndarray:
+        """Scores (n,) float32 of one keystroke.
 
         Parameters
         ----------
         keyword_features : ndarray, shape (n, k)
             This keystroke's features of the bound candidates.
         validate : bool
-            Check shape and finiteness (skip only for features made by this code base).
+            Check finiteness (skip only for features made by this code base); the shape
+            is always checked.
+        copy : bool
+            Return a new array (default). ``False`` returns the scorer's output buffer,
+            which the next call overwrites: for a caller done with the scores before then.
         """
-        k = self.layout.n_keyword_features
         if validate:
             keyword_features = np.asarray(keyword_features, dtype=np.float32)
-            if keyword_features.shape != (self.n_candidates, k):
-                raise RerankerInputError(
-                    f"keyword_features has shape {keyword_features.shape}, expected "
-                    f"({self.n_candidates}, {k})")
             if not np.isfinite(keyword_features).all():
                 raise RerankerInputError("keyword_features contains NaN or infinite values")
-        if not keyword_features.flags.c_contiguous or keyword_features.dtype != np.float32:
-            keyword_features = np.ascontiguousarray(keyword_features, dtype=np.float32)
-        self._features = keyword_features  # alive until the run has read it
-        self._binding.bind_cpu_input("keyword_features", keyword_features)
+        if keyword_features.shape != self._features.shape:  # copyto would broadcast
+            raise RerankerInputError(
+                f"keyword_features has shape {keyword_features.shape}, expected "
+                f"{self._features.shape}")
+        np.copyto(self._features, keyword_features, casting="same_kind")
         self._session.run_with_iobinding(self._binding)
-        return self._scores.copy()
+        return self._scores.copy() if copy else self._scores

@@ -98,8 +98,13 @@ class Suggester:
                                for c, n in enumerate(self._n_candidates)]
         # Per thread (a BoundScorer is not thread-safe), per cluster: the scorer with the
         # zero embedding and the cluster's candidates bound once, for requests without a
-        # personal embedding; built on a thread's first keystroke in the cluster.
-        self._bound = threading.local()
+        # personal embedding; built on a thread's first keystroke in the cluster. Also
+        # per thread: the output arrays of the row.
+        self._local = threading.local()
+        from reranker import _kernels  # numba: imported here, not at ``import reranker``
+
+        _kernels.load()
+        self._top_candidates = _kernels.top_candidates
         ds = context.dataset
         packages = ds.table("packages").select("package_id", "character")
         self._character = dict(packages.iter_rows())
@@ -170,7 +175,8 @@ class Suggester:
 
         The keystroke path of a server, which formats each sticker once per artifact
         version: keyword match, keystroke features, ONNX scores, the best ``limit``
-        candidates that show a sticker (ties keep candidate order).
+        candidates that show a sticker (ties keep candidate order; one compiled pass,
+        :func:`reranker._kernels.top_candidates`).
 
         Parameters
         ----------
@@ -203,21 +209,31 @@ class Suggester:
                 raise RerankerInputError("user_embedding contains NaN or infinite values")
         feats, shown = self.context.keystroke_features(cluster_id, language, text)
         n = self._n_candidates[cluster_id]
-        if user_embedding is None:
-            scores = self._bound_scorer(cluster_id).score(feats[:n], validate=False)
+        if user_embedding is None:  # the bound scorer's buffer: read before its next call
+            scores = self._bound_scorer(cluster_id).score(feats[:n], validate=False,
+                                                          copy=False)
         else:
             scores = self.scorer.score(u, self._cand_factors[cluster_id], feats[:n],
                                        self._prior[cluster_id], validate=False)
-        order = (-scores).argsort(kind="stable")
-        order = order[shown[order] >= 0][:limit]  # padding and packages with no sticker out
-        return Ranking(shown[order].tolist(), self._candidate_ids[cluster_id][order].tolist(),
-                       scores[order].tolist())
+        out = self._row_buffers()
+        m = self._top_candidates(scores, shown, self._candidate_ids[cluster_id], limit, *out)
+        stickers, packages, row_scores = out
+        return Ranking(stickers[:m].tolist(), packages[:m].tolist(), row_scores[:m].tolist())
+
+    def _row_buffers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """This thread's output arrays of the row (sticker ids, package ids, scores)."""
+        buffers: tuple[np.ndarray, np.ndarray, np.ndarray] | None = getattr(
+            self._local, "row", None)
+        if buffers is None:
+            buffers = self._local.row = (np.empty(50, np.int64), np.empty(50, np.int64),
+                                         np.empty(50, np.float64))
+        return buffers
 
     def _bound_scorer(self, cluster_id: int) -> BoundScorer:
         """This thread's scorer of ``cluster_id`` with the zero embedding bound."""
-        scorers: dict[int, BoundScorer] | None = getattr(self._bound, "scorers", None)
+        scorers: dict[int, BoundScorer] | None = getattr(self._local, "scorers", None)
         if scorers is None:
-            scorers = self._bound.scorers = {}
+            scorers = self._local.scorers = {}
         bound = scorers.get(cluster_id)
         if bound is None:
             bound = scorers[cluster_id] = self.scorer.bind(

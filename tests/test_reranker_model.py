@@ -109,6 +109,20 @@ def test_bound_scorer_matches_a_full_run_keystroke_after_keystroke(d: int, k: in
                                    atol=1e-5, rtol=1e-5)
 
 
+def test_bound_scorer_without_copy_returns_its_buffer_which_the_next_call_overwrites() -> None:
+    bound = OnnxScorer(export_onnx(THETA, LAYOUT)).bind(U, V, R)
+    expected = score_candidates(THETA, LAYOUT, U, V, K, R)
+    first = bound.score(K, copy=False)
+    np.testing.assert_allclose(first, expected, rtol=1e-6)
+    kept = bound.score(K)  # a copy: not touched by later calls
+    second = bound.score(np.zeros_like(K), copy=False)
+    assert second is first  # the same buffer, now holding the second keystroke's scores
+    np.testing.assert_allclose(first, score_candidates(THETA, LAYOUT, U, V, 0 * K, R),
+                               rtol=1e-6)
+    np.testing.assert_allclose(kept, expected, rtol=1e-6)
+    assert not np.allclose(kept, first)
+
+
 def test_bound_scorer_rejects_bad_features_and_bad_bindings() -> None:
     scorer = OnnxScorer(export_onnx(THETA, LAYOUT))
     bound = scorer.bind(U, V, R)
@@ -119,6 +133,9 @@ def test_bound_scorer_rejects_bad_features_and_bad_bindings() -> None:
     with pytest.raises(RerankerInputError, match=r"keyword_features has shape \(3, 1\), "
                                                  r"expected \(2, 1\)"):
         bound.score(np.ones((3, 1), np.float32))
+    # unvalidated features still get their shape checked: (1, 1) would broadcast
+    with pytest.raises(RerankerInputError, match=r"keyword_features has shape \(1, 1\)"):
+        bound.score(np.ones((1, 1), np.float32), validate=False)
     with pytest.raises(RerankerInputError, match="keyword_features contains NaN"):
         bound.score(np.array([[np.nan], [0.0]], np.float32))
     with pytest.raises(RerankerInputError, match=r"user_embedding has shape \(3,\)"):
