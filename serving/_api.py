@@ -21,7 +21,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from data import StickerSuggestError
 from federated import UploadError, parse_upload
-from serving._app import ensure_open_round, get_store, state
+from serving._app import ServingState, ensure_open_round, get_store, state
 from serving._arms import INSTALL_ID_HEADER, INSTALL_ID_PATTERN, assign_arm
 from serving._config import ArmConfig
 from serving._errors import ApiError
@@ -52,8 +52,8 @@ def _install_id(required: bool) -> str | None:
     return value
 
 
-def _arm(required: bool = False) -> ArmConfig:
-    return assign_arm(state().config.experiment, _install_id(required))
+def _arm(st: ServingState, required: bool = False) -> ArmConfig:
+    return assign_arm(st.config.experiment, _install_id(required))
 
 
 def _check_cluster(models: ModelSet, cluster_id: int) -> None:
@@ -73,11 +73,11 @@ def _check_features(models: ModelSet, features: dict[str, Any]) -> None:
 
 
 def _check_language(suggester: Any, language: str) -> None:
-    languages = list(suggester.languages)
+    languages = suggester.languages
     if language not in languages:
         raise ApiError(422, "unknown_language",
                        f"language={language!r} has no keyword index; served languages: "
-                       f"{languages}")
+                       f"{list(languages)}")
 
 
 def _versions(models: ModelSet, arm: ArmConfig) -> dict[str, str]:
@@ -98,7 +98,7 @@ def suggest() -> Response:
         raise ApiError(422, "invalid_request", f"text should have at most "
                        f"{config.max_text_chars} characters, got {len(body.text)}")
     models = st.models()
-    arm = _arm()
+    arm = _arm(st)
     suggester = models.suggester(arm.reranker_version)
     _check_language(suggester, body.language)
     if body.cluster_id is not None:
@@ -166,7 +166,7 @@ def bundle(cluster_id: int) -> Response:
     """The device bundle of a cluster for one keyboard language, as a zip; ETag/304."""
     st = state()
     models = st.models()
-    arm = _arm()
+    arm = _arm(st)
     _check_cluster(models, cluster_id)
     language = request.args.get("language")
     suggester = models.suggester(arm.reranker_version)
@@ -208,7 +208,7 @@ def reranker_model() -> Response:
     """The ONNX reranker of the caller's A/B arm, with version, sha256 and parameters."""
     st = state()
     models = st.models()
-    arm = _arm(required=True)
+    arm = _arm(st, required=True)
     artifact = models.reranker(arm.reranker_version)
     suggester = models.suggester(arm.reranker_version)
     if artifact is not None:

@@ -104,7 +104,7 @@ def _schemas() -> dict[str, Any]:
 
 def openapi_document(config: ServingConfig) -> dict[str, Any]:
     """The OpenAPI 3.1 document (limits filled in from ``config``)."""
-    bad = {"400": _problem("Malformed JSON"),
+    bad = {"400": _problem("Malformed JSON, or a body shorter than its Content-Length"),
            "413": _problem(f"Body larger than {config.max_request_bytes} bytes"),
            "415": _problem("Content-Type is not application/json"),
            "422": _problem("Wrong types or values (each field listed in `errors`)"),

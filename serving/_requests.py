@@ -72,20 +72,37 @@ class SuggestRequest(_Body):
 
 
 def _raw_body(max_bytes: int) -> bytes:
-    """The request's body bytes, refusing bodies above ``max_bytes`` (413) unread."""
+    """The request's body bytes, refusing bodies above ``max_bytes`` (413) unread.
+
+    A body with a plain ``Content-Length`` (the keyboard's case) is read straight from
+    ``wsgi.input``: exactly that many bytes, which PEP 3333 lets an application read.
+    Anything else — chunked, no or malformed length — goes through Werkzeug's request
+    (``get_data`` on its limited stream), which costs ~30 µs more per request.
+    """
     # The request itself, not the context-local proxy: one lookup instead of one per use.
     req: Request = request._get_current_object()  # type: ignore[attr-defined]
-    req.max_content_length = max_bytes  # Werkzeug enforces it while reading, too
-    length = req.content_length
+    environ = req.environ
+    header = environ.get("CONTENT_LENGTH")
+    simple = (header is not None and header.isascii() and header.isdigit()
+              and "HTTP_TRANSFER_ENCODING" not in environ)
+    length = int(header) if simple else req.content_length  # type: ignore[arg-type]
     if length is not None and length > max_bytes:
         raise ApiError(413, "payload_too_large",
                        f"request body is {length} bytes, larger than the limit of "
                        f"{max_bytes} bytes for {req.path}")
     # The exact header needs no parsing; anything else (parameters, case) is parsed.
-    if req.environ.get("CONTENT_TYPE") != "application/json" and (
+    if environ.get("CONTENT_TYPE") != "application/json" and (
             mimetype := req.mimetype) != "application/json":
         raise ApiError(415, "unsupported_media_type",
                        f"Content-Type should be application/json, got {mimetype or 'none'}")
+    if simple:
+        raw: bytes = environ["wsgi.input"].read(length)
+        if len(raw) != length:
+            raise ApiError(400, "incomplete_body",
+                           f"request body ended after {len(raw)} of the {length} bytes its "
+                           "Content-Length announced")
+        return raw
+    req.max_content_length = max_bytes  # Werkzeug enforces it while reading, too
     return req.get_data(cache=False)
 
 

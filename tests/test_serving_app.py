@@ -171,6 +171,26 @@ def test_malformed_json_wrong_media_type_and_oversized(client) -> None:  # type:
                    413, "payload_too_large")
 
 
+def test_body_shorter_than_its_content_length_and_chunked_bodies(client) -> None:  # type: ignore[no-untyped-def]
+    raw = b'{"language":"en","text":"thank","cluster_id":0}'
+    body = assert_problem(client.post("/v1/suggest", data=raw, content_type="application/json",
+                                      environ_overrides={"CONTENT_LENGTH": str(len(raw) + 5)}),
+                          400, "incomplete_body")
+    assert f"after {len(raw)} of the {len(raw) + 5} bytes" in body["detail"]
+    # chunked: the length header is ignored and Werkzeug reads the terminated stream
+    chunked = {"HTTP_TRANSFER_ENCODING": "chunked", "wsgi.input_terminated": True,
+               "CONTENT_LENGTH": "3"}
+    response = client.post("/v1/suggest", data=raw, content_type="application/json",
+                           environ_overrides=chunked)
+    assert response.status_code == 200, response.get_json()
+    plain = client.post("/v1/suggest", data=raw, content_type="application/json")
+    assert response.get_json()["stickers"] == plain.get_json()["stickers"]
+    # a length that is not a plain number also goes through Werkzeug (it reads it as 0)
+    assert_problem(client.post("/v1/suggest", data=raw, content_type="application/json",
+                               environ_overrides={"CONTENT_LENGTH": "+48"}),
+                   400, "malformed_json")
+
+
 def _outcome(app, parse, raw: bytes) -> object:  # type: ignore[no-untyped-def]
     """What a request-body parser makes of ``raw``: the model, or the problem it raises."""
     with app.test_request_context("/v1/suggest", method="POST", data=raw,
@@ -298,6 +318,11 @@ def test_suggest_encoder_writes_what_json_dumps_writes_and_describes_once() -> N
     assert describer.calls == 2  # once per (sticker, package), across responses
     assert encoder.encode([], [], [], cluster_id=0, arm="a", experiment="b").startswith(
         '{"stickers":[],"cluster_id":0,')
+    one = json.loads(encoder.encode([7], [1], [2.5], cluster_id=0, arm="a", experiment="b"))
+    assert [(x["sticker_id"], x["score"]) for x in one["stickers"]] == [(7, 2.5)]
+    for ids, scores in (([7, 8], [1.0]), ([7], [1.0, 2.0]), ([], [1.0]), ([7], [])):
+        with pytest.raises(ValueError):
+            encoder.encode(ids, ids, scores, cluster_id=0, arm="a", experiment="b")
 
 
 def test_typed_text_is_never_logged_or_stored(app, client, caplog, capsys) -> None:  # type: ignore[no-untyped-def]
