@@ -6,16 +6,18 @@
 3. Warm both endpoints (2 s each), then saturate ``GET /healthz`` (trivial JSON) and
    ``POST /v1/suggest`` (keyword matching + ONNX reranking of a cluster's candidates)
    with wrk, same settings, same run, both through the same Lua script shape (requests
-   formatted once, handed out per request), in ``--rounds`` back-to-back pairs: the ratio
-   of their requests/s (the median pair's) is the cost of a suggestion relative to the
-   framework. gunicorn's sync workers close the connection
-   after each response (no keep-alive), for both endpoints alike. CPU microseconds per
-   request of gunicorn and of wrk are recorded too: on a shared machine they show where
-   the cores went.
+   formatted once, handed out per request), in ``--rounds`` back-to-back pairs (default 5
+   pairs of 6 s per endpoint; which endpoint goes first alternates, so a drift in the
+   machine's load favours neither): the ratio of their requests/s (the median pair's) is
+   the cost of a suggestion relative to the framework. gunicorn's sync workers close the
+   connection after each response (no keep-alive), for both endpoints alike. CPU
+   microseconds per request of gunicorn and of wrk are recorded too: on a shared machine
+   they show where the cores went.
 4. Load ``/v1/suggest`` at half its maximum rate (wrk paced with a Lua ``delay()``, less
-   the service time) and report p50/p99 latency and the rate reached.
+   the service time) for 10 s and report p50/p99 latency and the rate reached.
 
-``python -m bench serving`` or ``python -m bench.bench_serving [--world tiny] [--duration 10]``.
+``python -m bench serving`` or ``python -m bench.bench_serving [--world tiny] [--duration 30]
+[--rounds 5]``.
 """
 
 from __future__ import annotations
@@ -188,8 +190,9 @@ def run_wrk(url: str, *, duration: int, threads: int, connections: int,
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench_serving", description=__doc__)
     parser.add_argument("--world", default="tiny", help="world size (tiny, small)")
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--duration", type=int, default=30,
+                        help="seconds of saturation per endpoint, split over --rounds")
+    parser.add_argument("--rounds", type=int, default=5,
                         help="healthz/suggest pairs, each endpoint loaded --duration/--rounds "
                              "seconds per pair (the ratio is the median pair's)")
     parser.add_argument("--workers", type=int, default=2)
@@ -216,9 +219,16 @@ def main(argv: list[str]) -> int:
         # pair measured minutes apart would mostly measure the drift.
         rounds = max(1, args.rounds)
         per_run = {**common, "duration": max(1, args.duration // rounds)}
-        pairs = [(run_wrk(f"{url}/healthz", **per_run, script=healthz, server_pid=process.pid),
-                  run_wrk(f"{url}/v1/suggest", **per_run, script=suggest,
-                          server_pid=process.pid)) for _ in range(rounds)]
+        # Alternate which endpoint goes first (ABBA...), so a drift in the machine's load
+        # during the run does not favour either.
+        pairs = []
+        for r in range(rounds):
+            order = [("/healthz", healthz), ("/v1/suggest", suggest)]
+            if r % 2:
+                order.reverse()
+            runs = {path: run_wrk(f"{url}{path}", **per_run, script=script,
+                                  server_pid=process.pid) for path, script in order}
+            pairs.append((runs["/healthz"], runs["/v1/suggest"]))
         pair_ratios = [s["rps"] / h["rps"] for h, s in pairs]
         trivial, saturated = pairs[sorted(range(rounds), key=pair_ratios.__getitem__)[
             rounds // 2]]  # the median pair
@@ -228,7 +238,7 @@ def main(argv: list[str]) -> int:
         # (latency + delay): take a worker's time per request at saturation off the delay,
         # or the paced rate falls well short of half.
         service_ms = 1000.0 * args.workers / saturated["rps"]
-        paced = run_wrk(f"{url}/v1/suggest", duration=args.duration, threads=2,
+        paced = run_wrk(f"{url}/v1/suggest", duration=min(args.duration, 10), threads=2,
                         connections=paced_connections,
                         script=_lua(scratch / "paced.lua", "POST", list(bodies),
                                     max(0.0, 1000.0 * paced_connections / half - service_ms)),
@@ -254,7 +264,8 @@ def main(argv: list[str]) -> int:
                                   "non-2xx", "server CPU µs/req", "wrk CPU µs/req"],
                       rows, meta)
         print(f"suggest/trivial requests/s ratio: {ratio:.3f} (goal >= 0.7; CPU per request "
-              f"{cpu_ratio:.3f}); p99 at half rate: {paced.get('p99_ms')} ms (goal <= 10); "
+              f"{cpu_ratio:.3f}; pairs {', '.join(f'{x:.3f}' for x in pair_ratios)}); "
+              f"p99 at half rate: {paced.get('p99_ms')} ms (goal <= 10); "
               f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
     finally:
         if process is not None and process.poll() is None:

@@ -130,7 +130,7 @@ def suggest() -> Response:
 
 def _json_response(document: str) -> Response:
     """A JSON document already encoded compactly, pretty-printed when Flask would indent."""
-    app = current_app
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
     compact = getattr(app.json, "compact", None)
     if compact is False or (compact is None and app.debug):
         return jsonify(json.loads(document))
