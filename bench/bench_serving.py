@@ -13,8 +13,9 @@
    connection after each response (no keep-alive), for both endpoints alike. CPU
    microseconds per request of gunicorn and of wrk are recorded too: on a shared machine
    they show where the cores went.
-4. Load ``/v1/suggest`` at half its maximum rate (wrk paced with a Lua ``delay()``, less
-   the service time) for 10 s and report p50/p99 latency and the rate reached.
+4. Load ``/v1/suggest`` at half its maximum rate (wrk paced with a Lua ``delay()``: the
+   cycle per connection less the latency measured in a 3 s calibration run) for 10 s and
+   report p50/p99 latency and the rate reached.
 
 ``python -m bench serving`` or ``python -m bench.bench_serving [--world tiny] [--duration 30]
 [--rounds 5]``.
@@ -126,7 +127,11 @@ def _lua(path: Path, method: str, bodies: list[str | None], delay_ms: float | No
     quoted = ",\n".join("false" if b is None else "[==[" + b + "]==]" for b in bodies)
     headers = ('wrk.headers["Content-Type"] = "application/json"\n'
                if any(b is not None for b in bodies) else "")
-    delay = "" if delay_ms is None else f"function delay() return {delay_ms:.3f} end\n"
+    # wrk truncates delay() to whole milliseconds: carry the fractions over (error
+    # diffusion), so the delays average to delay_ms.
+    delay = "" if delay_ms is None else (
+        f"local owed = 0\nfunction delay()\n  owed = owed + {delay_ms:.4f}\n"
+        "  local whole = math.floor(owed)\n  owed = owed - whole\n  return whole\nend\n")
     path.write_text(
         f'wrk.method = "{method}"\n{headers}'
         f"local bodies = {{\n{quoted}\n}}\nlocal requests = {{}}\nlocal i = 0\n"
@@ -235,13 +240,19 @@ def main(argv: list[str]) -> int:
         half = saturated["rps"] / 2
         paced_connections = 4
         # wrk's delay() runs after each response, so a connection sends one request per
-        # (latency + delay): take a worker's time per request at saturation off the delay,
-        # or the paced rate falls well short of half.
-        service_ms = 1000.0 * args.workers / saturated["rps"]
+        # (latency + delay). A 3 s calibration run with a guess of the latency (a worker's
+        # time per request at saturation) measures the real cycle; the delay of the
+        # measured run is set from it, so the paced rate lands near half.
+        cycle_ms = 1000.0 * paced_connections / half  # per connection, at half the rate
+        delay_ms = max(0.0, cycle_ms - 1000.0 * args.workers / saturated["rps"])
+        calibration = run_wrk(f"{url}/v1/suggest", duration=3, threads=2,
+                              connections=paced_connections,
+                              script=_lua(scratch / "paced.lua", "POST", list(bodies), delay_ms))
+        latency_ms = max(0.0, 1000.0 * paced_connections / calibration["rps"] - delay_ms)
         paced = run_wrk(f"{url}/v1/suggest", duration=min(args.duration, 10), threads=2,
                         connections=paced_connections,
                         script=_lua(scratch / "paced.lua", "POST", list(bodies),
-                                    max(0.0, 1000.0 * paced_connections / half - service_ms)),
+                                    max(0.0, cycle_ms - latency_ms)),
                         server_pid=process.pid)
         ratio = saturated["rps"] / trivial["rps"]
         rows = [[name, load, r["rps"], r.get("p50_ms"), r.get("p99_ms"), r["non_2xx"],
