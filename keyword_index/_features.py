@@ -252,6 +252,7 @@ class CandidateFeaturizer:
                       first, np.zeros((n, len(FEATURE_NAMES)), np.float32))
 
     def features(self, match: Match, candidate_package_ids: npt.NDArray[np.int32],
+                 out: tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]] | None = None,
                  ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]:
         """Keyword features of each candidate and the sticker to show for it.
 
@@ -262,6 +263,10 @@ class CandidateFeaturizer:
             strengths > 0.
         candidate_package_ids : ndarray of int32, shape (n,)
             Candidate packages (unknown packages get zero features and sticker -1).
+        out : (ndarray of float32, shape (n, len(FEATURE_NAMES)); ndarray of int32,
+            shape (n,)), optional
+            C-contiguous arrays to write the results into (and return) instead of new
+            ones: e.g. the input buffer a scorer has bound.
 
         Returns
         -------
@@ -276,20 +281,35 @@ class CandidateFeaturizer:
         Raises
         ------
         KeywordIndexError
-            If a matched label is outside ``[0, n_labels)``.
+            If a matched label is outside ``[0, n_labels)``, or ``out`` has the wrong
+            shape, type or layout.
         """
         block = self._block(candidate_package_ids)
-        if match.label_ids.shape[0] == 0:
-            return block.no_match.copy(), block.first.copy()
         n = block.first.shape[0]
-        out = np.empty((n, len(FEATURE_NAMES)), np.float32)
-        stickers = np.empty(n, np.int32)
+        if out is None:
+            if match.label_ids.shape[0] == 0:
+                return block.no_match.copy(), block.first.copy()
+            out = (np.empty((n, len(FEATURE_NAMES)), np.float32), np.empty(n, np.int32))
+        else:
+            # the kernel writes rows 0..n-1 unchecked: the buffers must be exactly these
+            feats, stickers = out
+            if (feats.shape != block.no_match.shape or stickers.shape != block.first.shape
+                    or feats.dtype != np.float32 or stickers.dtype != np.int32
+                    or not (feats.flags.c_contiguous and stickers.flags.c_contiguous)):
+                raise KeywordIndexError(
+                    f"out should be C-contiguous float32 {block.no_match.shape} and int32 "
+                    f"{block.first.shape}, got {feats.dtype} {feats.shape} and "
+                    f"{stickers.dtype} {stickers.shape}")
+            if match.label_ids.shape[0] == 0:
+                feats[...] = 0.0
+                stickers[...] = block.first
+                return out
         bad = self._kernel(match.label_ids, match.strengths, match.kinds, block.ints,
-                           block.floats, out, stickers)
+                           block.floats, out[0], out[1])
         if bad >= 0:
             raise KeywordIndexError(
                 f"matched label {int(match.label_ids[bad])} is outside [0, {self.n_labels})")
-        return out, stickers
+        return out
 
     def rank_stickers(self, match: Match, package_id: int) -> npt.NDArray[np.int32]:
         """Sticker ids of one package, best match first (then by position).

@@ -21,6 +21,7 @@ from data import Dataset, open_dataset
 from keyword_index import (
     FEATURE_NAMES,
     CandidateFeaturizer,
+    KeywordIndex,
     Match,
     MultilingualIndex,
     label_embeddings,
@@ -143,14 +144,33 @@ class RankingContext:
 
         Padding rows get zero features and sticker ``-1``.
         """
-        if language not in self._languages:
+        return self.match_features(cluster_id, self.index_for(cluster_id, language).match(text))
+
+    def index_for(self, cluster_id: int, language: str) -> KeywordIndex:
+        """The keyword index of ``language``, after checking ``language`` and ``cluster_id``.
+
+        Raises
+        ------
+        RerankerInputError
+            Unknown language, cluster out of range.
+        """
+        index = self._index_of.get(language)
+        if index is None:
             raise RerankerInputError(
                 f"language {language!r} has no keyword index; expected one of "
                 f"{', '.join(self._languages)}")
-        if not 0 <= cluster_id < self.n_clusters:
+        if not 0 <= cluster_id < self.candidate_ids.shape[0]:
             raise RerankerInputError(
                 f"cluster_id={cluster_id} is out of range; expected 0..{self.n_clusters - 1}")
-        return self.match_features(cluster_id, self.indexes[language].match(text))
+        return index
+
+    @cached_property
+    def _index_of(self) -> dict[str, KeywordIndex]:
+        return {language: self.indexes[language] for language in self._languages}
+
+    def cluster_candidates(self, cluster_id: int) -> np.ndarray:
+        """The real candidates of a cluster (no padding), contiguous int32 (n,)."""
+        return self._cluster_candidates[cluster_id]
 
     def match_features(self, cluster_id: int, match: Match) -> tuple[np.ndarray, np.ndarray]:
         """Keyword features (n_cand, k) and shown stickers (n_cand,) for a computed match."""

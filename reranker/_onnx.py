@@ -278,5 +278,19 @@ class BoundScorer:
                 f"keyword_features has shape {keyword_features.shape}, expected "
                 f"{self._features.shape}")
         np.copyto(self._features, keyword_features, casting="same_kind")
+        return self.run(copy=copy)
+
+    @property
+    def keyword_features(self) -> np.ndarray:
+        """The bound input buffer, float32 (n, k), C-contiguous: a caller that computes
+        features can write them here directly and call :meth:`run`."""
+        return self._features
+
+    def run(self, *, copy: bool = True) -> np.ndarray:
+        """Scores (n,) float32 of the features now in :attr:`keyword_features`.
+
+        They are not validated: for features written by this code base (finite).
+        ``copy`` is as in :meth:`score`.
+        """
         self._session.run_with_iobinding(self._binding)
         return self._scores.copy() if copy else self._scores

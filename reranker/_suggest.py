@@ -198,8 +198,15 @@ class Suggester:
         """
         if not 1 <= limit <= 50:
             raise RerankerInputError(f"limit={limit} should be between 1 and 50")
+        ctx = self.context
         if user_embedding is None:
-            u = self._zeros
+            # The zero embedding and the cluster's candidates are bound once per thread;
+            # the features are written straight into the scorer's input buffer.
+            index = ctx.index_for(cluster_id, language)
+            bound, shown = self._bound_scorer(cluster_id)
+            ctx.featurizer.features(index.match(text), ctx.cluster_candidates(cluster_id),
+                                    out=(bound.keyword_features, shown))
+            scores = bound.run(copy=False)  # its buffer: read before the next run
         else:  # the only untrusted array: candidates and features come from the artifacts
             u = np.asarray(user_embedding, dtype=np.float32)
             if u.shape != self._zeros.shape:
@@ -207,12 +214,8 @@ class Suggester:
                                          f"{self._zeros.shape}")
             if not np.isfinite(u).all():
                 raise RerankerInputError("user_embedding contains NaN or infinite values")
-        feats, shown = self.context.keystroke_features(cluster_id, language, text)
-        n = self._n_candidates[cluster_id]
-        if user_embedding is None:  # the bound scorer's buffer: read before its next call
-            scores = self._bound_scorer(cluster_id).score(feats[:n], validate=False,
-                                                          copy=False)
-        else:
+            feats, shown = ctx.keystroke_features(cluster_id, language, text)
+            n = self._n_candidates[cluster_id]
             scores = self.scorer.score(u, self._cand_factors[cluster_id], feats[:n],
                                        self._prior[cluster_id], validate=False)
         out = self._row_buffers()
@@ -229,15 +232,19 @@ class Suggester:
                                          np.empty(50, np.float64))
         return buffers
 
-    def _bound_scorer(self, cluster_id: int) -> BoundScorer:
-        """This thread's scorer of ``cluster_id`` with the zero embedding bound."""
-        scorers: dict[int, BoundScorer] | None = getattr(self._local, "scorers", None)
+    def _bound_scorer(self, cluster_id: int) -> tuple[BoundScorer, np.ndarray]:
+        """This thread's scorer of ``cluster_id`` with the zero embedding bound, and its
+        buffer of shown stickers (int32, one per candidate)."""
+        scorers: dict[int, tuple[BoundScorer, np.ndarray]] | None = getattr(
+            self._local, "scorers", None)
         if scorers is None:
             scorers = self._local.scorers = {}
         bound = scorers.get(cluster_id)
         if bound is None:
-            bound = scorers[cluster_id] = self.scorer.bind(
-                self._zeros, self._cand_factors[cluster_id], self._prior[cluster_id])
+            bound = scorers[cluster_id] = (
+                self.scorer.bind(self._zeros, self._cand_factors[cluster_id],
+                                 self._prior[cluster_id]),
+                np.empty(self._n_candidates[cluster_id], np.int32))
         return bound
 
     def describe(self, sticker_id: int, package_id: int, score: float = 0.0) -> Suggestion:

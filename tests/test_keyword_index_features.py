@@ -260,14 +260,37 @@ def test_features_equal_reference_on_larger_worlds_and_repeated_calls(
     stickers, package_ids, factors, n_labels, calls = case
     embeddings = label_embeddings(package_ids, factors, stickers, n_labels)
     featurizer = CandidateFeaturizer(stickers, embeddings, package_ids, factors, cache_size=1)
+    buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # reused per set, as a scorer's
     for match, candidates in calls:
         features, sticker_ids = featurizer.features(match, candidates)
+        n = len(candidates)
+        out = buffers.setdefault(n, (np.full((n, len(FEATURE_NAMES)), np.nan, np.float32),
+                                     np.full(n, -7, np.int32)))
+        written = featurizer.features(match, candidates, out=out)
+        assert written[0] is out[0] and written[1] is out[1]  # nothing stale survives
+        np.testing.assert_array_equal(out[0], features)
+        np.testing.assert_array_equal(out[1], sticker_ids)
         expected, expected_ids = _reference_features(stickers, embeddings, package_ids,
                                                       factors, match, candidates)
         assert features.shape == (len(candidates), len(FEATURE_NAMES))
         assert sticker_ids.tolist() == expected_ids.tolist()
         np.testing.assert_array_equal(features[:, :6], expected[:, :6])
         np.testing.assert_allclose(features[:, 6], expected[:, 6], rtol=1e-5, atol=1e-6)
+
+
+def test_output_buffers_of_the_wrong_shape_or_type_are_refused(
+        featurizer: CandidateFeaturizer) -> None:
+    match = _match([3], [1.0], [MatchKind.EXACT])
+    n, k = len(CANDIDATES), len(FEATURE_NAMES)
+    good = (np.zeros((n, k), np.float32), np.zeros(n, np.int32))
+    for bad in ((np.zeros((n - 1, k), np.float32), good[1]),  # would be written past its end
+                (good[0], np.zeros(n + 1, np.int32)),
+                (np.zeros((n, k), np.float64), good[1]),
+                (good[0], np.zeros(n, np.int64)),
+                (np.zeros((k, n), np.float32).T, good[1])):  # right shape, not C-contiguous
+        with pytest.raises(KeywordIndexError, match="out should be C-contiguous"):
+            featurizer.features(match, CANDIDATES, out=bad)
+    assert featurizer.features(match, CANDIDATES, out=good)[1].tolist() == [100, 200, -1]
 
 
 def test_matched_label_out_of_range_is_refused(featurizer: CandidateFeaturizer) -> None:

@@ -123,6 +123,18 @@ def test_bound_scorer_without_copy_returns_its_buffer_which_the_next_call_overwr
     assert not np.allclose(kept, first)
 
 
+def test_bound_scorer_runs_on_features_written_into_its_buffer() -> None:
+    bound = OnnxScorer(export_onnx(THETA, LAYOUT)).bind(U, V, R)
+    buffer = bound.keyword_features
+    assert buffer.shape == K.shape and buffer.dtype == np.float32 and buffer.flags.c_contiguous
+    buffer[...] = K
+    np.testing.assert_allclose(bound.run(), score_candidates(THETA, LAYOUT, U, V, K, R),
+                               rtol=1e-6)
+    buffer[...] = 2 * K  # the next keystroke, written in place
+    np.testing.assert_allclose(bound.run(copy=False),
+                               score_candidates(THETA, LAYOUT, U, V, 2 * K, R), rtol=1e-6)
+
+
 def test_bound_scorer_rejects_bad_features_and_bad_bindings() -> None:
     scorer = OnnxScorer(export_onnx(THETA, LAYOUT))
     bound = scorer.bind(U, V, R)
