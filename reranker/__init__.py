@@ -22,7 +22,7 @@ from reranker._model import (
 )
 from reranker._onnx import INPUT_NAMES, BoundScorer, OnnxScorer, export_onnx
 from reranker._sessions import SessionTable, build_sessions, split_time
-from reranker._suggest import BUNDLE_BUDGET_BYTES, Suggester, Suggestion
+from reranker._suggest import BUNDLE_BUDGET_BYTES, Ranking, Suggester, Suggestion
 from reranker._task import (
     RerankerTask,
     RerankerTaskConfig,
@@ -38,6 +38,7 @@ __all__ = [
     "LocalTrainingConfig",
     "OnnxScorer",
     "ParameterLayout",
+    "Ranking",
     "RankingContext",
     "RerankerArtifact",
     "RerankerInputError",
