@@ -94,8 +94,6 @@ class Suggester:
         self._cand_factors = [np.ascontiguousarray(context.candidate_factors[c, :n])
                               for c, n in enumerate(self._n_candidates)]
         self._prior = [np.ascontiguousarray(context.prior[:n]) for n in self._n_candidates]
-        self._candidate_ids = [np.ascontiguousarray(context.candidate_ids[c, :n])
-                               for c, n in enumerate(self._n_candidates)]
         # Per thread (a BoundScorer is not thread-safe), per cluster: the scorer with the
         # zero embedding and the cluster's candidates bound once, for requests without a
         # personal embedding; built on a thread's first keystroke in the cluster. Also
@@ -219,7 +217,8 @@ class Suggester:
             scores = self.scorer.score(u, self._cand_factors[cluster_id], feats[:n],
                                        self._prior[cluster_id], validate=False)
         out = self._row_buffers()
-        m = self._top_candidates(scores, shown, self._candidate_ids[cluster_id], limit, *out)
+        m = self._top_candidates(scores, shown, ctx.cluster_candidates(cluster_id), limit,
+                                 *out)
         stickers, packages, row_scores = out
         return Ranking(stickers[:m].tolist(), packages[:m].tolist(), row_scores[:m].tolist())
 
