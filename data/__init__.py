@@ -40,10 +40,24 @@ from data._errors import (
     StickerSuggestError,
 )
 from data._schemas import EVENTS, SCHEMAS, TABLES, read_table, scan_table, validate_frame
+from data._split import (
+    DEFAULT_SALT,
+    DEFAULT_TEST_QUANTILE,
+    DEFAULT_VALIDATION_QUANTILE,
+    DEFAULT_VALIDATION_SHARE,
+    TimeSplit,
+    is_validation_device,
+    split_from_timestamps,
+    time_split,
+)
 
 __all__ = [
     "CATALOG_VERSION",
     "DEFAULT_LANGUAGES",
+    "DEFAULT_SALT",
+    "DEFAULT_TEST_QUANTILE",
+    "DEFAULT_VALIDATION_QUANTILE",
+    "DEFAULT_VALIDATION_SHARE",
     "EVENTS",
     "MANIFEST",
     "SCHEMAS",
@@ -59,6 +73,7 @@ __all__ = [
     "Manifest",
     "SchemaError",
     "StickerSuggestError",
+    "TimeSplit",
     "build_catalog",
     "catalog_from_tarball",
     "configure_logging",
@@ -66,6 +81,7 @@ __all__ = [
     "ensure_catalog",
     "file_sha256",
     "fingerprint",
+    "is_validation_device",
     "list_versions",
     "load_catalog",
     "new_version",
@@ -78,6 +94,8 @@ __all__ = [
     "resolve_artifact",
     "scan_table",
     "set_latest",
+    "split_from_timestamps",
+    "time_split",
     "validate_frame",
     "var_root",
     "verify_checksums",

@@ -21,6 +21,7 @@ from data._artifact import file_sha256, fingerprint, publish_artifact
 from data._console import progress
 from data._errors import DataFileError
 from data._schemas import SCHEMAS, validate_frame
+from data._split import split_from_timestamps
 
 __all__ = ["ExternalLogSpec", "load_interactions", "read_external_log"]
 
@@ -230,7 +231,9 @@ def load_interactions(
             source,
         )
         bar.advance()
-        params = {"source": str(source), **spec.model_dump()}
+        params = {"source": str(source), **spec.model_dump(),
+                  "split": split_from_timestamps(
+                      inter["ts"].cast(pl.Int64).to_numpy() / 1000.0).to_parameters()}
         with publish_artifact(
             destination,
             kind="dataset",

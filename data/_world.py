@@ -60,13 +60,14 @@ from typing import Any
 import jaconv
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from data._artifact import fingerprint, publish_artifact
 from data._catalog import Catalog
 from data._console import progress
 from data._errors import ConfigError
 from data._schemas import SCHEMAS, validate_frame
+from data._split import DEFAULT_SALT, TimeSplit
 
 __all__ = ["SIZES", "WorldConfig", "generate_world", "world_config"]
 
@@ -193,10 +194,32 @@ class WorldConfig(BaseModel):
     label_zipf: float = Field(1.05, gt=0, description="Zipf exponent of label popularity.")
     quality_sigma: float = Field(1.2, ge=0, description="Log-normal shape of package quality.")
     days: int = Field(365, gt=1, description="Length of the logged period in days.")
+    validation_start_at: float = Field(
+        0.65, gt=0, lt=1,
+        description="Start of the validation period, as a share of the logged period.")
+    test_start_at: float = Field(
+        0.8, gt=0, lt=1,
+        description="Start of the test (held-out) period, as a share of the logged period.")
+    validation_share: float = Field(
+        0.1, ge=0, lt=1, description="Share of devices reserved for tuning (validation).")
     chunk_users: int = Field(10_000, gt=0, description="Users generated per chunk.")
     interactions_part_rows: int = Field(
         2_000_000, gt=0, description="Rows per Parquet part of the interactions table."
     )
+
+    @model_validator(mode="after")
+    def _split_in_order(self) -> WorldConfig:
+        if not self.validation_start_at < self.test_start_at:
+            raise ValueError(f"validation_start_at={self.validation_start_at} should be < "
+                             f"test_start_at={self.test_start_at}")
+        return self
+
+    def time_split(self) -> TimeSplit:
+        """The split this world records in its manifest (``parameters["split"]``)."""
+        start = _EPOCH.timestamp()
+        return TimeSplit(start + self.validation_start_at * self.days * 86_400.0,
+                         start + self.test_start_at * self.days * 86_400.0,
+                         self.validation_share, DEFAULT_SALT)
 
     @field_validator("languages")
     @classmethod
@@ -835,6 +858,7 @@ def generate_world(
     timings: dict[str, float] = {"static_s": time.perf_counter() - t0}
     params = config.model_dump()
     fp = fingerprint(params, catalog.source.get("sha256", ""))
+    params["split"] = config.time_split().to_parameters()
     counts: dict[str, int] = {}
     truth_frames: dict[str, list[pl.DataFrame]] = {"sessions": [], "users": []}
     stats = {"private_sessions": 0, "sessions": 0}
