@@ -5,7 +5,7 @@ gunicorn). No ML happens here: ranking is ``reranker.Suggester``, cold start is 
 stage-1 artifact, upload validation and aggregation are the ``federated`` platform's.
 """
 
-from serving._app import ServingState, create_app
+from serving._app import create_app
 from serving._arms import INSTALL_ID_HEADER, assign_arm, bucket
 from serving._config import ArmConfig, ExperimentConfig, ServingConfig
 from serving._errors import PROBLEM_JSON, ApiError
@@ -13,6 +13,7 @@ from serving._metrics import ServingMetrics
 from serving._openapi import openapi_document
 from serving._registry import ModelRegistry, ModelSet, list_models, promote, rollback
 from serving._rounds import AggregationResult, aggregate_round, open_next_round
+from serving._state import ServingState
 from serving._store import RoundSpec, StoreRejectedError, UpdateStore, update_digest
 
 __all__ = [

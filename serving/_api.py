@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import time
-import zipfile
 from typing import Any
 
 import numpy as np
@@ -21,20 +19,19 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from data import StickerSuggestError
 from federated import UploadError, parse_upload
-from serving._app import ServingState, ensure_open_round, get_store, state
 from serving._arms import INSTALL_ID_HEADER, INSTALL_ID_PATTERN, assign_arm
+from serving._bundle import bundle_etag, pack_bundle
 from serving._config import ArmConfig
 from serving._errors import ApiError
 from serving._registry import INITIAL, ModelSet
 from serving._requests import AssignRequest, SuggestRequest, json_body, parse_body
+from serving._state import ServingState, get_store, state
 from serving._store import StoreRejectedError
 
 __all__ = ["api"]
 
 api = Blueprint("api", __name__, url_prefix="/v1")
 
-_ZIP_EPOCH = (2020, 1, 1, 0, 0, 0)  # fixed member timestamps: same versions, same bytes
-BUNDLE_INDEX = "bundle-index.json"  # versions and the sha256 of every file in the zip
 _INSTALL_ID_ENVIRON = "HTTP_" + INSTALL_ID_HEADER.upper().replace("-", "_")  # WSGI's key
 
 
@@ -176,7 +173,7 @@ def bundle(cluster_id: int) -> Response:
     _check_language(suggester, language)
     versions = _versions(models, arm)
     key = (versions["stage1"], versions["reranker"], cluster_id, language)
-    etag = '"' + hashlib.sha256("/".join(map(str, key)).encode()).hexdigest()[:32] + '"'
+    etag = bundle_etag(key)
     headers = {"X-Stage1-Version": versions["stage1"],
                "X-Reranker-Version": versions["reranker"], "X-Arm": arm.name,
                "Vary": INSTALL_ID_HEADER, "Cache-Control": "private, max-age=0"}
@@ -184,16 +181,9 @@ def bundle(cluster_id: int) -> Response:
         return _not_modified(etag, headers)
     cached = st.bundles.get(key)
     if cached is None:
-        files = suggester.bundle(cluster_id, language)
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            manifest = {"cluster_id": cluster_id, "language": language, **versions,
-                        "files": {name: hashlib.sha256(data).hexdigest()
-                                  for name, data in sorted(files.items())}}
-            for name, data in [*sorted(files.items()),
-                               (BUNDLE_INDEX, json.dumps(manifest, indent=2).encode())]:
-                archive.writestr(zipfile.ZipInfo(name, _ZIP_EPOCH), data)
-        cached = (etag, buffer.getvalue())
+        body = pack_bundle(suggester.bundle(cluster_id, language),
+                           {"cluster_id": cluster_id, "language": language, **versions})
+        cached = (etag, body)
         st.bundles.put(key, cached)
     response = Response(cached[1], status=200, mimetype="application/zip")
     response.headers["ETag"] = etag
@@ -284,7 +274,7 @@ def current_round() -> Response:
     st = state()
     store = get_store()
     try:
-        ensure_open_round(st, store)
+        st.ensure_open_round(store)
     except StickerSuggestError as exc:
         raise ApiError(503, "round_unavailable", f"cannot open a round: {exc}") from exc
     spec = store.current_round()

@@ -9,9 +9,9 @@ import polars as pl
 from flask import Blueprint, Response, jsonify
 
 from data import StickerSuggestError, open_dataset
-from serving._app import ServingState, state
 from serving._errors import ApiError
 from serving._registry import ModelSet
+from serving._state import ServingState, state
 
 __all__ = ["demo"]
 

@@ -6,9 +6,9 @@ import time
 
 from flask import Blueprint, Response, jsonify
 
-from serving._app import state
 from serving._errors import ApiError
 from serving._openapi import openapi_document
+from serving._state import state
 
 __all__ = ["ops"]
 

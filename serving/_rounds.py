@@ -10,6 +10,7 @@ deadline, nonce and ``min_reports`` rules and the same strategies.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -30,11 +31,13 @@ from federated import (
     build_strategy,
     noisy_norm_bound,
 )
+from serving._registry import INITIAL
 from serving._store import RoundSpec, StoreRejectedError, UpdateStore
 
 __all__ = [
     "AggregationResult",
     "aggregate_round",
+    "ensure_open_round",
     "federated_config_for",
     "open_next_round",
     "privacy_after",
@@ -121,6 +124,34 @@ def open_next_round(store: UpdateStore, var: Path, reranker_version: str, *,
     log.info("federated round opened", round=opened.round, model_version=opened.model_version,
              reranker_version=opened.reranker_version)
     return opened
+
+
+def ensure_open_round(store: UpdateStore, var: Path, reranker_version: str | None, *,
+                      config: Callable[[str], FederatedConfig],
+                      deadline_s: float | None = None) -> RoundSpec | None:
+    """The open round, opening the next one for ``reranker_version`` if none is open.
+
+    Parameters
+    ----------
+    store : UpdateStore
+    var : Path
+        Artifact root.
+    reranker_version : str or None
+        The served reranker version; None (nothing served) or ``initial`` (nothing
+        published, so no global weights to train) opens nothing.
+    config : callable
+        The platform config of a version (read only when a round is opened).
+    deadline_s : float, optional
+        Upload window (default: the platform config's).
+    """
+    current = store.current_round()
+    if current is not None or reranker_version in (None, INITIAL):
+        return current
+    assert reranker_version is not None
+    with contextlib.suppress(StoreRejectedError):  # another worker opened it first
+        open_next_round(store, var, reranker_version, config=config(reranker_version),
+                        deadline_s=deadline_s)
+    return store.current_round()
 
 
 @dataclass(frozen=True)
