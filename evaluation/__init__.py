@@ -24,15 +24,20 @@ from evaluation._privacy import EPSILON_KINDS, load_frontier, privacy_summary
 from evaluation._render import figures, format_value, render_html, render_markdown, resolve_pointer
 from evaluation._replay import (
     ARM_LABELS,
+    BASELINE_ARMS,
     Arm,
     HeldOutSample,
+    KeystrokeBatch,
     ReplayResult,
     control_arm,
+    device_counts_arm,
     package_popularity,
     popularity_arm,
+    recents_arm,
     replay,
     reranker_arm,
     sample_held_out,
+    segment_popularity_arm,
 )
 from evaluation._report import (
     DEFINITIONS,
@@ -53,6 +58,7 @@ from evaluation._stats import (
 
 __all__ = [
     "ARM_LABELS",
+    "BASELINE_ARMS",
     "DEFINITIONS",
     "EPSILON_KINDS",
     "KEYSTROKE_NEVER",
@@ -60,6 +66,7 @@ __all__ = [
     "Arm",
     "EvaluationError",
     "HeldOutSample",
+    "KeystrokeBatch",
     "ReplayResult",
     "ReportConfig",
     "UpliftEstimate",
@@ -71,6 +78,7 @@ __all__ = [
     "compare_independent",
     "compare_paired",
     "control_arm",
+    "device_counts_arm",
     "figures",
     "first_hit_keystroke",
     "format_value",
@@ -86,6 +94,7 @@ __all__ = [
     "privacy_summary",
     "publish_report",
     "ratio_variance",
+    "recents_arm",
     "reciprocal_rank",
     "render_html",
     "render_markdown",
@@ -94,6 +103,7 @@ __all__ = [
     "reranker_arm",
     "resolve_pointer",
     "sample_held_out",
+    "segment_popularity_arm",
     "sent_rank",
     "session_metrics",
     "terciles",

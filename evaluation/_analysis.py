@@ -24,7 +24,7 @@ from evaluation._metrics import (
     ndcg_at,
     reciprocal_rank,
 )
-from evaluation._replay import ARM_LABELS, HeldOutSample, ReplayResult
+from evaluation._replay import ARM_LABELS, BASELINE_ARMS, HeldOutSample, ReplayResult
 from evaluation._stats import assign_treatment, compare_independent, compare_paired
 
 __all__ = ["analyse", "metric_names", "session_metrics", "terciles"]
@@ -71,7 +71,8 @@ def _mean(y: np.ndarray, n: np.ndarray) -> float:
 
 def analyse(result: ReplayResult, sample: HeldOutSample, segments: dict[str, np.ndarray],
             segment_labels: dict[str, list[str]], config: ReportConfig,
-            catalogue: tuple[int, int]) -> dict[str, Any]:
+            catalogue: tuple[int, int], *, seen_sticker: np.ndarray | None = None,
+            seen_package: np.ndarray | None = None) -> dict[str, Any]:
     """Every number of the report (JSON-ready), except inputs, privacy and frontier.
 
     Parameters
@@ -86,6 +87,12 @@ def analyse(result: ReplayResult, sample: HeldOutSample, segments: dict[str, np.
     config : ReportConfig
     catalogue : (int, int)
         Number of stickers and of packages in the catalogue (coverage denominators).
+    seen_sticker, seen_package : ndarray of bool, shape (S,), optional
+        The device had sent the session's sticker / its package before (new-vs-repeat).
+
+    The headline (``vs_strongest``) compares the treatment, paired on the same users and
+    keystrokes, with the strongest arm of :data:`BASELINE_ARMS` present (highest mean
+    ``hit@k`` on this sample: choosing it here can only favour the baseline).
     """
     k = result.k
     names = metric_names(k)
@@ -113,7 +120,34 @@ def analyse(result: ReplayResult, sample: HeldOutSample, segments: dict[str, np.
                      "coverage_packages": catalogue_coverage(
                          np.flatnonzero(result.packages_shown[arm]), catalogue[1]),
                      "stickers_shown": int(result.stickers_shown[arm].sum()),
-                     "packages_shown": int(result.packages_shown[arm].sum())}
+                     "packages_shown": int(result.packages_shown[arm].sum()),
+                     # the sent sticker was among the arm's candidates at send time
+                     "ceiling": float(np.mean(result.rank[arm] >= 0))
+                     if result.rank[arm].size else float("nan")}
+
+    baselines = [a for a in BASELINE_ARMS if a in result.arms]
+    strongest = (max(baselines, key=lambda a: (arms[a][headline], -baselines.index(a)))
+                 if baselines else "control")
+    vs_strongest = {m: compare_paired(m, sums[strongest][m][active],
+                                      sums["treatment"][m][active], sessions[active],
+                                      rng=rng, **stat).to_dict()
+                    for m in names}
+    vs_control = {m: compare_paired(m, sums["control"][m][active],
+                                    sums["treatment"][m][active], sessions[active],
+                                    rng=rng, **stat).to_dict()
+                  for m in names}
+    history_split: dict[str, Any] = {}
+    if seen_package is not None and seen_sticker is not None:
+        for key, mask in (("package_sent_before", seen_package),
+                          ("package_new_to_device", ~seen_package),
+                          ("sticker_sent_before", seen_sticker),
+                          ("sticker_new_to_device", ~seen_sticker)):
+            cell: dict[str, Any] = {"sessions": int(mask.sum()),
+                                    "share": float(mask.mean()) if mask.size else float("nan")}
+            for arm in result.arms:
+                v = per_session[arm][headline][mask]
+                cell[arm] = float(v.mean()) if v.size else float("nan")
+            history_split[key] = cell
 
     ab = {m: compare_independent(m, sums["control"][m][a_users], sessions[a_users],
                                  sums["treatment"][m][b_users], sessions[b_users],
@@ -148,7 +182,7 @@ def analyse(result: ReplayResult, sample: HeldOutSample, segments: dict[str, np.
                 "ab_treatment": _mean(sums["treatment"][headline][users & is_b],
                                       sessions[users & is_b]),
                 "users_a": int((users & ~is_b).sum()), "users_b": int((users & is_b).sum()),
-                "paired": compare_paired(headline, sums["control"][headline][users],
+                "paired": compare_paired(headline, sums[strongest][headline][users],
                                          sums["treatment"][headline][users], sessions[users],
                                          rng=rng, **seg_stat).to_dict(),
             }
@@ -185,4 +219,7 @@ def analyse(result: ReplayResult, sample: HeldOutSample, segments: dict[str, np.
         "split_imbalanced": bool(aa["p_value"] < config.alpha),
         "paired": paired, "segments": seg_out,
         "worst_segment": worst,
+        "strongest_baseline": strongest, "baselines": baselines,
+        "vs_strongest": vs_strongest, "vs_control": vs_control,
+        "history_split": history_split,
     }

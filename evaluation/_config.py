@@ -34,8 +34,9 @@ class ReportConfig(BaseModel):
     salt: str = "report-ab"
     """Salt of the user → arm hash (A or B, 50/50), as an online experiment would use."""
 
-    split_quantile: float = Field(0.8, gt=0, lt=1)
-    """Train/held-out split when the treatment does not record its ``split_ts``."""
+    half_life_days: float = Field(14.0, gt=0)
+    """Half-life of a send's weight in the ``recents`` and ``device_counts`` baselines'
+    recency-weighted counts (a fixed keyboard-style default, not tuned on the report)."""
 
     n_bootstrap: int = Field(2000, ge=100)
     """User-level bootstrap resamples of each confidence interval."""
@@ -53,7 +54,8 @@ class ReportConfig(BaseModel):
     """Bootstrap resamples of each per-segment interval (cheaper than the headline)."""
 
     reference_uplift: float = LINE_REPORTED_UPLIFT
-    """Reference line on the frontier: LINE's reported relative uplift."""
+    """LINE's reported relative uplift, shown only as a labelled reference: it is an
+    online download uplift against LINE's own control, not an offline hit@k target."""
 
     chunk_keystrokes: int = Field(4096, ge=1)
     """Keystrokes scored together (bounds memory: chunk × candidates × features)."""

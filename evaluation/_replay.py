@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 
 from data import progress
+from evaluation._baselines import KEY_WEIGHT, MATCHED_WEIGHT, DeviceHistory
 from evaluation._errors import EvaluationError
 from evaluation._metrics import first_hit_keystroke, hit_at, sent_rank, visible_rows
 from keyword_index import Match
@@ -33,33 +34,84 @@ from reranker import (
 
 __all__ = [
     "ARM_LABELS",
+    "BASELINE_ARMS",
     "Arm",
     "HeldOutSample",
+    "KeystrokeBatch",
     "ReplayResult",
     "control_arm",
+    "device_counts_arm",
     "package_popularity",
     "personalized_embeddings",
     "popularity_arm",
+    "recents_arm",
     "replay",
     "reranker_arm",
     "sample_held_out",
+    "segment_popularity_arm",
 ]
 
 ARM_LABELS: dict[str, str] = {
-    "control": "A · stage 1 only",
+    "control": "A · stage-1 order",
     "treatment": "B · federated DP reranker",
-    "popularity": "popularity order",
+    "popularity": "global popularity",
     "central": "central reranker (non-private)",
+    "recents": "recents row (own sent stickers)",
+    "device_counts": "device send counts",
+    "segment_popularity": "segment popularity",
+    "fold_in_only": "fold-in only (no federated training)",
 }
 """Display names of the arms (control and treatment are the experiment; others references)."""
 
-ArmScorer = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-"""``(keyword (B, n, k), cluster (B,), device (B,)) -> scores (B, n)``; ``-inf`` = padding."""
+BASELINE_ARMS: tuple[str, ...] = ("recents", "device_counts", "segment_popularity",
+                                  "popularity", "fold_in_only")
+"""Arms that need no federated training: the treatment's headline is against the best."""
+
+@dataclass
+class KeystrokeBatch:
+    """Keystrokes scored together, with everything an arm may look at.
+
+    Attributes
+    ----------
+    keyword : ndarray of float32, shape (B, n_cand, k)
+        Keyword features of the keystroke's cluster candidates.
+    shown : ndarray of int32, shape (B, n_cand)
+        Sticker each candidate package shows for the text (``-1``: none).
+    cluster, device, session, signature : ndarray of int64, shape (B,)
+        The keystroke's cluster, device (index into the sample), session and match
+        signature (index into the replay's distinct matches).
+    label_keys : ndarray of int64, shape (M,)
+        Sorted ``signature * n_label_slots + label`` of every matched label.
+    n_label_slots : int
+    """
+
+    keyword: np.ndarray
+    shown: np.ndarray
+    cluster: np.ndarray
+    device: np.ndarray
+    session: np.ndarray
+    signature: np.ndarray
+    label_keys: np.ndarray
+    n_label_slots: int
+
+    @property
+    def matched(self) -> np.ndarray:
+        """(B, n_cand) bool: the candidate package has a sticker matching the text."""
+        return np.asarray(self.keyword[:, :, 0] > 0)
+
+
+ArmScorer = Callable[[KeystrokeBatch], tuple[np.ndarray, np.ndarray]]
+"""``batch -> (scores (B, L), stickers (B, L))``: higher first, ``-inf`` = not eligible."""
 
 
 @dataclass(frozen=True)
 class Arm:
-    """One way to order a cluster's candidates on a keystroke."""
+    """One way to fill the row on a keystroke.
+
+    ``score`` returns a score and a sticker per slot; the row is the ``k`` best eligible
+    slots (ties: earlier slot first). Candidate arms score the cluster's packages (each
+    showing one sticker); others (``recents``) bring their own stickers.
+    """
 
     name: str
     label: str
@@ -68,8 +120,9 @@ class Arm:
 
 def control_arm(context: RankingContext) -> Arm:
     """A: keyword-matched candidates first, each group in stage-1 order."""
-    def score(keyword: np.ndarray, cluster: np.ndarray, device: np.ndarray) -> np.ndarray:
-        return stage1_order_scores(keyword, context.prior, context.candidate_mask[cluster])
+    def score(batch: KeystrokeBatch) -> tuple[np.ndarray, np.ndarray]:
+        return (stage1_order_scores(batch.keyword, context.prior,
+                                    context.candidate_mask[batch.cluster]), batch.shown)
     return Arm("control", ARM_LABELS["control"], score)
 
 
@@ -79,11 +132,70 @@ def popularity_arm(context: RankingContext, popularity: np.ndarray) -> Arm:
     ``popularity`` (n_clusters, n_cand) float: ``log1p`` of each candidate's weight in
     the pre-split server log (ties keep stage-1 order).
     """
-    def score(keyword: np.ndarray, cluster: np.ndarray, device: np.ndarray) -> np.ndarray:
-        matched = keyword[:, :, 0] > 0
-        return np.where(context.candidate_mask[cluster], matched * 1e3 + popularity[cluster],
-                        -np.inf)
+    def score(batch: KeystrokeBatch) -> tuple[np.ndarray, np.ndarray]:
+        return (np.where(context.candidate_mask[batch.cluster],
+                         batch.matched * 1e3 + popularity[batch.cluster], -np.inf),
+                batch.shown)
     return Arm("popularity", ARM_LABELS["popularity"], score)
+
+
+def segment_popularity_arm(context: RankingContext, keys: np.ndarray) -> Arm:
+    """Keyword-matched candidates first, then by popularity in the device's segment.
+
+    ``keys`` (N, n_cand) from :func:`~evaluation._baselines.segment_popularity_scores`.
+    """
+    def score(batch: KeystrokeBatch) -> tuple[np.ndarray, np.ndarray]:
+        value = batch.matched * MATCHED_WEIGHT + keys[batch.device] + context.prior
+        return (np.where(context.candidate_mask[batch.cluster], value, -np.inf), batch.shown)
+    return Arm("segment_popularity", ARM_LABELS["segment_popularity"], score)
+
+
+def _history_matches(history: DeviceHistory, sticker_labels: np.ndarray,
+                     batch: KeystrokeBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return history.matching_entries(batch.session, batch.signature, batch.label_keys,
+                                    sticker_labels, batch.n_label_slots)
+
+
+def recents_arm(history: DeviceHistory, sticker_labels: np.ndarray) -> Arm:
+    """The keyboard's recents row: own earlier-sent stickers matching the text.
+
+    Ordered by recency-weighted send count (:class:`DeviceHistory`); stage 1 plays no
+    part. ``sticker_labels`` (n_stickers, 3) int32, ``-1`` padded.
+    """
+    def score(batch: KeystrokeBatch) -> tuple[np.ndarray, np.ndarray]:
+        row, col, entry = _history_matches(history, sticker_labels, batch)
+        width = max(int(col.max()) + 1 if col.size else 1, 1)
+        scores = np.full((batch.session.size, width), -np.inf)
+        items = np.full((batch.session.size, width), -1, np.int32)
+        scores[row, col] = history.score[entry]
+        items[row, col] = history.sticker[entry]
+        return scores, items
+    return Arm("recents", ARM_LABELS["recents"], score)
+
+
+def device_counts_arm(context: RankingContext, history: DeviceHistory,
+                      sticker_labels: np.ndarray) -> Arm:
+    """Stage-1 candidates by this device's decayed send counts (package, then sticker).
+
+    Keyword-matched candidates first; then by the device's recency-weighted sends of
+    the package; then stage-1 order. A package shows the device's most-sent sticker of
+    it that matches the text, else its default sticker. No history = stage-1 order.
+    """
+    def score(batch: KeystrokeBatch) -> tuple[np.ndarray, np.ndarray]:
+        counts = history.package_score[batch.session]
+        key = np.where(counts > 0, (1000.0 + np.log(np.maximum(counts, 1e-300))) * KEY_WEIGHT, 0.0)
+        value = batch.matched * MATCHED_WEIGHT + key + context.prior
+        scores = np.where(context.candidate_mask[batch.cluster], value, -np.inf)
+        shown = batch.shown.copy()
+        row, _, entry = _history_matches(history, sticker_labels, batch)
+        pos = history.cand_pos[entry].astype(np.int64)
+        ok = pos >= 0
+        row, pos, entry = row[ok], pos[ok], entry[ok]
+        # entries are best first within a keystroke: the first per package wins
+        _, first = np.unique(row * shown.shape[1] + pos, return_index=True)
+        shown[row[first], pos[first]] = history.sticker[entry[first]]
+        return scores, shown
+    return Arm("device_counts", ARM_LABELS["device_counts"], score)
 
 
 def personalized_embeddings(context: RankingContext, sample: HeldOutSample,
@@ -105,10 +217,11 @@ def reranker_arm(name: str, context: RankingContext, theta: np.ndarray,
     """A reranker with global weights ``theta`` (P,) and per-device embeddings (N, d)."""
     theta = np.asarray(theta, np.float32)
 
-    def score(keyword: np.ndarray, cluster: np.ndarray, device: np.ndarray) -> np.ndarray:
-        return score_impressions(theta, context.layout, user_embeddings[device],
-                                 context.candidate_factors[cluster], keyword, context.prior,
-                                 context.candidate_mask[cluster])
+    def score(batch: KeystrokeBatch) -> tuple[np.ndarray, np.ndarray]:
+        return (score_impressions(theta, context.layout, user_embeddings[batch.device],
+                                  context.candidate_factors[batch.cluster], batch.keyword,
+                                  context.prior, context.candidate_mask[batch.cluster]),
+                batch.shown)
     return Arm(name, ARM_LABELS.get(name, name), score)
 
 
@@ -131,6 +244,8 @@ class HeldOutSample:
     sent_sticker, sent_package : ndarray of int32, shape (S,)
     split_ts : float
         Seconds since the epoch; held-out sessions were sent at or after it.
+    ts : ndarray of float64, shape (S,)
+        Send time of each held-out session (seconds since the epoch).
     """
 
     user_ids: np.ndarray
@@ -144,6 +259,24 @@ class HeldOutSample:
     sent_package: np.ndarray
     split_ts: float
     history_logs: pl.DataFrame = field(default_factory=pl.DataFrame)
+    ts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+
+    def device_history(self, context: RankingContext, half_life_days: float) -> DeviceHistory:
+        """Each held-out session's view of its device's earlier sends (pre-split and held-out).
+
+        Parameters
+        ----------
+        context : RankingContext
+        half_life_days : float
+            Half-life of a send's weight in the recency-weighted counts.
+        """
+        device_of = {int(u): i for i, u in enumerate(self.user_ids.tolist())}
+        hist = self.history_logs
+        return DeviceHistory.build(
+            context, self.device, self.ts, self.cluster, self.sent_sticker, self.sent_package,
+            np.array([device_of[int(u)] for u in hist["user_id"].to_list()], np.int64),
+            hist["ts"].cast(pl.Int64).to_numpy() / 1000.0,
+            hist["sticker_id"].to_numpy(), hist["package_id"].to_numpy(), half_life_days)
 
     @property
     def n_sessions(self) -> int:
@@ -156,10 +289,12 @@ def _ts_seconds(col: str = "ts") -> pl.Expr:
 
 
 def sample_held_out(context: RankingContext, split_ts: float, n_devices: int,
-                    rng: np.random.Generator) -> HeldOutSample:
+                    rng: np.random.Generator, exclude_users: np.ndarray | None = None
+                    ) -> HeldOutSample:
     """Sample ``n_devices`` users with held-out sessions; fold in their pre-split history.
 
     Only sessions in a language with a keyword index, of users stage 1 clustered, count.
+    ``exclude_users`` (validation devices, used for tuning) are never sampled.
 
     Raises
     ------
@@ -170,6 +305,8 @@ def sample_held_out(context: RankingContext, split_ts: float, n_devices: int,
         pl.col("language").is_in(context.languages))
     held_users = np.unique(logs.filter(_ts_seconds() >= split_ts)["user_id"].to_numpy())
     held_users = held_users[np.asarray(context.stage1.cluster_of(held_users)) >= 0]
+    if exclude_users is not None and exclude_users.size:
+        held_users = held_users[~np.isin(held_users, exclude_users)]
     if held_users.size < 2:
         raise EvaluationError(
             f"{held_users.size} users have sessions after the split "
@@ -195,7 +332,8 @@ def sample_held_out(context: RankingContext, split_ts: float, n_devices: int,
         cluster=np.asarray(s1.cluster_of(after["user_id"].to_numpy()), dtype=np.int64),
         language=after["language"].to_list(), text=after["text"].to_list(),
         sent_sticker=after["sticker_id"].to_numpy().astype(np.int32),
-        sent_package=after["package_id"].to_numpy().astype(np.int32), split_ts=split_ts)
+        sent_package=after["package_id"].to_numpy().astype(np.int32), split_ts=split_ts,
+        ts=after["ts"].cast(pl.Int64).to_numpy() / 1000.0)
 
 
 def package_popularity(context: RankingContext, split_ts: float) -> np.ndarray:
@@ -285,6 +423,10 @@ def replay(context: RankingContext, sample: HeldOutSample, arms: list[Arm], k: i
             matches.append(m)
         sig_of_prefix[(language, prefix)] = signature[raw]
     sig = np.array([sig_of_prefix[p] for p in prefixes], dtype=np.int64)
+    n_label_slots = int(context.label_embeddings.shape[0]) + 1
+    label_keys = np.unique(np.concatenate(
+        [i * n_label_slots + m.label_ids[m.strengths > 0].astype(np.int64)
+         for i, m in enumerate(matches)] or [np.zeros(0, np.int64)]))
     pair = cluster_of_stroke * (len(matches) + 1) + sig
     pairs, key = np.unique(pair, return_inverse=True)  # sorted by cluster: cache-friendly
     n_cand = context.candidate_ids.shape[1]
@@ -309,8 +451,11 @@ def replay(context: RankingContext, sample: HeldOutSample, arms: list[Arm], k: i
     n_sessions = sample.n_sessions
     text_length = np.array([len(t) for t in sample.text], np.int64)
     is_last = typed == np.maximum(text_length[session], 0)
-    n_stickers = int(context.dataset.table("stickers")["sticker_id"].to_numpy().max()) + 1
+    sticker_table = context.dataset.table("stickers")
+    n_stickers = int(sticker_table["sticker_id"].to_numpy().max()) + 1
     n_packages = int(context.dataset.table("packages")["package_id"].to_numpy().max()) + 1
+    package_of = np.full(n_stickers, -1, np.int64)
+    package_of[sticker_table["sticker_id"].to_numpy()] = sticker_table["package_id"].to_numpy()
     rank = {a.name: np.full(n_sessions, -1, np.int64) for a in arms}
     hits = {a.name: np.zeros(n_keys_total, bool) for a in arms}
     stickers_shown = {a.name: np.zeros(n_stickers, bool) for a in arms}
@@ -327,19 +472,21 @@ def replay(context: RankingContext, sample: HeldOutSample, arms: list[Arm], k: i
                 rows = np.repeat(np.arange(keys.size), counts)
                 src = np.concatenate([np.arange(a, b) for a, b in zip(start, stop, strict=True)])
                 keyword[rows, flat_pos[src]] = flat_feat[src]
-            shown_b = shown[keys]
+            batch = KeystrokeBatch(keyword=keyword, shown=shown[keys], cluster=cl, device=dev,
+                                   session=sess, signature=sig[sl], label_keys=label_keys,
+                                   n_label_slots=n_label_slots)
             sent = sample.sent_sticker[sess]
             last = is_last[sl]
             for arm in arms:
-                scores = arm.score(keyword, cl, dev)
-                r = sent_rank(scores, shown_b, sent)
+                scores, items = arm.score(batch)
+                r = sent_rank(scores, items, sent)
                 hits[arm.name][sl] = hit_at(r, k)
                 rank[arm.name][sess[last]] = r[last]
-                row = visible_rows(scores, shown_b, k)
+                row = visible_rows(scores, items, k)
                 ok = row >= 0
-                safe = np.maximum(row, 0)
-                stickers_shown[arm.name][np.take_along_axis(shown_b, safe, 1)[ok]] = True
-                packages_shown[arm.name][context.candidate_ids[cl[:, None], safe][ok]] = True
+                visible = np.take_along_axis(items, np.maximum(row, 0), 1)[ok]
+                stickers_shown[arm.name][visible] = True
+                packages_shown[arm.name][package_of[visible]] = True
             bar.advance(keys.size)
     first = {a.name: first_hit_keystroke(hits[a.name], session, typed, n_sessions)
              for a in arms}

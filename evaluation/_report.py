@@ -16,8 +16,9 @@ import numpy as np
 import polars as pl
 
 from candidate_gen import Stage1Artifact
-from data import ArtifactError, new_version, publish_artifact
+from data import ArtifactError, new_version, publish_artifact, time_split
 from evaluation._analysis import analyse, terciles
+from evaluation._baselines import segment_popularity_scores, sticker_label_table
 from evaluation._config import ReportConfig
 from evaluation._errors import EvaluationError
 from evaluation._privacy import load_frontier, privacy_summary
@@ -25,14 +26,17 @@ from evaluation._render import figures, render_html, render_markdown
 from evaluation._replay import (
     Arm,
     control_arm,
+    device_counts_arm,
     package_popularity,
     personalized_embeddings,
     popularity_arm,
+    recents_arm,
     replay,
     reranker_arm,
     sample_held_out,
+    segment_popularity_arm,
 )
-from reranker import RankingContext, RerankerArtifact
+from reranker import RankingContext, RerankerArtifact, initial_parameters
 
 __all__ = ["DEFINITIONS", "build_ab_report", "json_ready", "publish_report", "render_report"]
 
@@ -168,19 +172,34 @@ def build_ab_report(var: str | Path, *, stage1: str = "latest", treatment: str =
     if model.layout != context.layout:
         raise EvaluationError(f"treatment layout {model.layout} does not match stage 1's "
                               f"{context.layout}")
-    split_ts = model.info.get("split_ts")
-    split_source = "treatment reranker.json"
-    if split_ts is None:
-        logs = context.dataset.table("device_logs")
-        split_ts = float(np.quantile(logs["ts"].cast(pl.Int64).to_numpy() / 1000.0,
-                                     config.split_quantile))
-        split_source = f"quantile {config.split_quantile} of send times"
+    split = time_split(context.dataset)
+    split_ts = split.test_start
+    trained_to = model.info.get("split_ts")
+    if trained_to is not None and float(trained_to) > split_ts + 1.0:
+        raise EvaluationError(
+            f"treatment {model.version} trained on sessions up to "
+            f"{datetime.fromtimestamp(float(trained_to), UTC).isoformat()}, after the "
+            f"dataset's split {datetime.fromtimestamp(split_ts, UTC).isoformat()}: its "
+            "held-out figures would be leaked; retrain it on this dataset's split")
+    dataset_users = context.dataset.table("users")["user_id"].to_numpy()
+    validation = dataset_users[split.is_validation_device(dataset_users)]
     rng = np.random.default_rng(config.seed)
-    sample = sample_held_out(context, float(split_ts), config.devices, rng)
-    arms: list[Arm] = [control_arm(context),
-                       reranker_arm("treatment", context, model.weights,
-                                    personalized_embeddings(context, sample, model.weights)),
-                       popularity_arm(context, package_popularity(context, float(split_ts)))]
+    sample = sample_held_out(context, split_ts, config.devices, rng, exclude_users=validation)
+    history = sample.device_history(context, config.half_life_days)
+    sticker_labels = sticker_label_table(context.dataset.table("stickers"))
+    theta0 = initial_parameters(context.layout)
+    arms: list[Arm] = [
+        control_arm(context),
+        reranker_arm("treatment", context, model.weights,
+                     personalized_embeddings(context, sample, model.weights)),
+        recents_arm(history, sticker_labels),
+        device_counts_arm(context, history, sticker_labels),
+        segment_popularity_arm(context, segment_popularity_scores(context, sample.user_ids,
+                                                                  split_ts)),
+        popularity_arm(context, package_popularity(context, split_ts)),
+        reranker_arm("fold_in_only", context, theta0,
+                     personalized_embeddings(context, sample, theta0)),
+    ]
     if reference is not None:
         arms.append(reranker_arm("central", context, reference.weights,
                                  personalized_embeddings(context, sample, reference.weights)))
@@ -189,7 +208,8 @@ def build_ab_report(var: str | Path, *, stage1: str = "latest", treatment: str =
     segments, labels = _segments(context, sample.user_ids, sample.history)
     catalogue = (context.dataset.table("stickers").height,
                  context.dataset.table("packages").height)
-    report = analyse(result, sample, segments, labels, config, catalogue)
+    report = analyse(result, sample, segments, labels, config, catalogue,
+                     seen_sticker=history.seen_sticker, seen_package=history.seen_package)
     task = str(model.manifest.parameters.get("task", "reranker"))
     report.update(
         report="ab", version=new_version(), created_at=datetime.now(UTC).isoformat(),
@@ -197,8 +217,11 @@ def build_ab_report(var: str | Path, *, stage1: str = "latest", treatment: str =
         inputs={"var": str(var), "stage1": s1.version, "dataset": str(context.dataset.root),
                 "treatment": model.version, "treatment_dir": str(model.directory),
                 "central": reference.version if reference is not None else None,
-                "central_note": central_note, "split_source": split_source,
-                "split_time": datetime.fromtimestamp(float(split_ts), UTC).isoformat()},
+                "central_note": central_note,
+                "split_time": datetime.fromtimestamp(split_ts, UTC).isoformat(),
+                "validation_start": datetime.fromtimestamp(split.validation_start,
+                                                           UTC).isoformat(),
+                "validation_devices_excluded": int(validation.size)},
         privacy=privacy_summary(model.privacy),
         frontier=load_frontier(var, sweep, task=task, k=config.k,
                                reference_uplift=config.reference_uplift),

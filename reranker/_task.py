@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from candidate_gen import Stage1Artifact
-from data import ConfigError, open_dataset, progress
+from data import ConfigError, open_dataset, progress, time_split
 from federated import LocalResult, TaskContext
 from keyword_index import FEATURE_NAMES
 from reranker._context import RankingContext
@@ -39,8 +39,9 @@ class RerankerTaskConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    split_quantile: float = Field(0.8, gt=0, lt=1, description=(
-        "Sessions sent before this quantile of send times train; later ones are held out."))
+    split_quantile: float | None = Field(None, gt=0, lt=1, description=(
+        "Split at this quantile of the sessions' send times instead of the dataset's "
+        "one split (`data.time_split`): for experiments only, never for a reported model."))
     eval_devices: int = Field(3000, ge=1, description=(
         "Devices (with held-out sessions) sampled once for evaluation."))
     max_impressions: int = Field(64, ge=1, description=(
@@ -87,7 +88,10 @@ class RerankerTask:
     config : RerankerTaskConfig
     split_ts : float, optional
         Send time (s since the epoch) splitting training from held-out sessions; default:
-        the ``config.split_quantile`` quantile of the sessions' send times.
+        the dataset's ``test_start`` (:func:`data.time_split`), or the
+        ``config.split_quantile`` quantile of the sessions' send times when that is set.
+        The per-round metric (:meth:`evaluate`) uses validation devices only
+        (``TimeSplit.is_validation_device``), which no report evaluates.
     """
 
     name = "reranker"
@@ -106,8 +110,13 @@ class RerankerTask:
         self._gram = self._factors.T.astype(np.float64) @ self._factors.astype(np.float64)
         self._reg = float(s1.config.regularization)
         self._alpha = float(s1.config.als.alpha)
-        self.split_ts = (split_time(sessions, self.config.split_quantile) if split_ts is None
-                         else float(split_ts))
+        split = time_split(context.dataset)
+        if split_ts is not None:
+            self.split_ts = float(split_ts)
+        elif self.config.split_quantile is not None:
+            self.split_ts = split_time(sessions, self.config.split_quantile)
+        else:
+            self.split_ts = split.test_start
         self.alive = np.ones(sessions.n_sessions, dtype=bool)
         self.train = sessions.ts < self.split_ts
         self._starts = sessions.device_starts()
@@ -115,6 +124,8 @@ class RerankerTask:
         self.has_state = np.zeros(self.n_devices, dtype=bool)
         rng = np.random.default_rng(self.config.seed)
         held = np.unique(sessions.device[~self.train])
+        # tuning reads this metric: validation devices only, never the report's devices
+        held = held[split.is_validation_device(sessions.user_ids[held])]
         self.eval_devices = np.sort(rng.choice(held, size=min(held.size,
                                                              self.config.eval_devices),
                                                replace=False)) if held.size else held

@@ -19,6 +19,7 @@ from evaluation import (
     Arm,
     EvaluationError,
     HeldOutSample,
+    KeystrokeBatch,
     ReplayResult,
     ReportConfig,
     analyse,
@@ -30,6 +31,7 @@ from evaluation import (
     render_report,
     replay,
     resolve_pointer,
+    sample_held_out,
     sent_rank,
     terciles,
 )
@@ -220,10 +222,10 @@ def test_replay_on_hand_made_sessions_matches_keystroke_by_keystroke(
     sample = _hand_made_sample(context)
 
     # an oracle that always puts candidate 3 (the sent package) first
-    def oracle(keyword: np.ndarray, cluster: np.ndarray, device: np.ndarray) -> np.ndarray:
-        scores = np.where(context.candidate_mask[cluster], 0.0, -np.inf)
+    def oracle(batch: KeystrokeBatch) -> tuple[np.ndarray, np.ndarray]:
+        scores = np.where(context.candidate_mask[batch.cluster], 0.0, -np.inf)
         scores[:, 3] = 1.0
-        return scores
+        return scores, batch.shown
 
     arms = [control_arm(context), Arm("oracle", "oracle", oracle)]
     result = replay(context, sample, arms, 5, chunk=3, show_progress=False)
@@ -236,8 +238,12 @@ def test_replay_on_hand_made_sessions_matches_keystroke_by_keystroke(
                 expected_first = i
         assert result.rank["oracle"][s] == 0
         assert result.first_hit["oracle"][s] == expected_first
-        control = arms[0].score(feats[None], sample.cluster[s:s + 1], np.array([0]))
-        assert result.rank["control"][s] == sent_rank(control, shown[None],
+        batch = KeystrokeBatch(keyword=feats[None], shown=shown[None],
+                               cluster=sample.cluster[s:s + 1], device=np.array([0]),
+                               session=np.array([s]), signature=np.array([0]),
+                               label_keys=np.zeros(0, np.int64), n_label_slots=1)
+        control, items = arms[0].score(batch)
+        assert result.rank["control"][s] == sent_rank(control, items,
                                                       sample.sent_sticker[s:s + 1])[0]
     assert result.reachable.all()
     assert result.n_keystrokes == sum(len(t) for t in sample.text)
@@ -280,7 +286,24 @@ def test_report_end_to_end_on_the_tiny_world(tiny_var: Path, tmp_path: Path) -> 
     assert {"report.html", "report.json", "summary.md"} <= set(manifest.files)
     report = json.loads((directory / "report.json").read_text())
     assert result.output == (directory / "summary.md").read_text()
-    assert set(report["arms"]) == {"control", "treatment", "popularity", "central"}
+    assert set(report["arms"]) == {"control", "treatment", "popularity", "central", "recents",
+                                   "device_counts", "segment_popularity", "fold_in_only"}
+    baselines = report["baselines"]
+    assert set(baselines) == {"recents", "device_counts", "segment_popularity", "popularity",
+                              "fold_in_only"}
+    strongest = report["strongest_baseline"]
+    assert report["arms"][strongest]["hit@5"] == max(report["arms"][a]["hit@5"]
+                                                     for a in baselines)
+    vs = report["vs_strongest"]["hit@5"]
+    assert vs["mean_a"] == pytest.approx(report["arms"][strongest]["hit@5"])
+    assert vs["mean_b"] == pytest.approx(report["arms"]["treatment"]["hit@5"])
+    # a row can only hit a sticker it could show: hit@5 never exceeds the ceiling
+    for arm in report["arms"].values():
+        assert arm["hit@5"] <= arm["ceiling"] + 1e-12
+    split = report["history_split"]
+    assert (split["package_sent_before"]["sessions"] + split["package_new_to_device"]["sessions"]
+            == report["sample"]["sessions"])
+    assert report["inputs"]["validation_devices_excluded"] > 0
     assert report["sample"]["devices"] == 150
     assert report["sample"]["users_a"] + report["sample"]["users_b"] == 150
     ab = report["ab"]["hit@5"]
@@ -293,4 +316,21 @@ def test_report_end_to_end_on_the_tiny_world(tiny_var: Path, tmp_path: Path) -> 
     assert report["frontier"]["available"]
     assert set(report["segments"]) == {"language", "cluster_size", "activity"}
     _check_page((directory / "report.html").read_text(), report)
-    assert "B vs A hit@5" in result.output and "ε (secure_sum) = 0.076" in result.output
+    assert f"vs the strongest baseline ({strongest}), hit@5" in result.output
+    assert "ε (secure_sum) = 0.076" in result.output
+
+
+def test_held_out_sample_never_holds_a_validation_device(context: RankingContext) -> None:
+    split = data.time_split(context.dataset)
+    users = context.dataset.table("users")["user_id"].to_numpy()
+    validation = users[split.is_validation_device(users)]
+    assert validation.size > 0
+    sample = sample_held_out(context, split.test_start, 10_000, np.random.default_rng(0),
+                             exclude_users=validation)
+    assert not np.isin(sample.user_ids, validation).any()
+    assert (sample.ts >= split.test_start).all()
+    # history is strictly before the split; held-out sessions keep device-then-time order
+    hist_ts = sample.history_logs["ts"].cast(pl.Int64).to_numpy() / 1000.0
+    assert (hist_ts < split.test_start).all()
+    order = np.lexsort((sample.ts, sample.device))
+    np.testing.assert_array_equal(order, np.arange(sample.n_sessions))

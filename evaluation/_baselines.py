@@ -1,0 +1,257 @@
+"""Baselines that train nothing: what a keyboard or a server can do with what it knows.
+
+Each is computed only from information its owner really has at the moment of the
+keystroke:
+
+- ``recents`` (the keyboard's own row): the person's previously sent stickers whose
+  labels match the typed text, by recency-weighted frequency
+  ``Σ_sends 0.5 ** (age / half_life)``; not limited to stage-1 candidates. A phone knows
+  all of its own earlier sends, so held-out sessions before the replayed one count.
+- ``device_counts``: the cluster's stage-1 candidates, keyword-matched first, then by
+  the device's decayed send count of each package, then stage-1 order; each package
+  shows the device's most-sent sticker of it that matches the text (else the default).
+  With no history it is exactly stage-1 order.
+- ``segment_popularity``: the stage-1 candidates, keyword-matched first, then by the
+  package's weight in the server log before the split among users of the person's
+  segment (language × region × age), then of their language, then stage-1 order.
+
+:class:`DeviceHistory` holds, per replayed session, the device's earlier sends
+aggregated per sticker (CSR, best first) and per cluster candidate; both baselines and
+the new-vs-repeat split of the report read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from evaluation._errors import EvaluationError
+from reranker import RankingContext
+
+__all__ = ["DAY_S", "KEY_WEIGHT", "MATCHED_WEIGHT", "DeviceHistory", "segment_popularity_scores",
+           "sticker_label_table"]
+
+DAY_S = 86_400.0
+"""Seconds in a day."""
+
+MATCHED_WEIGHT = 1e12
+"""Lexicographic keys fold into one float64 score: keyword match × this, then the arm's
+own key (< 1e12), then stage-1 order (the prior lies in [0, 1])."""
+KEY_WEIGHT = 1e6
+"""Scale of an arm's own key (resolution ~1e-6 of it stays above the stage-1 prior)."""
+
+
+@dataclass
+class DeviceHistory:
+    """Every replayed session's view of its device's earlier sends.
+
+    Attributes
+    ----------
+    ptr : ndarray of int64, shape (S + 1,)
+        Session ``s``'s stickers are entries ``ptr[s]:ptr[s+1]``, best first.
+    sticker, package : ndarray of int32, shape (E,)
+        Each entry's sticker and its package.
+    score : ndarray of float64, shape (E,)
+        Recency-weighted send count of the sticker at the session's send time.
+    cand_pos : ndarray of int16, shape (E,)
+        Position of the entry's package among the session's cluster candidates (-1: none).
+    package_score : ndarray of float64, shape (S, n_cand)
+        Recency-weighted send count of each cluster candidate package.
+    seen_sticker, seen_package : ndarray of bool, shape (S,)
+        The device had sent the session's sticker / a sticker of its package before.
+    half_life_s : float
+    """
+
+    ptr: np.ndarray
+    sticker: np.ndarray
+    package: np.ndarray
+    score: np.ndarray
+    cand_pos: np.ndarray
+    package_score: np.ndarray
+    seen_sticker: np.ndarray
+    seen_package: np.ndarray
+    half_life_s: float
+
+    @classmethod
+    def build(cls, context: RankingContext, device: np.ndarray, ts: np.ndarray,
+              cluster: np.ndarray, sent_sticker: np.ndarray, sent_package: np.ndarray,
+              history_device: np.ndarray, history_ts: np.ndarray,
+              history_sticker: np.ndarray, history_package: np.ndarray,
+              half_life_days: float) -> DeviceHistory:
+        """Aggregate each session's earlier sends (pre-split and earlier held-out ones).
+
+        Parameters
+        ----------
+        context : RankingContext
+        device, ts, cluster, sent_sticker, sent_package : ndarray, shape (S,)
+            The replayed sessions, sorted by device then time (``ts`` in seconds).
+        history_device, history_ts, history_sticker, history_package : ndarray, shape (H,)
+            The same devices' sends before the split.
+        half_life_days : float
+            Half-life of a send's weight.
+        """
+        if half_life_days <= 0:
+            raise EvaluationError(f"half_life_days={half_life_days} should be > 0")
+        hl = float(half_life_days) * DAY_S
+        n_sess = device.size
+        # every send of the sampled devices, in (device, time) order
+        all_dev = np.concatenate([history_device, device]).astype(np.int64)
+        all_ts = np.concatenate([history_ts, ts]).astype(np.float64)
+        all_st = np.concatenate([history_sticker, sent_sticker]).astype(np.int32)
+        all_pk = np.concatenate([history_package, sent_package]).astype(np.int32)
+        order = np.lexsort((all_ts, all_dev))
+        all_dev, all_ts, all_st, all_pk = (all_dev[order], all_ts[order], all_st[order],
+                                           all_pk[order])
+        n_dev = int(max(all_dev.max(initial=-1), device.max(initial=-1))) + 1
+        dev_start = np.searchsorted(all_dev, np.arange(n_dev + 1))
+        cand = context.candidate_ids
+        n_cand = cand.shape[1]
+        pos_of = [{int(p): i for i, p in enumerate(row.tolist()) if p >= 0} for row in cand]
+
+        ptr = np.zeros(n_sess + 1, np.int64)
+        stickers: list[np.ndarray] = []
+        packages: list[np.ndarray] = []
+        scores: list[np.ndarray] = []
+        positions: list[np.ndarray] = []
+        package_score = np.zeros((n_sess, n_cand), np.float64)
+        seen_sticker = np.zeros(n_sess, bool)
+        seen_package = np.zeros(n_sess, bool)
+        for s in range(n_sess):
+            lo, hi = dev_start[device[s]], dev_start[device[s] + 1]
+            # strictly earlier sends only: the session being replayed is not yet sent
+            end = lo + int(np.searchsorted(all_ts[lo:hi], ts[s], side="left"))
+            st, pk = all_st[lo:end], all_pk[lo:end]
+            w = np.power(0.5, (ts[s] - all_ts[lo:end]) / hl)
+            uniq, inv = np.unique(st, return_inverse=True)
+            sc = np.bincount(inv, weights=w, minlength=uniq.size)
+            pk_of = np.zeros(uniq.size, np.int32)
+            pk_of[inv] = pk
+            best = np.lexsort((uniq, -sc))  # best first; ties by sticker id
+            uniq, sc, pk_of = uniq[best], sc[best], pk_of[best]
+            lookup = pos_of[int(cluster[s])]
+            pos = np.array([lookup.get(int(p), -1) for p in pk_of.tolist()], np.int16)
+            ok = pos >= 0
+            np.add.at(package_score[s], pos[ok].astype(np.int64), sc[ok])
+            seen_sticker[s] = bool(np.any(st == sent_sticker[s]))
+            seen_package[s] = bool(np.any(pk == sent_package[s]))
+            stickers.append(uniq.astype(np.int32))
+            packages.append(pk_of)
+            scores.append(sc)
+            positions.append(pos)
+            ptr[s + 1] = ptr[s] + uniq.size
+
+        def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+            return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+        return cls(ptr=ptr, sticker=cat(stickers, np.int32), package=cat(packages, np.int32),
+                   score=cat(scores, np.float64), cand_pos=cat(positions, np.int16),
+                   package_score=package_score, seen_sticker=seen_sticker,
+                   seen_package=seen_package, half_life_s=hl)
+
+    @property
+    def n_sessions(self) -> int:
+        """S."""
+        return int(self.ptr.shape[0] - 1)
+
+    def matching_entries(self, session: np.ndarray, signature: np.ndarray,
+                         label_keys: np.ndarray, sticker_labels: np.ndarray,
+                         n_label_slots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """History entries of each keystroke whose sticker matches the keystroke's text.
+
+        Parameters
+        ----------
+        session, signature : ndarray of int64, shape (B,)
+            Each keystroke's session and match signature.
+        label_keys : ndarray of int64, shape (M,)
+            Sorted ``signature * n_label_slots + label`` of every matched label.
+        sticker_labels : ndarray of int32, shape (n_stickers, 3)
+            Labels of each sticker (``-1`` padding).
+        n_label_slots : int
+            More than the largest label id.
+
+        Returns
+        -------
+        row, col, entry : ndarray of int64, shape (m,)
+            Keystroke, position in the session's entry list (best first) and entry index
+            of every matching entry, in keystroke then entry order.
+        """
+        start, stop = self.ptr[session], self.ptr[session + 1]
+        counts = stop - start
+        total = int(counts.sum())
+        if total == 0:
+            empty = np.zeros(0, np.int64)
+            return empty, empty, empty
+        row = np.repeat(np.arange(session.size, dtype=np.int64), counts)
+        offsets = np.cumsum(counts) - counts
+        col = np.arange(total, dtype=np.int64) - np.repeat(offsets, counts)
+        entry = np.repeat(start, counts) + col
+        labels = sticker_labels[self.sticker[entry]].astype(np.int64)  # (total, 3)
+        keys = signature[row][:, None] * n_label_slots + labels
+        hit = np.zeros(keys.shape, bool)
+        if label_keys.size:
+            at = np.minimum(np.searchsorted(label_keys, keys), label_keys.size - 1)
+            hit = (label_keys[at] == keys) & (labels >= 0)
+        keep = hit.any(axis=1)
+        return row[keep], col[keep], entry[keep]
+
+
+def segment_popularity_scores(context: RankingContext, user_ids: np.ndarray,
+                              split_ts: float) -> np.ndarray:
+    """Order keys (N, n_cand) of each device's cluster candidates by segment popularity.
+
+    Key: ``log1p`` of the package's server-log weight before ``split_ts`` among users of
+    the device's segment (language × region × age bucket) times ``1e6``, plus ``10 ×
+    log1p`` of its weight among users of the device's language (breaks the segment's
+    ties); the arm adds stage-1 order last.
+
+    Parameters
+    ----------
+    context : RankingContext
+    user_ids : ndarray of int32, shape (N,)
+        The device's users (their demographics are the server's own user features).
+    split_ts : float
+        Only server interactions before it count (seconds since the epoch).
+
+    Returns
+    -------
+    ndarray of float64, shape (N, n_cand)
+    """
+    users = context.dataset.table("users").select("user_id", "language", "region",
+                                                  "age_bucket")
+    inter = context.dataset.table("interactions").filter(
+        (pl.col("ts").cast(pl.Int64) / 1000.0) < split_ts).join(users, on="user_id")
+    seg = inter.group_by("language", "region", "age_bucket", "package_id").agg(
+        pl.col("weight").sum().alias("w_seg"))
+    lang = inter.group_by("language", "package_id").agg(pl.col("weight").sum().alias("w_lang"))
+    cluster = np.asarray(context.stage1.cluster_of(np.asarray(user_ids)), np.int64)
+    cand = context.candidate_ids[np.maximum(cluster, 0)]  # (N, n_cand)
+    n, n_cand = cand.shape
+    frame = pl.DataFrame({"device": np.repeat(np.arange(n), n_cand),
+                          "slot": np.tile(np.arange(n_cand), n),
+                          "package_id": cand.ravel().astype(np.int32),
+                          "user_id": np.repeat(np.asarray(user_ids, np.int32), n_cand)})
+    frame = (frame.join(users, on="user_id", how="left")
+             .join(seg, on=["language", "region", "age_bucket", "package_id"], how="left")
+             .join(lang, on=["language", "package_id"], how="left")
+             .sort("device", "slot"))
+    w_seg = frame["w_seg"].fill_null(0.0).to_numpy().astype(np.float64).reshape(n, n_cand)
+    w_lang = frame["w_lang"].fill_null(0.0).to_numpy().astype(np.float64).reshape(n, n_cand)
+    # segment weight first; language weight (< 1e5 after log1p·10) only breaks its ties
+    return np.log1p(w_seg) * KEY_WEIGHT + np.log1p(w_lang) * 10.0
+
+
+def sticker_label_table(stickers: pl.DataFrame) -> np.ndarray:
+    """Labels of each sticker, (n_stickers, max labels) int32, ``-1`` padded.
+
+    Row ``i`` is sticker id ``i`` (ids are dense in generated and loaded catalogues;
+    rows of absent ids stay ``-1``).
+    """
+    ids = stickers["sticker_id"].to_numpy()
+    lists = stickers["label_ids"].to_list()
+    width = max((len(x) for x in lists), default=1) or 1
+    out = np.full((int(ids.max(initial=-1)) + 1, width), -1, np.int32)
+    for i, labels in zip(ids.tolist(), lists, strict=True):
+        out[i, : len(labels)] = labels
+    return out
