@@ -49,6 +49,23 @@ DEFINITIONS: tuple[str, ...] = (
     "(the send-rate proxy). MRR: 1/(rank+1) over the full ordering. NDCG@k: 1/log2(rank+2) "
     "inside the row. A sent sticker no candidate shows (stage 1 did not shortlist its "
     "package, or the package shows another sticker for this text) is a miss everywhere.",
+    "Baselines (no federated training): recents = the person's own earlier-sent stickers "
+    "whose labels match the text, by recency-weighted send count (half-life "
+    "`half_life_days`), not limited to stage 1; device_counts = the stage-1 candidates, "
+    "matched first, by the device's recency-weighted sends of each package, showing its "
+    "most-sent matching sticker of it, then stage-1 order; segment_popularity = matched "
+    "candidates by pre-split server-log weight in the person's language × region × age, "
+    "then language; popularity = by global pre-split weight; fold_in_only = the initial "
+    "shared weights with the phone's own personalisation. A device knows all of its own "
+    "earlier sends (held-out ones before the replayed session included); the server only "
+    "its log before the split.",
+    "Headline: the treatment against the strongest baseline (highest mean hit@k on this "
+    "sample), paired on the same users and keystrokes; stage-1 order is shown beside it. "
+    "Ceiling: share of sessions whose sent sticker was among the arm's candidates at send "
+    "time (no ordering can hit more). Sent before / new to the device: whether the device had "
+    "sent that sticker / a sticker of that package before the session.",
+    "Split: one time for the whole pipeline (the dataset's `test_start`); validation devices "
+    "(used for tuning and the per-round metric) are never in the sample.",
     "Keystrokes to hit: characters typed when the row first showed the sent sticker; "
     "'when hit' averages sessions where it appeared, 'never hit' is the share where it "
     "never did, 'capped' counts a never-hit session as len(text)+1.",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,6 +42,10 @@ class RerankerTaskConfig(BaseModel):
     split_quantile: float | None = Field(None, gt=0, lt=1, description=(
         "Split at this quantile of the sessions' send times instead of the dataset's "
         "one split (`data.time_split`): for experiments only, never for a reported model."))
+    window: Literal["test", "validation"] = Field("test", description=(
+        "'test': train before the dataset's test_start (a model to report); 'validation': "
+        "train before validation_start and evaluate [validation_start, test_start) on "
+        "validation devices: what tuning (σ, learning rates, clip) must use."))
     eval_devices: int = Field(3000, ge=1, description=(
         "Devices (with held-out sessions) sampled once for evaluation."))
     max_impressions: int = Field(64, ge=1, description=(
@@ -111,19 +115,22 @@ class RerankerTask:
         self._reg = float(s1.config.regularization)
         self._alpha = float(s1.config.als.alpha)
         split = time_split(context.dataset)
+        tuning = self.config.window == "validation"
         if split_ts is not None:
             self.split_ts = float(split_ts)
         elif self.config.split_quantile is not None:
             self.split_ts = split_time(sessions, self.config.split_quantile)
         else:
-            self.split_ts = split.test_start
-        self.alive = np.ones(sessions.n_sessions, dtype=bool)
+            self.split_ts = split.validation_start if tuning else split.test_start
+        # in tuning, nothing at or after test_start exists for this task: not even held out
+        self.eval_end = split.test_start if tuning else np.inf
+        self.alive = np.asarray(sessions.ts < self.eval_end)
         self.train = sessions.ts < self.split_ts
         self._starts = sessions.device_starts()
         self.user_state = np.zeros((self.n_devices, self.layout.n_factors), np.float32)
         self.has_state = np.zeros(self.n_devices, dtype=bool)
         rng = np.random.default_rng(self.config.seed)
-        held = np.unique(sessions.device[~self.train])
+        held = np.unique(sessions.device[~self.train & self.alive])
         # tuning reads this metric: validation devices only, never the report's devices
         held = held[split.is_validation_device(sessions.user_ids[held])]
         self.eval_devices = np.sort(rng.choice(held, size=min(held.size,
