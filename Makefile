@@ -20,7 +20,7 @@ SWEEP := $(VAR)/federated/sweeps/reranker/LATEST
 # Stage-1 factor dimension d; the reranker's shared weights are d*d + d + k + 1 floats.
 FACTORS ?= 32
 
-.PHONY: help install catalog world stage1 reranker central sweep report pipeline run serve system-deps test test-fast bench lint format clean
+.PHONY: help install catalog world stage1 reranker central sweep report pipeline run serve system-deps test test-fast bench lint format clean knobs
 
 help:
 	@echo "make run    build the default world ($(WORLD)), run every stage, then serve"
@@ -73,6 +73,33 @@ report: $(RERANKER) $(CENTRAL) $(SWEEP)
 	$(STICKERS) report ab --devices 20000
 
 pipeline: world stage1 reranker central sweep report
+
+# The knob table: the small world with each hidden-preference mechanism of the generator
+# switched off in turn (plus the default), each through stage 1, federated training and
+# the A/B report in its own artifact root var/knobs/<knob>/; then one table of every arm.
+# KNOB_TRAIN adds flags to `federated train` (e.g. --rounds 100 -o max_devices=30000 for
+# a quicker, smaller run; say so when quoting it).
+KNOBS ?= default favourite_creators=0 subscriber_share=0 device_taste_beta=0 \
+	demographic_prior=0 taste_individual=0
+KNOB_TRAIN ?=
+KNOB_DEVICES ?= 5000
+knobs: | $(STAMP)
+	$(STICKERS) data catalog
+	@set -e; reports=; for knob in $(KNOBS); do \
+		root=$(VAR)/knobs/$$knob; mkdir -p $$root; cp -rn $(VAR)/cache $(VAR)/catalog $$root/; \
+		if [ $$knob = default ]; then set_=; else set_="--set world.$$knob"; fi; \
+		echo "== knob $$knob"; \
+		STICKERS_VAR=$$root $(STICKERS) -q data generate --size $(WORLD) --name world $$set_; \
+		STICKERS_VAR=$$root $(STICKERS) -q candidates build --dataset world \
+			--set als.factors=$(FACTORS); \
+		STICKERS_VAR=$$root $(STICKERS) -q federated train --task reranker \
+			--config reranker/federated.toml $(KNOB_TRAIN); \
+		STICKERS_VAR=$$root $(STICKERS) -q report ab --devices $(KNOB_DEVICES) \
+			--central none --sweep none > /dev/null; \
+		reports="$$reports $$root/reports/ab/LATEST"; \
+	done; \
+	$(STICKERS) report table $$(for r in $$reports; do echo $$(dirname $$r)/$$(cat $$r); done) \
+		| tee $(VAR)/knobs/table.md
 
 run: pipeline
 	$(STICKERS) serve

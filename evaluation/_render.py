@@ -10,14 +10,19 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["figures", "format_value", "render_html", "render_markdown", "resolve_pointer"]
+from evaluation._errors import EvaluationError
+
+__all__ = ["arms_table", "figures", "format_value", "load_report", "render_html", "render_markdown",
+           "resolve_pointer"]
 
 _ARM_COLOURS = {"control": "#7f7f7f", "treatment": "#1f77b4", "popularity": "#bcbd22",
                 "central": "#2ca02c", "recents": "#d62728", "device_counts": "#9467bd",
@@ -465,4 +470,47 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(f"Frontier: not available ({frontier.get('note', '')}).")
     if report.get("output"):
         lines.append(f"Report: {report['output']}")
+    return "\n".join(lines) + "\n"
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    """A published ``report.json`` (or the directory holding one).
+
+    Raises
+    ------
+    EvaluationError
+        Missing or unreadable file, or not an A/B report.
+    """
+    file = path / "report.json" if path.is_dir() else path
+    try:
+        report = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EvaluationError(f"{file}: cannot read an A/B report ({exc})") from exc
+    if not isinstance(report, dict) or report.get("report") != "ab" or "arms" not in report:
+        raise EvaluationError(f"{file}: not an A/B report.json (no 'report': 'ab' and 'arms')")
+    return report
+
+
+def arms_table(reports: list[dict[str, Any]], names: list[str], metric: str | None = None
+               ) -> str:
+    """Markdown: one row per report, one column per arm (union, first report's order).
+
+    Cells are the arm's ``metric`` (default: each report's headline metric); the last
+    columns name the strongest baseline and the treatment's paired uplift against it.
+    """
+    arms: list[str] = []
+    for r in reports:
+        arms += [a for a in r["arms"] if a not in arms]
+    lines = ["| world | " + " | ".join(arms) + " | strongest baseline | treatment vs it |",
+             "|---|" + "---|" * (len(arms) + 2)]
+    for name, r in zip(names, reports, strict=True):
+        m = metric or r["headline_metric"]
+        cells = [format_value(r["arms"][a].get(m), "pct") if a in r["arms"] else "—"
+                 for a in arms]
+        vs = (r.get("vs_strongest") or {}).get(m) or {}
+        uplift = (f"{format_value(vs.get('uplift'), 'signed_pct')} "
+                  f"[{format_value(vs.get('ci_low'), 'signed_pct')}, "
+                  f"{format_value(vs.get('ci_high'), 'signed_pct')}]") if vs else "—"
+        lines.append(f"| {name} | " + " | ".join(cells)
+                     + f" | {r.get('strongest_baseline', '—')} | {uplift} |")
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ import click
 
 from data.cli import CLIContext, pass_cli
 from evaluation._config import ReportConfig
+from evaluation._render import arms_table, load_report
 from evaluation._report import build_ab_report, publish_report, render_report
 
 __all__ = ["report"]
@@ -59,3 +60,30 @@ def ab_command(cli: CLIContext, stage1: str, treatment: str, central: str, sweep
         return
     directory = publish_report(cli.var, data)
     click.echo((directory / "summary.md").read_text(encoding="utf-8"), nl=False)
+
+
+@report.command("table")
+@click.argument("reports", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))
+@click.option("--name", "names", multiple=True,
+              help="Row name of each report, in order [default: its directory's parent "
+                   "name].")
+@click.option("--metric", default=None, help="Metric to tabulate [default: the headline].")
+def table_command(reports: tuple[Path, ...], names: tuple[str, ...], metric: str | None
+                  ) -> None:
+    """One Markdown row per A/B report (a report.json or its directory): every arm's metric.
+
+    For comparing worlds, e.g. the knob table: each hidden-preference mechanism of the
+    world switched off in turn (``make knobs``).
+    """
+    if names and len(names) != len(reports):
+        raise click.BadParameter(f"{len(names)} --name for {len(reports)} reports; give one "
+                                 "per report or none", param_hint="--name")
+    click.echo(arms_table([load_report(p) for p in reports],
+                          list(names) or [_default_name(p) for p in reports], metric), nl=False)
+
+
+def _default_name(path: Path) -> str:
+    # var/knobs/<knob>/reports/ab/<version>/report.json → <knob>
+    parts = path.resolve().parts
+    return parts[parts.index("reports") - 1] if "reports" in parts else path.name

@@ -334,3 +334,31 @@ def test_held_out_sample_never_holds_a_validation_device(context: RankingContext
     assert (hist_ts < split.test_start).all()
     order = np.lexsort((sample.ts, sample.device))
     np.testing.assert_array_equal(order, np.arange(sample.n_sessions))
+
+
+def test_report_table_lists_every_arm_of_several_reports(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    def fake(hits: dict[str, float], strongest: str) -> dict[str, Any]:
+        return {"report": "ab", "headline_metric": "hit@5",
+                "arms": {a: {"hit@5": h} for a, h in hits.items()},
+                "strongest_baseline": strongest,
+                "vs_strongest": {"hit@5": {"uplift": 0.1, "ci_low": -0.05, "ci_high": 0.25}}}
+
+    for name, hits in (("baseline", {"control": 0.02, "treatment": 0.05, "recents": 0.04}),
+                       ("favourites_off", {"control": 0.03, "recents": 0.01})):
+        d = tmp_path / name / "reports" / "ab" / "v1"
+        d.mkdir(parents=True)
+        (d / "report.json").write_text(json.dumps(fake(hits, "recents")))
+    out = CliRunner().invoke(report_group, ["table", str(tmp_path / "baseline/reports/ab/v1"),
+                                            str(tmp_path / "favourites_off/reports/ab/v1")])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert lines[0] == "| world | control | treatment | recents | strongest baseline | " \
+                       "treatment vs it |"
+    assert lines[2].startswith("| baseline | 2.00% | 5.00% | 4.00% | recents | +10.0")
+    assert lines[3].startswith("| favourites_off | 3.00% | — | 1.00% | recents |")
+    bad = tmp_path / "x.json"
+    bad.write_text("{}")
+    refused = CliRunner().invoke(report_group, ["table", str(bad)])
+    assert refused.exit_code != 0 and "not an A/B report.json" in str(refused.exception)
