@@ -34,7 +34,9 @@ def privacy_utility_sweep(make_task: Callable[[], FederatedTask], config: Federa
     seed : int
         Seed of every point's training randomness.
     include_non_private : bool
-        Add a point without local DP (ε = ∞): the non-private federated upper bound.
+        Add a point without noise (σ = 0, ε = ∞) that clips and aggregates exactly as the
+        DP points do, so the frontier isolates the noise (its ``noise_multiplier`` is
+        ``None``).
     on_point : callable, optional
         Called with each finished point.
 
@@ -48,13 +50,11 @@ def privacy_utility_sweep(make_task: Callable[[], FederatedTask], config: Federa
     if include_non_private:
         settings.append(None)
     for sigma in settings:
+        # the no-noise point keeps DP's clipping and server optimiser: only σ changes
         privacy = config.privacy.model_copy(update={
-            "target_epsilon": None, "enabled": sigma is not None,
+            "target_epsilon": None, "enabled": True,
             "noise_multiplier": sigma if sigma is not None else 0.0})
-        strategy = config.strategy
-        if sigma is None and strategy.norm_bound == "auto":
-            strategy = strategy.model_copy(update={"norm_bound": None})
-        cfg = config.model_copy(update={"privacy": privacy, "strategy": strategy})
+        cfg = config.model_copy(update={"privacy": privacy})
         trainer = FederatedTrainer(make_task(), cfg).fit(np.random.default_rng(seed))
         point = {"noise_multiplier": sigma, "epsilon": trainer.privacy_.get("epsilon"),
                  "delta": trainer.privacy_.get("delta"), "metrics": trainer.metrics_,
