@@ -39,7 +39,15 @@ from data._errors import (
     SchemaError,
     StickerSuggestError,
 )
-from data._schemas import EVENTS, SCHEMAS, TABLES, read_table, scan_table, validate_frame
+from data._schemas import (
+    EVENTS,
+    LIBRARY_SOURCES,
+    SCHEMAS,
+    TABLES,
+    read_table,
+    scan_table,
+    validate_frame,
+)
 from data._split import (
     DEFAULT_SALT,
     DEFAULT_TEST_QUANTILE,
@@ -59,6 +67,7 @@ __all__ = [
     "DEFAULT_VALIDATION_QUANTILE",
     "DEFAULT_VALIDATION_SHARE",
     "EVENTS",
+    "LIBRARY_SOURCES",
     "MANIFEST",
     "SCHEMAS",
     "TABLES",

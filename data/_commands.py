@@ -12,7 +12,7 @@ from data._catalog import ensure_catalog, load_catalog
 from data._console import print_table
 from data._dataset import dataset_dir, open_dataset
 from data._external import ExternalLogSpec, load_interactions
-from data._world import SIZES, generate_world, world_config
+from data._world import SIZES, generate_world, settings_name, world_config
 from data.cli import CLIContext, pass_cli
 
 __all__ = ["data_group"]
@@ -45,7 +45,11 @@ def catalog_cmd(cli: CLIContext) -> None:
     show_default=True,
     help="Preset world size.",
 )
-@click.option("--name", default=None, help="Dataset name (default: the size).")
+@click.option(
+    "--name",
+    default=None,
+    help="Dataset name (default: the size and the --set knobs, e.g. small-favourite_creators=0).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--users",
@@ -61,6 +65,14 @@ def catalog_cmd(cli: CLIContext) -> None:
     default=None,
     help="Override the number of packages.",
 )
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="world.KEY=VALUE",
+    help="Override a WorldConfig field, e.g. --set world.favourite_creators=0 (repeatable; "
+    "see the knob table in the README).",
+)
 @pass_cli
 def generate_cmd(
     cli: CLIContext,
@@ -69,10 +81,12 @@ def generate_cmd(
     seed: int,
     n_users: int | None,
     n_packages: int | None,
+    settings: tuple[str, ...],
 ) -> None:
     """Generate a synthetic world into var/data/<name>/ (ground truth: var/truth/<name>/)."""
     config = world_config(
-        size, name=name or size, seed=seed, n_users=n_users, n_packages=n_packages
+        size, settings, name=name or settings_name(size, settings), seed=seed,
+        n_users=n_users, n_packages=n_packages,
     )
     catalog = load_catalog(ensure_catalog(cli.var))
     path = generate_world(config, catalog, cli.var, show_progress=cli.show_progress)
@@ -156,10 +170,17 @@ def _summary(path: Path, verify: bool = True) -> None:
     if "private_session_share" in ds.manifest.metrics:
         table_rows.append(
             (
-                "device sessions from never-acquired packages",
+                "device sessions of packages the server never saw acquired",
                 f"{ds.manifest.metrics['private_session_share']:.3f}",
             )
         )
+    for key, label in (
+        ("holdings_after_test_start_share", "device holdings acquired after test_start"),
+        ("held_out_sends_acquired_after_test_start_share",
+         "held-out sends of packages acquired after test_start"),
+    ):
+        if key in ds.manifest.metrics:
+            table_rows.append((label, f"{ds.manifest.metrics[key]:.3f}"))
     timings = ds.manifest.metrics.get("timings", {})
     if "total_s" in timings:
         table_rows.append(("generation time (s)", f"{timings['total_s']:.1f}"))

@@ -32,6 +32,14 @@ device_logs
     ``ts``, ``language``, ``text`` (the typed text when the sticker was sent; the
     keystrokes are its successive prefixes), ``sticker_id``, ``package_id``.
     In production these never leave the phone; the simulator keeps them per device.
+device_library
+    What each simulated device holds and since when, one row per (user, package):
+    ``user_id``, ``package_id``, ``source`` (``purchase`` or ``download``, which the
+    server log also records; ``subscription``: added to the subscription library;
+    ``gift``: received from someone else), ``ts`` (UTC, when the device got it). A
+    device sends from a package only at or after its ``ts``. Private like
+    ``device_logs`` (the phone knows its own library; the server sees only purchases
+    and downloads); generated worlds have it, loaded external logs do not.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from data._errors import DataFileError, SchemaError
 
 __all__ = [
     "EVENTS",
+    "LIBRARY_SOURCES",
     "SCHEMAS",
     "TABLES",
     "read_table",
@@ -57,6 +66,9 @@ __all__ = [
 UTC_TS = pl.Datetime("ms", "UTC")
 
 EVENTS: tuple[str, ...] = ("purchase", "download")
+
+LIBRARY_SOURCES: tuple[str, ...] = ("purchase", "download", "subscription", "gift")
+"""How a device came to hold a package (``device_library.source``)."""
 
 _S = dict[str, Any]  # polars accepts dtype classes and instances
 
@@ -125,6 +137,14 @@ SCHEMAS: dict[str, pl.Schema] = {
             "text": pl.String,
             "sticker_id": pl.Int32,
             "package_id": pl.Int32,
+        })
+    ),
+    "device_library": pl.Schema(
+        _S({
+            "user_id": pl.Int32,
+            "package_id": pl.Int32,
+            "source": pl.String,
+            "ts": UTC_TS,
         })
     ),
 }

@@ -2,7 +2,9 @@
 
 No real sticker logs can be had, so the world is generated, deterministically from a
 seed, while its vocabulary is real (labels and keywords from Unicode CLDR, see
-:mod:`data._catalog`). The generative model, top to bottom:
+:mod:`data._catalog`). The world has a clock: everything a device holds arrives at a
+time, and a device sends only from what it holds at that moment. The generative model,
+top to bottom:
 
 1. **Labels.** Every catalog label gets a popularity ``π_l ∝ rank^-α`` (Zipf,
    ``label_zipf``); ranks favour faces and gestures (the concepts people send stickers
@@ -11,36 +13,64 @@ seed, while its vocabulary is real (labels and keywords from Unicode CLDR, see
 2. **Users.** Language from a market mix (``languages``: ja, zh-hant, th, en, ko …),
    region from language, age bucket and gender (estimated demographics) from
    per-market distributions, ``subscriber`` with probability ``subscriber_share``.
-   A latent taste ``t_u = E_lang + E_age + E_gender + s·z_u`` in ``R^dim``: a
-   demographic prior plus an individual deviation ``z_u ~ N(0, I)``.
-   Activity (number of server interactions) is log-normal with shape
-   ``activity_sigma``: a heavy tail of very active users.
+   A latent unit taste ``t_u ∝ a·(E_lang + E_age + E_gender) + s·z_u`` in ``R^dim``: a
+   demographic prior (``a = demographic_prior``) plus an individual deviation
+   (``s = taste_individual``, ``z_u ~ N(0, I)``). Activity (number of server choices)
+   is log-normal with shape ``activity_sigma``: a heavy tail of very active users.
+   Each user becomes active on a day ``s_u ~ U(0, days/2)``.
 3. **Creators and packages.** A creator (character) has a latent style
-   ``c_k = 0.8·E_lang(origin) + N(0, I)``, so characters appeal most to their home
-   market, and a log-normal popularity. Packages are spread over creators ∝
-   popularity^0.5; a package's style is its creator's plus ``N(0, 0.5² I)``, with a
-   log-normal quality. Each package holds 8–40 stickers, each with 1–3 labels drawn
-   from ``π``; a premium flag; a release date; ~3 % are withdrawn (``available=false``).
-4. **Server log.** For each interaction a user picks a creator with probability
-   ``∝ pop_k · exp(β · cos(t_u, c_k))`` and then, among three packages of that creator
-   drawn by quality, the one maximising ``cos(t_u, v_p) + Gumbel`` (taste × style +
-   popularity). Free packages are *downloads*, premium ones *purchases*.
-   Subscribers use premium packages through the subscription, which the consented
-   server log does not record: those go to their private library instead.
-5. **Device log (private).** A device user's collection is what they acquired, plus
-   their subscription library, plus the packages of ``favourite_creators`` favourite
-   characters chosen independently of taste (gifts, a character they love but never
-   bought). Each session picks a package of the collection with weight
-   ``exp(β_dev · cos(t_u, v_p) + favourite_boost · [favourite])``, a sticker of it by
-   label popularity, an intended label among the sticker's labels, and a keyword of
-   that label in the user's language, typed with realistic variants (katakana ↔
-   hiragana, half-width kana, capitalisation, repeated characters, trailing
-   punctuation) after an optional neutral opening ("今日は", "hey ", "วันนี้"). So the
-   device holds a preference the server log never reveals: on-device learning has a
-   signal stage 1 cannot see.
-6. **Ground truth** (tastes, styles, favourites, each session's intended label and
-   whether its package was server-visible) goes to ``var/truth/<name>/``, separate
-   from the dataset: it is for oracle metrics only and no model code reads it.
+   ``c_k = h·E_lang(origin) + N(0, I)`` (``h = creator_home_bias``), so characters
+   appeal most to their home market, and a log-normal popularity. Packages are spread
+   over creators ∝ popularity^0.5; a package's style is its creator's plus
+   ``N(0, 0.5² I)``, with a log-normal quality. Each package holds 8–40 stickers, each
+   with 1–3 labels drawn from ``π``; a premium flag; a release date; ~3 % are withdrawn
+   (``available=false``).
+4. **Acquisitions (the device library).** Three mechanisms put packages on a device:
+
+   - *choice*: for each of its interactions a user picks a creator with probability
+     ``∝ pop_k · exp(β · cos(t_u, c_k))`` (``β = taste_beta``) and then, among three
+     packages of that creator drawn by quality, the one maximising
+     ``β · cos(t_u, v_p) + Gumbel``. Free packages are *downloads*, premium ones
+     *purchases* — except that subscribers take premium packages through the
+     subscription (source ``subscription``), which the server log never records;
+   - *subscription library*: each subscriber adds about ``subscription_library`` more
+     premium packages, chosen the same way (source ``subscription``);
+   - *favourite gifts*: ``favourite_creators`` favourite characters per user, drawn
+     ∝ popularity^0.5 independently of taste; the first three packages of each arrive
+     as gifts (source ``gift``).
+
+   Every acquisition gets a time uniform in the user's active period
+   ``[s_u, days)``, not before the package's release (plus 0–3 days); a package is
+   held once, from its earliest acquisition (nobody buys what they were given). So
+   acquisitions go on all year, after the validation and test starts too. The
+   **server log** (``interactions``) is the purchases and downloads, at their times;
+   the device's own view of all of it is ``device_library`` (private, like the device
+   log).
+5. **Device log (private).** A device user sends ``~Poisson(sessions_per_user ·
+   sqrt(activity)) + 1`` stickers at times uniform between their first acquisition and
+   the end of the period. At send time ``t`` the device picks a package *it holds at
+   t* with weight ``exp(β_dev · cos(t_u, v_p) + favourite_boost · [favourite
+   character])`` (``β_dev = device_taste_beta``), a sticker of it by label
+   popularity, an intended label among the sticker's labels, and a keyword of that
+   label in the user's language, typed with realistic variants (katakana ↔ hiragana,
+   half-width kana, capitalisation, repeated characters, trailing punctuation) after
+   an optional neutral opening ("今日は", "hey ", "วันนี้"). No send precedes the
+   sender's acquisition of the package, by construction. Sends are independent given
+   what is held: the world has no habit or repeat mechanism beyond the taste and
+   favourite weights.
+6. **The split** (:mod:`data._split`): the manifest records ``parameters["split"]``
+   with ``validation_start`` and ``test_start`` at ``validation_start_at`` and
+   ``test_start_at`` of the period and a ``validation_share`` of devices.
+7. **Ground truth** (tastes, styles, favourites, the full library with each holding's
+   mechanism, each session's intended label, source and acquisition time) goes to
+   ``var/truth/<name>/``, separate from the dataset: it is for oracle metrics and
+   tests only and no model code reads it.
+
+Knobs of the hidden preferences, each of which can be set to 0 (``stickers data
+generate --set world.KEY=0``): ``favourite_creators``, ``favourite_boost``,
+``subscriber_share``, ``subscription_library``, ``taste_beta``, ``device_taste_beta``,
+``demographic_prior``, ``taste_individual``, ``creator_home_bias`` (see
+:class:`WorldConfig` and the README's table).
 
 Everything is generated in chunks of users with per-chunk random generators spawned
 from one :class:`numpy.random.SeedSequence`, so peak memory is bounded by the chunk
@@ -50,8 +80,9 @@ size and the output does not depend on how chunks are scheduled.
 from __future__ import annotations
 
 import time
+import tomllib
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,10 +97,12 @@ from data._artifact import fingerprint, publish_artifact
 from data._catalog import Catalog
 from data._console import progress
 from data._errors import ConfigError
-from data._schemas import SCHEMAS, validate_frame
+from data._schemas import LIBRARY_SOURCES, SCHEMAS, validate_frame
 from data._split import DEFAULT_SALT, TimeSplit
 
-__all__ = ["SIZES", "WorldConfig", "generate_world", "world_config"]
+__all__ = [
+    "SIZES", "WorldConfig", "generate_world", "parse_settings", "settings_name", "world_config",
+]
 
 _MARKETS: dict[str, tuple[list[str], list[float]]] = {
     "ja": (["JP"], [1.0]),
@@ -154,6 +187,12 @@ _ANIMALS = [
 ]
 _SERIES = ["", " 2", " 3", " Daily", " Big", " Winter", " Love", " Work", " Party", " Pop-up"]
 _EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
+# How a device came to hold a package (codes index _SOURCES; the first two are logged).
+_SOURCES = LIBRARY_SOURCES
+_PURCHASE, _DOWNLOAD, _SUBSCRIPTION, _GIFT = range(4)
+# Which mechanism of the world put it there (ground truth only).
+_MECHANISMS = ("choice", "subscription_library", "favourite_gift")
+_BY_CHOICE, _BY_SUBSCRIPTION_LIBRARY, _BY_FAVOURITE_GIFT = range(3)
 
 
 class WorldConfig(BaseModel):
@@ -183,14 +222,42 @@ class WorldConfig(BaseModel):
         default_factory=lambda: {"ja": 0.42, "zh-hant": 0.2, "th": 0.2, "en": 0.1, "ko": 0.08},
         description="Market mix: language -> share of users (normalised).",
     )
-    subscriber_share: float = Field(0.12, ge=0, le=1, description="Share of subscribers.")
+    subscriber_share: float = Field(
+        0.12, ge=0, le=1,
+        description="Share of subscribers (they use premium packages through a subscription "
+        "the server log never records); 0: nobody subscribes.")
+    subscription_library: int = Field(
+        6, ge=0,
+        description="Premium packages a subscriber adds to the library besides their own "
+        "picks (about this many); 0: the library holds only the picks.")
     favourite_creators: int = Field(
-        2, ge=0, description="Favourite characters per device user, independent of taste."
-    )
+        2, ge=0,
+        description="Favourite characters per user, independent of taste; up to three "
+        "packages of each arrive as gifts; 0: no favourites, no gifts.")
     favourite_boost: float = Field(
-        1.5, ge=0, description="Log-weight bonus of favourite characters' packages on device."
-    )
-    taste_beta: float = Field(4.0, ge=0, description="Weight of taste x style in choices.")
+        1.5, ge=0,
+        description="Log-weight bonus of favourite characters' packages on device; 0: a "
+        "favourite is sent as often as its taste fit says.")
+    taste_beta: float = Field(
+        4.0, ge=0,
+        description="Weight of taste x style in server-side choices (creators, packages); "
+        "0: choices follow popularity and quality only.")
+    device_taste_beta: float = Field(
+        4.0, ge=0,
+        description="β_dev: weight of taste x style when a device picks a held package to "
+        "send from (taste concentration); 0: uniform over held packages.")
+    demographic_prior: float = Field(
+        1.0, ge=0,
+        description="Scale of the demographic part of taste (language, age, gender "
+        "embeddings); 0: taste carries no demographic signal.")
+    taste_individual: float = Field(
+        0.9, ge=0,
+        description="Scale of the individual deviation of taste; 0: users of one "
+        "demographic segment share one taste.")
+    creator_home_bias: float = Field(
+        0.8, ge=0,
+        description="Weight of a character's home market in its style; 0: characters "
+        "appeal to no market in particular.")
     label_zipf: float = Field(1.05, gt=0, description="Zipf exponent of label popularity.")
     quality_sigma: float = Field(1.2, ge=0, description="Log-normal shape of package quality.")
     days: int = Field(365, gt=1, description="Length of the logged period in days.")
@@ -260,16 +327,76 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 
 
-def world_config(size: str, **overrides: Any) -> WorldConfig:
-    """The config of a named size (``tiny``, ``small``, ``large``) with overrides."""
+def world_config(size: str, settings: Iterable[str] = (), **overrides: Any) -> WorldConfig:
+    """The config of a named size (``tiny``, ``small``, ``large``) with overrides.
+
+    Parameters
+    ----------
+    size : str
+        A key of :data:`SIZES`.
+    settings : iterable of str
+        ``key=value`` overrides as typed on the command line (``--set``); the key may
+        carry a ``world.`` prefix and values are parsed as TOML (``0``, ``0.5``,
+        ``{ja = 1.0}``), else kept as text. Applied before ``overrides``.
+    **overrides
+        Keyword overrides; ``None`` values are ignored.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown size or key, or a value the config rejects.
+    """
     if size not in SIZES:
         raise ConfigError(f"unknown world size {size!r}; expected one of {', '.join(SIZES)}")
     params: dict[str, Any] = {"name": size, **SIZES[size]}
+    params.update(parse_settings(settings))
     params.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return WorldConfig(**params)
     except ValueError as exc:
         raise ConfigError(f"invalid world config: {exc}") from exc
+
+
+def parse_settings(settings: Iterable[str]) -> dict[str, Any]:
+    """``["world.favourite_creators=0", ...]`` as ``{"favourite_creators": 0, ...}``.
+
+    Raises
+    ------
+    ConfigError
+        If an item is not ``key=value`` or names no field of :class:`WorldConfig`.
+    """
+    out: dict[str, Any] = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        key = key.strip().removeprefix("world.")
+        if not sep or not key:
+            raise ConfigError(f"setting {item!r} is not of the form world.key=value")
+        if key not in WorldConfig.model_fields:
+            raise ConfigError(
+                f"setting {item!r}: unknown world config key {key!r}; known keys: "
+                f"{', '.join(sorted(WorldConfig.model_fields))}")
+        try:
+            out[key] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = value.strip()
+    return out
+
+
+def settings_name(size: str, settings: Iterable[str]) -> str:
+    """A dataset name that encodes the settings: ``small-favourite_creators=0-…``.
+
+    Keys lose their ``world.`` prefix and are sorted, values keep their spelling, so the
+    same knobs give the same name.
+    """
+    parsed = parse_settings(settings)
+    raw = {item.partition("=")[0].strip().removeprefix("world."): item.partition("=")[2].strip()
+           for item in settings}
+    parts = [f"{k}={raw[k]}" for k in sorted(parsed) if k != "name"]
+    name = "-".join([size, *parts])
+    if not all(c.isalnum() or c in "-_.=" for c in name):
+        raise ConfigError(f"settings {list(settings)} do not make a plain dataset name; "
+                          "give one with --name")
+    return name
 
 
 # ---------------------------------------------------------------------------- sampling
@@ -449,7 +576,7 @@ def _build_static(
     lang_names = list(cfg.languages)
     shares = np.array([cfg.languages[x] for x in lang_names], dtype=float)
     origin = rng.choice(len(lang_names), size=n_creators, p=shares / shares.sum())
-    creator_style = 0.8 * np.stack([lang_emb[lang_names[o]] for o in origin])
+    creator_style = cfg.creator_home_bias * np.stack([lang_emb[lang_names[o]] for o in origin])
     creator_style += rng.normal(0, 1, (n_creators, dim))
     creator_pop = rng.lognormal(0, 1.0, n_creators)
     creator_pop /= creator_pop.sum()
@@ -601,7 +728,8 @@ def _chunk(
     subscriber = rng.random(n) < cfg.subscriber_share
     lang_mat = np.stack([st.lang_emb[x] for x in lang_names])
     taste = lang_mat[lang_idx] + st.age_emb[age] + st.gender_emb[gender]
-    taste = _unit(taste + 0.9 * rng.normal(0, 1, (n, dim)))
+    taste = _unit(cfg.demographic_prior * taste
+                  + cfg.taste_individual * rng.normal(0, 1, (n, dim)))
     user_ids = np.arange(first_user, first_user + n, dtype=np.int32)
 
     # activity: log-normal with the configured mean
@@ -622,42 +750,28 @@ def _chunk(
         best = np.argmax(cfg.taste_beta * fit + rng.gumbel(size=fit.shape), axis=1)
         return proposals[np.arange(rows.size), best]
 
+    n_pkg = st.pkg_creator.size
     rows = np.repeat(np.arange(n), n_int)
     pkgs = choose_packages(rows)
-    key = np.unique(rows.astype(np.int64) * st.pkg_creator.size + pkgs)
-    rows, pkgs = key // st.pkg_creator.size, key % st.pkg_creator.size
-    premium = st.pkg_premium[pkgs]
-    via_subscription = premium & subscriber[rows]
-    start_day = rng.uniform(0, cfg.days * 0.5, n)
-    day = start_day[rows] + rng.random(rows.size) * (cfg.days - start_day[rows])
-    day = np.maximum(day, st.pkg_released_day[pkgs] + rng.random(rows.size) * 3)
-    day = np.minimum(day, cfg.days - 1e-3)
-    logged = ~via_subscription
-    ts_ms = (_EPOCH.timestamp() * 1000 + day * 86_400_000).astype(np.int64)
-    interactions = (
-        pl.DataFrame(
-            {
-                "user_id": user_ids[rows[logged]],
-                "package_id": pkgs[logged].astype(np.int32),
-                "event": np.where(premium[logged], "purchase", "download"),
-                "weight": np.ones(int(logged.sum()), dtype=np.float32),
-                "ts": ts_ms[logged],
-            }
-        )
-        .with_columns(pl.col("ts").cast(pl.Datetime("ms", "UTC")))
-        .sort(["user_id", "ts"])
-    )
+    key = np.unique(rows.astype(np.int64) * n_pkg + pkgs)
+    rows, pkgs = key // n_pkg, key % n_pkg
+    # subscribers take premium packages through the subscription, which the log never records
+    source = np.where(st.pkg_premium[pkgs],
+                      np.where(subscriber[rows], _SUBSCRIPTION, _PURCHASE), _DOWNLOAD)
+    acq_rows, acq_pkgs = [rows], [pkgs]
+    acq_source, acq_mech = [source], [np.full(rows.size, _BY_CHOICE)]
 
-    # ---- device side: collection = acquired + subscription library + favourites
-    device = rng.random(n) < cfg.device_user_share
-    coll_rows = [
-        rows,
-    ]
-    coll_pkgs = [
-        pkgs,
-    ]
-    coll_fav = [np.zeros(rows.size, dtype=bool)]
-    coll_server = [logged]
+    # ---- subscription library: premium packages a subscriber adds beyond their own picks
+    sub_rows = np.repeat(np.nonzero(subscriber)[0], 3 * cfg.subscription_library)
+    if sub_rows.size:
+        picks = choose_packages(sub_rows)
+        premium = st.pkg_premium[picks]  # about a third of choices: ~subscription_library kept
+        acq_rows.append(sub_rows[premium])
+        acq_pkgs.append(picks[premium])
+        acq_source.append(np.full(int(premium.sum()), _SUBSCRIPTION))
+        acq_mech.append(np.full(int(premium.sum()), _BY_SUBSCRIPTION_LIBRARY))
+
+    # ---- favourite characters, chosen independently of taste: their packages are gifted
     n_fav = cfg.favourite_creators
     fav_creators = np.full((n, max(n_fav, 1)), -1, dtype=np.int64)
     if n_fav:
@@ -669,52 +783,79 @@ def _chunk(
                 st.creator_offsets[fav_creators[:, j] + 1],
             )
             for k in range(3):  # up to three packages of each favourite character
-                has = (hi - lo) > k
-                r = np.nonzero(has)[0]
-                coll_rows.append(r)
-                coll_pkgs.append(lo[r] + k)
-                coll_fav.append(np.ones(r.size, dtype=bool))
-                coll_server.append(np.zeros(r.size, dtype=bool))
-    sub_rows = np.repeat(np.nonzero(subscriber)[0], 6)
-    if sub_rows.size:
-        coll_rows.append(sub_rows)
-        coll_pkgs.append(choose_packages(sub_rows))
-        coll_fav.append(np.zeros(sub_rows.size, dtype=bool))
-        coll_server.append(np.zeros(sub_rows.size, dtype=bool))
-    c_rows = np.concatenate(coll_rows)
-    c_pkgs = np.concatenate(coll_pkgs).astype(np.int64)
-    c_fav = np.concatenate(coll_fav)
-    c_server = np.concatenate(coll_server)
-    order = np.lexsort((c_pkgs, c_rows))
-    c_rows, c_pkgs, c_fav, c_server = c_rows[order], c_pkgs[order], c_fav[order], c_server[order]
-    keep = np.ones(c_rows.size, dtype=bool)
-    keep[1:] = (c_rows[1:] != c_rows[:-1]) | (c_pkgs[1:] != c_pkgs[:-1])
-    c_rows, c_pkgs, c_fav, c_server = c_rows[keep], c_pkgs[keep], c_fav[keep], c_server[keep]
-    c_fav |= np.isin(
-        st.pkg_creator[c_pkgs] + c_rows * st.creator_pop.size,
-        (fav_creators + np.arange(n)[:, None] * st.creator_pop.size).ravel(),
-    )
-    # mark server visibility for packages also acquired (first copy wins after sort)
-    c_weight = np.exp(
-        cfg.taste_beta * np.einsum("nd,nd->n", taste[c_rows], st.pkg_style[c_pkgs])
-        + cfg.favourite_boost * c_fav
-    )
-    offsets = np.searchsorted(c_rows, np.arange(n + 1))
+                r = np.nonzero((hi - lo) > k)[0]
+                acq_rows.append(r)
+                acq_pkgs.append(lo[r] + k)
+                acq_source.append(np.full(r.size, _GIFT))
+                acq_mech.append(np.full(r.size, _BY_FAVOURITE_GIFT))
 
+    # ---- the clock: every holding arrives at a time within the user's active period
+    l_rows = np.concatenate(acq_rows)
+    l_pkgs = np.concatenate(acq_pkgs).astype(np.int64)
+    l_source = np.concatenate(acq_source).astype(np.int8)
+    l_mech = np.concatenate(acq_mech).astype(np.int8)
+    start_day = rng.uniform(0, cfg.days * 0.5, n)
+    day = start_day[l_rows] + rng.random(l_rows.size) * (cfg.days - start_day[l_rows])
+    day = np.maximum(day, st.pkg_released_day[l_pkgs] + rng.random(l_rows.size) * 3)
+    day = np.minimum(day, cfg.days - 1e-3)
+    epoch_ms = int(_EPOCH.timestamp() * 1000)
+    l_ms = (day * 86_400_000).astype(np.int64)  # ms since the epoch of the world
+    # a package is held once: the earliest acquisition counts (nobody buys what they were given)
+    order = np.lexsort((l_ms, l_pkgs, l_rows))
+    l_rows, l_pkgs, l_ms = l_rows[order], l_pkgs[order], l_ms[order]
+    l_source, l_mech = l_source[order], l_mech[order]
+    first = np.ones(l_rows.size, dtype=bool)
+    first[1:] = (l_rows[1:] != l_rows[:-1]) | (l_pkgs[1:] != l_pkgs[:-1])
+    # then by user and time: what a device holds at time t is a prefix of its rows
+    order = np.flatnonzero(first)[np.lexsort((l_ms[first], l_rows[first]))]
+    l_rows, l_pkgs, l_ms = l_rows[order], l_pkgs[order], l_ms[order]
+    l_source, l_mech = l_source[order], l_mech[order]
+    # any package of a favourite character counts, bought or gifted (-1: no favourite)
+    fav_keys = fav_creators + np.arange(n)[:, None] * st.creator_pop.size
+    l_fav = np.isin(st.pkg_creator[l_pkgs] + l_rows * st.creator_pop.size,
+                    fav_keys[fav_creators >= 0])
+    logged = l_source <= _DOWNLOAD
+    interactions = (
+        pl.DataFrame(
+            {
+                "user_id": user_ids[l_rows[logged]],
+                "package_id": l_pkgs[logged].astype(np.int32),
+                "event": np.array(_SOURCES)[l_source[logged]],
+                "weight": np.ones(int(logged.sum()), dtype=np.float32),
+                "ts": l_ms[logged] + epoch_ms,
+            }
+        )
+        .with_columns(pl.col("ts").cast(pl.Datetime("ms", "UTC")))
+        .sort(["user_id", "ts"], maintain_order=True)
+    )
+
+    # ---- device side: each session sends from what the device holds at its send time
+    device = rng.random(n) < cfg.device_user_share
+    l_weight = np.exp(
+        cfg.device_taste_beta * np.einsum("nd,nd->n", taste32[l_rows], st.pkg_style[l_pkgs])
+        + cfg.favourite_boost * l_fav
+    )
+    offsets = np.searchsorted(l_rows, np.arange(n + 1))
+    first_ms = l_ms[offsets[:-1]]  # every user acquires at least one package
     activity = n_int / cfg.interactions_per_user
     n_sess = rng.poisson(cfg.sessions_per_user * np.sqrt(activity)) + 1
     n_sess[~device] = 0
     s_rows = np.repeat(np.arange(n), n_sess)
-    ci = _sample_in_groups(offsets, _group_cdf(offsets, c_weight), s_rows,
-                           rng.random(s_rows.size))
-    s_pkgs = c_pkgs[ci]
-    s_private = ~c_server[ci]
+    end_ms = int(cfg.days * 86_400_000) - 1
+    s_ms = first_ms[s_rows] + (rng.random(s_rows.size)
+                               * (end_ms - first_ms[s_rows])).astype(np.int64)
+    span = end_ms + 1
+    held_end = np.searchsorted(l_rows * span + l_ms, s_rows * span + s_ms, side="right")
+    held_start = offsets[s_rows]
+    csum = np.cumsum(l_weight)
+    base = np.where(held_start > 0, csum[np.maximum(held_start - 1, 0)], 0.0)
+    target = base + rng.random(s_rows.size) * (csum[held_end - 1] - base)
+    ci = np.clip(np.searchsorted(csum, target, side="right"), held_start, held_end - 1)
+    s_pkgs = l_pkgs[ci]
+    s_private = l_source[ci] > _DOWNLOAD
     sticker = _sample_in_groups(
         st.sticker_offsets, st.sticker_cdf, s_pkgs, rng.random(s_rows.size)
     )
-    s_day = rng.uniform(cfg.days * 0.3, cfg.days, s_rows.size)
-    s_day = np.maximum(s_day, st.pkg_released_day[s_pkgs] + 1)
-    s_day = np.minimum(s_day, cfg.days - 1e-3)
     u_label, u_kw = rng.random(s_rows.size), rng.random(s_rows.size)
     variant = rng.choice(4, size=s_rows.size, p=[0.55, 0.2, 0.15, 0.1])
     tail = rng.choice(4, size=s_rows.size, p=[0.6, 0.2, 0.1, 0.1])
@@ -737,22 +878,25 @@ def _chunk(
             opens = _OPENINGS[lang]
             text = opens[int(u_open[i] * len(opens))] + text
         texts.append(text)
-    s_ts = (_EPOCH.timestamp() * 1000 + s_day * 86_400_000).astype(np.int64)
     sessions = (
         pl.DataFrame(
             {
                 "user_id": user_ids[s_rows],
-                "ts": s_ts,
+                "ts": s_ms + epoch_ms,
                 "language": langs[s_rows].astype(str),
                 "text": texts,
                 "sticker_id": sticker.astype(np.int32),
                 "package_id": s_pkgs.astype(np.int32),
                 "intended_label_id": intended,
                 "private_source": s_private,
+                "source": np.array(_SOURCES)[l_source[ci]],
+                "mechanism": np.array(_MECHANISMS)[l_mech[ci]],
+                "favourite": l_fav[ci],
+                "acquired_at": l_ms[ci] + epoch_ms,
             }
         )
-        .with_columns(pl.col("ts").cast(pl.Datetime("ms", "UTC")))
-        .sort(["user_id", "ts"])
+        .with_columns(pl.col("ts", "acquired_at").cast(pl.Datetime("ms", "UTC")))
+        .sort(["user_id", "ts"], maintain_order=True)
     )
     sessions = sessions.with_columns(
         (pl.int_range(pl.len(), dtype=pl.Int64) + session_offset).alias("session_id")
@@ -768,6 +912,20 @@ def _chunk(
         },
         schema=SCHEMAS["users"],
     )
+    library = (
+        pl.DataFrame(
+            {
+                "user_id": user_ids[l_rows],
+                "package_id": l_pkgs.astype(np.int32),
+                "source": np.array(_SOURCES)[l_source],
+                "ts": l_ms + epoch_ms,
+                "mechanism": np.array(_MECHANISMS)[l_mech],
+                "favourite": l_fav,
+                "device": device[l_rows],
+            }
+        )
+        .with_columns(pl.col("ts").cast(pl.Datetime("ms", "UTC")))
+    )
     truth_users = pl.DataFrame(
         {
             "user_id": user_ids,
@@ -780,7 +938,11 @@ def _chunk(
         "users": users,
         "interactions": validate_frame(interactions, "interactions", "generator"),
         "device_logs": validate_frame(sessions, "device_logs", "generator"),
-        "truth_sessions": sessions.select("session_id", "intended_label_id", "private_source"),
+        "device_library": validate_frame(library.filter(pl.col("device")), "device_library",
+                                         "generator"),
+        "truth_sessions": sessions.select("session_id", "intended_label_id", "private_source",
+                                          "source", "mechanism", "favourite", "acquired_at"),
+        "truth_library": library.drop("device"),
         "truth_users": truth_users,
     }
 
@@ -860,8 +1022,10 @@ def generate_world(
     fp = fingerprint(params, catalog.source.get("sha256", ""))
     params["split"] = config.time_split().to_parameters()
     counts: dict[str, int] = {}
-    truth_frames: dict[str, list[pl.DataFrame]] = {"sessions": [], "users": []}
-    stats = {"private_sessions": 0, "sessions": 0}
+    truth_frames: dict[str, list[pl.DataFrame]] = {"sessions": [], "users": [], "library": []}
+    stats = dict.fromkeys(("private_sessions", "sessions", "holdings", "holdings_after_test",
+                           "held_out_sends", "held_out_sends_acquired_after_test"), 0)
+    test_start = pl.lit(int(config.time_split().test_start * 1000)).cast(pl.Datetime("ms", "UTC"))
     with publish_artifact(
         var / "data" / config.name,
         kind="dataset",
@@ -884,6 +1048,7 @@ def generate_world(
             "users": _PartWriter(root, "users", 2_000_000),
             "interactions": _PartWriter(root, "interactions", config.interactions_part_rows),
             "device_logs": _PartWriter(root, "device_logs", 2_000_000),
+            "device_library": _PartWriter(root, "device_library", 4_000_000),
         }
         session_offset = 0
         with progress(
@@ -898,10 +1063,22 @@ def generate_world(
                 session_offset += out["device_logs"].height
                 for table, w in writers.items():
                     w.add(out[table])
-                truth_frames["sessions"].append(out["truth_sessions"])
-                truth_frames["users"].append(out["truth_users"])
+                for name, frames in truth_frames.items():
+                    frames.append(out[f"truth_{name}"])
                 stats["private_sessions"] += int(out["truth_sessions"]["private_source"].sum())
                 stats["sessions"] += out["device_logs"].height
+                held = out["truth_library"].select(
+                    pl.len(), (pl.col("ts") >= test_start).sum().alias("after")).row(0)
+                sends = pl.DataFrame({"ts": out["device_logs"]["ts"],
+                                      "acq": out["truth_sessions"]["acquired_at"]}).select(
+                    (pl.col("ts") >= test_start).sum().alias("held_out"),
+                    ((pl.col("ts") >= test_start) & (pl.col("acq") >= test_start)).sum()
+                    .alias("acquired_after"),
+                ).row(0)
+                for k, v in zip(("holdings", "holdings_after_test", "held_out_sends",
+                                 "held_out_sends_acquired_after_test"), (*held, *sends),
+                                strict=True):
+                    stats[k] += int(v)
                 bar.advance(n)
         for table, w in writers.items():
             w.flush()
@@ -916,6 +1093,11 @@ def generate_world(
         writer.metrics = {
             "rows": counts,
             "private_session_share": stats["private_sessions"] / max(stats["sessions"], 1),
+            # the clock: holdings acquired from test_start on, and held-out sends of them
+            "holdings_after_test_start_share":
+                stats["holdings_after_test"] / max(stats["holdings"], 1),
+            "held_out_sends_acquired_after_test_start_share":
+                stats["held_out_sends_acquired_after_test"] / max(stats["held_out_sends"], 1),
             "timings": timings,
         }
         writer.extra["catalog"] = catalog.source

@@ -5,11 +5,14 @@ Each property of the module docstring is measured on generated data, not assumed
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from click.testing import CliRunner
 
 import data
 from data._world import generate_world, world_config
@@ -60,6 +63,10 @@ def test_same_seed_same_files_other_seed_differs(tmp_path: Path, catalog: data.C
     ha, hc = _part_hashes(a), _part_hashes(c)
     assert ha["interactions/part-00000.parquet"] != hc["interactions/part-00000.parquet"]
     assert ha["device_logs/part-00000.parquet"] != hc["device_logs/part-00000.parquet"]
+    assert ha["device_library/part-00000.parquet"] != hc["device_library/part-00000.parquet"]
+    # the ground truth (library with mechanisms, sessions' acquisition times) too
+    assert _part_hashes(tmp_path / "a" / "truth" / "tiny") == _part_hashes(
+        tmp_path / "b" / "truth" / "tiny")
 
 
 def test_label_popularity_is_heavy_tailed(medium_world: data.Dataset) -> None:
@@ -138,3 +145,230 @@ def test_bad_world_configs_are_rejected() -> None:
         world_config("tiny", languages={"xx": 1.0})
     with pytest.raises(data.ConfigError, match="n_users"):
         world_config("tiny", n_users=0)
+
+
+# ---------------------------------------------------------------- the clock
+
+
+def _truth(dataset: Path, name: str) -> pl.DataFrame:
+    return pl.read_parquet(dataset.parent.parent / "truth" / dataset.name / f"{name}.parquet")
+
+
+def test_no_send_before_the_sender_holds_the_package(tiny_world: Path) -> None:
+    ds = data.open_dataset(tiny_world)
+    logs = ds.table("device_logs")
+    library = ds.table("device_library")
+    assert library.select("user_id", "package_id").is_unique().all()
+    held = logs.join(library.rename({"ts": "held_from"}), on=["user_id", "package_id"],
+                     how="left")
+    assert held["held_from"].null_count() == 0  # every send is of a package in the library
+    assert (held["ts"] >= held["held_from"]).all()
+    # and from the server's side: no send precedes the logged purchase or download
+    first = ds.table("interactions").group_by("user_id", "package_id").agg(
+        pl.col("ts").min().alias("acquired"))
+    logged = logs.join(first, on=["user_id", "package_id"], how="inner")
+    assert logged.height > 0.3 * logs.height
+    assert (logged["ts"] >= logged["acquired"]).all()
+    # the library's purchases and downloads are exactly the server log
+    bought = library.filter(pl.col("source").is_in(data.EVENTS)).rename({"source": "event"})
+    server = ds.table("interactions").select("user_id", "package_id", "event", "ts")
+    assert bought.sort("user_id", "package_id").equals(
+        server.sort("user_id", "package_id").select(bought.columns))
+    # ground truth agrees: each session's holding was acquired at or before the send
+    truth = _truth(tiny_world, "sessions")
+    assert truth["session_id"].to_list() == logs["session_id"].to_list()
+    assert (truth["acquired_at"] <= logs["ts"]).all()
+
+
+def test_acquisitions_continue_after_the_test_start(tiny_world: Path) -> None:
+    ds = data.open_dataset(tiny_world)
+    split = data.time_split(ds)
+    test_start = datetime.fromtimestamp(split.test_start, UTC)
+    library = ds.table("device_library")
+    after = (library["ts"] >= test_start).mean()
+    assert 0.1 < after < 0.5
+    inter = ds.table("interactions")
+    assert 0.1 < (inter["ts"] >= test_start).mean() < 0.5
+    for source in data.LIBRARY_SOURCES:  # every way of acquiring goes on after the split
+        assert library.filter((pl.col("source") == source) & (pl.col("ts") >= test_start)
+                              ).height > 0, source
+    # so some held-out sends are of packages acquired only after the split ...
+    truth = _truth(tiny_world, "sessions").with_columns(ts=ds.table("device_logs")["ts"])
+    held_out = truth.filter(pl.col("ts") >= test_start)
+    new = (held_out["acquired_at"] >= test_start).mean()
+    assert 0.05 < new < 0.5
+    assert ds.manifest.metrics["held_out_sends_acquired_after_test_start_share"] == \
+        pytest.approx(new)
+    # ... and sends spread over the year, not only its end
+    days = (ds.table("device_logs")["ts"].dt.ordinal_day()).to_numpy()
+    assert np.histogram(days, bins=4, range=(1, 366))[0].min() > 0.03 * days.size
+
+
+# ---------------------------------------------------------------- knobs
+
+KnobWorld = Callable[..., Path]
+"""Builds (once per settings) a world with ``world.KEY=VALUE`` settings; returns its path."""
+
+
+@pytest.fixture(scope="module")
+def knob_world(tmp_path_factory: pytest.TempPathFactory, catalog: data.Catalog) -> KnobWorld:
+    """Build (once per settings) a 1500-user world with some knobs set; returns its path."""
+    built: dict[tuple[str, ...], Path] = {}
+    root = tmp_path_factory.mktemp("knobs")
+
+    def build(*settings: str) -> Path:
+        if settings not in built:
+            cfg = world_config("tiny", settings, name=f"w{len(built)}", n_users=1500,
+                               n_packages=300, n_creators=40, chunk_users=1500)
+            built[settings] = generate_world(cfg, catalog, root, show_progress=False)
+        return built[settings]
+
+    return build
+
+
+def _held_at_send(dataset: Path) -> pl.DataFrame:
+    """Every (session, package held at its send time) with taste fit and favourite flag."""
+    ds = data.open_dataset(dataset)
+    logs = ds.table("device_logs").select("session_id", "user_id", "ts",
+                                          pl.col("package_id").alias("sent"))
+    library = _truth(dataset, "library").select("user_id", "package_id", "favourite",
+                                                pl.col("ts").alias("held_from"))
+    users = _truth(dataset, "users")
+    styles = _truth(dataset, "packages")
+    fit = (library.select("user_id", "package_id").unique()
+           .join(users.select("user_id", "taste"), on="user_id")
+           .join(styles.select("package_id", "style"), on="package_id"))
+    dots = (fit["taste"].to_numpy() * fit["style"].to_numpy()).sum(axis=1)
+    fit = fit.select("user_id", "package_id").with_columns(fit=pl.Series(dots))
+    return (logs.join(library, on="user_id").filter(pl.col("held_from") <= pl.col("ts"))
+            .join(fit, on=["user_id", "package_id"])
+            .with_columns(is_sent=pl.col("package_id") == pl.col("sent")))
+
+
+def test_favourite_creators_zero_removes_favourites_and_gifts(knob_world: KnobWorld) -> None:
+    on, off = knob_world(), knob_world("world.favourite_creators=0")
+    assert (_truth(on, "sessions")["mechanism"] == "favourite_gift").mean() > 0.05
+    assert _truth(off, "library")["favourite"].sum() == 0
+    assert (data.open_dataset(off).table("device_library")["source"] == "gift").sum() == 0
+    sessions = _truth(off, "sessions")
+    assert not sessions["favourite"].any()
+    assert (sessions["mechanism"] == "favourite_gift").sum() == 0
+
+
+@pytest.mark.parametrize("boost", ["1.5", "0"])
+def test_favourite_boost_zero_sends_favourites_as_taste_says(knob_world: KnobWorld,
+                                                             boost: str) -> None:
+    """P(favourite sent) against its share of exp(β_dev·fit) over what is held at send time."""
+    held = _held_at_send(knob_world(f"world.favourite_boost={boost}"))
+    held = held.with_columns(w=(4.0 * pl.col("fit")).exp())
+    per = held.group_by("session_id").agg(
+        (pl.col("w") * pl.col("favourite")).sum() / pl.col("w").sum(),
+        (pl.col("is_sent") & pl.col("favourite")).any().alias("sent_favourite"))
+    expected, observed = per["w"].mean(), per["sent_favourite"].mean()
+    se = np.sqrt(expected * (1 - expected) / per.height)
+    if boost == "0":
+        assert abs(observed - expected) < 4 * se
+    else:
+        assert observed > expected + 10 * se
+
+
+@pytest.mark.parametrize("beta", ["4.0", "0"])
+def test_device_taste_beta_zero_sends_regardless_of_taste(knob_world: KnobWorld, beta: str) -> None:
+    """Among non-favourite sends, the sent package's fit against the held ones' mean fit."""
+    held = _held_at_send(knob_world(f"world.device_taste_beta={beta}")).filter(
+        ~pl.col("favourite"))
+    per = held.group_by("session_id").agg(
+        pl.col("fit").mean().alias("mean_fit"), pl.col("fit").filter(pl.col("is_sent")).first(),
+        pl.len()).drop_nulls()
+    gap = (per["fit"] - per["mean_fit"]).to_numpy()
+    se = gap.std() / np.sqrt(gap.size)
+    if beta == "0":
+        assert abs(gap.mean()) < 4 * se
+    else:
+        assert gap.mean() > 0.05 and gap.mean() > 10 * se
+
+
+def test_subscription_knobs_zero_remove_the_subscription(knob_world: KnobWorld) -> None:
+    on = _truth(knob_world(), "library")
+    assert (on["mechanism"] == "subscription_library").sum() > 0
+    no_library = _truth(knob_world("world.subscription_library=0"), "library")
+    assert (no_library["mechanism"] == "subscription_library").sum() == 0
+    assert (no_library["source"] == "subscription").sum() > 0  # subscribers' own picks remain
+    off = knob_world("world.subscriber_share=0")
+    ds = data.open_dataset(off)
+    assert not ds.table("users")["subscriber"].any()
+    assert (_truth(off, "library")["source"] == "subscription").sum() == 0
+    premium = ds.table("packages").filter("premium")["package_id"]
+    inter = ds.table("interactions")
+    # every premium acquisition is now a logged purchase
+    assert (inter.filter(pl.col("package_id").is_in(premium.implode()))["event"]
+            == "purchase").all()
+
+
+@pytest.mark.parametrize("beta", ["4.0", "0"])
+def test_taste_beta_zero_makes_server_choices_ignore_taste(knob_world: KnobWorld,
+                                                           beta: str) -> None:
+    """Fit of chosen packages with their chooser against with a random other user."""
+    path = knob_world(f"world.taste_beta={beta}")
+    inter = data.open_dataset(path).table("interactions")
+    taste = np.stack(_truth(path, "users").sort("user_id")["taste"].to_numpy())
+    style = np.stack(_truth(path, "packages").sort("package_id")["style"].to_numpy())
+    users, pkgs = inter["user_id"].to_numpy(), inter["package_id"].to_numpy()
+    own = (taste[users] * style[pkgs]).sum(axis=1)
+    other = (taste[np.random.default_rng(0).permutation(users)] * style[pkgs]).sum(axis=1)
+    gap = own - other
+    se = gap.std() / np.sqrt(gap.size)
+    if beta == "0":
+        assert abs(gap.mean()) < 4 * se
+    else:
+        assert gap.mean() > 0.1
+
+
+def test_demographic_and_individual_taste_knobs(knob_world: KnobWorld) -> None:
+    def language_means(path: Path) -> np.ndarray:
+        users = data.open_dataset(path).table("users").join(_truth(path, "users"), on="user_id")
+        return np.stack([np.stack(g["taste"].to_numpy()).mean(axis=0)
+                         for _, g in users.group_by("language")])
+
+    # the language part of taste shows as a mean taste per language far from zero
+    assert np.linalg.norm(language_means(knob_world()), axis=1).min() > 0.25
+    assert np.linalg.norm(language_means(knob_world("world.demographic_prior=0")),
+                          axis=1).max() < 0.15
+    path = knob_world("world.taste_individual=0")
+    users = data.open_dataset(path).table("users").join(_truth(path, "users"), on="user_id")
+    spread = [np.ptp(np.stack(g["taste"].to_numpy()), axis=0).max()
+              for _, g in users.group_by("language", "age_bucket", "gender")]
+    assert max(spread) < 1e-6  # one taste per demographic segment
+
+
+def test_creator_home_bias_zero_gives_characters_no_home_market(knob_world: KnobWorld) -> None:
+    def same_minus_other(path: Path) -> float:
+        creators = _truth(path, "creators")
+        style = np.stack(creators["style"].to_numpy())
+        origin = creators["origin_language"].to_numpy()
+        cos = style @ style.T
+        same = origin[:, None] == origin[None, :]
+        off_diag = ~np.eye(origin.size, dtype=bool)
+        return float(cos[same & off_diag].mean() - cos[~same].mean())
+
+    assert same_minus_other(knob_world()) > 0.15
+    assert abs(same_minus_other(knob_world("world.creator_home_bias=0"))) < 0.1
+
+
+def test_settings_from_the_command_line(runner: CliRunner, tmp_path: Path) -> None:
+    from data.cli import main as stickers
+
+    var = tmp_path / "var"
+    (var / "catalog").mkdir(parents=True)
+    src = data.ensure_catalog(data.var_root())
+    (var / "catalog" / src.name).symlink_to(src.resolve())
+    result = runner.invoke(stickers, ["--var", str(var), "-q", "data", "generate", "--size",
+                                      "tiny", "--set", "world.favourite_creators=0",
+                                      "--set", "subscriber_share=0"])
+    assert result.exit_code == 0, result.output
+    path = var / "data" / "tiny-favourite_creators=0-subscriber_share=0"
+    params = data.open_dataset(path).manifest.parameters
+    assert (params["favourite_creators"], params["subscriber_share"]) == (0, 0)
+    bad = runner.invoke(stickers, ["--var", str(var), "data", "generate", "--size", "tiny",
+                                   "--set", "world.favourite=0"])
+    assert bad.exit_code == 2 and "unknown world config key 'favourite'" in bad.output
