@@ -221,7 +221,7 @@ def segment_popularity_scores(context: RankingContext, user_ids: np.ndarray,
     users = context.dataset.table("users").select("user_id", "language", "region",
                                                   "age_bucket")
     inter = context.dataset.table("interactions").filter(
-        (pl.col("ts").cast(pl.Int64) / 1000.0) < split_ts).join(users, on="user_id")
+        (pl.col("ts").dt.epoch("ms") / 1000.0) < split_ts).join(users, on="user_id")
     seg = inter.group_by("language", "region", "age_bucket", "package_id").agg(
         pl.col("weight").sum().alias("w_seg"))
     lang = inter.group_by("language", "package_id").agg(pl.col("weight").sum().alias("w_lang"))

@@ -275,7 +275,7 @@ class HeldOutSample:
         return DeviceHistory.build(
             context, self.device, self.ts, self.cluster, self.sent_sticker, self.sent_package,
             np.array([device_of[int(u)] for u in hist["user_id"].to_list()], np.int64),
-            hist["ts"].cast(pl.Int64).to_numpy() / 1000.0,
+            hist["ts"].dt.epoch("ms").to_numpy() / 1000.0,
             hist["sticker_id"].to_numpy(), hist["package_id"].to_numpy(), half_life_days)
 
     @property
@@ -285,7 +285,7 @@ class HeldOutSample:
 
 
 def _ts_seconds(col: str = "ts") -> pl.Expr:
-    return pl.col(col).cast(pl.Int64) / 1000.0
+    return pl.col(col).dt.epoch("ms") / 1000.0
 
 
 def sample_held_out(context: RankingContext, split_ts: float, n_devices: int,
@@ -333,7 +333,7 @@ def sample_held_out(context: RankingContext, split_ts: float, n_devices: int,
         language=after["language"].to_list(), text=after["text"].to_list(),
         sent_sticker=after["sticker_id"].to_numpy().astype(np.int32),
         sent_package=after["package_id"].to_numpy().astype(np.int32), split_ts=split_ts,
-        ts=after["ts"].cast(pl.Int64).to_numpy() / 1000.0)
+        ts=after["ts"].dt.epoch("ms").to_numpy() / 1000.0)
 
 
 def package_popularity(context: RankingContext, split_ts: float) -> np.ndarray:

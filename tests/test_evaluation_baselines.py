@@ -111,3 +111,37 @@ def test_half_life_must_be_positive() -> None:
         DeviceHistory.build(CONTEXT, np.array([0]), np.array([1.0]), np.array([0]),
                             np.array([100]), np.array([10]), np.zeros(0, np.int64),
                             np.zeros(0), np.zeros(0, np.int32), np.zeros(0, np.int32), 0.0)
+
+
+def test_segment_popularity_ranks_by_segment_then_language_before_the_split() -> None:
+    import polars as pl
+
+    from evaluation._baselines import KEY_WEIGHT, segment_popularity_scores
+
+    ms = 1000
+    users = pl.DataFrame({"user_id": [1, 2, 3, 4], "language": ["ja", "ja", "ja", "en"],
+                          "region": ["JP", "JP", "JP", "US"],
+                          "age_bucket": ["20-29", "20-29", "50+", "20-29"]},
+                         schema_overrides={"user_id": pl.Int32})
+    # user 2 (same segment as user 1) bought 20 twice and 30 once; user 3 (other age, same
+    # language) bought 30 three times; user 4 (en) bought 10; one late purchase of 10 by
+    # user 2 at the split itself must not count
+    inter = pl.DataFrame({
+        "user_id": [2, 2, 2, 3, 3, 3, 4, 2], "package_id": [20, 20, 30, 30, 30, 30, 10, 10],
+        "weight": [1.0] * 8,
+        "ts": [t * ms for t in (1, 2, 3, 4, 5, 6, 7, 100)]},
+        schema_overrides={"user_id": pl.Int32, "package_id": pl.Int32})
+    inter = inter.with_columns(pl.from_epoch("ts", time_unit="ms"))
+    tables = {"users": users, "interactions": inter}
+    context: Any = SimpleNamespace(
+        dataset=SimpleNamespace(table=tables.__getitem__),
+        stage1=SimpleNamespace(cluster_of=lambda u: np.zeros(len(u), np.int64)),
+        candidate_ids=np.array([[10, 20, 30]], np.int32))
+    keys = segment_popularity_scores(context, np.array([1, 4], np.int32), split_ts=100.0)
+    np.testing.assert_allclose(keys[0], [
+        0.0,                                                   # 10: nobody in ja before split
+        np.log1p(2.0) * KEY_WEIGHT + 10 * np.log1p(2.0),       # 20: segment 2, language 2
+        np.log1p(1.0) * KEY_WEIGHT + 10 * np.log1p(4.0)])      # 30: segment 1, language 4
+    np.testing.assert_allclose(keys[1], [np.log1p(1.0) * KEY_WEIGHT + 10 * np.log1p(1.0),
+                                         0.0, 0.0])
+    assert np.argsort(-keys[0]).tolist() == [1, 2, 0]
