@@ -92,7 +92,8 @@ class RerankerArtifact:
             manifest.file(name)
         try:
             info = json.loads(manifest.file("reranker.json").read_text())
-            layout = ParameterLayout(int(info["n_factors"]), int(info["n_keyword_features"]))
+            layout = ParameterLayout(int(info["n_factors"]), int(info["n_keyword_features"]),
+                                     int(info.get("n_history_features", 0)))
             weights = np.load(manifest.file("global_weights.npy"), allow_pickle=False)
             privacy = (json.loads(manifest.file("privacy.json").read_text())
                        if "privacy.json" in manifest.files else {})

@@ -33,6 +33,7 @@ __all__ = [
     "initial_parameters",
     "rank_prior",
     "score_candidates",
+    "score_row",
 ]
 
 
@@ -50,12 +51,22 @@ class ParameterLayout:
 
     n_factors: int
     n_keyword_features: int
+    n_history_features: int = 0
 
     @property
     def n_parameters(self) -> int:
-        """P = d² + k + 1 + d."""
+        """P = d² + k + 1 + d + h."""
         d, k = self.n_factors, self.n_keyword_features
-        return d * d + k + 1 + d
+        return d * d + k + 1 + d + self.n_history_features
+
+    @property
+    def package_level(self) -> ParameterLayout:
+        """The layout without history weights: θ[:P₀] of a row model is a package model.
+
+        History weights ``e`` come last in θ, so a package-level consumer (the old
+        per-package row) reads the prefix of a row model's θ.
+        """
+        return ParameterLayout(self.n_factors, self.n_keyword_features)
 
     def unpack(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
         """Views ``W`` (d, d), ``a`` (k,), ``b`` (scalar), ``c`` (d,) of θ (P,)."""
@@ -63,8 +74,12 @@ class ParameterLayout:
         w = theta[: d * d].reshape(d, d)
         a = theta[d * d: d * d + k]
         b = float(theta[d * d + k])
-        c = theta[d * d + k + 1:]
+        c = theta[d * d + k + 1: d * d + k + 1 + d]
         return w, a, b, c
+
+    def history_weights(self, theta: np.ndarray) -> np.ndarray:
+        """View ``e`` (h,) of θ (P,): the weights of the on-device history features."""
+        return theta[self.n_parameters - self.n_history_features: self.n_parameters]
 
     def unpack_batch(self, theta: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -72,11 +87,17 @@ class ParameterLayout:
         d, k = self.n_factors, self.n_keyword_features
         b_ = theta.shape[0]
         return (theta[:, : d * d].reshape(b_, d, d), theta[:, d * d: d * d + k],
-                theta[:, d * d + k], theta[:, d * d + k + 1:])
+                theta[:, d * d + k], theta[:, d * d + k + 1: d * d + k + 1 + d])
 
-    def pack(self, w: np.ndarray, a: np.ndarray, b: float, c: np.ndarray) -> np.ndarray:
-        """θ (P,) float32 from its parts."""
-        return np.concatenate([np.ravel(w), np.ravel(a), [b], np.ravel(c)]).astype(np.float32)
+    def pack(self, w: np.ndarray, a: np.ndarray, b: float, c: np.ndarray,
+             e: np.ndarray | None = None) -> np.ndarray:
+        """θ (P,) float32 from its parts (``e`` (h,) defaults to zeros)."""
+        e_ = np.zeros(self.n_history_features) if e is None else np.ravel(e)
+        if e_.shape != (self.n_history_features,):
+            raise RerankerInputError(f"history weights have shape {e_.shape}, expected "
+                                     f"({self.n_history_features},)")
+        return np.concatenate([np.ravel(w), np.ravel(a), [b], np.ravel(c), e_]
+                              ).astype(np.float32)
 
 
 def rank_prior(ranks: np.ndarray) -> np.ndarray:
@@ -97,7 +118,8 @@ def initial_parameters(layout: ParameterLayout, keyword_weights: np.ndarray | No
         a[:] = keyword_weights
     elif k:
         a[0] = 8.0  # first keyword feature: best match strength
-    return layout.pack(np.zeros((d, d)), a, prior_weight, np.zeros(d))
+    return layout.pack(np.zeros((d, d)), a, prior_weight, np.zeros(d),
+                       np.zeros(layout.n_history_features))
 
 
 def check_inputs(user_embedding: np.ndarray, candidate_embeddings: np.ndarray,
@@ -142,6 +164,18 @@ def score_candidates(theta: np.ndarray, layout: ParameterLayout, user_embedding:
     w, a, b, c = layout.unpack(theta)
     z = w.T @ user_embedding + c
     return (candidate_embeddings @ z + keyword_features @ a + b * prior).astype(np.float32)
+
+
+def score_row(theta: np.ndarray, layout: ParameterLayout, user_embedding: np.ndarray,
+              candidate_embeddings: np.ndarray, keyword_features: np.ndarray,
+              prior: np.ndarray, history_features: np.ndarray) -> np.ndarray:
+    """Scores (n,) float32 of one keystroke's sticker candidates (numpy reference).
+
+    ``V (Wᵀu + c) + K a + b r + H e``; ``history_features`` (n, h).
+    """
+    base = score_candidates(theta, layout, user_embedding, candidate_embeddings,
+                            keyword_features, prior)
+    return (base + history_features @ layout.history_weights(theta)).astype(np.float32)
 
 
 def feature_map(user_embedding: np.ndarray, candidate_embeddings: np.ndarray,

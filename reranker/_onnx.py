@@ -1,7 +1,9 @@
 """ONNX export of the reranker: skl2onnx linear parts composed with the feature operations.
 
 The graph has four named inputs — ``user_embedding`` (d), ``candidate_embeddings``
-(n, d), ``keyword_features`` (n, k), ``prior`` (n) — and one output ``scores`` (n).
+(n, d), ``keyword_features`` (n, k), ``prior`` (n) — and one output ``scores`` (n); a
+sticker-row model (``n_history_features = h > 0``) has a fifth, ``history_features``
+(n, h), whose weights join the context part.
 The score ``s_i = v_iᵀ (Wᵀu + c) + aᵀK_i + b r_i`` is computed in its factorised form,
 so a keystroke costs O(d² + n·d) rather than the O(n·d²) of the flat feature map:
 
@@ -30,11 +32,15 @@ from sklearn.linear_model import LinearRegression
 from reranker._errors import RerankerInputError
 from reranker._model import ParameterLayout, check_inputs
 
-__all__ = ["INPUT_NAMES", "OPSET", "BoundScorer", "OnnxScorer", "export_onnx"]
+__all__ = ["INPUT_NAMES", "OPSET", "ROW_INPUT_NAMES", "BoundScorer", "OnnxScorer",
+           "export_onnx"]
 
 OPSET = 17
 IR_VERSION = 8
 INPUT_NAMES = ("user_embedding", "candidate_embeddings", "keyword_features", "prior")
+ROW_INPUT_NAMES = (*INPUT_NAMES, "history_features")
+"""Inputs of a sticker-row model (``n_history_features > 0``): :data:`INPUT_NAMES` plus the
+on-device history features (n, h)."""
 
 
 def _model(graph: onnx.GraphProto) -> onnx.ModelProto:
@@ -45,8 +51,8 @@ def _model(graph: onnx.GraphProto) -> onnx.ModelProto:
 
 
 def _shape_inputs(layout: ParameterLayout) -> onnx.ModelProto:
-    """Inputs → ``u_row`` (1, d), ``context`` (n, k + 1), ``cand`` (n, d)."""
-    d, k = layout.n_factors, layout.n_keyword_features
+    """Inputs → ``u_row`` (1, d), ``context`` (n, k + 1 + h), ``cand`` (n, d)."""
+    d, k, h = layout.n_factors, layout.n_keyword_features, layout.n_history_features
     f = TensorProto.FLOAT
     inputs = [
         helper.make_tensor_value_info("user_embedding", f, [d]),
@@ -54,9 +60,13 @@ def _shape_inputs(layout: ParameterLayout) -> onnx.ModelProto:
         helper.make_tensor_value_info("keyword_features", f, ["n", k]),
         helper.make_tensor_value_info("prior", f, ["n"]),
     ]
+    context_parts = ["keyword_features", "prior_col"]
+    if h:
+        inputs.append(helper.make_tensor_value_info("history_features", f, ["n", h]))
+        context_parts.append("history_features")
     outputs = [
         helper.make_tensor_value_info("u_row", f, [1, d]),
-        helper.make_tensor_value_info("context", f, ["n", k + 1]),
+        helper.make_tensor_value_info("context", f, ["n", k + 1 + h]),
         helper.make_tensor_value_info("cand", f, ["n", d]),
     ]
     inits = [helper.make_tensor("row_shape", TensorProto.INT64, [2], [1, d]),
@@ -64,7 +74,7 @@ def _shape_inputs(layout: ParameterLayout) -> onnx.ModelProto:
     nodes = [
         helper.make_node("Reshape", ["user_embedding", "row_shape"], ["u_row"]),
         helper.make_node("Unsqueeze", ["prior", "col_axes"], ["prior_col"]),
-        helper.make_node("Concat", ["keyword_features", "prior_col"], ["context"], axis=1),
+        helper.make_node("Concat", context_parts, ["context"], axis=1),
         helper.make_node("Identity", ["candidate_embeddings"], ["cand"]),
     ]
     return _model(helper.make_graph(nodes, "reranker_inputs", inputs, outputs, inits))
@@ -120,7 +130,9 @@ def export_onnx(theta: np.ndarray, layout: ParameterLayout, *,
     theta : ndarray, shape (P,)
         Shared weights (see :class:`~reranker._model.ParameterLayout`).
     layout : ParameterLayout
-        d and k.
+        d, k and h. A package layout (h = 0) with a θ longer by
+        ``len(HISTORY_FEATURE_NAMES)`` exports the sticker-row model of that layout (for
+        callers that read only ``n_factors`` and ``n_keyword_features``).
     version : str
         Recorded in the model's metadata (``reranker_version``).
 
@@ -130,15 +142,24 @@ def export_onnx(theta: np.ndarray, layout: ParameterLayout, *,
         Inputs :data:`INPUT_NAMES`, output ``scores`` (n,); passes ``onnx.checker``.
     """
     theta = np.asarray(theta, dtype=np.float32)
+    if not layout.n_history_features and theta.ndim == 1:
+        from reranker._row import HISTORY_FEATURE_NAMES
+
+        row = ParameterLayout(layout.n_factors, layout.n_keyword_features,
+                              len(HISTORY_FEATURE_NAMES))
+        if theta.shape == (row.n_parameters,):
+            # a caller that knows only (d, k) passing a sticker-row model's θ
+            layout = row
     if theta.shape != (layout.n_parameters,) or not np.isfinite(theta).all():
         raise RerankerInputError(
             f"parameters should be finite with shape ({layout.n_parameters},), got "
             f"{theta.shape}")
     w, a, b, c = layout.unpack(theta)
-    d, k = layout.n_factors, layout.n_keyword_features
+    d, k, h = layout.n_factors, layout.n_keyword_features, layout.n_history_features
     # LinearRegression computes X @ coef_.T + intercept_: coef_ = W.T gives u_row @ W + c.
     user_tower = _linear(w.T, np.asarray(c, np.float64), d, "user_tower/", "query", 1)
-    context = _linear(np.append(a, b), 0.0, k + 1, "context/", "context_scores", None)
+    context = _linear(np.concatenate([a, [b], layout.history_weights(theta)]), 0.0, k + 1 + h,
+                      "context/", "context_scores", None)
     model = compose.merge_models(_shape_inputs(layout), user_tower,
                                  io_map=[("u_row", "user_tower/X")])
     model = compose.merge_models(model, context, io_map=[("context", "context/X")])
@@ -148,7 +169,7 @@ def export_onnx(theta: np.ndarray, layout: ParameterLayout, *,
                                  doc_string="sticker-suggest on-device reranker")
     model.producer_name = "sticker-suggest"
     for key, value in (("reranker_version", version), ("n_factors", str(d)),
-                       ("n_keyword_features", str(k))):
+                       ("n_keyword_features", str(k)), ("n_history_features", str(h))):
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(model, full_check=True)
@@ -177,7 +198,8 @@ class OnnxScorer:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.layout = ParameterLayout(int(meta["n_factors"]), int(meta["n_keyword_features"]))
+        self.layout = ParameterLayout(int(meta["n_factors"]), int(meta["n_keyword_features"]),
+                                      int(meta.get("n_history_features", 0)))
         self.version = meta.get("reranker_version", "")
 
     def score(self, user_embedding: np.ndarray, candidate_embeddings: np.ndarray,
@@ -191,6 +213,40 @@ class OnnxScorer:
             "user_embedding": user_embedding, "candidate_embeddings": candidate_embeddings,
             "keyword_features": keyword_features, "prior": prior})
         return np.asarray(out[0])
+
+    def score_row(self, user_embedding: np.ndarray, candidate_embeddings: np.ndarray,
+                  keyword_features: np.ndarray, prior: np.ndarray,
+                  history_features: np.ndarray) -> np.ndarray:
+        """Scores (n,) float32 of a sticker-row model's candidates (inputs validated).
+
+        Raises
+        ------
+        RerankerInputError
+            A package model (no history input), wrong shapes or non-finite values.
+        """
+        h = self.layout.n_history_features
+        if not h:
+            raise RerankerInputError("this model has no history_features input (a package "
+                                     "model); use score()")
+        u, v, kf, r = check_inputs(user_embedding, candidate_embeddings, keyword_features,
+                                   prior, self.layout)
+        hf = np.asarray(history_features, dtype=np.float32)
+        if hf.shape != (v.shape[0], h):
+            raise RerankerInputError(
+                f"history_features has shape {hf.shape}, expected ({v.shape[0]}, {h})")
+        if not np.isfinite(hf).all():
+            raise RerankerInputError("history_features contains NaN or infinite values")
+        out = self.session.run(["scores"], {
+            "user_embedding": u, "candidate_embeddings": v, "keyword_features": kf,
+            "prior": r, "history_features": hf})
+        return np.asarray(out[0])
+
+    def bind_row(self, user_embedding: np.ndarray, capacity: int) -> BoundRowScorer:
+        """A row scorer for one person with input buffers of ``capacity`` candidates.
+
+        See :class:`BoundRowScorer`.
+        """
+        return BoundRowScorer(self, user_embedding, capacity)
 
     def bind(self, user_embedding: np.ndarray, candidate_embeddings: np.ndarray,
              prior: np.ndarray) -> BoundScorer:
@@ -294,3 +350,73 @@ class BoundScorer:
         """
         self._session.run_with_iobinding(self._binding)
         return self._scores.copy() if copy else self._scores
+
+
+class BoundRowScorer:
+    """The sticker row's keystroke loop: one person bound once, candidates written in place.
+
+    A keystroke's candidates change (they are the stickers matching the text), so every
+    per-candidate input is a buffer of ``capacity`` rows bound to onnxruntime once; the
+    candidate assembly writes the first ``n`` rows and :meth:`run` scores all
+    ``capacity`` rows (rows past ``n`` keep stale values and their scores are ignored):
+    one fixed-shape run, no binding per keystroke. Not thread-safe.
+
+    Parameters
+    ----------
+    scorer : OnnxScorer
+        A sticker-row model (``n_history_features > 0``).
+    user_embedding : ndarray, shape (d,)
+    capacity : int
+        Most candidates per keystroke (the cap plus the protected recent stickers).
+
+    Attributes
+    ----------
+    candidate_embeddings : ndarray of float32, shape (capacity, d)
+    keyword_features : ndarray of float32, shape (capacity, k)
+    prior : ndarray of float32, shape (capacity,)
+    history_features : ndarray of float32, shape (capacity, h)
+        The bound input buffers (C-contiguous).
+    """
+
+    def __init__(self, scorer: OnnxScorer, user_embedding: np.ndarray, capacity: int) -> None:
+        layout = scorer.layout
+        if not layout.n_history_features:
+            raise RerankerInputError("a row scorer needs a sticker-row model "
+                                     "(n_history_features > 0)")
+        if capacity < 1:
+            raise RerankerInputError(f"capacity={capacity} should be >= 1")
+        d, k, h = layout.n_factors, layout.n_keyword_features, layout.n_history_features
+        u = np.asarray(user_embedding, dtype=np.float32)
+        if u.shape != (d,) or not np.isfinite(u).all():
+            raise RerankerInputError(f"user_embedding should be finite with shape ({d},), "
+                                     f"got {u.shape}")
+        self.layout = layout
+        self.capacity = int(capacity)
+        self._session = scorer.session
+        self._user = np.ascontiguousarray(u).copy()
+        self.candidate_embeddings = np.zeros((capacity, d), np.float32)
+        self.keyword_features = np.zeros((capacity, k), np.float32)
+        self.prior = np.zeros(capacity, np.float32)
+        self.history_features = np.zeros((capacity, h), np.float32)
+        self._scores = np.empty(capacity, np.float32)
+        self._binding = self._session.io_binding()
+        for name, array in (("user_embedding", self._user),
+                            ("candidate_embeddings", self.candidate_embeddings),
+                            ("keyword_features", self.keyword_features), ("prior", self.prior),
+                            ("history_features", self.history_features)):
+            self._binding.bind_cpu_input(name, array)
+        self._binding.bind_output("scores", "cpu", 0, np.float32, [capacity],
+                                  self._scores.ctypes.data)
+
+    def set_user(self, user_embedding: np.ndarray) -> None:
+        """Replace the bound personal embedding (d,) (copied into its bound buffer;
+        the caller checks shape and finiteness)."""
+        np.copyto(self._user, user_embedding, casting="same_kind")
+
+    def run(self, n: int, *, copy: bool = True) -> np.ndarray:
+        """Scores (n,) float32 of the first ``n`` rows now in the buffers.
+
+        ``copy=False`` returns a view of the output buffer (overwritten by the next run).
+        """
+        self._session.run_with_iobinding(self._binding)
+        return self._scores[:n].copy() if copy else self._scores[:n]

@@ -24,10 +24,11 @@ from keyword_index import FEATURE_NAMES
 from reranker._artifact import RerankerArtifact
 from reranker._context import RankingContext
 from reranker._errors import RerankerInputError
-from reranker._model import initial_parameters
-from reranker._onnx import BoundScorer, OnnxScorer, export_onnx
+from reranker._model import ParameterLayout, initial_parameters
+from reranker._onnx import BoundRowScorer, BoundScorer, OnnxScorer, export_onnx
+from reranker._row import HISTORY_FEATURE_NAMES, DeviceHistory, RowConfig, StickerCatalog
 
-__all__ = ["BUNDLE_BUDGET_BYTES", "Ranking", "Suggester", "Suggestion"]
+__all__ = ["BUNDLE_BUDGET_BYTES", "Keyboard", "Ranking", "Suggester", "Suggestion"]
 
 BUNDLE_BUDGET_BYTES = 1_200_000  # the size of LINE's on-device FL SDK
 
@@ -66,7 +67,11 @@ class Suggester:
     """Keystroke-time ranking with one stage-1 and one reranker version.
 
     Use :meth:`load`. ``reranker`` may be ``None``: the model then has the initial
-    weights (keyword match, then stage-1 order; no personal term), version ``initial``.
+    weights (keyword match, then stage-1 order; no personal or history term), version
+    ``initial``. A sticker-row model (``n_history_features > 0``, what federated training
+    now publishes, and the initial model) ranks every matching sticker of the cluster's
+    packages and of the device's own (:meth:`rank` with ``history``); a package model
+    (older versions) ranks one sticker per stage-1 package as before.
     """
 
     def __init__(self, context: RankingContext, reranker: RerankerArtifact | None) -> None:
@@ -74,7 +79,7 @@ class Suggester:
         self.reranker = reranker
         layout = context.layout
         if reranker is not None:
-            if reranker.layout != layout:
+            if reranker.layout.package_level != layout:
                 raise RerankerInputError(
                     f"reranker {reranker.version} has layout {reranker.layout}, stage 1 "
                     f"{context.stage1.version} needs {layout}")
@@ -84,10 +89,30 @@ class Suggester:
                     f"{reranker.stage1_version}, not {context.stage1.version}; its weights "
                     "do not apply to other factors")
             self.model_bytes = reranker.model_bytes
+            self.layout = reranker.layout
+            row_settings = reranker.info.get("row", {})
         else:
-            self.model_bytes = export_onnx(initial_parameters(layout), layout,
+            self.layout = ParameterLayout(layout.n_factors, layout.n_keyword_features,
+                                          len(HISTORY_FEATURE_NAMES))
+            self.model_bytes = export_onnx(initial_parameters(self.layout), self.layout,
                                            version="initial").SerializeToString()
+            row_settings = {}
         self.scorer = OnnxScorer(self.model_bytes)
+        self.is_row = self.layout.n_history_features > 0
+        self.row_config = RowConfig(**row_settings)
+        self.catalog: StickerCatalog | None = None
+        if self.is_row:
+            self.catalog = StickerCatalog.build(context)
+            from reranker import _row_kernels
+
+            self._assemble = _row_kernels.assemble
+            self._empty = DeviceHistory(self.catalog, self.row_config)
+            for arr in (self._empty.st_val, self._empty.st_last, self._empty.pk_val,
+                        self._empty.pk_last, self._empty.lb_val, self._empty.lb_last):
+                arr.flags.writeable = False
+            first = np.searchsorted(self.catalog.st_pk, np.arange(self.catalog.n_packages))
+            self._first_sticker = np.minimum(first, self.catalog.n_stickers - 1).astype(np.int32)
+            self._no_fallback = np.zeros(0, np.int32)
         # per-cluster contiguous inputs, prepared once (the per-keystroke path only slices)
         self._zeros = np.zeros(layout.n_factors, np.float32)
         self._n_candidates = [int(x) for x in context.candidate_mask.sum(axis=1)]
@@ -168,8 +193,13 @@ class Suggester:
         return [self.describe(*entry) for entry in zip(*ranking, strict=True)]
 
     def rank(self, *, language: str, text: str, cluster_id: int,
-             user_embedding: np.ndarray | None = None, limit: int = 5) -> Ranking:
+             user_embedding: np.ndarray | None = None, limit: int = 5,
+             history: DeviceHistory | dict[str, Any] | None = None,
+             now: float | None = None) -> Ranking:
         """The ranked stickers for ``text`` typed so far, as plain lists (no labels).
+
+        A sticker-row model ranks stickers (:meth:`rank_row`; ``history`` and ``now``
+        apply to it only); a package model, one sticker per stage-1 package, as below.
 
         The keystroke path of a server, which formats each sticker once per artifact
         version: keyword match, keystroke features, ONNX scores, the best ``limit``
@@ -196,6 +226,10 @@ class Suggester:
         """
         if not 1 <= limit <= 50:
             raise RerankerInputError(f"limit={limit} should be between 1 and 50")
+        if self.is_row:
+            return self.rank_row(language=language, text=text, cluster_id=cluster_id,
+                                 user_embedding=user_embedding, limit=limit, history=history,
+                                 now=now)
         ctx = self.context
         if user_embedding is None:
             # The zero embedding and the cluster's candidates are bound once per thread;
@@ -221,6 +255,119 @@ class Suggester:
                                  *out)
         stickers, packages, row_scores = out
         return Ranking(stickers[:m].tolist(), packages[:m].tolist(), row_scores[:m].tolist())
+
+    def rank_row(self, *, language: str, text: str, cluster_id: int,
+                 user_embedding: np.ndarray | None = None, limit: int = 5,
+                 history: DeviceHistory | dict[str, Any] | None = None,
+                 now: float | None = None) -> Ranking:
+        """The sticker row: every matching sticker of the device's catalogue view, scored.
+
+        Candidates are the stickers carrying a label the text matches, from the cluster's
+        stage-1 packages and the packages the device holds or has sent from; each once,
+        capped at ``cap`` by a pre-score that keeps the person's own recent stickers; with
+        nothing matched, the cluster's packages' first stickers and the person's recent
+        ones. With ``explore_slots`` the last slot(s) go to the best candidate from a
+        package new to the device when the row has none.
+
+        Parameters
+        ----------
+        language, text, cluster_id, limit
+            As in :meth:`rank`.
+        user_embedding : ndarray of float32, shape (d,), optional
+            The personal embedding (zeros when absent).
+        history : DeviceHistory or dict, optional
+            The device's history state. On a phone this is its own local state; a server
+            gets it only as the explicit thin-client option (a :meth:`DeviceHistory.summary`
+            dict). Absent: a device with no history (cluster packages only, history
+            features zero).
+        now : float, optional
+            Seconds since the epoch (default: the latest send in ``history``, else 0).
+
+        Raises
+        ------
+        RerankerInputError
+            Unknown language or cluster, bad embedding, malformed history summary.
+        """
+        if not 1 <= limit <= 50:
+            raise RerankerInputError(f"limit={limit} should be between 1 and 50")
+        if not self.is_row or self.catalog is None:
+            raise RerankerInputError(f"reranker {self.reranker_version} is a package model; "
+                                     "use rank()")
+        ctx, cat, cfg = self.context, self.catalog, self.row_config
+        index = ctx.index_for(cluster_id, language)
+        scratch = self._row_scratch()
+        scorer = scratch.scorer
+        if user_embedding is None:
+            scorer.set_user(self._zeros)
+        else:
+            u = np.asarray(user_embedding, dtype=np.float32)
+            if u.shape != self._zeros.shape:
+                raise RerankerInputError(f"user_embedding has shape {u.shape}, expected "
+                                         f"{self._zeros.shape}")
+            if not np.isfinite(u).all():
+                raise RerankerInputError("user_embedding contains NaN or infinite values")
+            scorer.set_user(u)
+        flags, prior = cat.cluster_view(cluster_id)
+        if history is None:
+            state = self._empty
+        elif isinstance(history, DeviceHistory):
+            state = history
+        else:
+            state = DeviceHistory.from_summary(cat, history, cfg)
+        if state is not self._empty and state.held.any():
+            flags = flags | (state.held.astype(np.int8) * 2)
+        t = float(now) if now is not None else max(float(state.total[1]), 0.0)
+        match = index.match(text)
+        fallback = self._no_fallback
+        if len(match) == 0:
+            recent = state.recent_stickers(t).astype(np.int32)
+            fallback = np.concatenate([recent, self._first_sticker[cat.cluster_pk[cluster_id]]])
+        n = self._assemble(
+            match.label_ids, match.strengths, match.kinds, cat.lab_ptr, cat.lab_st, cat.st_pk,
+            cat.st_lab_ptr, cat.st_lab, cat.pk_size, cat.pk_factor, cat.pk_unit,
+            cat.pk_premium, cat.label_unit, prior, flags, state.st_val, state.st_last,
+            state.pk_val, state.pk_last, state.lb_val, state.lb_last, state.total,
+            state.subscriber, t, cfg.half_life_s, cfg.recency_s, cfg.count_norm,
+            t - cfg.protect_s, fallback, cfg.cap, scratch.pre_w, scratch.seen, scratch.slot,
+            scratch.pk_seen, scratch.pk_cnt, scratch.stamp, scratch.c_st, scratch.c_bs,
+            scratch.c_kind, scratch.c_lab, scratch.c_pre, scratch.c_protect, scratch.keep,
+            scratch.q, scratch.o_st, scratch.o_pk, scorer.candidate_embeddings,
+            scorer.keyword_features, scorer.prior, scorer.history_features)
+        if n == 0:
+            return Ranking([], [], [])
+        scores = scorer.run(n, copy=False)
+        shown = cat.sticker_ids[scratch.o_st[:n]]
+        packages = cat.package_ids[scratch.o_pk[:n]]
+        out = self._row_buffers()
+        m = self._top_candidates(scores, shown, packages, limit, *out)
+        stickers, pkgs, row_scores = (x[:m].tolist() for x in out)
+        if cfg.explore_slots and m:
+            new = scorer.history_features[:n, HISTORY_FEATURE_NAMES.index("package_new")] > 0
+            in_row = np.isin(shown, stickers)
+            if not new[in_row].any() and new.any():
+                extra = np.flatnonzero(new)
+                extra = extra[np.argsort(-scores[extra], kind="stable")][: cfg.explore_slots]
+                keep = max(m - extra.size, 0) if m == limit else m
+                stickers = stickers[:keep] + shown[extra].tolist()
+                pkgs = pkgs[:keep] + packages[extra].tolist()
+                row_scores = row_scores[:keep] + scores[extra].astype(float).tolist()
+        return Ranking(stickers, pkgs, row_scores)
+
+    def _row_scratch(self) -> _RowScratch:
+        """This thread's buffers of the sticker row (scorer bound once)."""
+        scratch: _RowScratch | None = getattr(self._local, "row_scratch", None)
+        if scratch is None:
+            assert self.catalog is not None
+            scratch = self._local.row_scratch = _RowScratch(
+                self.scorer, self.catalog, self.row_config, self._zeros)
+        return scratch
+
+    def keyboard(self, cluster_id: int, language: str, *,
+                 history: DeviceHistory | None = None,
+                 user_embedding: np.ndarray | None = None) -> Keyboard:
+        """The phone's keyboard for one person (its history state lives in it)."""
+        return Keyboard(self, cluster_id, language, history=history,
+                        user_embedding=user_embedding)
 
     def _row_buffers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """This thread's output arrays of the row (sticker ids, package ids, scores)."""
@@ -302,6 +449,8 @@ class Suggester:
         meta = {"stage1_version": self.stage1_version, "reranker_version": self.reranker_version,
                 "cluster_id": cluster_id, "language": language,
                 "keyword_features": list(FEATURE_NAMES), "n_factors": self.n_factors,
+                "history_features": list(HISTORY_FEATURE_NAMES) if self.is_row else [],
+                "row": self.row_config.model_dump(mode="json") if self.is_row else None,
                 "regularization": float(s1.regularization), "alpha": float(s1.als.alpha)}
         return {
             "model.onnx": self.model_bytes,
@@ -311,3 +460,72 @@ class Suggester:
             f"keywords-{language}.kwi": ctx.indexes[language].to_bytes(),
             "bundle.json": json.dumps(meta, separators=(",", ":")).encode(),
         }
+
+
+class _RowScratch:
+    """Per-thread buffers of :meth:`Suggester.rank_row`: the bound scorer and the
+    candidate assembly's scratch arrays (sized to the catalogue)."""
+
+    def __init__(self, scorer: OnnxScorer, catalog: StickerCatalog, config: RowConfig,
+                 zeros: np.ndarray) -> None:
+        n_st, n_pk = catalog.n_stickers, catalog.n_packages
+        capacity = min(config.cap + 512, n_st)  # room for the protected recent stickers
+        self.scorer: BoundRowScorer = scorer.bind_row(zeros, capacity)
+        self.pre_w = np.asarray(config.pre_weights, np.float32)
+        self.seen = np.zeros(n_st, np.int32)
+        self.slot = np.zeros(n_st, np.int32)
+        self.pk_seen = np.zeros(n_pk, np.int32)
+        self.pk_cnt = np.zeros(n_pk, np.int32)
+        self.stamp = np.zeros(2, np.int32)
+        self.c_st = np.empty(n_st, np.int32)
+        self.c_bs = np.empty(n_st, np.float32)
+        self.c_kind = np.empty(n_st, np.int8)
+        self.c_lab = np.empty(n_st, np.int32)
+        self.c_pre = np.empty(n_st, np.float32)
+        self.c_protect = np.empty(n_st, np.bool_)
+        self.keep = np.empty(n_st, np.int64)
+        self.q = np.empty(zeros.shape[0], np.float32)
+        self.o_st = np.empty(capacity, np.int32)
+        self.o_pk = np.empty(capacity, np.int32)
+
+
+class Keyboard:
+    """The keyboard app on one phone: its history state, embedding and the sticker row.
+
+    Every suggestion is computed here from the local state (typed text and history never
+    leave); :meth:`record_send` updates the counts at once, so the next row already
+    reflects the send.
+
+    Parameters
+    ----------
+    suggester : Suggester
+        With a sticker-row model.
+    cluster_id : int
+    language : str
+    history : DeviceHistory, optional
+        The phone's state (default: empty, a new device).
+    user_embedding : ndarray, shape (d,), optional
+    """
+
+    def __init__(self, suggester: Suggester, cluster_id: int, language: str, *,
+                 history: DeviceHistory | None = None,
+                 user_embedding: np.ndarray | None = None) -> None:
+        if not suggester.is_row or suggester.catalog is None:
+            raise RerankerInputError("the keyboard needs a sticker-row model")
+        suggester.context.index_for(cluster_id, language)
+        self.suggester = suggester
+        self.cluster_id = cluster_id
+        self.language = language
+        self.history = history or DeviceHistory(suggester.catalog, suggester.row_config)
+        self.user_embedding = user_embedding
+
+    def rank(self, text: str, *, limit: int = 5, now: float | None = None) -> Ranking:
+        """The row for ``text`` typed so far at time ``now`` (seconds)."""
+        return self.suggester.rank_row(language=self.language, text=text,
+                                       cluster_id=self.cluster_id,
+                                       user_embedding=self.user_embedding, limit=limit,
+                                       history=self.history, now=now)
+
+    def record_send(self, sticker_id: int, ts: float) -> None:
+        """The person sent ``sticker_id`` at ``ts``: counts update now."""
+        self.history.record_send(sticker_id, ts)

@@ -193,7 +193,8 @@ class RerankerTask:
         weights. Nothing on the task changes.
         """
         devices = np.asarray(devices, dtype=np.int64)
-        theta = np.asarray(parameters, dtype=np.float32)
+        # a sticker-row model's θ starts with the package model's (history weights last)
+        theta = np.asarray(parameters, dtype=np.float32)[: self.n_parameters]
         out = np.zeros((devices.size, self.layout.n_factors), np.float32)
         config = dataclasses.replace(self.config.local(), learning_rate=0.0, proximal=0.0)
         for lo in range(0, devices.size, self.config.device_batch):
@@ -345,8 +346,16 @@ def stage1_order_scores(keyword: np.ndarray, prior: np.ndarray, mask: np.ndarray
     return np.where(mask, matched * 100.0 + prior, -np.inf)
 
 
-def make_task(context: TaskContext) -> RerankerTask:
-    """Factory for ``stickers federated train --task reranker`` (entry point).
+def make_task(context: TaskContext) -> Any:
+    """Factory for ``stickers federated train --task reranker`` (entry point): the sticker
+    row (:func:`reranker._row_task.make_row_task`)."""
+    from reranker._row_task import make_row_task
+
+    return make_row_task(context)
+
+
+def make_package_task(context: TaskContext) -> RerankerTask:
+    """The previous package-level task (one sticker per stage-1 package).
 
     Options: ``stage1`` (version, default ``latest``), ``dataset`` (path or name; default:
     the one stage 1 was built from), ``eval_devices``, ``max_devices`` (first N devices

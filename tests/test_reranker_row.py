@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reranker import Suggester
 from reranker._kernels import top_candidates
 
 
@@ -54,29 +51,6 @@ def test_row_equals_stable_argsort(values: list[int], missing: list[bool], limit
     shown = np.where(np.array(missing[:n], bool), -1, np.arange(n) + 1000).astype(np.int32)
     ids = np.arange(n, dtype=np.int32) * 3
     assert _kernel(scores, shown, ids, limit) == _reference(scores, shown, ids, limit)
-
-
-@pytest.mark.parametrize("personal", [False, True])
-def test_suggester_rank_equals_reference_on_every_cluster(tiny_var: Path, personal: bool) -> None:
-    suggester = Suggester.load(tiny_var)
-    ctx = suggester.context
-    rng = np.random.default_rng(3)
-    texts = {"en": ["", "t", "thank", "thank you", "love it lol", "ok"],
-             "ja": ["ありがとう", "おめでとう", "あ"]}
-    for cluster in range(suggester.n_clusters):
-        n = int(ctx.candidate_mask[cluster].sum())
-        u = rng.normal(size=suggester.n_factors).astype(np.float32) if personal else None
-        for language, typed in texts.items():
-            for text in typed:
-                for limit in (1, 5, 50):
-                    got = suggester.rank(language=language, text=text, cluster_id=cluster,
-                                         user_embedding=u, limit=limit)
-                    feats, shown = ctx.keystroke_features(cluster, language, text)
-                    scores = suggester.scorer.score(
-                        np.zeros(suggester.n_factors, np.float32) if u is None else u,
-                        ctx.candidate_factors[cluster, :n], feats[:n], ctx.prior[:n])
-                    want = _reference(scores, shown, ctx.candidate_ids[cluster], limit)
-                    assert tuple(got) == want, (cluster, language, text, limit)
 
 
 def test_import_does_not_load_numba() -> None:

@@ -181,11 +181,12 @@ def test_suggester_and_bundle(tiny_var: Path) -> None:
     scorer = OnnxScorer(files["model.onnx"])
     feats, _ = suggester.context.keystroke_features(0, "th", "ขอบคุณ")
     n = npz["factors"].shape[0]
-    phone = scorer.score(np.zeros(suggester.n_factors, np.float32),
-                         npz["factors"].astype(np.float32), feats[:n], npz["prior"])
-    server = scorer.score(np.zeros(suggester.n_factors, np.float32),
-                          suggester.context.candidate_factors[0, :n], feats[:n],
-                          suggester.context.prior[:n])
+    h = np.zeros((n, scorer.layout.n_history_features), np.float32)
+    phone = scorer.score_row(np.zeros(suggester.n_factors, np.float32),
+                             npz["factors"].astype(np.float32), feats[:n], npz["prior"], h)
+    server = scorer.score_row(np.zeros(suggester.n_factors, np.float32),
+                              suggester.context.candidate_factors[0, :n], feats[:n],
+                              suggester.context.prior[:n], h)
     assert np.argmax(phone) == np.argmax(server)
 
 

@@ -1,0 +1,510 @@
+"""Compiled (numba) candidate assembly of the sticker row: match → stickers → features.
+
+One keystroke on the phone is :func:`assemble`: walk the matched labels' stickers in the
+device's catalogue view (its cluster's stage-1 packages, the packages it holds and the
+ones it sent from), keep each eligible sticker once with its best-matching label, score
+each with a cheap pre-score, cap the set (never dropping the person's own recent
+stickers) and write the model's inputs — package factor, keyword features, stage-1 prior
+and the on-device history features — into the scorer's bound buffers. The simulation of
+training and evaluation, :func:`walk`, runs the same assembly over each device's sends
+in time order, the history state at each send built only from earlier sends.
+
+History state (per catalogue sticker, package and label): a decayed count ``val`` as of
+``last`` (seconds; :data:`NEVER` when never sent) — the count at time ``t`` is
+``val · 2^(-(t - last) / half_life)``.
+
+Compiled on first use, then loaded from numba's on-disk cache (``@njit(cache=True)``);
+the package imports this module lazily.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+__all__ = ["NEVER", "N_HISTORY", "assemble", "record_send", "walk"]
+
+NEVER = -1.0e300
+"""``last`` of something never sent."""
+N_HISTORY = 12
+"""Length of a history feature row (:data:`reranker._row.HISTORY_FEATURE_NAMES`)."""
+N_KEYWORD = 7
+IN_STAGE1 = 1
+HELD = 2
+
+
+@njit(cache=True, nogil=True)
+def _decayed(val: float, last: float, now: float, half_life: float) -> float:  # pragma: no cover
+    if last <= NEVER:
+        return 0.0
+    return val * math.pow(2.0, -max(now - last, 0.0) / half_life)
+
+
+@njit(cache=True, nogil=True)
+def _recency(last: float, now: float, tau: float) -> float:  # pragma: no cover
+    if last <= NEVER:
+        return 0.0
+    return math.exp(-max(now - last, 0.0) / tau)
+
+
+@njit(cache=True, nogil=True)
+def _count_feature(count: float, norm: float) -> float:  # pragma: no cover
+    return min(math.log1p(count), norm) / norm
+
+
+@njit(cache=True, nogil=True)
+def record_send(s: int, now: float, st_pk, st_lab_ptr, st_lab, st_val, st_last, pk_val,
+                pk_last, lb_val, lb_last, tot, half_life: float) -> None:  # pragma: no cover
+    """Add one send of catalogue sticker ``s`` at ``now`` to the history state."""
+    st_val[s] = _decayed(st_val[s], st_last[s], now, half_life) + 1.0
+    st_last[s] = now
+    p = st_pk[s]
+    pk_val[p] = _decayed(pk_val[p], pk_last[p], now, half_life) + 1.0
+    pk_last[p] = now
+    for j in range(st_lab_ptr[s], st_lab_ptr[s + 1]):
+        lab = st_lab[j]
+        lb_val[lab] = _decayed(lb_val[lab], lb_last[lab], now, half_life) + 1.0
+        lb_last[lab] = now
+    tot[0] = _decayed(tot[0], tot[1], now, half_life) + 1.0
+    tot[1] = now
+
+
+@njit(cache=True, nogil=True)
+def _collect(m_label, m_strength, m_kind, lab_ptr, lab_st, st_pk, pk_flags, pk_last,
+             fallback, seen, slot, pk_seen, pk_cnt, stamp, c_st, c_bs, c_kind,
+             c_lab) -> int:  # pragma: no cover
+    """Eligible stickers of the matched labels, each once (best label kept); returns n."""
+    stamp[0] += 1
+    st_stamp = stamp[0]
+    n = 0
+    if m_label.shape[0] == 0:
+        for i in range(fallback.shape[0]):
+            s = fallback[i]
+            if seen[s] == st_stamp:
+                continue
+            seen[s] = st_stamp
+            slot[s] = n
+            c_st[n] = s
+            c_bs[n] = 0.0
+            c_kind[n] = 0
+            c_lab[n] = -1
+            p = st_pk[s]
+            if pk_seen[p] != st_stamp:
+                pk_seen[p] = st_stamp
+                pk_cnt[p] = 0
+            n += 1
+        return n
+    for j in range(m_label.shape[0]):
+        lab = m_label[j]
+        strength = m_strength[j]
+        for q in range(lab_ptr[lab], lab_ptr[lab + 1]):
+            s = lab_st[q]
+            p = st_pk[s]
+            if (pk_flags[p] & (IN_STAGE1 | HELD)) == 0 and pk_last[p] <= NEVER:
+                continue  # not in the device's catalogue view
+            if pk_seen[p] != st_stamp:
+                pk_seen[p] = st_stamp
+                pk_cnt[p] = 0
+            pk_cnt[p] += 1
+            if seen[s] != st_stamp:
+                seen[s] = st_stamp
+                slot[s] = n
+                c_st[n] = s
+                c_bs[n] = strength
+                c_kind[n] = m_kind[j]
+                c_lab[n] = lab
+                n += 1
+            elif strength > c_bs[slot[s]]:  # ties: the label earlier in the match wins
+                i = slot[s]
+                c_bs[i] = strength
+                c_kind[i] = m_kind[j]
+                c_lab[i] = lab
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _history_row(s: int, lab: int, now: float, st_pk, pk_flags, pk_premium, st_val, st_last,
+                 pk_val, pk_last, lb_val, lb_last, tot, subscriber: bool, half_life: float,
+                 tau: float, norm: float, out) -> None:  # pragma: no cover
+    """The :data:`N_HISTORY` history features of sticker ``s`` (best label ``lab``)."""
+    p = st_pk[s]
+    c_st = _decayed(st_val[s], st_last[s], now, half_life)
+    c_pk = _decayed(pk_val[p], pk_last[p], now, half_life)
+    c_tot = _decayed(tot[0], tot[1], now, half_life)
+    out[0] = _count_feature(c_st, norm)
+    out[1] = _recency(st_last[s], now, tau)
+    out[2] = _count_feature(c_pk, norm)
+    out[3] = _recency(pk_last[p], now, tau)
+    if lab >= 0:
+        out[4] = _count_feature(_decayed(lb_val[lab], lb_last[lab], now, half_life), norm)
+        out[5] = _recency(lb_last[lab], now, tau)
+    else:
+        out[4] = 0.0
+        out[5] = 0.0
+    out[6] = c_st / c_tot if c_tot > 0 else 0.0
+    out[7] = c_pk / c_tot if c_tot > 0 else 0.0
+    held = (pk_flags[p] & HELD) != 0
+    out[8] = 1.0 if (pk_last[p] <= NEVER and not held) else 0.0
+    out[9] = 1.0 if held else 0.0
+    out[10] = 1.0 if (subscriber and pk_premium[p]) else 0.0
+    out[11] = 1.0 if (pk_flags[p] & IN_STAGE1) != 0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _select(n: int, c_pre, c_protect, cap: int, capacity: int, keep) -> int:  # pragma: no cover
+    """Indices (into the collected list, in list order) kept by the cap; returns their number.
+
+    Protected candidates are always kept (up to ``capacity``); the others by pre-score,
+    ties in list order.
+    """
+    n_prot = 0
+    for i in range(n):
+        if c_protect[i]:
+            n_prot += 1
+    n_keep = min(max(cap, n_prot), capacity, n)
+    if n_keep == n:
+        for i in range(n):
+            keep[i] = i
+        return n
+    room = n_keep - min(n_prot, n_keep)
+    n_other = n - n_prot
+    thr = -np.inf
+    if 0 < room < n_other:
+        others = np.empty(n_other, np.float32)
+        j = 0
+        for i in range(n):
+            if not c_protect[i]:
+                others[j] = c_pre[i]
+                j += 1
+        thr = np.partition(others, n_other - room)[n_other - room]
+    n_above = 0
+    if room < n_other:
+        for i in range(n):
+            if not c_protect[i] and c_pre[i] > thr:
+                n_above += 1
+    ties_left = room - n_above if room < n_other else n_other
+    m = 0
+    prot_left = n_keep - room
+    for i in range(n):
+        if c_protect[i]:
+            if prot_left > 0:
+                keep[m] = i
+                m += 1
+                prot_left -= 1
+        elif room >= n_other or c_pre[i] > thr:
+            if room > 0:
+                keep[m] = i
+                m += 1
+        elif c_pre[i] == thr and ties_left > 0 and room > 0:
+            keep[m] = i
+            m += 1
+            ties_left -= 1
+    return m
+
+
+@njit(cache=True, nogil=True)
+def assemble(m_label, m_strength, m_kind,
+             lab_ptr, lab_st, st_pk, st_lab_ptr, st_lab, pk_size, pk_factor, pk_unit,
+             pk_premium, label_unit,
+             pk_prior, pk_flags, st_val, st_last, pk_val, pk_last, lb_val, lb_last, tot,
+             subscriber, now, half_life, tau, norm, protect_after, fallback, cap, pre_w,
+             seen, slot, pk_seen, pk_cnt, stamp, c_st, c_bs, c_kind, c_lab, c_pre, c_protect,
+             keep, q,
+             o_st, o_pk, o_v, o_kw, o_prior, o_hist) -> int:  # pragma: no cover
+    """Candidates of one keystroke written into the ``o_*`` buffers; returns their number.
+
+    Parameters (all arrays; catalogue indices, not ids)
+    ----------
+    m_label, m_strength, m_kind : (m,) int32, float32, int8
+        The keyword match (labels each once).
+    lab_ptr, lab_st : (n_labels + 1,), (E,) int32
+        CSR: catalogue stickers carrying each label, in catalogue order.
+    st_pk : (n_st,) int32
+        Package of each sticker. ``st_lab_ptr``, ``st_lab``: CSR of each sticker's labels.
+    pk_size : (n_pk,) int32; pk_factor, pk_unit : (n_pk, d) float32; pk_premium : (n_pk,) bool
+    label_unit : (n_labels, d) float32
+        Unit label embeddings (query cosine).
+    pk_prior : (n_pk,) float32
+        Stage-1 rank prior of the device's cluster list (the unlisted prior elsewhere).
+    pk_flags : (n_pk,) int8
+        Bit 1: in the cluster's stage-1 list; bit 2: held by the device.
+    st_val, st_last, pk_val, pk_last, lb_val, lb_last : float64
+        History state; ``tot`` (2,) float64: all sends.
+    subscriber : bool; now, half_life, tau, norm, protect_after : float
+        ``protect_after``: sends at or after it make a sticker "own recent" (never capped).
+    fallback : (f,) int32
+        Candidates when nothing matches.
+    cap : int
+        Most candidates besides the protected ones.
+    pre_w : (4,) float32
+        Pre-score weights of best strength, sticker count, sticker recency, package count;
+        plus the prior (weight 1).
+    seen, slot, pk_seen, pk_cnt, stamp, c_*, keep, q
+        Scratch (sized to the catalogue; ``q`` (d,); ``stamp`` (2,) int32: the visit
+        counter, and on return the number collected before the cap).
+    o_st, o_pk : int32; o_v (cap', d), o_kw (cap', 7), o_prior (cap',), o_hist (cap', 12)
+        Outputs; ``cap'`` = capacity.
+    """
+    n = _collect(m_label, m_strength, m_kind, lab_ptr, lab_st, st_pk, pk_flags, pk_last,
+                 fallback, seen, slot, pk_seen, pk_cnt, stamp, c_st, c_bs, c_kind, c_lab)
+    stamp[1] = n
+    if n == 0:
+        return 0
+    d = q.shape[0]
+    for t in range(d):
+        q[t] = 0.0
+    total = 0.0
+    for j in range(m_label.shape[0]):
+        w = m_strength[j]
+        total += w
+        for t in range(d):
+            q[t] += w * label_unit[m_label[j], t]
+    if total > 0:
+        for t in range(d):
+            q[t] /= total
+    norm_c = math.log1p(norm)
+    for i in range(n):
+        s = c_st[i]
+        p = st_pk[s]
+        c_protect[i] = st_last[s] >= protect_after
+        c_pre[i] = (pre_w[0] * c_bs[i]
+                    + pre_w[1] * _count_feature(_decayed(st_val[s], st_last[s], now,
+                                                         half_life), norm_c)
+                    + pre_w[2] * _recency(st_last[s], now, tau)
+                    + pre_w[3] * _count_feature(_decayed(pk_val[p], pk_last[p], now,
+                                                         half_life), norm_c)
+                    + pk_prior[p])
+    m = _select(n, c_pre, c_protect, cap, o_st.shape[0], keep)
+    for r in range(m):
+        i = keep[r]
+        s = c_st[i]
+        p = st_pk[s]
+        o_st[r] = s
+        o_pk[r] = p
+        for t in range(d):
+            o_v[r, t] = pk_factor[p, t]
+        o_kw[r, 0] = c_bs[i]
+        o_kw[r, 1] = 1.0 if c_kind[i] == 1 else 0.0
+        o_kw[r, 2] = 1.0 if c_kind[i] == 2 else 0.0
+        o_kw[r, 3] = 1.0 if c_kind[i] == 3 else 0.0
+        cnt = min(float(pk_cnt[p]), float(pk_size[p]))
+        o_kw[r, 4] = math.log1p(cnt)
+        o_kw[r, 5] = cnt / max(float(pk_size[p]), 1.0)
+        cos = 0.0
+        if total > 0:
+            for t in range(d):
+                cos += pk_unit[p, t] * q[t]
+        o_kw[r, 6] = cos
+        o_prior[r] = pk_prior[p]
+        _history_row(s, c_lab[i], now, st_pk, pk_flags, pk_premium, st_val, st_last, pk_val,
+                     pk_last, lb_val, lb_last, tot, subscriber, half_life, tau, norm_c,
+                     o_hist[r])
+    return m
+
+
+@njit(cache=True, nogil=True)
+def _baseline_ranks(n: int, sent: int, st_pk, pk_flags, pk_prior, st_val, st_last, pk_val,
+                    pk_last, now, half_life, c_st, c_bs, seen, stamp, pk_seen2, pk_best,
+                    pk_bcount, pk_bstr, out) -> None:  # pragma: no cover
+    """Ranks of the sent sticker under the no-model rows (``-1`` = not in the row at all).
+
+    out[0] recents: the person's previously sent matching stickers by decayed count
+    (recency-weighted frequency), ties by the later last send. out[1] stage-1 order and
+    out[2] device counts: one sticker per matching stage-1 package (stage-1 order: its
+    first sticker with the best label; device counts: its most-sent sticker, else that
+    one), packages in stage-1 order / by decayed package count then stage-1 order.
+    """
+    out[0] = -1
+    out[1] = -1
+    out[2] = -1
+    if sent < 0 or seen[sent] != stamp:
+        return
+    c_sent = _decayed(st_val[sent], st_last[sent], now, half_life)
+    if st_last[sent] > NEVER:
+        r = 0
+        for i in range(n):
+            s = c_st[i]
+            if s == sent or st_last[s] <= NEVER:
+                continue
+            c = _decayed(st_val[s], st_last[s], now, half_life)
+            if c > c_sent or (c == c_sent and st_last[s] > st_last[sent]):
+                r += 1
+        out[0] = r
+    p_sent = st_pk[sent]
+    if (pk_flags[p_sent] & IN_STAGE1) == 0:
+        return
+    # per stage-1 package: first sticker with the best strength; most-sent sticker
+    for i in range(n):
+        s = c_st[i]
+        p = st_pk[s]
+        if (pk_flags[p] & IN_STAGE1) == 0:
+            continue
+        c = _decayed(st_val[s], st_last[s], now, half_life)
+        if pk_seen2[p] != stamp:
+            pk_seen2[p] = stamp
+            pk_best[p] = i
+            pk_bstr[p] = c_bs[i]
+            pk_bcount[p] = i if c > 0 else -1
+        else:
+            if c_bs[i] > pk_bstr[p] or (c_bs[i] == pk_bstr[p] and s < c_st[pk_best[p]]):
+                pk_best[p] = i
+                pk_bstr[p] = c_bs[i]
+            if c > 0:
+                b = pk_bcount[p]
+                if b < 0:
+                    pk_bcount[p] = i
+                else:
+                    cb = _decayed(st_val[c_st[b]], st_last[c_st[b]], now, half_life)
+                    if c > cb or (c == cb and s < c_st[b]):
+                        pk_bcount[p] = i
+    shown_s1 = c_st[pk_best[p_sent]]
+    shown_dc = c_st[pk_bcount[p_sent]] if pk_bcount[p_sent] >= 0 else shown_s1
+    c_p = _decayed(pk_val[p_sent], pk_last[p_sent], now, half_life)
+    r1 = 0
+    r2 = 0
+    for i in range(n):
+        s = c_st[i]
+        p = st_pk[s]
+        if (pk_flags[p] & IN_STAGE1) == 0 or p == p_sent or pk_best[p] != i:
+            continue  # each other stage-1 package once (at its shown row)
+        if pk_prior[p] > pk_prior[p_sent]:
+            r1 += 1
+        c = _decayed(pk_val[p], pk_last[p], now, half_life)
+        if c > c_p or (c == c_p and pk_prior[p] > pk_prior[p_sent]):
+            r2 += 1
+    if shown_s1 == sent:
+        out[1] = r1
+    if shown_dc == sent:
+        out[2] = r2
+
+
+@njit(cache=True, nogil=True)
+def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
+         sig_ptr, sig_label, sig_strength, sig_kind,
+         acq_ptr, acq_pk, acq_ts, s1_ptr, s1_pk, s1_prior, unlisted_prior, subscriber,
+         lab_ptr, lab_st, st_pk, st_lab_ptr, st_lab, pk_size, pk_factor, pk_unit, pk_premium,
+         label_unit, half_life, tau, norm, protect_window, cap, pre_w,
+         o_ptr, o_st, o_pk, o_kw, o_prior, o_hist, o_pos, o_info) -> int:  # pragma: no cover
+    """Every emitted send of a batch of devices as an impression; returns rows written.
+
+    Devices ``b`` own sessions ``dev_ptr[b]:dev_ptr[b+1]`` (time order). Before each
+    session the device's acquisitions earlier than it are applied; the session, if
+    ``s_emit``, becomes an impression assembled from the state (earlier sends only);
+    then, if ``s_record``, the send joins the state. Impression ``e`` has rows
+    ``o_ptr[e]:o_ptr[e+1]``; ``o_pos[e]`` is the sent sticker's row (``-1``: not a
+    candidate); ``o_info[e]`` = (recents rank, stage-1 order rank, device-counts rank,
+    sent package new to the device, sent sticker sent before, n collected before the cap).
+    Factors are not copied (``o_pk`` indexes ``pk_factor``).
+    """
+    n_st = st_pk.shape[0]
+    n_pk = pk_size.shape[0]
+    n_lab = lab_ptr.shape[0] - 1
+    d = pk_factor.shape[1]
+    st_val = np.zeros(n_st)
+    st_last = np.full(n_st, NEVER)
+    pk_val = np.zeros(n_pk)
+    pk_last = np.full(n_pk, NEVER)
+    lb_val = np.zeros(n_lab)
+    lb_last = np.full(n_lab, NEVER)
+    tot = np.array([0.0, NEVER])
+    pk_flags = np.zeros(n_pk, np.int8)
+    pk_prior = np.full(n_pk, unlisted_prior, np.float32)
+    seen = np.zeros(n_st, np.int32)
+    slot = np.zeros(n_st, np.int32)
+    pk_seen = np.zeros(n_pk, np.int32)
+    pk_seen2 = np.zeros(n_pk, np.int32)
+    pk_cnt = np.zeros(n_pk, np.int32)
+    pk_best = np.zeros(n_pk, np.int64)
+    pk_bcount = np.zeros(n_pk, np.int64)
+    pk_bstr = np.zeros(n_pk, np.float32)
+    stamp = np.zeros(2, np.int32)
+    c_st = np.empty(n_st, np.int32)
+    c_bs = np.empty(n_st, np.float32)
+    c_kind = np.empty(n_st, np.int8)
+    c_lab = np.empty(n_st, np.int32)
+    c_pre = np.empty(n_st, np.float32)
+    c_protect = np.empty(n_st, np.bool_)
+    keep = np.empty(n_st, np.int64)
+    q = np.empty(d, np.float32)
+    capacity = o_st.shape[0]
+    fallback = np.empty(0, np.int32)
+    v_buf = np.empty((n_st if n_st < 4096 else 4096, d), np.float32)
+    e = 0
+    row = 0
+    o_ptr[0] = 0
+    info = np.empty(3, np.int64)
+    for b in range(dev_ptr.shape[0] - 1):
+        for j in range(s1_ptr[b], s1_ptr[b + 1]):
+            pk_flags[s1_pk[j]] |= IN_STAGE1
+            pk_prior[s1_pk[j]] = s1_prior[j]
+        touched = []
+        a = acq_ptr[b]
+        for i in range(dev_ptr[b], dev_ptr[b + 1]):
+            now = s_ts[i]
+            while a < acq_ptr[b + 1] and acq_ts[a] < now:
+                pk_flags[acq_pk[a]] |= HELD
+                a += 1
+            if s_emit[i]:
+                g = s_sig[i]
+                room = capacity - row
+                out_cap = min(room, v_buf.shape[0])
+                if out_cap < min(cap + 256, v_buf.shape[0]):
+                    return -1  # the caller retries with larger buffers
+                m = assemble(sig_label[sig_ptr[g]:sig_ptr[g + 1]],
+                             sig_strength[sig_ptr[g]:sig_ptr[g + 1]],
+                             sig_kind[sig_ptr[g]:sig_ptr[g + 1]],
+                             lab_ptr, lab_st, st_pk, st_lab_ptr, st_lab, pk_size, pk_factor,
+                             pk_unit, pk_premium, label_unit, pk_prior, pk_flags, st_val,
+                             st_last, pk_val, pk_last, lb_val, lb_last, tot, subscriber[b],
+                             now, half_life, tau, norm, now - protect_window, fallback, cap,
+                             pre_w, seen, slot, pk_seen, pk_cnt, stamp, c_st, c_bs, c_kind,
+                             c_lab, c_pre, c_protect, keep, q,
+                             o_st[row:row + out_cap], o_pk[row:row + out_cap],
+                             v_buf[:out_cap], o_kw[row:row + out_cap],
+                             o_prior[row:row + out_cap], o_hist[row:row + out_cap])
+                sent = s_st[i]
+                pos = -1
+                for r in range(m):
+                    if o_st[row + r] == sent:
+                        pos = r
+                        break
+                n_found = stamp[1]
+                _baseline_ranks(n_found, sent, st_pk,
+                                pk_flags, pk_prior, st_val, st_last, pk_val, pk_last, now,
+                                half_life, c_st, c_bs, seen, stamp[0], pk_seen2, pk_best,
+                                pk_bcount, pk_bstr, info)
+                o_pos[e] = pos
+                o_info[e, 0] = info[0]
+                o_info[e, 1] = info[1]
+                o_info[e, 2] = info[2]
+                o_info[e, 3] = 1 if (sent >= 0 and pk_last[st_pk[sent]] <= NEVER) else 0
+                o_info[e, 4] = 1 if (sent >= 0 and st_last[sent] > NEVER) else 0
+                o_info[e, 5] = n_found
+                row += m
+                e += 1
+                o_ptr[e] = row
+            if s_record[i] and s_st[i] >= 0:
+                s = s_st[i]
+                record_send(s, s_ts[i], st_pk, st_lab_ptr, st_lab, st_val, st_last, pk_val,
+                            pk_last, lb_val, lb_last, tot, half_life)
+                touched.append(s)
+        # reset the device's state (only what it touched)
+        for s in touched:
+            st_val[s] = 0.0
+            st_last[s] = NEVER
+            p = st_pk[s]
+            pk_val[p] = 0.0
+            pk_last[p] = NEVER
+            for j in range(st_lab_ptr[s], st_lab_ptr[s + 1]):
+                lb_val[st_lab[j]] = 0.0
+                lb_last[st_lab[j]] = NEVER
+        tot[0] = 0.0
+        tot[1] = NEVER
+        for j in range(acq_ptr[b], acq_ptr[b + 1]):
+            pk_flags[acq_pk[j]] = 0
+        for j in range(s1_ptr[b], s1_ptr[b + 1]):
+            pk_flags[s1_pk[j]] = 0
+            pk_prior[s1_pk[j]] = unlisted_prior
+    return row

@@ -1,0 +1,201 @@
+"""The sticker row (issue #15): device features, candidates, parity, uploads, cold start."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from federated import LocalResult, TaskContext
+from reranker import (
+    HISTORY_FEATURE_NAMES,
+    DeviceHistory,
+    OnnxScorer,
+    ParameterLayout,
+    RowConfig,
+    StickerCatalog,
+    Suggester,
+    export_onnx,
+    make_row_task,
+    score_row,
+)
+from reranker._row import sticker_candidates
+
+DAY = 86_400.0
+H = len(HISTORY_FEATURE_NAMES)
+
+
+def _hand_catalog() -> StickerCatalog:
+    """Packages 10 (stage-1 list of cluster 0) and 11; stickers 100, 101 (package 10),
+    102, 103 (package 11); labels 0 and 1: 100 [0], 101 [0, 1], 102 [1], 103 [0]."""
+    eye = np.eye(2, dtype=np.float32)
+    return StickerCatalog(
+        sticker_ids=np.array([100, 101, 102, 103], np.int32),
+        st_pk=np.array([0, 0, 1, 1], np.int32),
+        st_lab_ptr=np.array([0, 1, 3, 4, 5], np.int32),
+        st_lab=np.array([0, 0, 1, 1, 0], np.int32),
+        lab_ptr=np.array([0, 3, 5], np.int32), lab_st=np.array([0, 1, 3, 1, 2], np.int32),
+        package_ids=np.array([10, 11], np.int32), pk_size=np.array([2, 2], np.int32),
+        pk_factor=eye.copy(), pk_unit=eye.copy(), pk_premium=np.array([False, True]),
+        label_unit=eye.copy(),
+        sticker_index=np.r_[np.full(100, -1), np.arange(4)].astype(np.int64),
+        package_index=np.r_[np.full(10, -1), np.arange(2)].astype(np.int64),
+        cluster_pk=[np.array([0], np.int32)], cluster_prior=[np.zeros(1, np.float32)],
+        unlisted_prior=-math.log1p(1))
+
+
+MATCH = (np.array([0, 1], np.int32), np.array([1.0, 0.5], np.float32),
+         np.array([1, 2], np.int8))  # label 0 exact (1.0), label 1 prefix (0.5)
+
+
+def test_device_features_by_hand() -> None:
+    cat, cfg = _hand_catalog(), RowConfig()
+    history = DeviceHistory(cat, cfg, subscriber=True)
+    history.record_send(102, 0.0)
+    history.record_send(102, 30 * DAY)  # one half-life later: 1 · ½ + 1 = 1.5
+    now = 37 * DAY
+    rows = sticker_candidates(cat, cfg, 0, *MATCH, history, now)
+    # every eligible sticker of a matched label once: package 10 (stage 1) and 11 (sent from)
+    assert rows.sticker_ids.tolist() == [100, 101, 103, 102]
+    assert rows.n_matched == 4
+    count = 1.5 * 2 ** (-7 / 30)
+    c = math.log1p(count) / math.log1p(100)
+    r = math.exp(-1.0)
+    want = {100: [0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1],
+            101: [0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1],
+            103: [0, 0, c, r, 0, 0, 0, 1, 0, 0, 1, 0],  # label 0 never sent
+            102: [c, r, c, r, c, r, 1, 1, 0, 0, 1, 0]}
+    for i, sid in enumerate(rows.sticker_ids.tolist()):
+        np.testing.assert_allclose(rows.history[i], want[sid], rtol=1e-5, atol=1e-7)
+    # keyword features: the sticker's own best label; package counts and query cosine
+    q = np.array([1.0, 0.5]) / 1.5
+    np.testing.assert_allclose(rows.keyword[3], [0.5, 0, 1, 0, math.log1p(2), 1.0, q[1]],
+                               rtol=1e-6)
+    np.testing.assert_allclose(rows.keyword[1], [1.0, 1, 0, 0, math.log1p(2), 1.0, q[0]],
+                               rtol=1e-6)
+    np.testing.assert_allclose(rows.prior, [0, 0, -math.log1p(1), -math.log1p(1)], rtol=1e-6)
+    # the row adapts at once: one more send of 100 now
+    history.record_send(100, now)
+    after = sticker_candidates(cat, cfg, 0, *MATCH, history, now)
+    i = after.sticker_ids.tolist().index(100)
+    assert after.history[i, 0] == pytest.approx(math.log1p(1) / math.log1p(100))
+    assert after.history[i, 1] == pytest.approx(1.0)
+    assert after.history[i, 8] == 0.0  # no longer new
+
+
+def test_dedup_and_cap_keep_own_recent_stickers() -> None:
+    cat = _hand_catalog()
+    history = DeviceHistory(cat, RowConfig())
+    history.record_send(102, 30 * DAY)
+    now = 37 * DAY
+    # sticker 101 carries both matched labels: it appears once (above), here the cap
+    one = sticker_candidates(cat, RowConfig(cap=1), 0, *MATCH, history, now)
+    assert one.sticker_ids.tolist() == [102]  # the cap never drops the own recent sticker
+    two = sticker_candidates(cat, RowConfig(cap=2), 0, *MATCH, history, now)
+    assert two.sticker_ids.tolist() == [100, 102]  # best pre-score kept, ties in order
+    assert len(set(two.sticker_ids.tolist())) == 2
+    # outside the protection window the sticker competes on its pre-score like any other
+    late = sticker_candidates(cat, RowConfig(cap=1, protect_days=1), 0, *MATCH, history, now)
+    assert late.sticker_ids.tolist() == [100]
+    # an unheld, never-sent package outside the cluster's list is not a candidate
+    cold = sticker_candidates(cat, RowConfig(), 0, *MATCH, DeviceHistory(cat), now)
+    assert cold.sticker_ids.tolist() == [100, 101]
+    held = DeviceHistory(cat)
+    held.acquire(11)
+    assert sticker_candidates(cat, RowConfig(), 0, *MATCH, held, now).sticker_ids.tolist() \
+        == [100, 101, 103, 102]
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 40), d=st.integers(1, 6),
+       k=st.integers(1, 7))
+def test_onnx_equals_numpy_on_row_inputs(seed: int, n: int, d: int, k: int) -> None:
+    rng = np.random.default_rng(seed)
+    layout = ParameterLayout(d, k, H)
+    theta = rng.normal(size=layout.n_parameters).astype(np.float32)
+    u = rng.normal(size=d).astype(np.float32)
+    v = rng.normal(size=(n, d)).astype(np.float32)
+    kf = rng.random((n, k)).astype(np.float32)
+    r = -np.log1p(np.arange(n, dtype=np.float32))
+    hf = rng.random((n, H)).astype(np.float32)
+    want = score_row(theta, layout, u, v, kf, r, hf)
+    scorer = OnnxScorer(export_onnx(theta, layout))
+    np.testing.assert_allclose(scorer.score_row(u, v, kf, r, hf), want, rtol=1e-4, atol=1e-4)
+    bound = scorer.bind_row(u, n + 3)
+    bound.candidate_embeddings[:n], bound.keyword_features[:n] = v, kf
+    bound.prior[:n], bound.history_features[:n] = r, hf
+    np.testing.assert_allclose(bound.run(n), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def row_task(tiny_var: Path):  # type: ignore[no-untyped-def]
+    return make_row_task(TaskContext(var=tiny_var, seed=0, options={}))
+
+
+def test_upload_holds_no_device_feature_count_or_embedding(row_task) -> None:  # type: ignore[no-untyped-def]
+    task = row_task
+    devices = np.flatnonzero(~task.validation)[:40]
+    users = task.user_embeddings(devices)
+    theta = task.initial_parameters()
+    result = task.local_train(theta, devices, np.random.default_rng(0))
+    # what leaves a device: its delta of the shared weights and its example count
+    assert {f.name for f in dataclasses.fields(LocalResult)} == {"deltas", "n_examples", "loss"}
+    assert result.deltas.shape == (devices.size, task.n_parameters)
+    assert result.n_examples.shape == (devices.size,)
+    trained = result.n_examples > 0
+    assert trained.any()
+    # no embedding, count or history feature value of a device rides along in its upload
+    imp = task._train_impressions(devices[trained], task.config.max_impressions)
+    for row, dv in zip(result.deltas[trained], np.flatnonzero(trained), strict=True):
+        nonzero = np.abs(users[dv]) > 1e-6
+        assert not np.isin(users[dv][nonzero], row).any()
+    hist = imp.history[np.abs(imp.history) > 1e-6]
+    assert not np.isin(np.unique(hist), result.deltas[trained]).any()
+    assert result.deltas[trained].shape[1] == task.layout.n_parameters
+
+
+def test_task_evaluates_against_baselines_on_validation_devices(row_task) -> None:  # type: ignore[no-untyped-def]
+    task = row_task
+    assert task.validation[task.eval_devices].all()
+    assert not task.train[task.validation[task.sessions.device]].any()
+    m = task.evaluate(task.initial_parameters())
+    for key in ("hit@5", "hit@5_recents", "hit@5_device_counts", "hit@5_stage1_order",
+                "hit@5_strongest_baseline", "ceiling", "hit_new_package",
+                "stage1_order_new_package"):
+        assert key in m
+    assert 0 <= m["hit@5"] <= m["ceiling"] <= 1
+    assert m["hit@5_strongest_baseline"] == max(m["hit@5_recents"], m["hit@5_device_counts"])
+
+
+def test_cold_device_gets_a_sensible_row(tiny_var: Path) -> None:
+    suggester = Suggester.load(tiny_var)
+    assert suggester.is_row
+    cat = suggester.catalog
+    assert cat is not None
+    ranking = suggester.rank(language="en", text="thank you", cluster_id=0, limit=5)
+    assert 1 <= len(ranking.sticker_ids) <= 5
+    listed = set(cat.package_ids[cat.cluster_pk[0]].tolist())
+    assert set(ranking.package_ids) <= listed  # a new device: the cluster's packages only
+    assert ranking.scores == sorted(ranking.scores, reverse=True)
+    assert suggester.rank(language="en", text="", cluster_id=0, limit=5).sticker_ids
+    # a keyboard learns at once: a sent sticker of a package outside the list joins the row
+    outside = next(int(p) for p in cat.package_ids.tolist() if p not in listed)
+    pk = int(cat.package_index[outside])
+    sticker = int(cat.sticker_ids[np.flatnonzero(cat.st_pk == pk)[0]])
+    labels = cat.st_lab[cat.st_lab_ptr[cat.sticker_index[sticker]]:
+                        cat.st_lab_ptr[cat.sticker_index[sticker] + 1]]
+    board = suggester.keyboard(0, "en")
+    index = suggester.context.indexes["en"]
+    keyword = next((kw for kw in index.keywords_of(int(labels[0]))), None) \
+        if hasattr(index, "keywords_of") else None
+    board.record_send(sticker, 1000.0)
+    summary = board.history.summary()
+    assert summary["stickers"][0][0] == sticker
+    again = suggester.rank(language="en", text=keyword or "", cluster_id=0, limit=50,
+                           history=summary, now=1000.0)
+    assert sticker in again.sticker_ids
