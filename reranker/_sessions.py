@@ -273,8 +273,9 @@ def build_row_sessions(context: RankingContext, catalog: StickerCatalog,
     user_ids : ndarray of int32, optional
         Device order (default: users of the logs, sorted).
     interactions : polars.DataFrame, optional
-        The devices' own acquisitions (schema ``interactions``; a phone knows what it
-        bought or downloaded); default: the dataset's, filtered to these users.
+        The devices' own holdings (``user_id``, ``package_id``, ``ts``; a phone knows what
+        it holds); default: the dataset's ``device_library`` when it has one, else its
+        server log of purchases and downloads, filtered to these users.
     show_progress : bool
         Progress bar over distinct texts.
     """
@@ -312,7 +313,12 @@ def build_row_sessions(context: RankingContext, catalog: StickerCatalog,
     row_of[list(context.package_row)] = list(context.package_row.values())
     sent = logs["package_id"].to_numpy().astype(np.int64)
     sent_row = np.where(sent < row_of.size, row_of[np.minimum(sent, row_of.size - 1)], -1)
-    inter = (context.dataset.table("interactions") if interactions is None else interactions)
+    if interactions is not None:
+        inter = interactions
+    elif context.dataset.has("device_library"):  # what the phone holds, subscription included
+        inter = context.dataset.table("device_library")
+    else:
+        inter = context.dataset.table("interactions")
     acq = (inter.select("user_id", "package_id", "ts").join(dev, on="user_id", how="inner")
            .sort("device", "ts"))
     acq_pk = catalog.packages_of(acq["package_id"].to_numpy())
