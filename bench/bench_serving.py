@@ -2,7 +2,10 @@
 
 1. Build a world, a stage-1 version and a reranker version (a short federated run of the
    real task, published like ``stickers federated train``) under a scratch artifact root.
-2. Start ``stickers serve``'s gunicorn with 2 workers on a free loopback port.
+2. For each worker model (``--models``, default both, one after the other in the same
+   run): start ``stickers serve``'s gunicorn with 2 workers on a free loopback port —
+   ``buffered`` (threaded workers behind the in-worker buffering front, the default since
+   issue #19; keep-alive) and ``sync`` (gunicorn's sync workers, the model before it).
 3. Warm both endpoints (2 s each), then saturate ``GET /healthz`` (trivial JSON) and
    ``POST /v1/suggest`` (keyword matching + ONNX reranking of a cluster's candidates)
    with wrk, same settings, same run, both through the same Lua script shape (requests
@@ -10,7 +13,8 @@
    pairs of 6 s per endpoint; which endpoint goes first alternates, so a drift in the
    machine's load favours neither): the ratio of their requests/s (the median pair's) is
    the cost of a suggestion relative to the framework. gunicorn's sync workers close the
-   connection after each response (no keep-alive), for both endpoints alike. CPU
+   connection after each response (no keep-alive), the buffered ones keep it, for both
+   endpoints alike. CPU
    microseconds per request of gunicorn and of wrk are recorded too: on a shared machine
    they show where the cores went.
 4. Load ``/v1/suggest`` at half its maximum rate (wrk paced with a Lua ``delay()``: the
@@ -18,7 +22,7 @@
    report p50/p99 latency and the rate reached.
 
 ``python -m bench serving`` or ``python -m bench.bench_serving [--world tiny] [--duration 30]
-[--rounds 5]``.
+[--rounds 5] [--models buffered sync]``.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ SERVER = """
 from serving import ServingConfig
 from serving._gunicorn import GunicornServer, enable_multiprocess_metrics
 config = ServingConfig.load(environ={{}}, var={var!r}, port={port}, workers={workers},
-                            reload_interval_s=0)
+                            reload_interval_s=0, worker_class={worker_class!r}, demo=True)
 enable_multiprocess_metrics(config.var / "serving" / "prometheus")
 GunicornServer(config).run()
 """
@@ -84,11 +88,13 @@ def build_artifacts(var: Path, world: str, seed: int) -> dict[str, Any]:
     return {"world": world, "stage1": stage1.name, "reranker": reranker.name}
 
 
-def start_server(var: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(var: Path, workers: int, worker_class: str = "buffered"
+                 ) -> tuple[subprocess.Popen[bytes], str]:
     """gunicorn in its own process group; returns when /readyz answers 200."""
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-c", SERVER.format(var=str(var), port=port, workers=workers)],
+        [sys.executable, "-c", SERVER.format(var=str(var), port=port, workers=workers,
+                                             worker_class=worker_class)],
         stdout=subprocess.DEVNULL, stderr=open(var / "server.log", "ab"),  # noqa: SIM115
         start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -192,31 +198,14 @@ def run_wrk(url: str, *, duration: int, threads: int, connections: int,
     return result
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="bench_serving", description=__doc__)
-    parser.add_argument("--world", default="tiny", help="world size (tiny, small)")
-    parser.add_argument("--duration", type=int, default=30,
-                        help="seconds of saturation per endpoint, split over --rounds")
-    parser.add_argument("--rounds", type=int, default=5,
-                        help="healthz/suggest pairs, each endpoint loaded --duration/--rounds "
-                             "seconds per pair (the ratio is the median pair's)")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("wrk is not installed (apt-get install -y wrk); skipping", file=sys.stderr)
-        return 0
-    scratch = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    process = None
+def measure(scratch: Path, model: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Saturation pairs (healthz vs suggest) and the half-rate run for one worker model."""
+    process, url = start_server(scratch, args.workers, model)
     try:
-        versions = build_artifacts(scratch, args.world, args.seed)
-        process, url = start_server(scratch, args.workers)
         bodies = _suggest_bodies(url)
         common = {"duration": args.duration, "threads": 2, "connections": args.connections}
         healthz = _lua(scratch / "healthz.lua", "GET", [None], None)
         suggest = _lua(scratch / "suggest.lua", "POST", list(bodies), None)
-        load_before = os.getloadavg()
         for script, path in ((healthz, "/healthz"), (suggest, "/v1/suggest")):  # warm both:
             run_wrk(f"{url}{path}", duration=2, threads=2,  # first requests build caches
                     connections=args.connections, script=script)
@@ -254,37 +243,73 @@ def main(argv: list[str]) -> int:
                         script=_lua(scratch / "paced.lua", "POST", list(bodies),
                                     max(0.0, cycle_ms - latency_ms)),
                         server_pid=process.pid)
-        ratio = saturated["rps"] / trivial["rps"]
-        rows = [[name, load, r["rps"], r.get("p50_ms"), r.get("p99_ms"), r["non_2xx"],
-                 r["server_cpu_us"], r["wrk_cpu_us"]] for name, load, r in (
-            ("GET /healthz (trivial JSON)", "max", trivial),
-            ("POST /v1/suggest", "max", saturated),
-            ("POST /v1/suggest", f"paced to {half:.0f}/s", paced))]
-        cpu_ratio = ((trivial["server_cpu_us"] + trivial["wrk_cpu_us"])
-                     / (saturated["server_cpu_us"] + saturated["wrk_cpu_us"]))
-        meta = {"versions": versions, "workers": args.workers, "cpus": os.cpu_count(),
-                "wrk": per_run, "rounds": rounds, "suggest_over_trivial": ratio,
-                "suggest_over_trivial_per_round": pair_ratios, "goal_ratio": 0.7,
-                "suggest_over_trivial_cpu_per_request": cpu_ratio,
-                "half_rate_p99_ms": paced.get("p99_ms"), "goal_p99_ms": 10.0,
-                "bodies": len(bodies), "load_average_before": load_before,
-                "load_average_after": os.getloadavg(),
-                "note": "wrk and gunicorn share the machine's cores (loopback); CPU columns "
-                        "are microseconds per request of gunicorn's processes and of wrk"}
-        write_results("serving", ["endpoint", "load", "requests/s", "p50 ms", "p99 ms",
-                                  "non-2xx", "server CPU µs/req", "wrk CPU µs/req"],
-                      rows, meta)
-        print(f"suggest/trivial requests/s ratio: {ratio:.3f} (goal >= 0.7; CPU per request "
-              f"{cpu_ratio:.3f}; pairs {', '.join(f'{x:.3f}' for x in pair_ratios)}); "
-              f"p99 at half rate: {paced.get('p99_ms')} ms (goal <= 10); "
-              f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
     finally:
-        if process is not None and process.poll() is None:
+        if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
             try:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
+    cpu_ratio = ((trivial["server_cpu_us"] + trivial["wrk_cpu_us"])
+                 / (saturated["server_cpu_us"] + saturated["wrk_cpu_us"]))
+    return {"runs": [("GET /healthz (trivial JSON)", "max", trivial),
+                     ("POST /v1/suggest", "max", saturated),
+                     ("POST /v1/suggest", f"paced to {half:.0f}/s", paced)],
+            "suggest_over_trivial": saturated["rps"] / trivial["rps"],
+            "suggest_over_trivial_per_round": pair_ratios,
+            "suggest_over_trivial_cpu_per_request": cpu_ratio,
+            "half_rate_p99_ms": paced.get("p99_ms"), "wrk": per_run, "bodies": len(bodies)}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bench_serving", description=__doc__)
+    parser.add_argument("--world", default="tiny", help="world size (tiny, small)")
+    parser.add_argument("--duration", type=int, default=30,
+                        help="seconds of saturation per endpoint, split over --rounds")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="healthz/suggest pairs, each endpoint loaded --duration/--rounds "
+                             "seconds per pair (the ratio is the median pair's)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", nargs="+", default=["buffered", "sync"],
+                        choices=["buffered", "sync"],
+                        help="worker models to measure, one after the other in this run")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install -y wrk); skipping", file=sys.stderr)
+        return 0
+    scratch = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    try:
+        versions = build_artifacts(scratch, args.world, args.seed)
+        load_before = os.getloadavg()
+        results = {model: measure(scratch, model, args) for model in args.models}
+        rows = []
+        for model, result in results.items():
+            for name, load, r in result["runs"]:
+                rows.append([model, name, load, r["rps"], r.get("p50_ms"), r.get("p99_ms"),
+                             r["non_2xx"], r["server_cpu_us"], r["wrk_cpu_us"]])
+        meta = {"versions": versions, "workers": args.workers, "cpus": os.cpu_count(),
+                "rounds": args.rounds, "goal_ratio": 0.7, "goal_p99_ms": 10.0,
+                "load_average_before": load_before, "load_average_after": os.getloadavg(),
+                "models": {m: {k: v for k, v in r.items() if k != "runs"}
+                           for m, r in results.items()},
+                "note": "worker models measured one after the other in the same run, same "
+                        "wrk settings; buffered = threaded workers behind the in-worker "
+                        "buffering front (keep-alive), sync = gunicorn's sync workers (the "
+                        "pre-#19 model: a connection per request); wrk and gunicorn share "
+                        "the machine's cores (loopback); CPU columns are microseconds per "
+                        "request of gunicorn's processes and of wrk"}
+        write_results("serving", ["worker model", "endpoint", "load", "requests/s", "p50 ms",
+                                  "p99 ms", "non-2xx", "server CPU µs/req", "wrk CPU µs/req"],
+                      rows, meta)
+        for model, r in results.items():
+            print(f"{model}: suggest/trivial requests/s ratio {r['suggest_over_trivial']:.3f} "
+                  f"(goal >= 0.7; pairs "
+                  f"{', '.join(f'{x:.3f}' for x in r['suggest_over_trivial_per_round'])}); "
+                  f"p99 at half rate {r['half_rate_p99_ms']} ms (goal <= 10)")
+        print(f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
+    finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
 

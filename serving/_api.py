@@ -22,7 +22,9 @@ from federated import UploadError, parse_upload
 from serving._arms import INSTALL_ID_HEADER, INSTALL_ID_PATTERN, assign_arm
 from serving._bundle import bundle_etag, pack_bundle
 from serving._config import ArmConfig
+from serving._encode import NonFiniteScoreError
 from serving._errors import ApiError
+from serving._privacy import privacy_statement
 from serving._registry import INITIAL, ModelSet
 from serving._requests import AssignRequest, SuggestRequest, json_body, parse_body
 from serving._state import ServingState, get_store, state
@@ -61,12 +63,26 @@ def _check_cluster(models: ModelSet, cluster_id: int) -> None:
                        f"{models.stage1_version}; it has clusters 0..{n - 1}")
 
 
+def _feature_value(value: Any) -> str:
+    """A feature value as the stage-1 encoder spells its categories."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def _check_features(models: ModelSet, features: dict[str, Any]) -> None:
-    known = list(models.stage1.encoder.features)
+    encoder = models.stage1.encoder
+    known = list(encoder.features)
     unknown = sorted(set(features) - set(known))
     if unknown:
         raise ApiError(422, "unknown_feature",
                        f"unknown user feature(s) {unknown}; known features: {known}")
+    for name, value in features.items():
+        categories = encoder.categories_[name]
+        if _feature_value(value) not in categories:
+            shown = ", ".join(map(repr, categories[:20])) + (
+                ", ..." if len(categories) > 20 else "")
+            raise ApiError(422, "unknown_feature_value",
+                           f"features.{name} has a value stage 1 never saw; known values: "
+                           f"{shown}")
 
 
 def _check_language(suggester: Any, language: str) -> None:
@@ -77,9 +93,9 @@ def _check_language(suggester: Any, language: str) -> None:
                        f"{list(languages)}")
 
 
-def _versions(models: ModelSet, arm: ArmConfig) -> dict[str, str]:
+def _versions(st: ServingState, models: ModelSet, arm: ArmConfig) -> dict[str, str]:
     return {"stage1": models.stage1_version,
-            "reranker": models.reranker_version(arm.reranker_version)}
+            "reranker": models.reranker_version(st.config.arm_version(arm))}
 
 
 @api.post("/suggest")
@@ -96,7 +112,7 @@ def suggest() -> Response:
                        f"{config.max_text_chars} characters, got {len(body.text)}")
     models = st.models()
     arm = _arm(st)
-    suggester = models.suggester(arm.reranker_version)
+    suggester = models.suggester(st.config.arm_version(arm))
     _check_language(suggester, body.language)
     if body.cluster_id is not None:
         cluster_id = body.cluster_id
@@ -118,9 +134,14 @@ def suggest() -> Response:
             user_embedding=embedding, limit=body.limit)
     except ValueError as exc:  # reranker.RerankerInputError: names the input, not the text
         raise ApiError(422, "invalid_request", str(exc)) from exc
-    document = models.encoder(arm.reranker_version).encode(
-        stickers, packages, scores, cluster_id=cluster_id, arm=arm.name,
-        experiment=config.experiment.name)
+    try:
+        document = models.encoder(st.config.arm_version(arm)).encode(
+            stickers, packages, scores, cluster_id=cluster_id, arm=arm.name,
+            experiment=config.experiment.name)
+    except NonFiniteScoreError as exc:
+        raise ApiError(422, "non_finite_score",
+                       "the scores for this user_embedding are not finite numbers; send an "
+                       "embedding of moderate magnitude") from exc
     st.metrics.count_suggestion(arm.name, body.language, len(stickers))
     return _json_response(document)
 
@@ -166,12 +187,12 @@ def bundle(cluster_id: int) -> Response:
     arm = _arm(st)
     _check_cluster(models, cluster_id)
     language = request.args.get("language")
-    suggester = models.suggester(arm.reranker_version)
+    suggester = models.suggester(st.config.arm_version(arm))
     if language is None:
         raise ApiError(400, "missing_language",
                        f"give ?language=; served languages: {list(suggester.languages)}")
     _check_language(suggester, language)
-    versions = _versions(models, arm)
+    versions = _versions(st, models, arm)
     key = (versions["stage1"], versions["reranker"], cluster_id, language)
     etag = bundle_etag(key)
     headers = {"X-Stage1-Version": versions["stage1"],
@@ -199,17 +220,18 @@ def reranker_model() -> Response:
     st = state()
     models = st.models()
     arm = _arm(st, required=True)
-    artifact = models.reranker(arm.reranker_version)
-    suggester = models.suggester(arm.reranker_version)
+    artifact = models.reranker(st.config.arm_version(arm))
+    suggester = models.suggester(st.config.arm_version(arm))
     if artifact is not None:
         version, sha256, n_parameters = (artifact.version, artifact.sha256,
                                          int(artifact.n_parameters))
         model_bytes: bytes = artifact.model_bytes
-        privacy = artifact.privacy or {}
+        privacy = privacy_statement(artifact.privacy)
     else:  # nothing published yet: the initial weights the suggester serves
         model_bytes = suggester.model_bytes
         version, sha256 = INITIAL, hashlib.sha256(model_bytes).hexdigest()
-        n_parameters, privacy = int(suggester.context.layout.n_parameters), {}
+        n_parameters = int(suggester.context.layout.n_parameters)
+        privacy = privacy_statement(None)
     parameters = dict(arm.parameters)
     tag_source = f"{sha256}/{arm.name}/{json.dumps(parameters, sort_keys=True)}"
     etag = '"' + hashlib.sha256(tag_source.encode()).hexdigest()[:32] + '"'
@@ -222,7 +244,7 @@ def reranker_model() -> Response:
         "reranker_version": version, "stage1_version": models.stage1_version,
         "sha256": sha256, "bytes": len(model_bytes),
         "n_parameters": n_parameters, "parameters": parameters,
-        "privacy": {"epsilon": privacy.get("epsilon"), "delta": privacy.get("delta")},
+        "privacy": privacy,
         "model_base64": base64.b64encode(model_bytes).decode("ascii"),
     })
     response.headers["ETag"] = etag
@@ -254,6 +276,10 @@ def federated_update() -> Response:
     except UploadError as exc:
         reason = "identity_field" if "identifying" in str(exc) else "invalid_update"
         raise _reject(reason, 422, str(exc)) from exc
+    # parse_upload converts what numpy can; the wire format is JSON numbers only
+    if not all(type(x) is float or type(x) is int for x in payload["delta"]):
+        raise _reject("invalid_update", 422, "delta should hold JSON numbers only (no "
+                      "strings, booleans or nulls)")
     norm = float(np.linalg.norm(upload.delta.astype(np.float64)))
     if norm > current.norm_bound:
         raise _reject("norm_exceeded", 422,

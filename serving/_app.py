@@ -20,7 +20,7 @@ from data import StickerSuggestError
 from serving._api import api
 from serving._config import ServingConfig
 from serving._demo import demo
-from serving._errors import register_error_handlers
+from serving._errors import FiniteJSONProvider, register_error_handlers
 from serving._metrics import ServingMetrics
 from serving._ops import ops
 from serving._registry import ModelRegistry, ModelSet
@@ -50,10 +50,11 @@ def create_app(config: ServingConfig | Mapping[str, Any] | None = None, *,
     app = Flask(__name__)
     app.config.update(DEBUG=config.debug, JSON_SORT_KEYS=False,
                       MAX_CONTENT_LENGTH=max(config.max_request_bytes, config.max_update_bytes))
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = FiniteJSONProvider(app)
+    app.json.sort_keys = False
     metrics = ServingMetrics()
     if registry is None:
-        requested = [config.reranker_version, *(a.reranker_version
+        requested = [config.reranker_version, *(config.arm_version(a)
                                                  for a in config.experiment.arms)]
         registry = ModelRegistry(config.var, config.stage1_version, requested, config.dataset)
 

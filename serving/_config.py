@@ -13,7 +13,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -36,8 +36,9 @@ class ArmConfig(_Section):
     """Arm name reported to clients and in metrics (lowercase, <= 32 characters)."""
     weight: float = Field(default=1.0, gt=0)
     """Relative share of installs in this arm (weights are normalised)."""
-    reranker_version: str = "latest"
-    """Reranker version this arm serves (``latest`` follows the registry pointer)."""
+    reranker_version: str | None = None
+    """Reranker version this arm serves (``latest`` follows the registry pointer; unset:
+    the server's ``reranker_version``)."""
     parameters: dict[str, float | int | str | bool] = Field(default_factory=dict)
     """Parameter variant sent to devices with the model (e.g. ``{"row_size": 8}``)."""
 
@@ -81,10 +82,20 @@ class ServingConfig(_Section):
     """TCP port."""
     workers: int = Field(default=2, ge=1, le=64)
     """gunicorn worker processes."""
-    threads: int = Field(default=1, ge=1, le=64)
-    """Threads per gunicorn worker (1: sync workers)."""
+    worker_class: Literal["buffered", "sync"] = "buffered"
+    """``buffered``: threaded workers that read each request in full, without holding a
+    thread, before a thread handles it (slow or stalled clients cannot starve them);
+    ``sync``: gunicorn's sync workers, which need a buffering proxy in front."""
+    threads: int = Field(default=4, ge=1, le=64)
+    """Threads per buffered worker handling complete requests (ignored by ``sync``)."""
+    max_connections: int = Field(default=1000, ge=1, le=100_000)
+    """Open client connections per buffered worker (gunicorn's ``worker_connections``)."""
+    read_timeout_s: float = Field(default=30.0, gt=0)
+    """How long a buffered worker waits for a whole request before closing the connection."""
     timeout_s: int = Field(default=30, ge=1)
-    """gunicorn worker timeout."""
+    """gunicorn worker timeout (a worker silent for longer is restarted)."""
+    log_client_addresses: bool = False
+    """Put client IP addresses in gunicorn's log lines about refused requests."""
     reload_interval_s: float = Field(default=5.0, ge=0)
     """How often each worker checks the registry for new versions (0: never)."""
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
@@ -105,12 +116,28 @@ class ServingConfig(_Section):
     """Open the next round for the served reranker version when none is open."""
     experiment: ExperimentConfig = ExperimentConfig()
     """The reranker A/B experiment."""
-    demo: bool = True
-    """Serve the keyboard demo page at ``/``."""
+    demo: bool = False
+    """Explicit demo mode: serve the keyboard demo page at ``/`` and ``/demo/users``, which
+    lists a few dataset user ids with their cluster (``stickers serve --demo``)."""
     demo_users_per_language: int = Field(default=3, ge=1, le=50)
     """Simulated users offered by the demo page per language."""
     debug: bool = False
     """Flask debug mode (``stickers serve --debug`` uses Flask's dev server)."""
+
+    @model_validator(mode="after")
+    def _arms_default_to_the_served_version(self) -> ServingConfig:
+        arms = tuple(a if a.reranker_version is not None else
+                     a.model_copy(update={"reranker_version": self.reranker_version})
+                     for a in self.experiment.arms)
+        if arms != self.experiment.arms:
+            # frozen: the validated copy replaces the field once, during validation
+            object.__setattr__(self, "experiment",
+                               self.experiment.model_copy(update={"arms": arms}))
+        return self
+
+    def arm_version(self, arm: ArmConfig) -> str:
+        """The reranker version ``arm`` serves (its own, else the server's)."""
+        return arm.reranker_version or self.reranker_version
 
     @property
     def resolved_store_path(self) -> Path:

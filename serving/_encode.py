@@ -18,7 +18,11 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["SuggestEncoder"]
+__all__ = ["NonFiniteScoreError", "SuggestEncoder"]
+
+
+class NonFiniteScoreError(ValueError):
+    """A score is NaN or infinite: JSON cannot carry it."""
 
 
 def _dumps(value: Any) -> str:
@@ -86,9 +90,11 @@ class SuggestEncoder:
         rows = []
         for s, p, x in zip(sticker_ids, package_ids, scores, strict=True):
             score = float(x)
-            # json writes a finite float as its repr (score - score is 0.0 only when finite),
-            # NaN and the infinities by name
-            number = repr(score) if score - score == 0.0 else _dumps(score)
+            # json writes a finite float as its repr (score - score is 0.0 only when
+            # finite); NaN and the infinities are not JSON
+            if score - score != 0.0:
+                raise NonFiniteScoreError(f"score {score} of sticker {s} is not finite")
+            number = repr(score)
             rows.append(f"{pieces.get((s, p)) or self._sticker(s, p)}{number}}}")
         return (f'{{"stickers":[{",".join(rows)}],"cluster_id":{int(cluster_id)}'
                 f"{self._tail(arm, experiment)}")

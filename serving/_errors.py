@@ -7,15 +7,18 @@ act on. Errors are raised as :class:`ApiError` at the HTTP edge and rendered in 
 
 from __future__ import annotations
 
+import re
 import traceback
 from typing import Any
 
 from flask import Flask, Response, json, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from data import StickerSuggestError
 
-__all__ = ["PROBLEM_JSON", "ApiError", "problem_response", "register_error_handlers"]
+__all__ = ["PROBLEM_JSON", "ApiError", "FiniteJSONProvider", "problem_response",
+           "public_detail", "register_error_handlers"]
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -51,12 +54,36 @@ _TITLES = {
 }
 
 
+# an absolute path (not one of this API's own URL paths, which details may cite)
+_PATH = re.compile(r"(?<![\w.])(?!/v1/|/demo/|/problems/)(?:/[^\s/'\":,;()]+)+/?")
+
+
+def public_detail(detail: str) -> str:
+    """``detail`` with every absolute filesystem path cut to its last component.
+
+    Artifact and store errors name the files they failed on, which is what an operator's
+    log needs and no client may see (it maps the server's disk).
+    """
+    return _PATH.sub(lambda m: m.group().rstrip("/").rpartition("/")[2] or "/", detail)
+
+
 def problem_response(status: int, reason: str, detail: str,
                      extra: dict[str, Any] | None = None) -> Response:
-    """A problem-details response."""
+    """A problem-details response (``detail`` through :func:`public_detail`)."""
     body = {"type": f"/problems/{reason}", "title": _TITLES.get(status, "Error"),
-            "status": status, "detail": detail, "instance": request.path, **(extra or {})}
+            "status": status, "detail": public_detail(detail), "instance": request.path,
+            **(extra or {})}
     return Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
+
+
+class FiniteJSONProvider(DefaultJSONProvider):
+    """Flask's JSON provider, refusing NaN and infinities (they are not JSON): a response
+    that would carry one fails as a 500 problem instead of going out invalid."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        """``json.dumps`` with ``allow_nan=False``."""
+        kwargs.setdefault("allow_nan", False)
+        return super().dumps(obj, **kwargs)
 
 
 def _slug(name: str) -> str:

@@ -19,6 +19,7 @@ from gunicorn.app.base import BaseApplication
 
 from serving._config import ServingConfig
 from serving._metrics import MULTIPROC_ENV
+from serving._worker import worker_class
 
 __all__ = ["GunicornServer", "enable_multiprocess_metrics"]
 
@@ -63,16 +64,23 @@ def _child_exit(server: Any, worker: Any) -> None:
 
 
 class GunicornServer(BaseApplication):
-    """gunicorn serving ``create_app(config)`` with the config's bind, workers and threads."""
+    """gunicorn serving ``create_app(config)`` with the config's bind, worker model, workers
+    and threads (see :mod:`serving._worker`)."""
 
     def __init__(self, config: ServingConfig, extra: dict[str, Any] | None = None, *,
                  app_factory: Callable[[], Any] | None = None) -> None:
         self.serving_config = config
         self.app_factory = app_factory
+        front_limit = max(config.max_request_bytes, config.max_update_bytes)
         self.options: dict[str, Any] = {
             "bind": f"{config.host}:{config.port}",
             "workers": config.workers,
-            "threads": config.threads,
+            "worker_class": worker_class(config.worker_class,
+                                         read_timeout_s=config.read_timeout_s,
+                                         max_body_bytes=front_limit,
+                                         log_client_addresses=config.log_client_addresses),
+            "threads": config.threads if config.worker_class == "buffered" else 1,
+            "worker_connections": config.max_connections,
             "timeout": config.timeout_s,
             "preload_app": False,
             "child_exit": _child_exit,

@@ -14,7 +14,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-__all__ = ["MULTIPROC_ENV", "ServingMetrics"]
+__all__ = ["METHODS", "MULTIPROC_ENV", "ServingMetrics"]
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Methods that are label values as they are; any other method is counted as ``other``
+(a client chooses the method, and a label copied from a client grows without bound)."""
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -60,12 +64,14 @@ class ServingMetrics:
         endpoint : str
             The matched route rule (``unmatched`` for 404s), never the raw path.
         method : str
-            HTTP method.
+            HTTP method (outside :data:`METHODS`: counted as ``other``).
         status : int
             Response status.
         seconds : float
             Time from the start of the request to its response.
         """
+        if method not in METHODS:
+            method = "other"
         key = (endpoint, method, status)
         child = self._latency.get(key)
         if child is None:

@@ -40,9 +40,9 @@ from serving import (
     assign_arm,
     bucket,
 )
-from serving._encode import SuggestEncoder
+from serving._encode import NonFiniteScoreError, SuggestEncoder
 from serving._errors import ApiError
-from serving._requests import SuggestRequest, json_body, parse_body, validate
+from serving._requests import SuggestRequest, parse_body
 
 SECRET_TEXT = "zq-secret-typed-text-9731"
 
@@ -201,41 +201,66 @@ def _outcome(app, parse, raw: bytes) -> object:  # type: ignore[no-untyped-def]
             return (exc.status, exc.reason, exc.detail, exc.extra)
 
 
-def _both_parsers(app, raw: bytes) -> tuple[object, object]:  # type: ignore[no-untyped-def]
-    limit = 64 * 1024
-    fast = _outcome(app, lambda: parse_body(SuggestRequest, limit), raw)
-    slow = _outcome(app, lambda: validate(SuggestRequest, json_body(limit)), raw)
-    return fast, slow
+def _parse(app, raw: bytes) -> object:  # type: ignore[no-untyped-def]
+    outcome = _outcome(app, lambda: parse_body(SuggestRequest, 64 * 1024), raw)
+    # every body is a valid request or a 4xx problem, never another exception (a 500)
+    assert isinstance(outcome, SuggestRequest) or 400 <= outcome[0] < 500, outcome  # type: ignore[index]
+    return outcome
 
 
-TRICKY_BODIES = [
-    b'{"language":"en","text":"hi","cluster_id":0}',
-    b' {"language":"en","text":"hi","cluster_id":0}\n',
-    b'\xef\xbb\xbf{"language":"en","text":"hi","cluster_id":0}',  # UTF-8 BOM
-    '{"language":"en","text":"hi","cluster_id":0}'.encode("utf-16"),
-    b'{"language":"en","text":"\\ud800","cluster_id":0}',  # lone surrogate
-    b'{"language":"en","text":"\\u00e9\\u0000","cluster_id":0}',
-    b'{"language":"en","text":"a","cluster_id":0,"cluster_id":1}',  # last one wins
-    b'{"language":"en","text":"a","cluster_id":1.0}',
-    b'{"language":"en","text":"a","cluster_id":-0}',
-    b'{"language":"en","text":"a","cluster_id":100000000000000000000000000}',
-    b'{"language":"en","text":"a","cluster_id":0,"limit":5.0}',
-    b'{"language":"en","text":"a","cluster_id":0,"user_embedding":[NaN,0,0,0]}',
-    b'{"language":"en","text":"a","cluster_id":0,"user_embedding":[1e999,0,0,0]}',
-    b'{"language":"en","text":"a","cluster_id":0,"user_embedding":[true,0,0,0]}',
-    b'{"language":"en","text":"a","cluster_id":0,"user_embedding":[5e-324,-0.0,1E2,3]}',
-    b'{"language":"en","text":"a","features":{"age":1.0}}',
-    b'{"language":"en","text":"a","features":{"subscriber":true,"n":10000000000000000000000}}',
-    b'{"language":"en","text":"a","cluster_id":0,"extra":null}',
-    b'[{"language":"en","text":"a","cluster_id":0}]',
-    b'"text"', b"null", b"", b"{", b'{"language":"en",}', b"\xff\xfe\xfd",
+TRICKY_BODIES: list[tuple[bytes, object]] = [
+    (b'{"language":"en","text":"hi","cluster_id":0}', "ok"),
+    (b' {"language":"en","text":"hi","cluster_id":0}\n', "ok"),
+    (b'\xef\xbb\xbf{"language":"en","text":"hi","cluster_id":0}', "malformed_json"),  # BOM
+    ('{"language":"en","text":"hi","cluster_id":0}'.encode("utf-16"), "malformed_json"),
+    ('{"language":"en","text":"hi","cluster_id":0}'.encode("utf-16-le"), "malformed_json"),
+    (b'{"language":"en","text":"\\ud800","cluster_id":0}', "invalid_request"),  # surrogate
+    (b'{"language":"en","text":"\\u00e9\\u0000","cluster_id":0}', "ok"),
+    (b'{"language":"en","text":"a","cluster_id":0,"cluster_id":1}', "duplicate_key"),
+    (b'{"language":"en","text":"a","features":{"x":1,"x":1}}', "duplicate_key"),
+    (b'{"language":"en","text":"a","cluster_id":1.0}', "invalid_request"),
+    (b'{"language":"en","text":"a","cluster_id":-0}', "ok"),
+    (b'{"language":"en","text":"a","cluster_id":100000000000000000000000000}',
+     "number_too_large"),
+    (b'{"language":"en","text":"a","cluster_id":0,"limit":5.0}', "invalid_request"),
+    (b'{"language":"en","text":"a","cluster_id":0,"user_embedding":[NaN,0,0,0]}',
+     "invalid_request"),
+    (b'{"language":"en","text":"a","cluster_id":0,"user_embedding":[1e999,0,0,0]}',
+     "invalid_request"),
+    (b'{"language":"en","text":"a","cluster_id":0,"user_embedding":[3e38,0,0,0]}',
+     "invalid_request"),
+    (b'{"language":"en","text":"a","cluster_id":0,"user_embedding":[true,0,0,0]}',
+     "invalid_request"),
+    (b'{"language":"en","text":"a","cluster_id":0,"user_embedding":[5e-324,-0.0,1E2,3]}',
+     "ok"),
+    (b'{"language":"en","text":"a","cluster_id":0,"user_embedding":[' + b"9" * 400 + b"]}",
+     "number_too_large"),
+    (b'{"language":"en","text":"a","cluster_id":0,"x":' + b"7" * 5000 + b"}",
+     "number_too_large"),
+    (b'{"language":"en","text":"a","cluster_id":0,"x":0.' + b"7" * 5000 + b"}",
+     "number_too_large"),
+    (b'{"language":"en","text":"a","features":{"age":1.0}}', "invalid_request"),
+    (b'{"language":"en","text":"a","features":{"subscriber":true,"n":10000000000000000000000}}',
+     "number_too_large"),
+    (b'{"language":"en","text":"a","cluster_id":0,"extra":null}', "invalid_request"),
+    (b'[{"language":"en","text":"a","cluster_id":0}]', "invalid_request"),
+    (b'"text"', "invalid_request"), (b"null", "invalid_request"), (b"", "malformed_json"),
+    (b"{", "malformed_json"), (b'{"language":"en",}', "malformed_json"),
+    (b"\xff\xfe\xfd", "malformed_json"),
+    # issue #19: nesting 2,000+ deep gave 500, in the body or inside ``text``'s place
+    (b"[" * 2500 + b"]" * 2500, "json_too_deep"),
+    (b'{"language":"en","cluster_id":0,"text":' + b"[" * 3000 + b"]" * 3000 + b"}",
+     "json_too_deep"),
+    (b"[" * 60_000, "json_too_deep"),
+    (b'{"language":"en","cluster_id":0,"text":"' + b"[" * 3000 + b'"}', "ok"),  # in a string
 ]
 
 
-@pytest.mark.parametrize("raw", TRICKY_BODIES)
-def test_one_pass_parse_agrees_with_json_loads_then_validate(app, raw: bytes) -> None:  # type: ignore[no-untyped-def]
-    fast, slow = _both_parsers(app, raw)
-    assert fast == slow
+@pytest.mark.parametrize(("raw", "expected"), TRICKY_BODIES)
+def test_every_body_is_a_request_or_its_4xx(app, raw: bytes, expected: str) -> None:  # type: ignore[no-untyped-def]
+    outcome = _parse(app, raw)
+    got = "ok" if isinstance(outcome, SuggestRequest) else outcome[1]  # type: ignore[index]
+    assert got == expected, outcome
 
 
 @settings(max_examples=150, deadline=None,
@@ -247,9 +272,8 @@ def test_one_pass_parse_agrees_with_json_loads_then_validate(app, raw: bytes) ->
                  lambda inner: st.lists(inner, max_size=4)
                  | st.dictionaries(st.text(max_size=6), inner, max_size=3),
                  max_leaves=8)))
-def test_one_pass_parse_agrees_on_generated_bodies(app, document: dict) -> None:  # type: ignore[no-untyped-def]
-    fast, slow = _both_parsers(app, json.dumps(document).encode())
-    assert fast == slow
+def test_generated_bodies_are_requests_or_4xx(app, document: dict) -> None:  # type: ignore[no-untyped-def]
+    _parse(app, json.dumps(document).encode())
 
 
 _NUMBER = st.integers(-(2**70), 2**70) | st.floats()
@@ -265,11 +289,13 @@ _NUMBER = st.integers(-(2**70), 2**70) | st.floats()
               "features": st.dictionaries(st.text(max_size=70), st.booleans() | _NUMBER
                                           | st.text(max_size=5), max_size=3),
               "user_embedding": st.lists(_NUMBER | st.booleans(), max_size=5)}),
-       st.booleans())
-def test_one_pass_parse_agrees_on_suggest_like_bodies(app, document: dict,  # type: ignore[no-untyped-def]
-                                                      ascii_only: bool) -> None:
-    fast, slow = _both_parsers(app, json.dumps(document, ensure_ascii=ascii_only).encode())
-    assert fast == slow
+       st.booleans(), st.sampled_from(["utf-8", "utf-16", "utf-32"]))
+def test_suggest_like_bodies_are_requests_or_4xx(app, document: dict,  # type: ignore[no-untyped-def]
+                                                 ascii_only: bool, encoding: str) -> None:
+    text = json.dumps(document, ensure_ascii=ascii_only)
+    outcome = _parse(app, text.encode(encoding))
+    if encoding != "utf-8":
+        assert outcome[1] == "malformed_json"  # type: ignore[index]
 
 
 def test_suggest_response_is_compact_json_as_jsonify_writes_it(var: Path, tmp_path: Path
@@ -305,7 +331,7 @@ class _Describer:
 def test_suggest_encoder_writes_what_json_dumps_writes_and_describes_once() -> None:
     describer = _Describer()
     encoder = SuggestEncoder(describer, {"stage1": "s1", "reranker": "r\u00e9"})
-    rows = ([7, 8, 7], [1, 2, 1], [0.1 + 0.2, float("nan"), -float("inf")])
+    rows = ([7, 8, 7], [1, 2, 1], [0.1 + 0.2, 1e-300, -3.5e38])
     for _ in range(2):
         text = encoder.encode(*rows, cluster_id=3, arm="control", experiment="ab")
         expected = {"stickers": [
@@ -323,6 +349,9 @@ def test_suggest_encoder_writes_what_json_dumps_writes_and_describes_once() -> N
     for ids, scores in (([7, 8], [1.0]), ([7], [1.0, 2.0]), ([], [1.0]), ([7], [])):
         with pytest.raises(ValueError):
             encoder.encode(ids, ids, scores, cluster_id=0, arm="a", experiment="b")
+    for bad in (float("nan"), float("inf"), -float("inf")):  # issue #19: NaN in a 200
+        with pytest.raises(NonFiniteScoreError):
+            encoder.encode([7], [1], [bad], cluster_id=0, arm="a", experiment="b")
 
 
 def test_typed_text_is_never_logged_or_stored(app, client, caplog, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -615,7 +644,6 @@ def test_real_responses_match_the_openapi_schemas(client) -> None:  # type: igno
                                                       json=upload(user_id=1))),
         ("/healthz", "get", client.get("/healthz")),
         ("/readyz", "get", client.get("/readyz")),
-        ("/demo/users", "get", client.get("/demo/users")),
     ]
     for path, method, response in cases:
         _validate(doc, path, method, response)
@@ -624,7 +652,16 @@ def test_real_responses_match_the_openapi_schemas(client) -> None:  # type: igno
                         {**doc["components"]["schemas"]["SuggestRequest"]})
 
 
-def test_demo_page_and_users(client) -> None:  # type: ignore[no-untyped-def]
+def test_demo_only_in_explicit_demo_mode(client) -> None:  # type: ignore[no-untyped-def]
+    """Issue #19: /demo/users listed dataset user ids with their cluster by default."""
+    assert ServingConfig.load(environ={}).demo is False
+    assert_problem(client.get("/demo/users"), 404)
+    assert_problem(client.get("/"), 404)
+    assert "/demo/users" not in client.get("/openapi.json").get_json()["paths"]
+
+
+def test_demo_page_and_users(var: Path, tmp_path: Path) -> None:
+    client = fake_app(var, store_path=tmp_path / "u.sqlite3", demo=True).test_client()
     page = client.get("/")
     assert page.status_code == 200 and b'id="text"' in page.data
     users = client.get("/demo/users").get_json()

@@ -36,7 +36,7 @@ def test_typing_updates_the_suggestion_row(tiny_world: Path, tmp_path: Path) -> 
     from selenium.webdriver.support.ui import WebDriverWait
 
     var = build_real_var(tiny_world, tmp_path / "var")
-    server = start_server(var, workers=1, fake=False)
+    server = start_server(var, workers=1, fake=False, demo=True)
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)

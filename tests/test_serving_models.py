@@ -34,7 +34,8 @@ def var(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def make_app(var: Path, store: Path):  # type: ignore[no-untyped-def]
-    config = ServingConfig.load(environ={}, var=var, reload_interval_s=0, store_path=store)
+    config = ServingConfig.load(environ={}, var=var, reload_interval_s=0, store_path=store,
+                                demo=True)
     app = create_app(config)
     app.testing = True
     return app

@@ -160,7 +160,7 @@ def build_real_var(tiny_world: Path, root: Path) -> Path:
 
 
 def fake_registry(config: ServingConfig) -> ModelRegistry:
-    requested = [config.reranker_version, *(a.reranker_version
+    requested = [config.reranker_version, *(config.arm_version(a)
                                              for a in config.experiment.arms)]
     return ModelRegistry(config.var, config.stage1_version, requested, config.dataset,
                          suggester_loader=fake_suggester_loader,
@@ -200,8 +200,9 @@ from serving import ServingConfig
 from serving._gunicorn import GunicornServer, enable_multiprocess_metrics
 from test_serving_support import fake_registry
 import serving._app as app_module
+import json
 config = ServingConfig.load(environ={{}}, var={var!r}, port={port}, workers={workers},
-                            reload_interval_s=0)
+                            **{{"reload_interval_s": 0, **json.loads({overrides!r})}})
 enable_multiprocess_metrics(config.var / "serving" / "prometheus")
 fake = {fake!r}
 factory = (lambda: app_module.create_app(config, registry=fake_registry(config))) if fake \
@@ -235,11 +236,14 @@ class ServerProcess:
 
 
 def start_server(var: Path, *, fake: bool = True, workers: int = 2, port: int | None = None,
-                 timeout_s: float = 30.0) -> ServerProcess:
-    """gunicorn on 127.0.0.1 in a new process group; returns once /readyz says ready."""
+                 timeout_s: float = 30.0, **overrides: Any) -> ServerProcess:
+    """gunicorn on 127.0.0.1 in a new process group; returns once /readyz says ready.
+
+    ``overrides`` are serving config fields (JSON values), e.g. ``worker_class="sync"``.
+    """
     port = port or free_port()
     script = SERVER_SCRIPT.format(tests=str(Path(__file__).parent), var=str(var), port=port,
-                                  workers=workers, fake=fake)
+                                  workers=workers, fake=fake, overrides=json.dumps(overrides))
     log = open(Path(var) / f"server-{port}.log", "ab")  # noqa: SIM115 (lives with the process)
     process = subprocess.Popen([sys.executable, "-c", script], stdout=log, stderr=log,
                                start_new_session=True)
