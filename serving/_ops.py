@@ -6,7 +6,7 @@ import time
 
 from flask import Blueprint, Response, jsonify
 
-from serving._errors import ApiError
+from serving._errors import ApiError, public_detail
 from serving._openapi import openapi_document
 from serving._state import state
 
@@ -23,16 +23,23 @@ def healthz() -> Response:
 
 @ops.get("/readyz")
 def readyz() -> Response:
-    """Readiness: verified stage-1 and reranker versions are loaded."""
+    """Readiness: verified stage-1 and reranker versions are loaded (200).
+
+    ``status`` is ``degraded`` (still 200: it serves) when ``LATEST`` of a kind is missing
+    or corrupt and an older promoted version is served instead; ``degraded`` says which.
+    """
     st = state()
     models = st.registry.current
     if models is None:
         detail = st.registry.last_error or "models are not loaded yet"
         raise ApiError(503, "not_ready", f"no verified models are loaded: {detail}")
-    return jsonify({"status": "ready", "versions": models.versions(),
+    degraded = list(st.registry.degraded)
+    return jsonify({"status": "degraded" if degraded else "ready", "degraded": degraded,
+                    "versions": models.versions(),
                     "loaded_at": models.loaded_at,
                     "last_check": st.registry.last_check,
-                    "last_reload_error": st.registry.last_error,
+                    "last_reload_error": (None if st.registry.last_error is None
+                                          else public_detail(st.registry.last_error)),
                     "uptime_s": round(time.time() - st.started_at, 3)})
 
 

@@ -14,17 +14,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import structlog
 
-from data import fingerprint, new_version, publish_artifact, read_manifest
+from data import fingerprint, new_version, publish_artifact, read_manifest, set_latest
 from federated import FederatedConfig, write_privacy_json
+from serving._promotions import latest_lock, promoted_versions
+from serving._promotions import record as record_promotion
 from serving._registry import reranker_module
-from serving._rounds import Publisher, privacy_after
+from serving._rounds import Publisher, live_reranker, privacy_after
 
 __all__ = ["reranker_publisher"]
 
+log = structlog.get_logger(__name__)
+
 
 def reranker_publisher(*, promote: bool = True) -> Publisher:
-    """A :data:`Publisher` writing ``var/reranker/<new version>`` (LATEST moved if ``promote``)."""
+    """A :data:`Publisher` writing ``var/reranker/<new version>``.
+
+    With ``promote``, ``LATEST`` moves to the new version only if it still names the
+    round's base version (compare-and-swap under the promotion lock), and the promotion
+    is recorded in the history as ``publish``; if an operator moved ``LATEST`` meanwhile,
+    the version is published unpromoted and their choice stands.
+    """
 
     def publish(parameters: np.ndarray, base: Path, kind_dir: Path,
                 record: dict[str, Any]) -> Path:
@@ -48,7 +59,7 @@ def reranker_publisher(*, promote: bool = True) -> Publisher:
         with publish_artifact(destination, kind="reranker", parameters=params,
                               input_fingerprint=fingerprint(manifest.input_fingerprint,
                                                             record["round"]),
-                              update_latest=promote) as writer:
+                              update_latest=False) as writer:
             model = reranker.export_onnx(np.asarray(parameters, np.float32), layout,
                                          version=version)
             (writer.path / "model.onnx").write_bytes(model.SerializeToString())
@@ -69,6 +80,18 @@ def reranker_publisher(*, promote: bool = True) -> Publisher:
             writer.metrics = {**metrics, "epsilon": privacy.get("epsilon")}
             writer.extra = {"model_files": manifest.extra.get("model_files",
                                                               ["model.onnx"])}
+        if promote:
+            with latest_lock(kind_dir):
+                live = live_reranker(kind_dir.parent)
+                if live == base.name:
+                    if base.name not in promoted_versions(kind_dir):
+                        record_promotion(kind_dir, "found", base.name)
+                    set_latest(kind_dir, version)
+                    record_promotion(kind_dir, "publish", version, base.name)
+                else:
+                    log.warning("LATEST moved during the round; the aggregated version is "
+                                "published but not promoted", version=version,
+                                base=base.name, live=live)
         return destination
 
     return publish

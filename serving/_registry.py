@@ -33,6 +33,14 @@ from data import (
     set_latest,
 )
 from serving._encode import SuggestEncoder
+from serving._promotions import (
+    history,
+    latest_lock,
+    live_stack,
+    promoted_versions,
+    record,
+    verifies,
+)
 
 __all__ = [
     "KINDS",
@@ -164,6 +172,9 @@ class ModelRegistry:
         self.on_swap = on_swap
         self.last_error: str | None = None
         self.last_check: float = 0.0
+        self.degraded: list[str] = []
+        """Why a kind is served from an older promoted version than ``LATEST`` (if so)."""
+        self._verified: set[tuple[str, str]] = set()
         self._current: ModelSet | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -175,19 +186,62 @@ class ModelRegistry:
         return self._current
 
     def targets(self) -> tuple[str, dict[str, str]]:
-        """Concrete (stage-1 version, {requested reranker version: concrete}) on disk now."""
-        stage1 = resolve_artifact(self.var / "stage1", self.stage1_version).name
-        never_published = not (self.var / "reranker" / "LATEST").is_file()
-        rerankers = {v: INITIAL if v == "latest" and never_published
-                     else resolve_artifact(self.var / "reranker", v).name
-                     for v in self.reranker_versions}
+        """Concrete (stage-1 version, {requested reranker version: concrete}) to serve now.
+
+        ``latest`` follows ``LATEST`` when it names a version that verifies; when it is
+        missing or corrupt, the newest verified version of the promotion history is
+        served instead and :attr:`degraded` says so.
+        """
+        notes: list[str] = []
+        stage1 = self._resolve("stage1", self.stage1_version, notes)
+        rerankers = {v: self._resolve("reranker", v, notes) for v in self.reranker_versions}
+        self.degraded = list(dict.fromkeys(notes))
         return stage1, rerankers
+
+    def _resolve(self, kind: str, requested: str, notes: list[str]) -> str:
+        kind_dir = self.var / kind
+        if requested != "latest":
+            return resolve_artifact(kind_dir, requested).name
+        stack = live_stack(history(kind_dir))
+        if kind == "reranker" and not (kind_dir / "LATEST").is_file() and not stack:
+            return INITIAL  # nothing ever published: the model's initial weights
+        name: str | None = None
+        try:
+            name = resolve_artifact(kind_dir, "latest").name
+        except ArtifactError:
+            problem = "no published version (LATEST is missing or names no version)"
+        if name is not None:
+            if (kind, name) in self._verified:
+                return name
+            reason = verifies(kind_dir, name, kind)
+            if reason is None:
+                self._verified.add((kind, name))
+                self._note_found(kind_dir, name)
+                return name
+            log.error("LATEST fails verification", kind=kind, version=name, error=reason)
+            problem = f"LATEST names {name}, which fails verification"
+        for version in reversed(stack):
+            if version != name and ((kind, version) in self._verified
+                                    or verifies(kind_dir, version, kind) is None):
+                self._verified.add((kind, version))
+                notes.append(f"{kind}: {problem}; serving {version}, the newest verified "
+                             "promoted version")
+                return version
+        raise ArtifactError(f"{kind}: {problem}, and no promoted version verifies")
+
+    @staticmethod
+    def _note_found(kind_dir: Path, version: str) -> None:
+        """Record a live version the history has never seen (made live by a training run)."""
+        if version not in promoted_versions(kind_dir):
+            with contextlib.suppress(OSError):  # a read-only artifact root: no history
+                record(kind_dir, "found", version)
 
     def refresh(self) -> bool:
         """Load and swap in new versions if the pointers moved; True if a swap happened.
 
-        A failure (missing, partial or corrupt artifact) keeps the served set, records
-        ``last_error`` and, when nothing is served yet, is raised.
+        A failure (missing, partial or corrupt artifact with nothing to fall back on)
+        keeps the served set, records ``last_error`` and, when nothing is served yet, is
+        raised.
         """
         with self._lock:
             self.last_check = time.time()
@@ -300,8 +354,19 @@ def _check_kind(kind: str) -> None:
         raise ArtifactError(f"kind={kind!r} should be one of {', '.join(KINDS)}")
 
 
+def _note_live(kind_dir: Path, current: str | None) -> list[str]:
+    """The history's live stack, recording ``current`` as ``found`` if the history does
+    not end with it (it was made live outside serving, e.g. by a training run)."""
+    stack = live_stack(history(kind_dir))
+    if current is not None and (not stack or stack[-1] != current):
+        record(kind_dir, "found", current)
+        stack.append(current)
+    return stack
+
+
 def promote(var: Path, kind: str, version: str) -> str:
-    """Verify ``<var>/<kind>/<version>`` (every checksum) and point ``LATEST`` at it.
+    """Verify ``<var>/<kind>/<version>`` (every checksum), point ``LATEST`` at it and record
+    the promotion in the history.
 
     Returns the previous ``LATEST`` version ('' if none). Running servers pick the new
     version up at their next registry check.
@@ -315,34 +380,45 @@ def promote(var: Path, kind: str, version: str) -> str:
     kind_dir = var / kind
     directory = resolve_artifact(kind_dir, version)
     read_manifest(directory, verify=True, kind=kind)
-    previous = _latest(kind_dir) or ""
-    set_latest(kind_dir, directory.name)
-    return previous
+    with latest_lock(kind_dir):
+        previous = _latest(kind_dir)
+        _note_live(kind_dir, previous)
+        set_latest(kind_dir, directory.name)
+        record(kind_dir, "promote", directory.name, previous)
+    return previous or ""
 
 
 def rollback(var: Path, kind: str) -> tuple[str, str]:
-    """Point ``LATEST`` at the newest verified version older than the current one.
+    """Point ``LATEST`` back at the version promoted before the live one.
 
-    Returns ``(from_version, to_version)``.
+    The promotion history decides, not version names: the target is the newest earlier
+    entry of the history's live stack that still verifies (corrupt ones are skipped), so a
+    version that was never promoted is never made live. Returns ``(from, to)``.
 
     Raises
     ------
     data.ArtifactError
-        If there is no current version or no older version that verifies.
+        If nothing is live or no earlier promoted version verifies.
     """
     _check_kind(kind)
     kind_dir = var / kind
-    current = _latest(kind_dir)
-    if current is None:
-        raise ArtifactError(f"{kind_dir}: nothing is promoted, so nothing to roll back")
-    for version in reversed([v for v in list_versions(kind_dir) if v < current]):
-        try:
-            read_manifest(kind_dir / version, verify=True, kind=kind)
-        except ArtifactError as exc:
-            log.warning("skipping a version that fails verification", version=version,
-                        error=str(exc))
-            continue
-        set_latest(kind_dir, version)
-        return current, version
-    raise ArtifactError(f"{kind_dir}: no verified version older than {current} to roll "
-                        "back to")
+    with latest_lock(kind_dir):
+        current = _latest(kind_dir)
+        stack = _note_live(kind_dir, current)
+        if not stack:
+            raise ArtifactError(f"{kind}: nothing is promoted, so nothing to roll back")
+        live = stack[-1]
+        for version in reversed(stack[:-1]):
+            if version == live:
+                continue
+            problem = verifies(kind_dir, version, kind)
+            if problem is not None:
+                log.warning("skipping a promoted version that fails verification",
+                            version=version, error=problem)
+                continue
+            set_latest(kind_dir, version)
+            record(kind_dir, "rollback", version, live)
+            return live, version
+    raise ArtifactError(f"{kind}: no earlier promoted version than {live} verifies; "
+                        "nothing to roll back to (versions that were never promoted are "
+                        "not candidates: promote one explicitly)")

@@ -39,6 +39,7 @@ __all__ = [
     "aggregate_round",
     "ensure_open_round",
     "federated_config_for",
+    "live_reranker",
     "open_next_round",
     "privacy_after",
     "reranker_base",
@@ -126,10 +127,22 @@ def open_next_round(store: UpdateStore, var: Path, reranker_version: str, *,
     return opened
 
 
+def live_reranker(var: Path) -> str | None:
+    """The reranker version ``LATEST`` names (None if there is none)."""
+    try:
+        return resolve_artifact(var / RERANKER, "latest").name
+    except ArtifactError:
+        return None
+
+
 def ensure_open_round(store: UpdateStore, var: Path, reranker_version: str | None, *,
                       config: Callable[[str], FederatedConfig],
                       deadline_s: float | None = None) -> RoundSpec | None:
-    """The open round, opening the next one for ``reranker_version`` if none is open.
+    """The open round for ``reranker_version``, opening the next one if none is open.
+
+    An open round that trains another version (the served one changed: a promotion or
+    a rollback) is closed as abandoned first, so devices never keep training a version
+    that is not served.
 
     Parameters
     ----------
@@ -145,8 +158,19 @@ def ensure_open_round(store: UpdateStore, var: Path, reranker_version: str | Non
         Upload window (default: the platform config's).
     """
     current = store.current_round()
-    if current is not None or reranker_version in (None, INITIAL):
+    if reranker_version in (None, INITIAL):
         return current
+    if current is not None and current.reranker_version == reranker_version:
+        return current
+    if current is not None:
+        with contextlib.suppress(StoreRejectedError):  # another worker closed it first
+            store.close_round(current.round, "abandoned", time.time(), {
+                "round": current.round, "status": "abandoned",
+                "message": f"reranker {reranker_version} is served now, not "
+                           f"{current.reranker_version}; its uploads are not applied"})
+            log.warning("federated round abandoned: the served version changed",
+                        round=current.round, base=current.reranker_version,
+                        served=reranker_version)
     assert reranker_version is not None
     with contextlib.suppress(StoreRejectedError):  # another worker opened it first
         open_next_round(store, var, reranker_version, config=config(reranker_version),
@@ -214,6 +238,21 @@ def aggregate_round(store: UpdateStore, var: Path, round_: int, *, config: Feder
     if spec is None or spec.status != "open":
         state = "does not exist" if spec is None else f"is {spec.status}"
         raise StoreRejectedError("round_not_open", 409, f"round {round_} {state}")
+    live = live_reranker(var)
+    if publish is not None and live != spec.reranker_version:
+        # An operator promoted or rolled back while the round was open: its uploads were
+        # trained on a version that is no longer live, and publishing them would move
+        # LATEST away from the operator's choice.
+        outcome = RoundOutcome(
+            round=spec.round, status="abandoned", accepted=0, late=0, stale=0, duplicate=0,
+            invalid=0, message=f"round {spec.round} trained reranker "
+            f"{spec.reranker_version}, but {live or 'nothing'} is live now (promoted or "
+            "rolled back meanwhile); its uploads are not applied")
+        result = AggregationResult(outcome, None)
+        store.close_round(spec.round, "abandoned", now, result.to_dict())
+        log.warning("federated round abandoned: its base is no longer live",
+                    round=spec.round, base=spec.reranker_version, live=live)
+        return result
     directory, parameters, _ = reranker_base(var, spec.reranker_version)
     config = _resolved(config, int(parameters.shape[0]))
     server = Server(build_strategy(config), parameters, min_reports=spec.min_reports,

@@ -37,6 +37,12 @@ _CONFIG_OPTION = click.option(
               help="gunicorn workers (default 2).")
 @click.option("--threads", type=click.IntRange(1, 64), default=None,
               help="Threads per worker (default 1).")
+@click.option("--worker-class", type=click.Choice(["buffered", "sync"]), default=None,
+              help="buffered (default): slow clients cannot hold a worker thread; sync: "
+                   "gunicorn's sync workers (put a buffering proxy in front).")
+@click.option("--demo/--no-demo", default=None,
+              help="Demo mode: the keyboard demo page at / and /demo/users, which lists "
+                   "dataset user ids with their cluster (off by default).")
 @click.option("--reload-interval", "reload_interval_s", type=click.FloatRange(min=0),
               default=None, help="Seconds between registry checks (0: never).")
 @click.option("--debug", is_flag=True, default=None,

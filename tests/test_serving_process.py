@@ -109,6 +109,11 @@ def test_models_list_promote_rollback(tiny_world: Path, tmp_path: Path) -> None:
     rows = list_models(var)
     latest = {r["kind"]: r["version"] for r in rows if r["latest"]}
     assert latest["reranker"] == second and all(r["status"] == "ok" for r in rows)
+    # Only promoted versions are rollback targets: ``first`` was never promoted.
+    result = runner.invoke(models, ["rollback", "reranker"], obj=obj)
+    assert result.exit_code != 0 and "never promoted" in str(result.exception)
+    for version in (first[0], second):
+        assert runner.invoke(models, ["promote", "reranker", version], obj=obj).exit_code == 0
 
     result = runner.invoke(models, ["rollback", "reranker"], obj=obj)
     assert result.exit_code == 0 and f"-> {first[0]}" in result.output
