@@ -24,8 +24,10 @@ from evaluation._errors import EvaluationError
 from evaluation._metrics import first_hit_keystroke, hit_at, sent_rank, visible_rows
 from keyword_index import Match
 from reranker import (
+    ParameterLayout,
     RankingContext,
     RerankerTask,
+    RowReplay,
     build_sessions,
     fold_in,
     score_impressions,
@@ -47,6 +49,7 @@ __all__ = [
     "recents_arm",
     "replay",
     "reranker_arm",
+    "row_arm",
     "sample_held_out",
     "segment_popularity_arm",
 ]
@@ -83,6 +86,8 @@ class KeystrokeBatch:
     label_keys : ndarray of int64, shape (M,)
         Sorted ``signature * n_label_slots + label`` of every matched label.
     n_label_slots : int
+    matches : list of keyword_index.Match
+        The replay's distinct matches (``signature`` indexes them).
     """
 
     keyword: np.ndarray
@@ -93,6 +98,7 @@ class KeystrokeBatch:
     signature: np.ndarray
     label_keys: np.ndarray
     n_label_slots: int
+    matches: list[Match] = field(default_factory=list)
 
     @property
     def matched(self) -> np.ndarray:
@@ -222,6 +228,20 @@ def reranker_arm(name: str, context: RankingContext, theta: np.ndarray,
                                   context.candidate_factors[batch.cluster], batch.keyword,
                                   context.prior, context.candidate_mask[batch.cluster]),
                 batch.shown)
+    return Arm(name, ARM_LABELS.get(name, name), score)
+
+
+def row_arm(name: str, row: RowReplay, theta: np.ndarray, layout: ParameterLayout,
+            user_embeddings: np.ndarray) -> Arm:
+    """A sticker-row model (``layout.n_history_features > 0``): on each keystroke, every
+    matching sticker of the device's catalogue view (its cluster's stage-1 packages and
+    the packages it holds or has sent from), scored with its history as of that send
+    (:class:`reranker.RowReplay`)."""
+    theta = np.asarray(theta, np.float32)
+
+    def score(batch: KeystrokeBatch) -> tuple[np.ndarray, np.ndarray]:
+        return row.score_keystrokes(theta, layout, user_embeddings, batch.session,
+                                    batch.signature, batch.matches)
     return Arm(name, ARM_LABELS.get(name, name), score)
 
 
@@ -474,7 +494,7 @@ def replay(context: RankingContext, sample: HeldOutSample, arms: list[Arm], k: i
                 keyword[rows, flat_pos[src]] = flat_feat[src]
             batch = KeystrokeBatch(keyword=keyword, shown=shown[keys], cluster=cl, device=dev,
                                    session=sess, signature=sig[sl], label_keys=label_keys,
-                                   n_label_slots=n_label_slots)
+                                   n_label_slots=n_label_slots, matches=matches)
             sent = sample.sent_sticker[sess]
             last = is_last[sl]
             for arm in arms:

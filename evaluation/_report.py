@@ -33,10 +33,11 @@ from evaluation._replay import (
     recents_arm,
     replay,
     reranker_arm,
+    row_arm,
     sample_held_out,
     segment_popularity_arm,
 )
-from reranker import RankingContext, RerankerArtifact, initial_parameters
+from reranker import RankingContext, RerankerArtifact, RowConfig, RowReplay, initial_parameters
 
 __all__ = ["DEFINITIONS", "build_ab_report", "json_ready", "publish_report", "render_report"]
 
@@ -186,7 +187,7 @@ def build_ab_report(var: str | Path, *, stage1: str = "latest", treatment: str =
             f"--stage1 {stage1} is {s1.version!r}; pass --stage1 {model.stage1_version}")
     reference, central_note = _load_central(var, central, s1)
     context = RankingContext.build(s1)
-    if model.layout != context.layout:
+    if model.layout.package_level != context.layout:
         raise EvaluationError(f"treatment layout {model.layout} does not match stage 1's "
                               f"{context.layout}")
     split = time_split(context.dataset)
@@ -205,10 +206,25 @@ def build_ab_report(var: str | Path, *, stage1: str = "latest", treatment: str =
     history = sample.device_history(context, config.half_life_days)
     sticker_labels = sticker_label_table(context.dataset.table("stickers"))
     theta0 = initial_parameters(context.layout)
+    row: RowReplay | None = None
+
+    def model_arm(name: str, artifact: RerankerArtifact) -> Arm:
+        # a sticker-row model replays its own candidates; a package model scores the
+        # cluster's packages
+        nonlocal row
+        if artifact.layout.n_history_features:
+            if row is None:
+                row = RowReplay(context, sample.user_ids, sample.history_logs, split_ts,
+                                sample.device, sample.ts, sample.sent_sticker,
+                                RowConfig(**artifact.info.get("row", {})))
+            return row_arm(name, row, artifact.weights, artifact.layout,
+                           row.personalize(artifact.weights))
+        return reranker_arm(name, context, artifact.weights,
+                            personalized_embeddings(context, sample, artifact.weights))
+
     arms: list[Arm] = [
         control_arm(context),
-        reranker_arm("treatment", context, model.weights,
-                     personalized_embeddings(context, sample, model.weights)),
+        model_arm("treatment", model),
         recents_arm(history, sticker_labels),
         device_counts_arm(context, history, sticker_labels),
         segment_popularity_arm(context, segment_popularity_scores(context, sample.user_ids,
@@ -218,8 +234,7 @@ def build_ab_report(var: str | Path, *, stage1: str = "latest", treatment: str =
                      personalized_embeddings(context, sample, theta0)),
     ]
     if reference is not None:
-        arms.append(reranker_arm("central", context, reference.weights,
-                                 personalized_embeddings(context, sample, reference.weights)))
+        arms.append(model_arm("central", reference))
     result = replay(context, sample, arms, config.k, chunk=config.chunk_keystrokes,
                     show_progress=show_progress)
     segments, labels = _segments(context, sample.user_ids, sample.history)

@@ -35,6 +35,7 @@ from reranker._onnx import (
     export_onnx,
 )
 from reranker._row import HISTORY_FEATURE_NAMES, DeviceHistory, RowConfig, StickerCatalog
+from reranker._row_replay import RowReplay
 from reranker._row_task import (
     PipelineSplit,
     RowTask,
@@ -84,6 +85,7 @@ __all__ = [
     "RerankerTaskConfig",
     "RowConfig",
     "RowImpressions",
+    "RowReplay",
     "RowSessions",
     "RowTask",
     "RowTaskConfig",
