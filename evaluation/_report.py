@@ -205,22 +205,22 @@ def build_ab_report(var: str | Path, *, stage1: str = "latest", treatment: str =
     sample = sample_held_out(context, split_ts, config.devices, rng, exclude_users=validation)
     history = sample.device_history(context, config.half_life_days)
     sticker_labels = sticker_label_table(context.dataset.table("stickers"))
-    theta0 = initial_parameters(context.layout)
     row: RowReplay | None = None
 
-    def model_arm(name: str, artifact: RerankerArtifact) -> Arm:
+    def model_arm(name: str, artifact: RerankerArtifact, weights: np.ndarray | None = None
+                  ) -> Arm:
         # a sticker-row model replays its own candidates; a package model scores the
         # cluster's packages
         nonlocal row
+        theta = artifact.weights if weights is None else weights
         if artifact.layout.n_history_features:
             if row is None:
                 row = RowReplay(context, sample.user_ids, sample.history_logs, split_ts,
                                 sample.device, sample.ts, sample.sent_sticker,
                                 RowConfig(**artifact.info.get("row", {})))
-            return row_arm(name, row, artifact.weights, artifact.layout,
-                           row.personalize(artifact.weights))
-        return reranker_arm(name, context, artifact.weights,
-                            personalized_embeddings(context, sample, artifact.weights))
+            return row_arm(name, row, theta, artifact.layout, row.personalize(theta))
+        return reranker_arm(name, context, theta,
+                            personalized_embeddings(context, sample, theta))
 
     arms: list[Arm] = [
         control_arm(context),
@@ -230,8 +230,9 @@ def build_ab_report(var: str | Path, *, stage1: str = "latest", treatment: str =
         segment_popularity_arm(context, segment_popularity_scores(context, sample.user_ids,
                                                                   split_ts)),
         popularity_arm(context, package_popularity(context, split_ts)),
-        reranker_arm("fold_in_only", context, theta0,
-                     personalized_embeddings(context, sample, theta0)),
+        # the treatment's own model and candidates at its initial shared weights: what the
+        # phone's personalisation gives without any federated training
+        model_arm("fold_in_only", model, initial_parameters(model.layout)),
     ]
     if reference is not None:
         arms.append(model_arm("central", reference))
