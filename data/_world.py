@@ -61,7 +61,7 @@ top to bottom:
 6. **The split** (:mod:`data._split`): the manifest records ``parameters["split"]``
    with ``validation_start`` and ``test_start`` at ``validation_start_at`` and
    ``test_start_at`` of the period and a ``validation_share`` of devices.
-7. **Ground truth** (tastes, styles, favourites, the full library with each holding's
+7. **Ground truth** (tastes, styles, favourites, device users' libraries with each holding's
    mechanism, each session's intended label, source and acquisition time) goes to
    ``var/truth/<name>/``, separate from the dataset: it is for oracle metrics and
    tests only and no model code reads it.
@@ -942,7 +942,7 @@ def _chunk(
                                          "generator"),
         "truth_sessions": sessions.select("session_id", "intended_label_id", "private_source",
                                           "source", "mechanism", "favourite", "acquired_at"),
-        "truth_library": library.drop("device"),
+        "truth_library": library.filter(pl.col("device")).drop("device"),
         "truth_users": truth_users,
     }
 
