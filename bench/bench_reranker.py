@@ -25,13 +25,22 @@ import gc
 import os
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
 from bench._results import write_results
 from data import var_root
 from federated import TaskContext
-from reranker import BUNDLE_BUDGET_BYTES, Suggester, make_task, score_candidates
+from reranker import (
+    BUNDLE_BUDGET_BYTES,
+    DeviceHistory,
+    OnnxScorer,
+    Suggester,
+    export_onnx,
+    make_task,
+    score_candidates,
+)
 
 # Untimed calls of each kind at the start of each block: the first calls after switching
 # from another kind's code and data run with cold caches, an artifact of interleaving
@@ -55,9 +64,9 @@ def main(argv: list[str]) -> None:
     var = var_root()
     suggester = Suggester.load(var)
     ctx = suggester.context
-    layout = ctx.layout
-    weights = (suggester.reranker.weights if suggester.reranker is not None
-               else None)
+    layout = ctx.layout  # the package model: today's keystroke path, measured beside the row
+    weights = (suggester.reranker.weights[: layout.n_parameters]
+               if suggester.reranker is not None else None)
     rng = np.random.default_rng(0)
     theta = weights if weights is not None else rng.normal(size=layout.n_parameters).astype(
         np.float32)
@@ -71,7 +80,7 @@ def main(argv: list[str]) -> None:
     feats = [np.ascontiguousarray(ctx.keystroke_features(cluster, lang, text)[0][:n])
              for lang, text in texts[:200]]
     users = rng.normal(size=(200, layout.n_factors)).astype(np.float32)
-    scorer = suggester.scorer
+    scorer = OnnxScorer(export_onnx(theta, layout))
     for i in range(500):  # warm-up
         scorer.score(users[i % 200], cand, feats[i % 200], prior, validate=False)
     onnx_ns = np.empty(args.calls, np.int64)
@@ -126,6 +135,7 @@ def main(argv: list[str]) -> None:
     o50, o99, omean = _percentiles(onnx_ns)
     b50, b99, bmean = _percentiles(bound_ns)
     n50, n99, nmean = _percentiles(numpy_ns)
+    row = _keystrokes(suggester, scorer, theta, texts, args.calls)
 
     task = make_task(TaskContext(var=var, seed=0,
                                  options={"max_devices": str(args.max_devices)}))
@@ -140,6 +150,16 @@ def main(argv: list[str]) -> None:
              for c in range(min(ctx.n_clusters, 20)) for lang in ctx.languages[:2]]
     load = os.getloadavg()[0]
     rows = [
+        ("row keystroke (match+candidates+features+ONNX+row), <= 500 cand.: p50 µs",
+         round(row["row_all"][0], 1), "<= 60"),
+        ("row keystroke, <= 500 candidates: p99 µs", round(row["row_all"][1], 1), "<= 250"),
+        ("row keystroke, keystrokes with >= 400 candidates: p50 / p99 µs",
+         f"{row['row_big'][0]:.1f} / {row['row_big'][1]:.1f}", ""),
+        ("row candidates per keystroke: median / p99 / max",
+         f"{row['n_median']:.0f} / {row['n_p99']:.0f} / {row['n_max']:.0f}", "cap 500"),
+        ("today's keystroke (match+features+ONNX+row, 1 sticker/package): p50 µs",
+         round(row["today"][0], 1), "same run"),
+        ("today's keystroke: p99 µs", round(row["today"][1], 1), "same run"),
         ("ONNX keystroke call (BoundScorer), 100 candidates: p50 µs", round(b50, 1), ""),
         ("ONNX keystroke call (BoundScorer), 100 candidates: p99 µs", round(b99, 1),
          "<= 100"),
@@ -160,9 +180,102 @@ def main(argv: list[str]) -> None:
         "onnx_keystroke_us": {"p50": b50, "p99": b99, "mean": bmean},
         "onnx_run_us": {"p50": o50, "p99": o99, "mean": omean},
         "numpy_us": {"p50": n50, "p99": n99, "mean": nmean},
+        "row_keystroke_us": {"p50": row["row_all"][0], "p99": row["row_all"][1],
+                             "mean": row["row_all"][2]},
+        "row_keystroke_400plus_us": {"p50": row["row_big"][0], "p99": row["row_big"][1]},
+        "row_candidates": {"median": row["n_median"], "p99": row["n_p99"],
+                           "max": row["n_max"]},
+        "today_keystroke_us": {"p50": row["today"][0], "p99": row["today"][1],
+                               "mean": row["today"][2]},
         "local_devices_per_s": devices.size / seconds, "bundle_bytes_max": max(sizes),
         "load_average": load, "reranker_version": suggester.reranker_version,
     })
+
+
+def _keystrokes(suggester: Suggester, package_scorer: OnnxScorer, theta: np.ndarray,
+                texts: list[tuple[str, str]], calls: int) -> dict[str, Any]:
+    """The whole keystroke in-process, the row beside today's path, interleaved blocks.
+
+    Row: :meth:`Suggester.rank_row` for a device with a real history (the heaviest sender
+    of the first logs: its counts, holdings and protected recent stickers) — keyword
+    match, candidate assembly with features into the bound buffers, ONNX, the row.
+    Today: keyword match, the package featurizer into a :class:`reranker.BoundScorer`
+    bound once, ONNX, the row of one sticker per package (the previous ``rank``).
+    Keystrokes are every prefix of real texts (short prefixes match many labels, so
+    many keystrokes reach the cap).
+    """
+    ctx = suggester.context
+    catalog = suggester.catalog
+    assert catalog is not None
+    logs = ctx.dataset.table("device_logs")
+    user = int(logs["user_id"].value_counts(sort=True)["user_id"][0])
+    mine = logs.filter(logs["user_id"] == user).sort("ts")
+    ts = mine["ts"].dt.epoch("ms").to_numpy() / 1000.0
+    history = DeviceHistory.from_sends(catalog, mine["sticker_id"].to_numpy(), ts,
+                                       suggester.row_config)
+    now = float(ts[-1]) + 3600.0
+    cluster = int(ctx.stage1.cluster_of(np.array([user]))[0])
+    cluster = max(cluster, 0)
+    strokes = [(lang, text[:i]) for lang, text in texts[:400] for i in range(1, len(text) + 1)]
+    strokes = [x for x in strokes if x[0] in ctx.languages]
+    u = np.zeros(ctx.layout.n_factors, np.float32)
+    n_cand = int(ctx.candidate_mask[cluster].sum())
+    bound = package_scorer.bind(u, np.ascontiguousarray(ctx.candidate_factors[cluster, :n_cand]),
+                                np.ascontiguousarray(ctx.prior[:n_cand]))
+    shown = np.empty(n_cand, np.int32)
+    ids = ctx.cluster_candidates(cluster)
+    top = suggester._top_candidates  # the compiled row pass both paths share
+    out = (np.empty(50, np.int64), np.empty(50, np.int64), np.empty(50, np.float64))
+
+    def today(language: str, text: str) -> None:
+        index = ctx.index_for(cluster, language)
+        ctx.featurizer.features(index.match(text), ids, out=(bound.keyword_features, shown))
+        top(bound.run(copy=False), shown, ids, 5, *out)
+
+    def row(language: str, text: str) -> None:
+        suggester.rank_row(language=language, text=text, cluster_id=cluster, limit=5,
+                           history=history, now=now)
+
+    counts = []
+    for language, text in strokes[:2000]:  # warm-up, and the candidate counts
+        row(language, text)
+        today(language, text)
+        counts.append(int(suggester._row_scratch().stamp[1]))
+    n_calls = max(calls, 1)
+    row_ns = np.empty(n_calls, np.int64)
+    row_n = np.empty(n_calls, np.int64)
+    today_ns = np.empty(n_calls, np.int64)
+    scratch = suggester._row_scratch()
+    block = 500
+    gc.collect()
+    gc.disable()
+    try:
+        for lo in range(0, n_calls, block):
+            hi = min(lo + block, n_calls)
+            for i in range(lo, lo + _REWARM):
+                row(*strokes[i % len(strokes)])
+            for i in range(lo, hi):
+                language, text = strokes[i % len(strokes)]
+                t0 = time.perf_counter_ns()
+                row(language, text)
+                row_ns[i] = time.perf_counter_ns() - t0
+                row_n[i] = min(int(scratch.stamp[1]), suggester.row_config.cap)
+            for i in range(lo, lo + _REWARM):
+                today(*strokes[i % len(strokes)])
+            for i in range(lo, hi):
+                language, text = strokes[i % len(strokes)]
+                t0 = time.perf_counter_ns()
+                today(language, text)
+                today_ns[i] = time.perf_counter_ns() - t0
+            gc.collect()
+    finally:
+        gc.enable()
+    big = row_ns[row_n >= 400]
+    kept = np.minimum(np.asarray(counts), suggester.row_config.cap)
+    return {"row_all": _percentiles(row_ns),
+            "row_big": _percentiles(big) if big.size else (float("nan"),) * 3,
+            "today": _percentiles(today_ns), "n_median": float(np.median(kept)),
+            "n_p99": float(np.percentile(kept, 99)), "n_max": float(kept.max())}
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ chained with :func:`onnx.compose.merge_models`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -399,14 +400,25 @@ class BoundRowScorer:
         self.prior = np.zeros(capacity, np.float32)
         self.history_features = np.zeros((capacity, h), np.float32)
         self._scores = np.empty(capacity, np.float32)
-        self._binding = self._session.io_binding()
-        for name, array in (("user_embedding", self._user),
-                            ("candidate_embeddings", self.candidate_embeddings),
-                            ("keyword_features", self.keyword_features), ("prior", self.prior),
-                            ("history_features", self.history_features)):
-            self._binding.bind_cpu_input(name, array)
-        self._binding.bind_output("scores", "cpu", 0, np.float32, [capacity],
-                                  self._scores.ctypes.data)
+        # One binding per size bucket (powers of two up to the capacity), each bound to
+        # the buffers' leading rows: a keystroke with n candidates scores at most 2n rows.
+        self._buckets: list[tuple[int, Any]] = []
+        size = 32
+        while True:
+            size = min(size, capacity)
+            binding = self._session.io_binding()
+            for name, array in (("user_embedding", self._user),
+                                ("candidate_embeddings", self.candidate_embeddings[:size]),
+                                ("keyword_features", self.keyword_features[:size]),
+                                ("prior", self.prior[:size]),
+                                ("history_features", self.history_features[:size])):
+                binding.bind_cpu_input(name, array)
+            binding.bind_output("scores", "cpu", 0, np.float32, [size],
+                                self._scores.ctypes.data)
+            self._buckets.append((size, binding))
+            if size == capacity:
+                break
+            size *= 2
 
     def set_user(self, user_embedding: np.ndarray) -> None:
         """Replace the bound personal embedding (d,) (copied into its bound buffer;
@@ -418,5 +430,6 @@ class BoundRowScorer:
 
         ``copy=False`` returns a view of the output buffer (overwritten by the next run).
         """
-        self._session.run_with_iobinding(self._binding)
+        binding = next((b for size, b in self._buckets if size >= n), self._buckets[-1][1])
+        self._session.run_with_iobinding(binding)
         return self._scores[:n].copy() if copy else self._scores[:n]

@@ -152,6 +152,7 @@ class StickerCatalog:
     cluster_prior: list[np.ndarray]
     unlisted_prior: float
     _cluster_flags: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    _cluster_csr: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
     def n_stickers(self) -> int:
@@ -238,6 +239,24 @@ class StickerCatalog:
         ok = (ids >= 0) & (ids < self.package_index.size)
         return np.where(ok, self.package_index[np.where(ok, ids, 0)], -1)
 
+    def label_csr(self, packages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Label → sticker CSR (``lab_ptr`` (n_labels + 1,), ``lab_st``; int32) restricted to
+        the stickers of ``packages`` (catalogue positions)."""
+        keep = np.zeros(self.n_packages, bool)
+        keep[np.asarray(packages, np.int64)] = True
+        entries = keep[self.st_pk[self.lab_st]]
+        label_of = np.repeat(np.arange(self.n_labels), np.diff(self.lab_ptr))[entries]
+        ptr = np.zeros(self.n_labels + 1, np.int32)
+        np.cumsum(np.bincount(label_of, minlength=self.n_labels), out=ptr[1:])
+        return ptr, np.ascontiguousarray(self.lab_st[entries], dtype=np.int32)
+
+    def cluster_csr(self, cluster_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`label_csr` of a cluster's stage-1 packages (cached)."""
+        csr = self._cluster_csr.get(cluster_id)
+        if csr is None:
+            csr = self._cluster_csr[cluster_id] = self.label_csr(self.cluster_pk[cluster_id])
+        return csr
+
     def cluster_view(self, cluster_id: int) -> tuple[np.ndarray, np.ndarray]:
         """Per-package flags (int8: bit 1 = in the cluster's list) and prior (float32) of a
         cluster, (n_pk,) each; cached, read-only."""
@@ -285,6 +304,15 @@ class DeviceHistory:
         self.total = np.array([0.0, _NEVER])
         self.held = np.zeros(catalog.n_packages, bool)
         self.sent: list[int] = []  # catalogue positions ever sent (for the store)
+        # The history view: every history feature that does not depend on the keystroke,
+        # refreshed when a send or holding changes it or the clock moves on (view()).
+        self.v_st = np.zeros((catalog.n_stickers, 3), np.float32)
+        self.v_pk = np.zeros((catalog.n_packages, 5), np.float32)
+        self.v_pk[:, 3] = 1.0
+        self.v_lb = np.zeros((catalog.n_labels, 2), np.float32)
+        self._touched: tuple[set[int], set[int], set[int]] = (set(), set(), set())
+        self._view_at: float | None = None
+        self._own_csr: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -302,13 +330,52 @@ class DeviceHistory:
         k.record_send(s, float(ts), c.st_pk, c.st_lab_ptr, c.st_lab, self.st_val,
                       self.st_last, self.pk_val, self.pk_last, self.lb_val, self.lb_last,
                       self.total, self.config.half_life_s)
+        self._touch(s)
+
+    def _touch(self, s: int) -> None:
+        c = self.catalog
+        sts, pks, lbs = self._touched
+        p = int(c.st_pk[s])
+        if p not in pks and not self.held[p]:
+            self._own_csr = None  # a package joins the device's catalogue view
+        sts.add(s)
+        pks.add(p)
+        lbs.update(int(x) for x in c.st_lab[c.st_lab_ptr[s]:c.st_lab_ptr[s + 1]])
         self.sent.append(s)
+        self._view_at = None
 
     def acquire(self, package_id: int) -> None:
         """Mark a package as held (bought or downloaded)."""
         p = int(self.catalog.packages_of(np.array([package_id]))[0])
-        if p >= 0:
+        if p >= 0 and not self.held[p]:
             self.held[p] = True
+            self.v_pk[p, 3], self.v_pk[p, 4] = 0.0, 1.0
+            self._own_csr = None
+
+    VIEW_REFRESH_S = 60.0
+    """How far the clock may move before the view is recomputed (its features move by
+    under 1e-3 in a minute at day-scale decays)."""
+
+    def view(self, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The history view ``(v_st, v_pk, v_lb)`` at ``now`` (refreshed when stale)."""
+        if self._view_at is None or abs(now - self._view_at) > self.VIEW_REFRESH_S:
+            from reranker import _row_kernels as k
+
+            sts, pks, lbs = (np.fromiter(x, np.int64, len(x)) for x in self._touched)
+            cfg = self.config
+            k.refresh_view(float(now), sts, pks, lbs, self.st_val, self.st_last, self.pk_val,
+                           self.pk_last, self.lb_val, self.lb_last, self.total,
+                           cfg.half_life_s, cfg.recency_s, cfg.count_norm, self.v_st,
+                           self.v_pk, self.v_lb)
+            self._view_at = float(now)
+        return self.v_st, self.v_pk, self.v_lb
+
+    def own_csr(self) -> tuple[np.ndarray, np.ndarray]:
+        """Label → sticker CSR of the packages the device holds or has sent from (cached)."""
+        if self._own_csr is None:
+            own = np.flatnonzero(self.held | (self.pk_last > _NEVER))
+            self._own_csr = self.catalog.label_csr(own)
+        return self._own_csr
 
     def forget(self) -> None:
         """Delete every count and holding (the person's deletion request)."""
@@ -379,7 +446,7 @@ class DeviceHistory:
             prev = (history.total[0] * 2.0 ** (-(last - history.total[1]) / hl)
                     if history.total[1] > _NEVER else 0.0)
             history.total[:] = (prev + val, last)
-            history.sent.append(s)
+            history._touch(s)
         for p in held:
             history.acquire(p)
         return history
@@ -467,7 +534,7 @@ def sticker_candidates(catalog: StickerCatalog, config: RowConfig, cluster_id: i
 
     n_st, n_pk, d = catalog.n_stickers, catalog.n_packages, catalog.pk_factor.shape[1]
     flags, prior = catalog.cluster_view(cluster_id)
-    flags = flags | (history.held.astype(np.int8) * k.HELD)
+    v_st, v_pk, v_lb = history.view(now)
     capacity = min(config.cap + n_st, n_st)
     o_st = np.empty(capacity, np.int32)
     o_pk = np.empty(capacity, np.int32)
@@ -482,12 +549,11 @@ def sticker_candidates(catalog: StickerCatalog, config: RowConfig, cluster_id: i
         fallback = np.concatenate([history.recent_stickers(now).astype(np.int32), first])
     n = k.assemble(
         np.asarray(label_ids, np.int32), np.asarray(strengths, np.float32),
-        np.asarray(kinds, np.int8), catalog.lab_ptr, catalog.lab_st, catalog.st_pk,
-        catalog.st_lab_ptr, catalog.st_lab, catalog.pk_size, catalog.pk_factor,
-        catalog.pk_unit, catalog.pk_premium, catalog.label_unit, prior, flags,
-        history.st_val, history.st_last, history.pk_val, history.pk_last, history.lb_val,
-        history.lb_last, history.total, history.subscriber, float(now), config.half_life_s,
-        config.recency_s, config.count_norm, float(now) - config.protect_s, fallback,
+        np.asarray(kinds, np.int8), catalog.lab_ptr, catalog.lab_st,
+        np.zeros(1, np.int32), np.zeros(0, np.int32), catalog.st_pk, catalog.st_lab_ptr,
+        catalog.st_lab, catalog.pk_size, catalog.pk_factor, catalog.pk_unit,
+        catalog.pk_premium, catalog.label_unit, prior, flags, v_st, v_pk, v_lb,
+        history.st_last, history.subscriber, float(now) - config.protect_s, fallback,
         config.cap, np.asarray(config.pre_weights, np.float32), np.zeros(n_st, np.int32),
         np.zeros(n_st, np.int32), np.zeros(n_pk, np.int32), np.zeros(n_pk, np.int32), stamp,
         np.empty(n_st, np.int32), np.empty(n_st, np.float32), np.empty(n_st, np.int8),

@@ -24,7 +24,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["NEVER", "N_HISTORY", "assemble", "record_send", "walk"]
+__all__ = ["NEVER", "N_HISTORY", "assemble", "record_send", "refresh_view", "walk"]
 
 NEVER = -1.0e300
 """``last`` of something never sent."""
@@ -72,10 +72,54 @@ def record_send(s: int, now: float, st_pk, st_lab_ptr, st_lab, st_val, st_last, 
 
 
 @njit(cache=True, nogil=True)
-def _collect(m_label, m_strength, m_kind, lab_ptr, lab_st, st_pk, pk_flags, pk_last,
-             fallback, seen, slot, pk_seen, pk_cnt, stamp, c_st, c_bs, c_kind,
-             c_lab) -> int:  # pragma: no cover
-    """Eligible stickers of the matched labels, each once (best label kept); returns n."""
+def _collect_csr(m_label, m_strength, m_kind, lab_ptr, lab_st, st_pk, pk_flags, v_pk, seen,
+                 slot, pk_seen, pk_cnt, st_stamp, c_st, c_bs, c_kind, c_lab,
+                 n: int, second: bool) -> int:  # pragma: no cover
+    for j in range(m_label.shape[0]):
+        lab = m_label[j]
+        if lab + 1 >= lab_ptr.shape[0]:
+            continue
+        strength = m_strength[j]
+        for q in range(lab_ptr[lab], lab_ptr[lab + 1]):
+            s = lab_st[q]
+            p = st_pk[s]
+            listed = (pk_flags[p] & IN_STAGE1) != 0
+            if second and listed:
+                continue  # the first CSR holds every listed package's stickers
+            if not listed and v_pk[p, 3] > 0:
+                continue  # not in the device's catalogue view (new and not listed)
+            if pk_seen[p] != st_stamp:
+                pk_seen[p] = st_stamp
+                pk_cnt[p] = 0
+            pk_cnt[p] += 1  # matched (label, sticker) pairs of the package
+            if seen[s] == st_stamp:
+                if strength > c_bs[slot[s]]:  # ties: the label earlier in the match wins
+                    i = slot[s]
+                    c_bs[i] = strength
+                    c_kind[i] = m_kind[j]
+                    c_lab[i] = lab
+                continue
+            seen[s] = st_stamp
+            slot[s] = n
+            c_st[n] = s
+            c_bs[n] = strength
+            c_kind[n] = m_kind[j]
+            c_lab[n] = lab
+            n += 1
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _collect(m_label, m_strength, m_kind, lab_ptr, lab_st, lab_ptr_b, lab_st_b, st_pk,
+             st_lab_ptr, st_lab, pk_flags, v_pk, fallback, seen, slot, pk_seen, pk_cnt,
+             stamp, c_st, c_bs, c_kind, c_lab) -> int:  # pragma: no cover
+    """Eligible stickers of the matched labels, each once (best label kept); returns n.
+
+    Two label → sticker CSRs are walked: the first must hold every sticker of the
+    cluster's listed packages (the cluster's CSR, or the whole catalogue); the second
+    (the device's own packages) adds the unlisted ones. ``pk_cnt`` ends with, per
+    package, the number of (matched label, sticker) pairs among its collected stickers.
+    """
     stamp[0] += 1
     st_stamp = stamp[0]
     n = 0
@@ -91,63 +135,72 @@ def _collect(m_label, m_strength, m_kind, lab_ptr, lab_st, st_pk, pk_flags, pk_l
             c_kind[n] = 0
             c_lab[n] = -1
             p = st_pk[s]
-            if pk_seen[p] != st_stamp:
-                pk_seen[p] = st_stamp
-                pk_cnt[p] = 0
+            pk_seen[p] = st_stamp
+            pk_cnt[p] = 0
             n += 1
         return n
-    for j in range(m_label.shape[0]):
-        lab = m_label[j]
-        strength = m_strength[j]
-        for q in range(lab_ptr[lab], lab_ptr[lab + 1]):
-            s = lab_st[q]
-            p = st_pk[s]
-            if (pk_flags[p] & (IN_STAGE1 | HELD)) == 0 and pk_last[p] <= NEVER:
-                continue  # not in the device's catalogue view
-            if pk_seen[p] != st_stamp:
-                pk_seen[p] = st_stamp
-                pk_cnt[p] = 0
-            pk_cnt[p] += 1
-            if seen[s] != st_stamp:
-                seen[s] = st_stamp
-                slot[s] = n
-                c_st[n] = s
-                c_bs[n] = strength
-                c_kind[n] = m_kind[j]
-                c_lab[n] = lab
-                n += 1
-            elif strength > c_bs[slot[s]]:  # ties: the label earlier in the match wins
-                i = slot[s]
-                c_bs[i] = strength
-                c_kind[i] = m_kind[j]
-                c_lab[i] = lab
+    n = _collect_csr(m_label, m_strength, m_kind, lab_ptr, lab_st, st_pk, pk_flags, v_pk,
+                     seen, slot, pk_seen, pk_cnt, st_stamp, c_st, c_bs, c_kind, c_lab, 0,
+                     False)
+    n = _collect_csr(m_label, m_strength, m_kind, lab_ptr_b, lab_st_b, st_pk, pk_flags, v_pk,
+                     seen, slot, pk_seen, pk_cnt, st_stamp, c_st, c_bs, c_kind, c_lab, n,
+                     True)
     return n
 
 
 @njit(cache=True, nogil=True)
-def _history_row(s: int, lab: int, now: float, st_pk, pk_flags, pk_premium, st_val, st_last,
-                 pk_val, pk_last, lb_val, lb_last, tot, subscriber: bool, half_life: float,
-                 tau: float, norm: float, out) -> None:  # pragma: no cover
-    """The :data:`N_HISTORY` history features of sticker ``s`` (best label ``lab``)."""
-    p = st_pk[s]
-    c_st = _decayed(st_val[s], st_last[s], now, half_life)
-    c_pk = _decayed(pk_val[p], pk_last[p], now, half_life)
+def refresh_view(now: float, sts, pks, lbs, st_val, st_last, pk_val, pk_last, lb_val, lb_last,
+                 tot, half_life: float, tau: float, norm: float, v_st, v_pk,
+                 v_lb) -> None:  # pragma: no cover
+    """Recompute the history view at ``now`` for the given stickers, packages and labels.
+
+    The view holds every history feature that does not depend on the keystroke:
+    ``v_st`` (n_st, 3) sticker count, recency, share; ``v_pk`` (n_pk, 5) package count,
+    recency, share, new, held; ``v_lb`` (n_labels, 2) label count, recency. Untouched
+    entries keep their initial values (zeros; ``v_pk[:, 3]`` = 1 for a new package).
+    """
+    norm_c = math.log1p(norm)
     c_tot = _decayed(tot[0], tot[1], now, half_life)
-    out[0] = _count_feature(c_st, norm)
-    out[1] = _recency(st_last[s], now, tau)
-    out[2] = _count_feature(c_pk, norm)
-    out[3] = _recency(pk_last[p], now, tau)
+    for i in range(sts.shape[0]):
+        s = sts[i]
+        c = _decayed(st_val[s], st_last[s], now, half_life)
+        v_st[s, 0] = _count_feature(c, norm_c)
+        v_st[s, 1] = _recency(st_last[s], now, tau)
+        v_st[s, 2] = c / c_tot if c_tot > 0 else 0.0
+    for i in range(pks.shape[0]):
+        p = pks[i]
+        c = _decayed(pk_val[p], pk_last[p], now, half_life)
+        v_pk[p, 0] = _count_feature(c, norm_c)
+        v_pk[p, 1] = _recency(pk_last[p], now, tau)
+        v_pk[p, 2] = c / c_tot if c_tot > 0 else 0.0
+        if pk_last[p] > NEVER:
+            v_pk[p, 3] = 0.0
+    for i in range(lbs.shape[0]):
+        lab = lbs[i]
+        v_lb[lab, 0] = _count_feature(_decayed(lb_val[lab], lb_last[lab], now, half_life),
+                                      norm_c)
+        v_lb[lab, 1] = _recency(lb_last[lab], now, tau)
+
+
+@njit(cache=True, nogil=True)
+def _history_row(s: int, lab: int, p: int, pk_flags, pk_premium, v_st, v_pk, v_lb,
+                 subscriber: bool, out) -> None:  # pragma: no cover
+    """The :data:`N_HISTORY` history features of sticker ``s`` (package ``p``, best label
+    ``lab``) from the view."""
+    out[0] = v_st[s, 0]
+    out[1] = v_st[s, 1]
+    out[2] = v_pk[p, 0]
+    out[3] = v_pk[p, 1]
     if lab >= 0:
-        out[4] = _count_feature(_decayed(lb_val[lab], lb_last[lab], now, half_life), norm)
-        out[5] = _recency(lb_last[lab], now, tau)
+        out[4] = v_lb[lab, 0]
+        out[5] = v_lb[lab, 1]
     else:
         out[4] = 0.0
         out[5] = 0.0
-    out[6] = c_st / c_tot if c_tot > 0 else 0.0
-    out[7] = c_pk / c_tot if c_tot > 0 else 0.0
-    held = (pk_flags[p] & HELD) != 0
-    out[8] = 1.0 if (pk_last[p] <= NEVER and not held) else 0.0
-    out[9] = 1.0 if held else 0.0
+    out[6] = v_st[s, 2]
+    out[7] = v_pk[p, 2]
+    out[8] = v_pk[p, 3]
+    out[9] = v_pk[p, 4]
     out[10] = 1.0 if (subscriber and pk_premium[p]) else 0.0
     out[11] = 1.0 if (pk_flags[p] & IN_STAGE1) != 0 else 0.0
 
@@ -206,10 +259,10 @@ def _select(n: int, c_pre, c_protect, cap: int, capacity: int, keep) -> int:  # 
 
 @njit(cache=True, nogil=True)
 def assemble(m_label, m_strength, m_kind,
-             lab_ptr, lab_st, st_pk, st_lab_ptr, st_lab, pk_size, pk_factor, pk_unit,
-             pk_premium, label_unit,
-             pk_prior, pk_flags, st_val, st_last, pk_val, pk_last, lb_val, lb_last, tot,
-             subscriber, now, half_life, tau, norm, protect_after, fallback, cap, pre_w,
+             lab_ptr, lab_st, lab_ptr_b, lab_st_b, st_pk, st_lab_ptr, st_lab, pk_size,
+             pk_factor, pk_unit, pk_premium, label_unit,
+             pk_prior, pk_flags, v_st, v_pk, v_lb, st_last, subscriber, protect_after,
+             fallback, cap, pre_w,
              seen, slot, pk_seen, pk_cnt, stamp, c_st, c_bs, c_kind, c_lab, c_pre, c_protect,
              keep, q,
              o_st, o_pk, o_v, o_kw, o_prior, o_hist) -> int:  # pragma: no cover
@@ -219,8 +272,9 @@ def assemble(m_label, m_strength, m_kind,
     ----------
     m_label, m_strength, m_kind : (m,) int32, float32, int8
         The keyword match (labels each once).
-    lab_ptr, lab_st : (n_labels + 1,), (E,) int32
-        CSR: catalogue stickers carrying each label, in catalogue order.
+    lab_ptr, lab_st, lab_ptr_b, lab_st_b : int32
+        Two CSRs of catalogue stickers carrying each label (e.g. the cluster's packages
+        and the device's own; or the whole catalogue and an empty one).
     st_pk : (n_st,) int32
         Package of each sticker. ``st_lab_ptr``, ``st_lab``: CSR of each sticker's labels.
     pk_size : (n_pk,) int32; pk_factor, pk_unit : (n_pk, d) float32; pk_premium : (n_pk,) bool
@@ -229,11 +283,14 @@ def assemble(m_label, m_strength, m_kind,
     pk_prior : (n_pk,) float32
         Stage-1 rank prior of the device's cluster list (the unlisted prior elsewhere).
     pk_flags : (n_pk,) int8
-        Bit 1: in the cluster's stage-1 list; bit 2: held by the device.
-    st_val, st_last, pk_val, pk_last, lb_val, lb_last : float64
-        History state; ``tot`` (2,) float64: all sends.
-    subscriber : bool; now, half_life, tau, norm, protect_after : float
-        ``protect_after``: sends at or after it make a sticker "own recent" (never capped).
+        Bit 1: in the cluster's stage-1 list.
+    v_st, v_pk, v_lb : float32
+        The history view (:func:`refresh_view`); a package with ``v_pk[p, 3] == 0`` (sent
+        from or held) or in the list is in the device's catalogue view.
+    st_last : (n_st,) float64
+        Last send of each sticker; ``protect_after``: sends at or after it make a sticker
+        "own recent" (never capped).
+    subscriber : bool
     fallback : (f,) int32
         Candidates when nothing matches.
     cap : int
@@ -247,8 +304,9 @@ def assemble(m_label, m_strength, m_kind,
     o_st, o_pk : int32; o_v (cap', d), o_kw (cap', 7), o_prior (cap',), o_hist (cap', 12)
         Outputs; ``cap'`` = capacity.
     """
-    n = _collect(m_label, m_strength, m_kind, lab_ptr, lab_st, st_pk, pk_flags, pk_last,
-                 fallback, seen, slot, pk_seen, pk_cnt, stamp, c_st, c_bs, c_kind, c_lab)
+    n = _collect(m_label, m_strength, m_kind, lab_ptr, lab_st, lab_ptr_b, lab_st_b, st_pk,
+                 st_lab_ptr, st_lab, pk_flags, v_pk, fallback, seen, slot, pk_seen, pk_cnt,
+                 stamp, c_st, c_bs, c_kind, c_lab)
     stamp[1] = n
     if n == 0:
         return 0
@@ -264,19 +322,17 @@ def assemble(m_label, m_strength, m_kind,
     if total > 0:
         for t in range(d):
             q[t] /= total
-    norm_c = math.log1p(norm)
     for i in range(n):
         s = c_st[i]
         p = st_pk[s]
         c_protect[i] = st_last[s] >= protect_after
-        c_pre[i] = (pre_w[0] * c_bs[i]
-                    + pre_w[1] * _count_feature(_decayed(st_val[s], st_last[s], now,
-                                                         half_life), norm_c)
-                    + pre_w[2] * _recency(st_last[s], now, tau)
-                    + pre_w[3] * _count_feature(_decayed(pk_val[p], pk_last[p], now,
-                                                         half_life), norm_c)
-                    + pk_prior[p])
+        c_pre[i] = (pre_w[0] * c_bs[i] + pre_w[1] * v_st[s, 0] + pre_w[2] * v_st[s, 1]
+                    + pre_w[3] * v_pk[p, 0] + pk_prior[p])
     m = _select(n, c_pre, c_protect, cap, o_st.shape[0], keep)
+    st_stamp = stamp[0]
+    pk_cos = c_pre  # reused as per-package scratch once the pre-scores are spent
+    if pk_cos.shape[0] < pk_size.shape[0]:
+        pk_cos = np.empty(pk_size.shape[0], np.float32)
     for r in range(m):
         i = keep[r]
         s = c_st[i]
@@ -292,14 +348,16 @@ def assemble(m_label, m_strength, m_kind,
         cnt = min(float(pk_cnt[p]), float(pk_size[p]))
         o_kw[r, 4] = math.log1p(cnt)
         o_kw[r, 5] = cnt / max(float(pk_size[p]), 1.0)
-        cos = 0.0
-        if total > 0:
-            for t in range(d):
-                cos += pk_unit[p, t] * q[t]
-        o_kw[r, 6] = cos
+        if pk_seen[p] != -st_stamp:  # the package's query cosine, once per keystroke
+            pk_seen[p] = -st_stamp
+            cos = 0.0
+            if total > 0:
+                for t in range(d):
+                    cos += pk_unit[p, t] * q[t]
+            pk_cos[p] = cos
+        o_kw[r, 6] = pk_cos[p]
         o_prior[r] = pk_prior[p]
-        _history_row(s, c_lab[i], now, st_pk, pk_flags, pk_premium, st_val, st_last, pk_val,
-                     pk_last, lb_val, lb_last, tot, subscriber, half_life, tau, norm_c,
+        _history_row(s, c_lab[i], p, pk_flags, pk_premium, v_st, v_pk, v_lb, subscriber,
                      o_hist[r])
     return m
 
@@ -391,11 +449,12 @@ def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
 
     Devices ``b`` own sessions ``dev_ptr[b]:dev_ptr[b+1]`` (time order). Before each
     session the device's acquisitions earlier than it are applied; the session, if
-    ``s_emit``, becomes an impression assembled from the state (earlier sends only);
-    then, if ``s_record``, the send joins the state. Impression ``e`` has rows
-    ``o_ptr[e]:o_ptr[e+1]``; ``o_pos[e]`` is the sent sticker's row (``-1``: not a
-    candidate); ``o_info[e]`` = (recents rank, stage-1 order rank, device-counts rank,
-    sent package new to the device, sent sticker sent before, n collected before the cap).
+    ``s_emit``, becomes an impression assembled from the state (earlier sends only, the
+    history view refreshed at the session's time); then, if ``s_record``, the send joins
+    the state. Impression ``e`` has rows ``o_ptr[e]:o_ptr[e+1]``; ``o_pos[e]`` is the
+    sent sticker's row (``-1``: not a candidate); ``o_info[e]`` = (recents rank, stage-1
+    order rank, device-counts rank, sent package new to the device, sent sticker sent
+    before, n collected before the cap). Returns -1 when the buffers are too small.
     Factors are not copied (``o_pk`` indexes ``pk_factor``).
     """
     n_st = st_pk.shape[0]
@@ -409,6 +468,10 @@ def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
     lb_val = np.zeros(n_lab)
     lb_last = np.full(n_lab, NEVER)
     tot = np.array([0.0, NEVER])
+    v_st = np.zeros((n_st, 3), np.float32)
+    v_pk = np.zeros((n_pk, 5), np.float32)
+    v_pk[:, 3] = 1.0
+    v_lb = np.zeros((n_lab, 2), np.float32)
     pk_flags = np.zeros(n_pk, np.int8)
     pk_prior = np.full(n_pk, unlisted_prior, np.float32)
     seen = np.zeros(n_st, np.int32)
@@ -430,7 +493,15 @@ def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
     q = np.empty(d, np.float32)
     capacity = o_st.shape[0]
     fallback = np.empty(0, np.int32)
+    no_ptr = np.zeros(1, np.int32)
+    no_st = np.empty(0, np.int32)
     v_buf = np.empty((n_st if n_st < 4096 else 4096, d), np.float32)
+    t_st = np.empty(n_st, np.int32)
+    t_pk = np.empty(n_pk, np.int32)
+    t_lb = np.empty(n_lab, np.int32)
+    m_st = np.zeros(n_st, np.bool_)
+    m_pk = np.zeros(n_pk, np.bool_)
+    m_lb = np.zeros(n_lab, np.bool_)
     e = 0
     row = 0
     o_ptr[0] = 0
@@ -439,12 +510,16 @@ def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
         for j in range(s1_ptr[b], s1_ptr[b + 1]):
             pk_flags[s1_pk[j]] |= IN_STAGE1
             pk_prior[s1_pk[j]] = s1_prior[j]
-        touched = []
+        n_tst = 0
+        n_tpk = 0
+        n_tlb = 0
         a = acq_ptr[b]
         for i in range(dev_ptr[b], dev_ptr[b + 1]):
             now = s_ts[i]
             while a < acq_ptr[b + 1] and acq_ts[a] < now:
                 pk_flags[acq_pk[a]] |= HELD
+                v_pk[acq_pk[a], 3] = 0.0
+                v_pk[acq_pk[a], 4] = 1.0
                 a += 1
             if s_emit[i]:
                 g = s_sig[i]
@@ -452,15 +527,18 @@ def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
                 out_cap = min(room, v_buf.shape[0])
                 if out_cap < min(cap + 256, v_buf.shape[0]):
                     return -1  # the caller retries with larger buffers
+                refresh_view(now, t_st[:n_tst], t_pk[:n_tpk], t_lb[:n_tlb], st_val, st_last,
+                             pk_val, pk_last, lb_val, lb_last, tot, half_life, tau, norm,
+                             v_st, v_pk, v_lb)
                 m = assemble(sig_label[sig_ptr[g]:sig_ptr[g + 1]],
                              sig_strength[sig_ptr[g]:sig_ptr[g + 1]],
                              sig_kind[sig_ptr[g]:sig_ptr[g + 1]],
-                             lab_ptr, lab_st, st_pk, st_lab_ptr, st_lab, pk_size, pk_factor,
-                             pk_unit, pk_premium, label_unit, pk_prior, pk_flags, st_val,
-                             st_last, pk_val, pk_last, lb_val, lb_last, tot, subscriber[b],
-                             now, half_life, tau, norm, now - protect_window, fallback, cap,
-                             pre_w, seen, slot, pk_seen, pk_cnt, stamp, c_st, c_bs, c_kind,
-                             c_lab, c_pre, c_protect, keep, q,
+                             lab_ptr, lab_st, no_ptr, no_st, st_pk, st_lab_ptr, st_lab,
+                             pk_size, pk_factor, pk_unit, pk_premium, label_unit, pk_prior,
+                             pk_flags, v_st, v_pk, v_lb, st_last, subscriber[b],
+                             now - protect_window, fallback, cap, pre_w, seen, slot,
+                             pk_seen, pk_cnt, stamp, c_st, c_bs, c_kind, c_lab, c_pre,
+                             c_protect, keep, q,
                              o_st[row:row + out_cap], o_pk[row:row + out_cap],
                              v_buf[:out_cap], o_kw[row:row + out_cap],
                              o_prior[row:row + out_cap], o_hist[row:row + out_cap])
@@ -471,10 +549,9 @@ def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
                         pos = r
                         break
                 n_found = stamp[1]
-                _baseline_ranks(n_found, sent, st_pk,
-                                pk_flags, pk_prior, st_val, st_last, pk_val, pk_last, now,
-                                half_life, c_st, c_bs, seen, stamp[0], pk_seen2, pk_best,
-                                pk_bcount, pk_bstr, info)
+                _baseline_ranks(n_found, sent, st_pk, pk_flags, pk_prior, st_val, st_last,
+                                pk_val, pk_last, now, half_life, c_st, c_bs, seen, stamp[0],
+                                pk_seen2, pk_best, pk_bcount, pk_bstr, info)
                 o_pos[e] = pos
                 o_info[e, 0] = info[0]
                 o_info[e, 1] = info[1]
@@ -489,21 +566,53 @@ def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
                 s = s_st[i]
                 record_send(s, s_ts[i], st_pk, st_lab_ptr, st_lab, st_val, st_last, pk_val,
                             pk_last, lb_val, lb_last, tot, half_life)
-                touched.append(s)
+                if not m_st[s]:
+                    m_st[s] = True
+                    t_st[n_tst] = s
+                    n_tst += 1
+                p = st_pk[s]
+                if not m_pk[p]:
+                    m_pk[p] = True
+                    t_pk[n_tpk] = p
+                    n_tpk += 1
+                for j in range(st_lab_ptr[s], st_lab_ptr[s + 1]):
+                    lab = st_lab[j]
+                    if not m_lb[lab]:
+                        m_lb[lab] = True
+                        t_lb[n_tlb] = lab
+                        n_tlb += 1
         # reset the device's state (only what it touched)
-        for s in touched:
+        for j in range(n_tst):
+            s = t_st[j]
             st_val[s] = 0.0
             st_last[s] = NEVER
-            p = st_pk[s]
+            m_st[s] = False
+            for t in range(3):
+                v_st[s, t] = 0.0
+        for j in range(n_tpk):
+            p = t_pk[j]
             pk_val[p] = 0.0
             pk_last[p] = NEVER
-            for j in range(st_lab_ptr[s], st_lab_ptr[s + 1]):
-                lb_val[st_lab[j]] = 0.0
-                lb_last[st_lab[j]] = NEVER
-        tot[0] = 0.0
-        tot[1] = NEVER
+            m_pk[p] = False
+        for j in range(n_tlb):
+            lab = t_lb[j]
+            lb_val[lab] = 0.0
+            lb_last[lab] = NEVER
+            m_lb[lab] = False
+            v_lb[lab, 0] = 0.0
+            v_lb[lab, 1] = 0.0
+        for j in range(n_tpk):
+            p = t_pk[j]
+            for t in range(5):
+                v_pk[p, t] = 0.0
+            v_pk[p, 3] = 1.0
         for j in range(acq_ptr[b], acq_ptr[b + 1]):
             pk_flags[acq_pk[j]] = 0
+            for t in range(5):
+                v_pk[acq_pk[j], t] = 0.0
+            v_pk[acq_pk[j], 3] = 1.0
+        tot[0] = 0.0
+        tot[1] = NEVER
         for j in range(s1_ptr[b], s1_ptr[b + 1]):
             pk_flags[s1_pk[j]] = 0
             pk_prior[s1_pk[j]] = unlisted_prior

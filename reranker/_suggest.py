@@ -107,8 +107,12 @@ class Suggester:
 
             self._assemble = _row_kernels.assemble
             self._empty = DeviceHistory(self.catalog, self.row_config)
+            self._empty.view(0.0)
+            self._empty.own_csr()
+            self._empty.VIEW_REFRESH_S = float("inf")  # nothing in it ever changes
             for arr in (self._empty.st_val, self._empty.st_last, self._empty.pk_val,
-                        self._empty.pk_last, self._empty.lb_val, self._empty.lb_last):
+                        self._empty.pk_last, self._empty.lb_val, self._empty.lb_last,
+                        self._empty.v_st, self._empty.v_pk, self._empty.v_lb):
                 arr.flags.writeable = False
             first = np.searchsorted(self.catalog.st_pk, np.arange(self.catalog.n_packages))
             self._first_sticker = np.minimum(first, self.catalog.n_stickers - 1).astype(np.int32)
@@ -314,25 +318,25 @@ class Suggester:
             state = history
         else:
             state = DeviceHistory.from_summary(cat, history, cfg)
-        if state is not self._empty and state.held.any():
-            flags = flags | (state.held.astype(np.int8) * 2)
         t = float(now) if now is not None else max(float(state.total[1]), 0.0)
+        v_st, v_pk, v_lb = state.view(t)
+        own_ptr, own_st = state.own_csr()
+        lab_ptr, lab_st = cat.cluster_csr(cluster_id)
         match = index.match(text)
         fallback = self._no_fallback
         if len(match) == 0:
             recent = state.recent_stickers(t).astype(np.int32)
             fallback = np.concatenate([recent, self._first_sticker[cat.cluster_pk[cluster_id]]])
         n = self._assemble(
-            match.label_ids, match.strengths, match.kinds, cat.lab_ptr, cat.lab_st, cat.st_pk,
-            cat.st_lab_ptr, cat.st_lab, cat.pk_size, cat.pk_factor, cat.pk_unit,
-            cat.pk_premium, cat.label_unit, prior, flags, state.st_val, state.st_last,
-            state.pk_val, state.pk_last, state.lb_val, state.lb_last, state.total,
-            state.subscriber, t, cfg.half_life_s, cfg.recency_s, cfg.count_norm,
-            t - cfg.protect_s, fallback, cfg.cap, scratch.pre_w, scratch.seen, scratch.slot,
-            scratch.pk_seen, scratch.pk_cnt, scratch.stamp, scratch.c_st, scratch.c_bs,
-            scratch.c_kind, scratch.c_lab, scratch.c_pre, scratch.c_protect, scratch.keep,
-            scratch.q, scratch.o_st, scratch.o_pk, scorer.candidate_embeddings,
-            scorer.keyword_features, scorer.prior, scorer.history_features)
+            match.label_ids, match.strengths, match.kinds, lab_ptr, lab_st, own_ptr, own_st,
+            cat.st_pk, cat.st_lab_ptr, cat.st_lab, cat.pk_size, cat.pk_factor, cat.pk_unit,
+            cat.pk_premium, cat.label_unit, prior, flags, v_st, v_pk, v_lb, state.st_last,
+            state.subscriber, t - cfg.protect_s, fallback, cfg.cap, scratch.pre_w,
+            scratch.seen, scratch.slot, scratch.pk_seen, scratch.pk_cnt, scratch.stamp,
+            scratch.c_st, scratch.c_bs, scratch.c_kind, scratch.c_lab, scratch.c_pre,
+            scratch.c_protect, scratch.keep, scratch.q, scratch.o_st, scratch.o_pk,
+            scorer.candidate_embeddings, scorer.keyword_features, scorer.prior,
+            scorer.history_features)
         if n == 0:
             return Ranking([], [], [])
         scores = scorer.run(n, copy=False)
