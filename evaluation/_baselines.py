@@ -11,6 +11,11 @@ keystroke:
   the device's decayed send count of each package, then stage-1 order; each package
   shows the device's most-sent sticker of it that matches the text (else the default).
   With no history it is exactly stage-1 order.
+- ``owned``: the keyboard's plain row over everything the phone holds: every sticker
+  of a package it holds at that moment (bought, downloaded, subscription, gift — or
+  has sent from) whose labels match the text; stickers it has sent first, by
+  recency-weighted send count, then the others by how recently their package arrived
+  (newest first). No model, no stage 1.
 - ``segment_popularity``: the stage-1 candidates, keyword-matched first, then by the
   package's weight in the server log before the split among users of the person's
   segment (language × region × age), then of their language, then stage-1 order.
@@ -30,8 +35,8 @@ import polars as pl
 from evaluation._errors import EvaluationError
 from reranker import RankingContext
 
-__all__ = ["DAY_S", "KEY_WEIGHT", "MATCHED_WEIGHT", "DeviceHistory", "segment_popularity_scores",
-           "sticker_label_table"]
+__all__ = ["DAY_S", "KEY_WEIGHT", "MATCHED_WEIGHT", "DeviceHistory", "Holdings",
+           "segment_popularity_scores", "sticker_label_table"]
 
 DAY_S = 86_400.0
 """Seconds in a day."""
@@ -79,8 +84,13 @@ class DeviceHistory:
               cluster: np.ndarray, sent_sticker: np.ndarray, sent_package: np.ndarray,
               history_device: np.ndarray, history_ts: np.ndarray,
               history_sticker: np.ndarray, history_package: np.ndarray,
-              half_life_days: float) -> DeviceHistory:
+              half_life_days: float, holdings: Holdings | None = None) -> DeviceHistory:
         """Aggregate each session's earlier sends (pre-split and earlier held-out ones).
+
+        With ``holdings``, entries also hold every sticker of each package the device
+        holds at the session's time, and are ordered sent-first: a sent sticker scores
+        ``2 + its weighted count``, an unsent one ``0.5 ** (age of its package's
+        arrival / half-life)`` (in ``(0, 1]``).
 
         Parameters
         ----------
@@ -91,6 +101,8 @@ class DeviceHistory:
             The same devices' sends before the split.
         half_life_days : float
             Half-life of a send's weight.
+        holdings : Holdings, optional
+            What each device holds and since when (the ``owned`` baseline).
         """
         if half_life_days <= 0:
             raise EvaluationError(f"half_life_days={half_life_days} should be > 0")
@@ -128,12 +140,18 @@ class DeviceHistory:
             sc = np.bincount(inv, weights=w, minlength=uniq.size)
             pk_of = np.zeros(uniq.size, np.int32)
             pk_of[inv] = pk
+            if holdings is not None:
+                h_st, h_pk, h_sc = holdings.unsent(int(device[s]), float(ts[s]), uniq, hl)
+                uniq = np.concatenate([uniq, h_st])
+                sc = np.concatenate([2.0 + sc, h_sc])
+                pk_of = np.concatenate([pk_of, h_pk])
             best = np.lexsort((uniq, -sc))  # best first; ties by sticker id
             uniq, sc, pk_of = uniq[best], sc[best], pk_of[best]
             lookup = pos_of[int(cluster[s])]
             pos = np.array([lookup.get(int(p), -1) for p in pk_of.tolist()], np.int16)
             ok = pos >= 0
-            np.add.at(package_score[s], pos[ok].astype(np.int64), sc[ok])
+            if holdings is None:  # (with holdings the per-package counts are not used)
+                np.add.at(package_score[s], pos[ok].astype(np.int64), sc[ok])
             seen_sticker[s] = bool(np.any(st == sent_sticker[s]))
             seen_package[s] = bool(np.any(pk == sent_package[s]))
             stickers.append(uniq.astype(np.int32))
@@ -195,6 +213,64 @@ class DeviceHistory:
             hit = (label_keys[at] == keys) & (labels >= 0)
         keep = hit.any(axis=1)
         return row[keep], col[keep], entry[keep]
+
+
+@dataclass
+class Holdings:
+    """What each sampled device holds, since when, and the stickers of every package.
+
+    Attributes
+    ----------
+    ptr : ndarray of int64, shape (N + 1,)
+        Device ``i``'s holdings are ``ptr[i]:ptr[i+1]``.
+    package : ndarray of int32, shape (M,)
+    since : ndarray of float64, shape (M,)
+        When the device came to hold the package (seconds since the epoch).
+    stickers_of : dict of int to ndarray of int32
+        Each package's stickers.
+    """
+
+    ptr: np.ndarray
+    package: np.ndarray
+    since: np.ndarray
+    stickers_of: dict[int, np.ndarray]
+
+    @classmethod
+    def build(cls, n_devices: int, device: np.ndarray, package: np.ndarray, since: np.ndarray,
+              stickers: pl.DataFrame) -> Holdings:
+        """From acquisition rows ``(device, package, since)``, each shape (M,)."""
+        order = np.lexsort((since, device))
+        device, package, since = device[order], package[order], since[order]
+        grouped = stickers.group_by("package_id").agg(pl.col("sticker_id").sort())
+        stickers_of = {int(p): np.asarray(s, np.int32) for p, s in grouped.iter_rows()}
+        return cls(ptr=np.searchsorted(device, np.arange(n_devices + 1)),
+                   package=package.astype(np.int32), since=since.astype(np.float64),
+                   stickers_of=stickers_of)
+
+    def unsent(self, device: int, t: float, sent: np.ndarray, half_life_s: float
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stickers of packages held at ``t`` that are not in ``sent``: ids, packages, scores.
+
+        Score ``0.5 ** ((t - arrival) / half_life)`` of the package's first arrival.
+        """
+        lo, hi = self.ptr[device], self.ptr[device + 1]
+        held = self.since[lo:hi] <= t
+        first: dict[int, float] = {}
+        for p, when in zip(self.package[lo:hi][held].tolist(), self.since[lo:hi][held].tolist(),
+                           strict=True):
+            first.setdefault(p, when)  # rows are in time order: the first is the arrival
+        ids, pks, scores = [], [], []
+        for p, when in first.items():
+            st = self.stickers_of.get(p)
+            if st is None:
+                continue
+            st = st[~np.isin(st, sent)]
+            ids.append(st)
+            pks.append(np.full(st.size, p, np.int32))
+            scores.append(np.full(st.size, 0.5 ** ((t - when) / half_life_s)))
+        if not ids:
+            return np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0)
+        return np.concatenate(ids), np.concatenate(pks), np.concatenate(scores)
 
 
 def segment_popularity_scores(context: RankingContext, user_ids: np.ndarray,

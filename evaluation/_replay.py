@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from data import progress
-from evaluation._baselines import KEY_WEIGHT, MATCHED_WEIGHT, DeviceHistory
+from evaluation._baselines import KEY_WEIGHT, MATCHED_WEIGHT, DeviceHistory, Holdings
 from evaluation._errors import EvaluationError
 from evaluation._metrics import first_hit_keystroke, hit_at, sent_rank, visible_rows
 from keyword_index import Match
@@ -60,13 +60,14 @@ ARM_LABELS: dict[str, str] = {
     "popularity": "global popularity",
     "central": "central reranker (non-private)",
     "recents": "recents row (own sent stickers)",
+    "owned": "owned row (held stickers, sent first)",
     "device_counts": "device send counts",
     "segment_popularity": "segment popularity",
     "fold_in_only": "fold-in only (no federated training)",
 }
 """Display names of the arms (control and treatment are the experiment; others references)."""
 
-BASELINE_ARMS: tuple[str, ...] = ("recents", "device_counts", "segment_popularity",
+BASELINE_ARMS: tuple[str, ...] = ("recents", "owned", "device_counts", "segment_popularity",
                                   "popularity", "fold_in_only")
 """Arms that need no federated training: the treatment's headline is against the best."""
 
@@ -162,11 +163,14 @@ def _history_matches(history: DeviceHistory, sticker_labels: np.ndarray,
                                     sticker_labels, batch.n_label_slots)
 
 
-def recents_arm(history: DeviceHistory, sticker_labels: np.ndarray) -> Arm:
+def recents_arm(history: DeviceHistory, sticker_labels: np.ndarray,
+                name: str = "recents") -> Arm:
     """The keyboard's recents row: own earlier-sent stickers matching the text.
 
     Ordered by recency-weighted send count (:class:`DeviceHistory`); stage 1 plays no
-    part. ``sticker_labels`` (n_stickers, 3) int32, ``-1`` padded.
+    part. ``sticker_labels`` (n_stickers, 3) int32, ``-1`` padded. Given a history built
+    ``with_holdings``, it is the ``owned`` row: every held sticker matching the text,
+    sent ones first.
     """
     def score(batch: KeystrokeBatch) -> tuple[np.ndarray, np.ndarray]:
         row, col, entry = _history_matches(history, sticker_labels, batch)
@@ -176,7 +180,7 @@ def recents_arm(history: DeviceHistory, sticker_labels: np.ndarray) -> Arm:
         scores[row, col] = history.score[entry]
         items[row, col] = history.sticker[entry]
         return scores, items
-    return Arm("recents", ARM_LABELS["recents"], score)
+    return Arm(name, ARM_LABELS.get(name, name), score)
 
 
 def device_counts_arm(context: RankingContext, history: DeviceHistory,
@@ -281,7 +285,8 @@ class HeldOutSample:
     history_logs: pl.DataFrame = field(default_factory=pl.DataFrame)
     ts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
 
-    def device_history(self, context: RankingContext, half_life_days: float) -> DeviceHistory:
+    def device_history(self, context: RankingContext, half_life_days: float, *,
+                       with_holdings: bool = False) -> DeviceHistory:
         """Each held-out session's view of its device's earlier sends (pre-split and held-out).
 
         Parameters
@@ -289,14 +294,31 @@ class HeldOutSample:
         context : RankingContext
         half_life_days : float
             Half-life of a send's weight in the recency-weighted counts.
+        with_holdings : bool
+            Also list every sticker of the packages the device holds at each session's
+            time (the ``owned`` baseline): from the dataset's private ``device_library``
+            when it has one (what the phone knows it holds, subscription included), else
+            the user's own purchases and downloads in the interaction log.
         """
         device_of = {int(u): i for i, u in enumerate(self.user_ids.tolist())}
         hist = self.history_logs
+        holdings = None
+        if with_holdings:
+            table = ("device_library" if context.dataset.has("device_library")
+                     else "interactions")
+            lib = context.dataset.table(table).filter(
+                pl.col("user_id").is_in(self.user_ids.tolist()))
+            holdings = Holdings.build(
+                self.user_ids.size,
+                np.array([device_of[int(u)] for u in lib["user_id"].to_list()], np.int64),
+                lib["package_id"].to_numpy(), lib["ts"].dt.epoch("ms").to_numpy() / 1000.0,
+                context.dataset.table("stickers"))
         return DeviceHistory.build(
             context, self.device, self.ts, self.cluster, self.sent_sticker, self.sent_package,
             np.array([device_of[int(u)] for u in hist["user_id"].to_list()], np.int64),
             hist["ts"].dt.epoch("ms").to_numpy() / 1000.0,
-            hist["sticker_id"].to_numpy(), hist["package_id"].to_numpy(), half_life_days)
+            hist["sticker_id"].to_numpy(), hist["package_id"].to_numpy(), half_life_days,
+            holdings=holdings)
 
     @property
     def n_sessions(self) -> int:

@@ -58,7 +58,10 @@ DEFINITIONS: tuple[str, ...] = (
     "candidates by pre-split server-log weight in the person's language × region × age, "
     "then language; popularity = by global pre-split weight; fold_in_only = the initial "
     "shared weights with the phone's own personalisation. A device knows all of its own "
-    "earlier sends (held-out ones before the replayed session included); the server only "
+    "earlier sends (held-out ones before the replayed session included); owned = every "
+    "sticker of a package the device holds at that moment that matches the text, sent ones "
+    "first (by recency-weighted count), then by how recently the package arrived; the "
+    "server only "
     "its log before the split.",
     "Headline: the treatment against the strongest baseline (highest mean hit@k on this "
     "sample), paired on the same users and keystrokes; stage-1 order is shown beside it. "
@@ -226,6 +229,8 @@ def build_ab_report(var: str | Path, *, stage1: str = "latest", treatment: str =
         control_arm(context),
         model_arm("treatment", model),
         recents_arm(history, sticker_labels),
+        recents_arm(sample.device_history(context, config.half_life_days, with_holdings=True),
+                    sticker_labels, name="owned"),
         device_counts_arm(context, history, sticker_labels),
         segment_popularity_arm(context, segment_popularity_scores(context, sample.user_ids,
                                                                   split_ts)),

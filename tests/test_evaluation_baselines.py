@@ -145,3 +145,30 @@ def test_segment_popularity_ranks_by_segment_then_language_before_the_split() ->
     np.testing.assert_allclose(keys[1], [np.log1p(1.0) * KEY_WEIGHT + 10 * np.log1p(1.0),
                                          0.0, 0.0])
     assert np.argsort(-keys[0]).tolist() == [1, 2, 0]
+
+
+def test_owned_row_lists_held_matching_stickers_sent_first_then_newest_package() -> None:
+    import polars as pl
+
+    from evaluation._baselines import Holdings
+
+    stickers = pl.DataFrame({"sticker_id": [100, 101, 200, 300, 400, 500],
+                             "package_id": [10, 10, 20, 30, 40, 50]})
+    # device 0 holds 10 since day 1, 30 since day 13, and will hold 50 only on day 20
+    holdings = Holdings.build(1, np.array([0, 0, 0]), np.array([10, 30, 50]),
+                              np.array([1.0, 13.0, 20.0]) * DAY_S, stickers)
+    h = DeviceHistory.build(
+        CONTEXT, device=np.array([0]), ts=np.array([14.0]) * DAY_S, cluster=np.array([0]),
+        sent_sticker=np.array([300]), sent_package=np.array([30]),
+        history_device=np.array([0, 0, 0]), history_ts=np.array([0.0, 10.0, 12.0]) * DAY_S,
+        history_sticker=np.array([200, 400, 101]), history_package=np.array([20, 40, 10]),
+        half_life_days=HALF_LIFE, holdings=holdings)
+    labels = STICKER_LABELS.copy()
+    labels = np.vstack([labels, np.full((100, 1), -1, np.int32)])
+    labels[500, 0] = 1  # matches, but its package has not arrived yet
+    scores, items = recents_arm(h, labels, name="owned").score(_batch([0], [100, 200, 300]))
+    finite = np.isfinite(scores[0])
+    order = np.argsort(-scores[0][finite], kind="stable")
+    assert items[0][finite][order].tolist() == [400, 200, 300, 100]
+    np.testing.assert_allclose(np.sort(scores[0][finite])[::-1],
+                               [2 + 0.5 ** (4 / 14), 2 + 0.5, 0.5 ** (1 / 14), 0.5 ** (13 / 14)])
