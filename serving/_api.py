@@ -26,7 +26,7 @@ from serving._encode import NonFiniteScoreError
 from serving._errors import ApiError
 from serving._privacy import privacy_statement
 from serving._registry import INITIAL, ModelSet
-from serving._requests import AssignRequest, SuggestRequest, json_body, parse_body
+from serving._requests import AssignRequest, SuggestRequest, integral, json_body, parse_body
 from serving._state import ServingState, get_store, state
 from serving._store import StoreRejectedError
 
@@ -270,6 +270,9 @@ def federated_update() -> Response:
     if current is None:
         raise _reject("no_open_round", 409, "no federated round is open; ask GET "
                       "/v1/federated/rounds/current later")
+    if isinstance(payload, dict):
+        payload = {k: integral(v) if k in ("round", "model_version", "n_examples") else v
+                   for k, v in payload.items()}
     try:
         upload = parse_upload(payload, n_parameters=current.n_parameters,
                               max_examples=current.max_examples)

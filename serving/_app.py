@@ -9,8 +9,10 @@ each worker has its own registry and polling thread.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -18,6 +20,7 @@ from flask import Flask, Response, g, request
 
 from data import StickerSuggestError
 from serving._api import api
+from serving._board import BOARD_ENV, VersionBoard
 from serving._config import ServingConfig
 from serving._demo import demo
 from serving._errors import FiniteJSONProvider, register_error_handlers
@@ -56,7 +59,9 @@ def create_app(config: ServingConfig | Mapping[str, Any] | None = None, *,
     if registry is None:
         requested = [config.reranker_version, *(config.arm_version(a)
                                                  for a in config.experiment.arms)]
-        registry = ModelRegistry(config.var, config.stage1_version, requested, config.dataset)
+        board = os.environ.get(BOARD_ENV)  # set by stickers serve for its workers
+        registry = ModelRegistry(config.var, config.stage1_version, requested, config.dataset,
+                                 board=VersionBoard(Path(board)) if board else None)
 
     def on_swap(models: ModelSet) -> None:
         metrics.set_versions(models.versions())
@@ -75,6 +80,7 @@ def create_app(config: ServingConfig | Mapping[str, Any] | None = None, *,
     @app.before_request
     def _start_timer() -> None:
         g.started = time.perf_counter()
+        registry.sync()  # every worker serves what the board says (one stat)
 
     @app.after_request
     def _observe(response: Response) -> Response:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from serving._board import BOARD_ENV
 from serving._config import ServingConfig
 from serving._metrics import MULTIPROC_ENV
 from serving._worker import worker_class
@@ -72,6 +74,9 @@ class GunicornServer(BaseApplication):
         self.serving_config = config
         self.app_factory = app_factory
         front_limit = max(config.max_request_bytes, config.max_update_bytes)
+        # the workers' version board: created empty for this run, removed at exit
+        board = tempfile.mkdtemp(prefix="stickers-board-")
+        os.environ[BOARD_ENV] = board
         self.options: dict[str, Any] = {
             "bind": f"{config.host}:{config.port}",
             "workers": config.workers,
@@ -84,6 +89,7 @@ class GunicornServer(BaseApplication):
             "timeout": config.timeout_s,
             "preload_app": False,
             "child_exit": _child_exit,
+            "on_exit": lambda server: shutil.rmtree(board, ignore_errors=True),
             "accesslog": None,  # an access log line would be harmless, but off by default
             "proc_name": "stickers-serve",
             # gunicorn >= 24 opens a control socket in $HOME shared by every server of

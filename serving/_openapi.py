@@ -7,15 +7,128 @@ route exists, and real responses validate against the documented schemas.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from federated import UPLOAD_FIELDS
 from serving._arms import INSTALL_ID_HEADER
 from serving._config import ServingConfig
 from serving._errors import PROBLEM_JSON
-from serving._requests import AssignRequest, SuggestRequest
+from serving._requests import (
+    EMBEDDING_BOUND,
+    MAX_DEPTH,
+    MAX_INTEGER_DIGITS,
+    AssignRequest,
+    SuggestRequest,
+)
 
-__all__ = ["openapi_document"]
+__all__ = ["ServedFacts", "openapi_document"]
+
+
+@dataclass(frozen=True)
+class ServedFacts:
+    """What the served models and the open round allow, stated in the document.
+
+    Attributes
+    ----------
+    languages : list of str
+        Served keyboard languages.
+    n_clusters : int
+        Clusters of the served stage-1 version (ids ``0 .. n_clusters - 1``).
+    n_factors : int
+        Length of a ``user_embedding``.
+    features : dict of str to list of str
+        Each cold-start feature's known values, as the stage-1 encoder spells them.
+    round : dict, optional
+        The open round (``round``, ``model_version``, ``n_parameters``, ``norm_bound``,
+        ``max_examples``), if one is open.
+    """
+
+    languages: list[str]
+    n_clusters: int
+    n_factors: int
+    features: dict[str, list[str]]
+    round: dict[str, Any] | None = field(default=None)
+
+
+def _feature_values(values: list[str]) -> list[Any]:
+    """The JSON values a request may send for a feature: each category as a string, and
+    as a boolean or an integer where it spells one."""
+    out: list[Any] = list(values)
+    for v in values:
+        if v in ("true", "false"):
+            out.append(v == "true")
+        elif v.lstrip("-").isdigit() and len(v.lstrip("-")) <= MAX_INTEGER_DIGITS:
+            out.append(int(v))
+    return out
+
+
+def _features_schema(facts: ServedFacts | None) -> dict[str, Any]:
+    base = AssignRequest.model_json_schema()["properties"]["features"]
+    if facts is None:
+        return base
+    return {"type": "object", "minProperties": 1, "additionalProperties": False,
+            "description": base.get("description", "") + " Known features and values only "
+            "(others: 422 unknown_feature / unknown_feature_value).",
+            "properties": {name: {"enum": _feature_values(values)}
+                           for name, values in facts.features.items()}}
+
+
+def _suggest_schema(config: ServingConfig, facts: ServedFacts | None) -> dict[str, Any]:
+    schema = SuggestRequest.model_json_schema()
+    props = schema["properties"]
+    props["text"]["maxLength"] = min(props["text"]["maxLength"], config.max_text_chars)
+    props["limit"]["maximum"] = min(props["limit"]["maximum"], config.max_limit)
+    props["cluster_id"] = {"type": "integer", "minimum": 0,
+                           "description": props["cluster_id"].get("description", "")}
+    props["features"] = _features_schema(facts)
+    props["user_embedding"] = {
+        "type": "array", "description": props["user_embedding"].get("description", ""),
+        "items": {"type": "number", "minimum": -EMBEDDING_BOUND, "maximum": EMBEDDING_BOUND},
+        "maxItems": 1024}
+    if facts is not None:
+        props["language"] = {"type": "string", "enum": list(facts.languages),
+                             "description": props["language"].get("description", "")}
+        props["cluster_id"]["maximum"] = facts.n_clusters - 1
+        props["user_embedding"]["minItems"] = props["user_embedding"]["maxItems"] = (
+            facts.n_factors)
+    schema["oneOf"] = [{"required": ["cluster_id"], "not": {"required": ["features"]}},
+                       {"required": ["features"], "not": {"required": ["cluster_id"]}}]
+    return schema
+
+
+def _assign_schema(facts: ServedFacts | None) -> dict[str, Any]:
+    schema = AssignRequest.model_json_schema()
+    schema["properties"]["features"] = _features_schema(facts)
+    return schema
+
+
+def _upload_schema(facts: ServedFacts | None) -> dict[str, Any]:
+    count = {"type": "integer", "minimum": 0, "maximum": 10**MAX_INTEGER_DIGITS - 1}
+    delta: dict[str, Any] = {
+        "type": "array", "items": {"type": "number"},
+        "description": "Clipped, noised delta of n_parameters finite numbers whose L2 norm "
+                       "is within the round's norm_bound"}
+    properties: dict[str, Any] = {
+        "round": dict(count), "model_version": dict(count), "delta": delta,
+        "n_examples": dict(count), "nonce": {"type": "string", "pattern": "^[0-9a-f]{32}$",
+                                             "description": "Fresh for every upload"}}
+    round_ = None if facts is None else facts.round
+    if round_ is not None:
+        n = int(round_["n_parameters"])
+        bound = float(round_["norm_bound"])
+        properties["round"] = {"type": "integer", "const": int(round_["round"])}
+        properties["model_version"] = {"type": "integer",
+                                       "const": int(round_["model_version"])}
+        properties["n_examples"]["maximum"] = int(round_["max_examples"])
+        # JSON Schema cannot state an L2 norm: each entry is within the bound (which the
+        # norm implies), and the norm itself is stated in the extension and the text
+        delta.update(minItems=n, maxItems=n, items={"type": "number", "minimum": -bound,
+                                                    "maximum": bound})
+        delta["x-l2-norm-maximum"] = bound
+        delta["description"] += f" ({bound:.6g}; larger: 422 norm_exceeded)"
+    return {"type": "object", "properties": properties, "required": list(UPLOAD_FIELDS),
+            "additionalProperties": False}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -51,15 +164,15 @@ _INSTALL = {"name": INSTALL_ID_HEADER, "in": "header",
 _ETAG = {"name": "If-None-Match", "in": "header", "required": False, "schema": _STR}
 
 
-def _schemas() -> dict[str, Any]:
+def _schemas(config: ServingConfig, facts: ServedFacts | None) -> dict[str, Any]:
     return {
         "Problem": _obj({"type": _STR, "title": _STR, "status": _INT, "detail": _STR,
                          "instance": _STR,
                          "errors": {"type": "array", "items": _obj({"field": _STR,
                                                                     "problem": _STR})}},
                         ["type", "title", "status", "detail"]),
-        "SuggestRequest": SuggestRequest.model_json_schema(),
-        "AssignRequest": AssignRequest.model_json_schema(),
+        "SuggestRequest": _suggest_schema(config, facts),
+        "AssignRequest": _assign_schema(facts),
         "Sticker": _obj({"sticker_id": _INT, "package_id": _INT,
                          "labels": {"type": "array", "items": _STR},
                          "emojis": {"type": "array", "items": _STR},
@@ -74,14 +187,7 @@ def _schemas() -> dict[str, Any]:
             "n_parameters": _INT, "parameters": {"type": "object"},
             "privacy": _obj({"epsilon": {}, "delta": {}}),
             "model_base64": {"type": "string", "contentEncoding": "base64"}}),
-        "Upload": _obj({
-            "round": {"type": "integer", "minimum": 0},
-            "model_version": {"type": "integer", "minimum": 0},
-            "delta": {"type": "array", "items": _NUM,
-                      "description": "Clipped, noised delta of n_parameters finite numbers"},
-            "n_examples": {"type": "integer", "minimum": 0},
-            "nonce": {"type": "string", "pattern": "^[0-9a-f]{32}$"}},
-            list(UPLOAD_FIELDS), additional=False),
+        "Upload": _upload_schema(facts),
         "UploadAccepted": _obj({"status": {"type": "string", "enum": ["accepted",
                                                                       "duplicate"]},
                                 "round": _INT}),
@@ -95,6 +201,8 @@ def _schemas() -> dict[str, Any]:
         "Ready": _obj({"status": {"type": "string", "enum": ["ready", "degraded"]},
                        "degraded": {"type": "array", "items": _STR},
                        "versions": {"type": "object"}, "loaded_at": _NUM,
+                       "pending": {"type": ["object", "null"], "description":
+                                   "Versions loaded and waiting until every worker has them"},
                        "last_check": _NUM, "last_reload_error": {"type": ["string", "null"]},
                        "uptime_s": _NUM}),
         "DemoUser": _obj({"user_id": _INT, "language": _STR, "cluster_id": _INT,
@@ -104,13 +212,23 @@ def _schemas() -> dict[str, Any]:
     }
 
 
-def openapi_document(config: ServingConfig) -> dict[str, Any]:
-    """The OpenAPI 3.1 document (limits filled in from ``config``)."""
-    bad = {"400": _problem("Malformed JSON, or a body shorter than its Content-Length"),
+def openapi_document(config: ServingConfig, facts: ServedFacts | None = None
+                     ) -> dict[str, Any]:
+    """The OpenAPI 3.1 document: limits from ``config``, and from ``facts`` (when models
+    are loaded) the served languages, clusters, embedding length, feature values and the
+    open round, so that every schema-valid request is accepted."""
+    bad = {"400": _problem(f"Malformed JSON (UTF-8 only, no duplicate keys, nesting <= "
+                           f"{MAX_DEPTH}, integers <= {MAX_INTEGER_DIGITS} digits), or a "
+                           "body shorter than its Content-Length"),
            "413": _problem(f"Body larger than {config.max_request_bytes} bytes"),
            "415": _problem("Content-Type is not application/json"),
            "422": _problem("Wrong types or values (each field listed in `errors`)"),
            "503": _problem("No verified models are loaded yet")}
+    cluster_schema: dict[str, Any] = {"type": "integer", "minimum": 0}
+    language_schema: dict[str, Any] = dict(_STR)
+    if facts is not None:
+        cluster_schema["maximum"] = facts.n_clusters - 1
+        language_schema["enum"] = list(facts.languages)
     paths: dict[str, Any] = {
         "/v1/suggest": {"post": {
             "summary": "Ranked stickers for the text typed so far (text never stored)",
@@ -129,8 +247,9 @@ def openapi_document(config: ServingConfig) -> dict[str, Any]:
             "operationId": "bundle",
             "parameters": [
                 {"name": "cluster_id", "in": "path", "required": True,
-                 "schema": {"type": "integer", "minimum": 0}},
-                {"name": "language", "in": "query", "required": True, "schema": _STR},
+                 "schema": cluster_schema},
+                {"name": "language", "in": "query", "required": True,
+                 "schema": language_schema},
                 {**_INSTALL, "required": False}, _ETAG],
             "responses": {
                 "200": {"description": "Zip of the bundle files and bundle-index.json",
@@ -196,5 +315,5 @@ def openapi_document(config: ServingConfig) -> dict[str, Any]:
                                 "federated update uploads. Errors are RFC 9457 problem "
                                 "details (application/problem+json)."},
         "paths": paths,
-        "components": {"schemas": _schemas()},
+        "components": {"schemas": _schemas(config, facts)},
     }

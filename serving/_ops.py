@@ -7,8 +7,8 @@ import time
 from flask import Blueprint, Response, jsonify
 
 from serving._errors import ApiError, public_detail
-from serving._openapi import openapi_document
-from serving._state import state
+from serving._openapi import ServedFacts, openapi_document
+from serving._state import get_store, state
 
 __all__ = ["ops"]
 
@@ -36,6 +36,8 @@ def readyz() -> Response:
     degraded = list(st.registry.degraded)
     return jsonify({"status": "degraded" if degraded else "ready", "degraded": degraded,
                     "versions": models.versions(),
+                    "pending": (None if st.registry.pending is None
+                                else st.registry.pending.versions()),
                     "loaded_at": models.loaded_at,
                     "last_check": st.registry.last_check,
                     "last_reload_error": (None if st.registry.last_error is None
@@ -53,4 +55,16 @@ def metrics() -> Response:
 @ops.get("/openapi.json")
 def openapi() -> Response:
     """The OpenAPI 3.1 description of this server."""
-    return jsonify(openapi_document(state().config))
+    st = state()
+    models = st.registry.current
+    facts = None
+    if models is not None:
+        suggester = models.suggester(st.config.reranker_version)
+        encoder = models.stage1.encoder
+        round_ = get_store().current_round()
+        facts = ServedFacts(
+            languages=sorted(suggester.languages), n_clusters=int(models.stage1.n_clusters),
+            n_factors=int(suggester.n_factors),
+            features={f: list(encoder.categories_[f]) for f in encoder.features},
+            round=None if round_ is None else round_.to_dict())
+    return jsonify(openapi_document(st.config, facts))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +33,7 @@ from data import (
     resolve_artifact,
     set_latest,
 )
+from serving._board import VersionBoard, models_key
 from serving._encode import SuggestEncoder
 from serving._promotions import (
     history,
@@ -131,6 +133,11 @@ class ModelSet:
         """The reranker artifact of a requested version."""
         return self.rerankers[self.aliases[requested]]
 
+    @property
+    def key(self) -> str:
+        """The set's name on the version board."""
+        return models_key(self.stage1_version, dict(self.aliases))
+
     def versions(self) -> dict[str, str]:
         """``{"stage1": v, "reranker": v_default}`` plus ``reranker/<v>`` for every arm."""
         out = {"stage1": self.stage1_version}
@@ -156,13 +163,16 @@ class ModelRegistry:
         Injected for tests; default to the ``reranker`` package.
     on_swap : callable, optional
         Called with the new set after every swap (metrics).
+    board : VersionBoard, optional
+        Shared with the other gunicorn workers, which then serve the same versions.
     """
 
     def __init__(self, var: Path, stage1_version: str, reranker_versions: Sequence[str],
                  dataset: str | None = None, *,
                  suggester_loader: SuggesterLoader | None = None,
                  reranker_loader: Callable[[Path, str], Any] | None = None,
-                 on_swap: Callable[[ModelSet], None] | None = None) -> None:
+                 on_swap: Callable[[ModelSet], None] | None = None,
+                 board: VersionBoard | None = None) -> None:
         self.var = Path(var)
         self.stage1_version = stage1_version
         self.reranker_versions = tuple(dict.fromkeys(reranker_versions))
@@ -176,7 +186,11 @@ class ModelRegistry:
         """Why a kind is served from an older promoted version than ``LATEST`` (if so)."""
         self._verified: set[tuple[str, str]] = set()
         self._current: ModelSet | None = None
+        self.pending: ModelSet | None = None
+        """Loaded, waiting until every worker has it (with a :attr:`board`)."""
+        self.board = board
         self._lock = threading.Lock()
+        self._swap_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -237,7 +251,11 @@ class ModelRegistry:
                 record(kind_dir, "found", version)
 
     def refresh(self) -> bool:
-        """Load and swap in new versions if the pointers moved; True if a swap happened.
+        """Load new versions if the pointers moved and serve them; True if a swap happened.
+
+        Without a :attr:`board` the new set is served at once. With one (gunicorn), it is
+        loaded and announced, and served only once every worker has it (see
+        :mod:`serving._board`); at start-up a worker loads what the others serve.
 
         A failure (missing, partial or corrupt artifact with nothing to fall back on)
         keeps the served set, records ``last_error`` and, when nothing is served yet, is
@@ -248,11 +266,21 @@ class ModelRegistry:
             try:
                 stage1_v, aliases = self.targets()
                 current = self._current
-                if (current is not None and current.stage1_version == stage1_v
-                        and dict(current.aliases) == aliases):
+                key = models_key(stage1_v, aliases)
+                if current is None and self.board is not None:
+                    stage1_v, aliases = self._agreed_targets(stage1_v, aliases)
+                    key = models_key(stage1_v, aliases)
+                if current is not None and current.key == key:
+                    self.pending = None
                     self.last_error = None
+                    if self.board is not None:
+                        self.board.announce(key)
+                        self._agree()
                     return False
-                new = self._load(stage1_v, aliases, current)
+                if self.pending is not None and self.pending.key == key:
+                    new = self.pending
+                else:
+                    new = self._load(stage1_v, aliases, current)
             except (StickerSuggestError, OSError, ValueError, KeyError) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("model registry reload failed; serving the previous versions",
@@ -260,11 +288,52 @@ class ModelRegistry:
                 if self._current is None:
                     raise
                 return False
-            self._current = new  # the swap: one reference assignment
             self.last_error = None
+            if self.board is None or current is None:
+                self._swap(new)
+                if self.board is not None:
+                    self.board.announce(key)
+                    self._agree()
+                return True
+            self.pending = new
+            self.board.announce(key)
+            self._agree()
+        return self.sync(force=True)
+
+    def _agreed_targets(self, stage1_v: str, aliases: dict[str, str]
+                        ) -> tuple[str, dict[str, str]]:
+        """What the other workers serve (a worker that starts joins them), else the targets."""
+        assert self.board is not None
+        served = self.board.served()
+        if served is None:
+            return stage1_v, aliases
+        agreed = json.loads(served)
+        return str(agreed["stage1"]), {str(k): str(v) for k, v in agreed["rerankers"].items()}
+
+    def _agree(self) -> None:
+        assert self.board is not None
+        agreed = self.board.agreed()
+        if agreed is not None:
+            self.board.publish(agreed)
+
+    def _swap(self, new: ModelSet) -> None:
+        with self._swap_lock:
+            self._current = new  # the swap: one reference assignment
+            self.pending = None
         log.info("model registry swapped", **new.versions())
         if self.on_swap is not None:
             self.on_swap(new)
+
+    def sync(self, force: bool = False) -> bool:
+        """Serve the pending set if the board says every worker now does (per request:
+        one ``stat`` when nothing changed). True if a swap happened."""
+        board = self.board
+        if board is None or not (board.changed() or force):
+            return False
+        pending = self.pending
+        if pending is None or board.served() != pending.key:
+            return False
+        self._swap(pending)
         return True
 
     def _load(self, stage1_v: str, aliases: dict[str, str], current: ModelSet | None

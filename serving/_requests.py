@@ -14,6 +14,7 @@ import numpy as np
 from flask import Request, request
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -25,9 +26,20 @@ from pydantic import (
 
 from serving._errors import ApiError
 
-__all__ = ["AssignRequest", "SuggestRequest", "json_body", "parse_body", "validate"]
+__all__ = ["AssignRequest", "SuggestRequest", "integral", "json_body", "parse_body",
+           "validate"]
 
-FeatureValue = Annotated[StrictStr, Field(max_length=64)] | StrictBool | StrictInt
+def integral(value: Any) -> Any:
+    """A float with no fraction as the integer it is (JSON does not tell ``9`` from
+    ``9.0``, and JSON Schema's ``integer`` accepts both); anything else unchanged."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+Integer = Annotated[StrictInt, BeforeValidator(integral)]
+"""An integer field: a JSON integer, or a number with no fraction (``9.0``)."""
+FeatureValue = Annotated[StrictStr, Field(max_length=64)] | StrictBool | Integer
 EMBEDDING_BOUND = 1000.0
 """Largest magnitude of a ``user_embedding`` entry (stage-1 factors are of order 1)."""
 EmbeddingEntry = Annotated[float, Field(strict=True, allow_inf_nan=False,
@@ -54,7 +66,7 @@ class SuggestRequest(_Body):
     """Keyboard language (one of the served keyword indexes)."""
     text: StrictStr = Field(max_length=4096)
     """What the user has typed so far (never logged or stored)."""
-    cluster_id: StrictInt | None = Field(default=None, ge=0)
+    cluster_id: Integer | None = Field(default=None, ge=0)
     """The user's stage-1 cluster; or give ``features`` for a cold start."""
     features: dict[Annotated[str, Field(max_length=64)], FeatureValue] | None = Field(
         default=None, min_length=1, max_length=32)
@@ -62,7 +74,7 @@ class SuggestRequest(_Body):
     user_embedding: list[EmbeddingEntry] | None = Field(default=None, max_length=1024)
     """The device's personal embedding (d finite numbers, each within ±1000); omitted:
     no personal term."""
-    limit: StrictInt = Field(default=5, ge=1, le=50)
+    limit: Integer = Field(default=5, ge=1, le=50)
     """Stickers to return (at most 50)."""
 
     @model_validator(mode="after")

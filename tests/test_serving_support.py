@@ -28,6 +28,7 @@ import data
 from candidate_gen import Stage1Artifact, Stage1Config, build_stage1
 from federated import FederatedConfig
 from serving import ModelRegistry, ServingConfig, create_app
+from serving._board import BOARD_ENV, VersionBoard
 
 STAGE1_CONFIG = Stage1Config().with_overrides(["candidates.n_candidates=40",
                                                "als.iterations=4"])
@@ -162,9 +163,11 @@ def build_real_var(tiny_world: Path, root: Path) -> Path:
 def fake_registry(config: ServingConfig) -> ModelRegistry:
     requested = [config.reranker_version, *(config.arm_version(a)
                                              for a in config.experiment.arms)]
+    board = os.environ.get(BOARD_ENV)  # under gunicorn: the workers' version board
     return ModelRegistry(config.var, config.stage1_version, requested, config.dataset,
                          suggester_loader=fake_suggester_loader,
-                         reranker_loader=fake_reranker_loader)
+                         reranker_loader=fake_reranker_loader,
+                         board=VersionBoard(Path(board)) if board else None)
 
 
 def fake_app(var: Path, **overrides: Any) -> Any:
