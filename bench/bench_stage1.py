@@ -12,6 +12,13 @@ fit happened to run.
 
     python -m bench stage1                      # var/data/large if present, else small
     python -m bench.bench_stage1 --size small --repeat 2 --set als.factors=64
+
+A log without demographics (no public log can be downloaded here) is made from a world by
+dropping everything but the interaction columns and loading the result the way any
+external log is loaded (``stickers data load-interactions``):
+
+    python -m bench.bench_stage1 --no-demographics-log small   # -> var/data/small-nodemo
+    stickers candidates build --dataset small-nodemo
 """
 
 from __future__ import annotations
@@ -42,15 +49,14 @@ def _peak_rss_gib() -> float:
 
 
 def _child(kind: str, dataset: Path, overrides: list[str]) -> dict[str, Any]:
-    import numpy as np
     from threadpoolctl import threadpool_limits
 
     from candidate_gen import (
         Stage1Artifact,
         Stage1Config,
-        build_interaction_matrix,
         build_stage1,
         confidence_matrix,
+        load_stage1_data,
         make_model,
     )
     from data import open_dataset
@@ -66,13 +72,9 @@ def _child(kind: str, dataset: Path, overrides: list[str]) -> dict[str, Any]:
         finally:
             shutil.rmtree(out, ignore_errors=True)
         return {"seconds": seconds, "peak_rss_gib": _peak_rss_gib(), "metrics": metrics}
-    # The bare baseline: the very matrix the job factorises (same holdout, same weights).
-    ds = open_dataset(dataset)
-    matrix = build_interaction_matrix(
-        ds.scan("interactions"), ds.table("users").sort("user_id"),
-        ds.table("packages").sort("package_id"), config.matrix, config.evaluation,
-        np.random.default_rng(config.seed),
-    )
+    # The bare baseline: the very matrix the job factorises (interactions before the
+    # split's test_start, same weights, same confidence scaling).
+    matrix = load_stage1_data(open_dataset(dataset), config, "test").matrix
     confidence = confidence_matrix(matrix.train, config.als)
     with threadpool_limits(1, "blas"):
         model = make_model(config.als, config.seed)
@@ -81,6 +83,50 @@ def _child(kind: str, dataset: Path, overrides: list[str]) -> dict[str, Any]:
         seconds = time.perf_counter() - start
     return {"seconds": seconds, "peak_rss_gib": _peak_rss_gib(), "nnz": int(confidence.nnz),
             "shape": list(confidence.shape)}
+
+
+def export_log_without_demographics(dataset: Path, out_csv: Path) -> Path:
+    """Write a dataset's server log as a CSV an external loader reads, demographics dropped.
+
+    Columns: ``user_id``, ``item_id``, ``event``, ``weight``, ``ts`` (epoch seconds). The
+    users table, stickers, labels and device logs are left behind, so the log carries
+    nothing but who acquired which package when.
+
+    Parameters
+    ----------
+    dataset : Path
+        A dataset directory (e.g. ``var/data/small``).
+    out_csv : Path
+        The CSV to write.
+    """
+    import polars as pl
+
+    from data import open_dataset
+
+    ds = open_dataset(dataset)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    (ds.scan("interactions")
+     .select(pl.col("user_id"), pl.col("package_id").alias("item_id"), pl.col("event"),
+             pl.col("weight"), (pl.col("ts").dt.epoch("ms") / 1000.0).alias("ts"))
+     .sink_csv(out_csv))
+    return out_csv
+
+
+def make_log_without_demographics(source: str, var: Path, name: str | None = None) -> Path:
+    """Export ``var/data/<source>`` without demographics and load it as ``<source>-nodemo``.
+
+    Returns the loaded dataset's directory (``var/data/<name>``).
+    """
+    from data.cli import main as stickers
+
+    name = name or f"{source}-nodemo"
+    csv = export_log_without_demographics(dataset_dir(var, source),
+                                          var / "external" / f"{name}.csv")
+    stickers.main(["--var", str(var), "-q", "data", "load-interactions", str(csv), "--name",
+                   name, "--user-col", "user_id", "--item-col", "item_id", "--event-col",
+                   "event", "--weight-col", "weight", "--ts-col", "ts"],
+                  standalone_mode=False)
+    return dataset_dir(var, name)
 
 
 def _run_child(kind: str, dataset: Path, overrides: list[str]) -> dict[str, Any]:
@@ -102,8 +148,15 @@ def main(argv: list[str]) -> int:
                         metavar="SECTION.KEY=VALUE", help="Stage-1 config override.")
     parser.add_argument("--repeat", type=int, default=2,
                         help="Runs per side, in ABBA order.")
+    parser.add_argument("--no-demographics-log", metavar="WORLD", default=None,
+                        help="Only make var/data/<WORLD>-nodemo: WORLD's log without "
+                             "demographics, loaded as an external log; then exit.")
     parser.add_argument("--child", choices=["job", "als"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+
+    if args.no_demographics_log:
+        print(make_log_without_demographics(args.no_demographics_log, var_root()))
+        return 0
 
     if args.child:
         print(json.dumps(_child(args.child, args.dataset, args.overrides), default=str))

@@ -1,46 +1,60 @@
 """The stage-1 batch job: dataset → matrix → ALS → clusters → candidates → artifact.
 
-Each step is timed; the timings, the offline metrics and the cluster size distribution
-go into the manifest. The published ALS model is the one fitted on the train split, so
-the factors are fitted once and the evaluation measures exactly what is published.
+The job fits only on interactions before the dataset split's ``test_start``; what it
+publishes is exactly what its forward-in-time evaluation measures. Each step is timed;
+the timings, the offline metrics, the split and the cluster size distribution go into
+the manifest. :func:`load_stage1_data` and :func:`fit_stage1` are the same steps for
+the tuner, which runs them on the validation phase of the split.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 import structlog
 
 from candidate_gen._artifact import KIND
-from candidate_gen._candidates import label_demand, package_label_matrix, select_candidates
+from candidate_gen._candidates import (
+    CandidateLists,
+    cluster_scores,
+    label_demand,
+    package_label_matrix,
+    select_candidates,
+)
 from candidate_gen._clustering import UserClusterer, cluster_means
 from candidate_gen._config import Stage1Config
-from candidate_gen._factorization import fit_factors
+from candidate_gen._factorization import FactorModel, fit_factors
 from candidate_gen._features import ColdStartAssigner, UserFeatureEncoder
-from candidate_gen._matrix import build_interaction_matrix
-from candidate_gen._metrics import recall_report
+from candidate_gen._matrix import InteractionMatrix, build_interaction_matrix
+from candidate_gen._metrics import holder_counts, recall_report
 from candidate_gen._search import faiss_threads
 from data import (
     DataFileError,
     Dataset,
+    TimeSplit,
     dataset_dir,
     fingerprint,
     new_version,
     open_dataset,
     progress,
     publish_artifact,
+    time_split,
     var_root,
     verify_checksums,
 )
 
-__all__ = ["build_stage1", "resolve_dataset"]
+__all__ = [
+    "Stage1Data", "Stage1Fit", "build_stage1", "evaluate_stage1", "fit_stage1",
+    "load_stage1_data", "resolve_dataset", "segment_codes",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +84,258 @@ def _normalise_rows(x: np.ndarray) -> np.ndarray:
     return x / np.where(norms > 0, norms, 1.0)
 
 
+Phase = Literal["test", "validation"]
+
+
+def segment_codes(users: pl.DataFrame, features: Sequence[str]) -> tuple[np.ndarray, int]:
+    """Segment of every user: the combination of their ``features`` values.
+
+    Parameters
+    ----------
+    users : polars.DataFrame
+        The ``users`` table (rows in matrix order).
+    features : sequence of str
+        Columns combined; columns the table lacks are left out (no columns = one segment).
+
+    Returns
+    -------
+    codes : ndarray of int64, shape (n_users,)
+        Dense segment codes in ``[0, n_segments)``.
+    n_segments : int
+    """
+    present = [f for f in features if f in users.columns]
+    if not present or users.height == 0:
+        return np.zeros(users.height, dtype=np.int64), 1
+    key = users.select(pl.concat_str([pl.col(f).cast(pl.String).fill_null("unknown")
+                                      for f in present], separator="\x1f").alias("k"))["k"]
+    codes = key.rank("dense").to_numpy().astype(np.int64) - 1
+    return codes, int(codes.max()) + 1
+
+
+@dataclass(frozen=True)
+class Stage1Data:
+    """What a stage-1 fit reads: the tables, the split and the matrix of one phase.
+
+    Attributes
+    ----------
+    dataset : data.Dataset
+    users, packages : polars.DataFrame
+        Sorted by id (matrix row / column order).
+    stickers : polars.DataFrame or None
+    split : data.TimeSplit
+    phase : ``"test"`` or ``"validation"``
+        ``test``: fit before ``test_start``, evaluate on ``[test_start, end)`` on
+        non-validation users; ``validation``: fit before ``validation_start``, evaluate on
+        ``[validation_start, test_start)`` on validation devices only.
+    matrix : InteractionMatrix
+    """
+
+    dataset: Dataset
+    users: pl.DataFrame
+    packages: pl.DataFrame
+    stickers: pl.DataFrame | None
+    split: TimeSplit
+    phase: Phase
+    matrix: InteractionMatrix
+
+
+def load_stage1_data(ds: Dataset, config: Stage1Config, phase: Phase = "test",
+                     *, evaluate: bool | None = None) -> Stage1Data:
+    """Read a dataset and build the matrix of one phase of its split.
+
+    Parameters
+    ----------
+    ds : data.Dataset
+    config : Stage1Config
+        ``matrix`` weighting, ``evaluation`` sample size, ``seed``.
+    phase : ``"test"`` or ``"validation"``
+        See :class:`Stage1Data`.
+    evaluate : bool, optional
+        Sample the evaluation window (default: ``config.evaluation.enabled``).
+    """
+    users = ds.table("users").sort("user_id")
+    packages = ds.table("packages").sort("package_id")
+    stickers = ds.table("stickers") if ds.has("stickers") else None
+    split = time_split(ds)
+    evaluate = config.evaluation.enabled if evaluate is None else evaluate
+    window: tuple[float, float] | None = None
+    eligible = None
+    if phase == "validation":
+        fit_end = split.validation_start
+        window = (split.validation_start, split.test_start)
+    else:
+        fit_end = split.test_start
+        window = (split.test_start, float("inf"))
+    if evaluate:
+        validation = split.is_validation_device(users["user_id"].to_numpy())
+        eligible = validation if phase == "validation" else ~validation
+    else:
+        window = None
+    matrix = build_interaction_matrix(
+        ds.scan("interactions"), users, packages, config.matrix, fit_end,
+        np.random.default_rng(config.seed), window=window,
+        eval_users=config.evaluation.eval_users, eligible=eligible,
+    )
+    return Stage1Data(ds, users, packages, stickers, split, phase, matrix)
+
+
+@dataclass(frozen=True)
+class Stage1Fit:
+    """Everything a stage-1 fit learns (what the artifact publishes).
+
+    Attributes
+    ----------
+    factors : FactorModel
+    encoder : UserFeatureEncoder
+    encoded : ndarray of float32, shape (n_users, n_features_out)
+    clusterer : UserClusterer
+        Fitted on the users with history (``warm``).
+    warm : ndarray of int64, shape (n_warm,)
+        Matrix rows with history before the fit's end.
+    user_cluster : ndarray of int32, shape (n_users,)
+        Cluster of every user (from features for those without history).
+    from_features : ndarray of bool, shape (n_users,)
+    feature_cluster : ndarray of int32, shape (n_users,)
+        The cluster every user's features alone assign (the cold-start rule).
+    item_centroids : ndarray of float32, shape (n_clusters, d)
+    feature_centroids : ndarray of float32, shape (n_clusters, n_features_out)
+    n_history : ndarray of int64, shape (n_clusters,)
+        Users with history per cluster.
+    assigner : ColdStartAssigner
+    lists : CandidateLists
+    coverage_note : str
+    feature_scale : float
+        Scale of each one-hot block in the clustering space.
+    """
+
+    factors: FactorModel
+    encoder: UserFeatureEncoder
+    encoded: np.ndarray
+    clusterer: UserClusterer
+    warm: np.ndarray
+    user_cluster: np.ndarray
+    from_features: np.ndarray
+    feature_cluster: np.ndarray
+    item_centroids: np.ndarray
+    feature_centroids: np.ndarray
+    n_history: np.ndarray
+    assigner: ColdStartAssigner
+    lists: CandidateLists
+    coverage_note: str
+    feature_scale: float
+
+
+def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = False,
+               factors: FactorModel | None = None,
+               step: Callable[[str], contextlib.AbstractContextManager[None]] | None = None,
+               ) -> Stage1Fit:
+    """Factorise, cluster and choose the candidate lists from ``data.matrix.train``.
+
+    Parameters
+    ----------
+    data : Stage1Data
+    config : Stage1Config
+    show_progress : bool
+    factors : FactorModel, optional
+        Already fitted factors of ``config.als`` on this matrix (the tuner reuses them).
+    step : callable, optional
+        ``step(name)`` returns a context manager timing a step (``factorize``,
+        ``cluster``, ``candidates``).
+    """
+    timed = step or (lambda _name: contextlib.nullcontext())
+    train = data.matrix.train
+    users = data.users
+    available = data.packages["available"].to_numpy()
+    with timed("factorize"):
+        if factors is None:
+            factors = fit_factors(train, config.als, config.seed, show_progress=show_progress)
+
+    with timed("cluster"):
+        encoder = UserFeatureEncoder(config.clusters.features).fit(users)
+        encoded = encoder.transform(users)
+        warm = np.flatnonzero(np.diff(train.indptr) > 0)
+        n_feature_blocks = max(1, len(config.clusters.features))
+        feature_scale = config.clusters.feature_weight / np.sqrt(n_feature_blocks)
+        space = np.hstack([
+            _normalise_rows(factors.user_factors[warm]),
+            encoded[warm] * np.float32(feature_scale),
+        ]).astype(np.float32)
+        clusterer = UserClusterer(
+            config.clusters.n_clusters, config.clusters.min_cluster_size,
+            config.clusters.niter, config.clusters.max_points_per_centroid, config.seed,
+        ).fit(space)
+        del space
+        n_clusters = clusterer.n_clusters_
+        item_centroids, n_history = cluster_means(
+            factors.user_factors[warm], clusterer.labels_, n_clusters
+        )
+        feature_centroids, _ = cluster_means(encoded[warm], clusterer.labels_, n_clusters)
+        assigner = ColdStartAssigner(encoder.block_sizes, COLD_START_SMOOTHING).fit(
+            feature_centroids, n_history
+        )
+        feature_cluster = assigner.predict(encoded)
+        from_features = np.ones(len(users), dtype=bool)
+        from_features[warm] = False
+        user_cluster = feature_cluster.copy()
+        user_cluster[warm] = clusterer.labels_
+
+    with timed("candidates"):
+        warm_cluster = np.full(len(user_cluster), -1, dtype=np.int64)
+        warm_cluster[warm] = clusterer.labels_
+        avail = np.flatnonzero(available)
+        holders = prior = None
+        if config.candidates.popularity_blend > 0:
+            segment, n_segments = segment_codes(users, list(config.candidates.segment_features))
+            segment_holders = holder_counts(train, segment, n_segments)[:, avail]
+            segment_sizes = np.bincount(segment[warm], minlength=n_segments)
+            segment_share = segment_holders / np.maximum(segment_sizes, 1)[:, None]
+            mix = np.zeros((n_clusters, n_segments))
+            np.add.at(mix, (clusterer.labels_, segment[warm]), 1.0)
+            mix /= np.maximum(mix.sum(axis=1, keepdims=True), 1.0)
+            prior = mix @ segment_share
+            del segment_holders, segment_share
+            holders = holder_counts(train, warm_cluster, n_clusters)[:, avail]
+        else:
+            holders = prior = np.zeros((n_clusters, len(avail)), dtype=np.float32)
+        scores = cluster_scores(item_centroids, factors.package_factors[avail], holders,
+                                n_history, prior, config.candidates)
+        del holders, prior
+        coverage_note = "computed from server-visible purchases/downloads × sticker labels"
+        shares = demand = label_ids = None
+        if data.stickers is None:
+            coverage_note = "skipped: dataset has no stickers table (no labels)"
+        else:
+            shares, label_ids = package_label_matrix(data.stickers, data.matrix.package_ids)
+            if len(label_ids) == 0:
+                coverage_note = "skipped: no sticker carries a label"
+                shares = label_ids = None
+            else:
+                demand = label_demand(train, warm_cluster, n_clusters, shares)
+        lists = select_candidates(scores, available, config.candidates, shares, demand,
+                                  label_ids)
+    return Stage1Fit(factors, encoder, encoded, clusterer, warm, user_cluster,
+                     from_features, feature_cluster, item_centroids, feature_centroids,
+                     n_history, assigner, lists, coverage_note, float(feature_scale))
+
+
+def evaluate_stage1(data: Stage1Data, fit: Stage1Fit, config: Stage1Config) -> dict[str, Any]:
+    """The recall table of ``fit`` on ``data``'s evaluation window (empty without one)."""
+    holdout = data.matrix.holdout
+    if holdout is None:
+        return {}
+    features = list(config.evaluation.segment_features)
+    groups = {"language": segment_codes(data.users, ["language"]),
+              "segment": segment_codes(data.users, features)}
+    report = recall_report(
+        holdout, data.matrix.train, data.packages["available"].to_numpy(),
+        fit.lists.packages, fit.user_cluster, fit.feature_cluster,
+        fit.factors.user_factors, fit.factors.package_factors, groups, config.evaluation.k,
+    )
+    report["phase"] = data.phase
+    report["fit_end"] = data.matrix.fit_end
+    return report
+
+
 def build_stage1(
     dataset: Dataset | str | Path,
     config: Stage1Config | None = None,
@@ -79,6 +345,9 @@ def build_stage1(
     version: str | None = None,
 ) -> Path:
     """Run the stage-1 job and publish ``<var>/stage1/<version>/`` (``LATEST`` updated).
+
+    The job fits only on interactions before the dataset split's ``test_start``
+    (:func:`data.time_split`) and evaluates forward in time on ``[test_start, end)``.
 
     Parameters
     ----------
@@ -101,7 +370,6 @@ def build_stage1(
     config = config or Stage1Config()
     root = var_root(var)
     timings: dict[str, float] = {}
-    rng = np.random.default_rng(config.seed)
     started = time.perf_counter()
 
     with progress("stage 1", total=len(_STEPS), show=show_progress) as bar, faiss_threads(
@@ -133,94 +401,42 @@ def build_stage1(
             ds = resolve_dataset(dataset, root, checksums=False)
             checksums = (None if isinstance(dataset, Dataset) else
                          checker.submit(verify_checksums, ds.root, ds.manifest))
-            users = ds.table("users").sort("user_id")
-            packages = ds.table("packages").sort("package_id")
-            stickers = ds.table("stickers") if ds.has("stickers") else None
-            interactions = ds.scan("interactions")
-            log.info("building stage 1", dataset=str(ds.root), users=users.height,
-                     packages=packages.height)
 
         with step("matrix"):
-            matrix = build_interaction_matrix(
-                interactions, users, packages, config.matrix, config.evaluation, rng
-            )
-            train = matrix.train
-            available = packages["available"].to_numpy()
+            data = load_stage1_data(ds, config, "test")
+            matrix = data.matrix
+            log.info("building stage 1", dataset=str(ds.root), users=data.users.height,
+                     packages=data.packages.height, fit_end=matrix.fit_end)
+            available = data.packages["available"].to_numpy()
 
-        with step("factorize"):
-            factors = fit_factors(train, config.als, config.seed, show_progress=show_progress)
-
-        with step("cluster"):
-            encoder = UserFeatureEncoder(config.clusters.features).fit(users)
-            encoded = encoder.transform(users)
-            warm = np.flatnonzero(np.diff(train.indptr) > 0)
-            n_feature_blocks = max(1, len(config.clusters.features))
-            feature_scale = config.clusters.feature_weight / np.sqrt(n_feature_blocks)
-            space = np.hstack([
-                _normalise_rows(factors.user_factors[warm]),
-                encoded[warm] * np.float32(feature_scale),
-            ]).astype(np.float32)
-            clusterer = UserClusterer(
-                config.clusters.n_clusters, config.clusters.min_cluster_size,
-                config.clusters.niter, config.clusters.max_points_per_centroid, config.seed,
-            ).fit(space)
-            del space
-            n_clusters = clusterer.n_clusters_
-            item_centroids, n_history = cluster_means(
-                factors.user_factors[warm], clusterer.labels_, n_clusters
-            )
-            feature_centroids, _ = cluster_means(encoded[warm], clusterer.labels_, n_clusters)
-            assigner = ColdStartAssigner(encoder.block_sizes, COLD_START_SMOOTHING).fit(
-                feature_centroids, n_history
-            )
-            from_features = np.ones(len(users), dtype=bool)
-            from_features[warm] = False
-            user_cluster = np.empty(len(users), dtype=np.int32)
-            user_cluster[warm] = clusterer.labels_
-            user_cluster[from_features] = assigner.predict(encoded[from_features])
-
-        with step("candidates"):
-            coverage_note = "computed from server-visible purchases/downloads × sticker labels"
-            shares = demand = label_ids = None
-            if stickers is None:
-                coverage_note = "skipped: dataset has no stickers table (no labels)"
-            else:
-                shares, label_ids = package_label_matrix(stickers, matrix.package_ids)
-                if len(label_ids) == 0:
-                    coverage_note = "skipped: no sticker carries a label"
-                    shares = label_ids = None
-                else:
-                    warm_cluster = np.full(len(user_cluster), -1, dtype=np.int32)
-                    warm_cluster[warm] = clusterer.labels_
-                    demand = label_demand(train, warm_cluster, n_clusters, shares)
-            lists = select_candidates(item_centroids, factors.package_factors, available,
-                                      config.candidates, shares, demand, label_ids)
+        fit = fit_stage1(data, config, show_progress=show_progress, step=step)
 
         with step("evaluate"):
-            evaluation: dict[str, Any] = {}
-            if matrix.holdout is not None:
-                cold = assigner.predict(encoded[matrix.holdout.rows])
-                evaluation = recall_report(
-                    matrix.holdout, train, available, lists.packages, user_cluster, cold,
-                    factors.user_factors, factors.package_factors, config.evaluation.k,
-                )
-                log.info("offline metrics", **evaluation)
+            evaluation = evaluate_stage1(data, fit, config)
+            if evaluation:
+                log.info("offline metrics", recall=evaluation["recall"])
 
+        n_clusters = fit.clusterer.n_clusters_
         metrics: dict[str, Any] = {
             "evaluation": evaluation,
+            "split": {**data.split.to_parameters(), "source": data.split.source,
+                      "fit_end": matrix.fit_end},
             "matrix": {
                 "users": matrix.shape[0], "packages": matrix.shape[1],
                 "available_packages": int(available.sum()),
-                "interactions": matrix.n_interactions, "train_pairs": int(train.nnz),
+                "interactions": matrix.n_interactions,
+                "fit_interactions": matrix.n_fit_interactions,
+                "train_pairs": int(matrix.train.nnz),
                 "held_out_pairs": matrix.holdout.n_pairs if matrix.holdout else 0,
-                "users_with_history": len(warm),
-                "users_from_features": int(from_features.sum()),
+                "users_with_history": len(fit.warm),
+                "users_from_features": int(fit.from_features.sum()),
             },
-            "clusters": _cluster_metrics(clusterer, n_history,
-                                         np.bincount(user_cluster, minlength=n_clusters),
+            "clusters": _cluster_metrics(fit.clusterer, fit.n_history,
+                                         np.bincount(fit.user_cluster, minlength=n_clusters),
                                          config),
-            "label_coverage": _coverage_metrics(lists.coverage, lists.n_swapped, coverage_note),
-            "als_fit_seconds": round(factors.seconds, 3),
+            "label_coverage": _coverage_metrics(fit.lists.coverage, fit.lists.n_swapped,
+                                                fit.coverage_note),
+            "als_fit_seconds": round(fit.factors.seconds, 3),
         }
 
         with step("write"):
@@ -232,30 +448,33 @@ def build_stage1(
                 sorted((name, info["sha256"]) for name, info in ds.manifest.files.items()),
                 config.model_dump(),
             )
-            with publish_artifact(destination, kind=KIND, parameters=config.model_dump(),
+            parameters = {**config.model_dump(), "split": data.split.to_parameters(),
+                          "fit_end": matrix.fit_end}
+            with publish_artifact(destination, kind=KIND, parameters=parameters,
                                   input_fingerprint=input_fp) as writer:
                 out = writer.path
                 np.save(out / "package_ids.npy", matrix.package_ids.astype(np.int32))
-                np.save(out / "package_factors.npy", factors.package_factors)
-                np.save(out / "item_centroids.npy", item_centroids.astype(np.float32))
-                np.save(out / "cluster_centroids.npy", clusterer.cluster_centers_)
-                np.save(out / "feature_centroids.npy", feature_centroids.astype(np.float32))
-                n_users = np.bincount(user_cluster, minlength=n_clusters)
+                np.save(out / "package_factors.npy", fit.factors.package_factors)
+                np.save(out / "item_centroids.npy", fit.item_centroids.astype(np.float32))
+                np.save(out / "cluster_centroids.npy", fit.clusterer.cluster_centers_)
+                np.save(out / "feature_centroids.npy",
+                        fit.feature_centroids.astype(np.float32))
+                n_users = np.bincount(fit.user_cluster, minlength=n_clusters)
                 pl.DataFrame({
                     "cluster_id": np.arange(n_clusters, dtype=np.int32),
                     "n_users": n_users.astype(np.int32),
-                    "n_history": n_history.astype(np.int32),
+                    "n_history": fit.n_history.astype(np.int32),
                 }).write_parquet(out / "clusters.parquet")
                 pl.DataFrame({
                     "user_id": matrix.user_ids.astype(np.int32),
-                    "cluster_id": user_cluster.astype(np.int32),
-                    "from_features": from_features,
+                    "cluster_id": fit.user_cluster.astype(np.int32),
+                    "from_features": fit.from_features,
                 }).write_parquet(out / "user_clusters.parquet")
-                lists.table(matrix.package_ids).write_parquet(out / "candidates.parquet")
-                lists.coverage.write_parquet(out / "label_coverage.parquet")
+                fit.lists.table(matrix.package_ids).write_parquet(out / "candidates.parquet")
+                fit.lists.coverage.write_parquet(out / "label_coverage.parquet")
                 writer.write_json("cold_start.json", {
-                    "encoder": encoder.to_dict(), "smoothing": COLD_START_SMOOTHING,
-                    "feature_scale": float(feature_scale),
+                    "encoder": fit.encoder.to_dict(), "smoothing": COLD_START_SMOOTHING,
+                    "feature_scale": fit.feature_scale,
                 })
                 (out / "config.json").write_text(config.to_json())
                 timings["write"] = round(time.perf_counter() - started - sum(timings.values()),
@@ -266,7 +485,7 @@ def build_stage1(
                 writer.extra = {
                     "dataset": {"name": ds.name, "path": str(ds.root),
                                 "version": ds.manifest.version},
-                    "label_coverage": coverage_note,
+                    "label_coverage": fit.coverage_note,
                 }
     log.info("stage 1 published", path=str(destination), seconds=timings["total"])
     return destination

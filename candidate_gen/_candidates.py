@@ -1,10 +1,15 @@
 """Per-cluster candidate lists with a label-coverage guarantee.
 
-Scoring
+Scoring (:func:`cluster_scores`)
     A cluster's *item centroid* is the mean of its users' raw factors, so
     ``item_centroid · package_factor`` is the mean predicted preference of the cluster's
-    users. Faiss inner-product search over the *available* packages gives each cluster's
-    top ``n_candidates`` (withdrawn packages are never candidates).
+    users. The cluster's own popularity of a package is its share of the cluster's users
+    holding it, shrunk towards the segment prior: ``(holders_c + m·prior_c) / (n_c + m)``,
+    where ``prior_c`` is the holder share within the segments of the cluster's members
+    (weighted by how many members each segment has). Both are standardised over the
+    available packages of the cluster and blended with weight ``popularity_blend`` on
+    popularity. Only *available* packages are scored (withdrawn ones are never
+    candidates); each cluster's top ``n_candidates`` follow.
 
 Label demand (what "labels the cluster's users use often" means here)
     The server never reads the private device logs, so demand is derived from the
@@ -30,7 +35,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
@@ -38,9 +42,11 @@ import structlog
 
 from candidate_gen._config import CandidateConfig
 from candidate_gen._matrix import concat_ranges, index_of
-from candidate_gen._search import search
 
-__all__ = ["CandidateLists", "label_demand", "package_label_matrix", "select_candidates"]
+__all__ = [
+    "CandidateLists", "cluster_scores", "label_demand", "package_label_matrix",
+    "select_candidates",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -131,7 +137,7 @@ class CandidateLists:
     packages : ndarray of int32, shape (n_clusters, n)
         Matrix columns (package indices) of each cluster's list, best first.
     scores : ndarray of float32, shape (n_clusters, n)
-        ``item_centroid · package_factor`` of each listed package.
+        The score of each listed package (:func:`cluster_scores`).
     coverage : polars.DataFrame
         One row per (cluster, demanded label): ``cluster_id``, ``label_id``,
         ``demand_share``, ``required``, ``n_available`` (available packages carrying the
@@ -178,21 +184,76 @@ _COVERAGE_SCHEMA = {
 }
 
 
-def select_candidates(
+def cluster_scores(
     item_centroids: np.ndarray,
     package_factors: np.ndarray,
+    holders: np.ndarray,
+    n_members: np.ndarray,
+    prior: np.ndarray,
+    config: CandidateConfig,
+) -> np.ndarray:
+    """Blended score of every package for every cluster (see the module docstring).
+
+    Parameters
+    ----------
+    item_centroids : ndarray of float32, shape (n_clusters, d)
+    package_factors : ndarray of float32, shape (n_scored, d)
+        Factors of the packages to score (the available ones).
+    holders : ndarray, shape (n_clusters, n_scored)
+        Users of each cluster holding each package (before the split).
+    n_members : ndarray of int, shape (n_clusters,)
+        Users with history in each cluster.
+    prior : ndarray, shape (n_clusters, n_scored)
+        Segment prior holder share of each package for each cluster.
+    config : CandidateConfig
+        ``popularity_blend`` and ``shrinkage``.
+
+    Returns
+    -------
+    ndarray of float32, shape (n_clusters, n_scored)
+        The centroid score itself when ``popularity_blend == 0``; the shrunk holder share
+        when it is 1; else the blend of both standardised.
+    """
+    beta = config.popularity_blend
+    centroid = np.asarray(item_centroids, dtype=np.float32) @ np.asarray(
+        package_factors, dtype=np.float32).T
+    if beta == 0:
+        return centroid
+    m = np.float32(config.shrinkage)
+    share = np.asarray(holders, dtype=np.float32)
+    share += m * np.asarray(prior, dtype=np.float32)
+    share /= (np.asarray(n_members, dtype=np.float32) + m)[:, None]
+    if beta == 1:
+        return share
+    out = _standardise(centroid)
+    out *= np.float32(1.0 - beta)
+    out += np.float32(beta) * _standardise(share)
+    return out
+
+
+def _standardise(x: np.ndarray) -> np.ndarray:
+    """Each row minus its mean, over its standard deviation (rows of zeros stay zero)."""
+    x = x - x.mean(axis=1, keepdims=True)
+    std = x.std(axis=1, keepdims=True)
+    x /= np.where(std > 0, std, 1.0)
+    return x
+
+
+def select_candidates(
+    scores: np.ndarray,
     available: np.ndarray,
     config: CandidateConfig,
     shares: sp.csr_matrix | None = None,
     demand: np.ndarray | None = None,
     label_ids: np.ndarray | None = None,
 ) -> CandidateLists:
-    """Top packages per cluster by centroid score, repaired for label coverage.
+    """Top packages per cluster by score, repaired for label coverage.
 
     Parameters
     ----------
-    item_centroids : ndarray of float32, shape (n_clusters, d)
-    package_factors : ndarray of float32, shape (n_packages, d)
+    scores : ndarray of float32, shape (n_clusters, n_available)
+        Score of every available package (columns in ``np.flatnonzero(available)``
+        order) for every cluster, e.g. from :func:`cluster_scores`.
     available : ndarray of bool, shape (n_packages,)
         Only these packages may be candidates.
     config : CandidateConfig
@@ -209,17 +270,19 @@ def select_candidates(
     avail = np.flatnonzero(available).astype(np.int32)
     if len(avail) == 0:
         raise ValueError("no available package to recommend (packages.available is all false)")
+    if scores.shape[1] != len(avail):
+        raise ValueError(f"scores has {scores.shape[1]} columns, expected one per available "
+                         f"package ({len(avail)})")
     n = min(config.n_candidates, len(avail))
-    factors = np.ascontiguousarray(package_factors[avail], dtype=np.float32)
-    centroids = np.ascontiguousarray(item_centroids, dtype=np.float32)
-    index = faiss.IndexFlatIP(factors.shape[1])
-    index.add(factors)
-    top_scores, top_local = search(index, centroids, n)
-    k = len(centroids)
+    k = len(scores)
+    top_local = np.empty((k, n), dtype=np.int64)
+    for c in range(k):
+        top_local[c] = _top_stable(scores[c], n)
+    top_scores = np.take_along_axis(scores, top_local, axis=1).astype(np.float32)
     coverage_on = (shares is not None and demand is not None and label_ids is not None
                    and config.top_labels > 0)
     if not coverage_on:
-        return CandidateLists(avail[top_local].astype(np.int32), top_scores.astype(np.float32),
+        return CandidateLists(avail[top_local].astype(np.int32), top_scores,
                               pl.DataFrame(schema=_COVERAGE_SCHEMA), 0)
     assert shares is not None and demand is not None and label_ids is not None
     carrying = sp.csr_matrix(shares[avail])  # available package -> its labels
@@ -228,7 +291,7 @@ def select_candidates(
     carriers_csc.sort_indices()
     n_carriers = np.diff(carriers_csc.indptr)
     packages = np.empty((k, n), dtype=np.int32)
-    scores = np.empty((k, n), dtype=np.float32)
+    out_scores = np.empty((k, n), dtype=np.float32)
     in_top = np.zeros(len(avail), dtype=bool)
     records: dict[str, list[float | int | bool]] = {c: [] for c in _COVERAGE_SCHEMA}
     n_swapped = 0
@@ -241,13 +304,12 @@ def select_candidates(
         return np.repeat(local, lengths), carrying.indices[concat_ranges(starts, lengths)]
 
     for c in range(k):
-        top, top_score = top_local[c], top_scores[c]
+        top, top_score, package_scores = top_local[c], top_scores[c], scores[c]
         in_top[top] = True
         order = np.argsort(-demand[c], kind="stable")[: config.top_labels]
         labels = [int(j) for j in order if demand[c, j] >= config.min_label_share
                   and demand[c, j] > 0]
         top_packages, top_labels = label_pairs(top)
-        package_scores: np.ndarray | None = None  # every package's score, if ever needed
         required: dict[int, float] = {}  # local package index -> score
         counted: list[tuple[int, int, int]] = []
         for j in labels:
@@ -256,12 +318,10 @@ def select_candidates(
             hit = np.sort(top_packages[top_labels == j])  # carriers in the top list
             if len(hit) >= need:
                 # The top list holds every package above its cut-off: its carriers are the best.
-                hit_scores = factors[hit] @ centroids[c]
+                hit_scores = package_scores[hit]
                 pick = np.argsort(-hit_scores, kind="stable")[:need]
                 best, best_scores = hit[pick], hit_scores[pick]
             else:
-                if package_scores is None:
-                    package_scores = factors @ centroids[c]
                 carriers = carriers_csc.indices[start:stop]
                 all_scores = package_scores[carriers]
                 pick = _top_stable(all_scores, need)
@@ -278,10 +338,10 @@ def select_candidates(
             chosen = [pk for i, pk in enumerate(keep) if i not in dropped] + list(extra.items())
             chosen.sort(key=lambda ps: -ps[1])
             packages[c] = [p for p, _ in chosen]
-            scores[c] = [s for _, s in chosen]
+            out_scores[c] = [s for _, s in chosen]
         else:
             packages[c] = top
-            scores[c] = top_score
+            out_scores[c] = top_score
         in_top[top] = False
         n_final = np.bincount(label_pairs(packages[c])[1], minlength=carrying.shape[1])
         for j, need, n_hit in counted:
@@ -293,4 +353,4 @@ def select_candidates(
             ):
                 records[column].append(value)
     coverage = pl.DataFrame(records, schema=_COVERAGE_SCHEMA)
-    return CandidateLists(avail[packages].astype(np.int32), scores, coverage, n_swapped)
+    return CandidateLists(avail[packages].astype(np.int32), out_scores, coverage, n_swapped)

@@ -46,7 +46,8 @@ class MatrixConfig(_Section):
     """Down-weight old interactions exponentially with age (see ``half_life_days``)."""
 
     half_life_days: float = Field(default=180.0, gt=0)
-    """Age in days, counted back from the newest interaction, at which a weight halves."""
+    """Age in days, counted back from the newest interaction the fit sees, at which a
+    weight halves."""
 
     @model_validator(mode="after")
     def _check_events(self) -> MatrixConfig:
@@ -69,7 +70,20 @@ class ALSConfig(_Section):
     """Matrix factorisation with ``implicit`` (ALS by default, BPR for comparison)."""
 
     algorithm: Literal["als", "bpr"] = "als"
-    """``als`` (implicit-feedback ALS, the default) or ``bpr`` (for comparison only)."""
+    """``als`` (implicit-feedback ALS, the default) or ``bpr`` (Bayesian personalised
+    ranking; uses only which pairs are observed)."""
+
+    confidence: Literal["linear", "log", "bm25"] = "log"
+    """How a pair's summed weight ``w`` becomes ALS confidence: ``linear`` = ``1 + alpha·w``
+    (Hu, Koren & Volinsky 2008), ``log`` = ``1 + alpha·log(1 + w)`` (their log scaling),
+    ``bm25`` = ``1 + alpha·bm25(w)`` (implicit's ``bm25_weight``: saturates heavy users
+    and down-weights very popular packages)."""
+
+    bm25_k1: float = Field(default=100.0, gt=0)
+    """BM25 term-frequency saturation (``confidence = "bm25"`` only)."""
+
+    bm25_b: float = Field(default=0.8, ge=0, le=1)
+    """BM25 length normalisation (``confidence = "bm25"`` only)."""
 
     factors: int = Field(default=32, ge=2, le=1024)
     """Latent dimension of user and package factors (the reranker reuses it)."""
@@ -77,11 +91,11 @@ class ALSConfig(_Section):
     iterations: int = Field(default=10, ge=1, le=1000)
     """ALS sweeps (or BPR epochs)."""
 
-    regularization: float = Field(default=10.0, ge=0)
+    regularization: float = Field(default=100.0, ge=0)
     """L2 penalty on factors (the reranker reuses it for the ridge fold-in of a user)."""
 
-    alpha: float = Field(default=20.0, gt=0)
-    """ALS confidence scaling: an observed pair has confidence ``1 + alpha × weight``."""
+    alpha: float = Field(default=3.0, gt=0)
+    """ALS confidence scaling of an observed pair (see ``confidence``)."""
 
     learning_rate: float = Field(default=0.01, gt=0)
     """BPR step size (ignored by ALS)."""
@@ -105,7 +119,9 @@ class ClusterConfig(_Section):
     """User columns one-hot encoded into the clustering space and used for cold start."""
 
     feature_weight: float = Field(default=1.5, ge=0)
-    """Norm of the scaled feature block next to the unit-norm factor block."""
+    """Norm of the scaled feature block next to the unit-norm factor block: the proportion
+    of demographics to behaviour in the clustering (0 = behaviour alone). A dataset whose
+    users have no known feature value clusters on behaviour alone whatever this is."""
 
     niter: int = Field(default=20, ge=1)
     """k-means iterations."""
@@ -135,6 +151,24 @@ class CandidateConfig(_Section):
     min_packages_per_label: int = Field(default=3, ge=1)
     """Each covered label is carried by at least this many candidate packages."""
 
+    popularity_blend: float = Field(default=0.8, ge=0, le=1)
+    """Weight of the cluster's own popularity in a package's score, against the centroid
+    score ``item_centroid · package_factor`` (each standardised over the available
+    packages of the cluster first): 0 = factor model alone, 1 = popularity alone."""
+
+    shrinkage: float = Field(default=200.0, ge=0)
+    """Pseudo-users of the segment prior in a cluster's popularity: a package's share of
+    holders in cluster ``c`` is ``(holders_c + m·prior_c) / (n_c + m)``, where ``prior_c``
+    is the holder share in the segments of the cluster's members. Small clusters lean on
+    their segment; 0 = the cluster's own share."""
+
+    segment_features: list[Literal["language", "region", "age_bucket", "gender",
+                                   "subscriber"]] = Field(
+        default_factory=lambda: ["language", "region", "age_bucket"]  # type: ignore[arg-type]
+    )
+    """User columns whose combined value is a user's segment (the shrinkage prior);
+    missing columns and ``"unknown"`` values form one segment."""
+
     @model_validator(mode="after")
     def _check_room(self) -> CandidateConfig:
         need = self.top_labels * self.min_packages_per_label
@@ -148,22 +182,29 @@ class CandidateConfig(_Section):
 
 
 class EvaluationConfig(_Section):
-    """The offline metrics: a time-based holdout of sampled users' latest packages."""
+    """The offline metrics, forward in time across the dataset's split.
+
+    The job fits only on interactions before the split's ``test_start``; the evaluation
+    samples users (never validation devices) who acquire, in ``[test_start, end)``,
+    packages they did not hold before it, and measures recall@k of every list on those
+    new packages.
+    """
 
     enabled: bool = True
-    """Hold out and evaluate (off = train on everything, publish no recall metrics)."""
+    """Evaluate and publish the recall table (off = no sampling, no metrics)."""
 
     eval_users: int = Field(default=10_000, ge=1)
-    """Users sampled for the holdout (among those with enough history)."""
-
-    holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
-    """Share of an evaluation user's packages held out, latest first (at least one)."""
-
-    min_user_packages: int = Field(default=5, ge=2)
-    """Only users with at least this many distinct packages are evaluated."""
+    """Users sampled for the evaluation, with history before the split and at least one
+    new package after it (as many again without history: the cold-start line)."""
 
     k: int = Field(default=100, ge=1)
     """Cut-off of recall@k for every list compared."""
+
+    segment_features: list[Literal["language", "region", "age_bucket", "gender",
+                                   "subscriber"]] = Field(
+        default_factory=lambda: ["language", "region", "age_bucket"]  # type: ignore[arg-type]
+    )
+    """User columns of the per-segment popularity baseline (language × region × age)."""
 
 
 class Stage1Config(BaseModel):
@@ -177,7 +218,7 @@ class Stage1Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     seed: int = Field(default=0, ge=0)
-    """Seeds ALS initialisation, k-means and the evaluation sample."""
+    """Seeds the factorisation, k-means and the evaluation sample."""
 
     matrix: MatrixConfig = Field(default_factory=MatrixConfig)
     """Interaction weighting."""

@@ -17,6 +17,7 @@ import scipy.sparse as sp
 import structlog
 from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
+from implicit.nearest_neighbours import bm25_weight
 from threadpoolctl import threadpool_limits
 
 from candidate_gen._config import ALSConfig
@@ -49,11 +50,14 @@ class FactorModel:
 
 
 def confidence_matrix(train: sp.csr_matrix, config: ALSConfig) -> sp.csr_matrix:
-    """Hu, Koren & Volinsky (2008) confidences ``1 + alpha × weight`` of observed pairs.
+    """ALS confidences of observed pairs (Hu, Koren & Volinsky 2008), per ``confidence``.
 
-    implicit uses the stored value itself as the confidence (unobserved pairs count 1), so
-    a decayed weight below 1 would make an observed package count *less* than an
-    unobserved one; adding 1 keeps every observed pair above the unobserved baseline.
+    ``linear``: ``1 + alpha·w``; ``log``: ``1 + alpha·log(1 + w)``; ``bm25``:
+    ``1 + alpha·bm25(w)`` with implicit's :func:`~implicit.nearest_neighbours.bm25_weight`
+    (``bm25_k1``, ``bm25_b``). implicit uses the stored value itself as the confidence
+    (unobserved pairs count 1), so a decayed weight below 1 would make an observed package
+    count *less* than an unobserved one; adding 1 keeps every observed pair above the
+    unobserved baseline. BPR gets ``train`` unchanged (it only reads which pairs exist).
 
     Parameters
     ----------
@@ -67,7 +71,19 @@ def confidence_matrix(train: sp.csr_matrix, config: ALSConfig) -> sp.csr_matrix:
     """
     if config.algorithm == "bpr":
         return train
-    data = np.multiply(train.data, np.float32(config.alpha), dtype=np.float32)
+    if config.confidence == "bm25":
+        weighted = sp.csr_matrix(bm25_weight(train, K1=config.bm25_k1, B=config.bm25_b))
+        weighted.sort_indices()
+        data = weighted.data.astype(np.float32)
+        data *= np.float32(config.alpha)
+        data += np.float32(1.0)
+        return sp.csr_matrix((data, weighted.indices, weighted.indptr), shape=train.shape,
+                             copy=False)
+    if config.confidence == "log":
+        data = np.log1p(train.data, dtype=np.float32)
+        data *= np.float32(config.alpha)
+    else:
+        data = np.multiply(train.data, np.float32(config.alpha), dtype=np.float32)
     data += np.float32(1.0)
     # Shares the index arrays with ``train`` (read-only use by implicit): no copy of them.
     return sp.csr_matrix((data, train.indices, train.indptr), shape=train.shape, copy=False)

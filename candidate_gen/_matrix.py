@@ -1,9 +1,11 @@
-"""Interactions → a sparse user × package confidence matrix, with a time-based holdout.
+"""Interactions → a sparse user × package confidence matrix, split forward in time.
 
 One pass over the interaction log computes each row's confidence
 (``event_weights[event] × weight × 0.5 ** (age / half_life)``), maps ids to matrix
-rows/columns, and builds the train matrix (duplicates summed) with the latest packages
-of a seeded sample of users held out for evaluation.
+rows/columns, and builds the train matrix from the interactions before ``fit_end`` only
+(the split's ``test_start`` for a published job, its ``validation_start`` when tuning).
+The evaluation window ``[start, end)`` gives each sampled user's *new* packages: those
+they interact with in the window and did not hold before ``fit_end``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import polars as pl
 import scipy.sparse as sp
 import structlog
 
-from candidate_gen._config import EvaluationConfig, MatrixConfig
+from candidate_gen._config import MatrixConfig
 from data import DataFileError
 
 __all__ = ["Holdout", "InteractionMatrix", "build_interaction_matrix", "index_of"]
@@ -28,22 +30,32 @@ _MS_PER_DAY = 86_400_000.0
 
 @dataclass(frozen=True)
 class Holdout:
-    """The held-out packages of the evaluation users.
+    """The new packages of the evaluation users in the evaluation window.
 
     Attributes
     ----------
     rows : ndarray of int32, shape (n_eval,)
-        Matrix rows of the evaluation users, sorted.
+        Matrix rows of the evaluation users (history before the split), sorted.
     test : scipy.sparse.csr_matrix, shape (n_eval, n_packages)
-        1.0 where the user's held-out (latest) package is; row ``j`` is user ``rows[j]``.
+        1.0 where user ``rows[j]`` interacts in the window with a package they did not
+        hold before the split.
+    new_rows : ndarray of int32, shape (n_new,)
+        Rows of sampled users *without* history before the split (cold start), sorted.
+    new_test : scipy.sparse.csr_matrix, shape (n_new, n_packages)
+        Their packages in the window.
+    window : (float, float)
+        ``[start, end)`` of the window in seconds since the epoch.
     """
 
     rows: np.ndarray
     test: sp.csr_matrix
+    new_rows: np.ndarray
+    new_test: sp.csr_matrix
+    window: tuple[float, float]
 
     @property
     def n_pairs(self) -> int:
-        """Number of held-out (user, package) pairs."""
+        """Number of held-out (user, package) pairs of the users with history."""
         return int(self.test.nnz)
 
 
@@ -58,13 +70,18 @@ class InteractionMatrix:
     package_ids : ndarray of int32, shape (n_packages,)
         Sorted package ids; column ``c`` is package ``package_ids[c]``.
     train : scipy.sparse.csr_matrix of float32, shape (n_users, n_packages)
-        Summed confidence weights of every (user, package) pair not held out.
+        Summed confidence weights of every (user, package) pair before ``fit_end``.
     holdout : Holdout or None
-        The evaluation users' held-out pairs (None when evaluation is off).
+        The evaluation users' new packages in the window (None without a window).
     n_interactions : int
         Rows of the interaction log read.
+    n_fit_interactions : int
+        Rows before ``fit_end`` (the only ones the train matrix is built from).
     reference_ms : int
-        Newest interaction time (ms since epoch), the zero of the recency decay.
+        Newest interaction time before ``fit_end`` (ms since epoch), the zero of the
+        recency decay.
+    fit_end : float
+        Seconds since the epoch: the train matrix holds only interactions before it.
     """
 
     user_ids: np.ndarray
@@ -72,7 +89,9 @@ class InteractionMatrix:
     train: sp.csr_matrix
     holdout: Holdout | None
     n_interactions: int
+    n_fit_interactions: int
     reference_ms: int
+    fit_end: float
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -160,10 +179,14 @@ def build_interaction_matrix(
     users: pl.DataFrame,
     packages: pl.DataFrame,
     config: MatrixConfig,
-    evaluation: EvaluationConfig | None,
+    fit_end: float,
     rng: np.random.Generator,
+    *,
+    window: tuple[float, float] | None = None,
+    eval_users: int = 10_000,
+    eligible: np.ndarray | None = None,
 ) -> InteractionMatrix:
-    """Weight, map and split the interaction log into a train matrix and a holdout.
+    """Weight and map the interaction log; train on ``ts < fit_end``, evaluate on a window.
 
     Parameters
     ----------
@@ -173,10 +196,16 @@ def build_interaction_matrix(
         The ``users`` and ``packages`` tables; they define the rows and columns.
     config : MatrixConfig
         Event weights and recency decay.
-    evaluation : EvaluationConfig or None
-        Holdout settings; None or ``enabled=False`` keeps every pair in train.
+    fit_end : float
+        Seconds since the epoch; only interactions strictly before it enter ``train``.
     rng : numpy.random.Generator
         Draws the evaluation users.
+    window : (float, float), optional
+        ``[start, end)`` in seconds (``start >= fit_end``); None = no evaluation.
+    eval_users : int
+        Users sampled with history before ``fit_end`` (and as many without).
+    eligible : ndarray of bool, shape (n_users,), optional
+        Which matrix rows may be sampled (e.g. not validation devices); default all.
 
     Raises
     ------
@@ -187,24 +216,17 @@ def build_interaction_matrix(
     user_ids = _unique_ids(users, "user_id", "users")
     package_ids = _unique_ids(packages, "package_id", "packages")
     weights = {k: float(v) for k, v in config.event_weights.items()}
-    lazy = interactions.lazy()
     # when/then string equality is ~4× faster than replace_strict on tens of millions of rows.
     event_weight: Any = pl
     for event, value in weights.items():
         event_weight = event_weight.when(pl.col("event") == event).then(
             pl.lit(value, dtype=pl.Float32))
     confidence = event_weight.otherwise(None) * pl.col("weight")
-    ts_ms = pl.col("ts").dt.epoch("ms")
-    if config.recency_decay:
-        # 0.5 ** (age / half_life) written as exp(-ln 2 · age / half_life).
-        rate = float(np.log(2.0)) / (config.half_life_days * _MS_PER_DAY)
-        decay = ((ts_ms - ts_ms.max()).cast(pl.Float64) * rate).exp().cast(pl.Float32)
-        confidence = confidence * decay
-    frame = lazy.select(
+    frame = interactions.lazy().select(
         pl.col("user_id"),
         pl.col("package_id"),
         confidence.cast(pl.Float32).alias("w"),
-        ts_ms.alias("ms"),
+        pl.col("ts").dt.epoch("ms").alias("ms"),
     ).collect()
     if frame["w"].null_count():
         bad = (
@@ -215,6 +237,7 @@ def build_interaction_matrix(
             f"expected only {sorted(weights)}"
         )
     w = frame["w"].to_numpy()
+    w = w if w.flags.writeable else w.copy()  # zeroed after the split, decayed in place
     if len(w) and float(w.min()) < 0:
         raise DataFileError(
             f"table 'interactions': {int((w < 0).sum())} row(s) have a negative weight "
@@ -226,125 +249,108 @@ def build_interaction_matrix(
     _check_known(rows, raw_users, "user_id", "users")
     cols = index_of(package_ids, raw_packages)
     _check_known(cols, raw_packages, "package_id", "packages")
-    ms = frame["ms"]  # stays in polars: only the evaluation users' rows are gathered
+    ms = frame["ms"].to_numpy()
     del frame, raw_users, raw_packages
-    reference_ms = int(ms.max()) if len(ms) else 0  # type: ignore[arg-type]
+    fit_end_ms = int(np.ceil(fit_end * 1000.0))
+    after = ms >= fit_end_ms
+    n_fit = len(ms) - int(after.sum())
+    reference_ms = int(ms[~after].max()) if n_fit else 0
+    w[after] = 0.0  # the fit never sees the split's future: removed by eliminate_zeros
+    if config.recency_decay and n_fit:
+        # 0.5 ** (age / half_life) written as exp(-ln 2 · age / half_life), age counted
+        # back from the newest interaction before the split.
+        rate = float(np.log(2.0)) / (config.half_life_days * _MS_PER_DAY)
+        age = (ms - reference_ms).astype(np.float32)
+        np.minimum(age, 0.0, out=age)
+        age *= np.float32(rate)
+        np.exp(age, out=age)
+        w *= age
+        del age
     shape = (len(user_ids), len(package_ids))
-
+    window_rows = window_cols = None
+    if window is not None:
+        if window[0] < fit_end:
+            raise ValueError(f"evaluation window starts at {window[0]}, before the fit's end "
+                             f"{fit_end}: the evaluation would overlap the fit")
+        if not np.isfinite(window[1]):  # open end: up to the newest interaction
+            window = (window[0], (float(ms.max()) + 1.0) / 1000.0 if len(ms) else window[0])
+        lo, hi = int(np.ceil(window[0] * 1000.0)), int(np.ceil(window[1] * 1000.0))
+        in_window = np.flatnonzero((ms >= lo) & (ms < hi))
+        # Copies taken before the CSR below, whose sum_duplicates sorts ``cols`` in place.
+        window_rows, window_cols = rows[in_window], cols[in_window]
+        del in_window
     # A log already ordered by user (per-user exports, the generated worlds) gives the row
     # offsets by binary search; any other order takes scipy's general COO conversion.
     grouped = bool(len(rows) < 2 or (rows[1:] >= rows[:-1]).all())
-    indptr = None
     if grouped:
         indptr = np.zeros(shape[0] + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
-    holdout: Holdout | None = None
-    if evaluation is not None and evaluation.enabled and len(rows):
-        holdout, test_at = _time_holdout(rows, cols, ms, shape, evaluation, rng, indptr)
-        if test_at is not None:
-            w = w if w.flags.writeable else w.copy()
-            w[test_at] = 0.0  # removed by eliminate_zeros below
-    if indptr is not None:
-        w = w if w.flags.writeable else w.copy()  # the CSR takes the arrays as they are
         train = sp.csr_matrix((w, cols, indptr), shape=shape, dtype=np.float32)
         train.sum_duplicates()  # sorts each row's columns and adds up repeated pairs
     else:
         train = sp.csr_matrix((w, (rows, cols)), shape=shape, dtype=np.float32)
-    train.eliminate_zeros()  # held-out pairs and zero-weight rows
+    train.eliminate_zeros()  # pairs after the split and zero-weight rows
+    holdout: Holdout | None = None
+    if window is not None and window_rows is not None and window_cols is not None:
+        holdout = _window_holdout(window_rows, window_cols, train, shape, rng, eval_users,
+                                  eligible, window)
     log.info("interaction matrix", users=shape[0], packages=shape[1], nnz=train.nnz,
-             interactions=len(rows), held_out=holdout.n_pairs if holdout else 0)
-    return InteractionMatrix(user_ids, package_ids, train, holdout, len(rows), reference_ms)
+             interactions=len(rows), fit_interactions=n_fit,
+             held_out=holdout.n_pairs if holdout else 0)
+    return InteractionMatrix(user_ids, package_ids, train, holdout, len(rows), n_fit,
+                             reference_ms, float(fit_end))
 
 
-def _time_holdout(
+def _window_holdout(
     rows: np.ndarray,
     cols: np.ndarray,
-    ms: pl.Series,
+    train: sp.csr_matrix,
     shape: tuple[int, int],
-    config: EvaluationConfig,
     rng: np.random.Generator,
-    indptr: np.ndarray | None = None,
-) -> tuple[Holdout | None, np.ndarray | None]:
-    """Hold out the latest ``holdout_fraction`` of each sampled user's packages.
-
-    Only the sampled users' rows are grouped, so the cost beyond one pass over the log
-    is proportional to the sample, not to the log.
+    eval_users: int,
+    eligible: np.ndarray | None,
+    window: tuple[float, float],
+) -> Holdout:
+    """Sample evaluation users among those with a new package in the window.
 
     Parameters
     ----------
-    rows, cols : ndarray of int32, shape (n_log,)
-        Matrix row and column of every log entry.
-    ms : polars.Series of int64, length n_log
-        Entry times.
-    shape : (n_users, n_packages)
-    config : EvaluationConfig
-    rng : numpy.random.Generator
-    indptr : ndarray of int64, shape (n_users + 1,), optional
-        Row offsets when ``rows`` is sorted (entries of row ``r`` are
-        ``indptr[r]:indptr[r + 1]``); spares the passes over the whole log.
-
-    Returns
-    -------
-    holdout : Holdout or None
-    test_at : ndarray of int64, shape (n_test_entries,), or None
-        Log positions of every entry of a held-out pair (a pair may have several).
+    rows, cols : ndarray of int32, shape (n_window,)
+        Matrix row and column of every log entry in the window.
+    train : csr_matrix, shape (n_users, n_packages)
+        What each user held before the split (any stored pair, sorted indices).
     """
-    n_users = shape[0]
-    # Raw event counts bound distinct packages from above: sample generously, trim below.
-    counts = np.diff(indptr) if indptr is not None else np.bincount(rows, minlength=n_users)
-    eligible = np.flatnonzero(counts >= config.min_user_packages)
-    if len(eligible) == 0:
-        log.warning("no user has enough history to evaluate",
-                    min_user_packages=config.min_user_packages)
-        return None, None
-    n_draw = min(len(eligible), 2 * config.eval_users)
-    drawn = rng.choice(eligible, size=n_draw, replace=False)
-    if indptr is not None:
+    n_packages = shape[1]
+    users = np.unique(rows)
+    if eligible is not None:
+        users = users[eligible[users]]
+    history = np.diff(train.indptr)[users] > 0
+
+    def sample(pool: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
+        # Draw generously in random order, keep the first eval_users with a new package:
+        # only the drawn users' pairs are ever compared with what they held.
+        drawn = rng.permutation(pool)[: 3 * eval_users]
         ordered = np.sort(drawn)
-        picked = concat_ranges(indptr[ordered], counts[ordered])  # in log order
-    else:
-        in_sample = np.zeros(n_users, dtype=bool)
-        in_sample[drawn] = True
-        picked = np.flatnonzero(in_sample[rows])
-    pairs = (
-        pl.DataFrame({"r": rows[picked], "c": cols[picked], "ms": ms.gather(picked)})
-        .group_by("r", "c")
-        .agg(pl.col("ms").max())
-        .with_columns(n=pl.len().over("r"))
-        .filter(pl.col("n") >= config.min_user_packages)
-    )
-    # Keep the first eval_users of the random draw that qualify (draw order is random).
-    order = pl.DataFrame({"r": drawn.astype(np.int32), "draw": np.arange(n_draw)})
-    keep = (
-        pairs.select("r").unique().join(order, on="r").sort("draw").head(config.eval_users)
-    )
-    pairs = pairs.join(keep.select("r"), on="r")
-    if pairs.height == 0:
-        return None, None
-    test = (
-        pairs.sort(["r", "ms", "c"], descending=[False, True, False])
-        .with_columns(
-            rank=pl.int_range(pl.len()).over("r"),
-            n_test=(pl.col("n").cast(pl.Float64) * config.holdout_fraction)
-            .floor()
-            .clip(lower_bound=1)
-            .cast(pl.Int64),
-        )
-        .filter(pl.col("rank") < pl.col("n_test"))
-        .select("r", "c")
-    )
-    eval_rows = np.sort(keep["r"].to_numpy().astype(np.int32))
-    test_r = test["r"].to_numpy()
-    test_c = test["c"].to_numpy()
-    local = np.searchsorted(eval_rows, test_r)
-    test_matrix = sp.csr_matrix(
-        (np.ones(len(test_r), dtype=np.float32), (local, test_c)),
-        shape=(len(eval_rows), shape[1]),
-    )
-    # Mark every raw row of a held-out pair (a pair may have several events).
-    pair_key = test_r.astype(np.int64) * shape[1] + test_c
-    pair_key.sort()
-    row_key = rows[picked].astype(np.int64) * shape[1] + cols[picked]
-    pos = np.searchsorted(pair_key, row_key)
-    pos[pos >= len(pair_key)] = 0
-    return Holdout(eval_rows, test_matrix), picked[pair_key[pos] == row_key]
+        at = np.flatnonzero(np.isin(rows, ordered))
+        key = np.unique(rows[at].astype(np.int64) * n_packages + cols[at])
+        held = train[ordered]
+        held_key = (ordered[np.repeat(np.arange(len(ordered)), np.diff(held.indptr))]
+                    .astype(np.int64) * n_packages + held.indices)
+        held_key.sort()
+        pos = np.searchsorted(held_key, key)
+        pos[pos >= len(held_key)] = 0
+        new = ~(held_key[pos] == key) if len(held_key) else np.ones(len(key), dtype=bool)
+        key = key[new]
+        r = (key // n_packages).astype(np.int32)
+        with_new = np.isin(drawn, r)
+        picked = np.sort(drawn[with_new][:eval_users]).astype(np.int32)
+        keep = np.isin(r, picked)
+        local = np.searchsorted(picked, r[keep])
+        test = sp.csr_matrix(
+            (np.ones(len(local), dtype=np.float32), (local, key[keep] % n_packages)),
+            shape=(len(picked), n_packages))
+        return picked, test
+
+    rows_warm, test_warm = sample(users[history])
+    rows_new, test_new = sample(users[~history])
+    return Holdout(rows_warm, test_warm, rows_new, test_new, window)

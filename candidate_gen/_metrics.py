@@ -1,14 +1,18 @@
-"""Offline metrics on the time-based holdout: recall@k of three kinds of list.
+"""Offline metrics forward in time: recall@k of the cluster lists and of every baseline.
 
-For each evaluation user, recall@k = |held-out packages ∩ list[:k]| / |held-out packages|,
-averaged over users. Lists compared:
+For each evaluation user, recall@k = |new packages ∩ list[:k]| / |new packages|, averaged
+over users, where the new packages are those the user acquires in the evaluation window
+and did not hold before the split. Every list is built from the train matrix alone
+(interactions before the split). Lists compared (:data:`LISTS`):
 
-* ``cluster``: the user's cluster list (shared by the cluster; owned packages stay in);
-* ``cold_start``: the list of the cluster the user's features alone would assign;
-* ``popularity``: the k available packages with the most train users;
-* ``als_user``: the user's own top-k from the factor model over available packages,
-  excluding packages already in the user's train history (an upper bound for a shared
-  list: held-out packages are never in train, so excluding them costs it nothing).
+* ``cluster_lists``: the user's cluster list (shared; owned packages stay in);
+* ``global_popularity``: the k available packages with the most train users;
+* ``language_popularity``: the same within the user's language;
+* ``segment_popularity``: the same within the user's segment (language × region × age);
+* ``demographics_assignment``: the list of the cluster the user's features alone assign;
+* ``own_factorisation_top_k``: the user's own top-k from the factor model, excluding the
+  packages they already hold. Not a shareable list, and not an upper bound of one: it is
+  what the factorisation alone predicts for one person.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ import scipy.sparse as sp
 from candidate_gen._matrix import Holdout
 from candidate_gen._search import search
 
-__all__ = ["list_recall", "popularity_top", "recall_report", "user_top_k"]
+__all__ = [
+    "BASELINES", "LISTS", "group_popularity_top", "holder_counts", "list_recall",
+    "popularity_top", "recall_report", "user_top_k",
+]
 
 
 def list_recall(test: sp.csr_matrix, lists: np.ndarray, list_of_user: np.ndarray) -> float:
@@ -119,10 +126,53 @@ def _top_unowned(index: faiss.Index, avail: np.ndarray, queries: np.ndarray,
 
 def popularity_top(train: sp.csr_matrix, available: np.ndarray, k: int) -> np.ndarray:
     """The ``k`` available packages with the most train users, most popular first (int32)."""
-    users_per_package = np.bincount(train.indices, minlength=train.shape[1]).astype(np.float64)
-    users_per_package[~available] = -1.0
-    order = np.argsort(-users_per_package, kind="stable")
-    return order[: min(k, int(available.sum()))].astype(np.int32)
+    return group_popularity_top(train, np.zeros(train.shape[0], dtype=np.int64), 1,
+                                available, k)[0]
+
+
+def group_popularity_top(train: sp.csr_matrix, group: np.ndarray, n_groups: int,
+                         available: np.ndarray, k: int) -> np.ndarray:
+    """Each group's ``k`` available packages with the most train users in the group.
+
+    Parameters
+    ----------
+    train : csr_matrix, shape (n_users, n_packages)
+    group : ndarray of int, shape (n_users,)
+        Group of every user, in ``[0, n_groups)``.
+    n_groups : int
+    available : ndarray of bool, shape (n_packages,)
+    k : int
+
+    Returns
+    -------
+    ndarray of int32, shape (n_groups, min(k, available packages))
+        Most popular first; ties by package index.
+    """
+    counts = holder_counts(train, group, n_groups)
+    counts[:, ~available] = -1.0
+    n = min(k, int(available.sum()))
+    return np.argsort(-counts, axis=1, kind="stable")[:, :n].astype(np.int32)
+
+
+def holder_counts(train: sp.csr_matrix, group: np.ndarray, n_groups: int) -> np.ndarray:
+    """Distinct users holding each package, per group (float64, shape (n_groups, n_packages)).
+
+    ``group`` (n_users,) may hold -1 for users to leave out.
+    """
+    n_packages = train.shape[1]
+    entry_group = np.repeat(np.asarray(group, dtype=np.int64), np.diff(train.indptr))
+    keep = entry_group >= 0
+    flat = np.bincount(entry_group[keep] * n_packages + train.indices[keep],
+                       minlength=n_groups * n_packages)
+    return flat.reshape(n_groups, n_packages).astype(np.float64)
+
+
+LISTS = ("cluster_lists", "global_popularity", "language_popularity", "segment_popularity",
+         "demographics_assignment", "own_factorisation_top_k")
+"""Names of the lists compared, in table order."""
+BASELINES = ("global_popularity", "language_popularity", "segment_popularity",
+             "demographics_assignment")
+"""The shareable lists that need no behaviour model: the cluster lists must beat the best."""
 
 
 def recall_report(
@@ -131,54 +181,87 @@ def recall_report(
     available: np.ndarray,
     cluster_lists: np.ndarray,
     user_cluster: np.ndarray,
-    cold_cluster: np.ndarray,
+    feature_cluster: np.ndarray,
     user_factors: np.ndarray,
     package_factors: np.ndarray,
+    groups: dict[str, tuple[np.ndarray, int]],
     k: int,
 ) -> dict[str, Any]:
-    """Recall@k of cluster lists, cold-start lists, popularity and per-user ALS.
+    """Recall@k of the cluster lists and of every baseline on the same users.
 
     Parameters
     ----------
     holdout : Holdout
     train : csr_matrix, shape (n_users, n_packages)
+        The fit's matrix (interactions before the split only).
     available : ndarray of bool, shape (n_packages,)
     cluster_lists : ndarray of int32, shape (n_clusters, n)
         Package indices of each cluster's candidates, best first.
     user_cluster : ndarray of int32, shape (n_users,)
-        Cluster of every matrix row.
-    cold_cluster : ndarray of int32, shape (n_eval,)
-        Cluster each evaluation user would get from features alone.
+        Cluster of every matrix row (from features for users without history).
+    feature_cluster : ndarray of int32, shape (n_users,)
+        Cluster every user's features alone would assign.
     user_factors : ndarray of float32, shape (n_users, d)
     package_factors : ndarray of float32, shape (n_packages, d)
-        The fitted factors; give each user's own top-k.
+    groups : dict
+        ``"language"`` and ``"segment"`` → (group of every user (n_users,), n_groups).
     k : int
         Cut-off, lowered to the cluster lists' length if they are shorter.
 
     Returns
     -------
     dict
-        ``k``, ``eval_users``, ``held_out_pairs``, ``recall_cluster``,
-        ``recall_cold_start``, ``recall_popularity``, ``recall_als_user`` (all recall@k)
-        and ``cluster_vs_popularity`` (ratio).
+        ``k``, ``window`` (seconds), ``eval_users``, ``held_out_pairs``, ``recall`` (list
+        name → recall@k, see :data:`LISTS`), ``best_baseline``,
+        ``cluster_vs_best_baseline``, ``own_vs_global_popularity``, and ``new_users``
+        (the same for sampled users without history: their cluster comes from features).
     """
-    rows, test = holdout.rows, holdout.test
     k = min(k, cluster_lists.shape[1])  # every list compared has the cluster lists' length
     lists = cluster_lists[:, :k]
-    recall_cluster = list_recall(test, lists, user_cluster[rows])
-    recall_cold = list_recall(test, lists, cold_cluster)
-    popular = popularity_top(train, available, k)
-    recall_popular = list_recall(test, popular[None, :], np.zeros(len(rows), dtype=np.int64))
+    popular = {
+        "global_popularity": (popularity_top(train, available, k)[None, :],
+                              np.zeros(train.shape[0], dtype=np.int64)),
+        "language_popularity": (group_popularity_top(train, groups["language"][0],
+                                                     groups["language"][1], available, k),
+                                groups["language"][0]),
+        "segment_popularity": (group_popularity_top(train, groups["segment"][0],
+                                                    groups["segment"][1], available, k),
+                               groups["segment"][0]),
+    }
+
+    def shared(rows: np.ndarray, test: sp.csr_matrix) -> dict[str, float]:
+        out = {"cluster_lists": list_recall(test, lists, user_cluster[rows])}
+        for name, (top, group) in popular.items():
+            out[name] = list_recall(test, top, group[rows])
+        out["demographics_assignment"] = list_recall(test, lists, feature_cluster[rows])
+        return out
+
+    rows, test = holdout.rows, holdout.test
+    recall = shared(rows, test)
     own = user_top_k(user_factors[rows], package_factors, available, train[rows], k)
-    recall_own = list_recall(test, own, np.arange(len(rows)))
-    return {
+    recall["own_factorisation_top_k"] = list_recall(test, own, np.arange(len(rows)))
+    best = max(BASELINES, key=lambda name: recall[name])
+    report: dict[str, Any] = {
         "k": k,
+        "window": [round(holdout.window[0], 3), round(holdout.window[1], 3)],
         "eval_users": len(rows),
         "held_out_pairs": int(test.nnz),
-        "recall_cluster": round(recall_cluster, 5),
-        "recall_cold_start": round(recall_cold, 5),
-        "recall_popularity": round(recall_popular, 5),
-        "recall_als_user": round(recall_own, 5),
-        "cluster_vs_popularity": round(recall_cluster / recall_popular, 3)
-        if recall_popular > 0 else None,
+        "recall": {name: round(recall[name], 5) for name in LISTS},
+        "best_baseline": best,
+        "cluster_vs_best_baseline": _ratio(recall["cluster_lists"], recall[best]),
+        "own_vs_global_popularity": _ratio(recall["own_factorisation_top_k"],
+                                           recall["global_popularity"]),
     }
+    if len(holdout.new_rows):
+        new = shared(holdout.new_rows, holdout.new_test)
+        new.pop("demographics_assignment")  # the cluster list itself, for these users
+        report["new_users"] = {
+            "eval_users": len(holdout.new_rows),
+            "held_out_pairs": int(holdout.new_test.nnz),
+            "recall": {name: round(value, 5) for name, value in new.items()},
+        }
+    return report
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 4) if b > 0 else None

@@ -1,17 +1,35 @@
-"""``stickers candidates build|inspect|assign|config``: the stage-1 command line."""
+"""``stickers candidates build|inspect|assign|config|tune``: the stage-1 command line."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import click
 
 from candidate_gen._artifact import KIND, Stage1Artifact
-from candidate_gen._build import build_stage1
+from candidate_gen._build import build_stage1, resolve_dataset
 from candidate_gen._config import Stage1Config
+from candidate_gen._metrics import BASELINES, LISTS
+from candidate_gen._tune import tune_stage1
 from data import print_table
 from data.cli import CLIContext, pass_cli
+
+_SHORT = {
+    "als.confidence": "conf.", "als.alpha": "alpha", "als.regularization": "reg.",
+    "als.iterations": "iters", "als.factors": "factors",
+    "clusters.feature_weight": "demogr. weight", "clusters.n_clusters": "clusters",
+    "candidates.popularity_blend": "pop. blend", "candidates.shrinkage": "shrink",
+}
+_LIST_NAMES = {
+    "cluster_lists": "cluster lists (stage 1)",
+    "global_popularity": "global popularity",
+    "language_popularity": "per-language popularity",
+    "segment_popularity": "per-segment popularity (language × region × age)",
+    "demographics_assignment": "demographics-only assignment (cluster from features)",
+    "own_factorisation_top_k": "each user's own factorisation top-k (not shareable)",
+}
 
 __all__ = ["candidates"]
 
@@ -58,9 +76,32 @@ def build_cmd(cli: CLIContext, dataset: str, config_file: Path | None,
 
 def _summary(artifact: Stage1Artifact) -> None:
     m = artifact.metrics
-    rows = _flatten({k: m[k] for k in ("evaluation", "clusters", "label_coverage",
-                                       "timings_s") if k in m})
-    print_table(f"stage 1 {artifact.version}", ["metric", "value"], rows)
+    evaluation = m.get("evaluation") or {}
+    if "recall" in evaluation:
+        _recall_table(evaluation, f"stage 1 {artifact.version}: recall@{evaluation['k']}")
+    rest: dict[str, Any] = {k: m[k] for k in ("split", "clusters", "label_coverage",
+                                              "timings_s") if k in m}
+    rest["evaluation"] = {k: v for k, v in evaluation.items()
+                          if k not in ("recall", "new_users")}
+    print_table(f"stage 1 {artifact.version}", ["metric", "value"], _flatten(rest))
+
+
+def _recall_table(evaluation: dict[str, Any], title: str) -> None:
+    """One row per list: recall@k on users with history, ratio to the best baseline."""
+    recall = evaluation["recall"]
+    best = max(BASELINES, key=lambda name: recall[name])
+    new = (evaluation.get("new_users") or {}).get("recall", {})
+    rows = []
+    for name in LISTS:
+        ratio = recall[name] / recall[best] if recall[best] > 0 else float("nan")
+        mark = " (best baseline)" if name == best else ""
+        rows.append((_LIST_NAMES[name] + mark, f"{recall[name]:.4f}", f"{ratio:.3f}",
+                     f"{new[name]:.4f}" if name in new else ""))
+    n_new = (evaluation.get("new_users") or {}).get("eval_users", 0)
+    print_table(
+        f"{title} on new packages after the split ({evaluation['eval_users']} users with "
+        f"history, {evaluation['held_out_pairs']} pairs; {n_new} users without history)",
+        ["list", "recall", "× best baseline", "users without history"], rows)
 
 
 @candidates.command("inspect")
@@ -136,3 +177,74 @@ def config_cmd(config_file: Path | None, overrides: tuple[str, ...], fmt: str) -
     """Print the effective stage-1 config (defaults, file, overrides) as TOML or JSON."""
     config = _load_config(config_file, overrides)
     click.echo(config.to_toml() if fmt == "toml" else config.to_json(), nl=False)
+
+
+@candidates.command("tune")
+@click.option("--dataset", default="small", show_default=True,
+              help="Dataset name under <var>/data/, or a dataset directory.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Start from this config (trial 0) instead of the defaults.")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override a starting value (keys the search draws are drawn anyway).")
+@click.option("--trials", type=click.IntRange(min=1), default=24, show_default=True,
+              help="Trials in all, the starting config included.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the draws.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the chosen config (.toml; default "
+                   "<var>/stage1-tune/<dataset>.toml). Every trial goes next to it as JSON.")
+@pass_cli
+def tune_cmd(cli: CLIContext, dataset: str, config_file: Path | None,
+             overrides: tuple[str, ...], trials: int, seed: int, out: Path | None) -> None:
+    """Search stage-1 settings on the VALIDATION split and write the best as TOML.
+
+    The table has one row per trial (best first): the drawn settings, then recall@k of
+    the cluster lists, of the global, per-language and per-segment popularity lists, of
+    the demographics-only assignment and of each user's own factorisation top-k, and the
+    cluster lists' ratio to the best of the four baselines.
+
+    Each trial fits on interactions before the split's validation_start and is scored on
+    validation devices' new packages in [validation_start, test_start); the test window
+    is never used. `stickers candidates build --config <out>` builds with the choice.
+    """
+    base = _load_config(config_file, overrides)
+    ds = resolve_dataset(dataset, cli.var)
+    result = tune_stage1(ds, base, trials, seed, show_progress=cli.show_progress)
+    keys = sorted({k for t in result.trials for k in t.overrides})
+    rows = []
+    for t in sorted(result.trials, key=lambda t: -t.score):
+        r = t.evaluation["recall"]
+        best_baseline = max(r[name] for name in BASELINES)
+        values = [t.overrides.get(k, getattr(getattr(t.config, k.split(".")[0]),
+                                             k.split(".")[1])) for k in keys]
+        rows.append((t.trial, *[str(v) for v in values], f"{r['cluster_lists']:.4f}",
+                     *[f"{r[name]:.4f}" for name in BASELINES],
+                     f"{r['own_factorisation_top_k']:.4f}",
+                     f"{r['cluster_lists'] / best_baseline:.3f}" if best_baseline else "",
+                     "*" if t is result.best else ""))
+    ev = result.best.evaluation
+    print_table(
+        f"stage-1 tuning on the validation split (fit < validation_start, scored on "
+        f"{ev['eval_users']} validation devices' new packages in [validation_start, "
+        f"test_start)), recall@{ev['k']}",
+        ["trial", *[_SHORT.get(k, k) for k in keys], "cluster lists", "global", "language",
+         "segment", "demogr.", "own top-k", "× best", "chosen"], rows)
+    out = out or cli.var / "stage1-tune" / f"{ds.name}.toml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix != ".toml":
+        raise click.BadParameter(f"{out}: the chosen config is written as .toml",
+                                 param_hint="--out")
+    header = (f"# stage-1 config chosen by `stickers candidates tune` on dataset {ds.name}\n"
+              f"# trial {result.best.trial} of {len(result.trials)} (seed {seed}); validation "
+              f"recall@{ev['k']} of the cluster lists {result.best.score:.4f}\n"
+              f"# fit < validation_start={result.split['validation_start']}, scored on "
+              f"[validation_start, test_start={result.split['test_start']})\n")
+    out.write_text(header + result.best.config.to_toml())
+    trials_path = out.with_suffix(".trials.json")
+    trials_path.write_text(json.dumps({
+        "dataset": str(ds.root), "seed": seed, "split": result.split,
+        "chosen_trial": result.best.trial,
+        "trials": [{"trial": t.trial, "overrides": t.overrides, "evaluation": t.evaluation}
+                   for t in result.trials],
+    }, indent=2, default=str) + "\n")
+    click.echo(f"chosen: trial {result.best.trial} {result.best.overrides}")
+    click.echo(str(out))

@@ -23,14 +23,17 @@ TEST_CONFIG = Stage1Config().with_overrides([
     "als.factors=4", "als.iterations=8", "als.regularization=0.1", "als.alpha=5.0",
     "clusters.n_clusters=2", "clusters.min_cluster_size=50",
     "candidates.n_candidates=5", "candidates.top_labels=1",
-    "candidates.min_packages_per_label=2", "evaluation.eval_users=50",
-    "evaluation.min_user_packages=4", "evaluation.k=5",
+    "candidates.min_packages_per_label=2", "evaluation.eval_users=50", "evaluation.k=5",
 ])
 
 
-def write_dataset(root: Path, tables: dict[str, pl.DataFrame]) -> Path:
+def write_dataset(root: Path, tables: dict[str, pl.DataFrame],
+                  split: data.TimeSplit | None = None) -> Path:
     """Publish a dataset directory (one Parquet part per table) the way the loaders do."""
-    with data.publish_artifact(root, kind="dataset", parameters={"hand_made": True}) as writer:
+    parameters: dict[str, object] = {"hand_made": True}
+    if split is not None:
+        parameters["split"] = split.to_parameters()
+    with data.publish_artifact(root, kind="dataset", parameters=parameters) as writer:
         for name, frame in tables.items():
             (writer.path / name).mkdir()
             part = writer.path / name / "part-00000.parquet"
@@ -135,7 +138,11 @@ def test_artifact_contents_and_metrics(two_groups):
     m = artifact.metrics
     assert set(m["timings_s"]) >= {"load", "matrix", "factorize", "cluster", "candidates",
                                    "evaluate", "write", "total"}
-    assert m["evaluation"]["recall_cluster"] >= m["evaluation"]["recall_popularity"]
+    recall = m["evaluation"]["recall"]
+    assert recall["cluster_lists"] >= recall["global_popularity"]
+    assert m["split"]["source"] == "quantiles" and m["split"]["fit_end"] == m["split"][
+        "test_start"]
+    assert artifact.manifest.parameters["split"]["test_start"] == m["split"]["test_start"]
     assert m["label_coverage"]["covered_share"] == 1.0
     coverage = artifact.label_coverage
     assert set(coverage["label_id"].to_list()) <= {1, 2, 3, 4} and coverage["covered"].all()
@@ -257,7 +264,9 @@ def test_generated_tiny_world(tiny_world, tmp_path):
     for c in range(artifact.n_clusters):
         assert set(artifact.candidates(c).tolist()) <= available
     ev = artifact.metrics["evaluation"]
-    assert ev["eval_users"] > 0 and 0 <= ev["recall_cluster"] <= 1
+    assert ev["eval_users"] > 0 and 0 <= ev["recall"]["cluster_lists"] <= 1
+    assert ev["phase"] == "test" and ev["window"][0] == data.time_split(
+        data.open_dataset(tiny_world)).test_start
 
 
 def test_bpr_option_for_comparison(tmp_path):
@@ -267,4 +276,4 @@ def test_bpr_option_for_comparison(tmp_path):
     artifact = Stage1Artifact.load(build_stage1(dataset, config, tmp_path))
     assert artifact.config.als.algorithm == "bpr"
     assert artifact.package_factors.shape == (20, 5)  # BPR adds a bias column
-    assert "recall_cluster" in artifact.metrics["evaluation"]
+    assert "cluster_lists" in artifact.metrics["evaluation"]["recall"]

@@ -10,6 +10,7 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from implicit.nearest_neighbours import bm25_weight
 
 import data
 from candidate_gen import (
@@ -96,6 +97,7 @@ def test_bad_config_files(tmp_path):
 # -- matrix -------------------------------------------------------------------------------
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
+END = (T0 + timedelta(days=1)).timestamp()  # after every test interaction
 
 
 def _users(ids):
@@ -130,7 +132,7 @@ def test_matrix_weights_are_exact():
     frame = _interactions([(7, 30, "purchase", 0), (7, 30, "download", 10), (9, 20, "download", 10),
                            (9, 30, "download", 0)])
     config = MatrixConfig(half_life_days=10)
-    m = build_interaction_matrix(frame, _users([9, 7]), _packages([30, 20, 10]), config, None,
+    m = build_interaction_matrix(frame, _users([9, 7]), _packages([30, 20, 10]), config, END,
                                  np.random.default_rng(0))
     assert m.user_ids.tolist() == [7, 9] and m.package_ids.tolist() == [10, 20, 30]
     expected = np.array([[0, 0, 4.0 + 0.5], [0, 0.5, 1.0]], dtype=np.float32)
@@ -143,30 +145,47 @@ def test_matrix_rejects_unknown_ids_and_events():
     with pytest.raises(data.DataFileError,
                        match=r"1 row\(s\) have a package_id not in table 'packages' \(e\.g\. \[5"):
         build_interaction_matrix(_interactions([(1, 5, "purchase", 0)]), users, packages,
-                                 MatrixConfig(), None, rng)
+                                 MatrixConfig(), END, rng)
     with pytest.raises(data.DataFileError, match="user_id not in table 'users'"):
         build_interaction_matrix(_interactions([(2, 1, "purchase", 0)]), users, packages,
-                                 MatrixConfig(), None, rng)
+                                 MatrixConfig(), END, rng)
     with pytest.raises(data.DataFileError, match=r"column 'event' holds \['like'\]"):
         build_interaction_matrix(_interactions([(1, 1, "like", 0)]), users, packages,
-                                 MatrixConfig(), None, rng)
+                                 MatrixConfig(), END, rng)
     with pytest.raises(data.DataFileError, match="duplicate id"):
         build_interaction_matrix(_interactions([(1, 1, "purchase", 0)]), _users([1, 1]),
-                                 packages, MatrixConfig(), None, rng)
+                                 packages, MatrixConfig(), END, rng)
 
 
-def test_holdout_takes_each_sampled_users_latest_packages():
-    # user 1: packages 1..5 one day apart (5 newest); user 2: only 2 packages (too few).
-    rows = [(1, p, "download", 10 - p) for p in range(1, 6)] + [(2, 1, "purchase", 3),
-                                                              (2, 2, "purchase", 1)]
-    rows.append((1, 5, "download", 30))  # an old event of the held-out pair leaves train too
-    evaluation = EvaluationConfig(eval_users=10, holdout_fraction=0.4, min_user_packages=5)
-    m = build_interaction_matrix(_interactions(rows), _users([1, 2]), _packages(list(range(1, 6))),
-                                 MatrixConfig(), evaluation, np.random.default_rng(0))
+def test_fit_sees_nothing_after_the_split_and_evaluates_only_new_packages():
+    # Split 5 days before T0. User 1 holds 1, 2 before it and gets 2 (again), 3, 4 after;
+    # user 2 has no history before it (a new user); user 3 has history and nothing new.
+    split = (T0 - timedelta(days=5)).timestamp()
+    rows = [(1, 1, "download", 10), (1, 2, "purchase", 8), (1, 2, "download", 2),
+            (1, 3, "download", 1), (1, 4, "purchase", 0), (2, 5, "download", 1),
+            (3, 1, "download", 9), (3, 1, "download", 3)]
+    m = build_interaction_matrix(_interactions(rows), _users([1, 2, 3]),
+                                 _packages(list(range(1, 6))), MatrixConfig(recency_decay=False),
+                                 split, np.random.default_rng(0), window=(split, END))
+    # Only the interactions before the split: user 1's purchase of 2 weighs 4, the later
+    # download of 2 is not added; user 3's second download of 1 is after the split.
+    np.testing.assert_allclose(m.train.toarray(), [[1, 4, 0, 0, 0], [0] * 5, [1, 0, 0, 0, 0]])
+    assert m.n_fit_interactions == 3 and m.fit_end == split
+    assert m.reference_ms == int((T0 - timedelta(days=8)).timestamp() * 1000)
     assert m.holdout is not None and m.holdout.rows.tolist() == [0]
-    assert m.holdout.test.toarray()[0].nonzero()[0].tolist() == [3, 4]  # packages 4, 5
-    assert m.train.toarray()[0].nonzero()[0].tolist() == [0, 1, 2]
-    assert m.train.toarray()[1].nonzero()[0].tolist() == [0, 1]
+    assert m.holdout.test.toarray()[0].nonzero()[0].tolist() == [2, 3]  # packages 3, 4
+    assert m.holdout.new_rows.tolist() == [1]
+    assert m.holdout.new_test.toarray()[0].nonzero()[0].tolist() == [4]
+    with pytest.raises(ValueError, match="would overlap the fit"):
+        build_interaction_matrix(_interactions(rows), _users([1, 2, 3]),
+                                 _packages(list(range(1, 6))), MatrixConfig(), split,
+                                 np.random.default_rng(0), window=(split - 1.0, END))
+    eligible = np.array([False, True, True])
+    m = build_interaction_matrix(_interactions(rows), _users([1, 2, 3]),
+                                 _packages(list(range(1, 6))), MatrixConfig(), split,
+                                 np.random.default_rng(0), window=(split, END),
+                                 eligible=eligible)
+    assert m.holdout is not None and m.holdout.rows.tolist() == []  # user 1 not eligible
 
 
 @settings(max_examples=30, deadline=None)
@@ -177,31 +196,48 @@ def test_matrix_and_holdout_do_not_depend_on_log_order(seed, n_users, n_log):
     rows = [(int(u), int(p), str(e), int(d)) for u, p, e, d in zip(
         rng.integers(0, n_users, n_log), rng.integers(0, 6, n_log),
         rng.choice(["purchase", "download"], n_log), rng.integers(0, 40, n_log), strict=True)]
-    evaluation = EvaluationConfig(eval_users=5, holdout_fraction=0.5, min_user_packages=2)
+    split = (T0 - timedelta(days=10)).timestamp()
     users, packages = _users(list(range(n_users))), _packages(list(range(6)))
     by_user = sorted(rows, key=lambda r: r[0])
     shuffled = [rows[i] for i in rng.permutation(n_log)]
     built = [build_interaction_matrix(_interactions(log), users, packages, MatrixConfig(),
-                                      evaluation, np.random.default_rng(1))
+                                      split, np.random.default_rng(1), window=(split, END),
+                                      eval_users=5)
              for log in (by_user, shuffled)]
     a, b = built
     np.testing.assert_allclose(a.train.toarray(), b.train.toarray(), rtol=1e-6)
     assert a.train.has_canonical_format and b.train.has_canonical_format
-    assert (a.holdout is None) == (b.holdout is None)
-    if a.holdout is not None and b.holdout is not None:
-        assert a.holdout.rows.tolist() == b.holdout.rows.tolist()
-        np.testing.assert_array_equal(a.holdout.test.toarray(), b.holdout.test.toarray())
-        # a held-out pair is gone from train
-        overlap = a.train[a.holdout.rows].toarray() * a.holdout.test.toarray()
-        assert not overlap.any()
+    assert a.holdout is not None and b.holdout is not None
+    assert a.holdout.rows.tolist() == b.holdout.rows.tolist()
+    np.testing.assert_array_equal(a.holdout.test.toarray(), b.holdout.test.toarray())
+    # a held-out package is new to its user: never in what they held before the split
+    overlap = a.train[a.holdout.rows].toarray() * a.holdout.test.toarray()
+    assert not overlap.any()
+    # nothing at or after the split is in train
+    late = {(u, p) for u, p, _, d in rows if d <= 10}
+    early = {(u, p) for u, p, _, d in rows if d > 10}
+    dense = a.train.toarray()
+    for u, p in late - early:
+        assert dense[u, p] == 0
 
 
 def test_confidence_is_one_plus_alpha_weight_and_leaves_train_alone():
     train = sp.csr_matrix(np.array([[0, 0.5, 0], [2.0, 0, 1.0]], np.float32))
     before = train.toarray().copy()
-    conf = confidence_matrix(train, ALSConfig(alpha=4.0))
+    conf = confidence_matrix(train, ALSConfig(alpha=4.0, confidence="linear"))
     assert conf.dtype == np.float32
     np.testing.assert_allclose(conf.toarray(), [[0, 3.0, 0], [9.0, 0, 5.0]])
+    log_conf = confidence_matrix(train, ALSConfig(alpha=4.0, confidence="log"))
+    np.testing.assert_allclose(log_conf.toarray(), [[0, 1 + 4 * np.log(1.5), 0],
+                                                    [1 + 4 * np.log(3.0), 0, 1 + 4 * np.log(2.0)]],
+                               rtol=1e-6)
+    wide = sp.csr_matrix(np.array([[1, 0, 0], [3, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32))
+    bm25 = confidence_matrix(wide, ALSConfig(alpha=2.0, confidence="bm25"))
+    expected = 1 + 2 * bm25_weight(wide, K1=100.0, B=0.8).toarray()
+    assert bm25.dtype == np.float32 and bm25.nnz == 4
+    np.testing.assert_allclose(bm25.toarray()[wide.toarray() > 0], expected[wide.toarray() > 0],
+                               rtol=1e-5)
+    assert bm25[1, 0] > bm25[0, 0] > 1  # more weight, more confidence; above unobserved
     np.testing.assert_array_equal(train.toarray(), before)
 
 
@@ -294,8 +330,8 @@ def test_candidates_exclude_unavailable_and_rank_by_score():
     factors = np.array([[1, 0], [0.9, 0], [0.8, 0], [0, 1], [0, 0.5]], dtype=np.float32)
     centroids = np.array([[1, 0], [0, 1]], dtype=np.float32)
     available = np.array([True, False, True, True, True])
-    lists = select_candidates(centroids, factors, available,
-                              CandidateConfig(n_candidates=2, top_labels=0))
+    scores = centroids @ factors[available].T
+    lists = select_candidates(scores, available, CandidateConfig(n_candidates=2, top_labels=0))
     assert lists.packages.tolist() == [[0, 2], [3, 4]]
     np.testing.assert_allclose(lists.scores, [[1, 0.8], [1, 0.5]])
 
@@ -308,7 +344,7 @@ def test_coverage_swaps_in_best_carrier_and_drops_lowest_unneeded():
         [[1, 0], [1, 0], [0, 0], [0, 0], [0, 0], [0, 0], [0, 0], [0, 1], [0, 1]], dtype=np.float32))
     demand = np.array([[0.5, 0.5]], dtype=np.float32)
     config = CandidateConfig(n_candidates=4, top_labels=2, min_packages_per_label=2)
-    lists = select_candidates(np.ones((1, 1), np.float32), factors, np.ones(9, bool), config,
+    lists = select_candidates(factors.T, np.ones(9, bool), config,
                               shares, demand, np.array([11, 12], dtype=np.int32))
     assert lists.packages.tolist() == [[0, 1, 7, 8]]  # 2 and 3 dropped, 7 and 8 swapped in
     cov = lists.coverage.sort("label_id")
@@ -333,8 +369,8 @@ def test_label_coverage_guarantee_holds(seed, n_packages, n_labels, n_candidates
     demand = rng.dirichlet(np.ones(n_labels), size=k).astype(np.float32)
     config = CandidateConfig(n_candidates=n_candidates, top_labels=top, min_packages_per_label=m,
                              min_label_share=0.05)
-    lists = select_candidates(centroids, factors, available, config, shares, demand,
-                              np.arange(n_labels, dtype=np.int32))
+    lists = select_candidates(centroids @ factors[available].T, available, config, shares,
+                              demand, np.arange(n_labels, dtype=np.int32))
     n = min(n_candidates, int(available.sum()))
     assert lists.packages.shape == (k, n)
     carriers = shares.toarray() > 0
