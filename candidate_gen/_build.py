@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 import structlog
 
 from candidate_gen._artifact import KIND
@@ -159,7 +160,7 @@ def load_stage1_data(ds: Dataset, config: Stage1Config, phase: Phase = "test",
     split = time_split(ds)
     evaluate = config.evaluation.enabled if evaluate is None else evaluate
     window: tuple[float, float] | None = None
-    eligible = None
+    eligible: Callable[[np.ndarray], np.ndarray] | None = None
     if phase == "validation":
         fit_end = split.validation_start
         window = (split.validation_start, split.test_start)
@@ -167,8 +168,11 @@ def load_stage1_data(ds: Dataset, config: Stage1Config, phase: Phase = "test",
         fit_end = split.test_start
         window = (split.test_start, float("inf"))
     if evaluate:
-        validation = split.is_validation_device(users["user_id"].to_numpy())
-        eligible = validation if phase == "validation" else ~validation
+        user_ids = users["user_id"].to_numpy()
+        want = phase == "validation"
+
+        def eligible(rows: np.ndarray) -> np.ndarray:
+            return split.is_validation_device(user_ids[rows]) == want
     else:
         window = None
     matrix = build_interaction_matrix(
@@ -206,6 +210,9 @@ class Stage1Fit:
     coverage_note : str
     feature_scale : float
         Scale of each one-hot block in the clustering space.
+    segment_holders : (tuple of str, ndarray, ndarray) or None
+        The prior's segment features, each user's segment (n_users,) and the holder
+        counts per segment (n_segments, n_packages), kept for the evaluation.
     """
 
     factors: FactorModel
@@ -223,6 +230,7 @@ class Stage1Fit:
     lists: CandidateLists
     coverage_note: str
     feature_scale: float
+    segment_holders: tuple[tuple[str, ...], np.ndarray, np.ndarray] | None = None
 
 
 def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = False,
@@ -284,16 +292,20 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
         warm_cluster[warm] = clusterer.labels_
         avail = np.flatnonzero(available)
         holders = prior = None
+        kept: tuple[tuple[str, ...], np.ndarray, np.ndarray] | None = None
         if config.candidates.popularity_blend > 0:
-            segment, n_segments = segment_codes(users, list(config.candidates.segment_features))
-            segment_holders = holder_counts(train, segment, n_segments)[:, avail]
+            features = tuple(config.candidates.segment_features)
+            segment, n_segments = segment_codes(users, features)
+            segment_holders = holder_counts(train, segment, n_segments)
+            kept = (features, segment, segment_holders)
             segment_sizes = np.bincount(segment[warm], minlength=n_segments)
-            segment_share = segment_holders / np.maximum(segment_sizes, 1)[:, None]
-            mix = np.zeros((n_clusters, n_segments))
-            np.add.at(mix, (clusterer.labels_, segment[warm]), 1.0)
+            segment_share = segment_holders[:, avail] / np.maximum(segment_sizes, 1)[:, None]
+            mix = sp.csr_matrix(
+                (np.ones(len(warm), dtype=np.float32), (clusterer.labels_, segment[warm])),
+                shape=(n_clusters, n_segments)).toarray()
             mix /= np.maximum(mix.sum(axis=1, keepdims=True), 1.0)
             prior = mix @ segment_share
-            del segment_holders, segment_share
+            del segment_share
             holders = holder_counts(train, warm_cluster, n_clusters)[:, avail]
         else:
             holders = prior = np.zeros((n_clusters, len(avail)), dtype=np.float32)
@@ -315,7 +327,7 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
                                   label_ids)
     return Stage1Fit(factors, encoder, encoded, clusterer, warm, user_cluster,
                      from_features, feature_cluster, item_centroids, feature_centroids,
-                     n_history, assigner, lists, coverage_note, float(feature_scale))
+                     n_history, assigner, lists, coverage_note, float(feature_scale), kept)
 
 
 def evaluate_stage1(data: Stage1Data, fit: Stage1Fit, config: Stage1Config) -> dict[str, Any]:
@@ -323,13 +335,33 @@ def evaluate_stage1(data: Stage1Data, fit: Stage1Fit, config: Stage1Config) -> d
     holdout = data.matrix.holdout
     if holdout is None:
         return {}
-    features = list(config.evaluation.segment_features)
-    groups = {"language": segment_codes(data.users, ["language"]),
-              "segment": segment_codes(data.users, features)}
+    train = data.matrix.train
+    features = tuple(config.evaluation.segment_features)
+    if fit.segment_holders is not None and fit.segment_holders[0] == features:
+        _, segment, segment_holders = fit.segment_holders  # counted once, for the prior
+    else:
+        segment, n_segments = segment_codes(data.users, features)
+        segment_holders = holder_counts(train, segment, n_segments)
+    language, n_languages = segment_codes(data.users, ["language"])
+    if "language" in features or n_languages == 1:
+        # Each segment lies in one language: its counts add up to the language's.
+        segment_language = np.zeros(len(segment_holders), dtype=np.int64)
+        segment_language[segment] = language
+        language_holders = np.zeros((n_languages, train.shape[1]), dtype=np.float32)
+        np.add.at(language_holders, segment_language, segment_holders)
+    else:
+        language_holders = holder_counts(train, language, n_languages)
+    popularity = {
+        "global": (language_holders.sum(axis=0, keepdims=True),
+                   np.zeros(train.shape[0], dtype=np.int64)),
+        "language": (language_holders, language),
+        "segment": (segment_holders, segment),
+    }
     report = recall_report(
-        holdout, data.matrix.train, data.packages["available"].to_numpy(),
+        holdout, train, data.packages["available"].to_numpy(),
         fit.lists.packages, fit.user_cluster, fit.feature_cluster,
-        fit.factors.user_factors, fit.factors.package_factors, groups, config.evaluation.k,
+        fit.factors.user_factors, fit.factors.package_factors, popularity,
+        config.evaluation.k,
     )
     report["phase"] = data.phase
     report["fit_end"] = data.matrix.fit_end

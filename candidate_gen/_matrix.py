@@ -10,6 +10,7 @@ they interact with in the window and did not hold before ``fit_end``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,7 +185,7 @@ def build_interaction_matrix(
     *,
     window: tuple[float, float] | None = None,
     eval_users: int = 10_000,
-    eligible: np.ndarray | None = None,
+    eligible: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> InteractionMatrix:
     """Weight and map the interaction log; train on ``ts < fit_end``, evaluate on a window.
 
@@ -204,8 +205,10 @@ def build_interaction_matrix(
         ``[start, end)`` in seconds (``start >= fit_end``); None = no evaluation.
     eval_users : int
         Users sampled with history before ``fit_end`` (and as many without).
-    eligible : ndarray of bool, shape (n_users,), optional
-        Which matrix rows may be sampled (e.g. not validation devices); default all.
+    eligible : callable, optional
+        ``eligible(rows)`` → bool array: which of these matrix rows (int, shape (m,)) may
+        be sampled (e.g. not validation devices); default all. Called only on the rows
+        drawn, so an expensive test (a hash per user) costs in proportion to the sample.
 
     Raises
     ------
@@ -308,7 +311,7 @@ def _window_holdout(
     shape: tuple[int, int],
     rng: np.random.Generator,
     eval_users: int,
-    eligible: np.ndarray | None,
+    eligible: Callable[[np.ndarray], np.ndarray] | None,
     window: tuple[float, float],
 ) -> Holdout:
     """Sample evaluation users among those with a new package in the window.
@@ -322,14 +325,23 @@ def _window_holdout(
     """
     n_packages = shape[1]
     users = np.unique(rows)
-    if eligible is not None:
-        users = users[eligible[users]]
     history = np.diff(train.indptr)[users] > 0
 
     def sample(pool: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
         # Draw generously in random order, keep the first eval_users with a new package:
         # only the drawn users' pairs are ever compared with what they held.
-        drawn = rng.permutation(pool)[: 3 * eval_users]
+        order = rng.permutation(pool)
+        if eligible is None:
+            drawn = order[: 3 * eval_users]
+        else:
+            kept: list[np.ndarray] = []
+            n_kept, start = 0, 0
+            while n_kept < 3 * eval_users and start < len(order):
+                chunk = order[start:start + 4 * eval_users]
+                kept.append(chunk[eligible(chunk)])
+                n_kept += len(kept[-1])
+                start += len(chunk)
+            drawn = np.concatenate(kept)[: 3 * eval_users] if kept else order[:0]
         ordered = np.sort(drawn)
         at = np.flatnonzero(np.isin(rows, ordered))
         key = np.unique(rows[at].astype(np.int64) * n_packages + cols[at])

@@ -27,8 +27,15 @@ from candidate_gen._matrix import Holdout
 from candidate_gen._search import search
 
 __all__ = [
-    "BASELINES", "LISTS", "group_popularity_top", "holder_counts", "list_recall",
-    "popularity_top", "recall_report", "user_top_k",
+    "BASELINES",
+    "LISTS",
+    "group_popularity_top",
+    "holder_counts",
+    "list_recall",
+    "popularity_top",
+    "recall_report",
+    "top_of_counts",
+    "user_top_k",
 ]
 
 
@@ -148,14 +155,22 @@ def group_popularity_top(train: sp.csr_matrix, group: np.ndarray, n_groups: int,
     ndarray of int32, shape (n_groups, min(k, available packages))
         Most popular first; ties by package index.
     """
-    counts = holder_counts(train, group, n_groups)
-    counts[:, ~available] = -1.0
-    n = min(k, int(available.sum()))
-    return np.argsort(-counts, axis=1, kind="stable")[:, :n].astype(np.int32)
+    return top_of_counts(holder_counts(train, group, n_groups), available, k)
+
+
+def top_of_counts(counts: np.ndarray, available: np.ndarray, k: int) -> np.ndarray:
+    """Each row's ``k`` available columns with the highest counts, ties by column (int32).
+
+    ``counts`` (n_groups, n_packages) is left unchanged; returns (n_groups, min(k, n_avail)).
+    """
+    avail = np.flatnonzero(available)
+    n = min(k, len(avail))
+    order = np.argsort(-counts[:, avail], axis=1, kind="stable")[:, :n]
+    return avail[order].astype(np.int32)
 
 
 def holder_counts(train: sp.csr_matrix, group: np.ndarray, n_groups: int) -> np.ndarray:
-    """Distinct users holding each package, per group (float64, shape (n_groups, n_packages)).
+    """Distinct users holding each package, per group (float32, shape (n_groups, n_packages)).
 
     ``group`` (n_users,) may hold -1 for users to leave out.
     """
@@ -164,7 +179,7 @@ def holder_counts(train: sp.csr_matrix, group: np.ndarray, n_groups: int) -> np.
     keep = entry_group >= 0
     flat = np.bincount(entry_group[keep] * n_packages + train.indices[keep],
                        minlength=n_groups * n_packages)
-    return flat.reshape(n_groups, n_packages).astype(np.float64)
+    return flat.reshape(n_groups, n_packages).astype(np.float32)
 
 
 LISTS = ("cluster_lists", "global_popularity", "language_popularity", "segment_popularity",
@@ -184,7 +199,7 @@ def recall_report(
     feature_cluster: np.ndarray,
     user_factors: np.ndarray,
     package_factors: np.ndarray,
-    groups: dict[str, tuple[np.ndarray, int]],
+    popularity: dict[str, tuple[np.ndarray, np.ndarray]],
     k: int,
 ) -> dict[str, Any]:
     """Recall@k of the cluster lists and of every baseline on the same users.
@@ -203,8 +218,9 @@ def recall_report(
         Cluster every user's features alone would assign.
     user_factors : ndarray of float32, shape (n_users, d)
     package_factors : ndarray of float32, shape (n_packages, d)
-    groups : dict
-        ``"language"`` and ``"segment"`` → (group of every user (n_users,), n_groups).
+    popularity : dict
+        ``"global"``, ``"language"`` and ``"segment"`` → (holder counts of the train
+        matrix per group, shape (n_groups, n_packages); group of every user, (n_users,)).
     k : int
         Cut-off, lowered to the cluster lists' length if they are shorter.
 
@@ -218,16 +234,8 @@ def recall_report(
     """
     k = min(k, cluster_lists.shape[1])  # every list compared has the cluster lists' length
     lists = cluster_lists[:, :k]
-    popular = {
-        "global_popularity": (popularity_top(train, available, k)[None, :],
-                              np.zeros(train.shape[0], dtype=np.int64)),
-        "language_popularity": (group_popularity_top(train, groups["language"][0],
-                                                     groups["language"][1], available, k),
-                                groups["language"][0]),
-        "segment_popularity": (group_popularity_top(train, groups["segment"][0],
-                                                    groups["segment"][1], available, k),
-                               groups["segment"][0]),
-    }
+    popular = {f"{name}_popularity": (top_of_counts(counts, available, k), group)
+               for name, (counts, group) in popularity.items()}
 
     def shared(rows: np.ndarray, test: sp.csr_matrix) -> dict[str, float]:
         out = {"cluster_lists": list_recall(test, lists, user_cluster[rows])}

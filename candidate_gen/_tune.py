@@ -6,7 +6,9 @@ window is never read for scoring, so a report evaluated on ``[test_start, end)``
 tuned on. Trial 0 is the starting config; the others draw each searched key from its
 grid (:data:`SEARCH_SPACE`) with a seeded generator. Factorisations are cached by their
 ``als`` section, so trials that differ only in clustering or list settings reuse them.
-The chosen config is the trial with the highest recall@k of the cluster lists.
+The chosen config is the trial with the highest recall@k of the cluster lists among
+the trials whose users' own factorisation top-k is at least as good as global popularity
+(the factorisation must be sound, not only the lists); if no trial is, among all trials.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ SEARCH_SPACE: dict[str, tuple[Any, ...]] = {
     "clusters.n_clusters": (128, 256, 512),
     "candidates.popularity_blend": (0.0, 0.5, 0.8, 0.9, 1.0),
     "candidates.shrinkage": (0.0, 50.0, 200.0, 800.0),
+    "candidates.segment_features": (["language", "region", "age_bucket"],
+                                    ["language", "region", "age_bucket", "gender",
+                                     "subscriber"]),
 }
 """Searched keys and their grids (``als.factors`` stays as given: the reranker reuses it)."""
 
@@ -55,6 +60,12 @@ class TrialResult:
     def score(self) -> float:
         """Recall@k of the cluster lists on the validation window."""
         return float(self.evaluation["recall"]["cluster_lists"])
+
+    @property
+    def factorisation_sound(self) -> bool:
+        """Each user's own factorisation top-k recalls at least global popularity."""
+        recall = self.evaluation["recall"]
+        return bool(recall["own_factorisation_top_k"] >= recall["global_popularity"])
 
 
 @dataclass(frozen=True)
@@ -155,7 +166,8 @@ def tune_stage1(
             log.info("trial", trial=i, recall=evaluation["recall"]["cluster_lists"],
                      **{k.replace(".", "_"): v for k, v in overrides.items()})
             bar.advance()
-    best = max(trials, key=lambda t: (t.score, -t.trial))
+    sound = [t for t in trials if t.factorisation_sound] or trials
+    best = max(sound, key=lambda t: (t.score, -t.trial))
     split = {**data.split.to_parameters(), "fit_end": data.matrix.fit_end,
              "window": list(holdout.window), "eval_users": len(holdout.rows)}
     return TuneResult(trials, best, split)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ _SHORT = {
     "als.iterations": "iters", "als.factors": "factors",
     "clusters.feature_weight": "demogr. weight", "clusters.n_clusters": "clusters",
     "candidates.popularity_blend": "pop. blend", "candidates.shrinkage": "shrink",
+    "candidates.segment_features": "prior segment",
 }
 _LIST_NAMES = {
     "cluster_lists": "cluster lists (stage 1)",
@@ -179,6 +181,27 @@ def config_cmd(config_file: Path | None, overrides: tuple[str, ...], fmt: str) -
     click.echo(config.to_toml() if fmt == "toml" else config.to_json(), nl=False)
 
 
+def _parse_space(items: tuple[str, ...]) -> dict[str, tuple[Any, ...]]:
+    space: dict[str, tuple[Any, ...]] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        try:
+            values = tomllib.loads(f"v = {text.strip()}")["v"] if sep else None
+        except tomllib.TOMLDecodeError:
+            values = None
+        if not isinstance(values, list) or not values or key.count(".") != 1:
+            raise click.BadParameter(f"{item!r} is not of the form section.key=[v1, v2]",
+                                     param_hint="--space")
+        space[key.strip()] = tuple(values)
+    return space
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):  # segment features: initials keep the table narrow
+        return "×".join(str(v)[:3] for v in value)
+    return str(value)
+
+
 @candidates.command("tune")
 @click.option("--dataset", default="small", show_default=True,
               help="Dataset name under <var>/data/, or a dataset directory.")
@@ -189,12 +212,16 @@ def config_cmd(config_file: Path | None, overrides: tuple[str, ...], fmt: str) -
 @click.option("--trials", type=click.IntRange(min=1), default=24, show_default=True,
               help="Trials in all, the starting config included.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the draws.")
+@click.option("--space", "space_items", multiple=True, metavar="SECTION.KEY=[V1, V2]",
+              help="Search only these keys over these values (TOML list; repeatable); "
+                   "default: every key of the built-in grid.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the chosen config (.toml; default "
                    "<var>/stage1-tune/<dataset>.toml). Every trial goes next to it as JSON.")
 @pass_cli
 def tune_cmd(cli: CLIContext, dataset: str, config_file: Path | None,
-             overrides: tuple[str, ...], trials: int, seed: int, out: Path | None) -> None:
+             overrides: tuple[str, ...], trials: int, seed: int,
+             space_items: tuple[str, ...], out: Path | None) -> None:
     """Search stage-1 settings on the VALIDATION split and write the best as TOML.
 
     The table has one row per trial (best first): the drawn settings, then recall@k of
@@ -207,8 +234,13 @@ def tune_cmd(cli: CLIContext, dataset: str, config_file: Path | None,
     is never used. `stickers candidates build --config <out>` builds with the choice.
     """
     base = _load_config(config_file, overrides)
+    space = _parse_space(space_items) if space_items else None
     ds = resolve_dataset(dataset, cli.var)
-    result = tune_stage1(ds, base, trials, seed, show_progress=cli.show_progress)
+    try:
+        result = tune_stage1(ds, base, trials, seed, space=space,
+                             show_progress=cli.show_progress)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     keys = sorted({k for t in result.trials for k in t.overrides})
     rows = []
     for t in sorted(result.trials, key=lambda t: -t.score):
@@ -216,16 +248,17 @@ def tune_cmd(cli: CLIContext, dataset: str, config_file: Path | None,
         best_baseline = max(r[name] for name in BASELINES)
         values = [t.overrides.get(k, getattr(getattr(t.config, k.split(".")[0]),
                                              k.split(".")[1])) for k in keys]
-        rows.append((t.trial, *[str(v) for v in values], f"{r['cluster_lists']:.4f}",
+        rows.append((t.trial, *[_shown(v) for v in values], f"{r['cluster_lists']:.4f}",
                      *[f"{r[name]:.4f}" for name in BASELINES],
                      f"{r['own_factorisation_top_k']:.4f}",
                      f"{r['cluster_lists'] / best_baseline:.3f}" if best_baseline else "",
                      "*" if t is result.best else ""))
     ev = result.best.evaluation
     print_table(
-        f"stage-1 tuning on the validation split (fit < validation_start, scored on "
+        "stage-1 tuning on the validation split (fit < validation_start, scored on "
         f"{ev['eval_users']} validation devices' new packages in [validation_start, "
-        f"test_start)), recall@{ev['k']}",
+        f"test_start)), recall@{ev['k']}; chosen: best cluster lists among trials whose "
+        "own top-k ≥ global popularity",
         ["trial", *[_SHORT.get(k, k) for k in keys], "cluster lists", "global", "language",
          "segment", "demogr.", "own top-k", "× best", "chosen"], rows)
     out = out or cli.var / "stage1-tune" / f"{ds.name}.toml"

@@ -180,11 +180,10 @@ def test_fit_sees_nothing_after_the_split_and_evaluates_only_new_packages():
         build_interaction_matrix(_interactions(rows), _users([1, 2, 3]),
                                  _packages(list(range(1, 6))), MatrixConfig(), split,
                                  np.random.default_rng(0), window=(split - 1.0, END))
-    eligible = np.array([False, True, True])
     m = build_interaction_matrix(_interactions(rows), _users([1, 2, 3]),
                                  _packages(list(range(1, 6))), MatrixConfig(), split,
                                  np.random.default_rng(0), window=(split, END),
-                                 eligible=eligible)
+                                 eligible=lambda r: np.asarray(r) != 0)
     assert m.holdout is not None and m.holdout.rows.tolist() == []  # user 1 not eligible
 
 
