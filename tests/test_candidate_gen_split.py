@@ -256,7 +256,12 @@ def test_behaviour_alone_separates_two_groups_without_demographics(tmp_path):
     from tests.test_candidate_gen_build import TEST_CONFIG
 
     dataset = write_dataset(tmp_path / "data" / "ext", two_group_tables(external=True))
-    artifact = Stage1Artifact.load(build_stage1(dataset, TEST_CONFIG, tmp_path))
+    # No shrinkage: with one segment (no demographics) the prior is global popularity,
+    # which would blend the two groups' lists in clusters of 100 users.
+    config = TEST_CONFIG.with_overrides(["candidates.shrinkage=0.0"])
+    artifact = Stage1Artifact.load(build_stage1(dataset, config, tmp_path))
+    groups = artifact.cluster_of(np.arange(1000, 1200))
+    assert len(set(groups[:100].tolist())) == 1 and len(set(groups[100:].tolist())) == 1
     lists = [set(artifact.candidates(c).tolist()) for c in range(artifact.n_clusters)]
     assert artifact.n_clusters == 2 and lists[0].isdisjoint(lists[1])
     assert {min(x) // 10 for x in lists} == {0, 1}
