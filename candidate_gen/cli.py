@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,9 +84,20 @@ def _summary(artifact: Stage1Artifact) -> None:
         _recall_table(evaluation, f"stage 1 {artifact.version}: recall@{evaluation['k']}")
     rest: dict[str, Any] = {k: m[k] for k in ("split", "clusters", "label_coverage",
                                               "timings_s") if k in m}
+    if "split" in rest:  # epoch seconds shown as UTC times
+        rest["split"] = {k: _utc(v) if k in ("validation_start", "test_start", "fit_end")
+                         else v for k, v in rest["split"].items()}
     rest["evaluation"] = {k: v for k, v in evaluation.items()
                           if k not in ("recall", "new_users")}
+    if "window" in rest["evaluation"]:
+        rest["evaluation"]["window"] = " .. ".join(_utc(t) for t in
+                                                   rest["evaluation"]["window"])
+    rest["evaluation"].pop("fit_end", None)
     print_table(f"stage 1 {artifact.version}", ["metric", "value"], _flatten(rest))
+
+
+def _utc(seconds: float) -> str:
+    return datetime.fromtimestamp(float(seconds), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _recall_table(evaluation: dict[str, Any], title: str) -> None:
