@@ -9,6 +9,7 @@ from typing import Any
 
 from data import ArtifactError, read_manifest, resolve_artifact
 from evaluation._errors import EvaluationError
+from federated import guarantees_headline_first, privacy_headline
 
 __all__ = ["EPSILON_KINDS", "load_frontier", "privacy_summary"]
 
@@ -29,9 +30,13 @@ def _number(value: Any) -> float | None:
 def privacy_summary(privacy: dict[str, Any]) -> dict[str, Any]:
     """ε of each kind, δ and the DP settings of a reranker's ``privacy.json``.
 
-    ``headline_kind`` is the kind the training budget was enforced on (``budget.kind``),
-    else ``secure_sum`` if stated, else the first kind stated. A model trained without
-    DP (or without a ``privacy.json``) has ``available`` false and no ε.
+    ``headline_kind`` is :func:`federated.privacy_headline`'s kind: the strongest
+    per-device guarantee whose assumption the code that trained the model meets (a record
+    without ``assumption_met`` fields counts ``local`` and ``device_local`` as met).
+    ``kinds`` and ``epsilon`` list the headline first, then the others; ``labels[kind]``
+    says how each holds ("if secure aggregation were in place" for an unmet one) and
+    ``assumptions[kind]`` starts with that label. A model trained without DP (or without
+    a ``privacy.json``) has ``available`` false and no ε.
     """
     epsilon_raw = privacy.get("epsilon") or {}
     epsilon = ({kind: _number(v) for kind, v in epsilon_raw.items()}
@@ -39,11 +44,17 @@ def privacy_summary(privacy: dict[str, Any]) -> dict[str, Any]:
     enabled = bool(privacy.get("enabled", bool(epsilon)))
     available = enabled and any(v is not None for v in epsilon.values())
     budget = privacy.get("budget") or {}
-    kinds = [k for k in (*EPSILON_KINDS, *sorted(set(epsilon) - set(EPSILON_KINDS)))
-             if k in epsilon]
-    headline = budget.get("kind") if budget.get("kind") in epsilon else (
-        "secure_sum" if "secure_sum" in epsilon else (kinds[0] if kinds else None))
-    guarantees = privacy.get("guarantees") or {}
+    recorded = privacy.get("guarantees") or {}
+    guarantees = {kind: {**(recorded.get(kind) or {}), "epsilon": epsilon[kind]}
+                  for kind in epsilon}
+    try:
+        headline, _ = privacy_headline({**privacy, "guarantees": guarantees})
+    except ValueError:
+        headline = None
+    ordered = guarantees_headline_first({"guarantees": guarantees,
+                                         "headline": headline}) if guarantees else []
+    kinds = [k for k, _, _ in ordered]
+    labels = {k: label for k, _, label in ordered}
     return {
         "available": available,
         "enabled": enabled,
@@ -51,6 +62,10 @@ def privacy_summary(privacy: dict[str, Any]) -> dict[str, Any]:
         "kinds": kinds,
         "headline_kind": headline,
         "headline_epsilon": epsilon.get(headline) if headline else None,
+        "assumption_met": {k: bool(g.get("assumption_met", k in ("local", "device_local")))
+                           for k, g, _ in ordered},
+        "labels": labels,
+        "budget_kind": budget.get("kind"),
         "delta": _number(privacy.get("delta")),
         "noise_multiplier": _number(privacy.get("noise_multiplier")),
         "clip_norm": _number(privacy.get("clip_norm")),
@@ -59,8 +74,8 @@ def privacy_summary(privacy: dict[str, Any]) -> dict[str, Any]:
         "target_epsilon": _number(budget.get("target_epsilon")),
         "accountant": privacy.get("accountant"),
         "unit": privacy.get("unit"),
-        "assumptions": {k: str((guarantees.get(k) or {}).get("assumption", ""))
-                        for k in kinds},
+        "assumptions": {k: " — ".join(x for x in (labels[k], str(g.get("assumption", ""))) if x)
+                        for k, g, _ in ordered},
         "note": privacy.get("note") or ("" if available else
                                         "the treatment states no (ε, δ): trained without DP"),
     }

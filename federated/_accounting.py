@@ -53,9 +53,12 @@ __all__ = [
     "calibrate_noise_multiplier",
     "fmt21_amplification_delta",
     "fmt21_shuffle_epsilon",
+    "guarantee_label",
+    "guarantees_headline_first",
     "local_epsilon",
     "max_affordable_rounds",
     "poisson_amplified",
+    "privacy_headline",
     "shuffled_gaussian_round",
 ]
 
@@ -77,6 +80,107 @@ ASSUMPTIONS: dict[str, str] = {
                   "min_reports noisy reports (noise multiplier sigma*sqrt(min_reports) "
                   "w.r.t. C, zero-record neighbours), Poisson sampling at rate q is secret",
 }
+
+MET_WITHOUT_SECURE_AGGREGATION: frozenset[str] = frozenset({"local", "device_local"})
+"""Kinds whose assumption the platform meets by itself: the server may see every upload
+and link it to its sender, and these guarantees still hold."""
+
+LABELS: dict[str, tuple[str, str]] = {
+    "local": ("per upload, against an observer who knows the sender",
+              "per upload, if uploads were never linked"),
+    "device_local": ("per device, against a server that sees every upload",
+                     "per device, if uploads were never linked"),
+    "shuffle": ("anonymous shuffling in place", "if anonymous shuffling were in place"),
+    "secure_sum": ("secure aggregation in place", "if secure aggregation were in place"),
+}
+"""How each kind is labelled beside the headline: (assumption met, assumption not met)."""
+
+
+def guarantee_label(kind: str, assumption_met: bool) -> str:
+    """The label of ``kind`` for tables: what it assumes, or "if ... were in place"."""
+    met_label, unmet_label = LABELS.get(kind, (kind, f"if the assumption of {kind} held"))
+    return met_label if assumption_met else unmet_label
+
+HEADLINE_CANDIDATES: tuple[GuaranteeKind, ...] = ("device_local", "shuffle", "secure_sum")
+"""Kinds that can be the headline: per-device guarantees. ``local`` protects one upload,
+not a device, so it is never the headline however small its ε."""
+
+
+def privacy_headline(privacy: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The headline kind of a ``privacy.json`` record and its guarantee record.
+
+    The headline is the strongest per-device guarantee (smallest ε) whose assumption the
+    code as built meets (``guarantees[kind]["assumption_met"]``). Records written before
+    that field existed count ``local`` and ``device_local`` as met and nothing else. A
+    recorded ``"headline"`` is returned as is when its kind is stated and met.
+
+    Parameters
+    ----------
+    privacy : dict
+        A ``privacy.json`` record (see :meth:`DevicePrivacyAccountant.report`).
+
+    Returns
+    -------
+    (kind, guarantee) : tuple of str and dict
+        ``guarantee`` holds at least ``epsilon``, ``delta``, ``assumption`` and
+        ``assumption_met``.
+
+    Raises
+    ------
+    ValueError
+        If the record states no guarantee whose assumption is met (e.g. trained
+        without DP); the message says so.
+    """
+    guarantees = privacy.get("guarantees") or {}
+    if not isinstance(guarantees, dict) or not guarantees:
+        raise ValueError("the privacy record states no guarantee (trained without DP?): "
+                         "there is no headline epsilon")
+
+    def met(kind: str) -> bool:
+        g = guarantees.get(kind)
+        if not isinstance(g, dict):
+            return False
+        return bool(g.get("assumption_met", kind in MET_WITHOUT_SECURE_AGGREGATION))
+
+    def eps(kind: str) -> float:
+        value = guarantees[kind].get("epsilon")
+        return math.inf if value is None else float(value)
+
+    recorded = privacy.get("headline")
+    if isinstance(recorded, str) and recorded in HEADLINE_CANDIDATES and met(recorded):
+        return recorded, {**guarantees[recorded], "assumption_met": True}
+    candidates = [k for k in HEADLINE_CANDIDATES if met(k)]
+    if not candidates:
+        raise ValueError(f"no per-device guarantee among {sorted(guarantees)} has its "
+                         "assumption met: there is no headline epsilon")
+    kind = min(candidates, key=lambda k: (eps(k), HEADLINE_CANDIDATES.index(k)))
+    return kind, {**guarantees[kind], "assumption_met": True}
+
+
+def guarantees_headline_first(privacy: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
+    """Every guarantee of a ``privacy.json`` record as (kind, record, label), headline first.
+
+    The headline's label starts with "headline: "; the others follow in
+    :data:`GUARANTEE_KINDS` order, labelled by :func:`guarantee_label` (unmet ones read
+    "if ... were in place"). Empty when the record states no guarantee.
+    """
+    guarantees = privacy.get("guarantees") or {}
+    if not guarantees:
+        return []
+    try:
+        headline, _ = privacy_headline(privacy)
+    except ValueError:
+        headline = ""
+    order = [headline] if headline else []
+    order += [k for k in (*GUARANTEE_KINDS, *sorted(guarantees)) if k in guarantees
+              and k not in order]
+    rows = []
+    for kind in dict.fromkeys(order):
+        g = guarantees[kind]
+        met = bool(g.get("assumption_met", kind in MET_WITHOUT_SECURE_AGGREGATION))
+        label = guarantee_label(kind, met)
+        rows.append((kind, g, f"headline: {label}" if kind == headline else label))
+    return rows
 
 
 # ---------------------------------------------------------------------------- pure maths
@@ -396,11 +500,14 @@ class DevicePrivacyAccountant:
         """(ε₀, δ₀) of one report, with δ₀ = the accountant's δ."""
         return local_epsilon(noise_multiplier, self.delta), self.delta
 
-    def report(self, ledger: PrivacyLedger, *, clip_norm: float) -> dict[str, Any]:
+    def report(self, ledger: PrivacyLedger, *, clip_norm: float,
+               met: frozenset[str] = MET_WITHOUT_SECURE_AGGREGATION) -> dict[str, Any]:
         """The ``privacy.json`` record: σ, C, q, rounds, δ, ε of each kind, accountant.
 
-        Each kind lists ε by PLD and by RDP (None where RDP does not apply) and the
-        assumption it rests on.
+        Each kind lists ε by PLD and by RDP (None where RDP does not apply), the
+        assumption it rests on, ``assumption_met`` (whether the code that ran meets it:
+        the kinds in ``met``) and ``label`` (how to show it beside the headline). The
+        top-level ``headline`` is :func:`privacy_headline`'s kind.
         """
         sigmas = sorted({e.noise_multiplier for e in ledger.events})
         rates = sorted({e.sampling_rate for e in ledger.events})
@@ -411,8 +518,11 @@ class DevicePrivacyAccountant:
             rdp = None if kind in ("local", "shuffle") else self.epsilon(ledger, kind, "rdp")
             kinds[kind] = {"epsilon": pld if self.accountant == "pld" or rdp is None else rdp,
                            "epsilon_pld": pld, "epsilon_rdp": rdp, "delta": self.delta,
-                           "assumption": ASSUMPTIONS[kind]}
+                           "assumption": ASSUMPTIONS[kind], "assumption_met": kind in met,
+                           "label": guarantee_label(kind, kind in met)}
+        headline, _ = privacy_headline({"guarantees": kinds})
         return {
+            "headline": headline,
             "noise_multiplier": sigmas[0] if len(sigmas) == 1 else sigmas,
             "clip_norm": clip_norm,
             "sampling_rate": rates[0] if len(rates) == 1 else rates,

@@ -116,8 +116,10 @@ class PrivacyConfig(_Section):
     """The run refuses to exceed this ε (None: no budget)."""
     delta: float = Field(default=1e-6, gt=0, lt=1)
     """δ of every reported guarantee."""
-    budget_kind: Literal["local", "device_local", "shuffle", "secure_sum"] = "secure_sum"
-    """Which guarantee the budget applies to (see ``privacy.json`` for its assumption)."""
+    budget_kind: Literal["local", "device_local", "shuffle", "secure_sum"] = "device_local"
+    """Which guarantee the budget applies to (see ``privacy.json`` for its assumption and
+    whether the run meets it). The default, ``device_local``, holds against a server that
+    sees every upload."""
     on_over_budget: Literal["refuse", "stop"] = "refuse"
     """``refuse`` to start an over-budget run, or ``stop`` after the last affordable round."""
     accountant: Literal["pld", "rdp"] = "pld"

@@ -43,7 +43,8 @@ def privacy_utility_sweep(make_task: Callable[[], FederatedTask], config: Federa
     Returns
     -------
     list of dict
-        ``{"noise_multiplier", "epsilon": {kind: ε}, "delta", "metrics": {...}}``.
+        ``{"noise_multiplier", "epsilon": {kind: ε}, "headline", "guarantees", "delta",
+        "metrics": {...}}`` (``headline``/``guarantees`` as in ``privacy.json``).
     """
     points: list[dict[str, Any]] = []
     settings: list[float | None] = [float(s) for s in noise_multipliers]
@@ -57,6 +58,8 @@ def privacy_utility_sweep(make_task: Callable[[], FederatedTask], config: Federa
         cfg = config.model_copy(update={"privacy": privacy})
         trainer = FederatedTrainer(make_task(), cfg).fit(np.random.default_rng(seed))
         point = {"noise_multiplier": sigma, "epsilon": trainer.privacy_.get("epsilon"),
+                 "headline": trainer.privacy_.get("headline"),
+                 "guarantees": trainer.privacy_.get("guarantees"),
                  "delta": trainer.privacy_.get("delta"), "metrics": trainer.metrics_,
                  "rounds_aggregated": sum(h.status == "aggregated" for h in trainer.history_)}
         points.append(point)

@@ -18,6 +18,7 @@ import structlog
 
 from data import fingerprint
 from federated._accounting import (
+    MET_WITHOUT_SECURE_AGGREGATION,
     DevicePrivacyAccountant,
     PrivacyLedger,
     RoundPrivacyEvent,
@@ -170,6 +171,10 @@ class FederatedTrainer:
             max_uploads_per_day=r.max_uploads_per_day, start_time_s=r.start_time_s,
             round_interval_s=r.round_interval_s)
 
+    def assumptions_met(self) -> frozenset[str]:
+        """The guarantee kinds whose assumption this run, as built, meets."""
+        return MET_WITHOUT_SECURE_AGGREGATION
+
     def accountant(self) -> DevicePrivacyAccountant:
         """The accountant of this run's δ and accountant choice."""
         p = self.config.privacy
@@ -316,12 +321,14 @@ class FederatedTrainer:
         if not p.enabled:
             return {"enabled": False, "epsilon": None, "delta": None,
                     "note": "trained without local DP: no privacy guarantee"}
-        report = accountant.report(ledger, clip_norm=p.clip_norm)
+        report = accountant.report(ledger, clip_norm=p.clip_norm, met=self.assumptions_met())
         spent = report["epsilon"][p.budget_kind]
         report["enabled"] = True
+        budget_guarantee = report["guarantees"][p.budget_kind]
         report["budget"] = {"kind": p.budget_kind, "target_epsilon": p.target_epsilon,
                             "spent_epsilon": spent, "policy": p.on_over_budget,
-                            "assumption": report["guarantees"][p.budget_kind]["assumption"]}
+                            "assumption": budget_guarantee["assumption"],
+                            "assumption_met": budget_guarantee["assumption_met"]}
         report["status"] = self.status_
         return report
 

@@ -18,6 +18,7 @@ from federated._accounting import (
     DevicePrivacyAccountant,
     PrivacyLedger,
     calibrate_noise_multiplier,
+    guarantees_headline_first,
 )
 from federated._config import FederatedConfig
 from federated._publish import _finite, publish_model
@@ -81,13 +82,14 @@ def privacy_command(sigma: float, clip_norm: float, q: float, rounds: int, delta
         click.echo(json.dumps(_finite(report), indent=2, sort_keys=True))
         return
     rows = []
-    for kind, g in report["guarantees"].items():
+    for kind, g, label in guarantees_headline_first(report):
         rdp = g["epsilon_rdp"]
-        rows.append([kind, g["epsilon_pld"], "-" if rdp is None else rdp, g["delta"],
+        rows.append([kind, label, g["epsilon_pld"], "-" if rdp is None else rdp, g["delta"],
                      g["assumption"]])
     print_table(f"privacy: σ={sigma:g} q={q:g} R={rounds} n_min={min_reports} "
-                f"(≤{report['max_participations_per_device']} uploads/device)",
-                ["kind", "ε (PLD)", "ε (RDP)", "δ", "assumption"], rows)
+                f"(≤{report['max_participations_per_device']} uploads/device); headline "
+                f"first: the strongest guarantee whose assumption the platform meets",
+                ["kind", "holds", "ε (PLD)", "ε (RDP)", "δ", "assumption"], rows)
 
 
 @federated.command("calibrate")
@@ -201,15 +203,15 @@ def train_command(cli: CLIContext, task_name: str | None, task_options: tuple[st
         trainer.fit(np.random.default_rng(seed))
     out = publish_model(trainer, task, cli.var / task.name, seed=seed,
                         inputs={"task_options": _task_options(task_options)})
-    eps = trainer.privacy_.get("epsilon") or {}
     abandoned = [h for h in trainer.history_ if h.status == "abandoned"]
     rows: list[list[Any]] = [["artifact", str(out)], ["rounds run", len(trainer.history_)],
                              ["rounds abandoned (fewer than min_reports in time)",
                               len(abandoned)],
                              ["model version", trainer.model_version_]]
     rows += [[name, value] for name, value in trainer.metrics_.items()]
-    rows += [[f"ε {kind} (δ={trainer.privacy_.get('delta')})",
-              value if value is not None else math.inf] for kind, value in eps.items()]
+    rows += [[f"ε {kind} ({label}, δ={g.get('delta')})",
+              g["epsilon"] if g.get("epsilon") is not None else math.inf]
+             for kind, g, label in guarantees_headline_first(trainer.privacy_)]
     print_table(f"federated {task.name}: {trainer.status_}", ["", "value"], rows)
 
 
@@ -244,11 +246,14 @@ def sweep_command(cli: CLIContext, task_name: str | None, task_options: tuple[st
         writer.write_json("sweep.json", _finite(points))
         writer.metrics = {"points": len(points)}
     metric_names = sorted({k for p in points for k in p["metrics"]})
+    private = next((p for p in points if p.get("guarantees")), None)
+    ordered = ([(k, label) for k, _, label in guarantees_headline_first(private)]
+               if private else [(k, k) for k in GUARANTEE_KINDS])
     rows = [[p["noise_multiplier"] if p["noise_multiplier"] is not None else "none",
-             *((p["epsilon"] or {}).get(k, math.inf) for k in GUARANTEE_KINDS),
+             *((p["epsilon"] or {}).get(k, math.inf) for k, _ in ordered),
              *(p["metrics"].get(m, math.nan) for m in metric_names)] for p in points]
-    print_table(f"sweep {name} → {destination}", ["σ", *(f"ε {k}" for k in GUARANTEE_KINDS),
-                                                  *metric_names], rows)
+    print_table(f"sweep {name} → {destination}",
+                ["σ", *(f"ε {k} ({label})" for k, label in ordered), *metric_names], rows)
 
 
 @federated.command("tasks")

@@ -153,7 +153,7 @@ def test_report_renders_and_every_number_is_the_json(tmp_path: Path) -> None:
     ab = report["ab"]["hit@5"]
     assert format_value(ab["uplift"], "signed_pct") in summary
     assert format_value(ab["ci_low"], "signed_pct") in summary
-    assert "ε (secure_sum) = 0.076" in summary
+    assert "ε (device_local) = 93.8" in summary  # secure_sum unmet: not the headline
 
 
 def test_identical_arms_report_no_paired_uplift_and_ab_equals_aa(tmp_path: Path) -> None:
@@ -182,8 +182,13 @@ def test_privacy_summary_of_a_model_without_dp() -> None:
     summary = privacy_summary({"enabled": False, "epsilon": None, "note": "central"})
     assert not summary["available"] and summary["epsilon"] == {} and summary["note"] == "central"
     summary = privacy_summary(PRIVACY)
-    assert summary["headline_kind"] == "secure_sum" and summary["headline_epsilon"] == 0.076
-    assert summary["kinds"] == ["local", "device_local", "shuffle", "secure_sum"]
+    # no assumption_met fields: only local and device_local hold; local is per upload
+    assert summary["headline_kind"] == "device_local" and summary["headline_epsilon"] == 93.8
+    assert summary["kinds"] == ["device_local", "local", "shuffle", "secure_sum"]
+    assert summary["labels"]["secure_sum"] == "if secure aggregation were in place"
+    assert summary["assumptions"]["secure_sum"].startswith("if secure aggregation were")
+    met = {**PRIVACY, "guarantees": {"secure_sum": {"assumption_met": True}}}
+    assert privacy_summary(met)["headline_kind"] == "secure_sum"
 
 
 # ---------------------------------------------------------------- on the tiny world
@@ -315,12 +320,12 @@ def test_report_end_to_end_on_the_tiny_world(tiny_var: Path, tmp_path: Path) -> 
     assert report["arms"]["central"]["hit@5"] == report["arms"]["treatment"]["hit@5"]
     paired = report["paired"]["central"]["hit@5"]
     assert paired["difference"] == report["paired"]["treatment"]["hit@5"]["difference"]
-    assert report["privacy"]["headline_epsilon"] == 0.076
+    assert report["privacy"]["headline_epsilon"] == 93.8  # device_local: secure_sum unmet
     assert report["frontier"]["available"]
     assert set(report["segments"]) == {"language", "cluster_size", "activity"}
     _check_page((directory / "report.html").read_text(), report)
     assert f"vs the strongest baseline ({strongest}), hit@5" in result.output
-    assert "ε (secure_sum) = 0.076" in result.output
+    assert "ε (device_local) = 93.8" in result.output  # secure_sum unmet: not the headline
 
 
 def test_held_out_sample_never_holds_a_validation_device(context: RankingContext) -> None:

@@ -18,8 +18,11 @@ def test_privacy_calculator_prints_every_kind() -> None:
     report = json.loads(result.output)
     assert set(report["epsilon"]) == {"local", "device_local", "shuffle", "secure_sum"}
     assert report["rounds"] == 50 and report["noise_multiplier"] == 8.0
+    assert report["headline"] == "device_local"
+    assert not report["guarantees"]["secure_sum"]["assumption_met"]
     table = CliRunner().invoke(main, ["-q", "federated", "privacy", "--sigma", "2"])
     assert table.exit_code == 0 and "secure_sum" in table.output
+    assert "if secure aggregation were in place" in table.output
 
 
 def test_calibrate_prints_a_feasible_sigma() -> None:
@@ -35,7 +38,7 @@ def test_calibrate_prints_a_feasible_sigma() -> None:
 def test_train_publishes_a_versioned_artifact_with_privacy_json(tmp_path: Path) -> None:
     args = ["--var", str(tmp_path), "-q", "federated", "train", "--task", "synthetic",
             "-o", "n_devices=20000", "-o", "n_features=8", "--rounds", "4", "--q", "0.2",
-            "--min-reports", "50", "--sigma", "1.0", "--target-epsilon", "8"]
+            "--min-reports", "50", "--sigma", "4.0", "--target-epsilon", "8"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     directory = resolve_artifact(tmp_path / "synthetic")
@@ -43,8 +46,15 @@ def test_train_publishes_a_versioned_artifact_with_privacy_json(tmp_path: Path) 
     assert {"privacy.json", "global_weights.npy", "weights.npy", "metrics.json",
             "rounds.json"} <= set(manifest.files)
     privacy = json.loads((directory / "privacy.json").read_text())
-    assert privacy["noise_multiplier"] == 1.0 and privacy["rounds"] == 4
+    assert privacy["noise_multiplier"] == 4.0 and privacy["rounds"] == 4
     assert privacy["budget"]["spent_epsilon"] <= 8.0
+    assert privacy["budget"]["kind"] == privacy["headline"] == "device_local"
+    assert privacy["budget"]["assumption_met"] is True
+    # the table lists the headline first, the unmet kinds as conditional
+    lines = [line for line in result.output.splitlines() if "ε " in line]
+    assert "device_local" in lines[0] and "headline" in lines[0]
+    assert any("secure_sum" in line and "if secure aggregation were in place" in line
+               for line in lines[1:])
     over = CliRunner().invoke(main, [*args[:-1], "0.001"])
     assert over.exit_code == 2 and "over the target" in over.output
 

@@ -29,9 +29,11 @@ from federated import (
     calibrate_noise_multiplier,
     clip_deltas,
     fmt21_shuffle_epsilon,
+    guarantees_headline_first,
     l2_norms,
     local_epsilon,
     poisson_amplified,
+    privacy_headline,
 )
 
 
@@ -246,3 +248,40 @@ def test_calibration_of_one_local_report_inverts_the_analytic_gaussian() -> None
     acc = DevicePrivacyAccountant(delta=1e-5)
     sigma = calibrate_noise_multiplier(ledger, 4.3772, kind="local", accountant=acc, rtol=1e-5)
     assert sigma == pytest.approx(2.0, rel=1e-3)  # see the single-release test above
+
+
+# ---------------------------------------------------------------- the privacy headline
+
+
+def test_published_headline_is_a_guarantee_whose_assumption_is_met() -> None:
+    task = SyntheticRegressionTask(n_devices=500, n_features=5)
+    config = _small_config(**{"privacy.noise_multiplier": 1.0, "privacy.target_epsilon": 1e4})
+    assert config.privacy.budget_kind == "device_local"  # the default budget kind is met
+    privacy = FederatedTrainer(task, config).fit(np.random.default_rng(0)).privacy_
+    kind, guarantee = privacy_headline(privacy)
+    assert kind == privacy["headline"] and guarantee["assumption_met"] is True
+    assert privacy["guarantees"][kind]["assumption_met"] is True
+    assert guarantee["epsilon"] == privacy["epsilon"][kind]
+    met = {k for k, g in privacy["guarantees"].items() if g["assumption_met"]}
+    assert met == {"local", "device_local"}  # this run kept every upload: nothing more holds
+    assert privacy["budget"]["assumption_met"] is True
+    # secure_sum's ε is far smaller but unmet, so it is never the headline
+    assert privacy["epsilon"]["secure_sum"] < guarantee["epsilon"]
+    rows = guarantees_headline_first(privacy)
+    assert rows[0][0] == kind and rows[0][2].startswith("headline: ")
+    labels = {k: label for k, _, label in rows}
+    assert labels["secure_sum"] == "if secure aggregation were in place"
+    assert labels["shuffle"] == "if anonymous shuffling were in place"
+
+
+def test_headline_picks_the_smallest_met_per_device_epsilon() -> None:
+    record = {"guarantees": {
+        "local": {"epsilon": 0.5, "assumption_met": True},
+        "device_local": {"epsilon": 30.0, "assumption_met": True},
+        "shuffle": {"epsilon": 1.0, "assumption_met": False},
+        "secure_sum": {"epsilon": 2.0, "assumption_met": True}}}
+    assert privacy_headline(record)[0] == "secure_sum"  # local is per upload: never headline
+    record["guarantees"]["secure_sum"]["assumption_met"] = False
+    assert privacy_headline(record)[0] == "device_local"
+    with pytest.raises(ValueError, match="no guarantee"):
+        privacy_headline({"enabled": False, "epsilon": None})
