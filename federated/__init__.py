@@ -1,7 +1,8 @@
 """The application-agnostic federated learning platform.
 
 Simulated devices (eligibility, retention, latency, dropout), rounds with Poisson
-sampling and deadlines, on-device clipping and Gaussian noise, aggregation strategies
+sampling and deadlines, on-device clipping and noise — the distributed discrete
+Gaussian summed by SecAgg+ secure aggregation by default — aggregation strategies
 (FedAvg, FedAdam, trimmed mean; norm bound and DP as wrappers), privacy accounting with
 ``dp_accounting``, and a resumable trainer. It trains any :class:`FederatedTask`; it
 never knows which application a task belongs to.
@@ -24,14 +25,16 @@ from federated._accounting import (
     shuffled_gaussian_round,
 )
 from federated._checkpoint import load_latest_checkpoint, save_checkpoint
-from federated._client import DeviceRoundResult, DeviceRuntime
+from federated._client import STREAM_NAMES, DeviceRoundResult, DeviceRuntime, RandomStreams
 from federated._config import (
     DeviceConfig,
     FederatedConfig,
     PrivacyConfig,
     RoundConfig,
+    SecureAggregationConfig,
     StrategyConfig,
 )
+from federated._ddg import DiscreteGaussianEncoding, secure_noise_generator
 from federated._device import DevicePopulation
 from federated._dp import DifferentialPrivacy
 from federated._errors import (
@@ -47,6 +50,15 @@ from federated._fedavg import FedAvg
 from federated._local_dp import add_gaussian_noise, clip_deltas, l2_norms
 from federated._norm_bound import NormBound, noisy_norm_bound
 from federated._publish import publish_model, write_privacy_json
+from federated._secagg import (
+    SecAggAbandoned,
+    SecAggClient,
+    SecAggParams,
+    SecAggProtocolError,
+    SecAggServer,
+    choose_degree_and_threshold,
+    run_secagg_round,
+)
 from federated._server import RoundOutcome, Server
 from federated._strategy import Aggregate, RoundPlan, Strategy, StrategyWrapper
 from federated._sweep import privacy_utility_sweep
@@ -68,6 +80,7 @@ from federated._upload import UPLOAD_FIELDS, Upload, UploadBatch, parse_upload
 
 __all__ = [
     "GUARANTEE_KINDS",
+    "STREAM_NAMES",
     "TASK_ENTRY_POINT_GROUP",
     "UPLOAD_FIELDS",
     "Aggregate",
@@ -78,6 +91,7 @@ __all__ = [
     "DeviceRoundResult",
     "DeviceRuntime",
     "DifferentialPrivacy",
+    "DiscreteGaussianEncoding",
     "FedAdam",
     "FedAvg",
     "FederatedConfig",
@@ -90,11 +104,18 @@ __all__ = [
     "PrivacyBudgetError",
     "PrivacyConfig",
     "PrivacyLedger",
+    "RandomStreams",
     "RoundConfig",
     "RoundOutcome",
     "RoundPlan",
     "RoundPrivacyEvent",
     "RoundRecord",
+    "SecAggAbandoned",
+    "SecAggClient",
+    "SecAggParams",
+    "SecAggProtocolError",
+    "SecAggServer",
+    "SecureAggregationConfig",
     "Server",
     "StatefulTask",
     "Strategy",
@@ -112,6 +133,7 @@ __all__ = [
     "available_tasks",
     "build_strategy",
     "calibrate_noise_multiplier",
+    "choose_degree_and_threshold",
     "clip_deltas",
     "fmt21_amplification_delta",
     "fmt21_shuffle_epsilon",
@@ -129,8 +151,10 @@ __all__ = [
     "privacy_utility_sweep",
     "publish_model",
     "register_task",
+    "run_secagg_round",
     "run_training",
     "save_checkpoint",
+    "secure_noise_generator",
     "shuffled_gaussian_round",
     "trimmed_mean",
     "write_privacy_json",

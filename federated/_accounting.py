@@ -41,6 +41,7 @@ import numpy as np
 from dp_accounting.pld import PLDAccountant, common, privacy_loss_distribution
 from dp_accounting.rdp import RdpAccountant, rdp_privacy_accountant
 
+from federated._ddg import DDG_RDP_ORDERS, ddg_round_rdp
 from federated._errors import FederatedConfigError, PrivacyBudgetError
 
 __all__ = [
@@ -293,12 +294,29 @@ class RoundPrivacyEvent:
         n_min: a round aggregates at least this many reports or is abandoned.
     day : int
         The simulated day the round opened (per-day upload caps apply per day).
+    mechanism : str
+        ``gaussian`` (continuous noise, every upload seen) or ``ddg`` (distributed
+        discrete Gaussian under secure aggregation).
+    sensitivity : float
+        Δ₂ / C: the L2 sensitivity after the discrete encoding's rounding (1 for
+        ``gaussian``).
+    tau, dimension : float, int
+        KLS21's τ and the rotated dimension D (``ddg`` only).
     """
+
+    @property
+    def effective_noise_multiplier(self) -> float:
+        """σ relative to the sensitivity actually reached (σ C / Δ₂)."""
+        return self.noise_multiplier / self.sensitivity
 
     noise_multiplier: float
     sampling_rate: float
     min_reports: int
     day: int = 0
+    mechanism: str = "gaussian"
+    sensitivity: float = 1.0
+    tau: float = 0.0
+    dimension: int = 0
 
 
 @dataclass(frozen=True)
@@ -346,11 +364,16 @@ class PrivacyLedger:
     @classmethod
     def planned(cls, *, rounds: int, noise_multiplier: float, sampling_rate: float,
                 min_reports: int, max_uploads_per_day: int | None = None,
-                start_time_s: float = 0.0, round_interval_s: float = 0.0) -> PrivacyLedger:
-        """The ledger of a run of ``rounds`` identical rounds on a fixed schedule."""
+                start_time_s: float = 0.0, round_interval_s: float = 0.0,
+                **mechanism: Any) -> PrivacyLedger:
+        """The ledger of a run of ``rounds`` identical rounds on a fixed schedule.
+
+        ``mechanism`` holds the events' ``mechanism``/``sensitivity``/``tau``/``dimension``.
+        """
         events = tuple(
             RoundPrivacyEvent(noise_multiplier, sampling_rate, min_reports,
-                              day=int((start_time_s + r * round_interval_s) // 86400))
+                              day=int((start_time_s + r * round_interval_s) // 86400),
+                              **mechanism)
             for r in range(rounds)
         )
         return cls(events=events, max_uploads_per_day=max_uploads_per_day)
@@ -412,6 +435,31 @@ def _pld_epsilon(terms: list[tuple[float, float, int]], delta: float,
     return float(accountant.get_epsilon(delta))
 
 
+def _ddg_epsilon(events: list[RoundPrivacyEvent], delta: float) -> float:
+    """ε of secure-sum rounds of the distributed discrete Gaussian (KLS21 Thm 1).
+
+    Each round's RDP curve (Poisson-sampled by Zhu & Wang 2019, Thm 5; see
+    :func:`federated._ddg.ddg_round_rdp`) is composed over rounds and converted to
+    (ε, δ) by ``dp_accounting``'s RDP conversion. A ``gaussian`` round in the same
+    ledger is accounted by its exact subsampled-Gaussian RDP.
+    """
+    orders = np.array(DDG_RDP_ORDERS, dtype=np.float64)
+    rdp = np.zeros_like(orders)
+    for e, count in _grouped(events).items():
+        if e.noise_multiplier <= 0:
+            return math.inf
+        if e.mechanism == "ddg":
+            scale = e.sensitivity / (e.noise_multiplier * math.sqrt(e.min_reports))
+            curve = np.array(ddg_round_rdp(e.sampling_rate, scale, e.tau * e.dimension,
+                                           e.tau * math.sqrt(e.dimension)))
+        else:
+            curve = np.array(rdp_privacy_accountant._compute_rdp_poisson_subsampled_gaussian(
+                e.sampling_rate, e.noise_multiplier * math.sqrt(e.min_reports), orders))
+        rdp += count * curve
+    eps, _ = rdp_privacy_accountant.compute_epsilon(orders, rdp, delta)
+    return float(eps)
+
+
 @dataclass
 class DevicePrivacyAccountant:
     """Composes a :class:`PrivacyLedger` into each kind of per-device guarantee.
@@ -456,12 +504,16 @@ class DevicePrivacyAccountant:
         if not ledger.events:
             return 0.0
         if kind == "local":
-            return local_epsilon(min(e.noise_multiplier for e in ledger.events), self.delta)
+            return local_epsilon(min(e.effective_noise_multiplier for e in ledger.events),
+                                 self.delta)
         if kind == "device_local":
-            sigmas = [e.noise_multiplier / 2.0 for e in ledger.participation_events()]
+            sigmas = [e.effective_noise_multiplier / 2.0
+                      for e in ledger.participation_events()]
             if which == "rdp":
                 return _rdp_epsilon([(1.0, s, 1) for s in sigmas], self.delta)
             return _composed_gaussian_epsilon(sigmas, self.delta)
+        if kind == "secure_sum" and any(e.mechanism == "ddg" for e in ledger.events):
+            return _ddg_epsilon(list(ledger.events), self.delta)
         if kind == "secure_sum":
             groups = _grouped(list(ledger.events))
             terms = [(e.sampling_rate, e.noise_multiplier * math.sqrt(e.min_reports), n)
@@ -513,10 +565,14 @@ class DevicePrivacyAccountant:
         rates = sorted({e.sampling_rate for e in ledger.events})
         mins = sorted({e.min_reports for e in ledger.events})
         kinds: dict[str, Any] = {}
+        ddg = any(e.mechanism == "ddg" for e in ledger.events)
         for kind in GUARANTEE_KINDS:
-            pld = self.epsilon(ledger, kind, "pld")
+            pld: float | None = self.epsilon(ledger, kind, "pld")
             rdp = None if kind in ("local", "shuffle") else self.epsilon(ledger, kind, "rdp")
-            kinds[kind] = {"epsilon": pld if self.accountant == "pld" or rdp is None else rdp,
+            if ddg and kind == "secure_sum":
+                pld = None  # KLS21's bound is an RDP bound: no PLD form
+            kinds[kind] = {"epsilon": (pld if (self.accountant == "pld" and pld is not None)
+                                       or rdp is None else rdp),
                            "epsilon_pld": pld, "epsilon_rdp": rdp, "delta": self.delta,
                            "assumption": ASSUMPTIONS[kind], "assumption_met": kind in met,
                            "label": guarantee_label(kind, kind in met)}

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from federated._errors import FederatedConfigError
 
-__all__ = ["DeviceConfig", "FederatedConfig", "PrivacyConfig", "RoundConfig", "StrategyConfig"]
+__all__ = ["DeviceConfig", "FederatedConfig", "PrivacyConfig", "RoundConfig",
+           "SecureAggregationConfig", "StrategyConfig"]
 
 
 class _Section(BaseModel):
@@ -126,6 +127,34 @@ class PrivacyConfig(_Section):
     """Headline accountant (the other is reported alongside where it applies)."""
 
 
+class SecureAggregationConfig(_Section):
+    """Secure aggregation (SecAgg+) with the distributed discrete Gaussian on devices."""
+
+    enabled: bool = True
+    """With privacy enabled: devices encode their clipped delta to integers with discrete
+    Gaussian noise and the server learns only the modular sum (the ``secure_sum``
+    guarantee then holds). Off: devices add continuous Gaussian noise and the server sees
+    every upload (only ``local``/``device_local`` hold)."""
+    mode: Literal["auto", "protocol", "sum_only"] = "auto"
+    """``protocol``: every round runs the full SecAgg+ protocol in-process;
+    ``sum_only``: the simulator takes the modular sum of the in-time reports directly —
+    the exact value the protocol outputs (a test proves it); ``auto``: the protocol
+    for cohorts up to ``protocol_max_clients`` uploads, sum-only above (large
+    simulations)."""
+    protocol_max_clients: int = Field(default=150, ge=3)
+    """``auto`` runs the full protocol for cohorts of at most this many uploads."""
+    bits: int = Field(default=32, ge=8, le=32)
+    """b: reports and sums live in Z_{2^b}."""
+    n_max: int = Field(default=10_000, ge=1)
+    """The largest cohort the wrap-around bound covers (sets the integer grid γ)."""
+    wrap_probability: float = Field(default=1e-9, gt=0, lt=1)
+    """Bound on the chance that a sum of up to ``n_max`` reports wraps around mod 2^b."""
+    dropout_rate: float = Field(default=0.1, ge=0, lt=1)
+    """Dropout rate the neighbour degree and threshold are chosen for."""
+    corruption_rate: float = Field(default=0.05, ge=0, lt=0.5)
+    """Fraction of clients assumed to collude with the server."""
+
+
 class FederatedConfig(_Section):
     """Everything a federated training run needs besides the task and the seed."""
 
@@ -137,6 +166,8 @@ class FederatedConfig(_Section):
     """Aggregation."""
     privacy: PrivacyConfig = PrivacyConfig()
     """Local DP and budget."""
+    secure_aggregation: SecureAggregationConfig = SecureAggregationConfig()
+    """SecAgg+ and the distributed discrete Gaussian."""
 
     @model_validator(mode="after")
     def _secure_sum_needs_sum(self) -> FederatedConfig:

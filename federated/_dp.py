@@ -65,6 +65,15 @@ class DifferentialPrivacy(StrategyWrapper):
         result = self.inner.aggregate(parameters, deltas, uniform)
         return Aggregate(result.parameters, {**result.metrics, "dp_reports": float(len(deltas))})
 
+    def aggregate_sum(self, parameters: np.ndarray, delta_sum: np.ndarray,
+                      n_reports: int) -> Aggregate:
+        if n_reports < self.min_reports:
+            raise FederatedError(
+                f"{n_reports} reports should be >= min_reports={self.min_reports}; "
+                "the privacy accounting assumed at least that many")
+        result = self.inner.aggregate_sum(parameters, delta_sum, n_reports)
+        return Aggregate(result.parameters, {**result.metrics, "dp_reports": float(n_reports)})
+
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "clip_norm": self.clip_norm,
                 "noise_multiplier": self.noise_multiplier, "min_reports": self.min_reports}

@@ -56,6 +56,14 @@ class FedAdam(Strategy):
         if total <= 0:
             return Aggregate(parameters.copy(), {"weight_total": 0.0})
         grad = (weights @ deltas.astype(np.float64)) / total
+        return self._step(parameters, grad, total)
+
+    def aggregate_sum(self, parameters: np.ndarray, delta_sum: np.ndarray,
+                      n_reports: int) -> Aggregate:
+        return self._step(parameters, np.asarray(delta_sum, np.float64) / n_reports,
+                          float(n_reports))
+
+    def _step(self, parameters: np.ndarray, grad: np.ndarray, total: float) -> Aggregate:
         if self.m_ is None or self.v_ is None:
             self.m_ = np.zeros_like(grad)
             self.v_ = np.zeros_like(grad)

@@ -45,6 +45,13 @@ class FedAvg(Strategy):
         return Aggregate(new.astype(np.float32),
                          {"weight_total": total, "update_norm": float(np.linalg.norm(mean))})
 
+    def aggregate_sum(self, parameters: np.ndarray, delta_sum: np.ndarray,
+                      n_reports: int) -> Aggregate:
+        mean = np.asarray(delta_sum, np.float64) / n_reports
+        new = parameters.astype(np.float64) + self.server_learning_rate * mean
+        return Aggregate(new.astype(np.float32), {"weight_total": float(n_reports),
+                                                  "update_norm": float(np.linalg.norm(mean))})
+
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "server_learning_rate": self.server_learning_rate,
                 "max_weight": self.max_weight}

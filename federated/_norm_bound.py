@@ -57,5 +57,10 @@ class NormBound(StrategyWrapper):
         result = self.inner.aggregate(parameters, deltas[keep], n_examples[keep])
         return Aggregate(result.parameters, {**result.metrics, "norm_rejected": rejected})
 
+    def aggregate_sum(self, parameters: np.ndarray, delta_sum: np.ndarray,
+                      n_reports: int) -> Aggregate:
+        raise NotImplementedError("a norm bound needs individual uploads; under secure "
+                                  "aggregation the server sees only their sum")
+
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "max_norm": self.max_norm}

@@ -123,6 +123,35 @@ class Server:
             self._accepted.append(uploads.select(accepted))
         return accepted
 
+    def close_secure_round(self, delta_sum: np.ndarray | None, *,
+                           message: str = "") -> RoundOutcome:
+        """Close a securely aggregated round from the *sum* of its accepted reports.
+
+        ``delta_sum`` (P,) is the decoded sum of the uploads :meth:`receive` accepted
+        (the server never saw them one by one), or None if the secure aggregation was
+        abandoned. Fewer than ``min_reports`` accepted uploads abandon the round.
+        """
+        plan = self._plan
+        if plan is None:
+            raise RuntimeError("close_secure_round() before open_round()")
+        n = sum(len(b) for b in self._accepted)
+        self._plan = None
+        c = self._counts
+        counts = (c["late"], c["stale"], c["duplicate"], c["invalid"])
+        if n < self.min_reports or delta_sum is None:
+            why = message or (f"{n} uploads arrived in time, fewer than min_reports="
+                              f"{self.min_reports}")
+            return RoundOutcome(plan.round, "abandoned", n, *counts,
+                                message=f"round {plan.round} abandoned: {why}; model stays "
+                                        f"at version {self.model_version}")
+        result = self.strategy.aggregate_sum(self.parameters, delta_sum, n)
+        self.parameters = np.asarray(result.parameters, np.float32)
+        self.model_version += 1
+        return RoundOutcome(plan.round, "aggregated", n, *counts,
+                            message=f"round {plan.round} securely aggregated the sum of {n} "
+                                    f"uploads into version {self.model_version}",
+                            metrics=dict(result.metrics))
+
     def close_round(self) -> RoundOutcome:
         """Aggregate if at least ``min_reports`` uploads arrived in time, else abandon."""
         plan = self._plan

@@ -35,6 +35,8 @@ class RoundPlan:
         C: devices clip their delta to this L2 norm (None: no clipping).
     noise_multiplier : float
         σ: devices add N(0, σ²C²) per coordinate (0: no noise).
+    rotation_seed : int or None
+        Under secure aggregation: the public seed of the round's random rotation.
     """
 
     round: int
@@ -45,6 +47,7 @@ class RoundPlan:
     max_examples: int
     clip_norm: float | None = None
     noise_multiplier: float = 0.0
+    rotation_seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,24 @@ class Strategy(ABC):
             Their bounded example counts.
         """
 
+    def aggregate_sum(self, parameters: np.ndarray, delta_sum: np.ndarray,
+                      n_reports: int) -> Aggregate:
+        """New parameters from the *sum* of a round's deltas (secure aggregation).
+
+        Sum-based strategies (FedAvg, FedAdam with uniform weights) override this; the
+        others need individual reports and cannot run under secure aggregation.
+
+        Parameters
+        ----------
+        parameters : ndarray, shape (P,), float32
+        delta_sum : ndarray, shape (P,), float64
+            Σ of the n reports (noise included).
+        n_reports : int
+            n >= 1.
+        """
+        raise NotImplementedError(f"strategy {self.name!r} needs individual reports; it "
+                                  "cannot aggregate a secure sum")
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """Server-side optimizer state to checkpoint (empty for stateless strategies)."""
         return {}
@@ -107,6 +128,10 @@ class StrategyWrapper(Strategy):
 
     def configure_round(self, plan: RoundPlan) -> RoundPlan:
         return self.inner.configure_round(plan)
+
+    def aggregate_sum(self, parameters: np.ndarray, delta_sum: np.ndarray,
+                      n_reports: int) -> Aggregate:
+        return self.inner.aggregate_sum(parameters, delta_sum, n_reports)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return self.inner.state_dict()

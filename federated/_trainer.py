@@ -7,6 +7,7 @@ directory resumes after the last completed round (see ``_checkpoint``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,14 +26,22 @@ from federated._accounting import (
     max_affordable_rounds,
 )
 from federated._checkpoint import load_latest_checkpoint, save_checkpoint
-from federated._client import DeviceRuntime
+from federated._client import DeviceRuntime, RandomStreams
 from federated._config import FederatedConfig
+from federated._ddg import DiscreteGaussianEncoding
 from federated._device import DAY_S, DevicePopulation
 from federated._dp import DifferentialPrivacy
 from federated._errors import CheckpointError, FederatedConfigError, PrivacyBudgetError
 from federated._fedadam import FedAdam
 from federated._fedavg import FedAvg
 from federated._norm_bound import NormBound, noisy_norm_bound
+from federated._secagg import (
+    THREAT_MODEL,
+    SecAggAbandoned,
+    SecAggParams,
+    choose_degree_and_threshold,
+    run_secagg_round,
+)
 from federated._server import Server
 from federated._strategy import Strategy
 from federated._task import FederatedTask, StatefulTask
@@ -169,10 +178,40 @@ class FederatedTrainer:
             rounds=r.rounds if rounds is None else rounds, noise_multiplier=p.noise_multiplier,
             sampling_rate=r.sampling_rate, min_reports=r.min_reports,
             max_uploads_per_day=r.max_uploads_per_day, start_time_s=r.start_time_s,
-            round_interval_s=r.round_interval_s)
+            round_interval_s=r.round_interval_s, **self._mechanism())
+
+    @property
+    def secure(self) -> bool:
+        """Whether rounds run under secure aggregation with the discrete encoding."""
+        return self.config.privacy.enabled and self.config.secure_aggregation.enabled
+
+    def encoding(self) -> DiscreteGaussianEncoding | None:
+        """The devices' discrete encoding under secure aggregation (None otherwise)."""
+        if not self.secure:
+            return None
+        p, s = self.config.privacy, self.config.secure_aggregation
+        return DiscreteGaussianEncoding.plan(
+            dimension=self.task.n_parameters, clip_norm=p.clip_norm,
+            noise_multiplier=p.noise_multiplier, bits=s.bits, n_max=s.n_max,
+            wrap_probability=s.wrap_probability)
+
+    def _mechanism(self) -> dict[str, Any]:
+        encoding = self.encoding()
+        if encoding is None:
+            return {}
+        _, tau_dim, _ = encoding.epsilon_terms(self.config.rounds.min_reports)
+        return {"mechanism": "ddg", "sensitivity": encoding.sensitivity / encoding.clip_norm,
+                "tau": tau_dim / encoding.padded_dimension,
+                "dimension": encoding.padded_dimension}
 
     def assumptions_met(self) -> frozenset[str]:
-        """The guarantee kinds whose assumption this run, as built, meets."""
+        """The guarantee kinds whose assumption this run, as built, meets.
+
+        Under secure aggregation the server only ever holds the modular sum of at least
+        ``min_reports`` reports, so ``secure_sum`` holds too.
+        """
+        if self.secure:
+            return MET_WITHOUT_SECURE_AGGREGATION | {"secure_sum"}
         return MET_WITHOUT_SECURE_AGGREGATION
 
     def accountant(self) -> DevicePrivacyAccountant:
@@ -207,8 +246,11 @@ class FederatedTrainer:
             "rounds": {"rounds"}, "privacy": {"target_epsilon", "on_over_budget"}})
         return fingerprint(self.task.name, self.task.n_parameters, self.task.n_devices, cfg)
 
-    def fit(self, rng: np.random.Generator) -> FederatedTrainer:
+    def fit(self, rng: np.random.Generator | int) -> FederatedTrainer:
         """Run (or resume) the rounds; returns ``self`` with the learned attributes set.
+
+        ``rng`` (a Generator or a seed) spawns the run's named streams
+        (:class:`RandomStreams`: schedule, participation, task, noise).
 
         Raises
         ------
@@ -227,6 +269,14 @@ class FederatedTrainer:
                                        f"{params.shape}, expected ({task.n_parameters},)")
         strategy = build_strategy(cfg)
         _fix_auto_norm_bound(strategy, cfg, task.n_parameters)
+        streams = RandomStreams.spawn(rng)
+        encoding = self.encoding()
+        if encoding is not None and (cfg.strategy.name not in ("fedavg", "fedadam")
+                                     or cfg.strategy.norm_bound is not None):
+            raise FederatedConfigError(
+                f"secure aggregation needs a sum-based strategy without a norm bound (got "
+                f"strategy.name={cfg.strategy.name!r}, norm_bound={cfg.strategy.norm_bound!r});"
+                " set secure_aggregation.enabled=false to see individual uploads")
         server = Server(strategy, params, min_reports=cfg.rounds.min_reports,
                         deadline_s=cfg.rounds.deadline_s, sampling_rate=cfg.rounds.sampling_rate,
                         max_examples=cfg.rounds.max_examples)
@@ -260,12 +310,12 @@ class FederatedTrainer:
             late = UploadBatch(*(arrays[f"late/{k}"] for k in
                                  ("round", "model_version", "deltas", "n_examples", "nonces")))
             late_arrival = arrays["late/arrival_s"]
-            rng.bit_generator.state = meta["rng"]
+            streams.load_state_dict(meta["rng"])
             self.resumed_from_ = start_round
             log.info("resuming federated run", round=start_round, checkpoint=str(
                 self.checkpoint_dir))
         if population is None:
-            population = DevicePopulation.simulate(n_devices, rng)
+            population = DevicePopulation.simulate(n_devices, streams.schedule)
         runtime = DeviceRuntime(task, population, cfg.devices,
                                 max_uploads_per_day=cfg.rounds.max_uploads_per_day,
                                 batch_size=cfg.rounds.batch_size)
@@ -274,23 +324,32 @@ class FederatedTrainer:
             now = cfg.rounds.start_time_s + r * cfg.rounds.round_interval_s
             task.forget_before(now - cfg.devices.retention_days * DAY_S)
             plan = server.open_round(r, now)
+            if encoding is not None:
+                plan = dataclasses.replace(plan, rotation_seed=int(
+                    streams.schedule.integers(0, 2**63)))
             if cfg.privacy.enabled:
                 ledger = ledger.add(RoundPrivacyEvent(cfg.privacy.noise_multiplier,
                                                       cfg.rounds.sampling_rate,
-                                                      cfg.rounds.min_reports, int(now // DAY_S)))
-            result = runtime.run_round(plan, server.parameters, rng)
+                                                      cfg.rounds.min_reports, int(now // DAY_S),
+                                                      **self._mechanism()))
+            result = runtime.run_round(plan, server.parameters, streams, encoding)
             server.receive(late, late_arrival)  # last round's stragglers: stale now
-            server.receive(result.uploads, result.arrival_s)
-            is_late = result.arrival_s > plan.deadline_s
-            late, late_arrival = result.uploads.select(is_late), result.arrival_s[is_late]
-            outcome = server.close_round()
+            accepted = server.receive(result.uploads, result.arrival_s)
+            secure_metrics: dict[str, float] = {}
+            if encoding is not None:
+                outcome, secure_metrics = self._close_secure(server, encoding, plan.rotation_seed,
+                                                             result.reports, accepted)
+            else:
+                is_late = result.arrival_s > plan.deadline_s
+                late, late_arrival = result.uploads.select(is_late), result.arrival_s[is_late]
+                outcome = server.close_round()
             if outcome.status == "abandoned":
                 # Routine at night-time eligibility; the progress line and the run's summary
                 # count say so, so one log line per round would drown everything else.
                 log.debug("round abandoned", round=r, message=outcome.message)
             eps = (accountant.epsilon(ledger, cfg.privacy.budget_kind, "rdp")
                    if cfg.privacy.enabled else math.inf)
-            metrics = dict(outcome.metrics)
+            metrics = {**outcome.metrics, **secure_metrics}
             if self.evaluate_every and (r + 1) % self.evaluate_every == 0:
                 metrics.update(task.evaluate(server.parameters))
             record = RoundRecord(
@@ -302,7 +361,7 @@ class FederatedTrainer:
             history.append(record)
             if self.checkpoint_dir is not None:
                 self._save(r, server, strategy, population, ledger, history, late, late_arrival,
-                           rng)
+                           streams)
             if self.on_round is not None:
                 self.on_round(record)
 
@@ -330,11 +389,70 @@ class FederatedTrainer:
                             "assumption": budget_guarantee["assumption"],
                             "assumption_met": budget_guarantee["assumption_met"]}
         report["status"] = self.status_
+        encoding = self.encoding()
+        if encoding is not None:
+            s, n_min = self.config.secure_aggregation, self.config.rounds.min_reports
+            k, t = choose_degree_and_threshold(max(n_min, 3), dropout_rate=s.dropout_rate,
+                                               corruption_rate=s.corruption_rate)
+            k_max, t_max = choose_degree_and_threshold(max(s.n_max, 3),
+                                                       dropout_rate=s.dropout_rate,
+                                                       corruption_rate=s.corruption_rate)
+            report["guarantees"]["secure_sum"]["secure_aggregation"] = {
+                "protocol": "SecAgg+ (Bonawitz et al. 2017; Bell et al. 2020): X25519, "
+                            "AES-256-GCM, HKDF-SHA256, Ed25519 consistency check, Shamir over "
+                            "GF(2^521-1), AES-256-CTR masks from 256-bit seeds",
+                "mechanism": "distributed discrete Gaussian (Kairouz, Liu, Steinke 2021), "
+                             "accounted by KLS21 Thm 1 + Zhu-Wang 2019 Thm 5 Poisson "
+                             "subsampling, composed by dp_accounting RDP",
+                "simulation_mode": s.mode, "protocol_max_clients": s.protocol_max_clients,
+                "n_min": n_min, "bits": encoding.bits, "gamma": encoding.gamma,
+                "padded_dimension": encoding.padded_dimension,
+                "sensitivity": encoding.sensitivity, "sigma_z": encoding.sigma_z,
+                "n_max": encoding.n_max, "wrap_probability_bound": encoding.wrap_probability,
+                "degree_threshold_at_n_min": [k, t], "degree_threshold_at_n_max": [k_max, t_max],
+                "design_dropout_rate": s.dropout_rate,
+                "dropout_tolerance": f"each client is recovered while at most {k - t} of its "
+                                     f"{k} neighbours drop out (n = n_min); a round with fewer "
+                                     "than t survivors in a neighbourhood is abandoned and "
+                                     "reveals nothing",
+                "corruption_rate": s.corruption_rate, "threat_model": THREAT_MODEL}
         return report
+
+    def _close_secure(self, server: Server, encoding: DiscreteGaussianEncoding,
+                      rotation_seed: int | None, reports: np.ndarray | None,
+                      accepted: np.ndarray) -> tuple[Any, dict[str, float]]:
+        """Sum the in-time reports securely (protocol or sum-only), decode, aggregate.
+
+        Every upload of the round took part in the key stages; those that arrive after
+        the deadline drop out before the masked-input stage and are unmasked away.
+        """
+        assert reports is not None and rotation_seed is not None
+        s, r = self.config.secure_aggregation, self.config.rounds
+        n_in, n_all = int(accepted.sum()), len(reports)
+        if n_in < r.min_reports or n_all < 3:
+            return server.close_secure_round(None), {}
+        protocol = s.mode == "protocol" or (s.mode == "auto"
+                                            and n_all <= s.protocol_max_clients)
+        metrics: dict[str, float] = {"secagg_protocol": float(protocol)}
+        if protocol:
+            params = SecAggParams.for_cohort(n_all, bits=s.bits,
+                                             dimension=encoding.padded_dimension,
+                                             dropout_rate=s.dropout_rate,
+                                             corruption_rate=s.corruption_rate)
+            metrics.update(secagg_degree=float(params.degree),
+                           secagg_threshold=float(params.threshold))
+            try:
+                total = run_secagg_round(reports, params,
+                                         drop={"mask": set(np.flatnonzero(~accepted).tolist())})
+            except SecAggAbandoned as exc:
+                return server.close_secure_round(None, message=str(exc)), metrics
+        else:
+            total = modular_sum(reports[accepted], s.bits)
+        return server.close_secure_round(encoding.decode(total, rotation_seed)), metrics
 
     def _save(self, r: int, server: Server, strategy: Strategy, population: DevicePopulation,
               ledger: PrivacyLedger, history: list[RoundRecord], late: UploadBatch,
-              late_arrival: np.ndarray, rng: np.random.Generator) -> None:
+              late_arrival: np.ndarray, streams: RandomStreams) -> None:
         assert self.checkpoint_dir is not None
         arrays: dict[str, np.ndarray] = {"parameters": server.parameters}
         arrays.update({f"strategy/{k}": v for k, v in strategy.state_dict().items()})
@@ -347,8 +465,14 @@ class FederatedTrainer:
         meta = {"fingerprint": self._fingerprint(), "next_round": r + 1,
                 "model_version": server.model_version,
                 "ledger": [asdict(e) for e in ledger.events],
-                "history": [h.to_dict() for h in history], "rng": rng.bit_generator.state}
+                "history": [h.to_dict() for h in history], "rng": streams.state_dict()}
         save_checkpoint(self.checkpoint_dir, r, arrays, meta)
+
+
+def modular_sum(reports: np.ndarray, bits: int) -> np.ndarray:
+    """Σ reports (n, D) mod 2^b as (D,) uint32: what SecAgg+ outputs, without the protocol."""
+    total = reports.astype(np.uint64).sum(axis=0) & np.uint64((1 << bits) - 1)
+    return total.astype(np.uint32)
 
 
 def _sub(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

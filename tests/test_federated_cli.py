@@ -48,12 +48,15 @@ def test_train_publishes_a_versioned_artifact_with_privacy_json(tmp_path: Path) 
     privacy = json.loads((directory / "privacy.json").read_text())
     assert privacy["noise_multiplier"] == 4.0 and privacy["rounds"] == 4
     assert privacy["budget"]["spent_epsilon"] <= 8.0
-    assert privacy["budget"]["kind"] == privacy["headline"] == "device_local"
+    assert privacy["budget"]["kind"] == "device_local"
     assert privacy["budget"]["assumption_met"] is True
+    # trained under secure aggregation: secure_sum holds and is the headline
+    assert privacy["headline"] == "secure_sum"
+    assert privacy["guarantees"]["secure_sum"]["assumption_met"] is True
     # the table lists the headline first, the unmet kinds as conditional
     lines = [line for line in result.output.splitlines() if "ε " in line]
-    assert "device_local" in lines[0] and "headline" in lines[0]
-    assert any("secure_sum" in line and "if secure aggregation were in place" in line
+    assert "secure_sum" in lines[0] and "headline" in lines[0]
+    assert any("shuffle" in line and "if anonymous shuffling were in place" in line
                for line in lines[1:])
     over = CliRunner().invoke(main, [*args[:-1], "0.001"])
     assert over.exit_code == 2 and "over the target" in over.output

@@ -136,7 +136,8 @@ def test_uploads_carry_no_identity() -> None:
         "round", "model_version", "deltas", "n_examples", "nonces"}
     # What the simulation uploads, converted to the wire form, round-trips the validator.
     task = SyntheticRegressionTask(n_devices=300, n_features=4)
-    cfg = config(**{"rounds.rounds": 1, "rounds.min_reports": 1})
+    cfg = config(**{"rounds.rounds": 1, "rounds.min_reports": 1,
+                    "secure_aggregation.enabled": False})  # the plain upload path
     seen: list[UploadBatch] = []
 
     class Spy(Server):
@@ -234,7 +235,13 @@ def test_deadline_latency_and_dropout_shape_each_round() -> None:
         assert rec.uploaded == rec.sampled - rec.dropped
         assert rec.late == pytest.approx(0.5 * rec.uploaded, rel=0.2)  # median = deadline
         assert rec.accepted + rec.late == rec.uploaded
-    assert all(rec.stale > 0 for rec in trainer.history_[1:])  # stragglers arrive stale
+    # under secure aggregation a straggler drops out of its own round's protocol (its
+    # masks are removed in unmasking); it never reaches the next round
+    assert all(rec.stale == 0 for rec in trainer.history_)
+    plain = cfg.model_copy(update={"secure_aggregation": cfg.secure_aggregation.model_copy(
+        update={"enabled": False})})
+    uploads_seen = FederatedTrainer(task, plain).fit(np.random.default_rng(0))
+    assert all(rec.stale > 0 for rec in uploads_seen.history_[1:])  # stragglers arrive stale
     strict = config(**{"rounds.min_reports": 10_000, "rounds.rounds": 2})
     abandoned = FederatedTrainer(SyntheticRegressionTask(n_devices=500, n_features=4),
                                  strict).fit(np.random.default_rng(0))

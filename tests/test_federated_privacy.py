@@ -253,9 +253,11 @@ def test_calibration_of_one_local_report_inverts_the_analytic_gaussian() -> None
 # ---------------------------------------------------------------- the privacy headline
 
 
-def test_published_headline_is_a_guarantee_whose_assumption_is_met() -> None:
+@pytest.mark.parametrize("secure", [False, True])
+def test_published_headline_is_a_guarantee_whose_assumption_is_met(secure: bool) -> None:
     task = SyntheticRegressionTask(n_devices=500, n_features=5)
-    config = _small_config(**{"privacy.noise_multiplier": 1.0, "privacy.target_epsilon": 1e4})
+    config = _small_config(**{"privacy.noise_multiplier": 1.0, "privacy.target_epsilon": 1e4,
+                              "secure_aggregation.enabled": secure})
     assert config.privacy.budget_kind == "device_local"  # the default budget kind is met
     privacy = FederatedTrainer(task, config).fit(np.random.default_rng(0)).privacy_
     kind, guarantee = privacy_headline(privacy)
@@ -263,15 +265,24 @@ def test_published_headline_is_a_guarantee_whose_assumption_is_met() -> None:
     assert privacy["guarantees"][kind]["assumption_met"] is True
     assert guarantee["epsilon"] == privacy["epsilon"][kind]
     met = {k for k, g in privacy["guarantees"].items() if g["assumption_met"]}
-    assert met == {"local", "device_local"}  # this run kept every upload: nothing more holds
     assert privacy["budget"]["assumption_met"] is True
-    # secure_sum's ε is far smaller but unmet, so it is never the headline
-    assert privacy["epsilon"]["secure_sum"] < guarantee["epsilon"]
     rows = guarantees_headline_first(privacy)
     assert rows[0][0] == kind and rows[0][2].startswith("headline: ")
     labels = {k: label for k, _, label in rows}
-    assert labels["secure_sum"] == "if secure aggregation were in place"
     assert labels["shuffle"] == "if anonymous shuffling were in place"
+    if secure:
+        # only the modular sum of >= n_min reports reached the server
+        assert met == {"local", "device_local", "secure_sum"} and kind == "secure_sum"
+        block = privacy["guarantees"]["secure_sum"]["secure_aggregation"]
+        assert block["n_min"] == 20 and block["bits"] == 32
+        assert block["wrap_probability_bound"] <= 1e-9 and "honest-but-curious" in (
+            block["threat_model"])
+    else:
+        # this run kept every upload: nothing more holds, and the far smaller secure_sum
+        # epsilon is never the headline
+        assert met == {"local", "device_local"} and kind == "device_local"
+        assert privacy["epsilon"]["secure_sum"] < guarantee["epsilon"]
+        assert labels["secure_sum"] == "if secure aggregation were in place"
 
 
 def test_headline_picks_the_smallest_met_per_device_epsilon() -> None:

@@ -1,0 +1,363 @@
+"""SecAgg+, the distributed discrete Gaussian and their accounting (issue #17), and the
+named random streams of federated training (issue #14 item 5)."""
+
+from __future__ import annotations
+
+import math
+
+import dp_accounting
+import numpy as np
+import pytest
+from dp_accounting.rdp import rdp_privacy_accountant
+from scipy import stats
+
+import federated._ddg as ddg_module
+from federated import FederatedConfig, FederatedTrainer, SyntheticRegressionTask
+from federated._ddg import (
+    DDG_RDP_ORDERS,
+    DiscreteGaussianEncoding,
+    ddg_round_rdp,
+    ddg_tau,
+    hadamard_transform,
+    sample_discrete_gaussian,
+)
+from federated._secagg import (
+    ConsistencySignature,
+    EncryptedShares,
+    KeyAdvertisement,
+    MaskedInput,
+    Message,
+    NeighbourKeys,
+    RoundSetup,
+    SecAggAbandoned,
+    SecAggClient,
+    SecAggParams,
+    SecAggProtocolError,
+    SecAggServer,
+    SurvivorList,
+    UnmaskShares,
+    choose_degree_and_threshold,
+    run_secagg_round,
+)
+from federated._shamir import reconstruct, split
+
+
+def _inputs(n: int, d: int, bits: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 1 << bits, size=(n, d), dtype=np.uint64).astype(np.uint32)
+
+
+def _modsum(x: np.ndarray, ids: list[int], bits: int) -> np.ndarray:
+    return (x[ids].astype(np.uint64).sum(0) % (1 << bits)).astype(np.uint32)
+
+
+# ------------------------------------------------------------------------- Shamir
+
+
+def test_shamir_matches_the_published_worked_example() -> None:
+    # Wikipedia, "Shamir's secret sharing", worked example: p = 1613, f = 1234 + 166x + 94x²
+    shares = split(1234, [1, 2, 3, 4, 5, 6], 3, prime=1613, coefficients=[166, 94])
+    assert shares == [1494, 329, 965, 176, 1188, 775]
+    assert reconstruct([(2, 329), (4, 176), (5, 1188)], prime=1613) == 1234
+    assert reconstruct([(1, 1494), (3, 965), (6, 775)], prime=1613) == 1234
+
+
+def test_shamir_round_trips_32_byte_secrets_and_fewer_shares_fail() -> None:
+    secret = bytes(range(32))
+    xs = list(range(1, 11))
+    ys = split(secret, xs, 6)
+    points = list(zip(xs, ys, strict=True))
+    assert reconstruct(points[:6]).to_bytes(32, "big") == secret
+    assert reconstruct(points[4:]).to_bytes(32, "big") == secret
+    assert reconstruct(points[:5]) != int.from_bytes(secret, "big")
+    with pytest.raises(ValueError, match="threshold"):
+        split(secret, xs, 11)
+
+
+# ------------------------------------------------------------------- parameters
+
+
+@pytest.mark.parametrize("n", [100, 1000, 10_000])
+def test_degree_and_threshold_meet_their_stated_bounds(n: int) -> None:
+    k, t = choose_degree_and_threshold(n, dropout_rate=0.1, corruption_rate=0.05)
+    assert k < n - 1 and k % 2 == 0 and t > k / 2
+    assert k <= 8 * math.log2(n)  # O(log n)
+    assert n * stats.binom.sf(t - 1, k, 0.05) <= 2.0 ** -40  # corrupt neighbours < t
+    assert n * stats.binom.cdf(t - 1, k, 0.9) <= 2.0 ** -20  # survivors >= t
+    assert choose_degree_and_threshold(8, dropout_rate=0.1, corruption_rate=0.05) == (7, 4)
+
+
+# --------------------------------------------------------------------- exactness
+
+
+@pytest.mark.parametrize(("n", "bits"), [(3, 32), (5, 16), (12, 24), (40, 32), (100, 20)])
+def test_unmasked_sum_is_the_modular_sum_with_dropouts_at_every_stage(n: int, bits: int) -> None:
+    params = SecAggParams.for_cohort(n, bits=bits, dimension=37, dropout_rate=0.1,
+                                     corruption_rate=0.05)
+    x = _inputs(n, 37, bits, seed=n)
+    assert np.array_equal(run_secagg_round(x, params), _modsum(x, list(range(n)), bits))
+    if n < 12:
+        return
+    # drop clients at each stage, within the tolerance of every neighbourhood
+    rng = np.random.default_rng(n)
+    order = [int(u) for u in rng.permutation(n)]
+    per_stage = max(1, (params.degree - params.threshold) // 6)
+    stages = ["advertise", "share", "mask", "consistency", "unmask"]
+    drop = {s: set(order[i * per_stage:(i + 1) * per_stage]) for i, s in enumerate(stages)}
+    gone_before_mask = drop["advertise"] | drop["share"] | drop["mask"]
+    survivors = [u for u in range(n) if u not in gone_before_mask]
+    out = run_secagg_round(x, params, drop=drop, transport=True)
+    assert np.array_equal(out, _modsum(x, survivors, bits))
+
+
+def test_below_threshold_the_round_is_abandoned_and_nothing_is_unmasked() -> None:
+    n = 10
+    params = SecAggParams(n, 9, 6, 32, 8)
+    x = _inputs(n, 8, 32)
+    with pytest.raises(SecAggAbandoned, match="fewer than t=6"):
+        run_secagg_round(x, params, drop={"mask": set(range(5))})
+    server = SecAggServer(params)
+    clients = [SecAggClient(x[u]) for u in range(n)]
+    for u, m in server.setup_messages().items():
+        if u < 5:
+            server.receive(clients[u].handle(m))
+    with pytest.raises(SecAggAbandoned, match="nothing was unmasked"):
+        server.advance()
+    assert server.result is None and server.stage == "done"
+
+
+def test_a_masked_input_is_indistinguishable_from_uniform() -> None:
+    n, d, bits = 6, 4096, 16
+    x = np.zeros((n, d), np.uint32)  # the most structured input there is
+    x[0] = np.arange(d) % 7
+    params = SecAggParams(n, 5, 3, bits, d)
+    server = SecAggServer(params)
+    clients = [SecAggClient(x[u]) for u in range(n)]
+    out = server.setup_messages()
+    for _ in range(2):
+        for u, m in out.items():
+            server.receive(clients[u].handle(m))
+        out = server.advance()
+    masked = [clients[u].handle(out[u]) for u in range(n)]
+    y = masked[0].vector  # type: ignore[attr-defined]
+    # Kolmogorov-Smirnov against U[0, 2^b) and a chi-square on 64 bins
+    assert stats.kstest(y / float(1 << bits), "uniform").pvalue > 1e-3
+    counts = np.bincount(y >> (bits - 6), minlength=64)
+    assert stats.chisquare(counts).pvalue > 1e-3
+    assert abs(np.corrcoef(y.astype(float), x[0].astype(float))[0, 1]) < 0.1
+
+
+# ------------------------------------------------------- messages, errors, checkpoint
+
+
+def _run_until(stage_count: int, n: int = 6, d: int = 5) -> tuple[SecAggServer,
+                                                                 list[SecAggClient],
+                                                                 dict[int, Message],
+                                                                 list[Message]]:
+    x = _inputs(n, d, 32, seed=3)
+    server = SecAggServer(SecAggParams(n, n - 1, 3, 32, d))
+    clients = [SecAggClient(x[u]) for u in range(n)]
+    out: dict[int, Message] = dict(server.setup_messages())
+    replies: list[Message] = []
+    for _ in range(stage_count):
+        replies = []
+        for u, m in out.items():
+            reply = clients[u].handle(m)
+            replies.append(reply)
+            server.receive(reply)
+        out = server.advance()
+    return server, clients, out, replies
+
+
+def test_every_message_round_trips_its_serialised_form() -> None:
+    seen: list[Message] = []
+    server, clients, out, _ = _run_until(0)
+    for _ in range(5):
+        for u, m in out.items():
+            seen.append(m)
+            reply = clients[u].handle(Message.from_bytes(m.to_bytes()))
+            seen.append(reply)
+            server.receive(Message.from_bytes(reply.to_bytes()))
+        out = server.advance()
+    kinds = {type(m) for m in seen}
+    assert {RoundSetup, KeyAdvertisement, NeighbourKeys, EncryptedShares, MaskedInput,
+            SurvivorList, ConsistencySignature, UnmaskShares} <= kinds
+    for m in seen:
+        again = Message.from_bytes(m.to_bytes())
+        assert again.to_bytes() == m.to_bytes() and type(again) is type(m)
+    assert server.result is not None
+    with pytest.raises(SecAggProtocolError, match="unreadable"):
+        Message.from_bytes(b"{not json")
+
+
+def test_wrong_and_replayed_messages_are_refused_with_clear_errors() -> None:
+    server, clients, out, _ = _run_until(1)  # keys advertised, now sharing
+    with pytest.raises(SecAggProtocolError, match="replayed key_advertisement"):
+        server.receive(KeyAdvertisement(server.round_id, 0, b"a" * 32, b"b" * 32, b"c" * 32))
+    with pytest.raises(SecAggProtocolError, match="another round"):
+        server.receive(EncryptedShares(b"x" * 16, 0, {}))
+    with pytest.raises(SecAggProtocolError, match="expected encrypted_shares, got masked_input"):
+        server.receive(MaskedInput(server.round_id, 0, np.zeros(5, np.uint32)))
+    reply = clients[0].handle(out[0])
+    server.receive(reply)
+    with pytest.raises(SecAggProtocolError, match="replayed encrypted_shares from client 0"):
+        server.receive(reply)
+    with pytest.raises(SecAggProtocolError, match="replayed neighbour_keys"):
+        clients[0].handle(out[0])
+    with pytest.raises(SecAggProtocolError, match="should come from the server"):
+        clients[1].handle(NeighbourKeys(server.round_id, 3, {}))
+    with pytest.raises(SecAggProtocolError, match="expected round_setup"):
+        SecAggClient(np.zeros(5, np.uint32)).handle(SurvivorList(server.round_id, -1, (0,)))
+
+
+def test_a_checkpoint_mid_protocol_resumes_to_the_same_sum() -> None:
+    server, clients, out, _ = _run_until(3)  # masked inputs are in; consistency next
+    x = np.stack([c.vector for c in clients])
+    server = SecAggServer.from_bytes(server.to_bytes())
+    clients = [SecAggClient.from_bytes(c.to_bytes()) for c in clients]
+    out = {u: Message.from_bytes(m.to_bytes()) for u, m in out.items()}
+    for _ in range(2):
+        for u, m in out.items():
+            server.receive(clients[u].handle(m))
+        out = server.advance()
+    assert np.array_equal(server.result, _modsum(x, list(range(len(clients))), 32))  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------ discrete Gaussian
+
+
+def test_hadamard_is_orthonormal_and_self_inverse() -> None:
+    x = np.random.default_rng(0).normal(size=(3, 64))
+    y = hadamard_transform(x)
+    np.testing.assert_allclose(np.linalg.norm(y, axis=1), np.linalg.norm(x, axis=1))
+    np.testing.assert_allclose(hadamard_transform(y), x, atol=1e-12)
+
+
+def test_discrete_gaussian_sampler_has_the_right_law() -> None:
+    rng = np.random.default_rng(1)
+    draws = sample_discrete_gaussian(1.5, 200_000, rng)
+    support = np.arange(-12, 13)
+    pmf = np.exp(-support ** 2 / (2 * 1.5 ** 2))
+    pmf /= pmf.sum()
+    counts = np.array([(draws == k).sum() for k in support])
+    keep = pmf * draws.size > 5
+    expected = pmf[keep] * draws.size
+    scaled = expected * counts[keep].sum() / expected.sum()
+    assert stats.chisquare(counts[keep], scaled).pvalue > 1e-3
+
+
+def test_encoding_decodes_the_sum_and_bounds_the_wrap_around() -> None:
+    enc = DiscreteGaussianEncoding.plan(dimension=1064, clip_norm=1.0, noise_multiplier=0.1,
+                                        bits=32, n_max=10_000)
+    assert enc.padded_dimension == 2048 and enc.wrap_probability == 1e-9
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 1064))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    reports = enc.encode(x, 11, rng, np.random.default_rng(2))
+    assert reports.dtype == np.uint32 and reports.shape == (200, 2048)
+    total = (reports.astype(np.uint64).sum(0) % (1 << 32)).astype(np.uint32)
+    err = enc.decode(total, 11) - x.sum(0)
+    # the error is the summed noise: std sqrt(200)·σC = 1.41 per coordinate
+    assert abs(err.std() - math.sqrt(200) * 0.1) < 0.1 and abs(err.mean()) < 0.05
+    small = DiscreteGaussianEncoding.plan(dimension=1064, clip_norm=1.0, noise_multiplier=0.1,
+                                          bits=16, n_max=100)
+    assert small.gamma > enc.gamma  # fewer bits: a coarser grid
+    with pytest.raises(ValueError, match="raise bits"):
+        DiscreteGaussianEncoding.plan(dimension=1064, clip_norm=1.0, noise_multiplier=0.1,
+                                      bits=8, n_max=10_000)
+
+
+def test_ddg_accounting_follows_kls21_theorem_1() -> None:
+    # τ as stated in KLS21 Thm 1, computed term by term
+    sigma_z, n = 0.4, 50
+    expected = 10 * sum(math.exp(-2 * math.pi ** 2 * sigma_z ** 2 * k / (k + 1))
+                        for k in range(1, n))
+    assert ddg_tau(sigma_z, n) == pytest.approx(expected, rel=1e-12)
+    orders = np.array(DDG_RDP_ORDERS, float)
+    # q = 1, τ = 0: the bound is s²/2-zCDP, exactly dp_accounting's ZCDpEvent
+    acc = dp_accounting.rdp.RdpAccountant(orders=list(orders))
+    acc.compose(dp_accounting.ZCDpEvent(rho=0.5 / 1.3 ** 2), 10)
+    ours = 10 * np.array(ddg_round_rdp(1.0, 1 / 1.3, 0.0, 0.0))
+    np.testing.assert_allclose(ours, acc._rdp, rtol=1e-12)
+    # Poisson sampling: an upper bound of the exact subsampled Gaussian, and close to it
+    for q, z in ((0.02, 1.0), (0.01, 0.7), (0.2, 2.0)):
+        sampled = np.array(ddg_round_rdp(q, 1 / z, 0.0, 0.0))
+        exact = rdp_privacy_accountant._compute_rdp_poisson_subsampled_gaussian(q, z, orders)
+        assert (sampled >= exact * (1 - 1e-9)).all()
+        e_ddg, _ = rdp_privacy_accountant.compute_epsilon(orders, 300 * sampled, 1e-6)
+        e_gauss, _ = rdp_privacy_accountant.compute_epsilon(orders, 300 * exact, 1e-6)
+        assert e_gauss <= e_ddg <= 1.5 * e_gauss
+    # τ > 0 only ever costs privacy
+    assert all(a >= b for a, b in zip(ddg_round_rdp(0.02, 1.0, 1e-3, 1e-4),
+                                      ddg_round_rdp(0.02, 1.0, 0.0, 0.0), strict=True))
+
+
+# ------------------------------------------------------------------ in the trainer
+
+
+def _config(**overrides: object) -> FederatedConfig:
+    base: dict[str, object] = {
+        "devices.require_charging": False, "devices.require_idle": False,
+        "devices.min_battery": 0.0, "devices.min_free_storage_mb": 0.0,
+        "devices.dropout_rate": 0.1, "rounds.sampling_rate": 0.1, "rounds.min_reports": 20,
+        "rounds.rounds": 4, "rounds.max_uploads_per_day": 48, "rounds.deadline_s": 90.0,
+        "privacy.noise_multiplier": 0.5, "privacy.target_epsilon": 1e4}
+    base.update(overrides)
+    return FederatedConfig.load(**base)  # type: ignore[arg-type]
+
+
+def test_sum_only_mode_gives_the_identical_model_as_the_full_protocol() -> None:
+    runs = {}
+    for mode in ("protocol", "sum_only"):
+        task = SyntheticRegressionTask(n_devices=600, n_features=6)
+        trainer = FederatedTrainer(task, _config(**{"secure_aggregation.mode": mode}))
+        runs[mode] = trainer.fit(np.random.default_rng(5))
+    protocol, sum_only = runs["protocol"], runs["sum_only"]
+    assert [h.status for h in protocol.history_].count("aggregated") >= 3
+    assert all(h.metrics.get("secagg_protocol") == 1.0 for h in protocol.history_
+               if h.status == "aggregated")
+    assert any(h.late > 0 for h in protocol.history_)  # stragglers dropped mid-protocol
+    np.testing.assert_array_equal(protocol.parameters_, sum_only.parameters_)
+    assert protocol.privacy_["headline"] == "secure_sum"
+
+
+class _GreedyTask(SyntheticRegressionTask):
+    """The same task, but its local training draws extra random numbers."""
+
+    def local_train(self, parameters, devices, rng):  # type: ignore[no-untyped-def]
+        rng.random(1000)
+        return super().local_train(parameters, devices, rng)
+
+
+@pytest.mark.parametrize("secure", [True, False])
+def test_changing_the_tasks_random_use_leaves_every_noise_draw_unchanged(
+        secure: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    import federated._client as client_module
+
+    draws: list[np.ndarray] = []
+    real_dg, real_gauss = ddg_module.sample_discrete_gaussian, client_module.add_gaussian_noise
+
+    def spy_dg(sigma: float, size: int, rng: np.random.Generator) -> np.ndarray:
+        out = real_dg(sigma, size, rng)
+        draws.append(out.copy())
+        return out
+
+    def spy_gauss(d: np.ndarray, c: float, s: float, rng: np.random.Generator) -> np.ndarray:
+        out = real_gauss(d, c, s, rng)
+        draws.append(out - d)
+        return out
+
+    monkeypatch.setattr(ddg_module, "sample_discrete_gaussian", spy_dg)
+    monkeypatch.setattr(client_module, "add_gaussian_noise", spy_gauss)
+    cfg = _config(**{"secure_aggregation.enabled": secure,
+                     "secure_aggregation.mode": "sum_only"})
+    recorded = []
+    for task in (SyntheticRegressionTask(n_devices=400, n_features=5),
+                 _GreedyTask(n_devices=400, n_features=5)):
+        draws.clear()
+        FederatedTrainer(task, cfg).fit(np.random.default_rng(3))
+        recorded.append([d.copy() for d in draws])
+    plain, greedy = recorded
+    assert plain and len(plain) == len(greedy)
+    for a, b in zip(plain, greedy, strict=True):
+        np.testing.assert_array_equal(a, b)
