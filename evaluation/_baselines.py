@@ -175,7 +175,8 @@ class DeviceHistory:
 
     def matching_entries(self, session: np.ndarray, signature: np.ndarray,
                          label_keys: np.ndarray, sticker_labels: np.ndarray,
-                         n_label_slots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                         n_label_slots: int, label_strengths: np.ndarray | None = None
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """History entries of each keystroke whose sticker matches the keystroke's text.
 
         Parameters
@@ -188,19 +189,23 @@ class DeviceHistory:
             Labels of each sticker (``-1`` padding).
         n_label_slots : int
             More than the largest label id.
+        label_strengths : ndarray of float32, shape (M,), optional
+            Match strength of each of ``label_keys`` (default: 1 for every one).
 
         Returns
         -------
         row, col, entry : ndarray of int64, shape (m,)
             Keystroke, position in the session's entry list (best first) and entry index
             of every matching entry, in keystroke then entry order.
+        strength : ndarray of float64, shape (m,)
+            Strongest match among each entry's sticker's labels.
         """
         start, stop = self.ptr[session], self.ptr[session + 1]
         counts = stop - start
         total = int(counts.sum())
         if total == 0:
             empty = np.zeros(0, np.int64)
-            return empty, empty, empty
+            return empty, empty, empty, np.zeros(0)
         row = np.repeat(np.arange(session.size, dtype=np.int64), counts)
         offsets = np.cumsum(counts) - counts
         col = np.arange(total, dtype=np.int64) - np.repeat(offsets, counts)
@@ -208,11 +213,15 @@ class DeviceHistory:
         labels = sticker_labels[self.sticker[entry]].astype(np.int64)  # (total, 3)
         keys = signature[row][:, None] * n_label_slots + labels
         hit = np.zeros(keys.shape, bool)
+        strength = np.zeros(keys.shape)
         if label_keys.size:
             at = np.minimum(np.searchsorted(label_keys, keys), label_keys.size - 1)
             hit = (label_keys[at] == keys) & (labels >= 0)
+            known = (label_strengths[at] if label_strengths is not None
+                     and label_strengths.size == label_keys.size else 1.0)
+            strength = np.where(hit, known, 0.0)
         keep = hit.any(axis=1)
-        return row[keep], col[keep], entry[keep]
+        return row[keep], col[keep], entry[keep], strength[keep].max(axis=1, initial=0.0)
 
 
 @dataclass

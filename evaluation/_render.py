@@ -26,7 +26,8 @@ __all__ = ["arms_table", "figures", "format_value", "load_report", "render_html"
 
 _ARM_COLOURS = {"control": "#7f7f7f", "treatment": "#1f77b4", "popularity": "#bcbd22",
                 "central": "#2ca02c", "recents": "#d62728", "device_counts": "#9467bd",
-                "segment_popularity": "#8c564b", "fold_in_only": "#17becf", "owned": "#e377c2"}
+                "segment_popularity": "#8c564b", "fold_in_only": "#17becf", "owned": "#e377c2",
+                "owned_by_match": "#f7b6d2"}
 _KIND_COLOURS = {"local": "#d62728", "device_local": "#9467bd", "shuffle": "#ff7f0e",
                  "secure_sum": "#1f77b4"}
 

@@ -61,14 +61,15 @@ ARM_LABELS: dict[str, str] = {
     "central": "central reranker (non-private)",
     "recents": "recents row (own sent stickers)",
     "owned": "owned row (held stickers, sent first)",
+    "owned_by_match": "owned row (held stickers, best match first)",
     "device_counts": "device send counts",
     "segment_popularity": "segment popularity",
     "fold_in_only": "fold-in only (no federated training)",
 }
 """Display names of the arms (control and treatment are the experiment; others references)."""
 
-BASELINE_ARMS: tuple[str, ...] = ("recents", "owned", "device_counts", "segment_popularity",
-                                  "popularity", "fold_in_only")
+BASELINE_ARMS: tuple[str, ...] = ("recents", "owned", "owned_by_match", "device_counts",
+                                  "segment_popularity", "popularity", "fold_in_only")
 """Arms that need no federated training: the treatment's headline is against the best."""
 
 @dataclass
@@ -89,6 +90,8 @@ class KeystrokeBatch:
     n_label_slots : int
     matches : list of keyword_index.Match
         The replay's distinct matches (``signature`` indexes them).
+    label_strengths : ndarray of float32, shape (M,)
+        Match strength of each of ``label_keys``.
     """
 
     keyword: np.ndarray
@@ -100,6 +103,7 @@ class KeystrokeBatch:
     label_keys: np.ndarray
     n_label_slots: int
     matches: list[Match] = field(default_factory=list)
+    label_strengths: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
     @property
     def matched(self) -> np.ndarray:
@@ -157,27 +161,28 @@ def segment_popularity_arm(context: RankingContext, keys: np.ndarray) -> Arm:
     return Arm("segment_popularity", ARM_LABELS["segment_popularity"], score)
 
 
-def _history_matches(history: DeviceHistory, sticker_labels: np.ndarray,
-                     batch: KeystrokeBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _history_matches(history: DeviceHistory, sticker_labels: np.ndarray, batch: KeystrokeBatch
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return history.matching_entries(batch.session, batch.signature, batch.label_keys,
-                                    sticker_labels, batch.n_label_slots)
+                                    sticker_labels, batch.n_label_slots, batch.label_strengths)
 
 
 def recents_arm(history: DeviceHistory, sticker_labels: np.ndarray,
-                name: str = "recents") -> Arm:
+                name: str = "recents", by_match: bool = False) -> Arm:
     """The keyboard's recents row: own earlier-sent stickers matching the text.
 
     Ordered by recency-weighted send count (:class:`DeviceHistory`); stage 1 plays no
     part. ``sticker_labels`` (n_stickers, 3) int32, ``-1`` padded. Given a history built
     ``with_holdings``, it is the ``owned`` row: every held sticker matching the text,
-    sent ones first.
+    sent ones first. ``by_match``: order by the sticker's match strength first (a whole
+    keyword at the end before a keyword being typed), that order breaking its ties.
     """
     def score(batch: KeystrokeBatch) -> tuple[np.ndarray, np.ndarray]:
-        row, col, entry = _history_matches(history, sticker_labels, batch)
+        row, col, entry, strength = _history_matches(history, sticker_labels, batch)
         width = max(int(col.max()) + 1 if col.size else 1, 1)
         scores = np.full((batch.session.size, width), -np.inf)
         items = np.full((batch.session.size, width), -1, np.int32)
-        scores[row, col] = history.score[entry]
+        scores[row, col] = history.score[entry] + (strength * KEY_WEIGHT if by_match else 0.0)
         items[row, col] = history.sticker[entry]
         return scores, items
     return Arm(name, ARM_LABELS.get(name, name), score)
@@ -197,7 +202,7 @@ def device_counts_arm(context: RankingContext, history: DeviceHistory,
         value = batch.matched * MATCHED_WEIGHT + key + context.prior
         scores = np.where(context.candidate_mask[batch.cluster], value, -np.inf)
         shown = batch.shown.copy()
-        row, _, entry = _history_matches(history, sticker_labels, batch)
+        row, _, entry, _ = _history_matches(history, sticker_labels, batch)
         pos = history.cand_pos[entry].astype(np.int64)
         ok = pos >= 0
         row, pos, entry = row[ok], pos[ok], entry[ok]
@@ -466,9 +471,13 @@ def replay(context: RankingContext, sample: HeldOutSample, arms: list[Arm], k: i
         sig_of_prefix[(language, prefix)] = signature[raw]
     sig = np.array([sig_of_prefix[p] for p in prefixes], dtype=np.int64)
     n_label_slots = int(context.label_embeddings.shape[0]) + 1
-    label_keys = np.unique(np.concatenate(
+    raw_keys = np.concatenate(
         [i * n_label_slots + m.label_ids[m.strengths > 0].astype(np.int64)
-         for i, m in enumerate(matches)] or [np.zeros(0, np.int64)]))
+         for i, m in enumerate(matches)] or [np.zeros(0, np.int64)])
+    raw_strengths = np.concatenate(
+        [m.strengths[m.strengths > 0] for m in matches] or [np.zeros(0, np.float32)])
+    label_keys, key_at = np.unique(raw_keys, return_index=True)  # a label is once per match
+    label_strengths = raw_strengths[key_at].astype(np.float32)
     pair = cluster_of_stroke * (len(matches) + 1) + sig
     pairs, key = np.unique(pair, return_inverse=True)  # sorted by cluster: cache-friendly
     n_cand = context.candidate_ids.shape[1]
@@ -516,7 +525,8 @@ def replay(context: RankingContext, sample: HeldOutSample, arms: list[Arm], k: i
                 keyword[rows, flat_pos[src]] = flat_feat[src]
             batch = KeystrokeBatch(keyword=keyword, shown=shown[keys], cluster=cl, device=dev,
                                    session=sess, signature=sig[sl], label_keys=label_keys,
-                                   n_label_slots=n_label_slots, matches=matches)
+                                   n_label_slots=n_label_slots, matches=matches,
+                                   label_strengths=label_strengths)
             sent = sample.sent_sticker[sess]
             last = is_last[sl]
             for arm in arms:

@@ -60,7 +60,9 @@ DEFINITIONS: tuple[str, ...] = (
     "shared weights with the phone's own personalisation. A device knows all of its own "
     "earlier sends (held-out ones before the replayed session included); owned = every "
     "sticker of a package the device holds at that moment that matches the text, sent ones "
-    "first (by recency-weighted count), then by how recently the package arrived; the "
+    "first (by recency-weighted count), then by how recently the package arrived; "
+    "owned_by_match = the same stickers by match strength first (a whole keyword at the "
+    "end before one being typed), that order breaking ties; the "
     "server only "
     "its log before the split.",
     "Headline: the treatment against the strongest baseline (highest mean hit@k on this "
@@ -207,6 +209,7 @@ def build_ab_report(var: str | Path, *, stage1: str = "latest", treatment: str =
     rng = np.random.default_rng(config.seed)
     sample = sample_held_out(context, split_ts, config.devices, rng, exclude_users=validation)
     history = sample.device_history(context, config.half_life_days)
+    owned = sample.device_history(context, config.half_life_days, with_holdings=True)
     sticker_labels = sticker_label_table(context.dataset.table("stickers"))
     row: RowReplay | None = None
 
@@ -229,8 +232,8 @@ def build_ab_report(var: str | Path, *, stage1: str = "latest", treatment: str =
         control_arm(context),
         model_arm("treatment", model),
         recents_arm(history, sticker_labels),
-        recents_arm(sample.device_history(context, config.half_life_days, with_holdings=True),
-                    sticker_labels, name="owned"),
+        recents_arm(owned, sticker_labels, name="owned"),
+        recents_arm(owned, sticker_labels, name="owned_by_match", by_match=True),
         device_counts_arm(context, history, sticker_labels),
         segment_popularity_arm(context, segment_popularity_scores(context, sample.user_ids,
                                                                   split_ts)),

@@ -172,3 +172,21 @@ def test_owned_row_lists_held_matching_stickers_sent_first_then_newest_package()
     assert items[0][finite][order].tolist() == [400, 200, 300, 100]
     np.testing.assert_allclose(np.sort(scores[0][finite])[::-1],
                                [2 + 0.5 ** (4 / 14), 2 + 0.5, 0.5 ** (1 / 14), 0.5 ** (13 / 14)])
+
+
+def test_owned_by_match_puts_a_whole_keyword_before_one_being_typed() -> None:
+    # session 1 (day 15): sent 400 (2 sends) and 200 (1 old send); label 1 matched at
+    # strength 0.5 (being typed), label 2 (sticker 101, sent once) at 1.0 (whole keyword)
+    h = _history()
+    batch = _batch([1], [100, 200, 300])
+    batch.label_keys = np.array([0 * SLOTS + 1, 0 * SLOTS + 2], np.int64)
+    batch.label_strengths = np.array([0.5, 1.0], np.float32)
+    plain = recents_arm(h, STICKER_LABELS).score(batch)
+    matched = recents_arm(h, STICKER_LABELS, name="owned_by_match", by_match=True).score(batch)
+
+    def row(scores: np.ndarray, items: np.ndarray) -> list[int]:
+        ok = np.isfinite(scores[0])
+        return items[0][ok][np.argsort(-scores[0][ok], kind="stable")].tolist()
+
+    assert row(*plain) == [400, 101, 200]  # by weighted count only
+    assert row(*matched) == [101, 400, 200]  # the whole keyword first, then count

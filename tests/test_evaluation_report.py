@@ -292,11 +292,13 @@ def test_report_end_to_end_on_the_tiny_world(tiny_var: Path, tmp_path: Path) -> 
     report = json.loads((directory / "report.json").read_text())
     assert result.output == (directory / "summary.md").read_text()
     assert set(report["arms"]) == {"control", "treatment", "popularity", "central", "recents",
-                                   "owned", "device_counts", "segment_popularity",
-                                   "fold_in_only"}
+                                   "owned", "owned_by_match", "device_counts",
+                                   "segment_popularity", "fold_in_only"}
     baselines = report["baselines"]
-    assert set(baselines) == {"recents", "owned", "device_counts", "segment_popularity",
-                              "popularity", "fold_in_only"}
+    assert set(baselines) == {"recents", "owned", "owned_by_match", "device_counts",
+                              "segment_popularity", "popularity", "fold_in_only"}
+    # the same candidates in two orders: the same ceiling
+    assert report["arms"]["owned_by_match"]["ceiling"] == report["arms"]["owned"]["ceiling"]
     # the owned row holds every recents candidate (sent stickers come first in it)
     assert report["arms"]["owned"]["ceiling"] >= report["arms"]["recents"]["ceiling"]
     strongest = report["strongest_baseline"]
