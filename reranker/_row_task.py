@@ -410,7 +410,7 @@ class RowTask:
         out = {name: value / max(n, 1) for name, value in acc.items()
                if not name.startswith("n_new")}
         n_new = max(acc.get("n_new", 0.0), 1.0)
-        for name in ("hit", "recents", "device_counts", "stage1_order"):
+        for name in ("hit", "hit_explore", "recents", "device_counts", "stage1_order"):
             out[f"{name}_new_package"] = acc.get(f"n_new_{name}", 0.0) / n_new
         rename = {"hit": f"hit@{k}", "hit1": "hit@1", "recents": f"hit@{k}_recents",
                   "device_counts": f"hit@{k}_device_counts",
@@ -514,6 +514,7 @@ def _row_metrics(scores: np.ndarray, imp: RowImpressions, k: int, explore_slots:
             "recents": float(rec.sum()), "device_counts": float(dc.sum()),
             "stage1_order": float(s1.sum()), "ceiling": float((imp.pos >= 0).sum()),
             "n_new": float(new.sum()), "n_new_hit": float((hit & new).sum()),
+            "n_new_hit_explore": float((hit_x & new).sum()),
             "n_new_recents": float((rec & new).sum()),
             "n_new_device_counts": float((dc & new).sum()),
             "n_new_stage1_order": float((s1 & new).sum())}

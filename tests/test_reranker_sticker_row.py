@@ -199,3 +199,24 @@ def test_cold_device_gets_a_sensible_row(tiny_var: Path) -> None:
     again = suggester.rank(language="en", text=keyword or "", cluster_id=0, limit=50,
                            history=summary, now=1000.0)
     assert sticker in again.sticker_ids
+
+
+def test_device_state_round_trips_through_the_local_store(tmp_path: Path) -> None:
+    cat, cfg = _hand_catalog(), RowConfig()
+    history = DeviceHistory(cat, cfg, subscriber=True)
+    history.record_send(102, 0.0)
+    history.record_send(100, 10 * DAY)
+    history.acquire(11)
+    store = tmp_path / "device.sqlite"
+    history.save(store)
+    again = DeviceHistory.load(cat, store, cfg)
+    now = 12 * DAY
+    a = sticker_candidates(cat, cfg, 0, *MATCH, history, now)
+    b = sticker_candidates(cat, cfg, 0, *MATCH, again, now)
+    assert a.sticker_ids.tolist() == b.sticker_ids.tolist()
+    np.testing.assert_allclose(a.history, b.history, rtol=1e-6)
+    again.forget()  # the person's deletion request
+    again.save(store)
+    gone = DeviceHistory.load(cat, store, cfg)
+    assert gone.is_empty
+    assert not gone.subscriber or gone.summary()["stickers"] == []
