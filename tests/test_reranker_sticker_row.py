@@ -220,3 +220,50 @@ def test_device_state_round_trips_through_the_local_store(tmp_path: Path) -> Non
     gone = DeviceHistory.load(cat, store, cfg)
     assert gone.is_empty
     assert not gone.subscriber or gone.summary()["stickers"] == []
+
+
+def test_replay_of_a_send_equals_the_training_walk(tiny_var: Path) -> None:
+    """The report's keystroke replay and the task's impressions agree at each send."""
+    import polars as pl
+
+    from candidate_gen import Stage1Artifact
+    from data import time_split
+    from reranker import RankingContext, RowReplay, build_row_sessions, walk_impressions
+
+    context = RankingContext.build(Stage1Artifact.load(tiny_var))
+    catalog = StickerCatalog.build(context)
+    split = time_split(context.dataset).test_start
+    logs = context.dataset.table("device_logs").filter(
+        pl.col("language").is_in(context.languages))
+    users = np.unique(logs.filter(pl.col("ts").dt.epoch("ms") / 1000 >= split)["user_id"])
+    users = users[np.asarray(context.stage1.cluster_of(users)) >= 0][:30].astype(np.int32)
+    mine = logs.filter(pl.col("user_id").is_in(users)).sort("user_id", "ts")
+    seconds = mine["ts"].dt.epoch("ms").to_numpy() / 1000.0
+    before, after = mine.filter(pl.Series(seconds < split)), mine.filter(
+        pl.Series(seconds >= split))
+    device = np.searchsorted(users, after["user_id"].to_numpy())
+    row = RowReplay(context, users, before, split, device,
+                    after["ts"].dt.epoch("ms").to_numpy() / 1000.0,
+                    after["sticker_id"].to_numpy(), catalog=catalog)
+    matches = [context.indexes[lang].match(text)
+               for lang, text in zip(after["language"], after["text"], strict=True)]
+    layout = ParameterLayout(context.layout.n_factors, context.layout.n_keyword_features, H)
+    theta = np.random.default_rng(1).normal(size=layout.n_parameters).astype(np.float32)
+    users_emb = np.zeros((users.size, layout.n_factors), np.float32)
+    scores, stickers = row.score_keystrokes(theta, layout, users_emb,
+                                            np.arange(after.height), np.arange(after.height),
+                                            matches)
+    sessions = build_row_sessions(context, catalog, mine, user_ids=users, show_progress=False)
+    emit = sessions.ts >= split
+    imp = walk_impressions(sessions, catalog, RowConfig(), np.arange(users.size), emit,
+                           np.ones(sessions.n_sessions, bool), RowConfig().cap)
+    assert imp.n_impressions == after.height
+    from reranker import row_scores
+
+    walk_scores = row_scores(theta, layout, users_emb, imp, catalog.pk_factor)
+    for e in range(imp.n_impressions):
+        lo, hi = imp.ptr[e], imp.ptr[e + 1]
+        got = stickers[e][stickers[e] >= 0]
+        assert got.tolist() == catalog.sticker_ids[imp.sticker[lo:hi]].tolist()
+        np.testing.assert_allclose(scores[e][: hi - lo], walk_scores[lo:hi], rtol=1e-5,
+                                   atol=1e-5)
