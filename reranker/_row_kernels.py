@@ -357,8 +357,20 @@ def assemble(m_label, m_strength, m_kind,
             pk_cos[p] = cos
         o_kw[r, 6] = pk_cos[p]
         o_prior[r] = pk_prior[p]
-        _history_row(s, c_lab[i], p, pk_flags, pk_premium, v_st, v_pk, v_lb, subscriber,
-                     o_hist[r])
+        # the history features (as _history_row), written in place
+        lab = c_lab[i]
+        o_hist[r, 0] = v_st[s, 0]
+        o_hist[r, 1] = v_st[s, 1]
+        o_hist[r, 2] = v_pk[p, 0]
+        o_hist[r, 3] = v_pk[p, 1]
+        o_hist[r, 4] = v_lb[lab, 0] if lab >= 0 else 0.0
+        o_hist[r, 5] = v_lb[lab, 1] if lab >= 0 else 0.0
+        o_hist[r, 6] = v_st[s, 2]
+        o_hist[r, 7] = v_pk[p, 2]
+        o_hist[r, 8] = v_pk[p, 3]
+        o_hist[r, 9] = v_pk[p, 4]
+        o_hist[r, 10] = 1.0 if (subscriber and pk_premium[p]) else 0.0
+        o_hist[r, 11] = 1.0 if (pk_flags[p] & IN_STAGE1) != 0 else 0.0
     return m
 
 
