@@ -2,10 +2,11 @@
 
 1. Build a world, a stage-1 version and a reranker version (a short federated run of the
    real task, published like ``stickers federated train``) under a scratch artifact root.
-2. For each worker model (``--models``, default both, one after the other in the same
-   run): start ``stickers serve``'s gunicorn with 2 workers on a free loopback port —
+2. For each worker model (``--models``, default all three, one after the other in the
+   same run): start ``stickers serve``'s gunicorn with 2 workers on a free loopback port —
    ``buffered`` (threaded workers behind the in-worker buffering front, the default since
-   issue #19; keep-alive) and ``sync`` (gunicorn's sync workers, the model before it).
+   issue #19; keep-alive), ``buffered-close`` (the same, a new connection per request, as
+   the sync model forces) and ``sync`` (gunicorn's sync workers, the model before it).
 3. Warm both endpoints (2 s each), then saturate ``GET /healthz`` (trivial JSON) and
    ``POST /v1/suggest`` (keyword matching + ONNX reranking of a cluster's candidates)
    with wrk, same settings, same run, both through the same Lua script shape (requests
@@ -13,16 +14,17 @@
    pairs of 6 s per endpoint; which endpoint goes first alternates, so a drift in the
    machine's load favours neither): the ratio of their requests/s (the median pair's) is
    the cost of a suggestion relative to the framework. gunicorn's sync workers close the
-   connection after each response (no keep-alive), the buffered ones keep it, for both
-   endpoints alike. CPU
-   microseconds per request of gunicorn and of wrk are recorded too: on a shared machine
-   they show where the cores went.
+   connection after each response (no keep-alive), ``buffered`` keeps it, for both
+   endpoints alike (keep-alive makes the trivial endpoint cheaper, so the ratio is
+   harder to reach than with a connection per request). CPU microseconds per request
+   of gunicorn and of wrk are recorded too: on a shared machine they show where the
+   cores went.
 4. Load ``/v1/suggest`` at half its maximum rate (wrk paced with a Lua ``delay()``: the
    cycle per connection less the latency measured in a 3 s calibration run) for 10 s and
    report p50/p99 latency and the rate reached.
 
 ``python -m bench serving`` or ``python -m bench.bench_serving [--world tiny] [--duration 30]
-[--rounds 5] [--models buffered sync]``.
+[--rounds 5] [--models buffered buffered-close sync] [--threads 2]``.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ SERVER = """
 from serving import ServingConfig
 from serving._gunicorn import GunicornServer, enable_multiprocess_metrics
 config = ServingConfig.load(environ={{}}, var={var!r}, port={port}, workers={workers},
-                            reload_interval_s=0, worker_class={worker_class!r}, demo=True)
+                            reload_interval_s=0, worker_class={worker_class!r}, demo=True,
+                            threads={threads})
 enable_multiprocess_metrics(config.var / "serving" / "prometheus")
 GunicornServer(config).run()
 """
@@ -88,13 +91,13 @@ def build_artifacts(var: Path, world: str, seed: int) -> dict[str, Any]:
     return {"world": world, "stage1": stage1.name, "reranker": reranker.name}
 
 
-def start_server(var: Path, workers: int, worker_class: str = "buffered"
+def start_server(var: Path, workers: int, worker_class: str = "buffered", threads: int = 4
                  ) -> tuple[subprocess.Popen[bytes], str]:
     """gunicorn in its own process group; returns when /readyz answers 200."""
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-c", SERVER.format(var=str(var), port=port, workers=workers,
-                                             worker_class=worker_class)],
+                                             worker_class=worker_class, threads=threads)],
         stdout=subprocess.DEVNULL, stderr=open(var / "server.log", "ab"),  # noqa: SIM115
         start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -123,7 +126,8 @@ def _suggest_bodies(url: str) -> list[str]:
     return bodies
 
 
-def _lua(path: Path, method: str, bodies: list[str | None], delay_ms: float | None) -> Path:
+def _lua(path: Path, method: str, bodies: list[str | None], delay_ms: float | None,
+         close: bool = False) -> Path:
     """A wrk script cycling through ``bodies`` (None: no body) with ``method``.
 
     Every endpoint is loaded through the same script shape: the requests are formatted
@@ -133,6 +137,8 @@ def _lua(path: Path, method: str, bodies: list[str | None], delay_ms: float | No
     quoted = ",\n".join("false" if b is None else "[==[" + b + "]==]" for b in bodies)
     headers = ('wrk.headers["Content-Type"] = "application/json"\n'
                if any(b is not None for b in bodies) else "")
+    if close:  # a new connection per request, as gunicorn's sync workers force
+        headers += 'wrk.headers["Connection"] = "close"\n'
     # wrk truncates delay() to whole milliseconds: carry the fractions over (error
     # diffusion), so the delays average to delay_ms.
     delay = "" if delay_ms is None else (
@@ -200,12 +206,14 @@ def run_wrk(url: str, *, duration: int, threads: int, connections: int,
 
 def measure(scratch: Path, model: str, args: argparse.Namespace) -> dict[str, Any]:
     """Saturation pairs (healthz vs suggest) and the half-rate run for one worker model."""
-    process, url = start_server(scratch, args.workers, model)
+    worker_class, _, mode = model.partition("-")
+    close = mode == "close"
+    process, url = start_server(scratch, args.workers, worker_class, args.threads)
     try:
         bodies = _suggest_bodies(url)
         common = {"duration": args.duration, "threads": 2, "connections": args.connections}
-        healthz = _lua(scratch / "healthz.lua", "GET", [None], None)
-        suggest = _lua(scratch / "suggest.lua", "POST", list(bodies), None)
+        healthz = _lua(scratch / "healthz.lua", "GET", [None], None, close)
+        suggest = _lua(scratch / "suggest.lua", "POST", list(bodies), None, close)
         for script, path in ((healthz, "/healthz"), (suggest, "/v1/suggest")):  # warm both:
             run_wrk(f"{url}{path}", duration=2, threads=2,  # first requests build caches
                     connections=args.connections, script=script)
@@ -236,12 +244,13 @@ def measure(scratch: Path, model: str, args: argparse.Namespace) -> dict[str, An
         delay_ms = max(0.0, cycle_ms - 1000.0 * args.workers / saturated["rps"])
         calibration = run_wrk(f"{url}/v1/suggest", duration=3, threads=2,
                               connections=paced_connections,
-                              script=_lua(scratch / "paced.lua", "POST", list(bodies), delay_ms))
+                              script=_lua(scratch / "paced.lua", "POST", list(bodies), delay_ms,
+                                          close))
         latency_ms = max(0.0, 1000.0 * paced_connections / calibration["rps"] - delay_ms)
         paced = run_wrk(f"{url}/v1/suggest", duration=min(args.duration, 10), threads=2,
                         connections=paced_connections,
                         script=_lua(scratch / "paced.lua", "POST", list(bodies),
-                                    max(0.0, cycle_ms - latency_ms)),
+                                    max(0.0, cycle_ms - latency_ms), close),
                         server_pid=process.pid)
     finally:
         if process.poll() is None:
@@ -272,8 +281,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--models", nargs="+", default=["buffered", "sync"],
-                        choices=["buffered", "sync"],
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads per buffered worker (the serving default is 2)")
+    parser.add_argument("--models", nargs="+", default=["buffered", "buffered-close", "sync"],
+                        choices=["buffered", "buffered-close", "sync"],
                         help="worker models to measure, one after the other in this run")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
@@ -289,15 +300,18 @@ def main(argv: list[str]) -> int:
             for name, load, r in result["runs"]:
                 rows.append([model, name, load, r["rps"], r.get("p50_ms"), r.get("p99_ms"),
                              r["non_2xx"], r["server_cpu_us"], r["wrk_cpu_us"]])
-        meta = {"versions": versions, "workers": args.workers, "cpus": os.cpu_count(),
+        meta = {"versions": versions, "workers": args.workers, "threads": args.threads,
+                "cpus": os.cpu_count(),
                 "rounds": args.rounds, "goal_ratio": 0.7, "goal_p99_ms": 10.0,
                 "load_average_before": load_before, "load_average_after": os.getloadavg(),
                 "models": {m: {k: v for k, v in r.items() if k != "runs"}
                            for m, r in results.items()},
                 "note": "worker models measured one after the other in the same run, same "
                         "wrk settings; buffered = threaded workers behind the in-worker "
-                        "buffering front (keep-alive), sync = gunicorn's sync workers (the "
-                        "pre-#19 model: a connection per request); wrk and gunicorn share "
+                        "buffering front (keep-alive), buffered-close = the same with a new "
+                        "connection per request (Connection: close), sync = gunicorn's sync "
+                        "workers (the pre-#19 model: a connection per request); wrk and "
+                        "gunicorn share "
                         "the machine's cores (loopback); CPU columns are microseconds per "
                         "request of gunicorn's processes and of wrk"}
         write_results("serving", ["worker model", "endpoint", "load", "requests/s", "p50 ms",

@@ -86,8 +86,10 @@ class ServingConfig(_Section):
     """``buffered``: threaded workers that read each request in full, without holding a
     thread, before a thread handles it (slow or stalled clients cannot starve them);
     ``sync``: gunicorn's sync workers, which need a buffering proxy in front."""
-    threads: int = Field(default=4, ge=1, le=64)
-    """Threads per buffered worker handling complete requests (ignored by ``sync``)."""
+    threads: int = Field(default=2, ge=1, le=64)
+    """Threads per buffered worker running the app on complete requests (ignored by
+    ``sync``); more than one lets a worker go on while a thread writes a large response to
+    a slow reader."""
     max_connections: int = Field(default=1000, ge=1, le=100_000)
     """Open client connections per buffered worker (gunicorn's ``worker_connections``)."""
     read_timeout_s: float = Field(default=30.0, gt=0)

@@ -113,6 +113,8 @@ def test_100_slow_clients_do_not_starve_the_buffered_workers(var: Path) -> None:
             latencies, failures = probe(server.url, 28.0)
             assert slow.open == 100 and slow.sent > 1000
         p99 = float(np.percentile(latencies, 99)) * 1000
+        print(f"100 slow clients: {len(latencies)} probes, p50 "
+              f"{float(np.percentile(latencies, 50)) * 1000:.1f} ms, p99 {p99:.1f} ms")
         assert failures == 0, f"{failures} probes failed"
         assert len(latencies) > 100
         assert p99 <= 100.0, f"p99 {p99:.1f} ms with 100 slow clients"
