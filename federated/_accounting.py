@@ -591,7 +591,9 @@ class DevicePrivacyAccountant:
             "guarantees": kinds,
             "accountant": f"dp_accounting {_dp_version()} "
                           f"{'PLDAccountant' if self.accountant == 'pld' else 'RdpAccountant'}"
-                          " (RdpAccountant alongside; shuffle: FMT21 closed form + PLD)",
+                          " (RdpAccountant alongside; shuffle: FMT21 closed form + PLD"
+                          + ("; secure_sum: distributed discrete Gaussian, KLS21 Thm 1 RDP "
+                             "with Zhu-Wang Poisson subsampling, RDP only)" if ddg else ")"),
             "unit": "device (all of one user's data); local: one report",
             "not_covered": "n_examples is sent bounded but un-noised; the DP aggregate does "
                            "not use it",

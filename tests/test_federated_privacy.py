@@ -277,6 +277,9 @@ def test_published_headline_is_a_guarantee_whose_assumption_is_met(secure: bool)
         assert block["n_min"] == 20 and block["bits"] == 32
         assert block["wrap_probability_bound"] <= 1e-9 and "honest-but-curious" in (
             block["threat_model"])
+        # accounted for the mechanism run: the KLS21 RDP bound, no PLD form
+        assert "KLS21" in privacy["accountant"]
+        assert privacy["guarantees"]["secure_sum"]["epsilon_pld"] is None
     else:
         # this run kept every upload: nothing more holds, and the far smaller secure_sum
         # epsilon is never the headline
