@@ -102,7 +102,7 @@ knobs: | $(STAMP)
 		| tee $(VAR)/knobs/table.md
 
 run: pipeline
-	$(STICKERS) serve
+	$(STICKERS) serve --demo
 
 serve: install
 	$(STICKERS) serve
