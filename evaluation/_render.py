@@ -326,7 +326,9 @@ def render_html(report: dict[str, Any], images: dict[str, str]) -> str:
               f"{p.num('float', 'privacy', 'clip_norm')}, q = "
               f"{p.num('eps', 'privacy', 'sampling_rate')}, rounds = "
               f"{p.num('int', 'privacy', 'rounds')}, δ = {p.num('sci', 'privacy', 'delta')}"
-              f"; budget enforced on ε<sub>{esc(str(privacy['headline_kind']))}</sub>.</p>")
+              f"; budget enforced on ε<sub>"
+              f"{esc(str(privacy.get('budget_kind') or privacy['headline_kind']))}</sub>; "
+              f"headline ε<sub>{esc(str(privacy['headline_kind']))}</sub>.</p>")
         p.table(["guarantee", "ε", "assumes"], [
             [esc(kind), p.num("eps", "privacy", "epsilon", kind),
              f"<span class='note'>{esc(privacy['assumptions'].get(kind, ''))}</span>"]
