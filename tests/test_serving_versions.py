@@ -67,7 +67,9 @@ def test_workers_never_serve_an_older_version_after_a_newer(tiny_world: Path,
         time.sleep(1.0)
         new = publish_fake_reranker(var, tag="new").name
         promote(var, "reranker", new)
-        deadline = time.monotonic() + 20
+        # generous: on a loaded 2-core machine one CI run saw no agreement within 20 s
+        # (cause not yet found); the property checked below does not depend on it
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline and seen[-20:] != [new] * 20:
             time.sleep(0.2)
         stop.set()
