@@ -26,10 +26,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from candidate_gen import Stage1Artifact
-from data import ConfigError, open_dataset, progress
+from data import ConfigError, open_dataset
 from federated import LocalResult, TaskContext
 from keyword_index import FEATURE_NAMES
 from reranker._context import RankingContext
+from reranker._device_state import DeviceStateMixin
 from reranker._local import fold_in
 from reranker._model import ParameterLayout, initial_parameters
 from reranker._onnx import export_onnx
@@ -224,7 +225,7 @@ def row_local_sgd(theta: np.ndarray, layout: ParameterLayout, users: np.ndarray,
     return local.astype(np.float32), u.astype(np.float32), loss.astype(np.float32)
 
 
-class RowTask:
+class RowTask(DeviceStateMixin):
     """The sticker row, trainable by the federated platform.
 
     Parameters
@@ -445,43 +446,13 @@ class RowTask:
         }, indent=2) + "\n")
         return ["model.onnx", "reranker.json"]
 
-    def forget_before(self, cutoff_s: float) -> int:
-        """Delete sends older than the retention cut-off (clock starts at ``test_start``)."""
-        old = self.alive & (self.sessions.ts < self.split_ts + cutoff_s)
-        self.alive[old] = False
-        return int(old.sum())
-
-    def device_state(self) -> dict[str, np.ndarray]:
-        """On-device state to checkpoint (simulation only; never uploaded)."""
-        return {"user_state": self.user_state.copy(), "has_state": self.has_state.copy(),
-                "alive": self.alive.copy()}
-
-    def load_device_state(self, state: dict[str, np.ndarray]) -> None:
-        """Restore :meth:`device_state`."""
-        self.user_state = state["user_state"].copy()
-        self.has_state = state["has_state"].copy()
-        self.alive = state["alive"].copy()
-
     def train_central(self, epochs: int = 3, batch_devices: int = 512, learning_rate: float = 1.0,
                       rng: np.random.Generator | None = None, show_progress: bool = False
                       ) -> np.ndarray:
         """Centrally trained, non-private θ (mean local deltas of device minibatches)."""
-        rng = rng or np.random.default_rng(0)
-        theta = self.initial_parameters()
-        devices = np.flatnonzero(~self.validation)
-        with progress("central training", total=epochs * devices.size,
-                      show=show_progress) as bar:
-            for _ in range(epochs):
-                order = rng.permutation(devices)
-                for lo in range(0, order.size, batch_devices):
-                    batch = order[lo: lo + batch_devices]
-                    result = self.local_train(theta, batch, rng)
-                    weights = result.n_examples.astype(np.float64)
-                    if weights.sum() > 0:
-                        step = (weights[:, None] * result.deltas).sum(0) / weights.sum()
-                        theta = (theta + learning_rate * step).astype(np.float32)
-                    bar.advance(batch.size)
-        return theta
+        # validation devices never train, not even the non-private reference
+        return self._central_sgd(np.flatnonzero(~self.validation), epochs, batch_devices,
+                                 learning_rate, rng, show_progress)
 
 
 def _only_reachable(imp: RowImpressions) -> RowImpressions:

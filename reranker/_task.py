@@ -22,10 +22,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from candidate_gen import Stage1Artifact
-from data import ConfigError, open_dataset, progress, time_split
+from data import ConfigError, open_dataset, time_split
 from federated import LocalResult, TaskContext
 from keyword_index import FEATURE_NAMES
 from reranker._context import RankingContext
+from reranker._device_state import DeviceStateMixin
 from reranker._local import LocalTrainingConfig, fold_in, local_sgd, score_impressions
 from reranker._model import ParameterLayout, initial_parameters
 from reranker._onnx import export_onnx
@@ -80,7 +81,7 @@ def hits_at(scores: np.ndarray, pos: np.ndarray, ok: np.ndarray, k: int) -> np.n
     return (pos >= 0) & ok & (before + ties < k)
 
 
-class RerankerTask:
+class RerankerTask(DeviceStateMixin):
     """The on-device sticker reranker, trainable by the federated platform.
 
     Parameters
@@ -296,23 +297,6 @@ class RerankerTask:
         }, indent=2) + "\n")
         return ["model.onnx", "reranker.json"]
 
-    def forget_before(self, cutoff_s: float) -> int:
-        """Delete sessions older than the retention cut-off; returns how many went."""
-        old = self.alive & (self.sessions.ts < self.split_ts + cutoff_s)
-        self.alive[old] = False
-        return int(old.sum())
-
-    def device_state(self) -> dict[str, np.ndarray]:
-        """On-device state to checkpoint (simulation only; never uploaded)."""
-        return {"user_state": self.user_state.copy(), "has_state": self.has_state.copy(),
-                "alive": self.alive.copy()}
-
-    def load_device_state(self, state: dict[str, np.ndarray]) -> None:
-        """Restore :meth:`device_state`."""
-        self.user_state = state["user_state"].copy()
-        self.has_state = state["has_state"].copy()
-        self.alive = state["alive"].copy()
-
     # ------------------------------------------------------------------ non-private reference
     def train_central(self, epochs: int = 3, batch_devices: int = 512, learning_rate: float = 1.0,
                       rng: np.random.Generator | None = None, show_progress: bool = False
@@ -322,22 +306,8 @@ class RerankerTask:
         Minibatch SGD over devices (the mean local delta applied at once): the upper
         bound federated training chases. Personal embeddings are refined as on devices.
         """
-        rng = rng or np.random.default_rng(0)
-        theta = self.initial_parameters()
-        devices = np.arange(self.n_devices)
-        with progress("central training", total=epochs * self.n_devices,
-                      show=show_progress) as bar:
-            for _ in range(epochs):
-                order = rng.permutation(devices)
-                for lo in range(0, order.size, batch_devices):
-                    batch = order[lo: lo + batch_devices]
-                    result = self.local_train(theta, batch, rng)
-                    weights = result.n_examples.astype(np.float64)
-                    if weights.sum() > 0:
-                        step = (weights[:, None] * result.deltas).sum(0) / weights.sum()
-                        theta = (theta + learning_rate * step).astype(np.float32)
-                    bar.advance(batch.size)
-        return theta
+        return self._central_sgd(np.arange(self.n_devices), epochs, batch_devices, learning_rate,
+                                 rng, show_progress)
 
 
 def stage1_order_scores(keyword: np.ndarray, prior: np.ndarray, mask: np.ndarray) -> np.ndarray:
