@@ -451,6 +451,64 @@ def _baseline_ranks(n: int, sent: int, st_pk, pk_flags, pk_prior, st_val, st_las
 
 
 @njit(cache=True, nogil=True)
+def _owned_key(s: int, p: int, pk_flags, pk_arr, st_val, st_last, now: float,
+               half_life: float) -> float:  # pragma: no cover
+    """The ``owned`` row's key of sticker ``s`` (package ``p``); ``-1``: not held.
+
+    As ``evaluation.DeviceHistory`` with holdings: a sticker the person sent scores
+    ``2 + its decayed send count``, an unsent one of a held package
+    ``0.5 ** (age of the package's arrival / half_life)``.
+    """
+    if st_last[s] > NEVER:
+        return 2.0 + _decayed(st_val[s], st_last[s], now, half_life)
+    if (pk_flags[p] & HELD) != 0:
+        return math.pow(0.5, max(now - pk_arr[p], 0.0) / half_life)
+    return -1.0
+
+
+@njit(cache=True, nogil=True)
+def _owned_ranks(n: int, sent: int, st_pk, pk_flags, pk_arr, st_val, st_last, now, half_life,
+                 c_st, c_bs, out) -> None:  # pragma: no cover
+    """Ranks of the sent sticker in the ``owned`` rows (``-1``: not in the row).
+
+    out[3] ``owned``: every matched sticker the phone holds, by :func:`_owned_key`;
+    out[4] ``owned_by_match``: by match strength first, that key breaking ties. Ties of
+    both keys by catalogue order (the report's arms: by sticker id).
+    """
+    out[3] = -1
+    out[4] = -1
+    if sent < 0:
+        return
+    at = -1
+    for i in range(n):
+        if c_st[i] == sent:
+            at = i
+            break
+    if at < 0:
+        return
+    k0 = _owned_key(sent, st_pk[sent], pk_flags, pk_arr, st_val, st_last, now, half_life)
+    if k0 < 0:
+        return
+    m0 = c_bs[at] * 1e6 + k0
+    r_own = 0
+    r_match = 0
+    for i in range(n):
+        s = c_st[i]
+        if s == sent:
+            continue
+        k = _owned_key(s, st_pk[s], pk_flags, pk_arr, st_val, st_last, now, half_life)
+        if k < 0:
+            continue
+        if k > k0 or (k == k0 and s < sent):
+            r_own += 1
+        m = c_bs[i] * 1e6 + k
+        if m > m0 or (m == m0 and s < sent):
+            r_match += 1
+    out[3] = r_own
+    out[4] = r_match
+
+
+@njit(cache=True, nogil=True)
 def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
          sig_ptr, sig_label, sig_strength, sig_kind,
          acq_ptr, acq_pk, acq_ts, s1_ptr, s1_pk, s1_prior, unlisted_prior, subscriber,
@@ -466,7 +524,8 @@ def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
     the state. Impression ``e`` has rows ``o_ptr[e]:o_ptr[e+1]``; ``o_pos[e]`` is the
     sent sticker's row (``-1``: not a candidate); ``o_info[e]`` = (recents rank, stage-1
     order rank, device-counts rank, sent package new to the device, sent sticker sent
-    before, n collected before the cap). Returns -1 when the buffers are too small.
+    before, n collected before the cap, ``owned`` rank, ``owned_by_match`` rank).
+    Returns -1 when the buffers are too small.
     Factors are not copied (``o_pk`` indexes ``pk_factor``).
     """
     n_st = st_pk.shape[0]
@@ -486,6 +545,7 @@ def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
     v_lb = np.zeros((n_lab, 2), np.float32)
     pk_flags = np.zeros(n_pk, np.int8)
     pk_prior = np.full(n_pk, unlisted_prior, np.float32)
+    pk_arr = np.full(n_pk, NEVER)
     seen = np.zeros(n_st, np.int32)
     slot = np.zeros(n_st, np.int32)
     pk_seen = np.zeros(n_pk, np.int32)
@@ -517,7 +577,7 @@ def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
     e = 0
     row = 0
     o_ptr[0] = 0
-    info = np.empty(3, np.int64)
+    info = np.empty(5, np.int64)
     for b in range(dev_ptr.shape[0] - 1):
         for j in range(s1_ptr[b], s1_ptr[b + 1]):
             pk_flags[s1_pk[j]] |= IN_STAGE1
@@ -530,6 +590,8 @@ def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
             now = s_ts[i]
             while a < acq_ptr[b + 1] and acq_ts[a] < now:
                 pk_flags[acq_pk[a]] |= HELD
+                if pk_arr[acq_pk[a]] <= NEVER:
+                    pk_arr[acq_pk[a]] = acq_ts[a]
                 v_pk[acq_pk[a], 3] = 0.0
                 v_pk[acq_pk[a], 4] = 1.0
                 a += 1
@@ -564,6 +626,8 @@ def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
                 _baseline_ranks(n_found, sent, st_pk, pk_flags, pk_prior, st_val, st_last,
                                 pk_val, pk_last, now, half_life, c_st, c_bs, seen, stamp[0],
                                 pk_seen2, pk_best, pk_bcount, pk_bstr, info)
+                _owned_ranks(n_found, sent, st_pk, pk_flags, pk_arr, st_val, st_last, now,
+                             half_life, c_st, c_bs, info)
                 o_pos[e] = pos
                 o_info[e, 0] = info[0]
                 o_info[e, 1] = info[1]
@@ -571,6 +635,8 @@ def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
                 o_info[e, 3] = 1 if (sent >= 0 and pk_last[st_pk[sent]] <= NEVER) else 0
                 o_info[e, 4] = 1 if (sent >= 0 and st_last[sent] > NEVER) else 0
                 o_info[e, 5] = n_found
+                o_info[e, 6] = info[3]
+                o_info[e, 7] = info[4]
                 row += m
                 e += 1
                 o_ptr[e] = row
@@ -620,6 +686,7 @@ def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
             v_pk[p, 3] = 1.0
         for j in range(acq_ptr[b], acq_ptr[b + 1]):
             pk_flags[acq_pk[j]] = 0
+            pk_arr[acq_pk[j]] = NEVER
             for t in range(5):
                 v_pk[acq_pk[j], t] = 0.0
             v_pk[acq_pk[j], 3] = 1.0

@@ -11,7 +11,7 @@ Split (``data.time_split``): devices train on their sends before ``test_start``;
 validation devices (``is_validation_device``) never train, and the per-round metric
 (:meth:`RowTask.evaluate`) is measured on their sends in ``[validation_start,
 test_start)`` — never on the report's devices or window — beside the no-model
-baselines on the same sessions (recents row, device counts, stage-1 order).
+baselines on the same sessions (recents row, owned rows, device counts, stage-1 order).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -65,6 +65,10 @@ class RowTaskConfig(BaseModel):
     proximal: float = Field(0.01, ge=0, description="Pull toward the global weights.")
     device_batch: int = Field(256, ge=1, description="Devices trained together (memory).")
     seed: int = Field(0, description="Seed of the evaluation sample.")
+    train_until: Literal["test_start", "validation_start"] = Field("test_start", description=(
+        "End of the training window: `test_start` for a model that is reported, "
+        "`validation_start` when tuning, so nothing trains (or personalises) on the "
+        "validation window's time, not even on other devices."))
 
 
 @dataclass(frozen=True)
@@ -260,10 +264,12 @@ class RowTask(DeviceStateMixin):
         self.validation = split.is_validation_device(sessions.user_ids)
         dev = sessions.device
         self.alive = np.ones(sessions.n_sessions, bool)
-        # a validation device's history ends where its evaluation window starts
-        self.history_until = np.where(self.validation, split.validation_start,
-                                      split.test_start)
-        self.train = ~self.validation[dev] & (sessions.ts < split.test_start)
+        # a validation device's history ends where its evaluation window starts; when
+        # tuning, every device's does
+        train_end = (split.validation_start if self.config.train_until == "validation_start"
+                     else split.test_start)
+        self.history_until = np.where(self.validation, split.validation_start, train_end)
+        self.train = ~self.validation[dev] & (sessions.ts < train_end)
         self.eval_window = (self.validation[dev] & (sessions.ts >= split.validation_start)
                             & (sessions.ts < split.test_start))
         self.user_state = np.zeros((self.n_devices, self.layout.n_factors), np.float32)
@@ -273,7 +279,7 @@ class RowTask(DeviceStateMixin):
         self.eval_devices = (np.sort(rng.choice(held, size=min(held.size,
                                                                self.config.eval_devices),
                                                 replace=False)) if held.size else held)
-        self.split_ts = float(split.test_start)
+        self.split_ts = float(train_end)  # nothing trained on or after this time
 
     # ------------------------------------------------------------------ helpers
     def _fold_in(self, devices: np.ndarray) -> np.ndarray:
@@ -383,9 +389,11 @@ class RowTask(DeviceStateMixin):
         On the validation devices' sends in ``[validation_start, test_start)`` (each
         phone personalised for ``parameters`` from its history before
         ``validation_start``; history features from all its earlier sends): ``hit@k`` of
-        the model, of the recents row, device counts and stage-1 order, the strongest
-        baseline and the model's margin over it, the same on sends whose package is new
-        to the device, and the displayable ceiling (sent sticker among the candidates).
+        the model, of the recents row, the owned rows (held stickers sent-first, and
+        best-match-first), device counts and stage-1 order, the strongest of the
+        no-model rows (stage-1 order excluded) and the model's margin over it, the same
+        on sends whose package is new to the device, and the displayable ceiling (sent
+        sticker among the candidates).
         """
         return self.evaluate_sessions(parameters, self.eval_devices, self.eval_window)
 
@@ -411,15 +419,16 @@ class RowTask(DeviceStateMixin):
         out = {name: value / max(n, 1) for name, value in acc.items()
                if not name.startswith("n_new")}
         n_new = max(acc.get("n_new", 0.0), 1.0)
-        for name in ("hit", "hit_explore", "recents", "device_counts", "stage1_order"):
+        for name in ("hit", "hit_explore", *_BASELINES):
             out[f"{name}_new_package"] = acc.get(f"n_new_{name}", 0.0) / n_new
-        rename = {"hit": f"hit@{k}", "hit1": "hit@1", "recents": f"hit@{k}_recents",
-                  "device_counts": f"hit@{k}_device_counts",
-                  "stage1_order": f"hit@{k}_stage1_order", "ceiling": "ceiling",
-                  "hit_explore": f"hit@{k}_explore"}
+        rename = {"hit": f"hit@{k}", "hit1": "hit@1", "ceiling": "ceiling",
+                  "hit_explore": f"hit@{k}_explore",
+                  **{name: f"hit@{k}_{name}" for name in _BASELINES}}
         result = {rename.get(x, x): v for x, v in out.items()}
         if n:
-            strongest = max(result[f"hit@{k}_recents"], result[f"hit@{k}_device_counts"])
+            # stage-1 order is shown, never the reference: the strongest no-model row is
+            strongest_name = max(_STRONGEST_FROM, key=lambda a: result[f"hit@{k}_{a}"])
+            strongest = result[f"hit@{k}_{strongest_name}"]
             result[f"hit@{k}_strongest_baseline"] = strongest
             result[f"hit@{k}_minus_strongest"] = result[f"hit@{k}"] - strongest
         result["share_new_package"] = acc.get("n_new", 0.0) / max(n, 1)
@@ -470,25 +479,31 @@ def _only_reachable(imp: RowImpressions) -> RowImpressions:
                           history=imp.history[rows], pos=imp.pos[keep], info=imp.info[keep])
 
 
+_BASELINES: dict[str, int] = {"recents": 0, "stage1_order": 1, "device_counts": 2,
+                               "owned": 6, "owned_by_match": 7}
+"""The no-model rows of the per-round metric: column of their rank in ``imp.info``."""
+
+_STRONGEST_FROM: tuple[str, ...] = ("recents", "device_counts", "owned", "owned_by_match")
+"""Baselines the model's margin is taken against (the report adds segment popularity,
+global popularity and fold-in only; none of them was ever the strongest there)."""
+
+
 def _row_metrics(scores: np.ndarray, imp: RowImpressions, k: int, explore_slots: int
                  ) -> dict[str, float]:
     """Sums over impressions of each metric (divided by the caller)."""
     hit, rank = row_hits(scores, imp, k)
     hit_x, _ = row_hits(scores, imp, k, max(explore_slots, 1))
-    rec = (imp.info[:, 0] >= 0) & (imp.info[:, 0] < k)
-    s1 = (imp.info[:, 1] >= 0) & (imp.info[:, 1] < k)
-    dc = (imp.info[:, 2] >= 0) & (imp.info[:, 2] < k)
     new = imp.info[:, 3] == 1
     mrr = np.where(rank >= 0, 1.0 / (np.maximum(rank, 0) + 1), 0.0)
-    return {"hit": float(hit.sum()), "hit1": float((rank == 0).sum()), "mrr": float(mrr.sum()),
-            "hit_explore": float(hit_x.sum()),
-            "recents": float(rec.sum()), "device_counts": float(dc.sum()),
-            "stage1_order": float(s1.sum()), "ceiling": float((imp.pos >= 0).sum()),
-            "n_new": float(new.sum()), "n_new_hit": float((hit & new).sum()),
-            "n_new_hit_explore": float((hit_x & new).sum()),
-            "n_new_recents": float((rec & new).sum()),
-            "n_new_device_counts": float((dc & new).sum()),
-            "n_new_stage1_order": float((s1 & new).sum())}
+    out = {"hit": float(hit.sum()), "hit1": float((rank == 0).sum()), "mrr": float(mrr.sum()),
+           "hit_explore": float(hit_x.sum()), "ceiling": float((imp.pos >= 0).sum()),
+           "n_new": float(new.sum()), "n_new_hit": float((hit & new).sum()),
+           "n_new_hit_explore": float((hit_x & new).sum())}
+    for name, col in _BASELINES.items():
+        in_row = (imp.info[:, col] >= 0) & (imp.info[:, col] < k)
+        out[name] = float(in_row.sum())
+        out[f"n_new_{name}"] = float((in_row & new).sum())
+    return out
 
 
 def make_row_task(context: TaskContext) -> RowTask:

@@ -362,10 +362,10 @@ class RowImpressions:
     history : ndarray of float32, shape (R, h)
     pos : ndarray of int64, shape (E,)
         Row (within the impression) of the sent sticker, ``-1``: not a candidate.
-    info : ndarray of int64, shape (E, 6)
+    info : ndarray of int64, shape (E, 8)
         Recents / stage-1 order / device-counts rank of the sent sticker (``-1``: not in
         that row), sent package new to the device, sent sticker sent before, stickers
-        matched before the cap.
+        matched before the cap, ``owned`` / ``owned_by_match`` rank.
     """
 
     session: np.ndarray
@@ -465,7 +465,7 @@ def _walk_into(kernels: Any, sessions: RowSessions, catalog: StickerCatalog,
     o_prior = np.empty(capacity, np.float32)
     o_hist = np.empty((capacity, h), np.float32)
     o_pos = np.empty(n_emit, np.int64)
-    o_info = np.empty((n_emit, 6), np.int64)
+    o_info = np.empty((n_emit, 8), np.int64)
     rows = kernels.walk(
         dev_ptr, sessions.sig[idx], sessions.ts[idx], sessions.sticker[idx],
         record[idx], e_mask, sessions.sig_ptr, sessions.sig_label, sessions.sig_strength,

@@ -169,7 +169,27 @@ def test_task_evaluates_against_baselines_on_validation_devices(row_task) -> Non
                 "stage1_order_new_package"):
         assert key in m
     assert 0 <= m["hit@5"] <= m["ceiling"] <= 1
-    assert m["hit@5_strongest_baseline"] == max(m["hit@5_recents"], m["hit@5_device_counts"])
+    assert m["hit@5_strongest_baseline"] == max(
+        m["hit@5_recents"], m["hit@5_device_counts"], m["hit@5_owned"], m["hit@5_owned_by_match"])
+    assert "owned_by_match_new_package" in m
+
+
+def test_tuning_window_trains_on_nothing_from_the_validation_time(row_task) -> None:  # type: ignore[no-untyped-def]
+    from reranker import RowTask, RowTaskConfig
+
+    task = row_task
+    ts, dev = task.sessions.ts, task.sessions.device
+    # a reported model trains up to test_start, across the validation window's time
+    assert (task.train & (ts >= task.split.validation_start)).any()
+    tuning = RowTask(task.context, task.catalog, task.sessions, task.split,
+                     RowTaskConfig(train_until="validation_start"))
+    assert tuning.train.any()
+    assert not (tuning.train & (ts >= task.split.validation_start)).any()
+    assert (tuning.history_until <= task.split.validation_start).all()
+    assert tuning.split_ts == task.split.validation_start
+    assert not tuning.train[tuning.validation[dev]].any()
+    # the validation sessions evaluated are the same either way
+    np.testing.assert_array_equal(tuning.eval_window, task.eval_window)
 
 
 def test_cold_device_gets_a_sensible_row(tiny_var: Path) -> None:
@@ -267,3 +287,37 @@ def test_replay_of_a_send_equals_the_training_walk(tiny_var: Path) -> None:
         assert got.tolist() == catalog.sticker_ids[imp.sticker[lo:hi]].tolist()
         np.testing.assert_allclose(scores[e][: hi - lo], walk_scores[lo:hi], rtol=1e-5,
                                    atol=1e-5)
+
+
+def test_walk_ranks_the_owned_rows_by_hand() -> None:
+    """The per-round metric's ``owned`` rows, on one hand-made device.
+
+    The device holds package 11 (stickers 102, 103) from day 0, sends 102 on days 30 and
+    31, then 103 on day 37 and 102 on day 40, each time typing labels 0 (exact, 1.0) and 1 (prefix,
+    0.5). ``owned``: sent stickers first, then unsent held ones; ``owned_by_match``: match
+    strength first (103 carries label 0, 102 only label 1)."""
+    from reranker import RowSessions, walk_impressions
+
+    cat = _hand_catalog()
+    sessions = RowSessions(
+        user_ids=np.array([7]), cluster=np.array([0], np.int32),
+        subscriber=np.array([False]), dev_ptr=np.array([0, 4]),
+        ts=np.array([30, 31, 37, 40]) * DAY, sig=np.zeros(4, np.int64),
+        sticker=np.array([2, 2, 3, 2], np.int32), package=np.array([1, 1, 1, 1], np.int32),
+        sent_row=np.full(4, -1), sig_ptr=np.array([0, 2]), sig_label=MATCH[0],
+        sig_strength=MATCH[1], sig_kind=MATCH[2], acq_ptr=np.array([0, 1]),
+        acq_pk=np.array([1], np.int32), acq_ts=np.array([0.0]))
+    imp = walk_impressions(sessions, cat, RowConfig(), np.array([0]),
+                           np.array([False, False, True, True]), np.ones(4, bool),
+                           RowConfig().cap)
+    assert imp.n_impressions == 2
+    # day 37, sent 103 (never sent before): recents has no row for it; owned puts the
+    # sent 102 first; by match 103 (1.0) beats 102 (0.5)
+    assert imp.info[0, 0] == -1
+    assert imp.info[0, 6] == 1
+    assert imp.info[0, 7] == 0
+    # day 40, sent 102 again: its decayed count (two sends, ~1.6) beats 103's (one, ~0.9),
+    # so it leads recents and owned; by match 103 still comes first
+    assert imp.info[1, 0] == 0
+    assert imp.info[1, 6] == 0
+    assert imp.info[1, 7] == 1
