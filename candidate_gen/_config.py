@@ -2,21 +2,18 @@
 
 Every field carries a docstring (it becomes the field's description), every section
 rejects unknown keys, and :meth:`Stage1Config.with_overrides` applies ``section.key=value``
-strings from the command line. Invalid values raise :class:`data.ConfigError` naming the
+strings from the command line. Loading, overrides and TOML/JSON come from
+:class:`data.ComponentConfig`; invalid values raise :class:`data.ConfigError` naming the
 field, the value and what was expected.
 """
 
 from __future__ import annotations
 
-import json
-import tomllib
-from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from data import EVENTS, ConfigError
+from data import EVENTS, ComponentConfig, ConfigSection
 
 __all__ = [
     "ALSConfig",
@@ -30,11 +27,7 @@ __all__ = [
 USER_FEATURES: tuple[str, ...] = ("language", "region", "age_bucket", "gender", "subscriber")
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-
-class MatrixConfig(_Section):
+class MatrixConfig(ConfigSection):
     """How interactions become confidence weights of the user × package matrix."""
 
     event_weights: dict[str, float] = Field(
@@ -66,7 +59,7 @@ class MatrixConfig(_Section):
         return self
 
 
-class ALSConfig(_Section):
+class ALSConfig(ConfigSection):
     """Matrix factorisation with ``implicit`` (ALS by default, BPR for comparison)."""
 
     algorithm: Literal["als", "bpr"] = "als"
@@ -104,7 +97,7 @@ class ALSConfig(_Section):
     """Threads implicit uses for fitting; 0 = every core (BLAS itself is held to one)."""
 
 
-class ClusterConfig(_Section):
+class ClusterConfig(ConfigSection):
     """Faiss k-means over normalised user factors joined with scaled user features."""
 
     n_clusters: int = Field(default=128, ge=1)
@@ -136,7 +129,7 @@ class ClusterConfig(_Section):
     over slices do not. k-means training stays on one thread (it sees a small sample)."""
 
 
-class CandidateConfig(_Section):
+class CandidateConfig(ConfigSection):
     """The per-cluster candidate list and its label coverage guarantee."""
 
     n_candidates: int = Field(default=100, ge=1)
@@ -181,7 +174,7 @@ class CandidateConfig(_Section):
         return self
 
 
-class EvaluationConfig(_Section):
+class EvaluationConfig(ConfigSection):
     """The offline metrics, forward in time across the dataset's split.
 
     The job fits only on interactions before the split's ``test_start``; the evaluation
@@ -207,7 +200,7 @@ class EvaluationConfig(_Section):
     """User columns of the per-segment popularity baseline (language × region × age)."""
 
 
-class Stage1Config(BaseModel):
+class Stage1Config(ComponentConfig):
     """Configuration of the stage-1 candidate-generation job.
 
     The defaults are what ``stickers candidates tune`` chose on the small world's
@@ -225,7 +218,7 @@ class Stage1Config(BaseModel):
     on-device reranker reuses them for the ridge fold-in of a user embedding.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    config_name: ClassVar[str] = "stage-1 config"
 
     seed: int = Field(default=0, ge=0)
     """Seeds the factorisation, k-means and the evaluation sample."""
@@ -254,143 +247,3 @@ class Stage1Config(BaseModel):
     def regularization(self) -> float:
         """L2 penalty of the factorisation (``als.regularization``)."""
         return self.als.regularization
-
-    # -- construction -----------------------------------------------------------------
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any], source: str = "<config>") -> Stage1Config:
-        """Validate a plain mapping; raises :class:`data.ConfigError` naming each problem."""
-        try:
-            return cls.model_validate(dict(raw))
-        except ValidationError as exc:
-            raise ConfigError(_explain(exc, source)) from None
-
-    @classmethod
-    def from_json(cls, text: str, source: str = "<json>") -> Stage1Config:
-        """Parse and validate JSON text."""
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{source}: not valid JSON ({exc})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{source}: expected a JSON object, got {type(raw).__name__}")
-        return cls.from_dict(raw, source)
-
-    @classmethod
-    def from_toml(cls, text: str, source: str = "<toml>") -> Stage1Config:
-        """Parse and validate TOML text."""
-        try:
-            raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{source}: not valid TOML ({exc})") from None
-        return cls.from_dict(raw, source)
-
-    @classmethod
-    def load(cls, path: str | Path) -> Stage1Config:
-        """Read a ``.toml`` or ``.json`` file."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        text = path.read_text()
-        if path.suffix == ".toml":
-            return cls.from_toml(text, str(path))
-        if path.suffix == ".json":
-            return cls.from_json(text, str(path))
-        raise ConfigError(f"{path}: unknown config format {path.suffix!r}; expected .toml or .json")
-
-    def with_overrides(self, overrides: Iterable[str]) -> Stage1Config:
-        """Apply ``section.key=value`` overrides (values parsed as TOML, else as strings).
-
-        Examples: ``als.factors=32``, ``clusters.features=["language","region"]``,
-        ``matrix.recency_decay=false``.
-        """
-        raw = self.model_dump()
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise ConfigError(f"override {item!r} is not of the form section.key=value")
-            path = key.strip().split(".")
-            node: Any = raw
-            for part in path[:-1]:
-                if not isinstance(node, dict) or part not in node:
-                    raise ConfigError(f"override {item!r}: unknown config section {part!r}")
-                node = node[part]
-            if not isinstance(node, dict) or path[-1] not in node:
-                raise ConfigError(
-                    f"override {item!r}: unknown key {key.strip()!r}; known keys: "
-                    f"{', '.join(_dotted_keys(raw))}"
-                )
-            node[path[-1]] = _parse_value(value.strip())
-        return type(self).from_dict(raw, "overrides")
-
-    # -- serialisation ----------------------------------------------------------------
-
-    def to_json(self) -> str:
-        """Pretty JSON that :meth:`from_json` reads back to an equal config."""
-        return json.dumps(self.model_dump(), indent=2, sort_keys=True) + "\n"
-
-    def to_toml(self) -> str:
-        """TOML that :meth:`from_toml` reads back to an equal config."""
-        return _dump_toml(self.model_dump())
-
-    def save(self, path: str | Path) -> Path:
-        """Write ``.toml`` or ``.json`` according to the suffix."""
-        path = Path(path)
-        if path.suffix not in {".toml", ".json"}:
-            raise ConfigError(
-                f"{path}: unknown config format {path.suffix!r}; expected .toml or .json"
-            )
-        path.write_text(self.to_toml() if path.suffix == ".toml" else self.to_json())
-        return path
-
-
-def _explain(exc: ValidationError, source: str) -> str:
-    problems = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "config"
-        msg = err["msg"].removeprefix("Value error, ")
-        shown = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
-        problems.append(f"{where}: {msg}{shown}")
-    return f"{source}: invalid stage-1 config: " + "; ".join(problems)
-
-
-def _dotted_keys(raw: Mapping[str, Any], prefix: str = "") -> list[str]:
-    keys: list[str] = []
-    for k, v in raw.items():
-        if isinstance(v, dict) and k != "event_weights":
-            keys.extend(_dotted_keys(v, f"{prefix}{k}."))
-        else:
-            keys.append(f"{prefix}{k}")
-    return keys
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        body = ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items())
-        return "{ " + body + " }"
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")
-
-
-def _dump_toml(raw: Mapping[str, Any]) -> str:
-    # Top-level scalars first, then one table per section; nested mappings are inline tables.
-    lines = [f"{k} = {_toml_value(v)}" for k, v in raw.items() if not isinstance(v, dict)]
-    for section, body in raw.items():
-        if isinstance(body, dict):
-            lines.append(f"\n[{section}]")
-            lines.extend(f"{k} = {_toml_value(v)}" for k, v in body.items())
-    return "\n".join(lines) + "\n"

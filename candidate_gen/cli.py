@@ -16,7 +16,7 @@ from candidate_gen._config import Stage1Config
 from candidate_gen._metrics import BASELINES, LISTS
 from candidate_gen._tune import tune_stage1
 from data import print_table
-from data.cli import CLIContext, pass_cli
+from data.cli import CLIContext, config_command, pass_cli
 
 _SHORT = {
     "als.confidence": "conf.", "als.alpha": "alpha", "als.regularization": "reg.",
@@ -38,8 +38,7 @@ __all__ = ["candidates"]
 
 
 def _load_config(config_file: Path | None, overrides: tuple[str, ...]) -> Stage1Config:
-    config = Stage1Config.load(config_file) if config_file else Stage1Config()
-    return config.with_overrides(overrides)
+    return Stage1Config.load(config_file, overrides=overrides)
 
 
 def _flatten(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -181,16 +180,8 @@ def assign_cmd(cli: CLIContext, version: str, user_id: int | None, language: str
     _show_cluster(artifact, cluster_id, top)
 
 
-@candidates.command("config")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="Start from this config file instead of the defaults.")
-@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE")
-@click.option("--format", "fmt", type=click.Choice(["toml", "json"]), default="toml",
-              show_default=True)
-def config_cmd(config_file: Path | None, overrides: tuple[str, ...], fmt: str) -> None:
-    """Print the effective stage-1 config (defaults, file, overrides) as TOML or JSON."""
-    config = _load_config(config_file, overrides)
-    click.echo(config.to_toml() if fmt == "toml" else config.to_json(), nl=False)
+candidates.add_command(config_command(lambda _cli, path, settings: _load_config(path, settings),
+                                      "the stage-1 job"))
 
 
 def _parse_space(items: tuple[str, ...]) -> dict[str, tuple[Any, ...]]:

@@ -29,6 +29,7 @@ from data._catalog import (
     ensure_catalog,
     load_catalog,
 )
+from data._config import ComponentConfig, ConfigSection
 from data._console import configure_logging, print_table, progress
 from data._dataset import Dataset, dataset_dir, open_dataset
 from data._errors import (
@@ -76,7 +77,9 @@ __all__ = [
     "ArtifactWriter",
     "Catalog",
     "CatalogError",
+    "ComponentConfig",
     "ConfigError",
+    "ConfigSection",
     "DataFileError",
     "Dataset",
     "Manifest",

@@ -13,7 +13,7 @@ from data._console import print_table
 from data._dataset import dataset_dir, open_dataset
 from data._external import ExternalLogSpec, load_interactions
 from data._world import SIZES, generate_world, settings_name, world_config
-from data.cli import CLIContext, pass_cli
+from data.cli import CLIContext, config_command, pass_cli
 
 __all__ = ["data_group"]
 
@@ -50,7 +50,15 @@ def catalog_cmd(cli: CLIContext) -> None:
     default=None,
     help="Dataset name (default: the size and the --set knobs, e.g. small-favourite_creators=0).",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=None, help="Seed of every draw [default: the "
+              "config file's, else 0].")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="World config (.toml or .json): fields over the size's preset, under --set.",
+)
 @click.option(
     "--users",
     "n_users",
@@ -78,19 +86,25 @@ def generate_cmd(
     cli: CLIContext,
     size: str,
     name: str | None,
-    seed: int,
+    seed: int | None,
+    config_path: Path | None,
     n_users: int | None,
     n_packages: int | None,
     settings: tuple[str, ...],
 ) -> None:
     """Generate a synthetic world into var/data/<name>/ (ground truth: var/truth/<name>/)."""
     config = world_config(
-        size, settings, name=name or settings_name(size, settings), seed=seed,
+        size, settings, config_path, name=name or settings_name(size, settings), seed=seed,
         n_users=n_users, n_packages=n_packages,
     )
     catalog = load_catalog(ensure_catalog(cli.var))
     path = generate_world(config, catalog, cli.var, show_progress=cli.show_progress)
     _summary(path)
+
+
+data_group.add_command(config_command(
+    lambda _cli, path, settings: world_config("small", settings, path),
+    "a synthetic world (the small preset, then the file and --set world.KEY=VALUE)"))
 
 
 @data_group.command("inspect")

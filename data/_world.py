@@ -80,21 +80,21 @@ size and the output does not depend on how chunks are scheduled.
 from __future__ import annotations
 
 import time
-import tomllib
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jaconv
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from data._artifact import fingerprint, publish_artifact
 from data._catalog import Catalog
+from data._config import ComponentConfig
 from data._console import progress
 from data._errors import ConfigError
 from data._schemas import LIBRARY_SOURCES, SCHEMAS, validate_frame
@@ -195,10 +195,14 @@ _MECHANISMS = ("choice", "subscription_library", "favourite_gift")
 _BY_CHOICE, _BY_SUBSCRIPTION_LIBRARY, _BY_FAVOURITE_GIFT = range(3)
 
 
-class WorldConfig(BaseModel):
-    """Parameters of the synthetic world (see the module docstring for the model)."""
+class WorldConfig(ComponentConfig):
+    """Parameters of the synthetic world (see the module docstring for the model).
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    A flat config: ``--set`` keys may carry a ``world.`` prefix (``world.n_users=10``).
+    """
+
+    config_name: ClassVar[str] = "world config"
+    settings_prefix: ClassVar[str | None] = "world"
 
     name: str = Field(description="Dataset name: the output goes to var/data/<name>/.")
     seed: int = Field(0, description="Seed of every random draw; same seed, same files.")
@@ -327,7 +331,8 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 
 
-def world_config(size: str, settings: Iterable[str] = (), **overrides: Any) -> WorldConfig:
+def world_config(size: str, settings: Iterable[str] = (), path: str | Path | None = None,
+                 **overrides: Any) -> WorldConfig:
     """The config of a named size (``tiny``, ``small``, ``large``) with overrides.
 
     Parameters
@@ -338,6 +343,9 @@ def world_config(size: str, settings: Iterable[str] = (), **overrides: Any) -> W
         ``key=value`` overrides as typed on the command line (``--set``); the key may
         carry a ``world.`` prefix and values are parsed as TOML (``0``, ``0.5``,
         ``{ja = 1.0}``), else kept as text. Applied before ``overrides``.
+    path : str or Path, optional
+        A ``.toml``/``.json`` world config whose fields replace the preset's (before
+        ``settings``).
     **overrides
         Keyword overrides; ``None`` values are ignored.
 
@@ -349,12 +357,11 @@ def world_config(size: str, settings: Iterable[str] = (), **overrides: Any) -> W
     if size not in SIZES:
         raise ConfigError(f"unknown world size {size!r}; expected one of {', '.join(SIZES)}")
     params: dict[str, Any] = {"name": size, **SIZES[size]}
-    params.update(parse_settings(settings))
+    if path is not None:
+        params.update(WorldConfig.read_file(path))
+    WorldConfig.apply_settings(params, settings)
     params.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return WorldConfig(**params)
-    except ValueError as exc:
-        raise ConfigError(f"invalid world config: {exc}") from exc
+    return WorldConfig.load(**params)
 
 
 def parse_settings(settings: Iterable[str]) -> dict[str, Any]:
@@ -365,21 +372,7 @@ def parse_settings(settings: Iterable[str]) -> dict[str, Any]:
     ConfigError
         If an item is not ``key=value`` or names no field of :class:`WorldConfig`.
     """
-    out: dict[str, Any] = {}
-    for item in settings:
-        key, sep, value = item.partition("=")
-        key = key.strip().removeprefix("world.")
-        if not sep or not key:
-            raise ConfigError(f"setting {item!r} is not of the form world.key=value")
-        if key not in WorldConfig.model_fields:
-            raise ConfigError(
-                f"setting {item!r}: unknown world config key {key!r}; known keys: "
-                f"{', '.join(sorted(WorldConfig.model_fields))}")
-        try:
-            out[key] = tomllib.loads(f"v = {value.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key] = value.strip()
-    return out
+    return WorldConfig.apply_settings({}, settings)
 
 
 def settings_name(size: str, settings: Iterable[str]) -> str:

@@ -7,17 +7,20 @@ point (see ``pyproject.toml``), so this root knows no stage by name.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 import click
 
 from data._artifact import VAR_ENV, var_root
+from data._config import ComponentConfig
 from data._console import configure_logging
 from data._errors import StickerSuggestError
 
-__all__ = ["CLIContext", "main", "pass_cli"]
+__all__ = ["CLIContext", "config_command", "config_options", "main", "pass_cli"]
 
 ENTRY_POINT_GROUP = "sticker_suggest.commands"
 
@@ -37,6 +40,65 @@ class CLIContext:
 
 
 pass_cli = click.make_pass_decorator(CLIContext)
+
+# (the CLI context, --config FILE or None, the --set strings) -> the effective config
+ConfigLoader = Callable[[CLIContext, Path | None, tuple[str, ...]], ComponentConfig]
+
+
+def config_options(f: Any) -> Any:
+    """Add ``--config FILE`` and repeatable ``--set SECTION.KEY=VALUE`` to a command.
+
+    The command receives them as ``config_path`` (Path or None) and ``settings`` (tuple
+    of str); :meth:`data.ComponentConfig.load` takes both (``overrides=settings``).
+    """
+    f = click.option("--set", "settings", multiple=True, metavar="SECTION.KEY=VALUE",
+                     help="Override one config field (repeatable); values are TOML "
+                          "(3, 0.5, true, [\"a\"]), else text.")(f)
+    return click.option("--config", "config_path", default=None,
+                        type=click.Path(dir_okay=False, path_type=Path),
+                        help="Config file (.toml or .json) over the defaults.")(f)
+
+
+def config_command(load: ConfigLoader, what: str) -> click.Group:
+    """A ``config`` group that prints the effective config of a component.
+
+    ``stickers <group> config show [--config FILE] [--set K=V] [--format toml|json]``
+    (``config`` alone does the same): defaults, then the file, then the overrides, as the
+    group's other commands would resolve them.
+
+    Parameters
+    ----------
+    load : callable
+        ``(cli, config_path, overrides) -> ComponentConfig``.
+    what : str
+        What the config configures, for the help text ("the stage-1 job").
+    """
+
+    def _show(config_path: Path | None, settings: tuple[str, ...], fmt: str) -> None:
+        cli = click.get_current_context().find_object(CLIContext) or CLIContext(var_root())
+        config = load(cli, config_path, settings)
+        click.echo(config.to_toml() if fmt == "toml" else config.to_json(), nl=False)
+
+    fmt_option = click.option("--format", "fmt", type=click.Choice(["toml", "json"]),
+                              default="toml", show_default=True)
+
+    @click.group("config", invoke_without_command=True,
+                 help=f"Print the effective config of {what} (defaults, file, overrides).")
+    @config_options
+    @fmt_option
+    @click.pass_context
+    def group(ctx: click.Context, config_path: Path | None, settings: tuple[str, ...],
+              fmt: str) -> None:
+        if ctx.invoked_subcommand is None:
+            _show(config_path, settings, fmt)
+
+    @group.command("show", help=f"Print the effective config of {what} as TOML or JSON.")
+    @config_options
+    @fmt_option
+    def show(config_path: Path | None, settings: tuple[str, ...], fmt: str) -> None:
+        _show(config_path, settings, fmt)
+
+    return group
 
 
 class _StageGroup(click.Group):

@@ -1,15 +1,16 @@
-"""The typed configuration of the offline A/B report (pydantic, JSON round-trip)."""
+"""The typed configuration of the offline A/B report (pydantic; TOML/JSON round-trip).
+
+Loading and errors come from :class:`data.ComponentConfig`.
+"""
 
 from __future__ import annotations
 
-import json
-import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from data import ConfigError
+from data import ComponentConfig
 
 __all__ = ["LINE_REPORTED_UPLIFT", "ReportConfig"]
 
@@ -17,10 +18,10 @@ LINE_REPORTED_UPLIFT = 0.056
 """Relative uplift LINE reported for its federated sticker reranker (+5.6%)."""
 
 
-class ReportConfig(BaseModel):
+class ReportConfig(ComponentConfig):
     """Settings of the offline A/B replay and its statistics."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    config_name: ClassVar[str] = "report config"
 
     devices: int = Field(5000, ge=2)
     """Devices with held-out sessions sampled for the replay (deterministic by ``seed``)."""
@@ -63,18 +64,9 @@ class ReportConfig(BaseModel):
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> ReportConfig:
         """Load from a JSON or TOML file, then apply keyword overrides (``None`` ignored)."""
-        path = Path(path)
-        try:
-            text = path.read_text()
-            raw = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-        except (OSError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read report config ({exc})") from exc
-        return cls.create(**{**raw, **overrides})
+        return cls.load(path, **overrides)
 
     @classmethod
     def create(cls, **values: Any) -> ReportConfig:
         """Build from keyword values (``None`` ignored); invalid values raise ConfigError."""
-        try:
-            return cls(**{k: v for k, v in values.items() if v is not None})
-        except ValidationError as exc:
-            raise ConfigError(f"invalid report config: {exc}") from exc
+        return cls.load(**values)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from data.cli import CLIContext, pass_cli
+from data.cli import CLIContext, config_command, config_options, pass_cli
 from evaluation._config import ReportConfig
 from evaluation._render import arms_table, load_report
 from evaluation._report import build_ab_report, publish_report, render_report
@@ -17,6 +18,11 @@ __all__ = ["report"]
 @click.group("report")
 def report() -> None:
     """Offline evaluation reports."""
+
+
+report.add_command(config_command(
+    lambda _cli, path, settings: ReportConfig.load(path, overrides=settings),
+    "the offline A/B report"))
 
 
 @report.command("ab")
@@ -35,24 +41,22 @@ def report() -> None:
 @click.option("--bootstrap", type=click.IntRange(min=100), default=None,
               help="User-level bootstrap resamples [default: 2000].")
 @click.option("--salt", default=None, help="Salt of the user → arm hash [default: report-ab].")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False,
-                                                         path_type=Path),
-              default=None, help="ReportConfig JSON or TOML (flags override it).")
+@config_options
 @click.option("--no-publish", is_flag=True,
               help="Print the summary only; write nothing under var/reports.")
 @pass_cli
 def ab_command(cli: CLIContext, stage1: str, treatment: str, central: str, sweep: str,
                devices: int | None, k: int | None, seed: int | None, bootstrap: int | None,
-               salt: str | None, config_path: Path | None, no_publish: bool) -> None:
+               salt: str | None, config_path: Path | None, settings: tuple[str, ...],
+               no_publish: bool) -> None:
     """Replay held-out sessions: A (stage 1) vs B (federated DP reranker), with CIs and ε.
 
     Writes var/reports/ab/<version>/{report.html, report.json, summary.md} and prints
     the Markdown summary on stdout.
     """
-    overrides = {"devices": devices, "k": k, "seed": seed, "n_bootstrap": bootstrap,
-                 "salt": salt}
-    config = (ReportConfig.from_file(config_path, **overrides) if config_path
-              else ReportConfig.create(**overrides))
+    overrides: dict[str, Any] = {"devices": devices, "k": k, "seed": seed,
+                                 "n_bootstrap": bootstrap, "salt": salt}
+    config = ReportConfig.load(config_path, overrides=settings, **overrides)
     data = build_ab_report(cli.var, stage1=stage1, treatment=treatment, central=central,
                            sweep=sweep, config=config, show_progress=cli.show_progress)
     if no_publish:

@@ -1,25 +1,24 @@
-"""Typed configuration of a federated run (pydantic; round-trips to JSON, loads TOML)."""
+"""Typed configuration of a federated run (pydantic; round-trips to JSON and TOML).
+
+Loading (file, ``--set section.key=value``, dotted keyword overrides), the error messages
+and TOML/JSON come from :class:`data.ComponentConfig`; errors are
+:class:`FederatedConfigError`.
+"""
 
 from __future__ import annotations
 
-import json
-import tomllib
-from pathlib import Path
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
+from data import ComponentConfig, ConfigSection
 from federated._errors import FederatedConfigError
 
 __all__ = ["DeviceConfig", "FederatedConfig", "PrivacyConfig", "RoundConfig",
            "SecureAggregationConfig", "StrategyConfig"]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-
-class DeviceConfig(_Section):
+class DeviceConfig(ConfigSection):
     """Simulated devices: when they may train, how they fail, what they keep."""
 
     min_battery: float = Field(default=0.8, ge=0, le=1)
@@ -52,7 +51,7 @@ class DeviceConfig(_Section):
     """Simulated population size; None: the task's ``n_devices``."""
 
 
-class RoundConfig(_Section):
+class RoundConfig(ConfigSection):
     """How rounds are opened, sampled, timed and closed."""
 
     rounds: int = Field(default=100, ge=1)
@@ -83,7 +82,7 @@ class RoundConfig(_Section):
         return self
 
 
-class StrategyConfig(_Section):
+class StrategyConfig(ConfigSection):
     """Server-side aggregation."""
 
     name: Literal["fedavg", "fedadam", "trimmed_mean"] = "fedavg"
@@ -104,7 +103,7 @@ class StrategyConfig(_Section):
     """Reject uploads above this L2 norm; ``auto``: the honest noisy-upload bound."""
 
 
-class PrivacyConfig(_Section):
+class PrivacyConfig(ConfigSection):
     """Local DP on devices and the run's privacy budget."""
 
     enabled: bool = True
@@ -127,7 +126,7 @@ class PrivacyConfig(_Section):
     """Headline accountant (the other is reported alongside where it applies)."""
 
 
-class SecureAggregationConfig(_Section):
+class SecureAggregationConfig(ConfigSection):
     """Secure aggregation (SecAgg+) with the distributed discrete Gaussian on devices."""
 
     enabled: bool = True
@@ -155,8 +154,11 @@ class SecureAggregationConfig(_Section):
     """Fraction of clients assumed to collude with the server."""
 
 
-class FederatedConfig(_Section):
+class FederatedConfig(ComponentConfig):
     """Everything a federated training run needs besides the task and the seed."""
+
+    config_name: ClassVar[str] = "federated config"
+    config_error: ClassVar[type[Exception]] = FederatedConfigError
 
     devices: DeviceConfig = DeviceConfig()
     """Simulated devices."""
@@ -176,33 +178,3 @@ class FederatedConfig(_Section):
             raise ValueError("budget_kind='secure_sum' needs a sum-based strategy; a trimmed "
                              "mean sees individual reports (use 'shuffle' or 'device_local')")
         return self
-
-    @classmethod
-    def load(cls, path: str | Path | None = None, **overrides: Any) -> FederatedConfig:
-        """Read a JSON or TOML file (or defaults), then apply dotted ``overrides``.
-
-        ``overrides`` keys look like ``"privacy.noise_multiplier"``; None values are skipped.
-
-        Raises
-        ------
-        FederatedConfigError
-            Naming the file and every invalid field.
-        """
-        raw: dict[str, Any] = {}
-        if path is not None:
-            path = Path(path)
-            try:
-                text = path.read_text()
-                raw = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-            except (OSError, ValueError) as exc:
-                raise FederatedConfigError(f"{path}: cannot read config ({exc})") from exc
-        for dotted, value in overrides.items():
-            if value is None:
-                continue
-            section, _, key = dotted.partition(".")
-            raw.setdefault(section, {})[key] = value
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            where = f"{path}: " if path else ""
-            raise FederatedConfigError(f"{where}invalid federated config: {exc}") from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import click
 import numpy as np
 
 from data import new_version, print_table, progress, publish_artifact
-from data.cli import CLIContext, pass_cli
+from data.cli import CLIContext, config_command, config_options, pass_cli
 from federated._accounting import (
     GUARANTEE_KINDS,
     DevicePrivacyAccountant,
@@ -136,15 +137,14 @@ def _task_options(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 def _train_options(f: Any) -> Any:
-    for opt in reversed([
+    options: list[Callable[[Any], Any]] = [
         click.option("--task", "task_name", default=None,
                      help="Registered task name (entry-point group "
                           "sticker_suggest.federated_tasks); default: the one registered "
                           "entry point."),
         click.option("-o", "--task-option", "task_options", multiple=True,
                      help="key=value passed to the task factory (repeatable)."),
-        click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False,
-                     path_type=Path), help="Federated config (JSON or TOML)."),
+        config_options,
         click.option("--rounds", type=click.IntRange(min=1), help="Rounds R."),
         click.option("--q", "--sampling-rate", "q", type=click.FloatRange(0, 1, min_open=True),
                      help="Poisson sampling rate q."),
@@ -156,18 +156,25 @@ def _train_options(f: Any) -> Any:
         click.option("--delta", type=click.FloatRange(0, 1, min_open=True, max_open=True),
                      help="Target delta."),
         click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
-    ]):
+    ]
+    for opt in reversed(options):
         f = opt(f)
     return f
 
 
-def _load_config(config_path: Path | None, **overrides: Any) -> FederatedConfig:
+def _load_config(config_path: Path | None, settings: tuple[str, ...] = (),
+                 **overrides: Any) -> FederatedConfig:
     mapping = {"rounds": "rounds.rounds", "q": "rounds.sampling_rate",
                "clip_norm": "privacy.clip_norm", "min_reports": "rounds.min_reports",
                "strategy": "strategy.name", "delta": "privacy.delta",
                "sigma": "privacy.noise_multiplier", "target_epsilon": "privacy.target_epsilon",
                "kind": "privacy.budget_kind"}
-    return FederatedConfig.load(config_path, **{mapping[k]: v for k, v in overrides.items()})
+    return FederatedConfig.load(config_path, overrides=settings,
+                                **{mapping[k]: v for k, v in overrides.items()})
+
+
+federated.add_command(config_command(lambda _cli, path, settings: _load_config(path, settings),
+                                     "a federated run"))
 
 
 @federated.command("train")
@@ -181,10 +188,10 @@ def _load_config(config_path: Path | None, **overrides: Any) -> FederatedConfig:
               help="Checkpoint directory (default: <var>/federated/checkpoints/<task>-<seed>).")
 @pass_cli
 def train_command(cli: CLIContext, task_name: str | None, task_options: tuple[str, ...],
-                  config_path: Path | None, seed: int, checkpoint_dir: Path | None,
-                  **overrides: Any) -> None:
+                  config_path: Path | None, settings: tuple[str, ...], seed: int,
+                  checkpoint_dir: Path | None, **overrides: Any) -> None:
     """Train a task federatedly with local DP and publish a versioned model artifact."""
-    config = _load_config(config_path, **overrides)
+    config = _load_config(config_path, settings, **overrides)
     task_name = _resolve_task_name(task_name)
     task = load_task(task_name, TaskContext(var=cli.var, seed=seed,
                                             options=_task_options(task_options)))
@@ -222,14 +229,14 @@ def train_command(cli: CLIContext, task_name: str | None, task_options: tuple[st
 @click.option("--no-baseline", is_flag=True, help="Skip the non-private point.")
 @pass_cli
 def sweep_command(cli: CLIContext, task_name: str | None, task_options: tuple[str, ...],
-                  config_path: Path | None, seed: int, sigmas: str, no_baseline: bool,
-                  **overrides: Any) -> None:
+                  config_path: Path | None, settings: tuple[str, ...], seed: int,
+                  sigmas: str, no_baseline: bool, **overrides: Any) -> None:
     """Privacy–utility sweep over σ: ε of each kind and held-out metrics per setting."""
     try:
         values = [float(s) for s in sigmas.split(",") if s.strip()]
     except ValueError as exc:
         raise click.BadParameter(f"{sigmas!r}: {exc}", param_hint="--sigmas") from exc
-    config = _load_config(config_path, **overrides)
+    config = _load_config(config_path, settings, **overrides)
     task_name = _resolve_task_name(task_name)
     context = TaskContext(var=cli.var, seed=seed, options=_task_options(task_options))
     name = load_task(task_name, context).name

@@ -1,15 +1,17 @@
-"""The typed configuration of a keyword index (round-trips to JSON)."""
+"""The typed configuration of a keyword index (:class:`data.ComponentConfig`; TOML/JSON)."""
 
 from __future__ import annotations
 
-from typing import Self
+from typing import ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from data import ComponentConfig
 
 __all__ = ["KeywordIndexConfig"]
 
 
-class KeywordIndexConfig(BaseModel):
+class KeywordIndexConfig(ComponentConfig):
     """How text is normalised and how matches turn into strengths in ``[0, 1]``.
 
     Strengths (``n`` normalised characters typed, keyword of ``K`` normalised characters):
@@ -23,7 +25,7 @@ class KeywordIndexConfig(BaseModel):
     A label's strength is the largest strength of any of its keywords.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    config_name: ClassVar[str] = "keyword index config"
 
     prefix_base: float = Field(default=0.3, gt=0.0, lt=1.0)
     """Strength of a prefix match when (almost) nothing of the keyword is typed yet."""

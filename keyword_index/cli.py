@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 import data
-from data.cli import CLIContext, pass_cli
+from data.cli import CLIContext, config_command, config_options, pass_cli
+from keyword_index._config import KeywordIndexConfig
 from keyword_index._index import KeywordIndex, MultilingualIndex
 
 __all__ = ["keywords"]
@@ -21,18 +22,26 @@ def keywords() -> None:
     """Keyword index: normalisation and incremental keyword → label matching."""
 
 
+keywords.add_command(config_command(
+    lambda _cli, path, settings: KeywordIndexConfig.load(path, overrides=settings),
+    "the keyword index"))
+
+
 @keywords.command("build")
 @click.option("--lang", "languages", multiple=True,
               help="Language to index (repeatable; default: every catalog language).")
+@config_options
 @pass_cli
-def build(cli: CLIContext, languages: tuple[str, ...]) -> None:
+def build(cli: CLIContext, languages: tuple[str, ...], config_path: Path | None,
+          settings: tuple[str, ...]) -> None:
     """Build the compact per-language indexes into var/keyword_index/<version>/."""
+    config = KeywordIndexConfig.load(config_path, overrides=settings)
     catalog = data.load_catalog(data.ensure_catalog(cli.var))
     unknown = sorted(set(languages) - set(catalog.languages))
     if unknown:
         raise click.BadParameter(f"{unknown} not in the catalog ({catalog.languages})",
                                  param_hint="--lang")
-    index = MultilingualIndex.build(catalog.keywords, languages or None)
+    index = MultilingualIndex.build(catalog.keywords, languages or None, config)
     target = cli.var / "keyword_index" / data.new_version()
     with data.publish_artifact(target, kind="keyword_index",
                                parameters={"catalog": catalog.source},

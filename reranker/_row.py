@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from data import ConfigSection
 from reranker._context import RankingContext
 from reranker._errors import RerankerInputError
 from reranker._model import rank_prior
@@ -66,10 +67,8 @@ in_stage1
 """
 
 
-class RowConfig(BaseModel):
+class RowConfig(ConfigSection):
     """Settings of the sticker row (candidates, history features, exploration)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     cap: int = Field(500, ge=1, le=4000, description=(
         "Most scored candidates per keystroke besides the person's own recent stickers."))

@@ -20,13 +20,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from candidate_gen import Stage1Artifact
-from data import ConfigError, open_dataset
+from data import ComponentConfig, ConfigError, open_dataset
 from federated import LocalResult, TaskContext
 from keyword_index import FEATURE_NAMES
 from reranker._context import RankingContext
@@ -46,10 +46,10 @@ __all__ = ["PipelineSplit", "RowTask", "RowTaskConfig", "make_row_task", "pipeli
            "row_hits", "row_local_sgd", "row_scores"]
 
 
-class RowTaskConfig(BaseModel):
+class RowTaskConfig(ComponentConfig):
     """Settings of the sticker row as a federated task."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    config_name: ClassVar[str] = "reranker row task config"
 
     row: RowConfig = Field(default_factory=RowConfig, description="Candidates and features.")
     eval_devices: int = Field(2000, ge=1, description=(

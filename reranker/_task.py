@@ -16,13 +16,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from candidate_gen import Stage1Artifact
-from data import ConfigError, open_dataset, time_split
+from data import ComponentConfig, ConfigError, open_dataset, time_split
 from federated import LocalResult, TaskContext
 from keyword_index import FEATURE_NAMES
 from reranker._context import RankingContext
@@ -35,10 +35,10 @@ from reranker._sessions import SessionTable, build_sessions, split_time
 __all__ = ["RerankerTask", "RerankerTaskConfig", "hits_at", "make_task"]
 
 
-class RerankerTaskConfig(BaseModel):
+class RerankerTaskConfig(ComponentConfig):
     """Settings of the reranker as a federated task."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    config_name: ClassVar[str] = "reranker task config"
 
     split_quantile: float | None = Field(None, gt=0, lt=1, description=(
         "Split at this quantile of the sessions' send times instead of the dataset's "

@@ -11,13 +11,14 @@ import numpy as np
 
 from candidate_gen import Stage1Artifact
 from data import new_version, print_table, publish_artifact
-from data.cli import CLIContext, pass_cli
+from data.cli import CLIContext, config_command, pass_cli
 from federated import TaskContext, privacy_headline
 from reranker._artifact import RerankerArtifact
 from reranker._context import RankingContext
 from reranker._local import fold_in
 from reranker._model import initial_parameters
 from reranker._onnx import OnnxScorer, export_onnx
+from reranker._row_task import RowTaskConfig
 from reranker._suggest import BUNDLE_BUDGET_BYTES, Suggester
 from reranker._task import make_task
 
@@ -27,6 +28,11 @@ __all__ = ["reranker"]
 @click.group("reranker")
 def reranker() -> None:
     """The on-device reranker: ONNX export, scoring, local training, device bundles."""
+
+
+reranker.add_command(config_command(
+    lambda _cli, path, settings: RowTaskConfig.load(path, overrides=settings),
+    "the sticker-row task (what `federated train -o key=value` sets)"))
 
 
 @reranker.command("export")

@@ -3,21 +3,18 @@
 Precedence (lowest to highest): defaults, a JSON/TOML file (``STICKERS_SERVE_CONFIG`` or
 ``--config``), ``STICKERS_SERVE_<FIELD>`` environment variables (top-level fields; values
 are parsed as JSON when they parse, e.g. ``STICKERS_SERVE_WORKERS=4``), explicit overrides
-(CLI flags). ``STICKERS_VAR`` sets the artifact root when ``var`` is not given.
+(CLI flags). ``STICKERS_VAR`` sets the artifact root when ``var`` is not given. Loading,
+``--set`` overrides, errors and TOML/JSON come from :class:`data.ComponentConfig`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tomllib
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from data import ConfigError, var_root
+from data import ComponentConfig, ConfigSection, var_root
 
 __all__ = ["CONFIG_ENV", "ENV_PREFIX", "ArmConfig", "ExperimentConfig", "ServingConfig"]
 
@@ -25,11 +22,7 @@ CONFIG_ENV = "STICKERS_SERVE_CONFIG"
 ENV_PREFIX = "STICKERS_SERVE_"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-
-class ArmConfig(_Section):
+class ArmConfig(ConfigSection):
     """One arm of the reranker A/B experiment."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -43,7 +36,7 @@ class ArmConfig(_Section):
     """Parameter variant sent to devices with the model (e.g. ``{"row_size": 8}``)."""
 
 
-class ExperimentConfig(_Section):
+class ExperimentConfig(ConfigSection):
     """The reranker A/B experiment: install ids are hashed with ``salt`` into arms."""
 
     name: str = "reranker-ab"
@@ -63,8 +56,16 @@ class ExperimentConfig(_Section):
         return self
 
 
-class ServingConfig(_Section):
-    """Everything the HTTP server needs; defaults work on a laptop."""
+class ServingConfig(ComponentConfig):
+    """Everything the HTTP server needs; defaults work on a laptop.
+
+    :meth:`load` reads, lowest to highest: defaults, a file (``STICKERS_SERVE_CONFIG`` or
+    ``path``), ``STICKERS_SERVE_<FIELD>`` variables, ``--set`` strings, keyword overrides.
+    """
+
+    config_name: ClassVar[str] = "serving config"
+    env_prefix: ClassVar[str | None] = ENV_PREFIX
+    env_reserved: ClassVar[tuple[str, ...]] = ("BOARD",)
 
     var: Path = Field(default_factory=lambda: var_root())
     """Artifact root (stage-1 and reranker artifacts, the update store)."""
@@ -145,50 +146,3 @@ class ServingConfig(_Section):
     def resolved_store_path(self) -> Path:
         """The update store's path."""
         return self.store_path or self.var / "serving" / "updates.sqlite3"
-
-    @classmethod
-    def load(cls, path: str | Path | None = None, *, environ: Mapping[str, str] | None = None,
-             **overrides: Any) -> ServingConfig:
-        """Defaults, then the file, then ``STICKERS_SERVE_*`` variables, then ``overrides``.
-
-        ``overrides`` with value None are skipped (unset CLI flags).
-
-        Raises
-        ------
-        data.ConfigError
-            Naming the file or variable and every invalid field.
-        """
-        env = os.environ if environ is None else environ
-        path = path if path is not None else env.get(CONFIG_ENV) or None
-        raw: dict[str, Any] = {}
-        if path is not None:
-            path = Path(path)
-            try:
-                text = path.read_text()
-                raw = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"{path}: cannot read serving config ({exc})") from exc
-        for key, value in env.items():
-            if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV:
-                continue
-            field = key.removeprefix(ENV_PREFIX).lower()
-            if field not in cls.model_fields:
-                raise ConfigError(f"{key}: no serving config field {field!r} (known: "
-                                  f"{', '.join(sorted(cls.model_fields))})")
-            if cls.model_fields[field].annotation in (str, str | None):
-                raw[field] = value  # version names may look like numbers
-                continue
-            try:
-                raw[field] = json.loads(value)
-            except ValueError:
-                raw[field] = value  # a bare string such as a path
-        raw.update({k: v for k, v in overrides.items() if v is not None})
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            where = f"{path}: " if path else ""
-            raise ConfigError(f"{where}invalid serving config: {exc}") from exc
-
-    def to_json(self) -> str:
-        """JSON that :meth:`load` reads back."""
-        return self.model_dump_json(indent=2)

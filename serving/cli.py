@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from data import print_table
-from data.cli import CLIContext, pass_cli
+from data.cli import CLIContext, config_command, config_options, pass_cli
 from serving._config import ServingConfig
 from serving._registry import KINDS, list_models, promote, rollback
 from serving._rounds import aggregate_round, federated_config_for, open_next_round
@@ -19,14 +19,14 @@ from serving._store import UpdateStore
 __all__ = ["models", "rounds", "serve"]
 
 
-def _config(cli: CLIContext, config_path: Path | None, **overrides: Any) -> ServingConfig:
+def _config(cli: CLIContext, config_path: Path | None, settings: tuple[str, ...] = (),
+            **overrides: Any) -> ServingConfig:
     overrides.setdefault("var", cli.var)
-    return ServingConfig.load(config_path, **overrides)
+    return ServingConfig.load(config_path, overrides=settings, **overrides)
 
 
-_CONFIG_OPTION = click.option(
-    "--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Serving config (JSON or TOML); also STICKERS_SERVE_CONFIG and STICKERS_SERVE_*.")
+# --config FILE and --set KEY=VALUE; also STICKERS_SERVE_CONFIG and STICKERS_SERVE_*.
+_CONFIG_OPTION = config_options
 
 
 @click.command("serve")
@@ -49,10 +49,10 @@ _CONFIG_OPTION = click.option(
               help="Flask's development server with the debugger (never in production).")
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
 @pass_cli
-def serve(cli: CLIContext, config_path: Path | None, print_config: bool, **overrides: Any
-          ) -> None:
+def serve(cli: CLIContext, config_path: Path | None, settings: tuple[str, ...],
+          print_config: bool, **overrides: Any) -> None:
     """Serve suggestions, bundles, models and federated uploads under gunicorn."""
-    config = _config(cli, config_path, **overrides)
+    config = _config(cli, config_path, settings, **overrides)
     if print_config:
         click.echo(config.to_json())
         return
@@ -122,6 +122,9 @@ def rounds() -> None:
     """Federated rounds served over HTTP: open, inspect, aggregate from the update store."""
 
 
+rounds.add_command(config_command(_config, "the server and its rounds"))
+
+
 def _store(config: ServingConfig) -> UpdateStore:
     return UpdateStore(config.resolved_store_path)
 
@@ -129,9 +132,10 @@ def _store(config: ServingConfig) -> UpdateStore:
 @rounds.command("status")
 @_CONFIG_OPTION
 @pass_cli
-def status_command(cli: CLIContext, config_path: Path | None) -> None:
+def status_command(cli: CLIContext, config_path: Path | None, settings: tuple[str, ...]
+                   ) -> None:
     """Every round with its state and stored update count."""
-    config = _config(cli, config_path)
+    config = _config(cli, config_path, settings)
     with _store(config) as store:
         rows = [[r.round, r.status, r.model_version, r.reranker_version,
                  store.count_updates(r.round), r.min_reports,
@@ -148,10 +152,10 @@ def status_command(cli: CLIContext, config_path: Path | None) -> None:
 @click.option("--deadline", "deadline_s", type=click.FloatRange(min=0, min_open=True),
               default=None, help="Upload window in seconds (default: the platform config's).")
 @pass_cli
-def open_command(cli: CLIContext, config_path: Path | None, reranker_version: str | None,
-                 deadline_s: float | None) -> None:
+def open_command(cli: CLIContext, config_path: Path | None, settings: tuple[str, ...],
+                 reranker_version: str | None, deadline_s: float | None) -> None:
     """Open the next round (fails if one is open)."""
-    config = _config(cli, config_path)
+    config = _config(cli, config_path, settings)
     version = reranker_version or config.reranker_version
     fed = federated_config_for(config.var, version, config.federated_config)
     with _store(config) as store:
@@ -170,12 +174,13 @@ def open_command(cli: CLIContext, config_path: Path | None, reranker_version: st
 @click.option("--open-next/--no-open-next", default=True, show_default=True,
               help="Open the next round for the served version afterwards.")
 @pass_cli
-def aggregate_command(cli: CLIContext, config_path: Path | None, round_: int | None,
-                      no_publish: bool, promote: bool, open_next: bool) -> None:
+def aggregate_command(cli: CLIContext, config_path: Path | None, settings: tuple[str, ...],
+                      round_: int | None, no_publish: bool, promote: bool,
+                      open_next: bool) -> None:
     """Aggregate a round's accepted updates with the federated platform's server."""
     from serving._publish import reranker_publisher
 
-    config = _config(cli, config_path)
+    config = _config(cli, config_path, settings)
     with _store(config) as store:
         if round_ is None:
             current = store.current_round()

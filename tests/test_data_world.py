@@ -371,4 +371,4 @@ def test_settings_from_the_command_line(runner: CliRunner, tmp_path: Path) -> No
     assert (params["favourite_creators"], params["subscriber_share"]) == (0, 0)
     bad = runner.invoke(stickers, ["--var", str(var), "data", "generate", "--size", "tiny",
                                    "--set", "world.favourite=0"])
-    assert bad.exit_code == 2 and "unknown world config key 'favourite'" in bad.output
+    assert bad.exit_code == 2 and "unknown key 'favourite' of the world config" in bad.output
