@@ -50,6 +50,7 @@ from federated._fedavg import FedAvg
 from federated._local_dp import add_gaussian_noise, clip_deltas, l2_norms
 from federated._norm_bound import NormBound, noisy_norm_bound
 from federated._publish import publish_model, write_privacy_json
+from federated._secagg import Message as SecAggMessage
 from federated._secagg import (
     SecAggAbandoned,
     SecAggClient,
@@ -74,7 +75,21 @@ from federated._task import (
     load_task,
     register_task,
 )
-from federated._trainer import FederatedTrainer, RoundRecord, build_strategy, run_training
+from federated._tokens import (
+    Token,
+    TokenError,
+    TokenIssuer,
+    finalize_tokens,
+    request_tokens,
+    token_day,
+)
+from federated._trainer import (
+    FederatedTrainer,
+    RoundRecord,
+    build_strategy,
+    modular_sum,
+    run_training,
+)
 from federated._trimmed_mean import TrimmedMean, trimmed_mean
 from federated._upload import UPLOAD_FIELDS, Upload, UploadBatch, parse_upload
 
@@ -112,6 +127,7 @@ __all__ = [
     "RoundRecord",
     "SecAggAbandoned",
     "SecAggClient",
+    "SecAggMessage",
     "SecAggParams",
     "SecAggProtocolError",
     "SecAggServer",
@@ -125,6 +141,9 @@ __all__ = [
     "TaskContext",
     "TaskFactory",
     "TaskNotFoundError",
+    "Token",
+    "TokenError",
+    "TokenIssuer",
     "TrimmedMean",
     "Upload",
     "UploadBatch",
@@ -135,6 +154,7 @@ __all__ = [
     "calibrate_noise_multiplier",
     "choose_degree_and_threshold",
     "clip_deltas",
+    "finalize_tokens",
     "fmt21_amplification_delta",
     "fmt21_shuffle_epsilon",
     "guarantee_label",
@@ -144,6 +164,7 @@ __all__ = [
     "load_task",
     "local_epsilon",
     "max_affordable_rounds",
+    "modular_sum",
     "noisy_norm_bound",
     "parse_upload",
     "poisson_amplified",
@@ -151,11 +172,13 @@ __all__ = [
     "privacy_utility_sweep",
     "publish_model",
     "register_task",
+    "request_tokens",
     "run_secagg_round",
     "run_training",
     "save_checkpoint",
     "secure_noise_generator",
     "shuffled_gaussian_round",
+    "token_day",
     "trimmed_mean",
     "write_privacy_json",
 ]
