@@ -7,7 +7,7 @@ Construction (Privacy Pass issuance with a privately verifiable token, RFC 9578 
 over RFC 9497's VOPRF in the ristretto255-SHA512 suite):
 
 1. **issue** — the device draws a 32-byte nonce and forms the token input
-   ``"sticker-admission-v1" ‖ day (4 bytes) ‖ nonce``; it *blinds* the input
+   ``"fl-admission-v1" ‖ day (4 bytes) ‖ nonce``; it *blinds* the input
    (``Blind``) and sends the blinded element under its enrolment credential. The server
    evaluates it with the day's secret key (``BlindEvaluate``) and returns the evaluated
    element and a DLEQ proof that the day's published key was used.
@@ -76,7 +76,7 @@ __all__ = [
 ]
 
 SUITE = "ristretto255-SHA512 VOPRF (RFC 9497)"
-_DOMAIN = b"sticker-admission-v1"
+_DOMAIN = b"fl-admission-v1"
 _NONCE_BYTES = 32
 TOKEN_INPUT_BYTES = len(_DOMAIN) + 4 + _NONCE_BYTES
 AUTHENTICATOR_BYTES = 64
@@ -136,7 +136,7 @@ class TokenIssuer:
     ----------
     master_secret : bytes
         At least 32 bytes from a CSPRNG, kept by the server only. Day ``d``'s key is
-        ``DeriveKeyPair(HKDF-SHA256(master, info="day d"), "sticker admission day d")``.
+        ``DeriveKeyPair(HKDF-SHA256(master, info="day d"), "fl admission day d")``.
     """
 
     def __init__(self, master_secret: bytes) -> None:
@@ -153,9 +153,9 @@ class TokenIssuer:
     def _evaluator(self, day: int) -> ristretto.Evaluator:
         ev = self._evaluators.get(day)
         if ev is None:
-            seed = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"sticker admission",
+            seed = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"fl admission",
                         info=f"day {day}".encode()).derive(self._master)
-            ev = ristretto.Evaluator.from_seed(seed, f"sticker admission day {day}".encode())
+            ev = ristretto.Evaluator.from_seed(seed, f"fl admission day {day}".encode())
             if len(self._evaluators) > 8:
                 self._evaluators.clear()
             self._evaluators[day] = ev

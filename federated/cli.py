@@ -27,7 +27,7 @@ from federated._sweep import privacy_utility_sweep
 from federated._task import TASK_ENTRY_POINT_GROUP, TaskContext, available_tasks, load_task
 from federated._trainer import FederatedTrainer, RoundRecord
 
-__all__ = ["federated"]
+__all__ = ["device", "federated"]
 
 _KIND = click.Choice(list(GUARANTEE_KINDS))
 
@@ -268,3 +268,84 @@ def tasks_command() -> None:
     """List registered federated tasks."""
     for name in available_tasks():
         click.echo(name)
+
+
+# ------------------------------------------------------------------ stickers device
+
+
+@click.group("device")
+def device() -> None:
+    """Real device clients: secure rounds over HTTP with anonymous admission tokens."""
+
+
+@device.command("run")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True,
+              help="Server with secure rounds enabled (STICKERS_SECURE_CONFIG).")
+@click.option("--n", "n_devices", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Devices (one thread each).")
+@click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Rounds to take part in (the server's tokens_per_day must allow them).")
+@click.option("--task", "task_name", default="synthetic", show_default=True,
+              help="Task whose local training each device runs on its own data.")
+@click.option("--task-option", "task_options", multiple=True, metavar="KEY=VALUE",
+              help="Task option (repeatable), e.g. n_features=64.")
+@click.option("--drop-after-share", type=click.FloatRange(0, 1), default=0.2,
+              show_default=True, help="Fraction leaving right after sharing keys.")
+@click.option("--drop-after-mask", type=click.FloatRange(0, 1), default=0.1,
+              show_default=True, help="Fraction leaving right after the masked upload.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Device stores (default: var/devices).")
+@click.option("--evaluate/--no-evaluate", default=False, show_default=True,
+              help="Task metrics of the server's model before and after the run.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Also write the rounds as JSON here.")
+@pass_cli
+def device_run_command(cli: CLIContext, url: str, n_devices: int, rounds: int, task_name: str,
+                       task_options: tuple[str, ...], drop_after_share: float,
+                       drop_after_mask: float, seed: int, workdir: Path | None,
+                       evaluate: bool, json_path: Path | None) -> None:
+    """Run a population of real device clients against a server for some rounds."""
+    import base64
+
+    from federated._device_population import PopulationRound, run_population
+    from federated._transport import HttpTransport, TransportError
+
+    context = TaskContext(var=cli.var, seed=seed, options=_task_options(task_options))
+    task = load_task(task_name, context)
+    control = HttpTransport(url)
+
+    def server_metrics() -> dict[str, float]:
+        body = control.request("GET", "/v1/secure/model").body
+        params = np.frombuffer(base64.b64decode(body["parameters"]), "<f4").astype(np.float32)
+        return task.evaluate(params) if params.shape == (task.n_parameters,) else {}
+
+    try:
+        before = server_metrics() if evaluate else {}
+    except TransportError as exc:
+        raise click.ClickException(f"{url}: {exc}") from exc
+    with progress(f"device run: {n_devices} devices", total=rounds,
+                  show=cli.show_progress) as bar:
+        def on_round(r: PopulationRound) -> None:
+            bar.advance()
+
+        records = run_population(url, task, n=n_devices, rounds=rounds,
+                                 workdir=workdir or cli.var / "devices",
+                                 drop_after_share=drop_after_share,
+                                 drop_after_mask=drop_after_mask, seed=seed,
+                                 on_round=on_round)
+    after = server_metrics() if evaluate else {}
+    print_table(f"device run against {url}",
+                ["round", "status", "joined", "completed", "left@share", "left@mask",
+                 "other", "acked", "survivors", "exact sum", "s", "kB/device"],
+                [[r.round, r.status, r.participants, r.completed, r.dropped_after_share,
+                  r.dropped_after_mask, r.other, r.masked_acknowledged, r.n_survivors,
+                  r.exact_sum, round(r.seconds, 1), round(r.bytes_per_device / 1024, 1)]
+                 for r in records])
+    if evaluate:
+        for name in sorted(set(before) | set(after)):
+            click.echo(f"{name}: before {before.get(name, math.nan):.4f}  after "
+                       f"{after.get(name, math.nan):.4f}")
+    if json_path is not None:
+        json_path.write_text(json.dumps({"rounds": [r.to_dict() for r in records],
+                                         "before": before, "after": after}, indent=1))

@@ -27,6 +27,7 @@ from serving._errors import FiniteJSONProvider, register_error_handlers
 from serving._metrics import ServingMetrics
 from serving._ops import ops
 from serving._registry import ModelRegistry, ModelSet
+from serving._secure import register_secure_rounds
 from serving._state import BundleCache, ServingState, init_app
 from serving._store import UpdateStore
 
@@ -76,6 +77,7 @@ def create_app(config: ServingConfig | Mapping[str, Any] | None = None, *,
     app.register_blueprint(api)
     if config.demo:
         app.register_blueprint(demo)
+    register_secure_rounds(app, config)
 
     @app.before_request
     def _start_timer() -> None:

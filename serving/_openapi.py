@@ -21,6 +21,7 @@ from serving._requests import (
     AssignRequest,
     SuggestRequest,
 )
+from serving._secure import secure_openapi_paths
 
 __all__ = ["ServedFacts", "openapi_document"]
 
@@ -308,6 +309,7 @@ def openapi_document(config: ServingConfig, facts: ServedFacts | None = None
         paths["/demo/users"] = {"get": {
             "summary": "Simulated users offered by the demo page", "operationId": "demoUsers",
             "responses": {"200": _json(_ref("DemoUsers"), "Users"), "503": bad["503"]}}}
+    paths.update(secure_openapi_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "sticker-suggest", "version": "1",

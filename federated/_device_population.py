@@ -1,0 +1,210 @@
+"""A population of real device clients (threads) against a server: ``stickers device run``.
+
+Each device is a :class:`DeviceClient` with its own SQLite store and HTTP connection;
+its local training runs the task's ``local_train`` on that device's own private data
+(the task holds the simulated devices' logs; one device's call sees only its index).
+Per round, every device checks eligibility and takes part; a scripted fraction leaves
+right after sharing keys and another right after its masked upload. When the round
+closes, the runner checks the server's modular sum against the sum of the reports whose
+masked upload the server acknowledged, computed in-process, bit for bit.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from federated._device_client import DeviceClient, DeviceStore, RoundParticipation
+from federated._task import FederatedTask
+from federated._trainer import modular_sum
+from federated._transport import HttpTransport, TransportError
+
+__all__ = ["PopulationRound", "run_population"]
+
+
+@dataclass
+class PopulationRound:
+    """One round as the population saw it, and the exact-sum check.
+
+    Attributes
+    ----------
+    round : int
+    status : str
+        The server's outcome (``aggregated`` / ``abandoned``).
+    participants : int
+        Devices that took part (checked in).
+    completed, dropped_after_share, dropped_after_mask, other : int
+        How their participation ended.
+    masked_acknowledged : int
+        Devices whose masked input the server acknowledged.
+    n_survivors : int or None
+        The server's count of summed inputs.
+    exact_sum : bool or None
+        The server's sum equals the in-process sum of the acknowledged reports (None when
+        abandoned).
+    seconds : float
+        Wall time from the first check-in to the outcome.
+    bytes_per_device : float
+        Mean bytes a participating device sent plus received in the round.
+    message : str
+    """
+
+    round: int
+    status: str
+    participants: int
+    completed: int
+    dropped_after_share: int
+    dropped_after_mask: int
+    other: int
+    masked_acknowledged: int
+    n_survivors: int | None
+    exact_sum: bool | None
+    seconds: float
+    bytes_per_device: float
+    message: str = ""
+    statuses: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return asdict(self)
+
+
+def _wait(transport: HttpTransport, predicate: Callable[[dict[str, Any]], bool], path: str,
+          timeout_s: float) -> dict[str, Any]:
+    give_up = time.monotonic() + timeout_s
+    while time.monotonic() < give_up:
+        try:
+            body = transport.request("GET", path).body
+            if predicate(body):
+                return body
+        except TransportError as exc:
+            if exc.status not in (404, None):
+                raise
+        time.sleep(0.2)
+    raise TimeoutError(f"waited {timeout_s:.0f} s for {path}")
+
+
+def run_population(url: str, task: FederatedTask, *, n: int, rounds: int, workdir: Path,
+                   drop_after_share: float = 0.2, drop_after_mask: float = 0.1,
+                   seed: int = 0, timeout_s: float = 30.0, round_timeout_s: float = 600.0,
+                   max_uploads_per_day: int | None = None,
+                   on_round: Callable[[PopulationRound], None] | None = None
+                   ) -> list[PopulationRound]:
+    """Run ``n`` device clients for ``rounds`` rounds against the server at ``url``.
+
+    Parameters
+    ----------
+    url : str
+        ``http://host:port`` of a server with secure rounds enabled.
+    task : FederatedTask
+        Supplies each device's local training (device i trains on the task's device i).
+    n : int
+        Devices (threads); at most ``task.n_devices``.
+    rounds : int
+        Rounds to take part in.
+    workdir : Path
+        Each device's SQLite store goes here.
+    drop_after_share, drop_after_mask : float
+        Fractions of each round's participants that leave right after sharing keys, and
+        right after their masked upload (drawn per round from ``seed``).
+    seed : int
+        Drop-out draws and the task's training randomness (the DP noise and the protocol
+        secrets come from the OS CSPRNG, on each device).
+    timeout_s : float
+        Per-request HTTP timeout.
+    round_timeout_s : float
+        How long to wait for a round to open or close.
+    max_uploads_per_day : int, optional
+        Each device's own daily cap (default: ``rounds``, a run compresses days).
+    on_round : callable, optional
+        Called with each finished round.
+    """
+    if not 1 <= n <= task.n_devices:
+        raise ValueError(f"n={n} devices should be in [1, task.n_devices={task.n_devices}]")
+    if not (drop_after_share >= 0 and drop_after_mask >= 0
+            and drop_after_share + drop_after_mask < 1):
+        raise ValueError(f"drop_after_share={drop_after_share} + drop_after_mask="
+                         f"{drop_after_mask} should be in [0, 1)")
+    rng = np.random.default_rng(seed)
+    lock = threading.Lock()
+    task_rng = np.random.default_rng(rng.integers(2**63))
+
+    def trainer_for(i: int) -> Callable[[np.ndarray], np.ndarray]:
+        def train(params: np.ndarray) -> np.ndarray:
+            if params.shape != (task.n_parameters,):
+                raise ValueError(f"the server's model has {params.shape[0]} parameters, the "
+                                 f"task {task.n_parameters}")
+            with lock:  # the task's vectorised trainer is not re-entrant
+                return task.local_train(params, np.array([i], np.int64), task_rng).deltas[0]
+        return train
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    devices = [DeviceClient(HttpTransport(url, timeout_s=timeout_s),
+                            DeviceStore(workdir / f"device-{i:05d}.sqlite3"), trainer_for(i),
+                            poll_interval_s=0.3,
+                            max_uploads_per_day=max_uploads_per_day or rounds)
+               for i in range(n)]
+    control = HttpTransport(url, timeout_s=timeout_s)
+    with ThreadPoolExecutor(min(n, 256)) as pool:
+        list(pool.map(lambda d: (d.enrol(), d.refill_tokens(rounds)), devices))
+        out: list[PopulationRound] = []
+        for _ in range(rounds):
+            info = _wait(control, lambda b: b["stage"] == "checkin" and b[
+                "stage_ends_in_s"] > 2.0, "/v1/secure/round", round_timeout_s)
+            round_ = int(info["round"])
+            draw = rng.random(n)
+            drops = np.where(draw < drop_after_share, "share",
+                             np.where(draw < drop_after_share + drop_after_mask, "mask", ""))
+            for d in devices:
+                d.transport.bytes_sent = d.transport.bytes_received = 0
+            started = time.monotonic()
+            futures = [pool.submit(d.participate, drop_after=str(drops[i]) or None,
+                                   deadline_s=round_timeout_s)
+                       for i, d in enumerate(devices)]
+            results: list[RoundParticipation] = [f.result() for f in futures]
+            closed = _wait(control, lambda b: b["status"] != "open",
+                           f"/v1/secure/rounds/{round_}", round_timeout_s)
+            seconds = time.monotonic() - started
+            took_part = [r.round == round_ and r.status not in (
+                "refused", "no_round", "no_token", "ineligible") for r in results]
+            joined = [r for r, ok in zip(results, took_part, strict=True) if ok]
+            acked = [r for r in joined if r.masked_sent and r.report is not None]
+            outcome = closed.get("outcome") or {}
+            exact = None
+            if closed["status"] == "aggregated" and acked:
+                total = np.frombuffer(base64.b64decode(outcome["sum"]), "<u4")
+                exact = bool(np.array_equal(total, modular_sum(np.stack(
+                    [r.report for r in acked if r.report is not None]), 32)))
+            statuses: dict[str, int] = {}
+            for r in results:
+                statuses[r.status] = statuses.get(r.status, 0) + 1
+            traffic = [d.transport.bytes_sent + d.transport.bytes_received
+                       for d, ok in zip(devices, took_part, strict=True) if ok]
+            record = PopulationRound(
+                round=round_, status=closed["status"], participants=len(joined),
+                completed=sum(r.status == "completed" for r in joined),
+                dropped_after_share=sum(r.status == "dropped" and r.last_stage == "share"
+                                        for r in joined),
+                dropped_after_mask=sum(r.status == "dropped" and r.last_stage == "mask"
+                                       for r in joined),
+                other=sum(r.status not in ("completed", "dropped") for r in joined),
+                masked_acknowledged=len(acked), n_survivors=outcome.get("n_survivors"),
+                exact_sum=exact, seconds=seconds,
+                bytes_per_device=float(np.mean(traffic)) if traffic else 0.0,
+                message=str(outcome.get("message", "")), statuses=statuses)
+            out.append(record)
+            if on_round is not None:
+                on_round(record)
+    for d in devices:
+        d.transport.close()
+        d.store.close()
+    control.close()
+    return out

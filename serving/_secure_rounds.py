@@ -1,0 +1,604 @@
+"""Secure rounds over HTTP: SecAgg+ stages on the wall clock, admission by anonymous token.
+
+The engine behind the ``/v1/secure`` blueprint (:mod:`serving._secure`). It reuses the
+platform unchanged: the protocol is :class:`federated.SecAggServer` (its state is
+serialised into the store after every stage), the devices' encoding is
+:class:`federated.DiscreteGaussianEncoding`, admission is :class:`federated.TokenIssuer`,
+and a completed round is applied with the platform's strategy
+(:func:`federated.build_strategy`, ``aggregate_sum``).
+
+A round's life, each step driven by :meth:`SecureRounds.tick` (every request calls it,
+and a background thread per process calls it when no request comes), never by an
+operator:
+
+``checkin``
+    Devices redeem one token each and get a random round ticket. The window closes at
+    its deadline or when ``max_clients`` checked in; with fewer than ``min_clients`` the
+    round is abandoned, else the cohort is fixed: n, (k, t) from
+    :meth:`federated.SecAggParams.for_cohort`, client ids by a secret permutation.
+``advertise`` → ``share`` → ``mask`` → ``consistency`` → ``unmask``
+    Each stage waits for the replies of the clients still in the round, until all came
+    or the stage deadline passed; then the server's state machine advances, and the
+    next messages wait in the outbox. A client that misses a stage has dropped out;
+    fewer than t survivors anywhere abandon the round with nothing unmasked.
+``aggregated`` / ``abandoned``
+    The modular sum is decoded, the strategy applies it, the new global parameters
+    become the next model version; every per-client row of the round is deleted. The
+    next round opens at once.
+
+A crash at any point loses nothing acknowledged: each step is one SQLite transaction,
+and on restart the next tick continues from the stored stage (or, if its deadline
+passed meanwhile, closes it by the same rules).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+from federated import (
+    DiscreteGaussianEncoding,
+    FederatedConfig,
+    SecAggAbandoned,
+    SecAggMessage,
+    SecAggParams,
+    SecAggProtocolError,
+    SecAggServer,
+    Token,
+    TokenError,
+    TokenIssuer,
+    build_strategy,
+    token_day,
+)
+from serving._errors import ApiError
+from serving._secure_store import ISSUER_FILE, ROUNDS_FILE, connect, transaction
+
+__all__ = [
+    "PROTOCOL_STAGES",
+    "SECURE_CONFIG_ENV",
+    "SecureRounds",
+    "SecureRoundsConfig",
+]
+
+log = structlog.get_logger(__name__)
+
+SECURE_CONFIG_ENV = "STICKERS_SECURE_CONFIG"
+PROTOCOL_STAGES = ("advertise", "share", "mask", "consistency", "unmask")
+_MESSAGE_KIND = {"advertise": "key_advertisement", "share": "encrypted_shares",
+                 "mask": "masked_input", "consistency": "consistency_signature",
+                 "unmask": "unmask_shares"}
+
+
+class SecureRoundsConfig(BaseModel):
+    """Secure rounds of the server (``STICKERS_SECURE_CONFIG``: a JSON file of these fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    """Register the ``/v1/secure`` endpoints and run rounds."""
+    model: Literal["reranker", "zeros"] = "reranker"
+    """Starting parameters: the served reranker's global weights, or zeros (tests, bench)."""
+    n_parameters: int = Field(default=64, ge=1)
+    """P when ``model='zeros'``."""
+    checkin_s: float = Field(default=60.0, gt=0)
+    """Check-in window of a round (seconds)."""
+    stage_s: float = Field(default=30.0, gt=0)
+    """Deadline of each protocol stage (seconds)."""
+    min_clients: int = Field(default=100, ge=3)
+    """Fewest checked-in clients for a round to start (n_min of the privacy accounting)."""
+    max_clients: int = Field(default=1000, ge=3)
+    """Check-in closes early at this many clients."""
+    tokens_per_day: int = Field(default=2, ge=1)
+    """Tokens one enrolment may take per UTC day (= its admissions per day)."""
+    bits: int = Field(default=32, ge=8, le=32)
+    """b: reports and sums live in Z_{2^b}."""
+    n_max: int = Field(default=10_000, ge=3)
+    """Largest cohort the encoding's wrap-around bound covers."""
+    clip_norm: float = Field(default=1.0, gt=0)
+    """C, each device clips its update to this L2 norm."""
+    noise_multiplier: float = Field(default=1.0, ge=0)
+    """σ: each device adds discrete Gaussian noise of std σC (``DiscreteGaussianEncoding.plan``)."""
+    server_learning_rate: float = Field(default=1.0, gt=0)
+    """FedAvg's server step."""
+    dropout_rate: float = Field(default=0.3, ge=0, lt=1)
+    """Design dropout rate for the neighbour graph's (k, t)."""
+    corruption_rate: float = Field(default=0.05, ge=0, lt=0.5)
+    """Fraction of clients assumed to collude with the server."""
+    max_rounds: int | None = Field(default=None, ge=1)
+    """Stop opening rounds after this many (None: run on)."""
+    tick_interval_s: float = Field(default=0.5, gt=0)
+    """How often the background thread checks deadlines."""
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str] | None = None) -> SecureRoundsConfig:
+        """Read the JSON file named by ``STICKERS_SECURE_CONFIG`` (absent: disabled)."""
+        env = os.environ if environ is None else environ
+        path = env.get(SECURE_CONFIG_ENV)
+        if not path:
+            return cls()
+        try:
+            return cls.model_validate_json(Path(path).read_text())
+        except OSError as exc:
+            raise ValueError(f"{SECURE_CONFIG_ENV}={path}: cannot read it ({exc})") from exc
+
+    def federated(self) -> FederatedConfig:
+        """The platform config whose strategy applies a round's sum."""
+        return FederatedConfig.model_validate({
+            "strategy": {"name": "fedavg", "server_learning_rate": self.server_learning_rate},
+            "rounds": {"min_reports": self.min_clients},
+            "privacy": {"clip_norm": self.clip_norm, "noise_multiplier": self.noise_multiplier},
+            "secure_aggregation": {"bits": self.bits, "n_max": self.n_max}})
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _sha(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _secret_permutation(n: int) -> list[int]:
+    out = list(range(n))
+    for i in range(n - 1, 0, -1):
+        j = secrets.randbelow(i + 1)
+        out[i], out[j] = out[j], out[i]
+    return out
+
+
+class SecureRounds:
+    """The secure-round engine over one store directory (thread- and process-safe).
+
+    Parameters
+    ----------
+    config : SecureRoundsConfig
+    directory : Path
+        Holds ``rounds.sqlite3`` and ``issuer.sqlite3``.
+    initial_parameters : callable
+        Returns the starting global parameters (P,) float32 (called once, when the
+        lineage is empty).
+    clock : callable, optional
+        Unix time (tests pass a fake clock).
+    """
+
+    def __init__(self, config: SecureRoundsConfig, directory: Path,
+                 initial_parameters: Callable[[], np.ndarray],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.directory = Path(directory)
+        self.initial_parameters = initial_parameters
+        self.clock = clock
+        self._local = threading.local()
+        self._issuer: TokenIssuer | None = None
+        self._encoding: DiscreteGaussianEncoding | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---------------------------------------------------------------- plumbing
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "rounds", None)
+        if conn is None:
+            conn = connect(self.directory / ROUNDS_FILE)
+            self._local.rounds = conn
+        return conn
+
+    def _issuer_conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "issuer", None)
+        if conn is None:
+            conn = connect(self.directory / ISSUER_FILE, issuer=True)
+            self._local.issuer = conn
+        return conn
+
+    def issuer(self) -> TokenIssuer:
+        """The token issuer (its master secret created on first use)."""
+        if self._issuer is None:
+            conn = self._issuer_conn()
+            with transaction(conn):
+                row = conn.execute("SELECT secret FROM issuer_key WHERE name='master'"
+                                   ).fetchone()
+                if row is None:
+                    secret = TokenIssuer.generate_secret()
+                    conn.execute("INSERT INTO issuer_key VALUES ('master', ?)", (secret,))
+                else:
+                    secret = row[0]
+            self._issuer = TokenIssuer(secret)
+        return self._issuer
+
+    def encoding(self, n_parameters: int) -> DiscreteGaussianEncoding:
+        """The devices' DDG encoding for P parameters (fixed by the config)."""
+        if self._encoding is None or self._encoding.dimension != n_parameters:
+            c = self.config
+            self._encoding = DiscreteGaussianEncoding.plan(
+                dimension=n_parameters, clip_norm=c.clip_norm,
+                noise_multiplier=c.noise_multiplier, bits=c.bits, n_max=c.n_max)
+        return self._encoding
+
+    def close(self) -> None:
+        """Stop the background thread (connections close with their threads)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def start_background(self) -> None:
+        """Tick every ``tick_interval_s`` in a daemon thread (deadlines close rounds)."""
+        if self._thread is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(self.config.tick_interval_s):
+                try:
+                    self.tick()
+                except Exception as exc:  # keep ticking; the next tick retries
+                    log.error("secure round tick failed", error=str(exc))
+
+        self._thread = threading.Thread(target=loop, name="secure-rounds", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ model
+
+    def _latest_model(self, conn: sqlite3.Connection) -> tuple[int, np.ndarray]:
+        row = conn.execute("SELECT model_version, parameters FROM models "
+                           "ORDER BY model_version DESC LIMIT 1").fetchone()
+        if row is None:
+            params = np.asarray(self.initial_parameters(), np.float32).ravel()
+            conn.execute("INSERT INTO models VALUES (0, ?, NULL)", (params.tobytes(),))
+            return 0, params
+        return int(row[0]), np.frombuffer(row[1], np.float32).copy()
+
+    def model(self) -> tuple[int, np.ndarray]:
+        """(model version, global parameters (P,) float32) of the newest version."""
+        conn = self._conn()
+        with transaction(conn):
+            return self._latest_model(conn)
+
+    # ------------------------------------------------------------------ ticks
+
+    def tick(self) -> None:
+        """Do whatever is due: open a round, close check-in, advance a stage."""
+        now = self.clock()
+        conn = self._conn()
+        row = conn.execute("SELECT round, stage, stage_deadline FROM secure_rounds "
+                           "WHERE status='open'").fetchone()
+        if row is not None and now < row[2] and row[1] == "checkin":
+            return
+        if row is not None and now < row[2] and not self._stage_complete(conn, row[0], row[1]):
+            return
+        with transaction(conn):
+            self._tick_locked(conn, now)
+
+    def _stage_complete(self, conn: sqlite3.Connection, round_: int, stage: str) -> bool:
+        if stage not in PROTOCOL_STAGES:
+            return False
+        expected = conn.execute("SELECT COUNT(*) FROM outbox WHERE round=? AND stage=?",
+                                (round_, stage)).fetchone()[0]
+        got = conn.execute("SELECT COUNT(*) FROM inbox WHERE round=? AND stage=?",
+                           (round_, stage)).fetchone()[0]
+        return bool(expected) and got >= expected
+
+    def _tick_locked(self, conn: sqlite3.Connection, now: float) -> None:
+        row = conn.execute("SELECT round, stage, stage_deadline FROM secure_rounds "
+                           "WHERE status='open'").fetchone()
+        if row is None:
+            self._open_round(conn, now)
+            return
+        round_, stage, deadline = row
+        full = stage == "checkin" and conn.execute(
+            "SELECT COUNT(*) FROM participants WHERE round=?", (round_,)
+        ).fetchone()[0] >= self.config.max_clients
+        if now >= deadline or full or self._stage_complete(conn, round_, stage):
+            if stage == "checkin":
+                self._close_checkin(conn, round_, now)
+            else:
+                self._advance(conn, round_, stage, now)
+
+    def _open_round(self, conn: sqlite3.Connection, now: float) -> None:
+        last = conn.execute("SELECT MAX(round) FROM secure_rounds").fetchone()[0]
+        number = 0 if last is None else int(last) + 1
+        if self.config.max_rounds is not None and number >= self.config.max_rounds:
+            return
+        version, params = self._latest_model(conn)
+        enc = self.encoding(int(params.shape[0]))
+        conn.execute(
+            "INSERT INTO secure_rounds (round, round_id, status, stage, model_version, "
+            "rotation_seed, encoding, opened_at, stage_deadline) VALUES "
+            "(?, ?, 'open', 'checkin', ?, ?, ?, ?, ?)",
+            (number, secrets.token_bytes(16), version, secrets.randbits(63),
+             json.dumps(enc.describe()), float(math.floor(now)), now + self.config.checkin_s))
+        log.info("secure round opened", round=number, model_version=version)
+
+    def _close(self, conn: sqlite3.Connection, round_: int, status: str, now: float,
+               outcome: dict[str, Any]) -> None:
+        conn.execute("UPDATE secure_rounds SET status=?, stage=?, closed_at=?, outcome=?, "
+                     "server_state=NULL WHERE round=?",
+                     (status, status, float(math.floor(now)), json.dumps(outcome), round_))
+        for table in ("participants", "outbox", "inbox"):
+            conn.execute(f"DELETE FROM {table} WHERE round=?", (round_,))
+        log.info("secure round closed", round=round_, status=status,
+                 message=outcome.get("message"))
+        self._open_round(conn, now)
+
+    def _close_checkin(self, conn: sqlite3.Connection, round_: int, now: float) -> None:
+        tickets = [r[0] for r in conn.execute(
+            "SELECT ticket_hash FROM participants WHERE round=?", (round_,))]
+        n = len(tickets)
+        if n < self.config.min_clients:
+            self._close(conn, round_, "abandoned", now, {
+                "status": "abandoned", "n_clients": n,
+                "message": f"{n} devices checked in, fewer than min_clients="
+                           f"{self.config.min_clients}; nothing was collected"})
+            return
+        enc_row = conn.execute("SELECT round_id, encoding FROM secure_rounds WHERE round=?",
+                               (round_,)).fetchone()
+        dimension = int(json.loads(enc_row[1])["padded_dimension"])
+        params = SecAggParams.for_cohort(n, bits=self.config.bits, dimension=dimension,
+                                         dropout_rate=self.config.dropout_rate,
+                                         corruption_rate=self.config.corruption_rate)
+        server = SecAggServer(params, round_id=bytes(enc_row[0]))
+        for ticket, client_id in zip(tickets, _secret_permutation(n), strict=True):
+            conn.execute("UPDATE participants SET client_id=? WHERE round=? AND ticket_hash=?",
+                         (client_id, round_, ticket))
+        conn.executemany("INSERT INTO outbox VALUES (?, 'advertise', ?, ?)",
+                         [(round_, u, m.to_bytes())
+                          for u, m in server.setup_messages().items()])
+        conn.execute("UPDATE secure_rounds SET stage='advertise', stage_deadline=?, "
+                     "n_clients=?, params=?, server_state=? WHERE round=?",
+                     (now + self.config.stage_s, n, json.dumps(
+                         {"n_clients": n, "degree": params.degree,
+                          "threshold": params.threshold, "bits": params.bits,
+                          "dimension": params.dimension}), server.to_bytes(), round_))
+        log.info("secure round cohort fixed", round=round_, n=n, degree=params.degree,
+                 threshold=params.threshold)
+
+    def _advance(self, conn: sqlite3.Connection, round_: int, stage: str, now: float) -> None:
+        state = conn.execute("SELECT server_state FROM secure_rounds WHERE round=?",
+                             (round_,)).fetchone()[0]
+        server = SecAggServer.from_bytes(state)
+        rejected = 0
+        for (body,) in conn.execute("SELECT body FROM inbox WHERE round=? AND stage=?",
+                                    (round_, stage)).fetchall():
+            try:
+                server.receive(SecAggMessage.from_bytes(body))
+            except SecAggProtocolError as exc:
+                rejected += 1
+                log.warning("secure round reply refused", round=round_, stage=stage,
+                            error=str(exc))
+        base = {"n_clients": server.params.n_clients, "degree": server.params.degree,
+                "threshold": server.params.threshold}
+        n_in = len(server.inbox[stage]) if stage in server.inbox else 0
+        if stage == "mask" and n_in < self.config.min_clients:
+            # below n_min the sum would carry less noise than the accounting assumes
+            self._close(conn, round_, "abandoned", now, {
+                **base, "status": "abandoned", "stage": stage,
+                "message": f"{n_in} masked inputs arrived, fewer than min_clients="
+                           f"{self.config.min_clients}; nothing was unmasked"})
+            return
+        try:
+            out = server.advance()
+        except SecAggAbandoned as exc:
+            self._close(conn, round_, "abandoned", now, {
+                **base, "status": "abandoned", "stage": stage, "message": str(exc)})
+            return
+        conn.execute("DELETE FROM inbox WHERE round=? AND stage=?", (round_, stage))
+        conn.execute("DELETE FROM outbox WHERE round=? AND stage=?", (round_, stage))
+        if stage == "unmask":
+            self._finish(conn, round_, server, now, base)
+            return
+        following = PROTOCOL_STAGES[PROTOCOL_STAGES.index(stage) + 1]
+        conn.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?)",
+                         [(round_, following, u, m.to_bytes()) for u, m in out.items()])
+        conn.execute("UPDATE secure_rounds SET stage=?, stage_deadline=?, server_state=? "
+                     "WHERE round=?", (following, now + self.config.stage_s,
+                                       server.to_bytes(), round_))
+
+    def _finish(self, conn: sqlite3.Connection, round_: int, server: SecAggServer, now: float,
+                base: dict[str, Any]) -> None:
+        assert server.result is not None
+        row = conn.execute("SELECT model_version, rotation_seed FROM secure_rounds "
+                           "WHERE round=?", (round_,)).fetchone()
+        version, params = self._latest_model(conn)
+        n = len(server.survivors)
+        outcome: dict[str, Any] = {**base, "n_survivors": n,
+                                   "sum": _b64(server.result.astype("<u4").tobytes())}
+        if version != int(row[0]):
+            outcome.update(status="abandoned", message=f"round {round_} trained model "
+                           f"version {row[0]}, but {version} is current; its sum is not "
+                           "applied")
+            self._close(conn, round_, "abandoned", now, outcome)
+            return
+        encoding = self.encoding(int(params.shape[0]))
+        delta_sum = encoding.decode(server.result, int(row[1]))
+        strategy = build_strategy(self.config.federated())
+        result = strategy.aggregate_sum(params, delta_sum, n)
+        new = np.asarray(result.parameters, np.float32)
+        conn.execute("INSERT INTO models VALUES (?, ?, NULL)", (version + 1, new.tobytes()))
+        outcome.update(status="aggregated", model_version=version + 1,
+                       message=f"round {round_} securely aggregated {n} inputs into model "
+                               f"version {version + 1}")
+        self._close(conn, round_, "aggregated", now, outcome)
+
+    # --------------------------------------------------------------- public reads
+
+    def current(self) -> dict[str, Any]:
+        """The open round as devices see it (404 when none is open)."""
+        self.tick()
+        conn = self._conn()
+        row = conn.execute(
+            "SELECT round, stage, model_version, rotation_seed, encoding, stage_deadline, "
+            "n_clients FROM secure_rounds WHERE status='open'").fetchone()
+        if row is None:
+            raise ApiError(404, "no_open_round", "no secure round is open (max_rounds "
+                           "reached, or the server is starting)")
+        now = self.clock()
+        return {"round": row[0], "stage": row[1], "model_version": row[2],
+                "rotation_seed": row[3], "encoding": json.loads(row[4]),
+                "stage_ends_in_s": max(0.0, row[5] - now), "n_clients": row[6],
+                "token_day": token_day(now)}
+
+    def round_info(self, round_: int) -> dict[str, Any]:
+        """A round's public state and, once closed, its outcome (the modular sum)."""
+        self.tick()
+        row = self._conn().execute(
+            "SELECT round, status, stage, model_version, n_clients, params, outcome, "
+            "rotation_seed FROM secure_rounds WHERE round=?", (round_,)).fetchone()
+        if row is None:
+            raise ApiError(404, "unknown_round", f"secure round {round_} does not exist")
+        return {"round": row[0], "status": row[1], "stage": row[2], "model_version": row[3],
+                "n_clients": row[4], "params": json.loads(row[5]) if row[5] else None,
+                "outcome": json.loads(row[6]) if row[6] else None, "rotation_seed": row[7]}
+
+    # -------------------------------------------------------------- enrolment
+
+    def current_token_day(self) -> int:
+        """Today's token day on the engine's clock."""
+        return token_day(self.clock())
+
+    def enrol(self) -> bytes:
+        """A fresh enrolment credential (the store keeps only its hash)."""
+        credential = secrets.token_bytes(32)
+        conn = self._issuer_conn()
+        with transaction(conn):
+            conn.execute("INSERT INTO enrolments VALUES (?, -1, 0)", (_sha(credential),))
+        return credential
+
+    def issue(self, credential: bytes, blinded: list[bytes]) -> dict[str, Any]:
+        """Evaluate blinded token requests for an enrolment, within its daily allowance."""
+        day = token_day(self.clock())
+        issuer = self.issuer()
+        conn = self._issuer_conn()
+        with transaction(conn):
+            row = conn.execute("SELECT issued_day, issued FROM enrolments WHERE "
+                               "credential_hash=?", (_sha(credential),)).fetchone()
+            if row is None:
+                raise ApiError(403, "not_enrolled", "the enrolment credential is unknown; "
+                               "enrol first (POST /v1/secure/enrolments)")
+            issued = row[1] if row[0] == day else 0
+            allowance = self.config.tokens_per_day
+            if issued + len(blinded) > allowance:
+                raise ApiError(429, "token_allowance_spent",
+                               f"this enrolment took {issued} of its {allowance} tokens for "
+                               f"day {day}; asked for {len(blinded)} more")
+            try:
+                evaluations = issuer.issue(day, blinded)
+            except TokenError as exc:
+                raise ApiError(422, "bad_blinded_element", str(exc)) from exc
+            conn.execute("UPDATE enrolments SET issued_day=?, issued=? WHERE "
+                         "credential_hash=?", (day, issued + len(blinded), _sha(credential)))
+        return {"day": day, "public_key": _b64(issuer.public_key(day)),
+                "evaluations": [_b64(e) for e in evaluations]}
+
+    # ---------------------------------------------------------------- protocol
+
+    def checkin(self, round_: int, token: Token) -> bytes:
+        """Redeem a token into the round's check-in; returns the round ticket."""
+        self.tick()
+        now = self.clock()
+        try:
+            self.issuer().verify(token, today=token_day(now))
+        except TokenError as exc:
+            raise ApiError(403, "invalid_token", str(exc)) from exc
+        ticket = secrets.token_bytes(32)
+        conn = self._conn()
+        with transaction(conn):
+            row = conn.execute("SELECT stage FROM secure_rounds WHERE round=? AND "
+                               "status='open'", (round_,)).fetchone()
+            if row is None or row[0] != "checkin":
+                raise ApiError(409, "checkin_closed", f"round {round_} is not taking "
+                               "check-ins (closed or not open); GET /v1/secure/round")
+            count = conn.execute("SELECT COUNT(*) FROM participants WHERE round=?",
+                                 (round_,)).fetchone()[0]
+            if count >= self.config.max_clients:
+                raise ApiError(409, "cohort_full", f"round {round_} has its "
+                               f"{self.config.max_clients} clients")
+            try:
+                conn.execute("INSERT INTO spent_tokens VALUES (?, ?)",
+                             (token.spent_key(), token.day))
+            except sqlite3.IntegrityError as exc:
+                raise ApiError(409, "token_replayed", "this token was already redeemed; "
+                               "each token admits once") from exc
+            conn.execute("INSERT INTO participants (round, ticket_hash) VALUES (?, ?)",
+                         (round_, _sha(ticket)))
+        return ticket
+
+    def _client_id(self, conn: sqlite3.Connection, round_: int, ticket: bytes
+                   ) -> tuple[int | None, str, str]:
+        row = conn.execute("SELECT status, stage FROM secure_rounds WHERE round=?",
+                           (round_,)).fetchone()
+        if row is None:
+            raise ApiError(404, "unknown_round", f"secure round {round_} does not exist")
+        status, stage = row
+        if status != "open":
+            raise ApiError(410, "round_closed", f"round {round_} is {status}")
+        part = conn.execute("SELECT client_id FROM participants WHERE round=? AND "
+                            "ticket_hash=?", (round_, _sha(ticket))).fetchone()
+        if part is None:
+            raise ApiError(403, "unknown_ticket", f"this ticket is not a participant of "
+                           f"round {round_}")
+        return part[0], status, stage
+
+    def poll(self, round_: int, ticket: bytes) -> tuple[str, bytes | None]:
+        """The message waiting for this client: (stage, body) or (stage, None) to wait."""
+        self.tick()
+        conn = self._conn()
+        client_id, _, stage = self._client_id(conn, round_, ticket)
+        if stage == "checkin" or client_id is None:
+            return stage, None
+        if conn.execute("SELECT 1 FROM inbox WHERE round=? AND stage=? AND client_id=?",
+                        (round_, stage, client_id)).fetchone():
+            return stage, None  # replied; the next stage is not open yet
+        row = conn.execute("SELECT body FROM outbox WHERE round=? AND stage=? AND "
+                           "client_id=?", (round_, stage, client_id)).fetchone()
+        if row is None:
+            raise ApiError(410, "dropped_out", f"client left round {round_} before stage "
+                           f"{stage!r} (it missed a deadline)")
+        return stage, bytes(row[0])
+
+    def reply(self, round_: int, ticket: bytes, body: bytes) -> str:
+        """Store a client's reply to the current stage; returns the stage."""
+        try:
+            msg = SecAggMessage.from_bytes(body)
+        except SecAggProtocolError as exc:
+            raise ApiError(422, "bad_message", str(exc)) from exc
+        conn = self._conn()
+        with transaction(conn):
+            client_id, _, stage = self._client_id(conn, round_, ticket)
+            if stage not in PROTOCOL_STAGES or client_id is None:
+                raise ApiError(409, "wrong_stage", f"round {round_} is at stage {stage!r}, "
+                               "which takes no replies")
+            if msg.kind != _MESSAGE_KIND[stage]:
+                raise ApiError(409, "wrong_stage", f"round {round_} is at stage {stage!r} "
+                               f"and expects {_MESSAGE_KIND[stage]}, got {msg.kind}")
+            if msg.sender != client_id:
+                raise ApiError(403, "wrong_sender", f"message claims client {msg.sender}; "
+                               "this ticket belongs to another client id")
+            rid = conn.execute("SELECT round_id FROM secure_rounds WHERE round=?",
+                               (round_,)).fetchone()[0]
+            if msg.round_id != bytes(rid):
+                raise ApiError(409, "wrong_round", "message of another round's id")
+            if not conn.execute("SELECT 1 FROM outbox WHERE round=? AND stage=? AND "
+                                "client_id=?", (round_, stage, client_id)).fetchone():
+                raise ApiError(410, "dropped_out", f"client left round {round_} before "
+                               f"stage {stage!r}")
+            try:
+                conn.execute("INSERT INTO inbox VALUES (?, ?, ?, ?)",
+                             (round_, stage, client_id, body))
+            except sqlite3.IntegrityError as exc:
+                raise ApiError(409, "replayed_message", f"client already replied to stage "
+                               f"{stage!r} of round {round_}") from exc
+            if self._stage_complete(conn, round_, stage):
+                self._advance(conn, round_, stage, self.clock())
+        return stage

@@ -1,0 +1,168 @@
+"""The secure-round engine on a fake clock: deadlines close rounds, restarts lose nothing."""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from federated import (
+    SecAggClient,
+    SecAggMessage,
+    Token,
+    TokenIssuer,
+    finalize_tokens,
+    modular_sum,
+    request_tokens,
+    token_day,
+)
+from serving._errors import ApiError
+from serving._secure_rounds import SecureRounds, SecureRoundsConfig
+
+P = 16
+T0 = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _engine(directory: Path, clock: Clock, **overrides: object) -> SecureRounds:
+    cfg = SecureRoundsConfig(enabled=True, model="zeros", n_parameters=P, checkin_s=10,
+                             stage_s=5, min_clients=4, max_clients=20, n_max=50,
+                             **overrides)
+    return SecureRounds(cfg, directory, lambda: np.zeros(P, np.float32), clock=clock)
+
+
+def _token(engine: SecureRounds) -> Token:
+    credential = engine.enrol()
+    day = token_day(engine.clock())
+    pending = request_tokens(day, 1)
+    answer = engine.issue(credential, pending.blinded)
+    return finalize_tokens(pending, [base64.b64decode(e) for e in answer["evaluations"]],
+                           engine.issuer().public_key(day))[0]
+
+
+def _step(engine: SecureRounds, round_: int, clients: dict[bytes, SecAggClient],
+          skip: set[bytes] = frozenset()) -> str:  # type: ignore[assignment]
+    """Every client not in ``skip`` answers its waiting message; returns the stage."""
+    stage = ""
+    for ticket, client in clients.items():
+        if ticket in skip:
+            continue
+        stage, body = engine.poll(round_, ticket)
+        if body is not None:
+            engine.reply(round_, ticket, client.handle(SecAggMessage.from_bytes(body))
+                         .to_bytes())
+    return stage
+
+
+def test_round_whose_checkin_deadline_passes_closes_and_the_next_opens(tmp_path: Path) -> None:
+    clock = Clock()
+    engine = _engine(tmp_path, clock)
+    engine.tick()
+    assert engine.current()["round"] == 0
+    engine.checkin(0, _token(engine))  # one device: below min_clients
+    clock.now += 11
+    engine.tick()
+    info = engine.round_info(0)
+    assert info["status"] == "abandoned"
+    assert "fewer than min_clients=4" in info["outcome"]["message"]
+    assert engine.current()["round"] == 1 and engine.current()["stage"] == "checkin"
+
+
+def test_stage_deadline_drops_silent_clients_and_restart_continues(tmp_path: Path) -> None:
+    """6 clients; 1 goes silent after advertising keys, the server restarts twice
+    mid-round (a new engine on the same files), the share stage closes at its deadline,
+    and the sum is exactly the 5 remaining inputs'."""
+    clock = Clock()
+    engine = _engine(tmp_path, clock)
+    engine.tick()
+    rng = np.random.default_rng(3)
+    inputs = {}
+    tokens = [_token(engine) for _ in range(6)]
+    tickets = [engine.checkin(0, t) for t in tokens]
+    clock.now += 11
+    engine.tick()
+    dim = engine.round_info(0)["params"]["dimension"]
+    clients = {}
+    for ticket in tickets:
+        vec = rng.integers(0, 2**32, dim, dtype=np.uint32)
+        inputs[ticket] = vec
+        clients[ticket] = SecAggClient(vec)
+    assert _step(engine, 0, clients) == "advertise"
+    engine = _engine(tmp_path, clock)  # restart: only the files survive
+    silent = {tickets[0]}
+    assert _step(engine, 0, clients, skip=silent) == "share"
+    assert engine.round_info(0)["stage"] == "share"  # waits for the silent one
+    clock.now += 6
+    engine = _engine(tmp_path, clock)  # restart again, after the deadline
+    engine.tick()
+    assert engine.round_info(0)["stage"] == "mask"
+    with pytest.raises(ApiError) as gone:
+        engine.poll(0, tickets[0])
+    assert gone.value.status == 410
+    for stage in ("mask", "consistency", "unmask"):
+        assert _step(engine, 0, clients, skip=silent) == stage
+    info = engine.round_info(0)
+    assert info["status"] == "aggregated", info
+    total = np.frombuffer(base64.b64decode(info["outcome"]["sum"]), "<u4")
+    expected = modular_sum(np.stack([inputs[t] for t in tickets[1:]]), 32)
+    np.testing.assert_array_equal(total, expected)
+    assert engine.model()[0] == 1
+    # nothing per client is left
+    conn = sqlite3.connect(tmp_path / "rounds.sqlite3")
+    for table in ("participants", "inbox", "outbox"):
+        assert conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0
+
+
+def test_too_few_masked_inputs_abandon_before_unmasking(tmp_path: Path) -> None:
+    clock = Clock()
+    engine = _engine(tmp_path, clock)
+    engine.tick()
+    tickets = [engine.checkin(0, _token(engine)) for _ in range(5)]
+    clock.now += 11
+    engine.tick()
+    dim = engine.round_info(0)["params"]["dimension"]
+    clients = {t: SecAggClient(np.zeros(dim, np.uint32)) for t in tickets}
+    _step(engine, 0, clients)
+    _step(engine, 0, clients)
+    _step(engine, 0, clients, skip=set(tickets[:2]))  # 3 masked inputs < min_clients=4
+    clock.now += 6
+    engine.tick()
+    info = engine.round_info(0)
+    assert info["status"] == "abandoned"
+    assert "3 masked inputs arrived, fewer than min_clients=4" in info["outcome"]["message"]
+    assert engine.model()[0] == 0
+
+
+def test_daily_allowance_and_spent_tokens(tmp_path: Path) -> None:
+    clock = Clock()
+    engine = _engine(tmp_path, clock, tokens_per_day=1)
+    engine.tick()
+    credential = engine.enrol()
+    pending = request_tokens(token_day(clock.now), 1)
+    engine.issue(credential, pending.blinded)
+    with pytest.raises(ApiError) as spent:
+        engine.issue(credential, request_tokens(token_day(clock.now), 1).blinded)
+    assert spent.value.status == 429
+    clock.now += 86_400  # the next day the allowance is back
+    engine.issue(credential, request_tokens(token_day(clock.now), 1).blinded)
+    with pytest.raises(ApiError) as unknown:
+        engine.issue(b"x" * 32, pending.blinded)
+    assert unknown.value.status == 403
+    issuer = TokenIssuer(TokenIssuer.generate_secret())
+    foreign_pending = request_tokens(token_day(clock.now), 1)
+    foreign = finalize_tokens(foreign_pending, issuer.issue(token_day(clock.now),
+                                                            foreign_pending.blinded),
+                              issuer.public_key(token_day(clock.now)))[0]
+    with pytest.raises(ApiError) as invalid:
+        engine.checkin(engine.current()["round"], foreign)
+    assert invalid.value.status == 403

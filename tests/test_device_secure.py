@@ -1,0 +1,214 @@
+"""Secure rounds over real HTTP (#18 items 1-3): devices, tokens, SecAgg+ stages, the store."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pytest
+from werkzeug.serving import make_server
+
+from federated import (
+    DiscreteGaussianEncoding,
+    SecAggMessage,
+    SecAggParams,
+    modular_sum,
+    run_secagg_round,
+    token_day,
+)
+from federated._device_client import DeviceClient, DeviceStore
+from federated._transport import HttpTransport, TransportError
+from serving import create_app
+
+P = 24
+
+
+@dataclass
+class Server:
+    url: str
+    var: Path
+    app: object
+
+
+def _start(tmp: Path, monkeypatch: pytest.MonkeyPatch, **secure: object) -> Iterator[Server]:
+    cfg = {"enabled": True, "model": "zeros", "n_parameters": P, "checkin_s": 2.0,
+           "stage_s": 2.0, "min_clients": 5, "max_clients": 50, "tick_interval_s": 0.1,
+           "noise_multiplier": 0.5, "n_max": 100, **secure}
+    path = tmp / "secure.json"
+    path.write_text(json.dumps(cfg))
+    monkeypatch.setenv("STICKERS_SECURE_CONFIG", str(path))
+    var = tmp / "var"
+    var.mkdir()
+    app = create_app({"var": var, "reload_interval_s": 0})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Server(f"http://127.0.0.1:{server.server_port}", var, app)
+    finally:
+        server.shutdown()
+        app.extensions["sticker_secure_rounds"].close()
+
+
+@pytest.fixture
+def secure_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+    yield from _start(tmp_path, monkeypatch)
+
+
+def _device(url: str, tmp: Path, i: int, delta: np.ndarray) -> DeviceClient:
+    client = DeviceClient(HttpTransport(url, timeout_s=10), DeviceStore(tmp / f"dev{i}.db"),
+                          lambda params: delta, poll_interval_s=0.05)
+    client.enrol()
+    client.refill_tokens(2)
+    return client
+
+
+def _wait_checkin(url: str) -> int:
+    t = HttpTransport(url)
+    for _ in range(200):
+        info = t.request("GET", "/v1/secure/round").body
+        if info["stage"] == "checkin" and info["stage_ends_in_s"] > 1.0:
+            return int(info["round"])
+        threading.Event().wait(0.1)
+    raise AssertionError("no round in check-in")
+
+
+def _wait_closed(url: str, round_: int) -> dict:
+    t = HttpTransport(url)
+    for _ in range(300):
+        info = t.request("GET", f"/v1/secure/rounds/{round_}").body
+        if info["status"] != "open":
+            return info
+        threading.Event().wait(0.1)
+    raise AssertionError(f"round {round_} did not close")
+
+
+def _all_rows(var: Path) -> list[tuple[str, tuple]]:
+    out = []
+    for name in ("rounds.sqlite3", "issuer.sqlite3"):
+        conn = sqlite3.connect(var / "secure" / name)
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE "
+                                             "type='table'")]
+        for table in tables:
+            out += [(table, row) for row in conn.execute(f"SELECT * FROM {table}")]
+        conn.close()
+    return out
+
+
+def test_secure_round_over_http_with_dropouts(secure_server: Server, tmp_path: Path) -> None:
+    """12 real clients over HTTP; 2 leave after key sharing, 1 after the masked upload.
+    The server's sum equals the in-process sum of the acknowledged reports (and SecAgg+
+    run in-process on them), the model moves by FedAvg of the decoded sum, and while the
+    round runs no stored row holds a plaintext update, a token or a device credential."""
+    url = secure_server.url
+    rng = np.random.default_rng(0)
+    deltas = rng.normal(0, 0.2, (12, P)).astype(np.float32)
+    devices = [_device(url, tmp_path, i, deltas[i]) for i in range(12)]
+    round_ = _wait_checkin(url)
+    drops = {0: "share", 1: "share", 2: "mask"}
+    seen_rows: list[tuple[str, tuple]] = []
+    with ThreadPoolExecutor(12) as pool:
+        futures = [pool.submit(d.participate, drop_after=drops.get(i), deadline_s=60)
+                   for i, d in enumerate(devices)]
+        # read every stored row while the protocol runs
+        for _ in range(30):
+            seen_rows += _all_rows(secure_server.var)
+            threading.Event().wait(0.1)
+        results = [f.result() for f in futures]
+    info = _wait_closed(url, round_)
+    assert info["status"] == "aggregated", info
+    statuses = sorted(r.status for r in results)
+    assert statuses.count("completed") == 9 and statuses.count("dropped") == 3
+    sent = [r for r in results if r.masked_sent]
+    assert len(sent) == 10  # 9 completed + the one that left after its masked input
+    reports = np.stack([r.report for r in sent if r.report is not None])
+    total = np.frombuffer(base64.b64decode(info["outcome"]["sum"]), "<u4")
+    np.testing.assert_array_equal(total, modular_sum(reports, 32))
+    assert info["outcome"]["n_survivors"] == 10
+    # the same reports through SecAgg+ in-process give the same sum
+    params = SecAggParams.for_cohort(10, bits=32, dimension=reports.shape[1],
+                                     dropout_rate=0.3, corruption_rate=0.05)
+    np.testing.assert_array_equal(run_secagg_round(reports, params), total)
+    # the model moved by FedAvg of the decoded sum
+    t = HttpTransport(url)
+    model = t.request("GET", "/v1/secure/model").body
+    assert model["model_version"] == 1
+    new = np.frombuffer(base64.b64decode(model["parameters"]), "<f4")
+    cur = t.request("GET", "/v1/secure/round").body
+    enc = DiscreteGaussianEncoding(**{f.name: cur["encoding"][f.name]
+                                      for f in fields(DiscreteGaussianEncoding)})
+    expected = (enc.decode(total, info["rotation_seed"]) / 10).astype(np.float32)
+    np.testing.assert_array_equal(new, expected)
+    assert np.abs(new).sum() > 0
+    # what the store held during the round: nothing that identifies or reveals
+    blobs = [v for _, row in seen_rows for v in row if isinstance(v, bytes | str)]
+    credentials = [d.store.get("credential") for d in devices]
+    for d in deltas:
+        raw = d.astype("<f4").tobytes()
+        assert not any(raw[:16] in b for b in blobs if isinstance(b, bytes))
+    for c in credentials:
+        assert c is not None
+        assert not any(c in b for b in blobs if isinstance(b, bytes))
+    tables = {table for table, _ in seen_rows}
+    assert {"participants", "outbox", "inbox", "spent_tokens", "enrolments"} <= tables
+    assert not any("127.0.0.1" in b for b in blobs if isinstance(b, str))
+    # per-client rows are gone once the round closed
+    after = {table for table, _ in _all_rows(secure_server.var)}
+    assert "inbox" not in after and "participants" not in after
+
+
+def test_admission_abuse_is_refused(secure_server: Server, tmp_path: Path) -> None:
+    """No token: 401; forged or replayed token: 403/409; a client's crafted replies for
+    other ids or repeats are refused; the daily allowance caps issuance."""
+    url = secure_server.url
+    round_ = _wait_checkin(url)
+    t = HttpTransport(url, attempts=1)
+    with pytest.raises(TransportError) as no_token:
+        t.request("POST", f"/v1/secure/rounds/{round_}/checkins", {})
+    assert no_token.value.status == 401 and no_token.value.reason == "missing_token"
+    device = _device(url, tmp_path, 0, np.zeros(P, np.float32))
+    with pytest.raises(TransportError) as spent:
+        device.refill_tokens(3)  # allowance is 2 a day
+    assert spent.value.status == 429
+    token = device.store.take_token(token_day(time.time()))
+    assert token is not None
+    body = {"token": {"input": base64.b64encode(token.input).decode(),
+                      "authenticator": base64.b64encode(token.authenticator).decode()}}
+    forged = {"token": {"input": body["token"]["input"],
+                        "authenticator": base64.b64encode(bytes(64)).decode()}}
+    with pytest.raises(TransportError) as bad:
+        t.request("POST", f"/v1/secure/rounds/{round_}/checkins", forged)
+    assert bad.value.status == 403
+    ticket = t.request("POST", f"/v1/secure/rounds/{round_}/checkins", body).body["ticket"]
+    refused = 0
+    for _ in range(100):  # the same client crafting 100 more check-ins with its token
+        try:
+            t.request("POST", f"/v1/secure/rounds/{round_}/checkins", body)
+        except TransportError as exc:
+            assert exc.status == 409 and exc.reason == "token_replayed"
+            refused += 1
+    assert refused == 100
+    conn = sqlite3.connect(secure_server.var / "secure" / "rounds.sqlite3")
+    n = conn.execute("SELECT COUNT(*) FROM participants WHERE round=?", (round_,)).fetchone()
+    assert n[0] == 1
+    # crafted protocol messages before the cohort exists are refused
+    msg = SecAggMessage.from_bytes(
+        b'{"kind":"key_advertisement","body":{"round_id":{"$b":"AAAAAAAAAAAAAAAAAAAAAA=="},'
+        b'"sender":3,"c_public":{"$b":""},"s_public":{"$b":""},"sig_public":{"$b":""}}}')
+    with pytest.raises(TransportError) as early:
+        t.request("POST", f"/v1/secure/rounds/{round_}/messages",
+                  {"message": base64.b64encode(msg.to_bytes()).decode()},
+                  headers={"Authorization": f"Bearer {ticket}"})
+    assert early.value.status == 409
+    with pytest.raises(TransportError) as stranger:
+        t.request("GET", f"/v1/secure/rounds/{round_}/message",
+                  headers={"Authorization": f"Bearer {base64.b64encode(bytes(32)).decode()}"})
+    assert stranger.value.status == 403
