@@ -1,4 +1,4 @@
-"""A population of real device clients (threads) against a server: ``stickers device run``.
+"""A population of real device clients (threads) against a server (the `device run` command).
 
 Each device is a :class:`DeviceClient` with its own SQLite store and HTTP connection;
 its local training runs the task's ``local_train`` on that device's own private data

@@ -270,7 +270,7 @@ def tasks_command() -> None:
         click.echo(name)
 
 
-# ------------------------------------------------------------------ stickers device
+# ------------------------------------------------------------------ device commands
 
 
 @click.group("device")
@@ -280,7 +280,7 @@ def device() -> None:
 
 @device.command("run")
 @click.option("--url", default="http://127.0.0.1:8000", show_default=True,
-              help="Server with secure rounds enabled (STICKERS_SECURE_CONFIG).")
+              help="Server with secure rounds enabled.")
 @click.option("--n", "n_devices", type=click.IntRange(min=1), default=200, show_default=True,
               help="Devices (one thread each).")
 @click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True,
