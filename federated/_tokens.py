@@ -55,10 +55,10 @@ import hashlib
 import hmac
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from voprf import ristretto
 
 from federated._errors import FederatedError
 
@@ -83,6 +83,14 @@ AUTHENTICATOR_BYTES = 64
 _ELEMENT_BYTES = 32
 _EVALUATION_BYTES = 96  # DLEQ proof (64) ‖ evaluated element (32)
 DAY_S = 86400
+
+
+def _ristretto() -> Any:
+    """The ``voprf`` ristretto255 module, imported on first use (so importing the platform
+    works in an environment installed before ``voprf`` became a dependency)."""
+    from voprf import ristretto
+
+    return ristretto
 
 
 class TokenError(FederatedError, ValueError):
@@ -143,19 +151,19 @@ class TokenIssuer:
         if len(master_secret) < 32:
             raise TokenError(f"master secret of {len(master_secret)} bytes should be >= 32")
         self._master = master_secret
-        self._evaluators: dict[int, ristretto.Evaluator] = {}
+        self._evaluators: dict[int, Any] = {}
 
     @staticmethod
     def generate_secret() -> bytes:
         """A fresh 32-byte master secret from the OS CSPRNG."""
         return os.urandom(32)
 
-    def _evaluator(self, day: int) -> ristretto.Evaluator:
+    def _evaluator(self, day: int) -> Any:
         ev = self._evaluators.get(day)
         if ev is None:
             seed = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"fl admission",
                         info=f"day {day}".encode()).derive(self._master)
-            ev = ristretto.Evaluator.from_seed(seed, f"fl admission day {day}".encode())
+            ev = _ristretto().Evaluator.from_seed(seed, f"fl admission day {day}".encode())
             if len(self._evaluators) > 8:
                 self._evaluators.clear()
             self._evaluators[day] = ev
@@ -192,7 +200,7 @@ class TokenIssuer:
                 raise TokenError(f"blinded element {i} has {len(element)} bytes, expected "
                                  f"{_ELEMENT_BYTES}")
             try:
-                parsed = ristretto.BlindedInput.deserialize(element)
+                parsed = _ristretto().BlindedInput.deserialize(element)
             except ValueError as exc:
                 raise TokenError(f"blinded element {i} is not a ristretto255 element") from exc
             out.append(bytes(ev.evaluate(parsed).serialize()))
@@ -223,7 +231,7 @@ class PendingTokens:
 
     day: int
     inputs: list[bytes]
-    clients: list[ristretto.Client]
+    clients: list[Any]
     blinded: list[bytes]
 
 
@@ -237,7 +245,7 @@ def request_tokens(day: int, n: int) -> PendingTokens:
     inputs, clients, blinded = [], [], []
     for _ in range(n):
         token_input = _DOMAIN + day.to_bytes(4, "big") + os.urandom(_NONCE_BYTES)
-        client, element = ristretto.Client.blind(token_input)
+        client, element = _ristretto().Client.blind(token_input)
         inputs.append(token_input)
         clients.append(client)
         blinded.append(bytes(element.serialize()))
@@ -258,7 +266,7 @@ def finalize_tokens(pending: PendingTokens, evaluations: list[bytes],
         raise TokenError(f"{len(evaluations)} evaluations for {len(pending.clients)} "
                          "blinded requests")
     try:
-        key = ristretto.PublicKey.deserialize(public_key)
+        key = _ristretto().PublicKey.deserialize(public_key)
     except ValueError as exc:
         raise TokenError("the issuer's public key is not a ristretto255 element") from exc
     tokens = []
@@ -267,7 +275,7 @@ def finalize_tokens(pending: PendingTokens, evaluations: list[bytes],
             raise TokenError(f"evaluation {i} has {len(blob)} bytes, expected "
                              f"{_EVALUATION_BYTES}")
         try:
-            output = client.finalize(ristretto.VerifiableOutput.deserialize(blob), key)
+            output = client.finalize(_ristretto().VerifiableOutput.deserialize(blob), key)
         except ValueError as exc:
             raise TokenError(f"evaluation {i} does not verify against the day's public key "
                              f"({exc})") from exc
