@@ -26,7 +26,7 @@ from candidate_gen._artifact import KIND
 from candidate_gen._candidates import (
     CandidateLists,
     cluster_scores,
-    label_demand,
+    holder_label_demand,
     package_label_matrix,
     select_candidates,
 )
@@ -35,7 +35,7 @@ from candidate_gen._config import Stage1Config
 from candidate_gen._factorization import FactorModel, fit_factors
 from candidate_gen._features import ColdStartAssigner, UserFeatureEncoder
 from candidate_gen._matrix import InteractionMatrix, build_interaction_matrix
-from candidate_gen._metrics import holder_counts, recall_report
+from candidate_gen._metrics import aggregate_groups, holder_counts, recall_report
 from candidate_gen._search import faiss_threads
 from data import (
     DataFileError,
@@ -80,11 +80,6 @@ def resolve_dataset(dataset: Dataset | str | Path, var: Path, *, verify: bool = 
     return open_dataset(path, verify=verify, checksums=checksums)
 
 
-def _normalise_rows(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
-
-
 Phase = Literal["test", "validation"]
 
 
@@ -101,16 +96,37 @@ def segment_codes(users: pl.DataFrame, features: Sequence[str]) -> tuple[np.ndar
     Returns
     -------
     codes : ndarray of int64, shape (n_users,)
-        Dense segment codes in ``[0, n_segments)``.
+        Dense segment codes in ``[0, n_segments)``, in the sorted order of the
+        combined values (a null is ``"unknown"``).
     n_segments : int
     """
     present = [f for f in features if f in users.columns]
     if not present or users.height == 0:
         return np.zeros(users.height, dtype=np.int64), 1
-    key = users.select(pl.concat_str([pl.col(f).cast(pl.String).fill_null("unknown")
-                                      for f in present], separator="\x1f").alias("k"))["k"]
-    codes = key.rank("dense").to_numpy().astype(np.int64) - 1
-    return codes, int(codes.max()) + 1
+    # Each column's values as sorted codes, combined in mixed radix: ordering the
+    # combinations as the columns' values would be, without sorting a million strings.
+    combined = np.zeros(users.height, dtype=np.int64)
+    radix = 1
+    for feature in present:
+        column = users[feature].cast(pl.String).fill_null("unknown")
+        values = column.unique().sort()
+        codes = column.replace_strict(values, pl.int_range(len(values), eager=True),
+                                      return_dtype=pl.Int64).to_numpy()
+        combined = combined * len(values) + codes
+        radix *= len(values)
+    if radix <= 4 * users.height + (1 << 20):
+        seen = np.bincount(combined, minlength=radix) > 0
+        dense = np.cumsum(seen) - 1
+        return dense[combined].astype(np.int64), int(seen.sum())
+    uniq, inverse = np.unique(combined, return_inverse=True)
+    return inverse.astype(np.int64).ravel(), len(uniq)
+
+
+def first_of_each(codes: np.ndarray, n_codes: int) -> np.ndarray:
+    """Position of the first element holding each code (int64, shape (n_codes,); -1 if none)."""
+    first = np.full(n_codes, -1, dtype=np.int64)
+    first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1, dtype=np.int64)
+    return first
 
 
 @dataclass(frozen=True)
@@ -260,14 +276,22 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
 
     with timed("cluster"):
         encoder = UserFeatureEncoder(config.clusters.features).fit(users)
-        encoded = encoder.transform(users)
+        # Users with the same feature values encode (and are assigned) alike: encode and
+        # assign each combination once instead of a million rows.
+        combo, n_combos = segment_codes(users, config.clusters.features)
+        representative = users[first_of_each(combo, n_combos)]
+        encoded_combo = encoder.transform(representative)
+        encoded = encoded_combo[combo]
         warm = np.flatnonzero(np.diff(train.indptr) > 0)
         n_feature_blocks = max(1, len(config.clusters.features))
         feature_scale = config.clusters.feature_weight / np.sqrt(n_feature_blocks)
-        space = np.hstack([
-            _normalise_rows(factors.user_factors[warm]),
-            encoded[warm] * np.float32(feature_scale),
-        ]).astype(np.float32)
+        d = factors.user_factors.shape[1]
+        space = np.empty((len(warm), d + encoded.shape[1]), dtype=np.float32)
+        space[:, :d] = factors.user_factors[warm]
+        norms = np.sqrt(np.einsum("ij,ij->i", space[:, :d], space[:, :d]))
+        space[:, :d] /= np.where(norms > 0, norms, np.float32(1.0))[:, None]
+        space[:, d:] = encoded_combo[combo[warm]]
+        space[:, d:] *= np.float32(feature_scale)
         clusterer = UserClusterer(
             config.clusters.n_clusters, config.clusters.min_cluster_size,
             config.clusters.niter, config.clusters.max_points_per_centroid, config.seed,
@@ -281,7 +305,7 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
         assigner = ColdStartAssigner(encoder.block_sizes, COLD_START_SMOOTHING).fit(
             feature_centroids, n_history
         )
-        feature_cluster = assigner.predict(encoded)
+        feature_cluster = assigner.predict(encoded_combo)[combo]
         from_features = np.ones(len(users), dtype=bool)
         from_features[warm] = False
         user_cluster = feature_cluster.copy()
@@ -291,7 +315,8 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
         warm_cluster = np.full(len(user_cluster), -1, dtype=np.int64)
         warm_cluster[warm] = clusterer.labels_
         avail = np.flatnonzero(available)
-        holders = prior = None
+        cluster_holders = holder_counts(train, warm_cluster, n_clusters)
+        holders = cluster_holders[:, avail]
         kept: tuple[tuple[str, ...], np.ndarray, np.ndarray] | None = None
         if config.candidates.popularity_blend > 0:
             features = tuple(config.candidates.segment_features)
@@ -299,16 +324,16 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
             segment_holders = holder_counts(train, segment, n_segments)
             kept = (features, segment, segment_holders)
             segment_sizes = np.bincount(segment[warm], minlength=n_segments)
-            segment_share = segment_holders[:, avail] / np.maximum(segment_sizes, 1)[:, None]
+            segment_share = segment_holders[:, avail]
+            segment_share /= np.maximum(segment_sizes, 1).astype(np.float32)[:, None]
             mix = sp.csr_matrix(
                 (np.ones(len(warm), dtype=np.float32), (clusterer.labels_, segment[warm])),
                 shape=(n_clusters, n_segments)).toarray()
             mix /= np.maximum(mix.sum(axis=1, keepdims=True), 1.0)
             prior = mix @ segment_share
             del segment_share
-            holders = holder_counts(train, warm_cluster, n_clusters)[:, avail]
         else:
-            holders = prior = np.zeros((n_clusters, len(avail)), dtype=np.float32)
+            prior = np.zeros((n_clusters, len(avail)), dtype=np.float32)
         scores = cluster_scores(item_centroids, factors.package_factors[avail], holders,
                                 n_history, prior, config.candidates)
         del holders, prior
@@ -322,7 +347,8 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
                 coverage_note = "skipped: no sticker carries a label"
                 shares = label_ids = None
             else:
-                demand = label_demand(train, warm_cluster, n_clusters, shares)
+                demand = holder_label_demand(cluster_holders, shares)
+        del cluster_holders
         lists = select_candidates(scores, available, config.candidates, shares, demand,
                                   label_ids)
     return Stage1Fit(factors, encoder, encoded, clusterer, warm, user_cluster,
@@ -337,20 +363,28 @@ def evaluate_stage1(data: Stage1Data, fit: Stage1Fit, config: Stage1Config) -> d
         return {}
     train = data.matrix.train
     features = tuple(config.evaluation.segment_features)
-    if fit.segment_holders is not None and fit.segment_holders[0] == features:
-        _, segment, segment_holders = fit.segment_holders  # counted once, for the prior
-    else:
-        segment, n_segments = segment_codes(data.users, features)
-        segment_holders = holder_counts(train, segment, n_segments)
+    segment, n_segments = segment_codes(data.users, features)
     language, n_languages = segment_codes(data.users, ["language"])
-    if "language" in features or n_languages == 1:
-        # Each segment lies in one language: its counts add up to the language's.
-        segment_language = np.zeros(len(segment_holders), dtype=np.int64)
-        segment_language[segment] = language
-        language_holders = np.zeros((n_languages, train.shape[1]), dtype=np.float32)
-        np.add.at(language_holders, segment_language, segment_holders)
+    if fit.segment_holders is not None and set(features) <= set(fit.segment_holders[0]):
+        # Each of the prior's (finer) segments lies in one evaluation segment and one
+        # language: their holder counts add up, without another pass over the matrix.
+        _, fine, fine_holders = fit.segment_holders
+        first = first_of_each(fine, len(fine_holders))
+        present = first >= 0
+        parent = np.zeros(len(fine_holders), dtype=np.int64)
+        parent[present] = segment[first[present]]
+        segment_holders = aggregate_groups(fine_holders, parent, n_segments)
+        parent[present] = language[first[present]]
+        language_holders = aggregate_groups(fine_holders, parent, n_languages)
     else:
-        language_holders = holder_counts(train, language, n_languages)
+        segment_holders = holder_counts(train, segment, n_segments)
+        parent = np.zeros(n_segments, dtype=np.int64)
+        if "language" in features or n_languages == 1:
+            first = first_of_each(segment, n_segments)
+            parent[first >= 0] = language[first[first >= 0]]
+            language_holders = aggregate_groups(segment_holders, parent, n_languages)
+        else:
+            language_holders = holder_counts(train, language, n_languages)
     popularity = {
         "global": (language_holders.sum(axis=0, keepdims=True),
                    np.zeros(train.shape[0], dtype=np.int64)),

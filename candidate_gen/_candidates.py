@@ -13,9 +13,10 @@ Scoring (:func:`cluster_scores`)
 
 Label demand (what "labels the cluster's users use often" means here)
     The server never reads the private device logs, so demand is derived from the
-    server-visible log: each train (user, package) confidence weight is spread over the
-    package's labels in proportion to the share of its stickers carrying each label,
-    and summed over the cluster's users. A cluster's demanded labels are its
+    server-visible log: each holder of a package before the split spreads one unit over
+    the package's labels in proportion to the share of its stickers carrying each label,
+    summed over the cluster's users (:func:`holder_label_demand`; :func:`label_demand`
+    does the same with confidence weights). A cluster's demanded labels are its
     ``top_labels`` labels by demand whose share of the cluster's demand is at least
     ``min_label_share``.
 
@@ -44,8 +45,9 @@ from candidate_gen._config import CandidateConfig
 from candidate_gen._matrix import concat_ranges, index_of
 
 __all__ = [
-    "CandidateLists", "cluster_scores", "label_demand", "package_label_matrix",
-    "select_candidates",
+    "CandidateLists", "cluster_scores", "holder_label_demand", "label_demand",
+    "package_label_matrix",
+    "select_candidates", "top_stable",
 ]
 
 log = structlog.get_logger(__name__)
@@ -128,6 +130,33 @@ def label_demand(train: sp.csr_matrix, user_cluster: np.ndarray, n_clusters: int
     return (demand / np.where(total > 0, total, 1.0)).astype(np.float32)
 
 
+def holder_label_demand(holders: np.ndarray, shares: sp.csr_matrix) -> np.ndarray:
+    """Label demand of each cluster from its holder counts, as shares of its total.
+
+    Each holder of a package spreads one unit of demand over the package's labels in
+    proportion to the share of its stickers carrying each label (the job's default: it
+    reuses the holder counts the lists are scored from instead of another pass over the
+    matrix, as :func:`label_demand` makes with confidence weights).
+
+    Parameters
+    ----------
+    holders : ndarray, shape (n_clusters, n_packages)
+        Users of each cluster holding each package.
+    shares : csr_matrix, shape (n_packages, n_labels)
+        From :func:`package_label_matrix`.
+
+    Returns
+    -------
+    ndarray of float32, shape (n_clusters, n_labels)
+        Rows sum to 1 (or 0 for a cluster holding nothing).
+    """
+    # shares.T stays CSC (a free transpose); the product walks the packages in order.
+    demand = np.asarray(sp.csr_matrix(shares).T @ np.asarray(holders, dtype=np.float32).T,
+                        dtype=np.float64).T
+    total = demand.sum(axis=1, keepdims=True)
+    return (demand / np.where(total > 0, total, 1.0)).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class CandidateLists:
     """The chosen candidates of every cluster.
@@ -163,7 +192,7 @@ class CandidateLists:
         })
 
 
-def _top_stable(scores: np.ndarray, n: int) -> np.ndarray:
+def top_stable(scores: np.ndarray, n: int) -> np.ndarray:
     """Positions of the ``n`` largest scores, best first, ties in position order.
 
     The same as ``np.argsort(-scores, kind="stable")[:n]`` in O(len + n log n).
@@ -277,7 +306,7 @@ def select_candidates(
     k = len(scores)
     top_local = np.empty((k, n), dtype=np.int64)
     for c in range(k):
-        top_local[c] = _top_stable(scores[c], n)
+        top_local[c] = top_stable(scores[c], n)
     top_scores = np.take_along_axis(scores, top_local, axis=1).astype(np.float32)
     coverage_on = (shares is not None and demand is not None and label_ids is not None
                    and config.top_labels > 0)
@@ -324,7 +353,7 @@ def select_candidates(
             else:
                 carriers = carriers_csc.indices[start:stop]
                 all_scores = package_scores[carriers]
-                pick = _top_stable(all_scores, need)
+                pick = top_stable(all_scores, need)
                 best, best_scores = carriers[pick], all_scores[pick]
             required.update(zip(best.tolist(), best_scores.tolist(), strict=True))
             counted.append((j, need, len(hit)))

@@ -239,12 +239,18 @@ def build_interaction_matrix(
             f"table 'interactions': column 'event' holds {sorted(set(bad) - set(weights))}; "
             f"expected only {sorted(weights)}"
         )
-    w = frame["w"].to_numpy()
-    w = w if w.flags.writeable else w.copy()  # zeroed after the split, decayed in place
-    if len(w) and float(w.min()) < 0:
+    fit_end_ms = int(np.ceil(fit_end * 1000.0))
+    ms = pl.col("ms")
+    before = ms < fit_end_ms
+    # Per-row arithmetic runs in polars (every core) and the log is handed to numpy once.
+    stats = frame.select(
+        n_fit=before.sum(), reference=ms.filter(before).max(), newest=ms.max(),
+        min_w=pl.col("w").min(), n_negative=(pl.col("w") < 0).sum(),
+    ).row(0, named=True)
+    if stats["n_negative"]:
         raise DataFileError(
-            f"table 'interactions': {int((w < 0).sum())} row(s) have a negative weight "
-            f"(min {float(w.min())}); weights must be >= 0"
+            f"table 'interactions': {stats['n_negative']} row(s) have a negative weight "
+            f"(min {float(stats['min_w'])}); weights must be >= 0"
         )
     raw_users = frame["user_id"].to_numpy()
     raw_packages = frame["package_id"].to_numpy()
@@ -252,23 +258,19 @@ def build_interaction_matrix(
     _check_known(rows, raw_users, "user_id", "users")
     cols = index_of(package_ids, raw_packages)
     _check_known(cols, raw_packages, "package_id", "packages")
-    ms = frame["ms"].to_numpy()
-    del frame, raw_users, raw_packages
-    fit_end_ms = int(np.ceil(fit_end * 1000.0))
-    after = ms >= fit_end_ms
-    n_fit = len(ms) - int(after.sum())
-    reference_ms = int(ms[~after].max()) if n_fit else 0
-    w[after] = 0.0  # the fit never sees the split's future: removed by eliminate_zeros
+    del raw_users, raw_packages
+    n_fit = int(stats["n_fit"])
+    reference_ms = int(stats["reference"]) if n_fit else 0
+    weight = pl.col("w")
     if config.recency_decay and n_fit:
-        # 0.5 ** (age / half_life) written as exp(-ln 2 · age / half_life), age counted
-        # back from the newest interaction before the split.
+        # 0.5 ** (age / half_life) written as exp(-ln 2 · age / half_life), age (<= 0 for
+        # every row before the split) counted back from the newest interaction before it.
         rate = float(np.log(2.0)) / (config.half_life_days * _MS_PER_DAY)
-        age = (ms - reference_ms).astype(np.float32)
-        np.minimum(age, 0.0, out=age)
-        age *= np.float32(rate)
-        np.exp(age, out=age)
-        w *= age
-        del age
+        weight = weight * ((ms - reference_ms).cast(pl.Float32) * pl.lit(rate, dtype=pl.Float32)).exp()
+    # The fit never sees the split's future: zero weights are removed by eliminate_zeros.
+    w = frame.select(pl.when(before).then(weight).otherwise(0.0).cast(pl.Float32)
+                     .alias("w"))["w"].to_numpy()
+    w = w if w.flags.writeable else w.copy()  # scipy sums duplicates in place
     shape = (len(user_ids), len(package_ids))
     window_rows = window_cols = None
     if window is not None:
@@ -276,18 +278,22 @@ def build_interaction_matrix(
             raise ValueError(f"evaluation window starts at {window[0]}, before the fit's end "
                              f"{fit_end}: the evaluation would overlap the fit")
         if not np.isfinite(window[1]):  # open end: up to the newest interaction
-            window = (window[0], (float(ms.max()) + 1.0) / 1000.0 if len(ms) else window[0])
+            newest = stats["newest"]
+            window = (window[0], (float(newest) + 1.0) / 1000.0 if newest is not None
+                      else window[0])
         lo, hi = int(np.ceil(window[0] * 1000.0)), int(np.ceil(window[1] * 1000.0))
-        in_window = np.flatnonzero((ms >= lo) & (ms < hi))
+        in_window = frame.select(pl.arg_where((ms >= lo) & (ms < hi)))[:, 0].to_numpy()
         # Copies taken before the CSR below, whose sum_duplicates sorts ``cols`` in place.
         window_rows, window_cols = rows[in_window], cols[in_window]
         del in_window
+    n_rows = frame.height
+    del frame
     # A log already ordered by user (per-user exports, the generated worlds) gives the row
     # offsets by binary search; any other order takes scipy's general COO conversion.
     grouped = bool(len(rows) < 2 or (rows[1:] >= rows[:-1]).all())
     if grouped:
-        indptr = np.zeros(shape[0] + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
+        # Queries of the log's own dtype: a mixed-dtype search would copy the whole log.
+        indptr = np.searchsorted(rows, np.arange(shape[0] + 1, dtype=rows.dtype)).astype(np.int64)
         train = sp.csr_matrix((w, cols, indptr), shape=shape, dtype=np.float32)
         train.sum_duplicates()  # sorts each row's columns and adds up repeated pairs
     else:
@@ -298,9 +304,9 @@ def build_interaction_matrix(
         holdout = _window_holdout(window_rows, window_cols, train, shape, rng, eval_users,
                                   eligible, window)
     log.info("interaction matrix", users=shape[0], packages=shape[1], nnz=train.nnz,
-             interactions=len(rows), fit_interactions=n_fit,
+             interactions=n_rows, fit_interactions=n_fit,
              held_out=holdout.n_pairs if holdout else 0)
-    return InteractionMatrix(user_ids, package_ids, train, holdout, len(rows), n_fit,
+    return InteractionMatrix(user_ids, package_ids, train, holdout, n_rows, n_fit,
                              reference_ms, float(fit_end))
 
 
@@ -324,7 +330,7 @@ def _window_holdout(
         What each user held before the split (any stored pair, sorted indices).
     """
     n_packages = shape[1]
-    users = np.unique(rows)
+    users = np.flatnonzero(np.bincount(rows, minlength=shape[0]))  # np.unique, in O(n)
     history = np.diff(train.indptr)[users] > 0
 
     def sample(pool: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
@@ -343,7 +349,9 @@ def _window_holdout(
                 start += len(chunk)
             drawn = np.concatenate(kept)[: 3 * eval_users] if kept else order[:0]
         ordered = np.sort(drawn)
-        at = np.flatnonzero(np.isin(rows, ordered))
+        is_drawn = np.zeros(shape[0], dtype=bool)
+        is_drawn[ordered] = True
+        at = np.flatnonzero(is_drawn[rows])  # np.isin(rows, ordered) by one gather
         key = np.unique(rows[at].astype(np.int64) * n_packages + cols[at])
         held = train[ordered]
         held_key = (ordered[np.repeat(np.arange(len(ordered)), np.diff(held.indptr))]

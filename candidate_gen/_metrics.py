@@ -23,12 +23,14 @@ import faiss
 import numpy as np
 import scipy.sparse as sp
 
+from candidate_gen._candidates import top_stable
 from candidate_gen._matrix import Holdout
 from candidate_gen._search import search
 
 __all__ = [
     "BASELINES",
     "LISTS",
+    "aggregate_groups",
     "group_popularity_top",
     "holder_counts",
     "list_recall",
@@ -162,24 +164,56 @@ def top_of_counts(counts: np.ndarray, available: np.ndarray, k: int) -> np.ndarr
     """Each row's ``k`` available columns with the highest counts, ties by column (int32).
 
     ``counts`` (n_groups, n_packages) is left unchanged; returns (n_groups, min(k, n_avail)).
+    The same as a stable descending sort cut at ``k``, by partition (O(n_packages) a row).
     """
     avail = np.flatnonzero(available)
     n = min(k, len(avail))
-    order = np.argsort(-counts[:, avail], axis=1, kind="stable")[:, :n]
-    return avail[order].astype(np.int32)
+    out = np.empty((len(counts), n), dtype=np.int32)
+    for g in range(len(counts)):
+        out[g] = avail[top_stable(counts[g, avail], n)]
+    return out
 
 
 def holder_counts(train: sp.csr_matrix, group: np.ndarray, n_groups: int) -> np.ndarray:
     """Distinct users holding each package, per group (float32, shape (n_groups, n_packages)).
 
-    ``group`` (n_users,) may hold -1 for users to leave out.
+    ``group`` (n_users,) may hold -1 for users to leave out. The users' rows are gathered
+    group by group and each group's packages counted with one ``bincount`` over a
+    package-sized array (cache resident): ~3.5× faster than one scatter into
+    ``n_groups × n_packages`` bins on the large world.
     """
     n_packages = train.shape[1]
-    entry_group = np.repeat(np.asarray(group, dtype=np.int64), np.diff(train.indptr))
-    keep = entry_group >= 0
-    flat = np.bincount(entry_group[keep] * n_packages + train.indices[keep],
-                       minlength=n_groups * n_packages)
-    return flat.reshape(n_groups, n_packages).astype(np.float32)
+    group = np.asarray(group, dtype=np.int64)
+    member = np.flatnonzero(group >= 0)
+    order = member[np.argsort(group[member], kind="stable")]
+    grouped = train[order]  # scipy's C++ row gather: each group's rows are one slice
+    ends = np.cumsum(np.bincount(group[order], minlength=n_groups))
+    bounds = grouped.indptr[np.concatenate([[0], ends])]
+    out = np.empty((n_groups, n_packages), dtype=np.float32)
+    for g in range(n_groups):
+        out[g] = np.bincount(grouped.indices[bounds[g]:bounds[g + 1]], minlength=n_packages)
+    return out
+
+
+def aggregate_groups(counts: np.ndarray, parent: np.ndarray, n_parents: int) -> np.ndarray:
+    """Sum the rows of ``counts`` into their parent groups.
+
+    Parameters
+    ----------
+    counts : ndarray, shape (n_groups, n_packages)
+        E.g. holder counts per fine segment.
+    parent : ndarray of int, shape (n_groups,)
+        Parent of every group, in ``[0, n_parents)`` (e.g. the language of each segment).
+    n_parents : int
+
+    Returns
+    -------
+    ndarray of float32, shape (n_parents, n_packages)
+    """
+    n = len(parent)
+    indicator = sp.csr_matrix((np.ones(n, dtype=np.float32), (parent, np.arange(n))),
+                              shape=(n_parents, n))
+    return np.asarray(indicator @ np.asarray(counts, dtype=np.float32), dtype=np.float32)
 
 
 LISTS = ("cluster_lists", "global_popularity", "language_popularity", "segment_popularity",

@@ -279,10 +279,10 @@ def test_threaded_search_equals_one_faiss_search():
 @settings(max_examples=60, deadline=None)
 @given(values=st.lists(st.integers(-3, 3), min_size=1, max_size=40), n=st.integers(1, 45))
 def test_top_stable_equals_a_stable_sort(values, n):
-    from candidate_gen._candidates import _top_stable
+    from candidate_gen._candidates import top_stable
 
     scores = np.asarray(values, dtype=np.float32) / 2  # many ties
-    assert _top_stable(scores, n).tolist() == np.argsort(-scores, kind="stable")[:n].tolist()
+    assert top_stable(scores, n).tolist() == np.argsort(-scores, kind="stable")[:n].tolist()
 
 
 def test_merge_small_clusters_exact():
