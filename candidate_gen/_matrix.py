@@ -266,7 +266,8 @@ def build_interaction_matrix(
         # 0.5 ** (age / half_life) written as exp(-ln 2 · age / half_life), age (<= 0 for
         # every row before the split) counted back from the newest interaction before it.
         rate = float(np.log(2.0)) / (config.half_life_days * _MS_PER_DAY)
-        weight = weight * ((ms - reference_ms).cast(pl.Float32) * pl.lit(rate, dtype=pl.Float32)).exp()
+        age = (ms - reference_ms).cast(pl.Float32)
+        weight = weight * (age * pl.lit(rate, dtype=pl.Float32)).exp()
     # The fit never sees the split's future: zero weights are removed by eliminate_zeros.
     w = frame.select(pl.when(before).then(weight).otherwise(0.0).cast(pl.Float32)
                      .alias("w"))["w"].to_numpy()
