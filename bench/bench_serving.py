@@ -2,23 +2,27 @@
 
 1. Build a world, a stage-1 version and a reranker version (a short federated run of the
    real task, published like ``stickers federated train``) under a scratch artifact root.
-2. For each worker model (``--models``, default all three, one after the other in the
-   same run): start ``stickers serve``'s gunicorn with 2 workers on a free loopback port —
-   ``buffered`` (threaded workers behind the in-worker buffering front, the default since
-   issue #19; keep-alive), ``buffered-close`` (the same, a new connection per request, as
-   the sync model forces) and ``sync`` (gunicorn's sync workers, the model before it).
-3. Warm both endpoints (2 s each), then saturate ``GET /healthz`` (trivial JSON) and
-   ``POST /v1/suggest`` (keyword matching + ONNX reranking of a cluster's candidates)
-   with wrk, same settings, same run, both through the same Lua script shape (requests
-   formatted once, handed out per request), in ``--rounds`` back-to-back pairs (default 5
-   pairs of 6 s per endpoint; which endpoint goes first alternates, so a drift in the
-   machine's load favours neither): the ratio of their requests/s (the median pair's) is
-   the cost of a suggestion relative to the framework. gunicorn's sync workers close the
-   connection after each response (no keep-alive), ``buffered`` keeps it, for both
-   endpoints alike (keep-alive makes the trivial endpoint cheaper, so the ratio is
-   harder to reach than with a connection per request). CPU microseconds per request
-   of gunicorn and of wrk are recorded too: on a shared machine they show where the
-   cores went.
+2. Start one gunicorn (2 workers, a free loopback port) per worker model (``--models``,
+   default all three) and keep them all up for the whole measurement: ``buffered``
+   (threaded workers behind the in-worker buffering front, the default since issue #19;
+   keep-alive), ``buffered-close`` (the same, a new connection per request, as the sync
+   model forces) and ``sync`` (gunicorn's sync workers, the model before it).
+3. Warm both endpoints of each (2 s each), then saturate ``GET /healthz`` (trivial JSON)
+   and ``POST /v1/suggest`` (keyword matching + ONNX reranking) with wrk, same settings,
+   both through the same Lua script shape (requests formatted once, handed out per
+   request), in ``--rounds`` rounds (default 5, each run ``--duration/--rounds`` s).
+   Interleaved: every round loads one back-to-back healthz/suggest pair of *every*
+   model, the models in an order rotated each round and the endpoint order alternated,
+   so a drift in the machine's load (it is shared) reaches every model and both
+   endpoints alike. A model's ratio is the median of its pairs' suggest/trivial
+   requests/s, reported with the quartiles and range over the pairs, and per round
+   over sync's ratio of the same round. A run that completes no request (the server
+   died or was starved) is reported as a failed pair instead of being divided by.
+   gunicorn's sync workers close the connection after each response (no keep-alive),
+   ``buffered`` keeps it, for both endpoints alike (keep-alive makes the trivial
+   endpoint cheaper, so the ratio is harder to reach than with a connection per
+   request). CPU microseconds per request of gunicorn and of wrk are recorded too: on a
+   shared machine they show where the cores went.
 4. Load ``/v1/suggest`` at half its maximum rate (wrk paced with a Lua ``delay()``: the
    cycle per connection less the latency measured in a 3 s calibration run) for 10 s and
    report p50/p99 latency and the rate reached.
@@ -204,70 +208,171 @@ def run_wrk(url: str, *, duration: int, threads: int, connections: int,
     return result
 
 
-def measure(scratch: Path, model: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Saturation pairs (healthz vs suggest) and the half-rate run for one worker model."""
-    worker_class, _, mode = model.partition("-")
-    close = mode == "close"
-    process, url = start_server(scratch, args.workers, worker_class, args.threads)
-    try:
-        bodies = _suggest_bodies(url)
-        common = {"duration": args.duration, "threads": 2, "connections": args.connections}
-        healthz = _lua(scratch / "healthz.lua", "GET", [None], None, close)
-        suggest = _lua(scratch / "suggest.lua", "POST", list(bodies), None, close)
-        for script, path in ((healthz, "/healthz"), (suggest, "/v1/suggest")):  # warm both:
-            run_wrk(f"{url}{path}", duration=2, threads=2,  # first requests build caches
-                    connections=args.connections, script=script)
-        # Back-to-back pairs: on a shared machine the load from elsewhere drifts, and one
-        # pair measured minutes apart would mostly measure the drift.
-        rounds = max(1, args.rounds)
-        per_run = {**common, "duration": max(1, args.duration // rounds)}
-        # Alternate which endpoint goes first (ABBA...), so a drift in the machine's load
-        # during the run does not favour either.
-        pairs = []
-        for r in range(rounds):
-            order = [("/healthz", healthz), ("/v1/suggest", suggest)]
-            if r % 2:
-                order.reverse()
-            runs = {path: run_wrk(f"{url}{path}", **per_run, script=script,
-                                  server_pid=process.pid) for path, script in order}
-            pairs.append((runs["/healthz"], runs["/v1/suggest"]))
-        pair_ratios = [s["rps"] / h["rps"] for h, s in pairs]
-        trivial, saturated = pairs[sorted(range(rounds), key=pair_ratios.__getitem__)[
-            rounds // 2]]  # the median pair
-        half = saturated["rps"] / 2
-        paced_connections = 4
-        # wrk's delay() runs after each response, so a connection sends one request per
-        # (latency + delay). A 3 s calibration run with a guess of the latency (a worker's
-        # time per request at saturation) measures the real cycle; the delay of the
-        # measured run is set from it, so the paced rate lands near half.
-        cycle_ms = 1000.0 * paced_connections / half  # per connection, at half the rate
-        delay_ms = max(0.0, cycle_ms - 1000.0 * args.workers / saturated["rps"])
-        calibration = run_wrk(f"{url}/v1/suggest", duration=3, threads=2,
-                              connections=paced_connections,
-                              script=_lua(scratch / "paced.lua", "POST", list(bodies), delay_ms,
-                                          close))
-        latency_ms = max(0.0, 1000.0 * paced_connections / calibration["rps"] - delay_ms)
-        paced = run_wrk(f"{url}/v1/suggest", duration=min(args.duration, 10), threads=2,
-                        connections=paced_connections,
-                        script=_lua(scratch / "paced.lua", "POST", list(bodies),
-                                    max(0.0, cycle_ms - latency_ms), close),
-                        server_pid=process.pid)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
+class NoRequestsError(RuntimeError):
+    """A wrk run completed no request: there is no throughput to compare."""
+
+
+def _ratio(numerator: float, denominator: float, what: str) -> float:
+    """``numerator / denominator``, refusing a zero denominator with a clear message."""
+    if denominator <= 0:
+        raise NoRequestsError(f"{what}: the denominator is {denominator:g} (a run completed "
+                              "no request, or used no CPU); the server may be down or the "
+                              "machine saturated — see server.log in the scratch root")
+    return numerator / denominator
+
+
+def _checked(result: dict[str, float], model: str, path: str) -> dict[str, float]:
+    if result["requests"] <= 0 or result["rps"] <= 0:
+        raise NoRequestsError(f"{model} {path}: wrk completed 0 requests in its run; the "
+                              "server did not answer (crashed, not ready, or starved of CPU)")
+    return result
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, quartiles, min and max of ``values`` (which must not be empty)."""
+    q1, median, q3 = (float(x) for x in np.percentile(values, [25, 50, 75]))
+    return {"median": median, "q1": q1, "q3": q3, "min": float(min(values)),
+            "max": float(max(values)), "n": len(values)}
+
+
+class _Server:
+    """One worker model's gunicorn, its wrk scripts and its results."""
+
+    def __init__(self, scratch: Path, model: str, args: argparse.Namespace) -> None:
+        self.model = model
+        worker_class, _, mode = model.partition("-")
+        self.close = mode == "close"
+        root = scratch / f"lua-{model}"
+        root.mkdir(exist_ok=True)
+        self.root = root
+        self.process, self.url = start_server(scratch, args.workers, worker_class, args.threads)
+        self.bodies = _suggest_bodies(self.url)
+        self.scripts = {
+            "/healthz": _lua(root / "healthz.lua", "GET", [None], None, self.close),
+            "/v1/suggest": _lua(root / "suggest.lua", "POST", list(self.bodies), None,
+                                self.close)}
+        self.pairs: list[tuple[dict[str, float], dict[str, float]] | None] = []
+        self.failures: list[str] = []
+
+    def run(self, path: str, **kwargs: Any) -> dict[str, float]:
+        return run_wrk(f"{self.url}{path}", script=self.scripts[path],
+                       server_pid=self.process.pid, **kwargs)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                process.wait(timeout=15)
+                self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-    cpu_ratio = ((trivial["server_cpu_us"] + trivial["wrk_cpu_us"])
-                 / (saturated["server_cpu_us"] + saturated["wrk_cpu_us"]))
-    return {"runs": [("GET /healthz (trivial JSON)", "max", trivial),
-                     ("POST /v1/suggest", "max", saturated),
-                     ("POST /v1/suggest", f"paced to {half:.0f}/s", paced)],
-            "suggest_over_trivial": saturated["rps"] / trivial["rps"],
-            "suggest_over_trivial_per_round": pair_ratios,
-            "suggest_over_trivial_cpu_per_request": cpu_ratio,
-            "half_rate_p99_ms": paced.get("p99_ms"), "wrk": per_run, "bodies": len(bodies)}
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def _pair(server: _Server, first_suggest: bool, per_run: dict[str, Any]) -> None:
+    """One back-to-back healthz/suggest pair of ``server`` (a zero-request run is recorded
+    as a failed pair, not divided by)."""
+    order = ["/healthz", "/v1/suggest"]
+    if first_suggest:
+        order.reverse()
+    try:
+        runs = {path: _checked(server.run(path, **per_run), server.model, path)
+                for path in order}
+    except NoRequestsError as exc:
+        print(f"warning: {exc}", file=sys.stderr)
+        server.failures.append(str(exc))
+        server.pairs.append(None)
+        return
+    server.pairs.append((runs["/healthz"], runs["/v1/suggest"]))
+
+
+def _paced(server: _Server, saturated: dict[str, float], args: argparse.Namespace
+           ) -> dict[str, float]:
+    """``/v1/suggest`` at half its saturated rate (see the module doc, step 4)."""
+    half = saturated["rps"] / 2
+    paced_connections = 4
+    # wrk's delay() runs after each response, so a connection sends one request per
+    # (latency + delay). A 3 s calibration run with a guess of the latency (a worker's
+    # time per request at saturation) measures the real cycle; the delay of the
+    # measured run is set from it, so the paced rate lands near half.
+    cycle_ms = 1000.0 * paced_connections / half  # per connection, at half the rate
+    delay_ms = max(0.0, cycle_ms - 1000.0 * args.workers / saturated["rps"])
+    calibration = _checked(run_wrk(
+        f"{server.url}/v1/suggest", duration=3, threads=2, connections=paced_connections,
+        script=_lua(server.root / "paced.lua", "POST", list(server.bodies), delay_ms,
+                    server.close)), server.model, "/v1/suggest (calibration)")
+    latency_ms = max(0.0, 1000.0 * paced_connections / calibration["rps"] - delay_ms)
+    paced = run_wrk(f"{server.url}/v1/suggest", duration=min(args.duration, 10), threads=2,
+                    connections=paced_connections,
+                    script=_lua(server.root / "paced.lua", "POST", list(server.bodies),
+                                max(0.0, cycle_ms - latency_ms), server.close),
+                    server_pid=server.process.pid)
+    paced["target_rps"] = half
+    return paced
+
+
+def measure(scratch: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Saturation pairs (healthz vs suggest) of every worker model, interleaved, then a
+    half-rate run of each.
+
+    Every model's gunicorn runs for the whole measurement (idle when not loaded). Round
+    ``r`` loads one healthz/suggest pair of each model, back to back, the models in an
+    order rotated every round and the endpoint order alternated, so a drift in the
+    machine's load over the run reaches every model and both endpoints alike; each
+    model's ratio is the median of its pairs, with their spread.
+    """
+    servers: list[_Server] = []
+    try:
+        for model in args.models:
+            servers.append(_Server(scratch, model, args))
+        for server in servers:  # warm both endpoints: first requests build caches
+            for path in server.scripts:
+                server.run(path, duration=2, threads=2, connections=args.connections)
+        rounds = max(1, args.rounds)
+        per_run = {"duration": max(1, args.duration // rounds), "threads": 2,
+                   "connections": args.connections}
+        for r in range(rounds):
+            shift = r % len(servers)
+            for server in servers[shift:] + servers[:shift]:
+                _pair(server, first_suggest=bool(r % 2), per_run=per_run)
+        results: dict[str, dict[str, Any]] = {}
+        for server in servers:
+            valid = [(i, p) for i, p in enumerate(server.pairs) if p is not None]
+            if not valid:
+                results[server.model] = {"failures": server.failures, "runs": []}
+                continue
+            ratios = {i: s["rps"] / h["rps"] for i, (h, s) in valid}
+            order = sorted(ratios, key=ratios.__getitem__)
+            trivial, saturated = server.pairs[order[len(order) // 2]]  # type: ignore[misc]
+            paced = _paced(server, saturated, args)
+            cpu_trivial = trivial["server_cpu_us"] + trivial["wrk_cpu_us"]
+            cpu_suggest = saturated["server_cpu_us"] + saturated["wrk_cpu_us"]
+            results[server.model] = {
+                "runs": [("GET /healthz (trivial JSON)", "max", trivial),
+                         ("POST /v1/suggest", "max", saturated),
+                         ("POST /v1/suggest", f"paced to {paced['target_rps']:.0f}/s",
+                          paced)],
+                "suggest_over_trivial": ratios[order[len(order) // 2]],
+                "suggest_over_trivial_spread": spread(list(ratios.values())),
+                "suggest_over_trivial_per_round": [
+                    None if p is None else ratios[i] for i, p in enumerate(server.pairs)],
+                "suggest_over_trivial_cpu_per_request": _ratio(
+                    cpu_trivial, cpu_suggest, f"{server.model}: CPU per suggest request"),
+                "half_rate_p99_ms": paced.get("p99_ms"), "wrk": per_run,
+                "bodies": len(server.bodies), "failures": server.failures}
+        return results
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def _same_round_ratios(results: dict[str, dict[str, Any]], model: str, baseline: str
+                       ) -> dict[str, float] | None:
+    """Per round, ``model``'s suggest/trivial ratio over ``baseline``'s (the same round,
+    so the same machine load): their spread."""
+    a = results.get(model, {}).get("suggest_over_trivial_per_round") or []
+    b = results.get(baseline, {}).get("suggest_over_trivial_per_round") or []
+    pairs = [x / y for x, y in zip(a, b, strict=False)
+             if x is not None and y is not None and y > 0]
+    return spread(pairs) if pairs else None
 
 
 def main(argv: list[str]) -> int:
@@ -294,39 +399,56 @@ def main(argv: list[str]) -> int:
     try:
         versions = build_artifacts(scratch, args.world, args.seed)
         load_before = os.getloadavg()
-        results = {model: measure(scratch, model, args) for model in args.models}
+        results = measure(scratch, args)
         rows = []
         for model, result in results.items():
             for name, load, r in result["runs"]:
                 rows.append([model, name, load, r["rps"], r.get("p50_ms"), r.get("p99_ms"),
                              r["non_2xx"], r["server_cpu_us"], r["wrk_cpu_us"]])
+        versus = {m: _same_round_ratios(results, m, "sync") for m in results if m != "sync"}
         meta = {"versions": versions, "workers": args.workers, "threads": args.threads,
                 "cpus": os.cpu_count(),
                 "rounds": args.rounds, "goal_ratio": 0.7, "goal_p99_ms": 10.0,
                 "load_average_before": load_before, "load_average_after": os.getloadavg(),
                 "models": {m: {k: v for k, v in r.items() if k != "runs"}
                            for m, r in results.items()},
-                "note": "worker models measured one after the other in the same run, same "
-                        "wrk settings; buffered = threaded workers behind the in-worker "
-                        "buffering front (keep-alive), buffered-close = the same with a new "
-                        "connection per request (Connection: close), sync = gunicorn's sync "
-                        "workers (the pre-#19 model: a connection per request); wrk and "
-                        "gunicorn share "
-                        "the machine's cores (loopback); CPU columns are microseconds per "
-                        "request of gunicorn's processes and of wrk"}
+                "over_sync_same_round": versus,
+                "note": "worker models measured interleaved in the same run (every model's "
+                        "server up for the whole run; each round loads one healthz/suggest "
+                        "pair per model, model order rotated, endpoint order alternated), "
+                        "same wrk settings; the ratio is the median pair's, with quartiles "
+                        "and range over the pairs; buffered = threaded workers behind the "
+                        "in-worker buffering front (keep-alive), buffered-close = the same "
+                        "with a new connection per request (Connection: close), sync = "
+                        "gunicorn's sync workers (the pre-#19 model: a connection per "
+                        "request); wrk and gunicorn share the machine's cores (loopback); "
+                        "CPU columns are microseconds per request of gunicorn's processes "
+                        "and of wrk"}
         write_results("serving", ["worker model", "endpoint", "load", "requests/s", "p50 ms",
                                   "p99 ms", "non-2xx", "server CPU µs/req", "wrk CPU µs/req"],
                       rows, meta)
+        failed = False
         for model, r in results.items():
-            print(f"{model}: suggest/trivial requests/s ratio {r['suggest_over_trivial']:.3f} "
-                  f"(goal >= 0.7; pairs "
-                  f"{', '.join(f'{x:.3f}' for x in r['suggest_over_trivial_per_round'])}); "
+            if not r["runs"]:
+                failed = True
+                print(f"{model}: no pair completed requests on both endpoints; no ratio "
+                      f"({'; '.join(r['failures'][:2])})")
+                continue
+            sp = r["suggest_over_trivial_spread"]
+            per_round = ", ".join("failed" if x is None else f"{x:.3f}"
+                                  for x in r["suggest_over_trivial_per_round"])
+            print(f"{model}: suggest/trivial requests/s ratio median {sp['median']:.3f} "
+                  f"(quartiles {sp['q1']:.3f}-{sp['q3']:.3f}, range {sp['min']:.3f}-"
+                  f"{sp['max']:.3f} over {sp['n']} pairs: {per_round}; goal >= 0.7); "
                   f"p99 at half rate {r['half_rate_p99_ms']} ms (goal <= 10)")
+        for model, sp in versus.items():
+            if sp is not None:
+                print(f"{model} over sync, same round: median {sp['median']:.3f} (range "
+                      f"{sp['min']:.3f}-{sp['max']:.3f}, {sp['n']} rounds)")
         print(f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return 0
-
+    return 1 if failed else 0
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -128,10 +128,18 @@ def suggest() -> Response:
                            f"user_embedding has {len(body.user_embedding)} numbers, expected "
                            f"{suggester.n_factors}")
         embedding = np.asarray(body.user_embedding, dtype=np.float32)
+    options: dict[str, Any] = {}
+    if body.history is not None:  # the explicit thin-client option (see SuggestRequest)
+        if not getattr(suggester, "is_row", False):
+            raise ApiError(422, "history_unsupported",
+                           f"reranker {models.reranker_version(st.config.arm_version(arm))} "
+                           "is a package model, which has no history features; omit history")
+        options = {"history": body.history.reranker_summary(),
+                   "now": body.history.now if body.history.now is not None else time.time()}
     try:
         stickers, packages, scores = suggester.rank(
             language=body.language, text=body.text, cluster_id=cluster_id,
-            user_embedding=embedding, limit=body.limit)
+            user_embedding=embedding, limit=body.limit, **options)
     except ValueError as exc:  # reranker.RerankerInputError: names the input, not the text
         raise ApiError(422, "invalid_request", str(exc)) from exc
     try:
@@ -230,7 +238,7 @@ def reranker_model() -> Response:
     else:  # nothing published yet: the initial weights the suggester serves
         model_bytes = suggester.model_bytes
         version, sha256 = INITIAL, hashlib.sha256(model_bytes).hexdigest()
-        n_parameters = int(suggester.context.layout.n_parameters)
+        n_parameters = int(suggester.layout.n_parameters)  # the row's, not stage 1's
         privacy = privacy_statement(None)
     parameters = dict(arm.parameters)
     tag_source = f"{sha256}/{arm.name}/{json.dumps(parameters, sort_keys=True)}"

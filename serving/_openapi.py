@@ -17,6 +17,8 @@ from serving._errors import PROBLEM_JSON
 from serving._requests import (
     EMBEDDING_BOUND,
     MAX_DEPTH,
+    MAX_HISTORY_PACKAGES,
+    MAX_HISTORY_STICKERS,
     MAX_INTEGER_DIGITS,
     AssignRequest,
     SuggestRequest,
@@ -43,6 +45,9 @@ class ServedFacts:
     round : dict, optional
         The open round (``round``, ``model_version``, ``n_parameters``, ``norm_bound``,
         ``max_examples``), if one is open.
+    history : bool
+        Whether every served reranker is a sticker-row model, which takes a thin client's
+        ``history`` (else the field is left out of the document: 422 history_unsupported).
     """
 
     languages: list[str]
@@ -50,6 +55,7 @@ class ServedFacts:
     n_factors: int
     features: dict[str, list[str]]
     round: dict[str, Any] | None = field(default=None)
+    history: bool = True
 
 
 def _feature_values(values: list[str]) -> list[Any]:
@@ -93,9 +99,40 @@ def _suggest_schema(config: ServingConfig, facts: ServedFacts | None) -> dict[st
         props["cluster_id"]["maximum"] = facts.n_clusters - 1
         props["user_embedding"]["minItems"] = props["user_embedding"]["maxItems"] = (
             facts.n_factors)
+    props["history"] = _history_schema(props["history"].get("description", ""))
+    if facts is not None and not facts.history:
+        del props["history"]
+    schema.pop("$defs", None)  # the history's nested models are inlined above
     schema["oneOf"] = [{"required": ["cluster_id"], "not": {"required": ["features"]}},
                        {"required": ["features"], "not": {"required": ["cluster_id"]}}]
     return schema
+
+
+def _history_schema(description: str) -> dict[str, Any]:
+    """The thin-client history summary, inlined (pydantic puts nested models in ``$defs``,
+    which an OpenAPI components entry cannot hold)."""
+    models = SuggestRequest.model_json_schema()["$defs"]
+    sent, summary = models["SentSticker"], models["HistorySummary"]
+    time = {"type": "number", "minimum": 0, "maximum": 1e11}
+    sent_props = {
+        "sticker_id": {"type": "integer", "minimum": 0},
+        "count": {"type": "number", "minimum": 0, "maximum": 1e9},
+        "last_sent_at": dict(time)}
+    for name, prop in sent_props.items():
+        prop["description"] = sent["properties"][name].get("description", "")
+    props: dict[str, Any] = {
+        "stickers": {"type": "array", "maxItems": MAX_HISTORY_STICKERS,
+                     "items": {"type": "object", "properties": sent_props,
+                               "required": list(sent_props), "additionalProperties": False,
+                               "description": sent.get("description", "")}},
+        "held_packages": {"type": "array", "maxItems": MAX_HISTORY_PACKAGES,
+                          "items": {"type": "integer", "minimum": 0}},
+        "subscriber": {"type": "boolean"},
+        "now": {"type": ["number", "null"], "minimum": 0, "maximum": 1e11}}
+    for name, prop in props.items():
+        prop["description"] = summary["properties"][name].get("description", "")
+    return {"type": "object", "properties": props, "additionalProperties": False,
+            "description": description}
 
 
 def _assign_schema(facts: ServedFacts | None) -> dict[str, Any]:

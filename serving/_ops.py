@@ -66,5 +66,6 @@ def openapi() -> Response:
             languages=sorted(suggester.languages), n_clusters=int(models.stage1.n_clusters),
             n_factors=int(suggester.n_factors),
             features={f: list(encoder.categories_[f]) for f in encoder.features},
-            round=None if round_ is None else round_.to_dict())
+            round=None if round_ is None else round_.to_dict(),
+            history=all(getattr(s, "is_row", False) for s in models.suggesters.values()))
     return jsonify(openapi_document(st.config, facts))

@@ -182,6 +182,10 @@ class ModelRegistry:
         self.on_swap = on_swap
         self.last_error: str | None = None
         self.last_check: float = 0.0
+        """Unix time of the last check (reported by /readyz)."""
+        self._last_check_monotonic = -float("inf")
+        """The same on the monotonic clock (what the polling interval is measured on: a
+        wall clock set back would otherwise pause polling until it caught up)."""
         self.degraded: list[str] = []
         """Why a kind is served from an older promoted version than ``LATEST`` (if so)."""
         self._verified: set[tuple[str, str]] = set()
@@ -263,6 +267,7 @@ class ModelRegistry:
         """
         with self._lock:
             self.last_check = time.time()
+            self._last_check_monotonic = time.monotonic()
             try:
                 stage1_v, aliases = self.targets()
                 current = self._current
@@ -365,10 +370,23 @@ class ModelRegistry:
                         aliases=aliases)
 
     def maybe_refresh(self, interval_s: float) -> None:
-        """Refresh if ``interval_s`` passed since the last check (cheap when nothing moved)."""
-        if interval_s > 0 and time.time() - self.last_check >= interval_s:
-            with contextlib.suppress(StickerSuggestError):  # in last_error, see /readyz
+        """Refresh if ``interval_s`` passed since the last check (cheap when nothing moved).
+
+        Never raises: any failure is kept in :attr:`last_error` (see /readyz) and the
+        next check tries again. A polling thread that died on an unexpected error (an
+        ONNX runtime or numba error while loading, a full disk while announcing on the
+        board) would leave its worker on the old versions for good — and, with a
+        :attr:`board`, every other worker too, since they wait for it.
+        """
+        if interval_s > 0 and time.monotonic() - self._last_check_monotonic >= interval_s:
+            try:
                 self.refresh()
+            except StickerSuggestError:
+                pass  # in last_error, see /readyz
+            except Exception as exc:  # see above: the thread must outlive any one check
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("model registry check failed; retrying at the next check",
+                              error=self.last_error)
 
     def start_polling(self, interval_s: float) -> None:
         """Check for new versions every ``interval_s`` seconds in a daemon thread."""

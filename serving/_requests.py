@@ -26,8 +26,8 @@ from pydantic import (
 
 from serving._errors import ApiError
 
-__all__ = ["AssignRequest", "SuggestRequest", "integral", "json_body", "parse_body",
-           "validate"]
+__all__ = ["AssignRequest", "HistorySummary", "SentSticker", "SuggestRequest", "integral",
+           "json_body", "parse_body", "validate"]
 
 def integral(value: Any) -> Any:
     """A float with no fraction as the integer it is (JSON does not tell ``9`` from
@@ -39,6 +39,8 @@ def integral(value: Any) -> Any:
 
 Integer = Annotated[StrictInt, BeforeValidator(integral)]
 """An integer field: a JSON integer, or a number with no fraction (``9.0``)."""
+Identifier = Annotated[StrictInt, BeforeValidator(integral), Field(ge=0)]
+"""A non-negative integer id (as :data:`Integer`)."""
 FeatureValue = Annotated[StrictStr, Field(max_length=64)] | StrictBool | Integer
 EMBEDDING_BOUND = 1000.0
 """Largest magnitude of a ``user_embedding`` entry (stage-1 factors are of order 1)."""
@@ -59,6 +61,52 @@ class AssignRequest(_Body):
     """Columns of the ``users`` table (``language``, ``region``, ``age_bucket`` ...)."""
 
 
+MAX_HISTORY_STICKERS = 1000
+"""Most sent stickers a thin client's history summary may list (the 64 KiB body limit
+holds about this many)."""
+MAX_HISTORY_PACKAGES = 1000
+"""Most held packages a thin client's history summary may list."""
+Timestamp = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=1e11)]
+"""Seconds since the epoch (a JSON number, finite, before the year 5138)."""
+
+
+class SentSticker(_Body):
+    """One sticker the device has sent: its decayed send count and its last send."""
+
+    sticker_id: Integer = Field(ge=0)
+    """The sticker (ids the served catalogue does not know are ignored)."""
+    count: float = Field(strict=True, allow_inf_nan=False, ge=0, le=1e9)
+    """The device's decayed send count of the sticker as of ``last_sent_at``."""
+    last_sent_at: Timestamp
+    """When the device last sent it (seconds since the epoch, the device's clock)."""
+
+
+class HistorySummary(_Body):
+    """A thin client's own history, sent only by explicit choice (``history`` of suggest).
+
+    By default the history stays on the phone and the phone ranks; a client that cannot
+    run the model may send this summary with each request instead. It is used for that
+    one ranking only: never logged, stored or echoed in an error.
+    """
+
+    stickers: list[SentSticker] = Field(default_factory=list,
+                                        max_length=MAX_HISTORY_STICKERS)
+    """The stickers the device has sent (package and label counts follow from these)."""
+    held_packages: list[Identifier] = Field(default_factory=list,
+                                         max_length=MAX_HISTORY_PACKAGES)
+    """Packages the device holds (bought, downloaded, subscription)."""
+    subscriber: StrictBool = False
+    """Whether the device has the sticker subscription."""
+    now: Timestamp | None = None
+    """The device's clock for the decays (seconds since the epoch); omitted: the
+    server's clock."""
+
+    def reranker_summary(self) -> dict[str, Any]:
+        """The summary in ``reranker``'s form (``DeviceHistory.summary``)."""
+        return {"stickers": [[s.sticker_id, s.count, s.last_sent_at] for s in self.stickers],
+                "held": list(self.held_packages), "subscriber": self.subscriber}
+
+
 class SuggestRequest(_Body):
     """``POST /v1/suggest``: one keystroke's suggestion row."""
 
@@ -76,6 +124,11 @@ class SuggestRequest(_Body):
     no personal term."""
     limit: Integer = Field(default=5, ge=1, le=50)
     """Stickers to return (at most 50)."""
+    history: HistorySummary | None = None
+    """Thin clients only, by explicit choice: the device's own history summary, used for
+    this ranking and dropped (never logged or stored). Omitted (the default, and what the
+    keyboard app does): no history reaches the server; the row is the cluster's, as for a
+    device with no history. Needs a sticker-row reranker (else 422 history_unsupported)."""
 
     @model_validator(mode="after")
     def _cluster_or_features(self) -> SuggestRequest:

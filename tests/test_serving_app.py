@@ -692,3 +692,14 @@ def test_config_file_then_environment_then_overrides(tmp_path: Path) -> None:
         ServingConfig.load(environ={}, workers=0)
     for field in ServingConfig.model_fields.values():
         assert field.description, "every config field has a docstring"
+
+
+def test_history_needs_a_sticker_row_model(client) -> None:  # type: ignore[no-untyped-def]
+    """A package model has no history features: a thin client's history is refused (not
+    silently ignored), and the served document leaves the field out."""
+    response = client.post("/v1/suggest", json={
+        "language": "en", "text": "hi", "cluster_id": 0,
+        "history": {"stickers": [{"sticker_id": 100, "count": 1.0, "last_sent_at": 5.0}]}})
+    assert_problem(response, 422, "history_unsupported")
+    document = client.get("/openapi.json").get_json()
+    assert "history" not in document["components"]["schemas"]["SuggestRequest"]["properties"]

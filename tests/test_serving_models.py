@@ -168,3 +168,71 @@ def test_server_round_publishes_a_version_that_is_swapped_in(var: Path, tmp_path
     assert ready["versions"]["reranker:latest"] == new
     assert ready["versions"]["stage1"] != stage1.name
     assert "model.onnx" in (ready["last_reload_error"] or "")
+
+
+def test_initial_model_reports_the_served_row_layouts_parameters(tiny_world: Path,
+                                                                 tmp_path: Path) -> None:
+    """Issue #15 item 5: with nothing published, /v1/models/reranker states the parameters
+    of the model it serves (the sticker row's layout), not stage 1's package layout."""
+    build_stage1(tiny_world, STAGE1_CONFIG, tmp_path / "var")
+    app = make_app(tmp_path / "var", tmp_path / "updates.sqlite3")
+    suggester = app.extensions["sticker_serving"].registry.current.suggester("latest")
+    assert suggester.reranker_version == "initial" and suggester.is_row
+    body = app.test_client().get("/v1/models/reranker",
+                                 headers={INSTALL_ID_HEADER: "install-abcdef"}).get_json()
+    assert body["reranker_version"] == "initial"
+    package_level = suggester.context.layout.n_parameters
+    assert body["n_parameters"] == suggester.layout.n_parameters > package_level
+
+
+def _history(suggester, user_packages: list[int]) -> dict:  # type: ignore[no-untyped-def]
+    """A thin client's history: two sent stickers of a package and that package held."""
+    catalog = suggester.catalog
+    first = int(np.searchsorted(catalog.st_pk, catalog.package_index[user_packages[0]]))
+    sent = [int(catalog.sticker_ids[first]), int(catalog.sticker_ids[first + 1])]
+    return {"stickers": [{"sticker_id": sent[0], "count": 3.0, "last_sent_at": 1_000_000.0},
+                         {"sticker_id": sent[1], "count": 1.0, "last_sent_at": 999_000.0}],
+            "held_packages": user_packages, "subscriber": False, "now": 1_000_100.0}
+
+
+def test_thin_client_history_is_an_explicit_option(app) -> None:  # type: ignore[no-untyped-def]
+    """Issue #15 item 5: suggest ranks with the device's own history only when the request
+    carries it; the served row is the reranker's for that history; bad summaries are 422."""
+    client = app.test_client()
+    suggester = app.extensions["sticker_serving"].registry.current.suggester("latest")
+    assert suggester.is_row
+    cluster = 0
+    in_cluster = set(suggester.context.stage1.candidates(cluster).tolist())
+    outside = [int(p) for p in suggester.catalog.package_ids.tolist() if int(p) not in in_cluster]
+    history = _history(suggester, outside[:1])
+    base = {"language": "en", "text": "", "cluster_id": cluster, "limit": 50}
+    plain = client.post("/v1/suggest", json=base).get_json()
+    with_history = client.post("/v1/suggest", json={**base, "history": history}).get_json()
+    summary = {"stickers": [[s["sticker_id"], s["count"], s["last_sent_at"]]
+                            for s in history["stickers"]],
+               "held": history["held_packages"], "subscriber": False}
+    expected = suggester.rank(language="en", text="", cluster_id=cluster, limit=50,
+                              history=summary, now=history["now"])
+    assert [s["sticker_id"] for s in with_history["stickers"]] == expected[0]
+    assert [s["sticker_id"] for s in plain["stickers"]] == suggester.rank(
+        language="en", text="", cluster_id=cluster, limit=50)[0]
+    # the device's own stickers (a package outside its cluster's list) are candidates only
+    # with its history
+    sent = {s["sticker_id"] for s in history["stickers"]}
+    assert sent <= {s["sticker_id"] for s in with_history["stickers"]}
+    assert not sent & {s["sticker_id"] for s in plain["stickers"]}
+    # the served document states the option, and the request above is valid under it
+    import jsonschema
+
+    schema = client.get("/openapi.json").get_json()["components"]["schemas"]["SuggestRequest"]
+    jsonschema.validate({**base, "history": history}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**base, "history": {"held_packages": [-4]}}, schema)
+    for bad in ({"stickers": [{"sticker_id": 1, "count": -1.0, "last_sent_at": 0.0}]},
+                {"stickers": [{"sticker_id": 1, "count": "3", "last_sent_at": 0.0}]},
+                {"stickers": [[1, 2.0, 3.0]]}, {"held_packages": [-4]},
+                {"stickers": [{"sticker_id": 1, "count": 1.0, "last_sent_at": 0.0}] * 1001},
+                {"subscriber": 1}, {"unknown": True}):
+        response = client.post("/v1/suggest", json={**base, "history": bad})
+        assert response.status_code == 422, bad
+        assert response.get_json()["type"] == "/problems/invalid_request"
