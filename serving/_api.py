@@ -24,6 +24,7 @@ from serving._bundle import bundle_etag, pack_bundle
 from serving._config import ArmConfig
 from serving._encode import NonFiniteScoreError
 from serving._errors import ApiError
+from serving._ledger import BudgetExhaustedError
 from serving._privacy import privacy_statement
 from serving._registry import INITIAL, ModelSet
 from serving._requests import AssignRequest, SuggestRequest, integral, json_body, parse_body
@@ -312,6 +313,9 @@ def current_round() -> Response:
     store = get_store()
     try:
         st.ensure_open_round(store)
+    except BudgetExhaustedError as exc:  # the ledger refused it: no round to train
+        raise ApiError(404, exc.reason, "no federated round is open: the model's privacy "
+                       "budget allows no further round") from exc
     except StickerSuggestError as exc:
         raise ApiError(503, "round_unavailable", f"cannot open a round: {exc}") from exc
     spec = store.current_round()

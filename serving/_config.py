@@ -117,6 +117,16 @@ class ServingConfig(ComponentConfig):
     """Upload window of a round opened by the server (default: the federated config's)."""
     auto_open_round: bool = True
     """Open the next round for the served reranker version when none is open."""
+    budget_policy: Literal["refuse", "stop"] = "refuse"
+    """A round that would take the model lineage over the federated config's
+    ``target_epsilon`` is never opened; ``refuse``: later rounds may open if they fit (more
+    noise, a lower sampling rate); ``stop``: the lineage opens no round ever again."""
+    promotion: Literal["validation", "operator"] = "validation"
+    """What an aggregated round's candidate version needs to go live: ``validation``: its
+    keyword check on the server's catalogue data must not drop below the live version's
+    (by more than ``promotion_tolerance``); ``operator``: ``stickers models promote``."""
+    promotion_tolerance: float = Field(default=0.0, ge=0.0, le=1.0)
+    """How much the validation hit rate may drop (absolute share) and still promote."""
     experiment: ExperimentConfig = ExperimentConfig()
     """The reranker A/B experiment."""
     demo: bool = False

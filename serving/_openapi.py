@@ -323,7 +323,8 @@ def openapi_document(config: ServingConfig, facts: ServedFacts | None = None
         "/v1/federated/rounds/current": {"get": {
             "summary": "The open round devices should train", "operationId": "currentRound",
             "responses": {"200": _json(_ref("Round"), "The open round"),
-                          "404": _problem("No open round"),
+                          "404": _problem("No open round (privacy_budget_exhausted: "
+                                          "the privacy ledger allows no further round)"),
                           "503": _problem("A round cannot be opened")}}},
         "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz",
                              "responses": {"200": _json(_ref("Health"), "Alive")}}},

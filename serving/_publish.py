@@ -70,7 +70,9 @@ def reranker_publisher(*, promote: bool = True) -> Publisher:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(manifest.file(name), target)
             np.save(writer.path / "global_weights.npy", np.asarray(parameters, np.float32))
-            privacy = privacy_after(base_privacy, config, len(rounds))
+            # from the privacy ledger (each round as it ran); re-accounting every round
+            # with this round's config only for a caller without a ledger
+            privacy = record.get("privacy") or privacy_after(base_privacy, config, len(rounds))
             write_privacy_json(writer.path / "privacy.json", privacy)
             writer.write_json("rounds.json", rounds)
             metrics = {"model_version": record["model_version"], "rounds_run": len(rounds),

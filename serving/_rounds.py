@@ -26,10 +26,17 @@ from federated import (
     FederatedConfig,
     PrivacyLedger,
     RoundOutcome,
+    RoundPrivacyEvent,
     Server,
     UploadBatch,
     build_strategy,
     noisy_norm_bound,
+)
+from serving._ledger import (
+    BudgetPolicy,
+    ServerLedger,
+    lineage_of,
+    simulated_events,
 )
 from serving._registry import INITIAL
 from serving._store import RoundSpec, StoreRejectedError, UpdateStore
@@ -48,6 +55,7 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 RERANKER = "reranker"
+LEDGER_FILE = "privacy_ledger.sqlite3"
 
 # (parameters (P,), base version directory, destination kind dir, record) -> new version dir
 Publisher = Callable[[np.ndarray, Path, Path, dict[str, Any]], Path]
@@ -96,13 +104,18 @@ def _norm_bound(config: FederatedConfig, n_parameters: int) -> float:
 
 def open_next_round(store: UpdateStore, var: Path, reranker_version: str, *,
                     config: FederatedConfig, deadline_s: float | None = None,
-                    now: float | None = None) -> RoundSpec:
-    """Open the next round for ``reranker_version`` with the platform's round plan.
+                    now: float | None = None, budget_policy: BudgetPolicy = "refuse"
+                    ) -> RoundSpec:
+    """Open the next round for ``reranker_version`` with the platform's round plan, after
+    recording it in the lineage's privacy ledger (:mod:`serving._ledger`).
 
     Raises
     ------
     StoreRejectedError
         If a round is already open.
+    BudgetExhaustedError
+        If the round would exceed ``config``'s privacy budget (nothing is opened; with
+        ``budget_policy="stop"`` the lineage never opens another).
     """
     now = time.time() if now is None else now
     directory, parameters, model_version = reranker_base(var, reranker_version)
@@ -121,10 +134,56 @@ def open_next_round(store: UpdateStore, var: Path, reranker_version: str, *,
         norm_bound=_norm_bound(config, n_parameters), max_examples=plan.max_examples,
         min_reports=server.min_reports, sampling_rate=plan.sampling_rate,
         opened_at=plan.open_s, deadline_at=plan.deadline_s)
+    record_round_opening(store, var, spec, config, budget_policy)  # raises if over budget
     opened = store.open_round(spec)
     log.info("federated round opened", round=opened.round, model_version=opened.model_version,
              reranker_version=opened.reranker_version)
     return opened
+
+
+HTTP = "http"
+"""The ledger's ``source`` of the rounds of this module."""
+
+
+def round_event(spec: RoundSpec) -> RoundPrivacyEvent:
+    """The privacy event of an HTTP round (continuous Gaussian noise, every upload seen)."""
+    return RoundPrivacyEvent(noise_multiplier=spec.noise_multiplier,
+                             sampling_rate=spec.sampling_rate, min_reports=spec.min_reports)
+
+
+def server_ledger(store: UpdateStore, policy: BudgetPolicy = "refuse") -> ServerLedger:
+    """The privacy ledger kept beside ``store`` (``privacy_ledger.sqlite3``)."""
+    return ServerLedger(store.path.parent / LEDGER_FILE, policy=policy)
+
+
+def record_round_opening(store: UpdateStore, var: Path, spec: RoundSpec,
+                         config: FederatedConfig, policy: BudgetPolicy = "refuse") -> None:
+    """Record ``spec`` in the lineage's privacy ledger before it opens (see
+    :mod:`serving._ledger`).
+
+    Raises
+    ------
+    BudgetExhaustedError
+        Over the budget of ``config`` (or the lineage was stopped): do not open it.
+    """
+    lineage = lineage_of(var, spec.reranker_version)
+    with server_ledger(store, policy) as ledger:
+        ledger.open_round(lineage, HTTP, spec.round, round_event(spec),
+                          opened_at=spec.opened_at, config=config,
+                          base_events=simulated_events(var, lineage))
+
+
+def _record_closing(store: UpdateStore, var: Path, spec: RoundSpec, status: str) -> str:
+    """Note the round's end in the ledger (recording it first if it predates the ledger);
+    returns the lineage."""
+    lineage = lineage_of(var, spec.reranker_version)
+    with server_ledger(store) as ledger:
+        ledger.ensure_recorded(lineage, HTTP, spec.round, round_event(spec),
+                               opened_at=spec.opened_at,
+                               base_events=simulated_events(var, lineage))
+        ledger.close_round(lineage, HTTP, spec.round,
+                           "aggregated" if status == "aggregated" else "abandoned")
+    return lineage
 
 
 def live_reranker(var: Path) -> str | None:
@@ -137,7 +196,8 @@ def live_reranker(var: Path) -> str | None:
 
 def ensure_open_round(store: UpdateStore, var: Path, reranker_version: str | None, *,
                       config: Callable[[str], FederatedConfig],
-                      deadline_s: float | None = None) -> RoundSpec | None:
+                      deadline_s: float | None = None,
+                      budget_policy: BudgetPolicy = "refuse") -> RoundSpec | None:
     """The open round for ``reranker_version``, opening the next one if none is open.
 
     An open round that trains another version (the served one changed: a promotion or
@@ -156,6 +216,13 @@ def ensure_open_round(store: UpdateStore, var: Path, reranker_version: str | Non
         The platform config of a version (read only when a round is opened).
     deadline_s : float, optional
         Upload window (default: the platform config's).
+    budget_policy : {"refuse", "stop"}
+        See :func:`open_next_round`.
+
+    Raises
+    ------
+    BudgetExhaustedError
+        The next round would exceed the privacy budget (none is open).
     """
     current = store.current_round()
     if reranker_version in (None, INITIAL):
@@ -164,6 +231,7 @@ def ensure_open_round(store: UpdateStore, var: Path, reranker_version: str | Non
         return current
     if current is not None:
         with contextlib.suppress(StoreRejectedError):  # another worker closed it first
+            _record_closing(store, var, current, "abandoned")
             store.close_round(current.round, "abandoned", time.time(), {
                 "round": current.round, "status": "abandoned",
                 "message": f"reranker {reranker_version} is served now, not "
@@ -174,7 +242,7 @@ def ensure_open_round(store: UpdateStore, var: Path, reranker_version: str | Non
     assert reranker_version is not None
     with contextlib.suppress(StoreRejectedError):  # another worker opened it first
         open_next_round(store, var, reranker_version, config=config(reranker_version),
-                        deadline_s=deadline_s)
+                        deadline_s=deadline_s, budget_policy=budget_policy)
     return store.current_round()
 
 
@@ -193,7 +261,13 @@ class AggregationResult:
 
 def privacy_after(base_privacy: dict[str, Any], config: FederatedConfig, rounds: int
                   ) -> dict[str, Any]:
-    """The ``privacy.json`` of a model after ``rounds`` rounds of ``config``'s schedule."""
+    """The ``privacy.json`` of a model after ``rounds`` rounds of ``config``'s schedule.
+
+    Every round accounted with ``config``'s parameters: only for a version whose rounds
+    all ran under it. A server-aggregated version's ``privacy.json`` comes from the
+    privacy ledger instead (:meth:`serving._ledger.ServerLedger.report`), which keeps each
+    round's own parameters.
+    """
     p, r = config.privacy, config.rounds
     if not p.enabled:
         return {**base_privacy, "enabled": False, "epsilon": None}
@@ -249,6 +323,7 @@ def aggregate_round(store: UpdateStore, var: Path, round_: int, *, config: Feder
             f"{spec.reranker_version}, but {live or 'nothing'} is live now (promoted or "
             "rolled back meanwhile); its uploads are not applied")
         result = AggregationResult(outcome, None)
+        _record_closing(store, var, spec, "abandoned")
         store.close_round(spec.round, "abandoned", now, result.to_dict())
         log.warning("federated round abandoned: its base is no longer live",
                     round=spec.round, base=spec.reranker_version, live=live)
@@ -264,11 +339,15 @@ def aggregate_round(store: UpdateStore, var: Path, round_: int, *, config: Feder
     server.receive(UploadBatch.from_uploads(uploads, spec.n_parameters), arrival_s)
     outcome = server.close_round()
     published = None
+    lineage = _record_closing(store, var, spec, outcome.status)
     if outcome.status == "aggregated" and publish is not None:
+        with server_ledger(store) as ledger:  # the events up to this round, as they ran
+            privacy = (ledger.report(lineage, config, through=(HTTP, spec.round))
+                       if config.privacy.enabled else None)
         record = {"round": spec.round, "base_version": spec.reranker_version,
                   "model_version": server.model_version, "accepted": outcome.accepted,
                   "metrics": outcome.metrics,
-                  "config": config.model_dump(mode="json")}
+                  "config": config.model_dump(mode="json"), "privacy": privacy}
         published = publish(server.parameters, directory, var / RERANKER, record)
     result = AggregationResult(outcome, published)
     store.close_round(spec.round, outcome.status, now, result.to_dict())

@@ -94,7 +94,8 @@ class ServingState:
             self.config.reranker_version)
         return ensure_open_round(store, self.config.var, version,
                                  config=self.federated_config,
-                                 deadline_s=self.config.round_deadline_s)
+                                 deadline_s=self.config.round_deadline_s,
+                                 budget_policy=self.config.budget_policy)
 
 
 def state() -> ServingState:

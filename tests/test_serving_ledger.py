@@ -1,0 +1,208 @@
+"""Issue #18 item 4: one persistent privacy ledger for the server's rounds.
+
+Every HTTP round opened is recorded with the parameters it ran under, before it opens;
+a round over the budget is not opened (``refuse``; ``stop`` closes the lineage); nothing
+is re-accounted with later parameters; abandoned rounds count; days follow the clock;
+the simulation's rounds of the lineage's root count with their own parameters.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_serving_support import N_PARAMETERS, build_var, fake_app, upload
+
+import data
+from federated import (
+    DevicePrivacyAccountant,
+    FederatedConfig,
+    PrivacyLedger,
+    RoundPrivacyEvent,
+    parse_upload,
+)
+from serving import UpdateStore, aggregate_round, open_next_round
+from serving._ledger import BudgetExhaustedError, ServerLedger, lineage_of
+from serving._rounds import privacy_after, record_round_opening, server_ledger
+
+DAY = 86_400.0
+T0 = 1_780_000_000.0  # a fixed clock: 2026-05-28 (UTC)
+
+
+def config(sigma: float = 1.0, target: float | None = None, **rounds: Any) -> FederatedConfig:
+    return FederatedConfig.model_validate({
+        "rounds": {"min_reports": 2, "max_examples": 100, "deadline_s": 300.0,
+                   "sampling_rate": 0.5, "max_uploads_per_day": 100, **rounds},
+        "privacy": {"clip_norm": 1.0, "noise_multiplier": sigma, "target_epsilon": target,
+                    "budget_kind": "device_local", "delta": 1e-6}})
+
+
+def epsilon(sigmas: list[float], q: float = 0.5, n_min: int = 2,
+            max_per_day: int | None = None, days: list[int] | None = None) -> float:
+    days = days or [0] * len(sigmas)
+    ledger = PrivacyLedger(events=tuple(RoundPrivacyEvent(s, q, n_min, d)
+                                        for s, d in zip(sigmas, days, strict=True)),
+                           max_uploads_per_day=max_per_day)
+    return DevicePrivacyAccountant(delta=1e-6).epsilon(ledger, "device_local")
+
+
+@pytest.fixture()
+def var(tiny_world: Path, tmp_path: Path) -> Path:
+    return build_var(tiny_world, tmp_path / "var")
+
+
+def root(var: Path) -> str:
+    return data.resolve_artifact(var / "reranker", "latest").name
+
+
+def abandon(store: UpdateStore, var: Path, cfg: FederatedConfig, now: float) -> None:
+    """Close the open round without uploads (too few reports: abandoned)."""
+    spec = store.current_round()
+    assert spec is not None
+    result = aggregate_round(store, var, spec.round, config=cfg, publish=None,
+                             now=now + 400)
+    assert result.outcome.status == "abandoned"
+
+
+def add_uploads(store: UpdateStore, n: int, now: float) -> None:
+    spec = store.current_round()
+    assert spec is not None
+    for seed in range(n):
+        payload = upload(spec.round, spec.model_version, seed=seed, scale=0.01)
+        store.add_update(parse_upload(payload, n_parameters=N_PARAMETERS,
+                                      max_examples=spec.max_examples), now + 1)
+
+
+def test_a_round_over_budget_is_refused_and_nothing_opens(var: Path, tmp_path: Path) -> None:
+    target = (epsilon([1.0] * 2) + epsilon([1.0] * 3)) / 2  # two rounds fit, three do not
+    cfg = config(1.0, target)
+    with UpdateStore(tmp_path / "updates.sqlite3") as store:
+        for r in range(2):
+            open_next_round(store, var, root(var), config=cfg, now=T0 + r * 600)
+            abandon(store, var, cfg, T0 + r * 600)
+        with pytest.raises(BudgetExhaustedError, match="over the budget") as refused:
+            open_next_round(store, var, root(var), config=cfg, now=T0 + 1200)
+        assert refused.value.epsilon == pytest.approx(epsilon([1.0] * 3))
+        assert store.current_round() is None and len(store.rounds()) == 2
+        with server_ledger(store) as ledger:
+            assert ledger.ledger(lineage_of(var, root(var))).rounds == 2  # not recorded
+        # 'refuse': a round with more noise still fits and opens
+        open_next_round(store, var, root(var), config=config(50.0, target), now=T0 + 1800)
+        assert store.current_round() is not None
+
+
+def test_stop_policy_closes_the_lineage(var: Path, tmp_path: Path) -> None:
+    cfg = config(1.0, epsilon([1.0]) * 1.01)
+    with UpdateStore(tmp_path / "updates.sqlite3") as store:
+        open_next_round(store, var, root(var), config=cfg, now=T0, budget_policy="stop")
+        abandon(store, var, cfg, T0)
+        with pytest.raises(BudgetExhaustedError) as refused:
+            open_next_round(store, var, root(var), config=cfg, now=T0 + 600,
+                            budget_policy="stop")
+        assert refused.value.stopped
+        with pytest.raises(BudgetExhaustedError, match="is stopped"):  # even with more noise
+            open_next_round(store, var, root(var), config=config(50.0, 100.0), now=T0 + 1200,
+                            budget_policy="stop")
+        assert store.current_round() is None
+
+
+def test_http_round_endpoint_says_the_budget_is_spent(var: Path, tmp_path: Path) -> None:
+    cfg_path = tmp_path / "federated.json"
+    cfg_path.write_text(config(1.0, epsilon([1.0]) * 1.01).model_dump_json())
+    app = fake_app(var, store_path=tmp_path / "updates.sqlite3", federated_config=cfg_path)
+    client = app.test_client()
+    first = client.get("/v1/federated/rounds/current")
+    assert first.status_code == 200
+    with UpdateStore(tmp_path / "updates.sqlite3") as store:
+        abandon(store, var, config(1.0), time.time())
+    refused = client.get("/v1/federated/rounds/current")
+    assert refused.status_code == 404
+    assert refused.get_json()["type"] == "/problems/privacy_budget_exhausted"
+
+
+def test_nothing_is_re_accounted_with_later_parameters(var: Path, tmp_path: Path) -> None:
+    """Round 0 runs at σ=0.5, round 1 at σ=5: the version after round 1 states the ε of
+    both as they ran; the old ``privacy_after`` gave both rounds σ=5 (issue #18's 2.59 →
+    0.133 rewrite)."""
+    records: list[dict[str, Any]] = []
+
+    def publish(parameters, base, kind_dir, record):  # type: ignore[no-untyped-def]
+        records.append(record)
+        return base
+
+    cfgs = [config(0.5), config(5.0)]
+    with UpdateStore(tmp_path / "updates.sqlite3") as store:
+        for r, cfg in enumerate(cfgs):
+            now = T0 + r * 600
+            open_next_round(store, var, root(var), config=cfg, now=now)
+            add_uploads(store, 2, now)
+            result = aggregate_round(store, var, r, config=cfg, publish=publish, now=now + 400)
+            assert result.outcome.status == "aggregated"
+        with server_ledger(store) as ledger:
+            sigmas = [e.event.noise_multiplier for e in ledger.entries(lineage_of(
+                var, root(var)))]
+    assert sigmas == [0.5, 5.0]
+    first, second = (r["privacy"]["guarantees"]["device_local"]["epsilon"] for r in records)
+    assert first == pytest.approx(epsilon([0.5]), rel=1e-6)
+    assert second == pytest.approx(epsilon([0.5, 5.0]), rel=1e-6)
+    old = privacy_after({}, cfgs[1], 2)["guarantees"]["device_local"]["epsilon"]
+    assert old == pytest.approx(epsilon([5.0, 5.0]), rel=1e-6)
+    assert second > 10 * old  # what the re-accounting hid
+    assert records[0]["privacy"]["ledger"]["events"] == 1  # the first version: round 0 only
+
+
+def test_abandoned_rounds_count_and_days_follow_the_clock(var: Path, tmp_path: Path) -> None:
+    cfg = config(1.0, max_uploads_per_day=1)
+    with UpdateStore(tmp_path / "updates.sqlite3") as store:
+        opened = [T0, T0 + 600, T0 + DAY]  # two rounds on one day, one on the next
+        for now in opened:
+            open_next_round(store, var, root(var), config=cfg, now=now)
+            abandon(store, var, cfg, now)
+        with server_ledger(store) as ledger:
+            lineage = lineage_of(var, root(var))
+            entries = ledger.entries(lineage)
+            assert [e.status for e in entries] == ["abandoned"] * 3
+            assert [e.event.day for e in entries] == [int(t // DAY) for t in opened]
+            recorded = ledger.ledger(lineage, max_uploads_per_day=1)
+    assert recorded.rounds == 3
+    assert len(recorded.participation_events()) == 2  # one a day, by the server's clock
+    eps = DevicePrivacyAccountant(delta=1e-6).epsilon(recorded, "device_local")
+    assert eps == pytest.approx(epsilon([1.0] * 2, max_per_day=None), rel=1e-6)
+
+
+def test_simulated_rounds_of_the_root_count_with_their_own_parameters(var: Path,
+                                                                      tmp_path: Path) -> None:
+    privacy = {"rounds": 3, "noise_multiplier": 2.0, "sampling_rate": 0.25, "min_reports": 5,
+               "enabled": True, "epsilon": {}}
+    trained = var / "reranker" / data.new_version(salt="trained")
+    with data.publish_artifact(trained, kind="reranker", parameters={
+            "task": "reranker", "n_parameters": N_PARAMETERS}) as writer:
+        (writer.path / "model.onnx").write_bytes(b"fake onnx trained")
+        np.save(writer.path / "global_weights.npy", np.zeros(N_PARAMETERS, np.float32))
+        writer.write_json("privacy.json", privacy)
+    with UpdateStore(tmp_path / "updates.sqlite3") as store:
+        spec = open_next_round(store, var, trained.name, config=config(0.5), now=T0)
+        record_round_opening(store, var, spec, config(0.5))  # a retry: counted once
+        with server_ledger(store) as ledger:
+            entries = ledger.entries(trained.name)
+    assert [(e.source, e.event.noise_multiplier, e.event.sampling_rate,
+             e.event.min_reports) for e in entries] == (
+        [("simulation", 2.0, 0.25, 5)] * 3 + [("http", 0.5, 0.5, 2)])
+
+
+def test_ledger_refuses_a_changed_replay(tmp_path: Path) -> None:
+    cfg = config(1.0)
+    with ServerLedger(tmp_path / "ledger.sqlite3") as ledger:
+        event = RoundPrivacyEvent(1.0, 0.5, 2)
+        ledger.open_round("L", "http", 0, event, opened_at=T0, config=cfg)
+        ledger.open_round("L", "http", 0, event, opened_at=T0 + 5, config=cfg)  # once
+        assert ledger.ledger("L").rounds == 1
+        with pytest.raises(ValueError, match="recorded with"):
+            ledger.open_round("L", "http", 0, RoundPrivacyEvent(9.0, 0.5, 2), opened_at=T0,
+                              config=cfg)
+    with ServerLedger(tmp_path / "ledger.sqlite3") as reopened:  # persistent
+        assert reopened.ledger("L").rounds == 1
+        assert np.isfinite(reopened.report("L", cfg)["epsilon"]["device_local"])
