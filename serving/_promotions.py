@@ -2,10 +2,13 @@
 
 ``<var>/<kind>/promotions.jsonl`` is an append-only log, one JSON object a line:
 ``{"action", "version", "previous", "at"}`` with action ``promote`` (an operator's
-``stickers models promote``), ``publish`` (a server-side aggregation that promoted its
-result), ``rollback`` (back to ``version``) or ``found`` (a version that was live without
-a record, e.g. published by ``stickers federated train``; recorded the first time a server
-serves it or an operator acts). It is the source of truth of ``models rollback`` (never to
+``stickers models promote``), ``publish`` (a server-side aggregation whose candidate the
+promotion policy made live), ``rollback`` (back to ``version``), ``found`` (a version
+that was live without a record, e.g. published by ``stickers federated train``; recorded
+the first time a server serves it or an operator acts) or ``candidate`` (a version an
+aggregation published and the policy's decision on it, with its figures: not a
+promotion by itself, see :mod:`serving._promotion_policy`). It is the source of truth of
+``models rollback`` (never to
 a version that was not promoted) and of the registry's fallback when ``LATEST`` is
 missing or corrupt. Changes of ``LATEST`` by serving go through :func:`latest_lock`, so a
 promotion, a rollback and an aggregation's compare-and-swap do not interleave.
@@ -45,10 +48,15 @@ def history(kind_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def record(kind_dir: Path, action: str, version: str, previous: str | None = None) -> None:
-    """Append one record durably (one ``write`` on an ``O_APPEND`` descriptor, fsynced)."""
-    line = json.dumps({"action": action, "version": version, "previous": previous,
-                       "at": time.time()}) + "\n"
+def record(kind_dir: Path, action: str, version: str, previous: str | None = None, *,
+           details: dict[str, Any] | None = None) -> None:
+    """Append one record durably (one ``write`` on an ``O_APPEND`` descriptor, fsynced).
+
+    ``details`` (JSON values) are stored beside the standard fields, e.g. a promotion
+    policy's decision on a ``candidate``.
+    """
+    line = json.dumps({**(details or {}), "action": action, "version": version,
+                       "previous": previous, "at": time.time()}) + "\n"
     fd = os.open(Path(kind_dir) / HISTORY, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         os.write(fd, line.encode())

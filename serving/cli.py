@@ -170,7 +170,9 @@ def open_command(cli: CLIContext, config_path: Path | None, settings: tuple[str,
               help="Round to aggregate (default: the open one).")
 @click.option("--no-publish", is_flag=True, help="Record the outcome without a new version.")
 @click.option("--promote/--no-promote", default=True, show_default=True,
-              help="Make the new reranker version LATEST (servers swap to it).")
+              help="Let the promotion policy (config 'promotion': validation or operator) "
+                   "decide whether the new version becomes LATEST; --no-promote leaves it "
+                   "a candidate for an operator.")
 @click.option("--open-next/--no-open-next", default=True, show_default=True,
               help="Open the next round for the served version afterwards.")
 @pass_cli
@@ -178,6 +180,7 @@ def aggregate_command(cli: CLIContext, config_path: Path | None, settings: tuple
                       round_: int | None, no_publish: bool, promote: bool,
                       open_next: bool) -> None:
     """Aggregate a round's accepted updates with the federated platform's server."""
+    from serving._promotion_policy import decide_promotion
     from serving._publish import reranker_publisher
 
     config = _config(cli, config_path, settings)
@@ -190,10 +193,17 @@ def aggregate_command(cli: CLIContext, config_path: Path | None, settings: tuple
         spec = store.get_round(round_)
         version = spec.reranker_version if spec is not None else config.reranker_version
         fed = federated_config_for(config.var, version, config.federated_config)
-        publisher = None if no_publish else reranker_publisher(promote=promote)
+        # the round publishes a candidate; the promotion policy decides whether it goes live
+        publisher = None if no_publish else reranker_publisher(promote=False)
         result = aggregate_round(store, config.var, round_, config=fed, publish=publisher)
         rows: list[list[Any]] = [[k, v] for k, v in result.to_dict().items()
                                  if k != "metrics"]
+        if result.published is not None and spec is not None:
+            decision = decide_promotion(
+                config.var, result.published.name, spec.reranker_version,
+                policy=config.promotion if promote else "operator",
+                tolerance=config.promotion_tolerance)
+            rows += [["promoted", decision.promoted], ["promotion", decision.reason]]
         rows += [[f"metric {k}", v] for k, v in result.outcome.metrics.items()]
         print_table(f"round {round_}: {result.outcome.status}", ["", "value"], rows)
         if open_next:

@@ -121,12 +121,15 @@ def fake_reranker_loader(var: Path, version: str) -> FakeRerankerArtifact:
                                 N_PARAMETERS, 1.0)
 
 
-def publish_fake_reranker(var: Path, *, model_version: int = 0, tag: str = "a") -> Path:
-    """A reranker-kind artifact with the files serving reads (weights, privacy, config)."""
+def publish_fake_reranker(var: Path, *, model_version: int = 0, tag: str = "a",
+                          latest: bool = True) -> Path:
+    """A reranker-kind artifact with the files serving reads (weights, privacy, config);
+    ``latest=False`` publishes it without moving ``LATEST`` (a candidate)."""
     destination = var / "reranker" / data.new_version(salt=tag)
     with data.publish_artifact(destination, kind="reranker", parameters={
             "task": "reranker", "n_parameters": N_PARAMETERS,
-            "config": FED_CONFIG.model_dump(mode="json")}) as writer:
+            "config": FED_CONFIG.model_dump(mode="json")},
+            update_latest=latest) as writer:
         (writer.path / "model.onnx").write_bytes(f"fake onnx {tag}".encode())
         np.save(writer.path / "global_weights.npy", np.zeros(N_PARAMETERS, np.float32))
         writer.write_json("privacy.json", {"epsilon": {"secure_sum": 1.0}, "delta": 1e-6})
