@@ -18,12 +18,12 @@ import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from data import StickerSuggestError
-from federated import UploadError, parse_upload
+from federated import FederatedError, UploadError, parse_upload
 from serving._arms import INSTALL_ID_HEADER, INSTALL_ID_PATTERN, assign_arm
 from serving._bundle import bundle_etag, pack_bundle
 from serving._config import ArmConfig
 from serving._encode import NonFiniteScoreError
-from serving._errors import ApiError
+from serving._errors import ApiError, federated_problem
 from serving._ledger import BudgetExhaustedError
 from serving._privacy import privacy_statement
 from serving._registry import INITIAL, ModelSet
@@ -316,6 +316,8 @@ def current_round() -> Response:
     except BudgetExhaustedError as exc:  # the ledger refused it: no round to train
         raise ApiError(404, exc.reason, "no federated round is open: the model's privacy "
                        "budget allows no further round") from exc
+    except FederatedError as exc:  # the platform's own root: mapped first
+        raise federated_problem(exc) from exc
     except StickerSuggestError as exc:
         raise ApiError(503, "round_unavailable", f"cannot open a round: {exc}") from exc
     spec = store.current_round()

@@ -19,6 +19,7 @@ import structlog
 from flask import Flask, Response, g, request
 
 from data import StickerSuggestError
+from federated import FederatedError
 from serving._api import api
 from serving._board import BOARD_ENV, VersionBoard
 from serving._config import ServingConfig
@@ -105,7 +106,7 @@ def create_app(config: ServingConfig | Mapping[str, Any] | None = None, *,
         with UpdateStore(config.resolved_store_path) as store:
             try:
                 st.ensure_open_round(store)
-            except StickerSuggestError as exc:
+            except (FederatedError, StickerSuggestError) as exc:  # the platform's root first
                 log.error("could not open a federated round", error=str(exc))
     if config.reload_interval_s > 0 and not app.testing:
         registry.start_polling(config.reload_interval_s)

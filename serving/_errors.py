@@ -16,9 +16,17 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from data import StickerSuggestError
+from federated import (
+    FederatedConfigError,
+    FederatedError,
+    PrivacyBudgetError,
+    SecAggProtocolError,
+    TokenError,
+    UploadError,
+)
 
-__all__ = ["PROBLEM_JSON", "ApiError", "FiniteJSONProvider", "problem_response",
-           "public_detail", "register_error_handlers"]
+__all__ = ["PROBLEM_JSON", "ApiError", "FiniteJSONProvider", "federated_problem",
+           "problem_response", "public_detail", "register_error_handlers"]
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -86,6 +94,28 @@ class FiniteJSONProvider(DefaultJSONProvider):
         return super().dumps(obj, **kwargs)
 
 
+# The federated platform's errors, most specific first: (class, status, reason). Its
+# root, FederatedError, is its own (not the project's StickerSuggestError): callers catch
+# it first and map it here.
+_FEDERATED: list[tuple[type[FederatedError], int, str]] = [
+    (UploadError, 422, "invalid_update"),
+    (TokenError, 403, "invalid_token"),
+    (SecAggProtocolError, 409, "protocol_error"),
+    (PrivacyBudgetError, 409, "privacy_budget_exhausted"),
+    (FederatedConfigError, 500, "federated_config_error"),
+]
+
+
+def federated_problem(exc: FederatedError) -> ApiError:
+    """The problem of an error of the federated platform (status by its class; any other
+    ``FederatedError``: 500 ``federated_error``). Its message is the platform's, about
+    the round, config or protocol, never request content; paths are cut as everywhere."""
+    for cls, status, reason in _FEDERATED:
+        if isinstance(exc, cls):
+            return ApiError(status, reason, str(exc))
+    return ApiError(500, "federated_error", f"the federated platform failed: {exc}")
+
+
 def _slug(name: str) -> str:
     return name.lower().replace(" ", "_")
 
@@ -96,6 +126,14 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
         return problem_response(exc.status, exc.reason, exc.detail, exc.extra)
+
+    @app.errorhandler(FederatedError)
+    def _federated_error(exc: FederatedError) -> Response:
+        problem = federated_problem(exc)
+        if problem.status >= 500:
+            app.logger.error("federated platform error on %s: %s", request.path,
+                             type(exc).__name__)
+        return problem_response(problem.status, problem.reason, problem.detail)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

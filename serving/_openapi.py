@@ -325,6 +325,9 @@ def openapi_document(config: ServingConfig, facts: ServedFacts | None = None
             "responses": {"200": _json(_ref("Round"), "The open round"),
                           "404": _problem("No open round (privacy_budget_exhausted: "
                                           "the privacy ledger allows no further round)"),
+                          "409": _problem("The federated platform refused to open one "
+                                          "(its own errors, e.g. privacy budget)"),
+                          "500": _problem("The federated platform failed (its config)"),
                           "503": _problem("A round cannot be opened")}}},
         "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz",
                              "responses": {"200": _json(_ref("Health"), "Alive")}}},

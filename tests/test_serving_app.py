@@ -703,3 +703,29 @@ def test_history_needs_a_sticker_row_model(client) -> None:  # type: ignore[no-u
     assert_problem(response, 422, "history_unsupported")
     document = client.get("/openapi.json").get_json()
     assert "history" not in document["components"]["schemas"]["SuggestRequest"]["properties"]
+
+
+def test_federated_platform_errors_are_mapped_first(app, client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Issue #14 item 7: the platform's errors derive from its own FederatedError; serving
+    maps them to their problem (not 503 round_unavailable, not an unexplained 500)."""
+    from federated import FederatedError, PrivacyBudgetError
+
+    st = app.extensions["sticker_serving"]
+
+    def refuse(store):  # type: ignore[no-untyped-def]
+        raise PrivacyBudgetError("20 rounds would spend epsilon=9 over the target 8")
+
+    monkeypatch.setattr(st, "ensure_open_round", refuse)
+    body = assert_problem(client.get("/v1/federated/rounds/current"), 409,
+                          "privacy_budget_exhausted")
+    assert "epsilon=9" in body["detail"]
+
+    class PlatformFailureError(FederatedError):
+        pass
+
+    def fail(store):  # type: ignore[no-untyped-def]
+        raise PlatformFailureError("strategy state at /srv/var/ckpt/state.npz is unreadable")
+
+    monkeypatch.setattr(st, "ensure_open_round", fail)
+    body = assert_problem(client.get("/v1/federated/rounds/current"), 500, "federated_error")
+    assert "/srv/var" not in body["detail"]
