@@ -185,7 +185,10 @@ def run_wrk(url: str, *, duration: int, threads: int, connections: int,
     (gunicorn's processes) are CPU microseconds per completed request: on a shared
     machine they say where the cores went, which requests/s alone does not.
     """
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
+    # wrk's default 2 s timeout counts a slow response as an error, so on a saturated
+    # shared machine a run could "complete" nothing; 10 s keeps such responses counted
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
+           "--timeout", "10s"]
     if script is not None:
         cmd += ["-s", str(script)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -200,6 +203,8 @@ def run_wrk(url: str, *, duration: int, threads: int, connections: int,
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     result["non_2xx"] = float(errors.group(1)) if errors else 0.0
     result["requests"] = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    timeouts = re.search(r"timeout (\d+)", out)
+    result["timeouts"] = float(timeouts.group(1)) if timeouts else 0.0
     n = max(result["requests"], 1.0)
     wrk_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     result["wrk_cpu_us"] = 1e6 * wrk_cpu / n
@@ -325,7 +330,11 @@ def measure(scratch: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]
             servers.append(_Server(scratch, model, args))
         for server in servers:  # warm both endpoints: first requests build caches
             for path in server.scripts:
-                server.run(path, duration=2, threads=2, connections=args.connections)
+                for _ in range(5):  # until a warm-up run completes requests
+                    warm = server.run(path, duration=2, threads=2,
+                                      connections=args.connections)
+                    if warm["requests"] > 0:
+                        break
         rounds = max(1, args.rounds)
         per_run = {"duration": max(1, args.duration // rounds), "threads": 2,
                    "connections": args.connections}
@@ -404,7 +413,7 @@ def main(argv: list[str]) -> int:
         for model, result in results.items():
             for name, load, r in result["runs"]:
                 rows.append([model, name, load, r["rps"], r.get("p50_ms"), r.get("p99_ms"),
-                             r["non_2xx"], r["server_cpu_us"], r["wrk_cpu_us"]])
+                             r["non_2xx"], r["timeouts"], r["server_cpu_us"], r["wrk_cpu_us"]])
         versus = {m: _same_round_ratios(results, m, "sync") for m in results if m != "sync"}
         meta = {"versions": versions, "workers": args.workers, "threads": args.threads,
                 "cpus": os.cpu_count(),
@@ -425,7 +434,8 @@ def main(argv: list[str]) -> int:
                         "CPU columns are microseconds per request of gunicorn's processes "
                         "and of wrk"}
         write_results("serving", ["worker model", "endpoint", "load", "requests/s", "p50 ms",
-                                  "p99 ms", "non-2xx", "server CPU µs/req", "wrk CPU µs/req"],
+                                  "p99 ms", "non-2xx", "timeouts (10 s)", "server CPU µs/req",
+                                  "wrk CPU µs/req"],
                       rows, meta)
         failed = False
         for model, r in results.items():
