@@ -18,6 +18,7 @@ abandoned round, or a scripted drop-out — discarding the round's secrets.
 from __future__ import annotations
 
 import base64
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable
@@ -185,6 +186,9 @@ class DeviceClient:
         Unix time of the device.
     poll_interval_s : float
         Wait between polls when the server says "not yet".
+    announce_leave : bool
+        On a scripted drop-out, tell the server (a phone that stops on purpose can;
+        one that loses its network cannot: False keeps the drop-out silent).
     """
 
     def __init__(self, transport: HttpTransport, store: DeviceStore,
@@ -192,7 +196,7 @@ class DeviceClient:
                  device_config: DeviceConfig | None = None,
                  conditions: Callable[[], DeviceConditions] = DeviceConditions,
                  max_uploads_per_day: int = 2, clock: Callable[[], float] = time.time,
-                 poll_interval_s: float = 0.25) -> None:
+                 poll_interval_s: float = 0.25, announce_leave: bool = True) -> None:
         self.transport = transport
         self.store = store
         self.trainer = trainer
@@ -202,6 +206,7 @@ class DeviceClient:
         self.max_uploads_per_day = max_uploads_per_day
         self.clock = clock
         self.poll_interval_s = poll_interval_s
+        self.announce_leave = announce_leave
 
     # ------------------------------------------------------------ set-up steps
 
@@ -320,6 +325,11 @@ class DeviceClient:
         return enc.encode(clipped, int(info["rotation_seed"]), secure_noise_generator(),
                           secure_noise_generator())[0]
 
+    def _leave(self, round_: int, auth: dict[str, str]) -> None:
+        """Tell the server this device is gone (best effort: silence works too)."""
+        with contextlib.suppress(TransportError):
+            self.transport.request("POST", f"/v1/secure/rounds/{round_}/leave", headers=auth)
+
     def _run_protocol(self, round_: int, ticket: str, report: np.ndarray,
                       drop_after: str | None, deadline_s: float) -> RoundParticipation:
         client = SecAggClient(report)
@@ -352,8 +362,11 @@ class DeviceClient:
                     return result
                 if stage == drop_after:
                     result.status, result.detail = "dropped", f"left after {stage}"
+                    if self.announce_leave:
+                        self._leave(round_, auth)
                     return result
             result.status, result.detail = "dropped", "gave up at the device's deadline"
+            self._leave(round_, auth)
         except TransportError as exc:
             if exc.reason == "round_closed":
                 result.status = "abandoned" if not result.masked_sent else "closed"

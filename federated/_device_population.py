@@ -95,7 +95,7 @@ def _wait(transport: HttpTransport, predicate: Callable[[dict[str, Any]], bool],
 def run_population(url: str, task: FederatedTask, *, n: int, rounds: int, workdir: Path,
                    drop_after_share: float = 0.2, drop_after_mask: float = 0.1,
                    seed: int = 0, timeout_s: float = 30.0, round_timeout_s: float = 600.0,
-                   max_uploads_per_day: int | None = None,
+                   max_uploads_per_day: int | None = None, announce_leave: bool = True,
                    on_round: Callable[[PopulationRound], None] | None = None
                    ) -> list[PopulationRound]:
     """Run ``n`` device clients for ``rounds`` rounds against the server at ``url``.
@@ -124,6 +124,9 @@ def run_population(url: str, task: FederatedTask, *, n: int, rounds: int, workdi
         How long to wait for a round to open or close.
     max_uploads_per_day : int, optional
         Each device's own daily cap (default: ``rounds``, a run compresses days).
+    announce_leave : bool
+        Scripted drop-outs tell the server they left (else they go silent and each
+        stage waits for its deadline).
     on_round : callable, optional
         Called with each finished round.
     """
@@ -150,7 +153,8 @@ def run_population(url: str, task: FederatedTask, *, n: int, rounds: int, workdi
     devices = [DeviceClient(HttpTransport(url, timeout_s=timeout_s),
                             DeviceStore(workdir / f"device-{i:05d}.sqlite3"), trainer_for(i),
                             poll_interval_s=0.3,
-                            max_uploads_per_day=max_uploads_per_day or rounds)
+                            max_uploads_per_day=max_uploads_per_day or rounds,
+                            announce_leave=announce_leave)
                for i in range(n)]
     control = HttpTransport(url, timeout_s=timeout_s)
     with ThreadPoolExecutor(min(n, 256)) as pool:

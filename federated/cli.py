@@ -293,6 +293,9 @@ def device() -> None:
               show_default=True, help="Fraction leaving right after sharing keys.")
 @click.option("--drop-after-mask", type=click.FloatRange(0, 1), default=0.1,
               show_default=True, help="Fraction leaving right after the masked upload.")
+@click.option("--silent-dropouts", is_flag=True,
+              help="Drop-outs go silent (each stage then waits for its deadline) instead of "
+                   "telling the server they left.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Device stores (default: var/devices).")
@@ -303,7 +306,8 @@ def device() -> None:
 @pass_cli
 def device_run_command(cli: CLIContext, url: str, n_devices: int, rounds: int, task_name: str,
                        task_options: tuple[str, ...], drop_after_share: float,
-                       drop_after_mask: float, seed: int, workdir: Path | None,
+                       drop_after_mask: float, silent_dropouts: bool, seed: int,
+                       workdir: Path | None,
                        evaluate: bool, json_path: Path | None) -> None:
     """Run a population of real device clients against a server for some rounds."""
     import base64
@@ -333,7 +337,7 @@ def device_run_command(cli: CLIContext, url: str, n_devices: int, rounds: int, t
                                  workdir=workdir or cli.var / "devices",
                                  drop_after_share=drop_after_share,
                                  drop_after_mask=drop_after_mask, seed=seed,
-                                 on_round=on_round)
+                                 announce_leave=not silent_dropouts, on_round=on_round)
     after = server_metrics() if evaluate else {}
     print_table(f"device run against {url}",
                 ["round", "status", "joined", "completed", "left@share", "left@mask",

@@ -24,6 +24,9 @@ Endpoints (JSON in and out; binary values base64; errors RFC 9457 problem detail
     out or round closed).
 ``POST /v1/secure/rounds/<r>/messages``
     ``Authorization: Bearer <ticket>``; ``{"message"}`` (the client's reply) → 202.
+``POST /v1/secure/rounds/<r>/leave``
+    ``Authorization: Bearer <ticket>``: a clean drop-out; later stages stop waiting for
+    this client (a silent drop-out costs the stage's deadline instead).
 
 The blueprint registers only when :class:`SecureRoundsConfig` ``enabled`` is set
 (``STICKERS_SECURE_CONFIG``); every request first lets the engine do what is due, and a
@@ -177,6 +180,13 @@ def poll(round_: int) -> Response:
                     "message": base64.b64encode(body).decode()})
 
 
+@secure.post("/rounds/<int:round_>/leave")
+def leave(round_: int) -> tuple[Response, int]:
+    """The client leaves the round cleanly (later stages stop waiting for it)."""
+    _engine().leave(round_, _bearer("round ticket"))
+    return jsonify({"round": round_, "left": True}), 202
+
+
 @secure.post("/rounds/<int:round_>/messages")
 def reply(round_: int) -> tuple[Response, int]:
     """The client's reply to the current stage."""
@@ -315,6 +325,12 @@ def secure_openapi_paths() -> dict[str, Any]:
             "responses": {"200": _json("Stage and message"),
                           "202": _json("Nothing yet: retry after Retry-After seconds"),
                           "401": _problem("Missing ticket"),
+                          "403": _problem("Unknown ticket"),
+                          "404": _problem("Unknown round"), "410": gone}}},
+        "/v1/secure/rounds/{round_}/leave": {"post": {
+            "summary": "Leave the round cleanly", "operationId": "secureLeave",
+            "parameters": [_ROUND, _BEARER],
+            "responses": {"202": _json("Left"), "401": _problem("Missing ticket"),
                           "403": _problem("Unknown ticket"),
                           "404": _problem("Unknown round"), "410": gone}}},
         "/v1/secure/rounds/{round_}/messages": {"post": {

@@ -284,11 +284,18 @@ class SecureRounds:
     def _stage_complete(self, conn: sqlite3.Connection, round_: int, stage: str) -> bool:
         if stage not in PROTOCOL_STAGES:
             return False
-        expected = conn.execute("SELECT COUNT(*) FROM outbox WHERE round=? AND stage=?",
-                                (round_, stage)).fetchone()[0]
-        got = conn.execute("SELECT COUNT(*) FROM inbox WHERE round=? AND stage=?",
-                           (round_, stage)).fetchone()[0]
-        return bool(expected) and got >= expected
+        # clients that announced they left are not waited for
+        expected = conn.execute(
+            "SELECT COUNT(*) FROM outbox o JOIN participants p ON p.round = o.round AND "
+            "p.client_id = o.client_id WHERE o.round=? AND o.stage=? AND p.left_round=0",
+            (round_, stage)).fetchone()[0]
+        got = conn.execute(
+            "SELECT COUNT(*) FROM inbox i JOIN participants p ON p.round = i.round AND "
+            "p.client_id = i.client_id WHERE i.round=? AND i.stage=? AND p.left_round=0",
+            (round_, stage)).fetchone()[0]
+        return got >= expected and (expected > 0 or conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE round=? AND stage=?", (round_, stage)
+        ).fetchone()[0] > 0)
 
     def _tick_locked(self, conn: sqlite3.Connection, now: float) -> None:
         row = conn.execute("SELECT round, stage, stage_deadline FROM secure_rounds "
@@ -567,6 +574,20 @@ class SecureRounds:
                            f"{stage!r} (it missed a deadline)")
         return stage, bytes(row[0])
 
+    def leave(self, round_: int, ticket: bytes) -> None:
+        """The client leaves the round cleanly: later stages stop waiting for it.
+
+        What it already sent stays in the round (a masked input is still summed, its
+        masks removed by the others' shares); it sends nothing more.
+        """
+        conn = self._conn()
+        with transaction(conn):
+            _client_id, _, stage = self._client_id(conn, round_, ticket)
+            conn.execute("UPDATE participants SET left_round=1 WHERE round=? AND "
+                         "ticket_hash=?", (round_, _sha(ticket)))
+            if stage in PROTOCOL_STAGES and self._stage_complete(conn, round_, stage):
+                self._advance(conn, round_, stage, self.clock())
+
     def reply(self, round_: int, ticket: bytes, body: bytes) -> str:
         """Store a client's reply to the current stage; returns the stage."""
         try:
@@ -576,6 +597,9 @@ class SecureRounds:
         conn = self._conn()
         with transaction(conn):
             client_id, _, stage = self._client_id(conn, round_, ticket)
+            if conn.execute("SELECT left_round FROM participants WHERE round=? AND "
+                            "ticket_hash=?", (round_, _sha(ticket))).fetchone()[0]:
+                raise ApiError(410, "dropped_out", f"client left round {round_}")
             if stage not in PROTOCOL_STAGES or client_id is None:
                 raise ApiError(409, "wrong_stage", f"round {round_} is at stage {stage!r}, "
                                "which takes no replies")

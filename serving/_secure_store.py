@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS participants (
     round INTEGER NOT NULL,
     ticket_hash BLOB NOT NULL,
     client_id INTEGER,
+    left_round INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (round, ticket_hash)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox (
