@@ -96,6 +96,7 @@ def run_population(url: str, task: FederatedTask, *, n: int, rounds: int, workdi
                    drop_after_share: float = 0.2, drop_after_mask: float = 0.1,
                    seed: int = 0, timeout_s: float = 30.0, round_timeout_s: float = 600.0,
                    max_uploads_per_day: int | None = None, announce_leave: bool = True,
+                   poll_interval_s: float = 1.0,
                    on_round: Callable[[PopulationRound], None] | None = None
                    ) -> list[PopulationRound]:
     """Run ``n`` device clients for ``rounds`` rounds against the server at ``url``.
@@ -124,6 +125,8 @@ def run_population(url: str, task: FederatedTask, *, n: int, rounds: int, workdi
         How long to wait for a round to open or close.
     max_uploads_per_day : int, optional
         Each device's own daily cap (default: ``rounds``, a run compresses days).
+    poll_interval_s : float
+        Each device's wait between polls while the server says "not yet".
     announce_leave : bool
         Scripted drop-outs tell the server they left (else they go silent and each
         stage waits for its deadline).
@@ -152,7 +155,7 @@ def run_population(url: str, task: FederatedTask, *, n: int, rounds: int, workdi
     workdir.mkdir(parents=True, exist_ok=True)
     devices = [DeviceClient(HttpTransport(url, timeout_s=timeout_s),
                             DeviceStore(workdir / f"device-{i:05d}.sqlite3"), trainer_for(i),
-                            poll_interval_s=0.3,
+                            poll_interval_s=poll_interval_s,
                             max_uploads_per_day=max_uploads_per_day or rounds,
                             announce_leave=announce_leave)
                for i in range(n)]

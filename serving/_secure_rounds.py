@@ -274,10 +274,8 @@ class SecureRounds:
         conn = self._conn()
         row = conn.execute("SELECT round, stage, stage_deadline FROM secure_rounds "
                            "WHERE status='open'").fetchone()
-        if row is not None and now < row[2] and row[1] == "checkin":
-            return
-        if row is not None and now < row[2] and not self._stage_complete(conn, row[0], row[1]):
-            return
+        if row is not None and now < row[2]:
+            return  # a stage that completes early is advanced by its last reply
         with transaction(conn):
             self._tick_locked(conn, now)
 
@@ -539,6 +537,8 @@ class SecureRounds:
                                "each token admits once") from exc
             conn.execute("INSERT INTO participants (round, ticket_hash) VALUES (?, ?)",
                          (round_, _sha(ticket)))
+            if count + 1 >= self.config.max_clients:
+                self._close_checkin(conn, round_, now)
         return ticket
 
     def _client_id(self, conn: sqlite3.Connection, round_: int, ticket: bytes

@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS participants (
     left_round INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (round, ticket_hash)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS participants_client ON participants(round, client_id);
 CREATE TABLE IF NOT EXISTS outbox (
     round INTEGER NOT NULL,
     stage TEXT NOT NULL,

@@ -35,9 +35,10 @@ class Clock:
 
 
 def _engine(directory: Path, clock: Clock, **overrides: object) -> SecureRounds:
-    cfg = SecureRoundsConfig(enabled=True, model="zeros", n_parameters=P, checkin_s=10,
-                             stage_s=5, min_clients=4, max_clients=20, n_max=50,
-                             **overrides)
+    fields: dict[str, object] = {
+        "enabled": True, "model": "zeros", "n_parameters": P, "checkin_s": 10, "stage_s": 5,
+        "min_clients": 4, "max_clients": 20, "n_max": 50, **overrides}
+    cfg = SecureRoundsConfig.model_validate(fields)
     return SecureRounds(cfg, directory, lambda: np.zeros(P, np.float32), clock=clock)
 
 
@@ -166,3 +167,15 @@ def test_daily_allowance_and_spent_tokens(tmp_path: Path) -> None:
     with pytest.raises(ApiError) as invalid:
         engine.checkin(engine.current()["round"], foreign)
     assert invalid.value.status == 403
+
+
+def test_checkin_closes_early_when_the_cohort_is_full(tmp_path: Path) -> None:
+    clock = Clock()
+    engine = _engine(tmp_path, clock, max_clients=4)
+    engine.tick()
+    for _ in range(4):
+        engine.checkin(0, _token(engine))
+    assert engine.round_info(0)["stage"] == "advertise"  # no need to wait for the window
+    with pytest.raises(ApiError) as closed:
+        engine.checkin(0, _token(engine))
+    assert closed.value.status == 409 and closed.value.reason == "checkin_closed"
