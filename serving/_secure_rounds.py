@@ -318,6 +318,8 @@ class SecureRounds:
             return
         version, params = self._latest_model(conn)
         enc = self.encoding(int(params.shape[0]))
+        # tokens of earlier days are refused by their day anyway: forget their hashes
+        conn.execute("DELETE FROM spent_tokens WHERE day < ?", (token_day(now) - 1,))
         conn.execute(
             "INSERT INTO secure_rounds (round, round_id, status, stage, model_version, "
             "rotation_seed, encoding, opened_at, stage_deadline) VALUES "
