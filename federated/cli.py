@@ -330,8 +330,14 @@ def device_run_command(cli: CLIContext, url: str, n_devices: int, rounds: int, t
         raise click.ClickException(f"{url}: {exc}") from exc
     with progress(f"device run: {n_devices} devices", total=rounds,
                   show=cli.show_progress) as bar:
+        done: list[PopulationRound] = []
+
         def on_round(r: PopulationRound) -> None:
             bar.advance()
+            done.append(r)
+            if json_path is not None:  # each round as it ends: a long run can be cut short
+                json_path.write_text(json.dumps({"rounds": [x.to_dict() for x in done],
+                                                 "before": before}, indent=1))
 
         records = run_population(url, task, n=n_devices, rounds=rounds,
                                  workdir=workdir or cli.var / "devices",
