@@ -179,3 +179,36 @@ def test_checkin_closes_early_when_the_cohort_is_full(tmp_path: Path) -> None:
     with pytest.raises(ApiError) as closed:
         engine.checkin(0, _token(engine))
     assert closed.value.status == 409 and closed.value.reason == "checkin_closed"
+
+
+def test_one_admitted_client_cannot_fill_a_stage(tmp_path: Path) -> None:
+    """A participant that posts its reply 100 times, or posts as other client ids, has
+    exactly one reply stored; the rest are refused."""
+    clock = Clock()
+    engine = _engine(tmp_path, clock)
+    engine.tick()
+    tickets = [engine.checkin(0, _token(engine)) for _ in range(5)]
+    clock.now += 11
+    engine.tick()
+    dim = engine.round_info(0)["params"]["dimension"]
+    clients = {t: SecAggClient(np.zeros(dim, np.uint32)) for t in tickets}
+    attacker = tickets[0]
+    _stage, body = engine.poll(0, attacker)
+    assert body is not None
+    reply = clients[attacker].handle(SecAggMessage.from_bytes(body))
+    engine.reply(0, attacker, reply.to_bytes())
+    refused = 0
+    for _ in range(100):
+        with pytest.raises(ApiError) as again:
+            engine.reply(0, attacker, reply.to_bytes())
+        refused += again.value.reason == "replayed_message"
+    assert refused == 100
+    for other in range(5):  # the same keys claimed for other ids
+        forged = type(reply)(**{**reply.__dict__, "sender": other})
+        if other == reply.sender:
+            continue
+        with pytest.raises(ApiError) as spoofed:
+            engine.reply(0, attacker, forged.to_bytes())
+        assert spoofed.value.status == 403
+    conn = sqlite3.connect(tmp_path / "rounds.sqlite3")
+    assert conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0] == 1
