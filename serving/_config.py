@@ -156,3 +156,9 @@ class ServingConfig(ComponentConfig):
     def resolved_store_path(self) -> Path:
         """The update store's path."""
         return self.store_path or self.var / "serving" / "updates.sqlite3"
+
+    @property
+    def resolved_ledger_path(self) -> Path:
+        """The privacy ledger's path: ``privacy_ledger.sqlite3`` beside the update store
+        (every round engine of this server records its rounds there)."""
+        return self.resolved_store_path.parent / "privacy_ledger.sqlite3"

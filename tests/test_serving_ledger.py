@@ -116,6 +116,9 @@ def test_http_round_endpoint_says_the_budget_is_spent(var: Path, tmp_path: Path)
     client = app.test_client()
     first = client.get("/v1/federated/rounds/current")
     assert first.status_code == 200
+    ledger_path = app.extensions["sticker_serving"].config.resolved_ledger_path
+    with ServerLedger(ledger_path) as ledger:  # where every engine of the server records
+        assert ledger.ledger(lineage_of(var, root(var))).rounds == 1
     with UpdateStore(tmp_path / "updates.sqlite3") as store:
         abandon(store, var, config(1.0), time.time())
     refused = client.get("/v1/federated/rounds/current")
