@@ -31,10 +31,17 @@ from reranker._onnx import (
     ROW_INPUT_NAMES,
     BoundRowScorer,
     BoundScorer,
+    LinearForm,
     OnnxScorer,
     export_onnx,
 )
-from reranker._row import HISTORY_FEATURE_NAMES, DeviceHistory, RowConfig, StickerCatalog
+from reranker._row import (
+    HISTORY_FEATURE_NAMES,
+    CatalogView,
+    DeviceHistory,
+    RowConfig,
+    StickerCatalog,
+)
 from reranker._row_replay import RowReplay
 from reranker._row_task import (
     PipelineSplit,
@@ -71,8 +78,10 @@ __all__ = [
     "ROW_INPUT_NAMES",
     "BoundRowScorer",
     "BoundScorer",
+    "CatalogView",
     "DeviceHistory",
     "Keyboard",
+    "LinearForm",
     "LocalTrainingConfig",
     "OnnxScorer",
     "ParameterLayout",

@@ -19,6 +19,7 @@ chained with :func:`onnx.compose.merge_models`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from sklearn.linear_model import LinearRegression
 from reranker._errors import RerankerInputError
 from reranker._model import ParameterLayout, check_inputs
 
-__all__ = ["INPUT_NAMES", "OPSET", "ROW_INPUT_NAMES", "BoundScorer", "OnnxScorer",
+__all__ = ["INPUT_NAMES", "OPSET", "ROW_INPUT_NAMES", "BoundScorer", "LinearForm", "OnnxScorer",
            "export_onnx"]
 
 OPSET = 17
@@ -177,6 +178,46 @@ def export_onnx(theta: np.ndarray, layout: ParameterLayout, *,
     return model
 
 
+@dataclass(frozen=True)
+class LinearForm:
+    """The function an exported model computes, read back from onnxruntime.
+
+    ``score_i = v_i · (Wᵀu + c) + a · K_i + b r_i + e · H_i`` (``e`` empty for a
+    package model). :meth:`OnnxScorer.linear_form` probes the session for these numbers,
+    so code that scores in-process computes what the ONNX file says, not what some
+    other copy of the weights says.
+
+    Attributes
+    ----------
+    w : ndarray of float64, shape (d, d)
+    c : ndarray of float64, shape (d,)
+    a : ndarray of float64, shape (k,)
+    b : float
+    e : ndarray of float64, shape (h,)
+    """
+
+    w: np.ndarray
+    c: np.ndarray
+    a: np.ndarray
+    b: float
+    e: np.ndarray
+
+    def query(self, user_embedding: np.ndarray) -> np.ndarray:
+        """The user tower ``Wᵀu + c`` (d,) float64 of an embedding (d,)."""
+        return self.w.T @ np.asarray(user_embedding, np.float64) + self.c
+
+    def score(self, user_embedding: np.ndarray, candidate_embeddings: np.ndarray,
+              keyword_features: np.ndarray, prior: np.ndarray,
+              history_features: np.ndarray | None = None) -> np.ndarray:
+        """Scores (n,) float32 of n candidates (inputs as :meth:`OnnxScorer.score_row`)."""
+        total = (np.asarray(candidate_embeddings, np.float64) @ self.query(user_embedding)
+                 + np.asarray(keyword_features, np.float64) @ self.a
+                 + self.b * np.asarray(prior, np.float64))
+        if self.e.size:
+            total = total + np.asarray(history_features, np.float64) @ self.e
+        return total.astype(np.float32)
+
+
 class OnnxScorer:
     """Scores candidates with an exported model in onnxruntime (single thread, as on a phone).
 
@@ -241,6 +282,64 @@ class OnnxScorer:
             "user_embedding": u, "candidate_embeddings": v, "keyword_features": kf,
             "prior": r, "history_features": hf})
         return np.asarray(out[0])
+
+    def linear_form(self, *, rng: np.random.Generator | None = None) -> LinearForm:
+        """The model's weights as onnxruntime computes them (d + 1 probing runs).
+
+        Run ``j`` feeds the unit embedding ``u = e_j`` (run 0: ``u = 0``) and one probe row
+        per input coordinate (a unit factor, keyword feature, prior or history feature,
+        the rest zero); the scores are then ``c + W[j]``, ``a``, ``b`` and ``e``. The form
+        is checked against the session on random inputs, so a graph that is not this
+        linear form is refused.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator, optional
+            Source of the check's random inputs (default: seeded 0).
+
+        Raises
+        ------
+        RerankerInputError
+            The session's scores differ from the probed linear form.
+        """
+        layout = self.layout
+        d, k, h = layout.n_factors, layout.n_keyword_features, layout.n_history_features
+        n = d + k + 1 + h
+        eye = np.eye(n, dtype=np.float32)
+        feeds = {"candidate_embeddings": np.ascontiguousarray(eye[:, :d]),
+                 "keyword_features": np.ascontiguousarray(eye[:, d:d + k]),
+                 "prior": np.ascontiguousarray(eye[:, d + k])}
+        if h:
+            feeds["history_features"] = np.ascontiguousarray(eye[:, d + k + 1:])
+        runs = []
+        for j in range(d + 1):
+            u = np.zeros(d, np.float32)
+            if j:
+                u[j - 1] = 1.0
+            runs.append(np.asarray(self.session.run(["scores"], {"user_embedding": u, **feeds}
+                                                    )[0], np.float64))
+        base = runs[0]
+        form = LinearForm(w=np.stack([r[:d] - base[:d] for r in runs[1:]]), c=base[:d].copy(),
+                          a=base[d:d + k].copy(), b=float(base[d + k]),
+                          e=base[d + k + 1:].copy())
+        rng = rng or np.random.default_rng(0)
+        m = 16
+        check = {"user_embedding": rng.normal(size=d).astype(np.float32),
+                 "candidate_embeddings": rng.normal(size=(m, d)).astype(np.float32),
+                 "keyword_features": rng.uniform(size=(m, k)).astype(np.float32),
+                 "prior": -rng.uniform(0, 5, size=m).astype(np.float32)}
+        if h:
+            check["history_features"] = rng.uniform(size=(m, h)).astype(np.float32)
+        got = np.asarray(self.session.run(["scores"], check)[0], np.float64)
+        want = form.score(check["user_embedding"], check["candidate_embeddings"],
+                          check["keyword_features"], check["prior"],
+                          check.get("history_features"))
+        scale = 1.0 + float(np.abs(got).max())
+        if not np.allclose(got, want, rtol=0.0, atol=1e-4 * scale):
+            raise RerankerInputError(
+                "the model is not the linear form the keystroke scorer computes: max "
+                f"difference {float(np.abs(got - want).max()):.3g} on random inputs")
+        return form
 
     def bind_row(self, user_embedding: np.ndarray, capacity: int) -> BoundRowScorer:
         """A row scorer for one person with input buffers of ``capacity`` candidates.

@@ -27,8 +27,8 @@ from reranker._context import RankingContext
 from reranker._errors import RerankerInputError
 from reranker._model import rank_prior
 
-__all__ = ["HISTORY_FEATURE_NAMES", "CandidateRows", "DeviceHistory", "RowConfig",
-           "StickerCatalog", "sticker_candidates"]
+__all__ = ["HISTORY_FEATURE_NAMES", "CandidateRows", "CatalogView", "DeviceHistory",
+           "RowConfig", "StickerCatalog", "sticker_candidates"]
 
 DAY = 86_400.0
 
@@ -312,6 +312,11 @@ class DeviceHistory:
         self._touched: tuple[set[int], set[int], set[int]] = (set(), set(), set())
         self._view_at: float | None = None
         self._own_csr: tuple[np.ndarray, np.ndarray] | None = None
+        # Change counters for the compact views built on this state (CatalogView): the
+        # history view's values, and the set of packages the device holds or sent from.
+        self.view_epoch = 0
+        self.own_epoch = 0
+        self._catalog_views: dict[int, CatalogView] = {}
 
     @property
     def is_empty(self) -> bool:
@@ -337,6 +342,7 @@ class DeviceHistory:
         p = int(c.st_pk[s])
         if p not in pks and not self.held[p]:
             self._own_csr = None  # a package joins the device's catalogue view
+            self.own_epoch += 1
         sts.add(s)
         pks.add(p)
         lbs.update(int(x) for x in c.st_lab[c.st_lab_ptr[s]:c.st_lab_ptr[s + 1]])
@@ -350,6 +356,8 @@ class DeviceHistory:
             self.held[p] = True
             self.v_pk[p, 3], self.v_pk[p, 4] = 0.0, 1.0
             self._own_csr = None
+            self.own_epoch += 1
+            self.view_epoch += 1
 
     VIEW_REFRESH_S = 60.0
     """How far the clock may move before the view is recomputed (its features move by
@@ -367,7 +375,28 @@ class DeviceHistory:
                            cfg.half_life_s, cfg.recency_s, cfg.count_norm, self.v_st,
                            self.v_pk, self.v_lb)
             self._view_at = float(now)
+            self.view_epoch += 1
         return self.v_st, self.v_pk, self.v_lb
+
+    MAX_CATALOG_VIEWS = 64
+    """Most compact views kept per state (one per cluster it was asked for; a server's
+    shared empty state sees many clusters)."""
+
+    def catalog_view(self, cluster_id: int, now: float) -> CatalogView:
+        """The device's compact catalogue view in ``cluster_id`` at ``now`` (cached, rebuilt
+        when the device's own packages change, its history gathered when the view moved).
+
+        Not thread-safe for a state that is being updated (as the state itself).
+        """
+        self.view(now)
+        view = self._catalog_views.get(cluster_id)
+        if view is None or view.own_epoch != self.own_epoch:
+            if len(self._catalog_views) >= self.MAX_CATALOG_VIEWS:
+                self._catalog_views.pop(next(iter(self._catalog_views)))
+            view = self._catalog_views[cluster_id] = CatalogView(self.catalog, cluster_id, self)
+        if view.view_epoch != self.view_epoch:
+            view.gather(self)
+        return view
 
     def own_csr(self) -> tuple[np.ndarray, np.ndarray]:
         """Label → sticker CSR of the packages the device holds or has sent from (cached)."""
@@ -378,7 +407,9 @@ class DeviceHistory:
 
     def forget(self) -> None:
         """Delete every count and holding (the person's deletion request)."""
+        epochs = (self.view_epoch + 1, self.own_epoch + 1)
         self.__init__(self.catalog, self.config, subscriber=self.subscriber)  # type: ignore[misc]
+        self.view_epoch, self.own_epoch = epochs
 
     def recent_stickers(self, now: float) -> np.ndarray:
         """Catalogue positions of stickers sent within ``protect_days`` before ``now``."""
@@ -483,6 +514,106 @@ class DeviceHistory:
                               ).fetchone()
         return cls.from_summary(catalog, {"stickers": stickers, "held": held,
                                           "subscriber": bool(flag and flag[0])}, config)
+
+
+class CatalogView:
+    """One device's catalogue view in one cluster, as compact arrays (the keystroke's data).
+
+    The stickers a keystroke can score are those of the cluster's stage-1 packages and of
+    the packages the device holds or has sent from: a few thousand of the catalogue's
+    stickers. Renumbered densely (in catalogue order, so every walk and tie-break is the
+    same as over the whole catalogue), their arrays fit in a core's cache, where the
+    catalogue-wide ones (~10⁵ stickers) cost a cache miss per touched sticker. Built
+    when the device's own packages change; the history features are gathered from the
+    state's view when it changes (:meth:`gather`).
+
+    Parameters
+    ----------
+    catalog : StickerCatalog
+    cluster_id : int
+    history : DeviceHistory
+
+    Attributes
+    ----------
+    g_st : ndarray of int64, shape (n,)
+        Catalogue position of each local sticker (increasing).
+    g_pk : ndarray of int64, shape (m,)
+        Catalogue position of each local package (increasing).
+    st_pk, st_lab_ptr, st_lab, pk_size, pk_factor, pk_unit, pk_premium
+        The catalogue's arrays of the same names restricted and renumbered (labels keep
+        their catalogue ids).
+    pk_flags, pk_prior : ndarray, shape (m,)
+        :meth:`StickerCatalog.cluster_view` restricted.
+    lab_ptr, lab_st, own_ptr, own_st : ndarray of int32
+        Label → local sticker CSRs: the cluster's listed packages, and the device's own.
+    sticker_ids, package_ids : ndarray of int32, shapes (n,), (m,)
+    first_listed : ndarray of int32
+        Local first sticker of each listed package (stage-1 order; the no-match fallback).
+    v_st (n, 3), v_pk (m, 5) float32; st_last (n,) float64
+        The gathered history view (``v_lb`` stays catalogue-wide: labels are few).
+    """
+
+    def __init__(self, catalog: StickerCatalog, cluster_id: int, history: DeviceHistory) -> None:
+        c = catalog
+        listed = c.cluster_pk[cluster_id].astype(np.int64)
+        own = np.flatnonzero(history.held | (history.pk_last > _NEVER))
+        g_pk = np.union1d(listed, own).astype(np.int64)
+        first = np.searchsorted(c.st_pk, g_pk)
+        size = c.pk_size[g_pk].astype(np.int64)
+        g_st = (np.repeat(first - np.cumsum(size) + size, size) + np.arange(size.sum())
+                ).astype(np.int64)
+        self.cluster_id = cluster_id
+        self.own_epoch = history.own_epoch
+        self.view_epoch = -1
+        self.g_st, self.g_pk = g_st, g_pk
+        local_st = np.full(c.n_stickers, -1, np.int64)
+        local_st[g_st] = np.arange(g_st.size)
+        self.st_pk = np.searchsorted(g_pk, c.st_pk[g_st]).astype(np.int32)
+        lens = (c.st_lab_ptr[g_st + 1] - c.st_lab_ptr[g_st]).astype(np.int64)
+        self.st_lab_ptr = np.zeros(g_st.size + 1, np.int32)
+        np.cumsum(lens, out=self.st_lab_ptr[1:])
+        starts = np.repeat(c.st_lab_ptr[g_st] - self.st_lab_ptr[:-1], lens)
+        self.st_lab = np.ascontiguousarray(
+            c.st_lab[starts + np.arange(int(lens.sum()))], dtype=np.int32)
+        self.pk_size = np.ascontiguousarray(c.pk_size[g_pk])
+        self.pk_factor = np.ascontiguousarray(c.pk_factor[g_pk])
+        self.pk_unit = np.ascontiguousarray(c.pk_unit[g_pk])
+        self.pk_premium = np.ascontiguousarray(c.pk_premium[g_pk])
+        flags, prior = c.cluster_view(cluster_id)
+        self.pk_flags = np.ascontiguousarray(flags[g_pk])
+        self.pk_prior = np.ascontiguousarray(prior[g_pk])
+        self.lab_ptr, self.lab_st = self._local_csr(c.cluster_csr(cluster_id), local_st)
+        self.own_ptr, self.own_st = self._local_csr(history.own_csr(), local_st)
+        self.sticker_ids = np.ascontiguousarray(c.sticker_ids[g_st])
+        self.package_ids = np.ascontiguousarray(c.package_ids[g_pk])
+        listed = listed[c.pk_size[listed] > 0]
+        self.first_listed = local_st[np.searchsorted(c.st_pk, listed)].astype(np.int32)
+        self.v_st = np.zeros((g_st.size, 3), np.float32)
+        self.v_pk = np.zeros((g_pk.size, 5), np.float32)
+        self.st_last = np.zeros(g_st.size)
+
+    @staticmethod
+    def _local_csr(csr: tuple[np.ndarray, np.ndarray], local_st: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """A label → catalogue sticker CSR renumbered to local stickers (all must be local)."""
+        ptr, st = csr
+        return ptr, np.ascontiguousarray(local_st[st], dtype=np.int32)
+
+    @property
+    def n_stickers(self) -> int:
+        """n, the stickers of the view."""
+        return int(self.g_st.size)
+
+    def gather(self, history: DeviceHistory) -> None:
+        """Copy the state's current history view into the local arrays."""
+        np.take(history.v_st, self.g_st, axis=0, out=self.v_st)
+        np.take(history.v_pk, self.g_pk, axis=0, out=self.v_pk)
+        np.take(history.st_last, self.g_st, out=self.st_last)
+        self.view_epoch = history.view_epoch
+
+    def recent_stickers(self, after: float) -> np.ndarray:
+        """Local positions (int32) of stickers last sent at or after ``after`` (seconds)."""
+        return np.flatnonzero(self.st_last >= after).astype(np.int32)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["NEVER", "N_HISTORY", "assemble", "record_send", "refresh_view", "walk"]
+__all__ = ["NEVER", "N_HISTORY", "assemble", "keystroke", "record_send", "refresh_view", "walk"]
 
 NEVER = -1.0e300
 """``last`` of something never sent."""
@@ -258,6 +258,45 @@ def _select(n: int, c_pre, c_protect, cap: int, capacity: int, keep) -> int:  # 
 
 
 @njit(cache=True, nogil=True)
+def _shortlist(m_label, m_strength, m_kind, lab_ptr, lab_st, lab_ptr_b, lab_st_b, st_pk,
+               st_lab_ptr, st_lab, pk_prior, pk_flags, label_unit, v_st, v_pk, st_last,
+               protect_after, fallback, cap, pre_w, seen, slot, pk_seen, pk_cnt, stamp, c_st,
+               c_bs, c_kind, c_lab, c_pre, c_protect, keep, q, capacity):  # pragma: no cover
+    """The keystroke's candidates before their features: collect, pre-score, cap.
+
+    Returns ``(n, m, total)``: stickers collected (also ``stamp[1]``), kept (``keep[:m]``
+    indexes ``c_*``), and the summed match strength (the query vector ``q`` is their
+    strength-weighted mean label embedding). Arguments as in :func:`assemble`.
+    """
+    n = _collect(m_label, m_strength, m_kind, lab_ptr, lab_st, lab_ptr_b, lab_st_b, st_pk,
+                 st_lab_ptr, st_lab, pk_flags, v_pk, fallback, seen, slot, pk_seen, pk_cnt,
+                 stamp, c_st, c_bs, c_kind, c_lab)
+    stamp[1] = n
+    if n == 0:
+        return 0, 0, 0.0
+    d = q.shape[0]
+    for t in range(d):
+        q[t] = 0.0
+    total = 0.0
+    for j in range(m_label.shape[0]):
+        w = m_strength[j]
+        total += w
+        for t in range(d):
+            q[t] += w * label_unit[m_label[j], t]
+    if total > 0:
+        for t in range(d):
+            q[t] /= total
+    for i in range(n):
+        s = c_st[i]
+        p = st_pk[s]
+        c_protect[i] = st_last[s] >= protect_after
+        c_pre[i] = (pre_w[0] * c_bs[i] + pre_w[1] * v_st[s, 0] + pre_w[2] * v_st[s, 1]
+                    + pre_w[3] * v_pk[p, 0] + pk_prior[p])
+    m = _select(n, c_pre, c_protect, cap, capacity, keep)
+    return n, m, total
+
+
+@njit(cache=True, nogil=True)
 def assemble(m_label, m_strength, m_kind,
              lab_ptr, lab_st, lab_ptr_b, lab_st_b, st_pk, st_lab_ptr, st_lab, pk_size,
              pk_factor, pk_unit, pk_premium, label_unit,
@@ -302,34 +341,20 @@ def assemble(m_label, m_strength, m_kind,
         Scratch (sized to the catalogue; ``q`` (d,); ``stamp`` (2,) int32: the visit
         counter, and on return the number collected before the cap).
     o_st, o_pk : int32; o_v (cap', d), o_kw (cap', 7), o_prior (cap',), o_hist (cap', 12)
-        Outputs; ``cap'`` = capacity.
+        Outputs; ``cap'`` = capacity (the length of ``o_st``). ``o_v`` may have no rows
+        (shape (0, d)): the package factors are then not copied (:func:`keystroke` reads
+        them from ``pk_factor``).
     """
-    n = _collect(m_label, m_strength, m_kind, lab_ptr, lab_st, lab_ptr_b, lab_st_b, st_pk,
-                 st_lab_ptr, st_lab, pk_flags, v_pk, fallback, seen, slot, pk_seen, pk_cnt,
-                 stamp, c_st, c_bs, c_kind, c_lab)
-    stamp[1] = n
+    n, m, total = _shortlist(m_label, m_strength, m_kind, lab_ptr, lab_st, lab_ptr_b,
+                             lab_st_b, st_pk, st_lab_ptr, st_lab, pk_prior, pk_flags,
+                             label_unit, v_st, v_pk, st_last, protect_after, fallback, cap,
+                             pre_w, seen, slot, pk_seen, pk_cnt, stamp, c_st, c_bs, c_kind,
+                             c_lab, c_pre, c_protect, keep, q, o_st.shape[0])
     if n == 0:
         return 0
     d = q.shape[0]
-    for t in range(d):
-        q[t] = 0.0
-    total = 0.0
-    for j in range(m_label.shape[0]):
-        w = m_strength[j]
-        total += w
-        for t in range(d):
-            q[t] += w * label_unit[m_label[j], t]
-    if total > 0:
-        for t in range(d):
-            q[t] /= total
-    for i in range(n):
-        s = c_st[i]
-        p = st_pk[s]
-        c_protect[i] = st_last[s] >= protect_after
-        c_pre[i] = (pre_w[0] * c_bs[i] + pre_w[1] * v_st[s, 0] + pre_w[2] * v_st[s, 1]
-                    + pre_w[3] * v_pk[p, 0] + pk_prior[p])
-    m = _select(n, c_pre, c_protect, cap, o_st.shape[0], keep)
     st_stamp = stamp[0]
+    write_v = o_v.shape[0] > 0
     pk_cos = c_pre  # reused as per-package scratch once the pre-scores are spent
     if pk_cos.shape[0] < pk_size.shape[0]:
         pk_cos = np.empty(pk_size.shape[0], np.float32)
@@ -339,8 +364,9 @@ def assemble(m_label, m_strength, m_kind,
         p = st_pk[s]
         o_st[r] = s
         o_pk[r] = p
-        for t in range(d):
-            o_v[r, t] = pk_factor[p, t]
+        if write_v:
+            for t in range(d):
+                o_v[r, t] = pk_factor[p, t]
         o_kw[r, 0] = c_bs[i]
         o_kw[r, 1] = 1.0 if c_kind[i] == 1 else 0.0
         o_kw[r, 2] = 1.0 if c_kind[i] == 2 else 0.0
@@ -372,6 +398,121 @@ def assemble(m_label, m_strength, m_kind,
         o_hist[r, 10] = 1.0 if (subscriber and pk_premium[p]) else 0.0
         o_hist[r, 11] = 1.0 if (pk_flags[p] & IN_STAGE1) != 0 else 0.0
     return m
+
+
+@njit(cache=True, nogil=True)
+def keystroke(m_label, m_strength, m_kind,
+              lab_ptr, lab_st, lab_ptr_b, lab_st_b, st_pk, st_lab_ptr, st_lab, pk_size,
+              pk_factor, pk_unit, pk_premium, label_unit,
+              pk_prior, pk_flags, v_st, v_pk, v_lb, st_last, subscriber, protect_after,
+              fallback, cap, pre_w,
+              seen, slot, pk_seen, pk_cnt, stamp, c_st, c_bs, c_kind, c_lab, c_pre, c_protect,
+              keep, q, o_st, o_pk,
+              query, kw_w, prior_w, hist_w, pk_mark, pk_part, o_score,
+              sticker_ids, package_ids, limit, row_stickers, row_packages,
+              row_scores):  # pragma: no cover
+    """One whole keystroke of the sticker row: the candidates of :func:`assemble`, the
+    model's scores and the row, in one compiled call.
+
+    The model is the linear form the ONNX graph computes (:meth:`reranker.OnnxScorer.
+    linear_form`): ``s_i = v_i · query + kw_w · K_i + prior_w · r_i + hist_w · H_i`` with
+    ``query = Wᵀu + c`` (the user tower, computed once per person) and ``K_i``, ``H_i``
+    the features :func:`assemble` would write (as float32). Nothing per candidate is
+    written but its sticker, package and score: the terms that depend only on the
+    package (factor · query, prior, package counts, match count, query cosine, package
+    history) are summed once per package per keystroke.
+
+    Parameters
+    ----------
+    m_label … q, o_st, o_pk
+        As in :func:`assemble` (its other outputs are not needed).
+    query : (d,) float64
+        The user tower's output for this person.
+    kw_w : (k,) float64; prior_w : float; hist_w : (h,) float64
+        The context weights.
+    pk_mark : (n_pk,) int32; pk_part : (n_pk,) float64
+        Scratch (``pk_mark`` starts at zeros and is kept between keystrokes).
+    o_score : (cap',) float32
+        Scores of the candidates (``[:n]`` written, in the order of ``o_st``).
+    sticker_ids, package_ids : (n_st,), (n_pk,) int32
+        Catalogue position → id.
+    limit : int
+        Row length wanted (``1 <= limit <= len(row_*)``).
+    row_stickers, row_packages : (>= limit,) int64; row_scores : (>= limit,) float64
+        The row, best first, ties in candidate order (as
+        :func:`reranker._kernels.top_candidates`); ``[:m]`` written.
+
+    Returns
+    -------
+    n, m : int
+        Candidates scored, stickers in the row.
+    """
+    n_found, n, total = _shortlist(m_label, m_strength, m_kind, lab_ptr, lab_st, lab_ptr_b,
+                                   lab_st_b, st_pk, st_lab_ptr, st_lab, pk_prior, pk_flags,
+                                   label_unit, v_st, v_pk, st_last, protect_after, fallback,
+                                   cap, pre_w, seen, slot, pk_seen, pk_cnt, stamp, c_st, c_bs,
+                                   c_kind, c_lab, c_pre, c_protect, keep, q, o_st.shape[0])
+    if n_found == 0:
+        return 0, 0
+    st_stamp = stamp[0]
+    d = query.shape[0]
+    for r in range(n):
+        i = keep[r]
+        s = c_st[i]
+        p = st_pk[s]
+        o_st[r] = s
+        o_pk[r] = p
+        if pk_mark[p] != st_stamp:  # the package's terms, once per keystroke
+            pk_mark[p] = st_stamp
+            acc = 0.0
+            for t in range(d):
+                acc += pk_factor[p, t] * query[t]
+            cos = 0.0
+            if total > 0:
+                for t in range(d):
+                    cos += pk_unit[p, t] * q[t]
+            cnt = min(float(pk_cnt[p]), float(pk_size[p]))
+            acc += (prior_w * pk_prior[p]
+                    + kw_w[4] * np.float32(math.log1p(cnt))
+                    + kw_w[5] * np.float32(cnt / max(float(pk_size[p]), 1.0))
+                    + kw_w[6] * np.float32(cos)
+                    + hist_w[2] * v_pk[p, 0] + hist_w[3] * v_pk[p, 1]
+                    + hist_w[7] * v_pk[p, 2] + hist_w[8] * v_pk[p, 3]
+                    + hist_w[9] * v_pk[p, 4])
+            if subscriber and pk_premium[p]:
+                acc += hist_w[10]
+            if (pk_flags[p] & IN_STAGE1) != 0:
+                acc += hist_w[11]
+            pk_part[p] = acc
+        score = (pk_part[p] + kw_w[0] * c_bs[i]
+                 + hist_w[0] * v_st[s, 0] + hist_w[1] * v_st[s, 1] + hist_w[6] * v_st[s, 2])
+        kind = c_kind[i]
+        if 1 <= kind <= 3:
+            score += kw_w[kind]
+        lab = c_lab[i]
+        if lab >= 0:
+            score += hist_w[4] * v_lb[lab, 0] + hist_w[5] * v_lb[lab, 1]
+        o_score[r] = score
+    # the row: the best ``limit`` candidates, ties in candidate order
+    index = keep  # reused: the kept indices are spent
+    m = 0
+    for i in range(n):
+        sc = o_score[i]
+        if m == limit and not sc > o_score[index[m - 1]]:
+            continue
+        j = m if m < limit else limit - 1
+        while j > 0 and sc > o_score[index[j - 1]]:
+            index[j] = index[j - 1]
+            j -= 1
+        index[j] = i
+        if m < limit:
+            m += 1
+    for j in range(m):
+        i = index[j]
+        row_stickers[j] = sticker_ids[o_st[i]]
+        row_packages[j] = package_ids[o_pk[i]]
+        row_scores[j] = o_score[i]
+    return n, m
 
 
 @njit(cache=True, nogil=True)

@@ -13,7 +13,7 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -25,7 +25,7 @@ from reranker._artifact import RerankerArtifact
 from reranker._context import RankingContext
 from reranker._errors import RerankerInputError
 from reranker._model import ParameterLayout, initial_parameters
-from reranker._onnx import BoundRowScorer, BoundScorer, OnnxScorer, export_onnx
+from reranker._onnx import BoundRowScorer, BoundScorer, LinearForm, OnnxScorer, export_onnx
 from reranker._row import HISTORY_FEATURE_NAMES, DeviceHistory, RowConfig, StickerCatalog
 
 __all__ = ["BUNDLE_BUDGET_BYTES", "Keyboard", "Ranking", "Suggester", "Suggestion"]
@@ -72,9 +72,19 @@ class Suggester:
     now publishes, and the initial model) ranks every matching sticker of the cluster's
     packages and of the device's own (:meth:`rank` with ``history``); a package model
     (older versions) ranks one sticker per stage-1 package as before.
+
+    ``keystroke_scorer`` says how a sticker-row keystroke is scored: ``"compiled"``
+    (default) assembles the candidates and scores them in one compiled call with the
+    linear form read back from the ONNX session (:meth:`OnnxScorer.linear_form`; equal to
+    onnxruntime's scores to float32 rounding, tested); ``"onnx"`` assembles into the
+    bound buffers of a :class:`BoundRowScorer` and runs onnxruntime on them.
     """
 
-    def __init__(self, context: RankingContext, reranker: RerankerArtifact | None) -> None:
+    def __init__(self, context: RankingContext, reranker: RerankerArtifact | None, *,
+                 keystroke_scorer: Literal["compiled", "onnx"] = "compiled") -> None:
+        if keystroke_scorer not in ("compiled", "onnx"):
+            raise RerankerInputError(f"keystroke_scorer={keystroke_scorer!r} should be "
+                                     "'compiled' or 'onnx'")
         self.context = context
         self.reranker = reranker
         layout = context.layout
@@ -99,6 +109,20 @@ class Suggester:
             row_settings = {}
         self.scorer = OnnxScorer(self.model_bytes)
         self.is_row = self.layout.n_history_features > 0
+        self.keystroke_scorer = keystroke_scorer
+        # The compiled keystroke scores with the linear form read back from the ONNX
+        # session (so it computes what model.onnx says), in the same call as the assembly.
+        self._form: LinearForm | None = None
+        if self.is_row and keystroke_scorer == "compiled":
+            if (self.layout.n_keyword_features, self.layout.n_history_features) != (
+                    len(FEATURE_NAMES), len(HISTORY_FEATURE_NAMES)):
+                raise RerankerInputError(
+                    f"the compiled keystroke scores {len(FEATURE_NAMES)} keyword and "
+                    f"{len(HISTORY_FEATURE_NAMES)} history features; the model has "
+                    f"{self.layout.n_keyword_features} and {self.layout.n_history_features}"
+                    " (use keystroke_scorer='onnx')")
+            self._form = self.scorer.linear_form()
+            self._query0 = self._form.query(np.zeros(layout.n_factors))
         self.row_config = RowConfig(**row_settings)
         self.catalog: StickerCatalog | None = None
         if self.is_row:
@@ -106,6 +130,7 @@ class Suggester:
             from reranker import _row_kernels
 
             self._assemble = _row_kernels.assemble
+            self._keystroke = _row_kernels.keystroke
             self._empty = DeviceHistory(self.catalog, self.row_config)
             self._empty.view(0.0)
             self._empty.own_csr()
@@ -143,11 +168,13 @@ class Suggester:
     @classmethod
     def load(cls, var: str | Path, *, stage1_version: str = "latest",
              reranker_version: str | None = "latest",
-             dataset: Dataset | str | Path | None = None) -> Suggester:
+             dataset: Dataset | str | Path | None = None,
+             keystroke_scorer: Literal["compiled", "onnx"] = "compiled") -> Suggester:
         """Load and verify both artifacts (checksums) and build the keystroke machinery.
 
         ``reranker_version=None`` uses the initial weights; ``"latest"`` falls back to
-        them only if no reranker was ever published.
+        them only if no reranker was ever published. ``keystroke_scorer`` chooses how a
+        sticker-row keystroke is scored (see the class docstring).
         """
         stage1 = Stage1Artifact.load(var, stage1_version)
         reranker: RerankerArtifact | None = None
@@ -155,7 +182,8 @@ class Suggester:
             kind_dir = Path(var) / "reranker"
             if reranker_version != "latest" or (kind_dir / "LATEST").is_file():
                 reranker = RerankerArtifact.load(var, reranker_version)
-        return cls(RankingContext.build(stage1, dataset), reranker)
+        return cls(RankingContext.build(stage1, dataset), reranker,
+                   keystroke_scorer=keystroke_scorer)
 
     @property
     def stage1_version(self) -> str:
@@ -301,17 +329,14 @@ class Suggester:
         index = ctx.index_for(cluster_id, language)
         scratch = self._row_scratch()
         scorer = scratch.scorer
-        if user_embedding is None:
-            scorer.set_user(self._zeros)
-        else:
+        u = self._zeros
+        if user_embedding is not None:
             u = np.asarray(user_embedding, dtype=np.float32)
             if u.shape != self._zeros.shape:
                 raise RerankerInputError(f"user_embedding has shape {u.shape}, expected "
                                          f"{self._zeros.shape}")
             if not np.isfinite(u).all():
                 raise RerankerInputError("user_embedding contains NaN or infinite values")
-            scorer.set_user(u)
-        flags, prior = cat.cluster_view(cluster_id)
         if history is None:
             state = self._empty
         elif isinstance(history, DeviceHistory):
@@ -319,34 +344,72 @@ class Suggester:
         else:
             state = DeviceHistory.from_summary(cat, history, cfg)
         t = float(now) if now is not None else max(float(state.total[1]), 0.0)
-        v_st, v_pk, v_lb = state.view(t)
-        own_ptr, own_st = state.own_csr()
-        lab_ptr, lab_st = cat.cluster_csr(cluster_id)
         match = index.match(text)
         fallback = self._no_fallback
-        if len(match) == 0:
-            recent = state.recent_stickers(t).astype(np.int32)
-            fallback = np.concatenate([recent, self._first_sticker[cat.cluster_pk[cluster_id]]])
-        n = self._assemble(
-            match.label_ids, match.strengths, match.kinds, lab_ptr, lab_st, own_ptr, own_st,
-            cat.st_pk, cat.st_lab_ptr, cat.st_lab, cat.pk_size, cat.pk_factor, cat.pk_unit,
-            cat.pk_premium, cat.label_unit, prior, flags, v_st, v_pk, v_lb, state.st_last,
-            state.subscriber, t - cfg.protect_s, fallback, cfg.cap, scratch.pre_w,
-            scratch.seen, scratch.slot, scratch.pk_seen, scratch.pk_cnt, scratch.stamp,
-            scratch.c_st, scratch.c_bs, scratch.c_kind, scratch.c_lab, scratch.c_pre,
-            scratch.c_protect, scratch.keep, scratch.q, scratch.o_st, scratch.o_pk,
-            scorer.candidate_embeddings, scorer.keyword_features, scorer.prior,
-            scorer.history_features)
-        if n == 0:
-            return Ranking([], [], [])
-        scores = scorer.run(n, copy=False)
-        shown = cat.sticker_ids[scratch.o_st[:n]]
-        packages = cat.package_ids[scratch.o_pk[:n]]
+        if isinstance(history, dict):
+            # a one-off state (the thin-client option): the catalogue-wide arrays, no
+            # compact view to build
+            v_st, v_pk, v_lb = state.view(t)
+            flags, prior = cat.cluster_view(cluster_id)
+            lab_ptr, lab_st = cat.cluster_csr(cluster_id)
+            own_ptr, own_st = state.own_csr()
+            st_pk, st_lab_ptr, st_lab, pk_size = cat.st_pk, cat.st_lab_ptr, cat.st_lab, cat.pk_size
+            pk_factor, pk_unit, pk_premium = cat.pk_factor, cat.pk_unit, cat.pk_premium
+            st_last, sticker_ids, package_ids = state.st_last, cat.sticker_ids, cat.package_ids
+            if len(match) == 0:
+                fallback = np.concatenate([state.recent_stickers(t).astype(np.int32),
+                                           self._first_sticker[cat.cluster_pk[cluster_id]]])
+        else:  # the device's compact catalogue view (cached on its state)
+            view = state.catalog_view(cluster_id, t)
+            v_st, v_pk, v_lb = view.v_st, view.v_pk, state.v_lb
+            flags, prior = view.pk_flags, view.pk_prior
+            lab_ptr, lab_st, own_ptr, own_st = view.lab_ptr, view.lab_st, view.own_ptr, view.own_st
+            st_pk, st_lab_ptr, st_lab = view.st_pk, view.st_lab_ptr, view.st_lab
+            pk_size = view.pk_size
+            pk_factor, pk_unit, pk_premium = view.pk_factor, view.pk_unit, view.pk_premium
+            st_last, sticker_ids, package_ids = view.st_last, view.sticker_ids, view.package_ids
+            if len(match) == 0:
+                fallback = np.concatenate([view.recent_stickers(t - cfg.protect_s),
+                                           view.first_listed])
         out = self._row_buffers()
-        m = self._top_candidates(scores, shown, packages, limit, *out)
+        if self._form is not None:
+            form = self._form
+            query = self._query0 if user_embedding is None else scratch.query(u, form)
+            n, m = self._keystroke(
+                match.label_ids, match.strengths, match.kinds, lab_ptr, lab_st, own_ptr,
+                own_st, st_pk, st_lab_ptr, st_lab, pk_size, pk_factor, pk_unit, pk_premium,
+                cat.label_unit, prior, flags, v_st, v_pk, v_lb, st_last, state.subscriber,
+                t - cfg.protect_s, fallback, cfg.cap, scratch.pre_w, scratch.seen,
+                scratch.slot, scratch.pk_seen, scratch.pk_cnt, scratch.stamp, scratch.c_st,
+                scratch.c_bs, scratch.c_kind, scratch.c_lab, scratch.c_pre, scratch.c_protect,
+                scratch.keep, scratch.q, scratch.o_st, scratch.o_pk, query, form.a, form.b,
+                form.e, scratch.pk_mark, scratch.pk_part, scratch.o_score, sticker_ids,
+                package_ids, limit, *out)
+            if n == 0:
+                return Ranking([], [], [])
+            scores = scratch.o_score[:n]
+        else:
+            scorer.set_user(u)
+            n = self._assemble(
+                match.label_ids, match.strengths, match.kinds, lab_ptr, lab_st, own_ptr,
+                own_st, st_pk, st_lab_ptr, st_lab, pk_size, pk_factor, pk_unit, pk_premium,
+                cat.label_unit, prior, flags, v_st, v_pk, v_lb, st_last, state.subscriber,
+                t - cfg.protect_s, fallback, cfg.cap, scratch.pre_w, scratch.seen,
+                scratch.slot, scratch.pk_seen, scratch.pk_cnt, scratch.stamp, scratch.c_st,
+                scratch.c_bs, scratch.c_kind, scratch.c_lab, scratch.c_pre, scratch.c_protect,
+                scratch.keep, scratch.q, scratch.o_st, scratch.o_pk,
+                scorer.candidate_embeddings, scorer.keyword_features, scorer.prior,
+                scorer.history_features)
+            if n == 0:
+                return Ranking([], [], [])
+            scores = scorer.run(n, copy=False)
+            m = self._top_candidates(scores, sticker_ids[scratch.o_st[:n]],
+                                     package_ids[scratch.o_pk[:n]], limit, *out)
         stickers, pkgs, row_scores = (x[:m].tolist() for x in out)
         if cfg.explore_slots and m:
-            new = scorer.history_features[:n, HISTORY_FEATURE_NAMES.index("package_new")] > 0
+            shown = sticker_ids[scratch.o_st[:n]]
+            packages = package_ids[scratch.o_pk[:n]]
+            new = v_pk[scratch.o_pk[:n], 3] > 0  # the package_new feature
             in_row = np.isin(shown, stickers)
             if not new[in_row].any() and new.any():
                 extra = np.flatnonzero(new)
@@ -491,6 +554,19 @@ class _RowScratch:
         self.q = np.empty(zeros.shape[0], np.float32)
         self.o_st = np.empty(capacity, np.int32)
         self.o_pk = np.empty(capacity, np.int32)
+        self.o_score = np.empty(capacity, np.float32)
+        self.pk_mark = np.zeros(n_pk, np.int32)
+        self.pk_part = np.zeros(n_pk, np.float64)
+        self._user = np.full(zeros.shape[0], np.nan, np.float32)
+        self._query = np.zeros(zeros.shape[0])
+
+    def query(self, user_embedding: np.ndarray, form: LinearForm) -> np.ndarray:
+        """The user tower's output (d,) float64 for ``user_embedding`` (recomputed only
+        when the embedding differs from the previous call's)."""
+        if not np.array_equal(user_embedding, self._user):
+            np.copyto(self._user, user_embedding)
+            self._query = form.query(self._user)
+        return self._query
 
 
 class Keyboard:
