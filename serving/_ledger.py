@@ -43,11 +43,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import structlog
 
 from data import StickerSuggestError, read_manifest, resolve_artifact
 from federated import (
     DevicePrivacyAccountant,
+    DiscreteGaussianEncoding,
     FederatedConfig,
     PrivacyLedger,
     RoundPrivacyEvent,
@@ -153,12 +155,36 @@ def simulated_events(var: Path, root: str) -> list[RoundPrivacyEvent]:
         return []
     recorded = manifest.parameters.get("config")
     cfg = FederatedConfig.model_validate(recorded) if recorded else FederatedConfig()
+    sigma = _scalar(privacy["noise_multiplier"], min)
+    min_reports = int(_scalar(privacy.get("min_reports", cfg.rounds.min_reports), min))
     ledger = PrivacyLedger.planned(
-        rounds=rounds, noise_multiplier=_scalar(privacy["noise_multiplier"], min),
+        rounds=rounds, noise_multiplier=sigma,
         sampling_rate=_scalar(privacy.get("sampling_rate", cfg.rounds.sampling_rate), max),
-        min_reports=int(_scalar(privacy.get("min_reports", cfg.rounds.min_reports), min)),
-        start_time_s=cfg.rounds.start_time_s, round_interval_s=cfg.rounds.round_interval_s)
+        min_reports=min_reports, start_time_s=cfg.rounds.start_time_s,
+        round_interval_s=cfg.rounds.round_interval_s,
+        **_mechanism(cfg, sigma, min_reports, manifest))
     return list(ledger.events)
+
+
+def _mechanism(cfg: FederatedConfig, sigma: float, min_reports: int, manifest: Any
+               ) -> dict[str, Any]:
+    """The simulated rounds' noise mechanism: the distributed discrete Gaussian when the
+    run had secure aggregation (its sensitivity after rounding, τ and dimension, as the
+    trainer records them in its events), else none (continuous Gaussian)."""
+    if not (cfg.privacy.enabled and cfg.secure_aggregation.enabled):
+        return {}
+    n_parameters = manifest.parameters.get("n_parameters")
+    if n_parameters is None:
+        n_parameters = int(np.load(manifest.file("global_weights.npy"),
+                                   allow_pickle=False).shape[0])
+    s = cfg.secure_aggregation
+    encoding = DiscreteGaussianEncoding.plan(
+        dimension=int(n_parameters), clip_norm=cfg.privacy.clip_norm, noise_multiplier=sigma,
+        bits=s.bits, n_max=s.n_max, wrap_probability=s.wrap_probability)
+    _, tau_dim, _ = encoding.epsilon_terms(min_reports)
+    return {"mechanism": "ddg", "sensitivity": encoding.sensitivity / encoding.clip_norm,
+            "tau": tau_dim / encoding.padded_dimension,
+            "dimension": encoding.padded_dimension}
 
 
 class ServerLedger:

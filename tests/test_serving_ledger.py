@@ -25,7 +25,7 @@ from federated import (
     parse_upload,
 )
 from serving import UpdateStore, aggregate_round, open_next_round
-from serving._ledger import BudgetExhaustedError, ServerLedger, lineage_of
+from serving._ledger import BudgetExhaustedError, ServerLedger, lineage_of, simulated_events
 from serving._rounds import privacy_after, record_round_opening, server_ledger
 
 DAY = 86_400.0
@@ -194,6 +194,20 @@ def test_simulated_rounds_of_the_root_count_with_their_own_parameters(var: Path,
     assert [(e.source, e.event.noise_multiplier, e.event.sampling_rate,
              e.event.min_reports) for e in entries] == (
         [("simulation", 2.0, 0.25, 5)] * 3 + [("http", 0.5, 0.5, 2)])
+    # the run recorded no config: the platform defaults, secure aggregation with the
+    # distributed discrete Gaussian, whose rounding raises the sensitivity above C
+    simulated = entries[0].event
+    assert simulated.mechanism == "ddg" and simulated.sensitivity > 1.0
+    assert simulated.dimension >= N_PARAMETERS and entries[-1].event.mechanism == "gaussian"
+    plain = var / "reranker" / data.new_version(salt="plain")
+    with data.publish_artifact(plain, kind="reranker", update_latest=False, parameters={
+            "task": "reranker", "n_parameters": N_PARAMETERS, "config": config(2.0).model_copy(
+                update={"secure_aggregation": config(2.0).secure_aggregation.model_copy(
+                    update={"enabled": False})}).model_dump(mode="json")}) as writer:
+        (writer.path / "model.onnx").write_bytes(b"fake onnx plain")
+        np.save(writer.path / "global_weights.npy", np.zeros(N_PARAMETERS, np.float32))
+        writer.write_json("privacy.json", privacy)
+    assert {e.mechanism for e in simulated_events(var, plain.name)} == {"gaussian"}
 
 
 def test_ledger_refuses_a_changed_replay(tmp_path: Path) -> None:
