@@ -65,6 +65,7 @@ ARM_LABELS: dict[str, str] = {
     "device_counts": "device send counts",
     "segment_popularity": "segment popularity",
     "fold_in_only": "fold-in only (no federated training)",
+    "treatment_explore": "B + 1 exploration slot (best candidate new to the device)",
 }
 """Display names of the arms (control and treatment are the experiment; others references)."""
 
@@ -241,16 +242,18 @@ def reranker_arm(name: str, context: RankingContext, theta: np.ndarray,
 
 
 def row_arm(name: str, row: RowReplay, theta: np.ndarray, layout: ParameterLayout,
-            user_embeddings: np.ndarray) -> Arm:
+            user_embeddings: np.ndarray, *, explore_slots: int = 0, k: int = 5) -> Arm:
     """A sticker-row model (``layout.n_history_features > 0``): on each keystroke, every
     matching sticker of the device's catalogue view (its cluster's stage-1 packages and
     the packages it holds or has sent from), scored with its history as of that send
-    (:class:`reranker.RowReplay`)."""
+    (:class:`reranker.RowReplay`); with ``explore_slots``, the row of ``k`` gives its
+    last slot(s) to the best candidates new to the device when it shows none."""
     theta = np.asarray(theta, np.float32)
 
     def score(batch: KeystrokeBatch) -> tuple[np.ndarray, np.ndarray]:
         return row.score_keystrokes(theta, layout, user_embeddings, batch.session,
-                                    batch.signature, batch.matches)
+                                    batch.signature, batch.matches,
+                                    explore_slots=explore_slots, k=k)
     return Arm(name, ARM_LABELS.get(name, name), score)
 
 

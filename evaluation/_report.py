@@ -212,9 +212,10 @@ def build_ab_report(var: str | Path, *, stage1: str = "latest", treatment: str =
     owned = sample.device_history(context, config.half_life_days, with_holdings=True)
     sticker_labels = sticker_label_table(context.dataset.table("stickers"))
     row: RowReplay | None = None
+    personalized: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def model_arm(name: str, artifact: RerankerArtifact, weights: np.ndarray | None = None
-                  ) -> Arm:
+    def model_arm(name: str, artifact: RerankerArtifact, weights: np.ndarray | None = None,
+                  explore_slots: int = 0) -> Arm:
         # a sticker-row model replays its own candidates; a package model scores the
         # cluster's packages
         nonlocal row
@@ -224,7 +225,11 @@ def build_ab_report(var: str | Path, *, stage1: str = "latest", treatment: str =
                 row = RowReplay(context, sample.user_ids, sample.history_logs, split_ts,
                                 sample.device, sample.ts, sample.sent_sticker,
                                 RowConfig(**artifact.info.get("row", {})))
-            return row_arm(name, row, theta, artifact.layout, row.personalize(theta))
+            done = personalized.get(id(theta))  # the explore arm reuses the treatment's
+            if done is None or done[0] is not theta:
+                done = personalized[id(theta)] = (theta, row.personalize(theta))
+            return row_arm(name, row, theta, artifact.layout, done[1],
+                           explore_slots=explore_slots, k=config.k)
         return reranker_arm(name, context, theta,
                             personalized_embeddings(context, sample, theta))
 
@@ -242,6 +247,10 @@ def build_ab_report(var: str | Path, *, stage1: str = "latest", treatment: str =
         # phone's personalisation gives without any federated training
         model_arm("fold_in_only", model, initial_parameters(model.layout)),
     ]
+    if model.layout.n_history_features:
+        # what one exploration slot costs and gains (right after the treatment: the row
+        # replay scores each batch once for both)
+        arms.insert(2, model_arm("treatment_explore", model, explore_slots=1))
     if reference is not None:
         arms.append(model_arm("central", reference))
     result = replay(context, sample, arms, config.k, chunk=config.chunk_keystrokes,

@@ -11,7 +11,9 @@ becomes an impression, then the session's own send joins the history.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -19,7 +21,7 @@ import polars as pl
 from keyword_index import Match
 from reranker._context import RankingContext
 from reranker._model import ParameterLayout
-from reranker._row import RowConfig, StickerCatalog
+from reranker._row import HISTORY_FEATURE_NAMES, RowConfig, StickerCatalog
 from reranker._row_task import PipelineSplit, RowTask, RowTaskConfig, row_scores
 from reranker._sessions import RowSessions, _concat, build_row_sessions, walk_impressions
 
@@ -60,6 +62,7 @@ class RowReplay:
         self.held_ts = np.asarray(ts, np.float64)
         self.held_sticker = self.catalog.stickers_of(np.asarray(sent_sticker)).astype(np.int32)
         self.held_ptr = np.searchsorted(self.held_device, np.arange(self.history.n_devices + 1))
+        self._last: tuple[Any, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def personalize(self, theta: np.ndarray) -> np.ndarray:
         """Embeddings (N, d) the phones derive for ``theta`` from their pre-split history."""
@@ -69,10 +72,17 @@ class RowReplay:
         return task.personalize(np.asarray(theta, np.float32), np.arange(self.history.n_devices))
 
     def score_keystrokes(self, theta: np.ndarray, layout: ParameterLayout, users: np.ndarray,
-                         session: np.ndarray, signature: np.ndarray, matches: list[Match]
-                         ) -> tuple[np.ndarray, np.ndarray]:
+                         session: np.ndarray, signature: np.ndarray, matches: list[Match], *,
+                         explore_slots: int = 0, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
         """Scores and stickers (B, L) of keystrokes (``-inf`` / ``-1`` pad), best-first order
         not implied.
+
+        With ``explore_slots`` the row of ``k`` shows the exploration slot(s) as the phone
+        does (:func:`reranker.row_hits`): when none of the best ``k`` candidates is from a
+        package new to the device, the best new ones take the last slots. The returned
+        scores then only order the candidates (``-position`` in that ordering; the rest
+        keep their order below the row). The candidates of one batch are scored once for
+        both settings (the last call is remembered).
 
         Parameters
         ----------
@@ -86,6 +96,21 @@ class RowReplay:
             Index into ``matches`` of each keystroke's match.
         matches : list of Match
         """
+        key = (hashlib.sha256(np.ascontiguousarray(theta, np.float32).tobytes()).hexdigest(),
+               hashlib.sha256(np.ascontiguousarray(users, np.float32).tobytes()).hexdigest(),
+               np.asarray(session).tobytes(), np.asarray(signature).tobytes(), id(matches))
+        if self._last is None or self._last[0] != key:
+            self._last = (key, *self._score(theta, layout, users, session, signature, matches))
+        _, out_s, out_i, new = self._last
+        if explore_slots > 0:
+            return _with_exploration(out_s, new, k, explore_slots), out_i
+        return out_s, out_i
+
+    def _score(self, theta: np.ndarray, layout: ParameterLayout, users: np.ndarray,
+               session: np.ndarray, signature: np.ndarray, matches: list[Match]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Scores, stickers and package-new flags (B, L) of keystrokes (see
+        :meth:`score_keystrokes`)."""
         h = self.history
         b_ = session.size
         devices = np.unique(self.held_device[session])
@@ -159,4 +184,40 @@ class RowReplay:
         col = np.arange(sizes.sum()) - np.repeat(imp.ptr[:-1], sizes)
         out_s[row_of, col] = scores
         out_i[row_of, col] = self.catalog.sticker_ids[imp.sticker]
-        return out_s, out_i
+        new = np.zeros((b_, width), bool)
+        new[row_of, col] = imp.history[:, HISTORY_FEATURE_NAMES.index("package_new")] > 0
+        return out_s, out_i, new
+
+
+def _with_exploration(scores: np.ndarray, new: np.ndarray, k: int, slots: int) -> np.ndarray:
+    """Scores (B, L) that order each keystroke's candidates as its row with exploration.
+
+    Parameters
+    ----------
+    scores : ndarray of float64, shape (B, L)
+        ``-inf`` marks padding.
+    new : ndarray of bool, shape (B, L)
+        The candidate's package is new to the device.
+    k, slots : int
+        Row length and exploration slots.
+
+    Returns
+    -------
+    ndarray of float64, shape (B, L)
+        ``-position`` in the ordering (ties in candidate order, as the row), ``-inf`` kept.
+    """
+    out = scores.copy()
+    order = np.argsort(-scores, axis=1, kind="stable")
+    for b in range(scores.shape[0]):
+        o = order[b][np.isfinite(scores[b, order[b]])]
+        is_new = new[b, o]
+        if is_new[:k].any() or not is_new.any():
+            out[b, o] = -np.arange(o.size, dtype=np.float64)
+            continue
+        extra = o[k:][is_new[k:]][:slots]
+        kept = o[: max(k - extra.size, 0)]
+        rest = np.setdiff1d(o, np.concatenate([kept, extra]), assume_unique=True)
+        rest = o[np.isin(o, rest)]  # in score order
+        final = np.concatenate([kept, extra, rest])
+        out[b, final] = -np.arange(final.size, dtype=np.float64)
+    return out

@@ -155,7 +155,7 @@ def row_hits(scores: np.ndarray, imp: RowImpressions, k: int, explore_slots: int
         row = list(order[:k])
         new = imp.history[lo:hi, new_col] > 0
         if not new[row].any():
-            extra = [j for j in order[k:] if new[j]][:explore_slots]
+            extra = [j for j in order[k:] if new[j]][:min(explore_slots, k)]
             if extra:
                 row = row[: k - len(extra)] + extra
         hit[i] = p in row

@@ -413,7 +413,8 @@ class Suggester:
             in_row = np.isin(shown, stickers)
             if not new[in_row].any() and new.any():
                 extra = np.flatnonzero(new)
-                extra = extra[np.argsort(-scores[extra], kind="stable")][: cfg.explore_slots]
+                extra = extra[np.argsort(-scores[extra], kind="stable")][
+                    : min(cfg.explore_slots, limit)]
                 keep = max(m - extra.size, 0) if m == limit else m
                 stickers = stickers[:keep] + shown[extra].tolist()
                 pkgs = pkgs[:keep] + packages[extra].tolist()

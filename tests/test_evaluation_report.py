@@ -293,7 +293,7 @@ def test_report_end_to_end_on_the_tiny_world(tiny_var: Path, tmp_path: Path) -> 
     assert result.output == (directory / "summary.md").read_text()
     assert set(report["arms"]) == {"control", "treatment", "popularity", "central", "recents",
                                    "owned", "owned_by_match", "device_counts",
-                                   "segment_popularity", "fold_in_only"}
+                                   "segment_popularity", "fold_in_only", "treatment_explore"}
     baselines = report["baselines"]
     assert set(baselines) == {"recents", "owned", "owned_by_match", "device_counts",
                               "segment_popularity", "popularity", "fold_in_only"}

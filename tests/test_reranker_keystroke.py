@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from onnx import helper
 
@@ -139,6 +139,9 @@ def test_compiled_keystroke_equals_the_catalogue_wide_numpy_and_onnx_rows(
             got = suggester.rank_row(language=row["language"], text=text, cluster_id=cluster,
                                      user_embedding=user, limit=limit, history=history,
                                      now=now)
+            note(f"{suggester.keystroke_scorer} step {step} {row['language']} {text!r} "
+                 f"now {now} got {got} want {want} {want_scores}")
+            assert len(got.scores) == len(want_scores)
             np.testing.assert_allclose(got.scores, want_scores, rtol=1e-5, atol=1e-4)
             # the same stickers in the same order wherever the scores are apart
             gaps = np.abs(np.diff(want_scores)) > 1e-3
@@ -171,3 +174,49 @@ def test_compact_view_follows_sends_and_deletion(context: RankingContext) -> Non
     gone = history.catalog_view(0, 30.0)
     assert outside not in gone.g_pk.tolist()
     assert not gone.st_last.max(initial=-1.0) > 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 6), slots=st.integers(1, 3))
+def test_report_exploration_ordering_equals_the_task_row(seed: int, k: int, slots: int) -> None:
+    """The A/B report's exploration arm shows the row :func:`row_hits` scores (the task's
+    per-round metric): the sent sticker is in the top ``k`` of its ordering exactly when
+    the task's row with the slot holds it."""
+    from reranker import RowImpressions, row_hits
+    from reranker._row_replay import _with_exploration
+
+    rng = np.random.default_rng(seed)
+    e, width = 30, 12
+    sizes = rng.integers(1, width + 1, size=e)
+    ptr = np.r_[0, np.cumsum(sizes)]
+    flat = rng.integers(-3, 4, size=ptr[-1]).astype(np.float64)  # many ties
+    new_flat = rng.random(ptr[-1]) < 0.3
+    history = np.zeros((ptr[-1], H), np.float32)
+    history[:, HISTORY_FEATURE_NAMES.index("package_new")] = new_flat
+    pos = np.array([rng.integers(size) for size in sizes])
+    imp = RowImpressions(session=np.arange(e), device=np.zeros(e, np.int64), ptr=ptr,
+                         sticker=np.zeros(ptr[-1], np.int32),
+                         package=np.zeros(ptr[-1], np.int32),
+                         keyword=np.zeros((ptr[-1], 7), np.float32),
+                         prior=np.zeros(ptr[-1], np.float32), history=history, pos=pos,
+                         info=np.zeros((e, 8), np.int64))
+    want, _ = row_hits(flat, imp, k, slots)
+    scores = np.full((e, width), -np.inf)
+    new = np.zeros((e, width), bool)
+    for i in range(e):
+        scores[i, : sizes[i]] = flat[ptr[i]:ptr[i + 1]]
+        new[i, : sizes[i]] = new_flat[ptr[i]:ptr[i + 1]]
+    ordered = _with_exploration(scores, new, k, slots)
+    assert np.isinf(ordered[scores == -np.inf]).all()
+    for i in range(e):
+        s = ordered[i, : sizes[i]]
+        p = pos[i]
+        rank = int((s > s[p]).sum() + (s[:p] == s[p]).sum())
+        assert (rank < k) == bool(want[i])
+    # without a slot the ordering is the scores' own (ties in candidate order)
+    plain, _ = row_hits(flat, imp, k)
+    same = _with_exploration(scores, np.zeros_like(new), k, slots)
+    for i in range(e):
+        s = same[i, : sizes[i]]
+        p = pos[i]
+        assert (int((s > s[p]).sum() + (s[:p] == s[p]).sum()) < k) == bool(plain[i])
