@@ -1,8 +1,16 @@
-"""Exception classes of the federated platform (all in one module)."""
+"""Exception classes of the federated platform (all in one module).
+
+The platform is application-agnostic, so its errors derive from its own root,
+:class:`FederatedError`, not from any application package's. One exception keeps a
+second parent for the callers that already catch it: :class:`FederatedConfigError`
+is also the project's shared :class:`data.ConfigError` (the config loader every
+component uses raises that family). Callers that map errors to exit codes or HTTP
+statuses should catch :class:`FederatedError` first.
+"""
 
 from __future__ import annotations
 
-from data import ConfigError, StickerSuggestError
+from data import ConfigError
 
 __all__ = [
     "CheckpointError",
@@ -14,7 +22,7 @@ __all__ = [
 ]
 
 
-class FederatedError(StickerSuggestError):
+class FederatedError(Exception):
     """Base class of every error the federated platform raises on purpose."""
 
 

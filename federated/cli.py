@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -22,6 +23,7 @@ from federated._accounting import (
     guarantees_headline_first,
 )
 from federated._config import FederatedConfig
+from federated._errors import FederatedError
 from federated._publish import _finite, publish_model
 from federated._sweep import privacy_utility_sweep
 from federated._task import TASK_ENTRY_POINT_GROUP, TaskContext, available_tasks, load_task
@@ -60,7 +62,19 @@ def _ledger(sigma: float, q: float, rounds: int, min_reports: int, max_per_day: 
                                  start_time_s=22 * 3600.0, round_interval_s=round_interval)
 
 
-@click.group("federated")
+class _FederatedGroup(click.Group):
+    """Reports the platform's expected failures as one line (exit 2), as the root CLI
+    does for the project's own errors (``FederatedError`` has its own root)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except FederatedError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group("federated", cls=_FederatedGroup)
 def federated() -> None:
     """Federated training with local differential privacy (application-agnostic)."""
 

@@ -116,6 +116,26 @@ def test_platform_package_never_mentions_stickers() -> None:
             assert forbidden not in text, (path, forbidden)
 
 
+def test_platform_errors_derive_from_its_own_base_not_from_data() -> None:
+    # issue #14 item 7: an application-agnostic platform has its own error root
+    import inspect
+
+    import data
+    import federated
+    import federated._secagg as secagg
+
+    assert not issubclass(federated.FederatedError, data.StickerSuggestError)
+    assert federated.FederatedError.__mro__[1] is Exception
+    modules = [federated, secagg]
+    errors = {cls for m in modules for _, cls in inspect.getmembers(m, inspect.isclass)
+              if issubclass(cls, Exception) and cls.__module__.startswith("federated")}
+    assert len(errors) >= 8
+    for cls in errors:
+        assert issubclass(cls, federated.FederatedError), cls
+    # kept for the callers that already catch the shared config error
+    assert issubclass(federated.FederatedConfigError, data.ConfigError)
+
+
 def test_synthetic_regression_learns_with_local_dp() -> None:
     task = SyntheticRegressionTask(n_devices=5000, n_features=10, seed=3)
     before = task.evaluate(task.initial_parameters())["mse"]
