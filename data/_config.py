@@ -263,6 +263,8 @@ class ComponentConfig(ConfigSection):
                 raise cls.config_error(f"{where}: {'.'.join(parts[:depth])!r} is not a "
                                        f"section of the {cls.config_name}")
             if part not in model.model_fields:
+                if depth == len(parts) - 1 and model.model_config.get("extra") == "allow":
+                    return Any  # a section that validates its own further keys
                 if depth < len(parts) - 1 and model is cls:
                     raise cls.config_error(f"{where}: unknown config section {part!r}; "
                                            f"known keys: {', '.join(cls.known_keys())}")

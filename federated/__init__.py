@@ -45,11 +45,10 @@ from federated._errors import (
     TaskNotFoundError,
     UploadError,
 )
-from federated._fedadam import FedAdam
-from federated._fedavg import FedAvg
 from federated._local_dp import add_gaussian_noise, clip_deltas, l2_norms
 from federated._norm_bound import NormBound, noisy_norm_bound
 from federated._publish import publish_model, write_privacy_json
+from federated._recipe import RoundRecipe, build_strategy
 from federated._secagg import Message as SecAggMessage
 from federated._secagg import (
     SecAggAbandoned,
@@ -61,7 +60,17 @@ from federated._secagg import (
     run_secagg_round,
 )
 from federated._server import RoundOutcome, Server
-from federated._strategy import Aggregate, RoundPlan, Strategy, StrategyWrapper
+from federated._strategy import (
+    Aggregate,
+    RegisteredStrategy,
+    RoundPlan,
+    Strategy,
+    StrategyOptions,
+    StrategyWrapper,
+    available_strategies,
+    register_strategy,
+    registered_strategy,
+)
 from federated._sweep import privacy_utility_sweep
 from federated._synthetic import SyntheticRegressionTask
 from federated._task import (
@@ -83,15 +92,9 @@ from federated._tokens import (
     request_tokens,
     token_day,
 )
-from federated._trainer import (
-    FederatedTrainer,
-    RoundRecord,
-    build_strategy,
-    modular_sum,
-    run_training,
-)
-from federated._trimmed_mean import TrimmedMean, trimmed_mean
+from federated._trainer import FederatedTrainer, RoundRecord, modular_sum, run_training
 from federated._upload import UPLOAD_FIELDS, Upload, UploadBatch, parse_upload
+from federated.strategies import FedAdam, FedAvg, TrimmedMean, trimmed_mean
 
 __all__ = [
     "GUARANTEE_KINDS",
@@ -120,10 +123,12 @@ __all__ = [
     "PrivacyConfig",
     "PrivacyLedger",
     "RandomStreams",
+    "RegisteredStrategy",
     "RoundConfig",
     "RoundOutcome",
     "RoundPlan",
     "RoundPrivacyEvent",
+    "RoundRecipe",
     "RoundRecord",
     "SecAggAbandoned",
     "SecAggClient",
@@ -136,6 +141,7 @@ __all__ = [
     "StatefulTask",
     "Strategy",
     "StrategyConfig",
+    "StrategyOptions",
     "StrategyWrapper",
     "SyntheticRegressionTask",
     "TaskContext",
@@ -149,6 +155,7 @@ __all__ = [
     "UploadBatch",
     "UploadError",
     "add_gaussian_noise",
+    "available_strategies",
     "available_tasks",
     "build_strategy",
     "calibrate_noise_multiplier",
@@ -171,7 +178,9 @@ __all__ = [
     "privacy_headline",
     "privacy_utility_sweep",
     "publish_model",
+    "register_strategy",
     "register_task",
+    "registered_strategy",
     "request_tokens",
     "run_secagg_round",
     "run_training",

@@ -41,8 +41,10 @@ import numpy as np
 from dp_accounting.pld import PLDAccountant, common, privacy_loss_distribution
 from dp_accounting.rdp import RdpAccountant, rdp_privacy_accountant
 
+from federated._config import FederatedConfig
 from federated._ddg import DDG_RDP_ORDERS, ddg_round_rdp
 from federated._errors import FederatedConfigError, PrivacyBudgetError
+from federated._recipe import RoundRecipe
 
 __all__ = [
     "GUARANTEE_KINDS",
@@ -318,6 +320,13 @@ class RoundPrivacyEvent:
     tau: float = 0.0
     dimension: int = 0
 
+    @classmethod
+    def from_recipe(cls, recipe: RoundRecipe, day: int) -> RoundPrivacyEvent:
+        """The event of one round of ``recipe`` opened on ``day``."""
+        cfg = recipe.config
+        return cls(cfg.privacy.noise_multiplier, cfg.rounds.sampling_rate,
+                   cfg.rounds.min_reports, day, **recipe.mechanism())
+
 
 @dataclass(frozen=True)
 class PrivacyLedger:
@@ -377,6 +386,41 @@ class PrivacyLedger:
             for r in range(rounds)
         )
         return cls(events=events, max_uploads_per_day=max_uploads_per_day)
+
+    @classmethod
+    def planned_from(cls, config: FederatedConfig, n_parameters: int | None = None, *,
+                     rounds: int | None = None, secure: bool | None = None
+                     ) -> PrivacyLedger:
+        """The planned ledger of ``config``'s schedule, with the mechanism its rounds run.
+
+        Parameters
+        ----------
+        config : FederatedConfig
+        n_parameters : int, optional
+            P; needed when the rounds run secure aggregation (the discrete encoding's
+            sensitivity and τ depend on it).
+        rounds : int, optional
+            How many rounds (default: ``config.rounds.rounds``).
+        secure : bool, optional
+            Whether the rounds run secure aggregation (default: the config's).
+
+        Raises
+        ------
+        FederatedConfigError
+            Secure rounds without ``n_parameters``.
+        """
+        r = config.rounds
+        secure = (config.privacy.enabled and config.secure_aggregation.enabled
+                  if secure is None else secure)
+        if secure and n_parameters is None:
+            raise FederatedConfigError("a ledger of secure-aggregation rounds needs "
+                                       "n_parameters (the discrete encoding depends on P)")
+        recipe = RoundRecipe.from_config(config, n_parameters or 1, secure=secure)
+        return cls(events=tuple(
+            RoundPrivacyEvent.from_recipe(recipe, int((r.start_time_s + i * r.round_interval_s)
+                                                      // 86400))
+            for i in range(r.rounds if rounds is None else rounds)),
+            max_uploads_per_day=r.max_uploads_per_day)
 
 
 def _grouped(events: list[RoundPrivacyEvent]) -> Counter[RoundPrivacyEvent]:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from data import ComponentConfig, ConfigSection
 from federated._errors import FederatedConfigError
+from federated._strategy import StrategyOptions, option_names, registered_strategy
 
 __all__ = ["DeviceConfig", "FederatedConfig", "PrivacyConfig", "RoundConfig",
            "SecureAggregationConfig", "StrategyConfig"]
@@ -83,24 +84,52 @@ class RoundConfig(ConfigSection):
 
 
 class StrategyConfig(ConfigSection):
-    """Server-side aggregation."""
+    """Server-side aggregation: a registered strategy and its own options.
 
-    name: Literal["fedavg", "fedadam", "trimmed_mean"] = "fedavg"
-    """Aggregation algorithm."""
-    server_learning_rate: float = Field(default=1.0, gt=0)
-    """Server step size η."""
-    max_weight: float = Field(default=100.0, ge=1)
-    """Bound of a device's weight in FedAvg/FedAdam (ignored under DP: uniform weights)."""
-    trim_fraction: float = Field(default=0.1, ge=0, lt=0.5)
-    """β of the coordinate-wise trimmed mean."""
-    beta_1: float = Field(default=0.9, ge=0, lt=1)
-    """FedAdam first-moment decay."""
-    beta_2: float = Field(default=0.99, ge=0, lt=1)
-    """FedAdam second-moment decay."""
-    tau: float = Field(default=1e-3, gt=0)
-    """FedAdam adaptivity floor."""
+    Besides ``name`` and ``norm_bound``, the section holds the named strategy's options
+    (e.g. ``server_learning_rate = 3.0``), checked by that strategy's typed options
+    (:meth:`options`; see ``federated.strategies``). Keys that only *other* registered
+    strategies define are ignored, so configs written when one flat section listed every
+    strategy's keys still load; a key no strategy defines is an error.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = "fedavg"
+    """Aggregation algorithm: a registered strategy (``stickers federated strategies``)."""
     norm_bound: float | Literal["auto"] | None = None
     """Reject uploads above this L2 norm; ``auto``: the honest noisy-upload bound."""
+
+    @model_validator(mode="after")
+    def _options_of_the_named_strategy(self) -> StrategyConfig:
+        self.options()
+        return self
+
+    def options(self) -> StrategyOptions:
+        """The named strategy's typed options, from this section's other keys.
+
+        Raises
+        ------
+        ValueError
+            Unknown strategy, a key no registered strategy defines, or a bad value.
+        """
+        entry = registered_strategy(self.name)
+        given = dict(self.model_extra or {})
+        own = {k: v for k, v in given.items() if k in entry.options.model_fields}
+        anyone = set().union(*option_names().values())
+        unknown = sorted(set(given) - anyone)
+        if unknown:
+            raise ValueError(f"strategy {self.name!r} has no option {unknown[0]!r}; its "
+                             f"options are {sorted(entry.options.model_fields)}")
+        try:
+            return entry.options.model_validate(own)
+        except ValidationError as exc:
+            raise ValueError(f"strategy {self.name!r}: {exc}") from None
+
+    @property
+    def sum_based(self) -> bool:
+        """Whether the named strategy can aggregate a secure sum."""
+        return registered_strategy(self.name).sum_based
 
 
 class PrivacyConfig(ConfigSection):
@@ -174,7 +203,8 @@ class FederatedConfig(ComponentConfig):
     @model_validator(mode="after")
     def _secure_sum_needs_sum(self) -> FederatedConfig:
         if (self.privacy.enabled and self.privacy.budget_kind == "secure_sum"
-                and self.strategy.name == "trimmed_mean"):
-            raise ValueError("budget_kind='secure_sum' needs a sum-based strategy; a trimmed "
-                             "mean sees individual reports (use 'shuffle' or 'device_local')")
+                and not self.strategy.sum_based):
+            raise ValueError(f"budget_kind='secure_sum' needs a sum-based strategy; "
+                             f"{self.strategy.name!r} needs individual reports (use "
+                             "'shuffle' or 'device_local')")
         return self

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from federated._config import FederatedConfig
+from federated._recipe import build_strategy
 from federated._strategy import RoundPlan, Strategy
 from federated._upload import UploadBatch
 
@@ -81,6 +83,36 @@ class Server:
         self._accepted: list[UploadBatch] = []
         self._seen: set[tuple[int, int]] = set()
         self._counts = dict(late=0, stale=0, duplicate=0, invalid=0)
+
+    @classmethod
+    def from_config(cls, config: FederatedConfig, parameters: np.ndarray, *,
+                    model_version: int = 0, secure: bool | None = None,
+                    deadline_s: float | None = None, min_reports: int | None = None,
+                    sampling_rate: float | None = None, max_examples: int | None = None
+                    ) -> Server:
+        """The server of ``config``'s strategy (:func:`federated.build_strategy`) and schedule.
+
+        Parameters
+        ----------
+        config : FederatedConfig
+        parameters : ndarray, shape (P,)
+            The global parameters to start from (P sets ``norm_bound = "auto"``).
+        model_version : int
+            Their version.
+        secure : bool, optional
+            Whether the rounds run secure aggregation (default: the config's).
+        deadline_s, min_reports, sampling_rate, max_examples : optional
+            The values a stored round was opened with, when they are at hand (default:
+            the config's ``rounds`` section).
+        """
+        r = config.rounds
+        parameters = np.asarray(parameters)
+        return cls(build_strategy(config, int(parameters.shape[0]), secure=secure), parameters,
+                   min_reports=r.min_reports if min_reports is None else min_reports,
+                   deadline_s=r.deadline_s if deadline_s is None else deadline_s,
+                   sampling_rate=r.sampling_rate if sampling_rate is None else sampling_rate,
+                   max_examples=r.max_examples if max_examples is None else max_examples,
+                   model_version=model_version)
 
     def open_round(self, round_: int, now_s: float) -> RoundPlan:
         """Open round ``round_`` at ``now_s`` for the current model version; returns the plan."""

@@ -1,18 +1,41 @@
-"""The small base class every aggregation strategy implements (Flower-style).
+"""The small base class every aggregation strategy implements (Flower-style), and the
+registry of strategies.
 
 A strategy turns the accepted uploads of one round into new global parameters. It may
 also shape what devices are told for the round (:meth:`Strategy.configure_round`), which
 is how the differential-privacy wrapper tells devices to clip and add noise.
+
+Adding a strategy is one new file in :mod:`federated.strategies`: a :class:`Strategy`
+subclass decorated with :func:`register_strategy`, naming its typed options (a
+:class:`StrategyOptions` model whose fields are the constructor's keyword arguments) and
+whether it can aggregate a secure *sum*. The package imports every module in that folder,
+so the config (``[strategy] name = ...``), the CLI's ``--strategy`` choices and
+:func:`federated.build_strategy` pick it up with no other edit.
 """
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
-__all__ = ["Aggregate", "RoundPlan", "Strategy", "StrategyWrapper"]
+__all__ = [
+    "Aggregate",
+    "RegisteredStrategy",
+    "RoundPlan",
+    "Strategy",
+    "StrategyOptions",
+    "StrategyWrapper",
+    "available_strategies",
+    "option_names",
+    "register_strategy",
+    "registered_strategy",
+]
 
 
 @dataclass(frozen=True)
@@ -117,6 +140,11 @@ class Strategy(ABC):
         """Name and parameters, for artifacts and logs."""
         return {"name": self.name}
 
+    @classmethod
+    def from_options(cls, options: StrategyOptions) -> Strategy:
+        """The strategy built from its typed options (fields = constructor keywords)."""
+        return cls(**options.model_dump())
+
 
 class StrategyWrapper(Strategy):
     """A strategy that wraps another one (norm bound, differential privacy)."""
@@ -143,3 +171,95 @@ class StrategyWrapper(Strategy):
         return {"name": self.name, "inner": self.inner.describe()}
 
 
+
+
+# ---------------------------------------------------------------------------- registry
+
+
+class StrategyOptions(BaseModel):
+    """Base of a strategy's typed options: one pydantic model per strategy file.
+
+    Field names are the strategy constructor's keyword arguments; defaults are the
+    platform's defaults (what ``[strategy]`` gives when the key is absent).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+@dataclass(frozen=True)
+class RegisteredStrategy:
+    """A strategy as the registry knows it.
+
+    Attributes
+    ----------
+    name : str
+        The ``[strategy] name`` that selects it.
+    strategy : type of Strategy
+        The class; built with :meth:`Strategy.from_options`.
+    options : type of StrategyOptions
+        Its typed options.
+    sum_based : bool
+        Whether it can aggregate the *sum* of a round's reports
+        (:meth:`Strategy.aggregate_sum`), which secure aggregation and the
+        ``secure_sum`` guarantee need.
+    """
+
+    name: str
+    strategy: type[Strategy]
+    options: type[StrategyOptions]
+    sum_based: bool
+
+
+_REGISTRY: dict[str, RegisteredStrategy] = {}
+_S = TypeVar("_S", bound=type[Strategy])
+
+
+def register_strategy(name: str, *, options: type[StrategyOptions], sum_based: bool
+                      ) -> Callable[[_S], _S]:
+    """Class decorator: register a :class:`Strategy` under ``name``.
+
+    Raises
+    ------
+    ValueError
+        If another class is already registered under ``name``.
+    """
+    def decorate(cls: _S) -> _S:
+        known = _REGISTRY.get(name)
+        if known is not None and known.strategy is not cls:
+            raise ValueError(f"strategy name {name!r} is taken by "
+                             f"{known.strategy.__module__}.{known.strategy.__name__}")
+        _REGISTRY[name] = RegisteredStrategy(name, cls, options, sum_based)
+        return cls
+    return decorate
+
+
+def _load_builtin() -> None:
+    importlib.import_module("federated.strategies")  # registers every file in the folder
+
+
+def available_strategies() -> list[str]:
+    """Names of every registered strategy, sorted."""
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def registered_strategy(name: str) -> RegisteredStrategy:
+    """The registry entry of ``name``.
+
+    Raises
+    ------
+    ValueError
+        Naming the registered strategies.
+    """
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"strategy name={name!r} is not registered; use one of "
+                         f"{sorted(_REGISTRY)}") from None
+
+
+def option_names() -> dict[str, set[str]]:
+    """Every registered strategy's option names, by strategy (for config validation)."""
+    _load_builtin()
+    return {n: set(e.options.model_fields) for n, e in _REGISTRY.items()}

@@ -30,11 +30,8 @@ from federated._client import DeviceRuntime, RandomStreams
 from federated._config import FederatedConfig
 from federated._ddg import DiscreteGaussianEncoding
 from federated._device import DAY_S, DevicePopulation
-from federated._dp import DifferentialPrivacy
 from federated._errors import CheckpointError, FederatedConfigError, PrivacyBudgetError
-from federated._fedadam import FedAdam
-from federated._fedavg import FedAvg
-from federated._norm_bound import NormBound, noisy_norm_bound
+from federated._recipe import RoundRecipe
 from federated._secagg import (
     THREAT_MODEL,
     SecAggAbandoned,
@@ -45,10 +42,9 @@ from federated._secagg import (
 from federated._server import Server
 from federated._strategy import Strategy
 from federated._task import FederatedTask, StatefulTask
-from federated._trimmed_mean import TrimmedMean
 from federated._upload import UploadBatch
 
-__all__ = ["FederatedTrainer", "RoundRecord", "build_strategy", "run_training"]
+__all__ = ["FederatedTrainer", "RoundRecord", "run_training"]
 
 log = structlog.get_logger(__name__)
 
@@ -84,40 +80,6 @@ class RoundRecord:
             if not math.isfinite(out[key]):
                 out[key] = None
         return out
-
-
-def build_strategy(config: FederatedConfig) -> Strategy:
-    """The configured strategy, wrapped in NormBound and DifferentialPrivacy as asked."""
-    s, p = config.strategy, config.privacy
-    inner: Strategy
-    if s.name == "fedavg":
-        inner = FedAvg(s.server_learning_rate, s.max_weight)
-    elif s.name == "fedadam":
-        inner = FedAdam(s.server_learning_rate, s.beta_1, s.beta_2, s.tau, s.max_weight)
-    else:
-        inner = TrimmedMean(s.trim_fraction, s.server_learning_rate)
-    if s.norm_bound is not None:
-        if s.norm_bound == "auto":
-            if not p.enabled:
-                raise FederatedConfigError("norm_bound='auto' needs privacy.enabled (it is "
-                                           "derived from the clip norm and noise)")
-            # Resolved once P is known; see FederatedTrainer.fit.
-            inner = NormBound(inner, max_norm=math.inf)
-        else:
-            inner = NormBound(inner, max_norm=float(s.norm_bound))
-    if p.enabled:
-        return DifferentialPrivacy(inner, p.clip_norm, p.noise_multiplier,
-                                   config.rounds.min_reports)
-    return inner
-
-
-def _fix_auto_norm_bound(strategy: Strategy, config: FederatedConfig, n_parameters: int) -> None:
-    node: Any = strategy
-    while node is not None:
-        if isinstance(node, NormBound) and node.max_norm == math.inf:
-            node.max_norm = noisy_norm_bound(config.privacy.clip_norm,
-                                             config.privacy.noise_multiplier, n_parameters)
-        node = getattr(node, "inner", None)
 
 
 class FederatedTrainer:
@@ -173,12 +135,11 @@ class FederatedTrainer:
 
     def planned_ledger(self, rounds: int | None = None) -> PrivacyLedger:
         """The privacy ledger of the configured schedule (``rounds`` default: all)."""
-        r, p = self.config.rounds, self.config.privacy
-        return PrivacyLedger.planned(
-            rounds=r.rounds if rounds is None else rounds, noise_multiplier=p.noise_multiplier,
-            sampling_rate=r.sampling_rate, min_reports=r.min_reports,
-            max_uploads_per_day=r.max_uploads_per_day, start_time_s=r.start_time_s,
-            round_interval_s=r.round_interval_s, **self._mechanism())
+        return PrivacyLedger.planned_from(self.config, self.task.n_parameters, rounds=rounds)
+
+    def recipe(self) -> RoundRecipe:
+        """The config resolved for this task's P (strategy, norm bound, encoding)."""
+        return RoundRecipe.from_config(self.config, self.task.n_parameters)
 
     @property
     def secure(self) -> bool:
@@ -187,22 +148,7 @@ class FederatedTrainer:
 
     def encoding(self) -> DiscreteGaussianEncoding | None:
         """The devices' discrete encoding under secure aggregation (None otherwise)."""
-        if not self.secure:
-            return None
-        p, s = self.config.privacy, self.config.secure_aggregation
-        return DiscreteGaussianEncoding.plan(
-            dimension=self.task.n_parameters, clip_norm=p.clip_norm,
-            noise_multiplier=p.noise_multiplier, bits=s.bits, n_max=s.n_max,
-            wrap_probability=s.wrap_probability)
-
-    def _mechanism(self) -> dict[str, Any]:
-        encoding = self.encoding()
-        if encoding is None:
-            return {}
-        _, tau_dim, _ = encoding.epsilon_terms(self.config.rounds.min_reports)
-        return {"mechanism": "ddg", "sensitivity": encoding.sensitivity / encoding.clip_norm,
-                "tau": tau_dim / encoding.padded_dimension,
-                "dimension": encoding.padded_dimension}
+        return self.recipe().encoding
 
     def assumptions_met(self) -> frozenset[str]:
         """The guarantee kinds whose assumption this run, as built, meets.
@@ -267,19 +213,11 @@ class FederatedTrainer:
         if params.shape != (task.n_parameters,):
             raise FederatedConfigError(f"task {task.name!r}: initial_parameters() has shape "
                                        f"{params.shape}, expected ({task.n_parameters},)")
-        strategy = build_strategy(cfg)
-        _fix_auto_norm_bound(strategy, cfg, task.n_parameters)
+        recipe = self.recipe()
+        encoding = recipe.encoding
         streams = RandomStreams.spawn(rng)
-        encoding = self.encoding()
-        if encoding is not None and (cfg.strategy.name not in ("fedavg", "fedadam")
-                                     or cfg.strategy.norm_bound is not None):
-            raise FederatedConfigError(
-                f"secure aggregation needs a sum-based strategy without a norm bound (got "
-                f"strategy.name={cfg.strategy.name!r}, norm_bound={cfg.strategy.norm_bound!r});"
-                " set secure_aggregation.enabled=false to see individual uploads")
-        server = Server(strategy, params, min_reports=cfg.rounds.min_reports,
-                        deadline_s=cfg.rounds.deadline_s, sampling_rate=cfg.rounds.sampling_rate,
-                        max_examples=cfg.rounds.max_examples)
+        server = Server.from_config(cfg, params)
+        strategy = server.strategy
         ledger = PrivacyLedger(max_uploads_per_day=cfg.rounds.max_uploads_per_day)
         history: list[RoundRecord] = []
         late = UploadBatch.empty(task.n_parameters)
@@ -328,10 +266,7 @@ class FederatedTrainer:
                 plan = dataclasses.replace(plan, rotation_seed=int(
                     streams.schedule.integers(0, 2**63)))
             if cfg.privacy.enabled:
-                ledger = ledger.add(RoundPrivacyEvent(cfg.privacy.noise_multiplier,
-                                                      cfg.rounds.sampling_rate,
-                                                      cfg.rounds.min_reports, int(now // DAY_S),
-                                                      **self._mechanism()))
+                ledger = ledger.add(RoundPrivacyEvent.from_recipe(recipe, int(now // DAY_S)))
             result = runtime.run_round(plan, server.parameters, streams, encoding)
             server.receive(late, late_arrival)  # last round's stragglers: stale now
             accepted = server.receive(result.uploads, result.arrival_s)

@@ -22,9 +22,10 @@ from federated._accounting import (
     calibrate_noise_multiplier,
     guarantees_headline_first,
 )
-from federated._config import FederatedConfig
+from federated._config import FederatedConfig, RoundConfig
 from federated._errors import FederatedError
 from federated._publish import _finite, publish_model
+from federated._strategy import available_strategies, registered_strategy
 from federated._sweep import privacy_utility_sweep
 from federated._task import TASK_ENTRY_POINT_GROUP, TaskContext, available_tasks, load_task
 from federated._trainer import FederatedTrainer, RoundRecord
@@ -57,9 +58,14 @@ def _schedule_options(f: Any) -> Any:
 
 def _ledger(sigma: float, q: float, rounds: int, min_reports: int, max_per_day: int,
             round_interval: float) -> PrivacyLedger:
-    return PrivacyLedger.planned(rounds=rounds, noise_multiplier=sigma, sampling_rate=q,
-                                 min_reports=min_reports, max_uploads_per_day=max_per_day,
-                                 start_time_s=22 * 3600.0, round_interval_s=round_interval)
+    # the calculator knows no P, so it plans continuous-Gaussian rounds (secure=False)
+    values: dict[str, Any] = {
+        "privacy.noise_multiplier": sigma, "rounds.sampling_rate": q, "rounds.rounds": rounds,
+        "rounds.min_reports": min_reports, "rounds.max_uploads_per_day": max_per_day,
+        "rounds.round_interval_s": round_interval,
+        "rounds.deadline_s": min(round_interval, RoundConfig().deadline_s)}
+    config = FederatedConfig.load(None, **values)
+    return PrivacyLedger.planned_from(config, secure=False)
 
 
 class _FederatedGroup(click.Group):
@@ -165,8 +171,8 @@ def _train_options(f: Any) -> Any:
         click.option("--clip-norm", type=click.FloatRange(min=0, min_open=True),
                      help="Clip norm C."),
         click.option("--min-reports", type=click.IntRange(min=1), help="n_min per round."),
-        click.option("--strategy", type=click.Choice(["fedavg", "fedadam", "trimmed_mean"]),
-                     help="Aggregation strategy."),
+        click.option("--strategy", type=click.Choice(available_strategies()),
+                     help="Aggregation strategy (a registered one)."),
         click.option("--delta", type=click.FloatRange(0, 1, min_open=True, max_open=True),
                      help="Target delta."),
         click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
@@ -275,6 +281,19 @@ def sweep_command(cli: CLIContext, task_name: str | None, task_options: tuple[st
              *(p["metrics"].get(m, math.nan) for m in metric_names)] for p in points]
     print_table(f"sweep {name} → {destination}",
                 ["σ", *(f"ε {k} ({label})" for k, label in ordered), *metric_names], rows)
+
+
+@federated.command("strategies")
+def strategies_command() -> None:
+    """List registered aggregation strategies, whether each aggregates a secure sum, and
+    its options with their defaults."""
+    rows = []
+    for name in available_strategies():
+        entry = registered_strategy(name)
+        options = ", ".join(f"{k}={v!r}" for k, v in entry.options().model_dump().items())
+        rows.append([name, "yes" if entry.sum_based else "no", options])
+    print_table("registered strategies (config: strategy.name)",
+                ["name", "secure sum", "options"], rows)
 
 
 @federated.command("tasks")

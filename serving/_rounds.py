@@ -1,11 +1,13 @@
 """Federated rounds over HTTP: open a round for devices, aggregate it from the store.
 
-Both sides reuse the federated platform unchanged: a round is opened by
-``federated.Server.open_round`` under the strategy of ``federated.build_strategy`` (so the
-differential-privacy wrapper announces C and σ exactly as in the simulation), and a
-round is aggregated by feeding the stored uploads to ``Server.receive`` and
-``Server.close_round`` — the same code path as ``FederatedTrainer``: the same staleness,
-deadline, nonce and ``min_reports`` rules and the same strategies.
+Both sides reuse the federated platform's round recipe: a round is opened by
+``federated.Server.from_config(...).open_round`` (so the differential-privacy wrapper
+announces C and σ exactly as in the simulation, and ``norm_bound = "auto"`` is resolved
+by ``federated.RoundRecipe``), and a round is aggregated by feeding the stored uploads to
+``Server.receive`` and ``Server.close_round`` — the same code path as
+``FederatedTrainer``: the same staleness, deadline, nonce and ``min_reports`` rules and
+the same strategies. HTTP rounds do not run secure aggregation yet (devices upload
+continuous-noise deltas), so every recipe here is built with ``secure=False``.
 """
 
 from __future__ import annotations
@@ -27,10 +29,9 @@ from federated import (
     PrivacyLedger,
     RoundOutcome,
     RoundPrivacyEvent,
+    RoundRecipe,
     Server,
     UploadBatch,
-    build_strategy,
-    noisy_norm_bound,
 )
 from serving._ledger import (
     BudgetPolicy,
@@ -72,16 +73,6 @@ def federated_config_for(var: Path, reranker_version: str,
     return FederatedConfig.model_validate(recorded) if recorded else FederatedConfig()
 
 
-def _resolved(config: FederatedConfig, n_parameters: int) -> FederatedConfig:
-    """``config`` with ``norm_bound='auto'`` replaced by its value for P parameters."""
-    if config.strategy.norm_bound != "auto":
-        return config
-    raw = config.model_dump(mode="json")
-    raw["strategy"]["norm_bound"] = noisy_norm_bound(
-        config.privacy.clip_norm, config.privacy.noise_multiplier, n_parameters)
-    return FederatedConfig.model_validate(raw)
-
-
 def reranker_base(var: Path, version: str) -> tuple[Path, np.ndarray, int]:
     """(version directory, global parameters (P,) float32, integer model version)."""
     directory = resolve_artifact(var / RERANKER, version)
@@ -93,13 +84,8 @@ def reranker_base(var: Path, version: str) -> tuple[Path, np.ndarray, int]:
     return directory, weights.astype(np.float32), int(manifest.metrics.get("model_version", 0))
 
 
-def _norm_bound(config: FederatedConfig, n_parameters: int) -> float:
-    if isinstance(config.strategy.norm_bound, float | int):
-        return float(config.strategy.norm_bound)
-    if config.privacy.enabled:
-        return noisy_norm_bound(config.privacy.clip_norm, config.privacy.noise_multiplier,
-                                n_parameters)
-    return 1e30  # no bound configured: parse_upload's finite-number cap is the only one
+# HTTP rounds run no secure aggregation yet: devices upload continuous-noise deltas.
+_SECURE = False
 
 
 def open_next_round(store: UpdateStore, var: Path, reranker_version: str, *,
@@ -120,18 +106,18 @@ def open_next_round(store: UpdateStore, var: Path, reranker_version: str, *,
     now = time.time() if now is None else now
     directory, parameters, model_version = reranker_base(var, reranker_version)
     n_parameters = int(parameters.shape[0])
-    config = _resolved(config, n_parameters)
-    window = deadline_s if deadline_s is not None else config.rounds.deadline_s
-    server = Server(build_strategy(config), parameters, min_reports=config.rounds.min_reports,
-                    deadline_s=window, sampling_rate=config.rounds.sampling_rate,
-                    max_examples=config.rounds.max_examples, model_version=model_version)
+    recipe = RoundRecipe.from_config(config, n_parameters, secure=_SECURE)
+    server = Server.from_config(config, parameters, model_version=model_version,
+                                secure=_SECURE, deadline_s=deadline_s)
     plan = server.open_round(store.next_round_number(), now)
+    # no bound configured and no privacy: parse_upload's finite-number cap is the only one
+    norm_bound = min(recipe.upload_norm_bound, 1e30)
     spec = RoundSpec(
         round=plan.round, model_version=plan.model_version, reranker_version=directory.name,
         n_parameters=n_parameters,
         clip_norm=float(plan.clip_norm if plan.clip_norm is not None else 0.0),
         noise_multiplier=float(plan.noise_multiplier),
-        norm_bound=_norm_bound(config, n_parameters), max_examples=plan.max_examples,
+        norm_bound=norm_bound, max_examples=plan.max_examples,
         min_reports=server.min_reports, sampling_rate=plan.sampling_rate,
         opened_at=plan.open_s, deadline_at=plan.deadline_s)
     record_round_opening(store, var, spec, config, budget_policy)  # raises if over budget
@@ -268,13 +254,10 @@ def privacy_after(base_privacy: dict[str, Any], config: FederatedConfig, rounds:
     privacy ledger instead (:meth:`serving._ledger.ServerLedger.report`), which keeps each
     round's own parameters.
     """
-    p, r = config.privacy, config.rounds
+    p = config.privacy
     if not p.enabled:
         return {**base_privacy, "enabled": False, "epsilon": None}
-    ledger = PrivacyLedger.planned(
-        rounds=rounds, noise_multiplier=p.noise_multiplier, sampling_rate=r.sampling_rate,
-        min_reports=r.min_reports, max_uploads_per_day=r.max_uploads_per_day,
-        start_time_s=r.start_time_s, round_interval_s=r.round_interval_s)
+    ledger = PrivacyLedger.planned_from(config, rounds=rounds, secure=_SECURE)
     report = DevicePrivacyAccountant(delta=p.delta, accountant=p.accountant).report(
         ledger, clip_norm=p.clip_norm)
     report["enabled"] = True
@@ -329,11 +312,10 @@ def aggregate_round(store: UpdateStore, var: Path, round_: int, *, config: Feder
                     round=spec.round, base=spec.reranker_version, live=live)
         return result
     directory, parameters, _ = reranker_base(var, spec.reranker_version)
-    config = _resolved(config, int(parameters.shape[0]))
-    server = Server(build_strategy(config), parameters, min_reports=spec.min_reports,
-                    deadline_s=spec.deadline_at - spec.opened_at,
-                    sampling_rate=spec.sampling_rate, max_examples=spec.max_examples,
-                    model_version=spec.model_version)
+    server = Server.from_config(config, parameters, model_version=spec.model_version,
+                                secure=_SECURE, deadline_s=spec.deadline_at - spec.opened_at,
+                                min_reports=spec.min_reports, sampling_rate=spec.sampling_rate,
+                                max_examples=spec.max_examples)
     server.open_round(spec.round, spec.opened_at)
     uploads, arrival_s = store.updates(spec.round)
     server.receive(UploadBatch.from_uploads(uploads, spec.n_parameters), arrival_s)

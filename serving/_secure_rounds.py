@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from federated import (
     DiscreteGaussianEncoding,
     FederatedConfig,
+    RoundRecipe,
     SecAggAbandoned,
     SecAggMessage,
     SecAggParams,
@@ -222,10 +223,10 @@ class SecureRounds:
     def encoding(self, n_parameters: int) -> DiscreteGaussianEncoding:
         """The devices' DDG encoding for P parameters (fixed by the config)."""
         if self._encoding is None or self._encoding.dimension != n_parameters:
-            c = self.config
-            self._encoding = DiscreteGaussianEncoding.plan(
-                dimension=n_parameters, clip_norm=c.clip_norm,
-                noise_multiplier=c.noise_multiplier, bits=c.bits, n_max=c.n_max)
+            encoding = RoundRecipe.from_config(self.config.federated(), n_parameters,
+                                               secure=True).encoding
+            assert encoding is not None  # secure=True always plans one
+            self._encoding = encoding
         return self._encoding
 
     def close(self) -> None:
@@ -429,7 +430,7 @@ class SecureRounds:
             return
         encoding = self.encoding(int(params.shape[0]))
         delta_sum = encoding.decode(server.result, int(row[1]))
-        strategy = build_strategy(self.config.federated())
+        strategy = build_strategy(self.config.federated(), int(params.shape[0]), secure=True)
         result = strategy.aggregate_sum(params, delta_sum, n)
         new = np.asarray(result.parameters, np.float32)
         conn.execute("INSERT INTO models VALUES (?, ?, NULL)", (version + 1, new.tobytes()))

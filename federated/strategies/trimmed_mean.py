@@ -6,10 +6,20 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from pydantic import Field
 
-from federated._strategy import Aggregate, Strategy
+from federated._strategy import Aggregate, Strategy, StrategyOptions, register_strategy
 
-__all__ = ["TrimmedMean", "trimmed_mean"]
+__all__ = ["TrimmedMean", "TrimmedMeanOptions", "trimmed_mean"]
+
+
+class TrimmedMeanOptions(StrategyOptions):
+    """Options of :class:`TrimmedMean` (``[strategy] name = "trimmed_mean"``)."""
+
+    trim_fraction: float = Field(default=0.1, ge=0, lt=0.5)
+    """β: the fraction trimmed from each end of every coordinate."""
+    server_learning_rate: float = Field(default=1.0, gt=0)
+    """Server step size η."""
 
 
 def trimmed_mean(values: np.ndarray, trim_fraction: float) -> np.ndarray:
@@ -25,6 +35,7 @@ def trimmed_mean(values: np.ndarray, trim_fraction: float) -> np.ndarray:
     return ordered[k:n - k].astype(np.float64).mean(axis=0)
 
 
+@register_strategy("trimmed_mean", options=TrimmedMeanOptions, sum_based=False)
 class TrimmedMean(Strategy):
     """Robust aggregation: new = old + η · coordinate-wise β-trimmed mean of deltas.
 

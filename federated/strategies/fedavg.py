@@ -4,12 +4,23 @@ of Deep Networks from Decentralized Data", Alg. 1, applied to deltas)."""
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 
-from federated._strategy import Aggregate, Strategy
+from federated._strategy import Aggregate, Strategy, StrategyOptions, register_strategy
 
-__all__ = ["FedAvg"]
+__all__ = ["FedAvg", "FedAvgOptions"]
 
 
+class FedAvgOptions(StrategyOptions):
+    """Options of :class:`FedAvg` (``[strategy] name = "fedavg"``)."""
+
+    server_learning_rate: float = Field(default=1.0, gt=0)
+    """Server step size η."""
+    max_weight: float = Field(default=100.0, ge=1)
+    """Bound of a device's weight (ignored under DP: uniform weights)."""
+
+
+@register_strategy("fedavg", options=FedAvgOptions, sum_based=True)
 class FedAvg(Strategy):
     """Weighted mean of deltas, weights ``min(n_examples, max_weight)``.
 

@@ -6,12 +6,29 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from pydantic import Field
 
-from federated._strategy import Aggregate, Strategy
+from federated._strategy import Aggregate, Strategy, StrategyOptions, register_strategy
 
-__all__ = ["FedAdam"]
+__all__ = ["FedAdam", "FedAdamOptions"]
 
 
+class FedAdamOptions(StrategyOptions):
+    """Options of :class:`FedAdam` (``[strategy] name = "fedadam"``)."""
+
+    server_learning_rate: float = Field(default=1.0, gt=0)
+    """Server step size η."""
+    beta_1: float = Field(default=0.9, ge=0, lt=1)
+    """First-moment decay."""
+    beta_2: float = Field(default=0.99, ge=0, lt=1)
+    """Second-moment decay."""
+    tau: float = Field(default=1e-3, gt=0)
+    """Adaptivity floor."""
+    max_weight: float = Field(default=100.0, ge=1)
+    """Bound of a device's weight (ignored under DP: uniform weights)."""
+
+
+@register_strategy("fedadam", options=FedAdamOptions, sum_based=True)
 class FedAdam(Strategy):
     """Server Adam on the (bounded-weight) mean delta, with bias correction.
 
