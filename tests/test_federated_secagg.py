@@ -24,6 +24,7 @@ from federated._ddg import (
 from federated._secagg import (
     ConsistencySignature,
     EncryptedShares,
+    ForwardedShares,
     KeyAdvertisement,
     MaskedInput,
     Message,
@@ -35,6 +36,7 @@ from federated._secagg import (
     SecAggProtocolError,
     SecAggServer,
     SurvivorList,
+    UnmaskRequest,
     UnmaskShares,
     choose_degree_and_threshold,
     run_secagg_round,
@@ -271,6 +273,56 @@ def test_a_checkpoint_mid_protocol_resumes_to_the_same_sum() -> None:
             server.receive(clients[u].handle(m))
         out = server.advance()
     assert np.array_equal(server.result, _modsum(x, list(range(len(clients))), 32))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("stage_count", [0, 1, 2, 3, 4])
+def test_a_checkpoint_at_any_stage_resumes_to_the_same_sum(stage_count: int) -> None:
+    server, clients, out, _ = _run_until(stage_count)
+    x = np.stack([c.vector for c in clients])
+    server = SecAggServer.from_bytes(server.to_bytes())
+    clients = [SecAggClient.from_bytes(c.to_bytes()) for c in clients]
+    out = {u: Message.from_bytes(m.to_bytes()) for u, m in out.items()}
+    for _ in range(5 - stage_count):
+        for u, m in out.items():
+            server.receive(clients[u].handle(m))
+        out = server.advance()
+    assert np.array_equal(server.result, _modsum(x, list(range(len(clients))), 32))  # type: ignore[arg-type]
+
+
+def test_tampered_shares_forged_signatures_and_a_changed_survivor_list_are_refused() -> None:
+    # a server (or network) that alters what it forwards is caught by the clients
+    server, clients, out, _ = _run_until(1)  # neighbour keys are out; sharing next
+    replies = {u: clients[u].handle(m) for u, m in out.items()}
+    for reply in replies.values():
+        server.receive(reply)
+    forwarded = server.advance()
+    victim = forwarded[0]
+    sender, blob = next(iter(victim.ciphertexts.items()))  # type: ignore[attr-defined]
+    flipped = blob[:-1] + bytes([blob[-1] ^ 1])
+    tampered = ForwardedShares(victim.round_id, -1, {**victim.ciphertexts,  # type: ignore[attr-defined]
+                                                     sender: flipped})
+    masked = {u: clients[u].handle(m if u else tampered) for u, m in forwarded.items()}
+    for reply in masked.values():
+        server.receive(reply)
+    lists = server.advance()
+    sigs = {u: clients[u].handle(m) for u, m in lists.items()}
+    for reply in sigs.values():
+        server.receive(reply)
+    requests = server.advance()
+    with pytest.raises(SecAggProtocolError, match=f"share from {sender} does not decrypt"):
+        clients[0].handle(requests[0])
+    # a forged signature of the survivor list
+    req = requests[1]
+    other = next(v for v in req.signatures if v != 1)  # type: ignore[attr-defined]
+    forged = UnmaskRequest(req.round_id, -1, req.survivors,  # type: ignore[attr-defined]
+                           {**req.signatures, other: bytes(64)})  # type: ignore[attr-defined]
+    with pytest.raises(SecAggProtocolError, match=f"neighbour {other}'s signature"):
+        clients[1].handle(forged)
+    # another survivor list than the one the client signed
+    shrunk = UnmaskRequest(req.round_id, -1, req.survivors[:-1],  # type: ignore[attr-defined]
+                           req.signatures)  # type: ignore[attr-defined]
+    with pytest.raises(SecAggProtocolError, match="other survivors"):
+        clients[2].handle(shrunk)
 
 
 # ------------------------------------------------------------ discrete Gaussian
