@@ -12,7 +12,9 @@ Files (rows of ``package_ids.npy`` and ``package_factors.npy`` are aligned):
 ``user_clusters.parquet``  user_id i32, cluster_id i32, from_features bool
 ``candidates.parquet``     cluster_id i32, rank i32 (1 = best), package_id i32, score f32
 ``label_coverage.parquet`` see :class:`candidate_gen.CandidateLists` (empty without labels)
-``cold_start.json``        feature encoder spec and smoothing of the cold-start assigner
+``cold_start.json``        feature encoder spec and smoothing of the cold-start assigner;
+                           ``fallback_cluster``: the list (global popularity) of users
+                           with no history and no feature to be assigned by, or null
 ``config.json``            the :class:`Stage1Config` of the run
 ``manifest.json``          written last: checksums, parameters, metrics, timings
 =========================  ================================================================
@@ -101,6 +103,8 @@ class Stage1Artifact:
         self.assigner = ColdStartAssigner(
             self.encoder.block_sizes, cold_start["smoothing"]
         ).fit(self.feature_centroids, self.clusters["n_history"].to_numpy())
+        fallback = cold_start.get("fallback_cluster")
+        self.fallback_cluster: int | None = None if fallback is None else int(fallback)
         self._user_ids = self.user_clusters["user_id"].to_numpy()
         self._user_cluster = self.user_clusters["cluster_id"].to_numpy()
         cluster_col = self.candidate_table["cluster_id"].to_numpy()
@@ -201,8 +205,13 @@ class Stage1Artifact:
         """Cold start: the cluster for a user (mapping → int) or users (frame → int32 array).
 
         Features are the columns of the ``users`` table named in ``clusters.features``;
-        missing or ``"unknown"`` values are ignored.
+        missing or ``"unknown"`` values are ignored. A user with no known value of a
+        feature that has two or more categories gets the fallback list (global
+        popularity) when the version has one (:attr:`fallback_cluster`), else the most
+        probable cluster a priori.
         """
         encoded = self.encoder.transform(features)
         clusters = self.assigner.predict(encoded)
+        if self.fallback_cluster is not None:
+            clusters[~self.encoder.has_informative_value(encoded)] = self.fallback_cluster
         return int(clusters[0]) if isinstance(features, Mapping) else clusters

@@ -229,6 +229,17 @@ class Stage1Fit:
     segment_holders : (tuple of str, ndarray, ndarray) or None
         The prior's segment features, each user's segment (n_users,) and the holder
         counts per segment (n_segments, n_packages), kept for the evaluation.
+    cluster_centroids : ndarray of float32, shape (n_lists, d_space) or None
+        Centroids in the clustering space, the fallback's (the mean of every user with
+        history) included.
+    fallback_cluster : int or None
+        The list of users with neither history nor a known value of a feature with two
+        or more categories (:meth:`UserFeatureEncoder.has_informative_value`): global
+        popularity (the last cluster id; None when every user without history has a
+        feature to be assigned by).
+
+    With a fallback cluster, ``n_lists = n_clusters + 1`` rows of ``item_centroids``,
+    ``feature_centroids`` (all zero for the fallback), ``n_history`` (0) and ``lists``.
     """
 
     factors: FactorModel
@@ -247,6 +258,13 @@ class Stage1Fit:
     coverage_note: str
     feature_scale: float
     segment_holders: tuple[tuple[str, ...], np.ndarray, np.ndarray] | None = None
+    cluster_centroids: np.ndarray | None = None
+    fallback_cluster: int | None = None
+
+    @property
+    def n_lists(self) -> int:
+        """Candidate lists (clusters, the fallback included)."""
+        return len(self.item_centroids)
 
 
 def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = False,
@@ -308,6 +326,24 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
         feature_cluster = assigner.predict(encoded_combo)[combo]
         from_features = np.ones(len(users), dtype=bool)
         from_features[warm] = False
+        # Users with no history and no known value of a feature that varies have nothing
+        # to be assigned by: rather than the biggest cluster's list, global popularity.
+        featureless = ~encoder.has_informative_value(encoded_combo)[combo]
+        fallback: int | None = None
+        cluster_centroids = clusterer.cluster_centers_
+        if (featureless & from_features).any():
+            fallback = n_clusters
+            feature_cluster[featureless] = fallback
+            weights = n_history.astype(np.float64)[:, None] / max(1, int(n_history.sum()))
+            item_centroids = np.vstack([
+                item_centroids, (weights * item_centroids).sum(axis=0, keepdims=True)
+            ]).astype(np.float32)
+            cluster_centroids = np.vstack([
+                cluster_centroids, (weights * cluster_centroids).sum(axis=0, keepdims=True)
+            ]).astype(np.float32)
+            feature_centroids = np.vstack([
+                feature_centroids, np.zeros((1, feature_centroids.shape[1]), np.float32)])
+            n_history = np.append(n_history, 0)
         user_cluster = feature_cluster.copy()
         user_cluster[warm] = clusterer.labels_
 
@@ -334,9 +370,14 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
             del segment_share
         else:
             prior = np.zeros((n_clusters, len(avail)), dtype=np.float32)
-        scores = cluster_scores(item_centroids, factors.package_factors[avail], holders,
-                                n_history, prior, config.candidates)
+        scores = cluster_scores(item_centroids[:n_clusters], factors.package_factors[avail],
+                                holders, n_history[:n_clusters], prior, config.candidates)
         del holders, prior
+        if fallback is not None:  # global popularity: holder share over every user
+            cluster_holders = np.vstack([cluster_holders,
+                                         cluster_holders.sum(axis=0, keepdims=True)])
+            everyone = cluster_holders[-1, avail] / np.float32(max(1, len(warm)))
+            scores = np.vstack([scores, everyone[None, :].astype(scores.dtype)])
         coverage_note = "computed from server-visible purchases/downloads × sticker labels"
         shares = demand = label_ids = None
         if data.stickers is None:
@@ -353,7 +394,8 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
                                   label_ids)
     return Stage1Fit(factors, encoder, encoded, clusterer, warm, user_cluster,
                      from_features, feature_cluster, item_centroids, feature_centroids,
-                     n_history, assigner, lists, coverage_note, float(feature_scale), kept)
+                     n_history, assigner, lists, coverage_note, float(feature_scale), kept,
+                     cluster_centroids, fallback)
 
 
 def evaluate_stage1(data: Stage1Data, fit: Stage1Fit, config: Stage1Config) -> dict[str, Any]:
@@ -395,7 +437,7 @@ def evaluate_stage1(data: Stage1Data, fit: Stage1Fit, config: Stage1Config) -> d
         holdout, train, data.packages["available"].to_numpy(),
         fit.lists.packages, fit.user_cluster, fit.feature_cluster,
         fit.factors.user_factors, fit.factors.package_factors, popularity,
-        config.evaluation.k,
+        config.evaluation.k, config.als.popularity_prior,
     )
     report["phase"] = data.phase
     report["fit_end"] = data.matrix.fit_end
@@ -482,7 +524,7 @@ def build_stage1(
             if evaluation:
                 log.info("offline metrics", recall=evaluation["recall"])
 
-        n_clusters = fit.clusterer.n_clusters_
+        n_clusters = fit.n_lists
         metrics: dict[str, Any] = {
             "evaluation": evaluation,
             "split": {**data.split.to_parameters(), "source": data.split.source,
@@ -499,7 +541,7 @@ def build_stage1(
             },
             "clusters": _cluster_metrics(fit.clusterer, fit.n_history,
                                          np.bincount(fit.user_cluster, minlength=n_clusters),
-                                         config),
+                                         config, fit.fallback_cluster),
             "label_coverage": _coverage_metrics(fit.lists.coverage, fit.lists.n_swapped,
                                                 fit.coverage_note),
             "als_fit_seconds": round(fit.factors.seconds, 3),
@@ -522,7 +564,9 @@ def build_stage1(
                 np.save(out / "package_ids.npy", matrix.package_ids.astype(np.int32))
                 np.save(out / "package_factors.npy", fit.factors.package_factors)
                 np.save(out / "item_centroids.npy", fit.item_centroids.astype(np.float32))
-                np.save(out / "cluster_centroids.npy", fit.clusterer.cluster_centers_)
+                np.save(out / "cluster_centroids.npy",
+                        fit.cluster_centroids if fit.cluster_centroids is not None
+                        else fit.clusterer.cluster_centers_)
                 np.save(out / "feature_centroids.npy",
                         fit.feature_centroids.astype(np.float32))
                 n_users = np.bincount(fit.user_cluster, minlength=n_clusters)
@@ -541,6 +585,7 @@ def build_stage1(
                 writer.write_json("cold_start.json", {
                     "encoder": fit.encoder.to_dict(), "smoothing": COLD_START_SMOOTHING,
                     "feature_scale": fit.feature_scale,
+                    "fallback_cluster": fit.fallback_cluster,
                 })
                 (out / "config.json").write_text(config.to_json())
                 timings["write"] = round(time.perf_counter() - started - sum(timings.values()),
@@ -558,10 +603,15 @@ def build_stage1(
 
 
 def _cluster_metrics(clusterer: UserClusterer, n_history: np.ndarray, n_users: np.ndarray,
-                     config: Stage1Config) -> dict[str, Any]:
+                     config: Stage1Config, fallback: int | None = None) -> dict[str, Any]:
+    k = clusterer.n_clusters_
+    fallback_users = int(n_users[fallback]) if fallback is not None else 0
+    n_history, n_users = n_history[:k], n_users[:k]
     q = np.percentile(n_history, [0, 10, 50, 90, 100]) if len(n_history) else [0] * 5
     return {
         "n_clusters": int(clusterer.n_clusters_),
+        "fallback_cluster": fallback,
+        "fallback_users": fallback_users,
         "requested": config.clusters.n_clusters,
         "kmeans_k": int(clusterer.k_used_),
         "merged_for_k_anonymity": int(clusterer.n_merged_),

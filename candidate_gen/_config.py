@@ -96,6 +96,13 @@ class ALSConfig(ConfigSection):
     num_threads: int = Field(default=0, ge=0)
     """Threads implicit uses for fitting; 0 = every core (BLAS itself is held to one)."""
 
+    popularity_prior: float = Field(default=3.0, ge=0)
+    """Weight of the package's standardised log global popularity added to a user's
+    standardised factor scores when ranking that user's own top-k (0 = factor scores
+    alone). Light users' factors are shrunk towards zero, so their ranking leans on
+    popularity; chosen on the small world's validation split (3: 0.199 vs 0.189 at 0,
+    global popularity 0.181). Does not change the fit."""
+
 
 class ClusterConfig(ConfigSection):
     """Faiss k-means over normalised user factors joined with scaled user features."""

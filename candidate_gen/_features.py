@@ -67,6 +67,24 @@ class UserFeatureEncoder:
         """Width of each feature's one-hot block, in feature order."""
         return [len(self.categories_[f]) for f in self.features]
 
+    def has_informative_value(self, encoded: np.ndarray) -> np.ndarray:
+        """Which encoded users know a value of a feature that has two or more categories.
+
+        A feature with one known category (say a loader's constant ``subscriber=false``)
+        is the same for everyone and cannot tell clusters apart.
+
+        Parameters
+        ----------
+        encoded : ndarray of float32, shape (n_users, n_features_out)
+            From :meth:`transform`.
+
+        Returns
+        -------
+        ndarray of bool, shape (n_users,)
+        """
+        informative = np.repeat(np.asarray(self.block_sizes) >= 2, self.block_sizes)
+        return np.asarray(encoded[:, informative].any(axis=1), dtype=bool)
+
     def transform(self, users: pl.DataFrame | Mapping[str, Any]) -> np.ndarray:
         """Encode users as float32 one-hot rows, shape (n_users, n_features_out_).
 
@@ -75,9 +93,10 @@ class UserFeatureEncoder:
         """
         frame = pl.DataFrame({k: [v] for k, v in users.items()}) if isinstance(
             users, Mapping) else users
-        out = np.zeros((frame.height, self.n_features_out_), dtype=np.float32)
+        n = 1 if isinstance(users, Mapping) else frame.height  # {} is one user, all unknown
+        out = np.zeros((n, self.n_features_out_), dtype=np.float32)
         offset = 0
-        rows = np.arange(frame.height)
+        rows = np.arange(n)
         for feature in self.features:
             cats = self.categories_[feature]
             if feature in frame.columns and cats:

@@ -11,8 +11,9 @@ and did not hold before the split. Every list is built from the train matrix alo
 * ``segment_popularity``: the same within the user's segment (language × region × age);
 * ``demographics_assignment``: the list of the cluster the user's features alone assign;
 * ``own_factorisation_top_k``: the user's own top-k from the factor model, excluding the
-  packages they already hold. Not a shareable list, and not an upper bound of one: it is
-  what the factorisation alone predicts for one person.
+  packages they already hold: standardised factor scores plus ``als.popularity_prior``
+  times standardised log global popularity (:func:`user_top_k`). Not a shareable list,
+  and not an upper bound of one: it is what the factorisation predicts for one person.
 """
 
 from __future__ import annotations
@@ -77,8 +78,15 @@ def _mean_recall(hit: np.ndarray, user: np.ndarray, test: sp.csr_matrix) -> floa
 
 
 def user_top_k(user_factors: np.ndarray, package_factors: np.ndarray, available: np.ndarray,
-               owned: sp.csr_matrix, k: int) -> np.ndarray:
+               owned: sp.csr_matrix, k: int, popularity: np.ndarray | None = None,
+               popularity_prior: float = 0.0) -> np.ndarray:
     """Each user's own top-k available packages, excluding those they own (faiss search).
+
+    A user's score of package ``p`` is ``x_u · q_p / σ_u + w · z_p``: the factor score
+    standardised over the available packages (``σ_u² = x_uᵀ Cov(q) x_u``; the per-user
+    mean does not change the order) plus ``w = popularity_prior`` times ``z_p``, the
+    standardised ``log(1 + popularity)``. Both terms are one inner product of vectors
+    with one more dimension, so one exact faiss search ranks them.
 
     Parameters
     ----------
@@ -88,6 +96,10 @@ def user_top_k(user_factors: np.ndarray, package_factors: np.ndarray, available:
     owned : csr_matrix, shape (n, n_packages)
         Packages to exclude per user (their train history).
     k : int
+    popularity : ndarray, shape (n_packages,), optional
+        Holders of each package (needed when ``popularity_prior > 0``).
+    popularity_prior : float
+        ``w`` above; 0 ranks by the raw factor score ``x_u · q_p``.
 
     Returns
     -------
@@ -95,9 +107,21 @@ def user_top_k(user_factors: np.ndarray, package_factors: np.ndarray, available:
         Package indices, best first; -1 pads rows with fewer than ``k`` candidates.
     """
     avail = np.flatnonzero(available)
-    index = faiss.IndexFlatIP(package_factors.shape[1])
-    index.add(np.ascontiguousarray(package_factors[avail], dtype=np.float32))
+    items = np.ascontiguousarray(package_factors[avail], dtype=np.float32)
     queries = np.ascontiguousarray(user_factors, dtype=np.float32)
+    if popularity_prior > 0 and popularity is not None and len(avail) > 1:
+        log_pop = np.log1p(np.asarray(popularity, dtype=np.float64)[avail])
+        spread = log_pop.std()
+        z = (log_pop - log_pop.mean()) / (spread if spread > 0 else 1.0)
+        centred = items.astype(np.float64) - items.mean(axis=0)
+        cov = centred.T @ centred / len(avail)
+        sigma = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", queries, cov, queries), 0.0))
+        scale = np.where(sigma > 0, 1.0 / np.maximum(sigma, 1e-30), 0.0)
+        queries = np.hstack([queries * scale[:, None].astype(np.float32),
+                             np.full((len(queries), 1), popularity_prior, np.float32)])
+        items = np.hstack([items, z[:, None].astype(np.float32)])
+    index = faiss.IndexFlatIP(items.shape[1])
+    index.add(items)
     n_owned = np.diff(owned.indptr)
     # Over-fetch by what most users own, then drop owned packages; the few heavier users
     # who come up short are searched again with their own reach, so the answer is exact.
@@ -235,6 +259,7 @@ def recall_report(
     package_factors: np.ndarray,
     popularity: dict[str, tuple[np.ndarray, np.ndarray]],
     k: int,
+    popularity_prior: float = 0.0,
 ) -> dict[str, Any]:
     """Recall@k of the cluster lists and of every baseline on the same users.
 
@@ -257,6 +282,8 @@ def recall_report(
         matrix per group, shape (n_groups, n_packages); group of every user, (n_users,)).
     k : int
         Cut-off, lowered to the cluster lists' length if they are shorter.
+    popularity_prior : float
+        Weight of global popularity in each user's own top-k (:func:`user_top_k`).
 
     Returns
     -------
@@ -280,7 +307,8 @@ def recall_report(
 
     rows, test = holdout.rows, holdout.test
     recall = shared(rows, test)
-    own = user_top_k(user_factors[rows], package_factors, available, train[rows], k)
+    own = user_top_k(user_factors[rows], package_factors, available, train[rows], k,
+                     popularity["global"][0][0], popularity_prior)
     recall["own_factorisation_top_k"] = list_recall(test, own, np.arange(len(rows)))
     best = max(BASELINES, key=lambda name: recall[name])
     report: dict[str, Any] = {

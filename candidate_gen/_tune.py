@@ -152,7 +152,8 @@ def tune_stage1(
             faiss_threads(base.clusters.faiss_threads):
         for i, overrides in enumerate(draws):
             config = _with(base, overrides)
-            als_key = config.als.model_dump_json()
+            # The popularity prior only ranks each user's own top-k: no new fit for it.
+            als_key = config.als.model_copy(update={"popularity_prior": 0.0}).model_dump_json()
             factors = cache.get(als_key)
             if factors is None:
                 factors = fit_factors(data.matrix.train, config.als, config.seed)

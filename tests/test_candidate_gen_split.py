@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import scipy.sparse as sp
 
 import data
 from candidate_gen import (
@@ -265,3 +266,83 @@ def test_behaviour_alone_separates_two_groups_without_demographics(tmp_path):
     lists = [set(artifact.candidates(c).tolist()) for c in range(artifact.n_clusters)]
     assert artifact.n_clusters == 2 and lists[0].isdisjoint(lists[1])
     assert {min(x) // 10 for x in lists} == {0, 1}
+
+
+def test_cold_users_without_features_get_global_popularity(tmp_path):
+    from tests.test_candidate_gen_build import TEST_CONFIG
+
+    tables = two_group_tables(external=True)
+    cold = pl.DataFrame({  # no history and nothing known about them (#16 item 4)
+        "user_id": pl.Series(np.arange(2000, 2010), dtype=pl.Int32),
+        "language": ["unknown"] * 10, "region": ["unknown"] * 10,
+        "age_bucket": ["unknown"] * 10, "gender": ["unknown"] * 10, "subscriber": [False] * 10,
+    })
+    tables["users"] = pl.concat([tables["users"], cold])
+    dataset = write_dataset(tmp_path / "data" / "ext", tables)
+    config = TEST_CONFIG.with_overrides(["candidates.shrinkage=0.0",
+                                         "evaluation.enabled=false"])
+    artifact = Stage1Artifact.load(build_stage1(dataset, config, tmp_path))
+    fallback = artifact.fallback_cluster
+    assert fallback == artifact.n_clusters - 1 == 2  # two behaviour clusters, the fallback
+    # Global popularity by distinct holders before the split, ties by package id; package
+    # 19 is withdrawn.
+    test_start = data.time_split(data.open_dataset(dataset)).test_start
+    before = tables["interactions"].filter(pl.col("ts").dt.epoch("ms") < test_start * 1000)
+    holders = (before.unique(["user_id", "package_id"])
+               .group_by("package_id").len().filter(pl.col("package_id") != 19)
+               .sort(["len", "package_id"], descending=[True, False]))
+    assert artifact.candidates(fallback).tolist() == holders["package_id"].head(5).to_list()
+    assert artifact.cluster_of(np.arange(2000, 2010)).tolist() == [fallback] * 10
+    assert set(artifact.cluster_of(np.arange(1000, 1200)).tolist()) == {0, 1}
+    # A new user with no (informative) feature: the loader's constant subscriber=false
+    # is the same for everyone and does not count.
+    assert artifact.assign({}) == fallback
+    assert artifact.assign({"language": "unknown", "subscriber": False}) == fallback
+    sizes = artifact.clusters.filter(cluster_id=fallback).row(0, named=True)
+    assert sizes["n_users"] == 10 and sizes["n_history"] == 0
+    assert artifact.metrics["clusters"]["fallback_users"] == 10
+
+
+def test_no_fallback_when_cold_users_have_features(tmp_path):
+    from tests.test_candidate_gen_build import TEST_CONFIG
+
+    tables = two_group_tables()
+    cold = tables["users"].head(3).with_columns(pl.Series("user_id", [2000, 2001, 2002],
+                                                          dtype=pl.Int32))
+    tables["users"] = pl.concat([tables["users"], cold])  # ja users without history
+    dataset = write_dataset(tmp_path / "data" / "demo", tables)
+    config = TEST_CONFIG.with_overrides(["evaluation.enabled=false"])
+    artifact = Stage1Artifact.load(build_stage1(dataset, config, tmp_path))
+    assert artifact.fallback_cluster is None and artifact.n_clusters == 2
+    ja = artifact.cluster_of(1000)
+    assert artifact.cluster_of(np.array([2000, 2001, 2002])).tolist() == [ja] * 3
+    assert artifact.assign({"language": "ja"}) == ja
+
+
+def test_own_top_k_blends_standardised_factor_scores_with_popularity():
+    from candidate_gen import user_top_k
+
+    rng = np.random.default_rng(3)
+    users = rng.normal(size=(7, 3)).astype(np.float32)
+    packages = rng.normal(size=(12, 3)).astype(np.float32)
+    available = np.ones(12, dtype=bool)
+    available[4] = False
+    popularity = rng.integers(0, 50, 12).astype(np.float64)
+    owned = sp.csr_matrix(rng.random((7, 12)) < 0.2)
+    avail = np.flatnonzero(available)
+    log_pop = np.log1p(popularity[avail])
+    z = (log_pop - log_pop.mean()) / log_pop.std()
+    for weight in (0.0, 0.7, 5.0):
+        got = user_top_k(users, packages, available, owned, 4, popularity, weight)
+        for u in range(7):
+            raw = users[u] @ packages[avail].T
+            score = raw / raw.std() + weight * z if weight else raw
+            order = [p for p in avail[np.argsort(-score, kind="stable")]
+                     if not owned[u, p]][:4]
+            assert got[u].tolist() == order
+    # A prior this strong ranks by popularity alone (ties aside).
+    got = user_top_k(users, packages, available, owned, 3, popularity, 1e6)
+    top = avail[np.argsort(-popularity[avail], kind="stable")]
+    for u in range(7):
+        assert popularity[got[u]].tolist() == popularity[[p for p in top
+                                                          if not owned[u, p]][:3]].tolist()
