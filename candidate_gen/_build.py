@@ -207,7 +207,10 @@ class Stage1Fit:
     ----------
     factors : FactorModel
     encoder : UserFeatureEncoder
-    encoded : ndarray of float32, shape (n_users, n_features_out)
+    encoded : ndarray of float32, shape (n_combos, n_features_out)
+        One-hot features of each distinct combination of feature values.
+    combo : ndarray of int64, shape (n_users,)
+        Each user's combination (row of ``encoded``); ``encoded[combo]`` is every user's.
     clusterer : UserClusterer
         Fitted on the users with history (``warm``).
     warm : ndarray of int64, shape (n_warm,)
@@ -245,6 +248,7 @@ class Stage1Fit:
     factors: FactorModel
     encoder: UserFeatureEncoder
     encoded: np.ndarray
+    combo: np.ndarray
     clusterer: UserClusterer
     warm: np.ndarray
     user_cluster: np.ndarray
@@ -299,12 +303,11 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
         combo, n_combos = segment_codes(users, config.clusters.features)
         representative = users[first_of_each(combo, n_combos)]
         encoded_combo = encoder.transform(representative)
-        encoded = encoded_combo[combo]
         warm = np.flatnonzero(np.diff(train.indptr) > 0)
         n_feature_blocks = max(1, len(config.clusters.features))
         feature_scale = config.clusters.feature_weight / np.sqrt(n_feature_blocks)
         d = factors.user_factors.shape[1]
-        space = np.empty((len(warm), d + encoded.shape[1]), dtype=np.float32)
+        space = np.empty((len(warm), d + encoded_combo.shape[1]), dtype=np.float32)
         space[:, :d] = factors.user_factors[warm]
         norms = np.sqrt(np.einsum("ij,ij->i", space[:, :d], space[:, :d]))
         space[:, :d] /= np.where(norms > 0, norms, np.float32(1.0))[:, None]
@@ -319,7 +322,11 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
         item_centroids, n_history = cluster_means(
             factors.user_factors[warm], clusterer.labels_, n_clusters
         )
-        feature_centroids, _ = cluster_means(encoded[warm], clusterer.labels_, n_clusters)
+        members = sp.csr_matrix(  # users with history per (cluster, feature combination)
+            (np.ones(len(warm), dtype=np.float32), (clusterer.labels_, combo[warm])),
+            shape=(n_clusters, n_combos))
+        feature_centroids = np.asarray(members @ encoded_combo, dtype=np.float32)
+        feature_centroids /= np.maximum(n_history, 1).astype(np.float32)[:, None]
         assigner = ColdStartAssigner(encoder.block_sizes, COLD_START_SMOOTHING).fit(
             feature_centroids, n_history
         )
@@ -392,7 +399,7 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
         del cluster_holders
         lists = select_candidates(scores, available, config.candidates, shares, demand,
                                   label_ids)
-    return Stage1Fit(factors, encoder, encoded, clusterer, warm, user_cluster,
+    return Stage1Fit(factors, encoder, encoded_combo, combo, clusterer, warm, user_cluster,
                      from_features, feature_cluster, item_centroids, feature_centroids,
                      n_history, assigner, lists, coverage_note, float(feature_scale), kept,
                      cluster_centroids, fallback)
