@@ -238,8 +238,13 @@ def test_log_without_demographics_builds_end_to_end(tiny_world: Path, tmp_path, 
     # Behaviour alone: the only encoded feature is the loader's constant subscriber=false,
     # the same in every cluster, so it cannot separate users.
     assert artifact.feature_centroids.shape[1] <= 1
-    assert np.ptp(artifact.feature_centroids, axis=0).max(initial=0.0) == 0.0
-    assert artifact.n_clusters > 1  # the clusters come from behaviour
+    # Users without history have nothing to be assigned by: the fallback list (global
+    # popularity) is the last one; the behaviour clusters' feature centroids are all alike.
+    fallback = artifact.fallback_cluster
+    assert fallback == artifact.n_clusters - 1
+    behaviour = artifact.feature_centroids[:fallback]
+    assert np.ptp(behaviour, axis=0).max(initial=0.0) == 0.0
+    assert fallback > 1  # the clusters come from behaviour
     lists = {tuple(artifact.candidates(c).tolist()) for c in range(artifact.n_clusters)}
     assert len(lists) == artifact.n_clusters
     ev = artifact.metrics["evaluation"]
@@ -251,6 +256,11 @@ def test_log_without_demographics_builds_end_to_end(tiny_world: Path, tmp_path, 
     # Without demographics every popularity baseline is the global one.
     assert ev["recall"]["language_popularity"] == ev["recall"]["global_popularity"]
     assert ev["recall"]["segment_popularity"] == ev["recall"]["global_popularity"]
+    # ... and so are the lists of users without history, and the demographics-only
+    # assignment (every user's features assign the fallback).
+    assert ev["recall"]["demographics_assignment"] == ev["recall"]["global_popularity"]
+    new = ev["new_users"]["recall"]
+    assert new["cluster_lists"] == new["global_popularity"]
 
 
 def test_behaviour_alone_separates_two_groups_without_demographics(tmp_path):
