@@ -9,6 +9,7 @@ grid (:data:`SEARCH_SPACE`) with a seeded generator. Factorisations are cached b
 The chosen config is the trial with the highest recall@k of the cluster lists among
 the trials whose users' own factorisation top-k is at least as good as global popularity
 (the factorisation must be sound, not only the lists); if no trial is, among all trials.
+Equal lists go to the better own top-k.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ SEARCH_SPACE: dict[str, tuple[Any, ...]] = {
     "als.alpha": (1.0, 3.0, 10.0, 30.0),
     "als.regularization": (1.0, 10.0, 100.0, 300.0),
     "als.iterations": (10, 20),
+    "als.popularity_prior": (0.0, 1.0, 3.0, 5.0),
     "clusters.feature_weight": (0.0, 0.75, 1.5, 3.0),
     "clusters.n_clusters": (128, 256, 512),
     "candidates.popularity_blend": (0.0, 0.5, 0.8, 0.9, 1.0),
@@ -168,7 +170,10 @@ def tune_stage1(
                      **{k.replace(".", "_"): v for k, v in overrides.items()})
             bar.advance()
     sound = [t for t in trials if t.factorisation_sound] or trials
-    best = max(sound, key=lambda t: (t.score, -t.trial))
+    # Ties in the lists (trials that differ only in the own top-k's popularity prior)
+    # go to the better own top-k, then to the earlier trial.
+    best = max(sound, key=lambda t: (t.score, t.evaluation["recall"]["own_factorisation_top_k"],
+                                     -t.trial))
     split = {**data.split.to_parameters(), "fit_end": data.matrix.fit_end,
              "window": list(holdout.window), "eval_users": len(holdout.rows)}
     return TuneResult(trials, best, split)

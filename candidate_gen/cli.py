@@ -20,7 +20,7 @@ from data.cli import CLIContext, config_command, pass_cli
 
 _SHORT = {
     "als.confidence": "conf.", "als.alpha": "alpha", "als.regularization": "reg.",
-    "als.iterations": "iters", "als.factors": "factors",
+    "als.iterations": "iters", "als.factors": "factors", "als.popularity_prior": "own pop.",
     "clusters.feature_weight": "demogr. weight", "clusters.n_clusters": "clusters",
     "candidates.popularity_blend": "pop. blend", "candidates.shrinkage": "shrink",
     "candidates.segment_features": "prior segment",
