@@ -39,8 +39,11 @@ class Server:
 
 
 def _start(tmp: Path, monkeypatch: pytest.MonkeyPatch, **secure: object) -> Iterator[Server]:
-    cfg = {"enabled": True, "model": "zeros", "n_parameters": P, "checkin_s": 5.0,
-           "stage_s": 2.0, "min_clients": 5, "max_clients": 50, "tick_interval_s": 0.1,
+    # Deadlines generous enough for a loaded CI machine (a stage closes as soon as every
+    # client still in it has answered or left, so they only cost time when one is silent);
+    # 5 s / 2 s made clients miss stages under load.
+    cfg = {"enabled": True, "model": "zeros", "n_parameters": P, "checkin_s": 8.0,
+           "stage_s": 6.0, "min_clients": 5, "max_clients": 50, "tick_interval_s": 0.1,
            "noise_multiplier": 0.5, "n_max": 100, **secure}
     path = tmp / "secure.json"
     path.write_text(json.dumps(cfg))

@@ -238,12 +238,16 @@ def test_thin_client_history_is_an_explicit_option(app) -> None:  # type: ignore
         assert response.get_json()["type"] == "/problems/invalid_request"
 
 
-def test_validation_policy_holds_a_candidate_that_ignores_the_typed_text(var: Path) -> None:
+def test_validation_policy_holds_a_candidate_that_ignores_the_typed_text(
+        tiny_world: Path, tmp_path: Path) -> None:
     """Issue #18 item 5 with the real model: a candidate whose keyword weights were pushed
     negative (the crafted-upload attack) shows the typed label less often than the live
     version on catalogue keywords, so the validation policy keeps it a candidate."""
     from serving._promotion_policy import decide_promotion, keyword_hit_rate
 
+    # its own artifact root: the module's is left with a corrupt newest version by
+    # test_server_round_publishes_a_version_that_is_swapped_in
+    var = build_real_var(tiny_world, tmp_path / "var")
     live = resolve_artifact(var / "reranker", "latest").name
     artifact = reranker.RerankerArtifact.load(var, live)
     d, k = artifact.layout.n_factors, artifact.layout.n_keyword_features
