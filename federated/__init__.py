@@ -47,7 +47,13 @@ from federated._errors import (
 )
 from federated._local_dp import add_gaussian_noise, clip_deltas, l2_norms
 from federated._norm_bound import NormBound, noisy_norm_bound
-from federated._publish import publish_model, write_privacy_json
+from federated._publish import (
+    ExportFiles,
+    VersionRecords,
+    publish_model,
+    publish_version,
+    write_privacy_json,
+)
 from federated._recipe import RoundRecipe, build_strategy
 from federated._secagg import Message as SecAggMessage
 from federated._secagg import (
@@ -110,6 +116,7 @@ __all__ = [
     "DeviceRuntime",
     "DifferentialPrivacy",
     "DiscreteGaussianEncoding",
+    "ExportFiles",
     "FedAdam",
     "FedAvg",
     "FederatedConfig",
@@ -154,6 +161,7 @@ __all__ = [
     "Upload",
     "UploadBatch",
     "UploadError",
+    "VersionRecords",
     "add_gaussian_noise",
     "available_strategies",
     "available_tasks",
@@ -178,6 +186,7 @@ __all__ = [
     "privacy_headline",
     "privacy_utility_sweep",
     "publish_model",
+    "publish_version",
     "register_strategy",
     "register_task",
     "registered_strategy",

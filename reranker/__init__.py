@@ -12,7 +12,7 @@ federated platform, as a :class:`RerankerTask`. Serving and the device bundle us
 :class:`Suggester` and :class:`RerankerArtifact`.
 """
 
-from reranker._artifact import RerankerArtifact
+from reranker._artifact import RerankerArtifact, write_model_files
 from reranker._context import RankingContext
 from reranker._errors import RerankerInputError
 from reranker._local import LocalTrainingConfig, fold_in, local_sgd, score_impressions
@@ -125,4 +125,5 @@ __all__ = [
     "split_time",
     "stage1_order_scores",
     "walk_impressions",
+    "write_model_files",
 ]

@@ -17,7 +17,6 @@ baselines on the same sessions (recents row, owned rows, device counts, stage-1 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -29,11 +28,11 @@ from candidate_gen import Stage1Artifact
 from data import ComponentConfig, ConfigError, open_dataset
 from federated import LocalResult, TaskContext
 from keyword_index import FEATURE_NAMES
+from reranker._artifact import write_model_files
 from reranker._context import RankingContext
 from reranker._device_state import DeviceStateMixin
 from reranker._local import fold_in
 from reranker._model import ParameterLayout, initial_parameters
-from reranker._onnx import export_onnx
 from reranker._row import HISTORY_FEATURE_NAMES, RowConfig, StickerCatalog
 from reranker._sessions import (
     RowImpressions,
@@ -437,13 +436,7 @@ class RowTask(DeviceStateMixin):
 
     def export(self, parameters: np.ndarray, directory: Path) -> list[str]:
         """Write ``model.onnx`` and ``reranker.json`` (layout, row settings, stage 1)."""
-        directory = Path(directory)
-        model = export_onnx(np.asarray(parameters, np.float32), self.layout)
-        (directory / "model.onnx").write_bytes(model.SerializeToString())
-        (directory / "reranker.json").write_text(json.dumps({
-            "n_factors": self.layout.n_factors,
-            "n_keyword_features": self.layout.n_keyword_features,
-            "n_history_features": self.layout.n_history_features,
+        return write_model_files(directory, parameters, self.layout, {
             "keyword_features": list(FEATURE_NAMES),
             "history_features": list(HISTORY_FEATURE_NAMES),
             "row": self.config.row.model_dump(mode="json"),
@@ -452,8 +445,7 @@ class RowTask(DeviceStateMixin):
             "top_k": self.config.top_k,
             "split_ts": self.split_ts,
             "validation_start": self.split.validation_start,
-        }, indent=2) + "\n")
-        return ["model.onnx", "reranker.json"]
+        })
 
     def train_central(self, epochs: int = 3, batch_devices: int = 512, learning_rate: float = 1.0,
                       rng: np.random.Generator | None = None, show_progress: bool = False

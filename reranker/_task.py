@@ -14,7 +14,6 @@ and held-out sessions, so ``forget_before(t)`` deletes sessions older than
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -25,11 +24,11 @@ from candidate_gen import Stage1Artifact
 from data import ComponentConfig, ConfigError, open_dataset, time_split
 from federated import LocalResult, TaskContext
 from keyword_index import FEATURE_NAMES
+from reranker._artifact import write_model_files
 from reranker._context import RankingContext
 from reranker._device_state import DeviceStateMixin
 from reranker._local import LocalTrainingConfig, fold_in, local_sgd, score_impressions
 from reranker._model import ParameterLayout, initial_parameters
-from reranker._onnx import export_onnx
 from reranker._sessions import SessionTable, build_sessions, split_time
 
 __all__ = ["RerankerTask", "RerankerTaskConfig", "hits_at", "make_task"]
@@ -283,19 +282,13 @@ class RerankerTask(DeviceStateMixin):
 
     def export(self, parameters: np.ndarray, directory: Path) -> list[str]:
         """Write ``model.onnx`` and ``reranker.json`` (layout, stage-1 version, features)."""
-        directory = Path(directory)
-        model = export_onnx(np.asarray(parameters, np.float32), self.layout)
-        (directory / "model.onnx").write_bytes(model.SerializeToString())
-        (directory / "reranker.json").write_text(json.dumps({
-            "n_factors": self.layout.n_factors,
-            "n_keyword_features": self.layout.n_keyword_features,
+        return write_model_files(directory, parameters, self.layout, {
             "keyword_features": list(FEATURE_NAMES),
             "stage1_version": self.context.stage1.version,
             "dataset": str(self.context.dataset.root),
             "top_k": self.config.top_k,
             "split_ts": self.split_ts,
-        }, indent=2) + "\n")
-        return ["model.onnx", "reranker.json"]
+        })
 
     # ------------------------------------------------------------------ non-private reference
     def train_central(self, epochs: int = 3, batch_devices: int = 512, learning_rate: float = 1.0,

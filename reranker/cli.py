@@ -10,9 +10,9 @@ import click
 import numpy as np
 
 from candidate_gen import Stage1Artifact
-from data import new_version, print_table, publish_artifact
+from data import print_table
 from data.cli import CLIContext, config_command, pass_cli
-from federated import TaskContext, privacy_headline
+from federated import TaskContext, VersionRecords, privacy_headline
 from reranker._artifact import RerankerArtifact
 from reranker._context import RankingContext
 from reranker._local import fold_in
@@ -151,19 +151,16 @@ def train_central_cmd(cli: CLIContext, epochs: int, max_devices: int, seed: int)
     theta = task.train_central(epochs=epochs, rng=np.random.default_rng(seed),
                                show_progress=cli.show_progress)
     metrics = task.evaluate(theta)
-    destination = cli.var / "reranker_central" / new_version()
-    with publish_artifact(destination, kind="reranker",
-                          parameters={"training": "central, non-private", "epochs": epochs,
-                                      "seed": seed, "task": task.config.model_dump()},
-                          input_fingerprint=task.context.stage1.version) as writer:
-        task.export(theta, writer.path)
-        np.save(writer.path / "global_weights.npy", theta)
-        writer.write_json("privacy.json", {
-            "enabled": False, "epsilon": None,
-            "note": "centrally trained on every device's raw log: no privacy; the upper "
-                    "bound federated training chases"})
-        writer.write_json("metrics.json", metrics)
-        writer.metrics = {**metrics, "stage1_order": baseline}
+    destination = RerankerArtifact.publish(
+        cli.var / "reranker_central", theta, lambda directory: task.export(theta, directory),
+        VersionRecords(
+            parameters={"training": "central, non-private", "epochs": epochs, "seed": seed,
+                        "task": task.config.model_dump()},
+            input_fingerprint=task.context.stage1.version,
+            privacy={"enabled": False, "epsilon": None,
+                     "note": "centrally trained on every device's raw log: no privacy; the "
+                             "upper bound federated training chases"},
+            metrics=metrics, manifest_metrics={**metrics, "stage1_order": baseline}))
     key = f"hit@{task.config.top_k}"
     print_table("central (non-private) reranker", ["measure", "value"], [
         ("artifact", str(destination)), (f"{key} stage-1 order", baseline[f"{key}_stage1_order"]),

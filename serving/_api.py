@@ -12,7 +12,7 @@ import base64
 import hashlib
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -30,6 +30,9 @@ from serving._registry import INITIAL, ModelSet
 from serving._requests import AssignRequest, SuggestRequest, integral, json_body, parse_body
 from serving._state import ServingState, get_store, state
 from serving._store import StoreRejectedError
+
+if TYPE_CHECKING:
+    from reranker import Suggester
 
 __all__ = ["api"]
 
@@ -86,7 +89,7 @@ def _check_features(models: ModelSet, features: dict[str, Any]) -> None:
                            f"{shown}")
 
 
-def _check_language(suggester: Any, language: str) -> None:
+def _check_language(suggester: Suggester, language: str) -> None:
     languages = suggester.languages
     if language not in languages:
         raise ApiError(422, "unknown_language",
@@ -137,12 +140,10 @@ def suggest() -> Response:
                            "is a package model, which has no history features; omit history")
         options = {"history": body.history.reranker_summary(),
                    "now": body.history.now if body.history.now is not None else time.time()}
-    try:
-        stickers, packages, scores = suggester.rank(
-            language=body.language, text=body.text, cluster_id=cluster_id,
-            user_embedding=embedding, limit=body.limit, **options)
-    except ValueError as exc:  # reranker.RerankerInputError: names the input, not the text
-        raise ApiError(422, "invalid_request", str(exc)) from exc
+    # reranker.RerankerInputError (a data.InputError) -> 422 in serving._errors
+    stickers, packages, scores = suggester.rank(
+        language=body.language, text=body.text, cluster_id=cluster_id,
+        user_embedding=embedding, limit=body.limit, **options)
     try:
         document = models.encoder(st.config.arm_version(arm)).encode(
             stickers, packages, scores, cluster_id=cluster_id, arm=arm.name,

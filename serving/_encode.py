@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reranker import Suggester
 
 __all__ = ["NonFiniteScoreError", "SuggestEncoder"]
 
@@ -42,7 +45,7 @@ class SuggestEncoder:
         every response.
     """
 
-    def __init__(self, suggester: Any, versions: Mapping[str, str]) -> None:
+    def __init__(self, suggester: Suggester, versions: Mapping[str, str]) -> None:
         self._suggester = suggester
         self._versions = _dumps(dict(versions))
         self._stickers: dict[tuple[int, int], str] = {}

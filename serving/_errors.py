@@ -121,7 +121,16 @@ def _slug(name: str) -> str:
 
 
 def register_error_handlers(app: Flask) -> None:
-    """Render :class:`ApiError` and every Werkzeug HTTP error as problem details."""
+    """Render :class:`ApiError`, the reranker's input errors and every Werkzeug HTTP error
+    as problem details.
+
+    ``reranker.RerankerInputError`` (the reranker's own validation of a request's
+    language, cluster, embedding and limit) is a 422 ``invalid_request`` here and nowhere
+    else; its message names the input, never the typed text.
+    """
+    # Imported with the app (which serves the reranker), not with the package: the CLI's
+    # ``models list`` does not need onnxruntime.
+    from reranker import RerankerInputError
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
@@ -134,6 +143,10 @@ def register_error_handlers(app: Flask) -> None:
             app.logger.error("federated platform error on %s: %s", request.path,
                              type(exc).__name__)
         return problem_response(problem.status, problem.reason, problem.detail)
+
+    @app.errorhandler(RerankerInputError)
+    def _reranker_input(exc: RerankerInputError) -> Response:
+        return problem_response(422, "invalid_request", str(exc))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

@@ -13,14 +13,13 @@ verifying the target, with :func:`data.set_latest` (an atomic rename).
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -44,6 +43,9 @@ from serving._promotions import (
     verifies,
 )
 
+if TYPE_CHECKING:  # imported when first loaded: onnxruntime is not needed by `models list`
+    from reranker import RerankerArtifact, Suggester
+
 __all__ = [
     "KINDS",
     "ModelRegistry",
@@ -59,26 +61,25 @@ KINDS = ("stage1", "reranker")
 INITIAL = "initial"
 """The reranker "version" served before any is published: the model's initial weights."""
 
-SuggesterLoader = Callable[..., Any]
-
-
-def reranker_module() -> Any:
-    # Imported on first load: the reranker pulls in onnxruntime, which the CLI's
-    # ``models list`` does not need.
-    return importlib.import_module("reranker")
+SuggesterLoader = Callable[..., "Suggester"]
 
 
 def default_suggester_loader(var: Path, *, stage1_version: str, reranker_version: str | None,
-                             dataset: str | None) -> Any:
+                             dataset: str | None) -> Suggester:
     """``reranker.Suggester.load`` (the only place serving constructs the ML side)."""
-    return reranker_module().Suggester.load(var, stage1_version=stage1_version,
-                                             reranker_version=reranker_version,
-                                             dataset=dataset)
+    # Imported on first load: the reranker pulls in onnxruntime, which the CLI's
+    # ``models list`` does not need.
+    from reranker import Suggester
+
+    return Suggester.load(var, stage1_version=stage1_version,
+                          reranker_version=reranker_version, dataset=dataset)
 
 
-def default_reranker_loader(var: Path, version: str) -> Any:
+def default_reranker_loader(var: Path, version: str) -> RerankerArtifact:
     """``reranker.RerankerArtifact.load``."""
-    return reranker_module().RerankerArtifact.load(var, version)
+    from reranker import RerankerArtifact
+
+    return RerankerArtifact.load(var, version)
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,8 @@ class ModelSet:
     """
 
     stage1: Stage1Artifact
-    suggesters: Mapping[str, Any]
-    rerankers: Mapping[str, Any]
+    suggesters: Mapping[str, Suggester]
+    rerankers: Mapping[str, RerankerArtifact | None]
     aliases: Mapping[str, str]
     loaded_at: float = field(default_factory=time.time)
     encoders: dict[str, SuggestEncoder] = field(default_factory=dict, compare=False,
@@ -116,7 +117,7 @@ class ModelSet:
         """Concrete reranker version of a requested one (``latest`` or a name)."""
         return self.aliases[requested]
 
-    def suggester(self, requested: str) -> Any:
+    def suggester(self, requested: str) -> Suggester:
         """The suggester serving a requested reranker version."""
         return self.suggesters[self.aliases[requested]]
 
@@ -129,7 +130,7 @@ class ModelSet:
                 self.suggesters[concrete], {"stage1": self.stage1_version, "reranker": concrete})
         return encoder
 
-    def reranker(self, requested: str) -> Any:
+    def reranker(self, requested: str) -> RerankerArtifact | None:
         """The reranker artifact of a requested version."""
         return self.rerankers[self.aliases[requested]]
 
@@ -170,7 +171,7 @@ class ModelRegistry:
     def __init__(self, var: Path, stage1_version: str, reranker_versions: Sequence[str],
                  dataset: str | None = None, *,
                  suggester_loader: SuggesterLoader | None = None,
-                 reranker_loader: Callable[[Path, str], Any] | None = None,
+                 reranker_loader: Callable[[Path, str], RerankerArtifact] | None = None,
                  on_swap: Callable[[ModelSet], None] | None = None,
                  board: VersionBoard | None = None) -> None:
         self.var = Path(var)
@@ -343,8 +344,8 @@ class ModelRegistry:
 
     def _load(self, stage1_v: str, aliases: dict[str, str], current: ModelSet | None
               ) -> ModelSet:
-        suggesters: dict[str, Any] = {}
-        rerankers: dict[str, Any] = {}
+        suggesters: dict[str, Suggester] = {}
+        rerankers: dict[str, RerankerArtifact | None] = {}
         reuse = current is not None and current.stage1_version == stage1_v
         for concrete in dict.fromkeys(aliases.values()):
             if reuse and current is not None and concrete in current.suggesters:
@@ -359,8 +360,8 @@ class ModelRegistry:
                                                                              concrete)
         stage1 = None
         for suggester in suggesters.values():
-            candidate = getattr(getattr(suggester, "context", None), "stage1", None)
-            if isinstance(candidate, Stage1Artifact) and candidate.version == stage1_v:
+            candidate = suggester.context.stage1
+            if candidate.version == stage1_v:
                 stage1 = candidate
                 break
         if stage1 is None:
