@@ -37,6 +37,7 @@ from data._errors import (
     CatalogError,
     ConfigError,
     DataFileError,
+    InputError,
     SchemaError,
     StickerSuggestError,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "ConfigSection",
     "DataFileError",
     "Dataset",
+    "InputError",
     "Manifest",
     "SchemaError",
     "StickerSuggestError",

@@ -22,6 +22,14 @@ class ArtifactError(StickerSuggestError):
     """An artifact directory is missing, partial, or fails its checksums."""
 
 
+class InputError(StickerSuggestError, ValueError):
+    """A request's input (language, cluster, embedding, limit …) is invalid.
+
+    Raised by the component that validates it (the reranker's ``RerankerInputError``);
+    the HTTP layer answers it with 422. The message names the input, never typed text.
+    """
+
+
 class ConfigError(StickerSuggestError, ValueError):
     """A configuration value or file is invalid."""
 

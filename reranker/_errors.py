@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from data import StickerSuggestError
+from data import InputError
 
 __all__ = ["RerankerInputError"]
 
 
-class RerankerInputError(StickerSuggestError, ValueError):
-    """An input has the wrong shape or non-finite values; the message names it."""
+class RerankerInputError(InputError):
+    """An input has the wrong shape or non-finite values; the message names it.
+
+    A :class:`data.InputError`: serving answers it with 422 ``invalid_request``.
+    """

@@ -15,7 +15,7 @@ from flask import Flask, Response, json, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
-from data import StickerSuggestError
+from data import InputError, StickerSuggestError
 from federated import (
     FederatedConfigError,
     FederatedError,
@@ -124,13 +124,12 @@ def register_error_handlers(app: Flask) -> None:
     """Render :class:`ApiError`, the reranker's input errors and every Werkzeug HTTP error
     as problem details.
 
-    ``reranker.RerankerInputError`` (the reranker's own validation of a request's
-    language, cluster, embedding and limit) is a 422 ``invalid_request`` here and nowhere
-    else; its message names the input, never the typed text.
+    :class:`data.InputError` — ``reranker.RerankerInputError``, the reranker's own
+    validation of a request's language, cluster, embedding and limit — is a 422
+    ``invalid_request`` here and nowhere else; its message names the input, never the
+    typed text. (The base lives in ``data`` so that building the app does not import the
+    reranker: its import takes seconds of CPU.)
     """
-    # Imported with the app (which serves the reranker), not with the package: the CLI's
-    # ``models list`` does not need onnxruntime.
-    from reranker import RerankerInputError
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
@@ -144,8 +143,8 @@ def register_error_handlers(app: Flask) -> None:
                              type(exc).__name__)
         return problem_response(problem.status, problem.reason, problem.detail)
 
-    @app.errorhandler(RerankerInputError)
-    def _reranker_input(exc: RerankerInputError) -> Response:
+    @app.errorhandler(InputError)
+    def _input_error(exc: InputError) -> Response:
         return problem_response(422, "invalid_request", str(exc))
 
     @app.errorhandler(HTTPException)
