@@ -29,7 +29,6 @@ import structlog
 
 from data import set_latest
 from serving._promotions import latest_lock, promoted_versions, record
-from serving._registry import reranker_module
 from serving._rounds import RERANKER, live_reranker
 
 __all__ = ["Evaluator", "PromotionDecision", "PromotionPolicy", "decide_promotion",
@@ -58,7 +57,9 @@ def keyword_hit_rate(var: Path, version: str, *, queries: int = 200, k: int = 5,
     k : int
         Row length.
     """
-    suggester = reranker_module().Suggester.load(var, reranker_version=version)
+    from reranker import Suggester  # on first use: onnxruntime is heavy
+
+    suggester = Suggester.load(var, reranker_version=version)
     dataset = suggester.context.dataset
     labels = dict(dataset.table("labels").select("label_id", "label").iter_rows())
     table = dataset.table("keywords").select("label_id", "language", "keyword")
