@@ -330,11 +330,22 @@ def measure(scratch: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]
             servers.append(_Server(scratch, model, args))
         for server in servers:  # warm both endpoints: first requests build caches
             for path in server.scripts:
+                failure = ""
                 for _ in range(5):  # until a warm-up run completes requests
-                    warm = server.run(path, duration=2, threads=2,
-                                      connections=args.connections)
+                    try:
+                        warm = server.run(path, duration=2, threads=2,
+                                          connections=args.connections)
+                    except subprocess.CalledProcessError as exc:
+                        # seen once against a just-started server: wrk exits 1; retry
+                        failure = f"wrk exited {exc.returncode}: {(exc.stderr or '').strip()}"
+                        time.sleep(1.0)
+                        continue
                     if warm["requests"] > 0:
                         break
+                else:
+                    if failure:
+                        raise RuntimeError(f"warm-up of {server.model} {path} failed 5 "
+                                           f"times; last: {failure}")
         rounds = max(1, args.rounds)
         per_run = {"duration": max(1, args.duration // rounds), "threads": 2,
                    "connections": args.connections}
