@@ -34,6 +34,7 @@ import polars as pl
 
 from evaluation._errors import EvaluationError
 from reranker import RankingContext
+from reranker._segment import SegmentPopularity
 
 __all__ = ["DAY_S", "KEY_WEIGHT", "MATCHED_WEIGHT", "DeviceHistory", "Holdings",
            "segment_popularity_scores", "sticker_label_table"]
@@ -287,9 +288,10 @@ def segment_popularity_scores(context: RankingContext, user_ids: np.ndarray,
     """Order keys (N, n_cand) of each device's cluster candidates by segment popularity.
 
     Key: ``log1p`` of the package's server-log weight before ``split_ts`` among users of
-    the device's segment (language × region × age bucket) times ``1e6``, plus ``10 ×
-    log1p`` of its weight among users of the device's language (breaks the segment's
-    ties); the arm adds stage-1 order last.
+    the device's segment (language × region × age bucket; missing values form their own
+    segment) times ``1e6``, plus ``10 × log1p`` of its weight among users of the
+    device's language (breaks the segment's ties); the arm adds stage-1 order last
+    (:class:`reranker._segment.SegmentPopularity`, which the per-round metric shares).
 
     Parameters
     ----------
@@ -303,28 +305,12 @@ def segment_popularity_scores(context: RankingContext, user_ids: np.ndarray,
     -------
     ndarray of float64, shape (N, n_cand)
     """
-    users = context.dataset.table("users").select("user_id", "language", "region",
-                                                  "age_bucket")
-    inter = context.dataset.table("interactions").filter(
-        (pl.col("ts").dt.epoch("ms") / 1000.0) < split_ts).join(users, on="user_id")
-    seg = inter.group_by("language", "region", "age_bucket", "package_id").agg(
-        pl.col("weight").sum().alias("w_seg"))
-    lang = inter.group_by("language", "package_id").agg(pl.col("weight").sum().alias("w_lang"))
     cluster = np.asarray(context.stage1.cluster_of(np.asarray(user_ids)), np.int64)
-    cand = context.candidate_ids[np.maximum(cluster, 0)]  # (N, n_cand)
+    cand = np.asarray(context.candidate_ids[np.maximum(cluster, 0)], np.int64)  # (N, n_cand)
     n, n_cand = cand.shape
-    frame = pl.DataFrame({"device": np.repeat(np.arange(n), n_cand),
-                          "slot": np.tile(np.arange(n_cand), n),
-                          "package_id": cand.ravel().astype(np.int32),
-                          "user_id": np.repeat(np.asarray(user_ids, np.int32), n_cand)})
-    frame = (frame.join(users, on="user_id", how="left")
-             .join(seg, on=["language", "region", "age_bucket", "package_id"], how="left")
-             .join(lang, on=["language", "package_id"], how="left")
-             .sort("device", "slot"))
-    w_seg = frame["w_seg"].fill_null(0.0).to_numpy().astype(np.float64).reshape(n, n_cand)
-    w_lang = frame["w_lang"].fill_null(0.0).to_numpy().astype(np.float64).reshape(n, n_cand)
-    # segment weight first; language weight (< 1e5 after log1p·10) only breaks its ties
-    return np.log1p(w_seg) * KEY_WEIGHT + np.log1p(w_lang) * 10.0
+    keys = SegmentPopularity(context.dataset, split_ts).keys(
+        np.asarray(user_ids), np.arange(n + 1, dtype=np.int64) * n_cand, cand.ravel())
+    return keys.reshape(n, n_cand)
 
 
 def sticker_label_table(stickers: pl.DataFrame) -> np.ndarray:

@@ -100,8 +100,11 @@ def load_frontier(var: Path, sweep: str, *, task: str, k: int,
                   reference_uplift: float) -> dict[str, Any]:
     """Points (σ, ε of each kind, uplift) of a federated privacy–utility sweep.
 
-    Each point's uplift is its held-out ``hit@k`` over the stage-1 order measured in
-    the same sweep run (``hit@k_stage1_order``) minus one. ``sweep`` is a version, a
+    Each point's uplift is its validation ``hit@k`` over the strongest no-model row
+    measured in the same sweep run on the same sessions (``hit@k_strongest_baseline``;
+    its name in ``reference``) minus one; a sweep written before the per-round metric
+    had baselines falls back to stage-1 order (``hit@k_stage1_order``), and the
+    frontier's ``reference`` then says so. ``sweep`` is a version, a
     directory holding ``sweep.json``, ``latest`` (absent → ``available`` false) or
     ``none``.
 
@@ -112,7 +115,7 @@ def load_frontier(var: Path, sweep: str, *, task: str, k: int,
     """
     out: dict[str, Any] = {"available": False, "reference_uplift": reference_uplift,
                            "metric": f"hit@{k}", "points": [], "non_private_uplift": None,
-                           "source": None, "version": None}
+                           "source": None, "version": None, "reference": "strongest"}
     try:
         directory = _resolve_sweep(var, sweep, task)
     except ArtifactError as exc:
@@ -128,22 +131,35 @@ def load_frontier(var: Path, sweep: str, *, task: str, k: int,
         points = json.loads((directory / "sweep.json").read_text())
     except (OSError, json.JSONDecodeError, ArtifactError) as exc:
         raise EvaluationError(f"{directory}: cannot read the sweep ({exc})") from exc
-    metric, control = f"hit@{k}", f"hit@{k}_stage1_order"
+    metric, strongest, control = f"hit@{k}", f"hit@{k}_strongest_baseline", f"hit@{k}_stage1_order"
     rows = []
+    references = set()
     for p in points:
         metrics = p.get("metrics") or {}
-        hit, base = _number(metrics.get(metric)), _number(metrics.get(control))
+        hit = _number(metrics.get(metric))
+        if _number(metrics.get(strongest)) is not None:
+            base = _number(metrics.get(strongest))
+            names = [x[len(metric) + 1:] for x, v in metrics.items()
+                     if x.startswith(metric + "_") and _number(v) == base
+                     and not x.endswith(("_strongest_baseline", "_minus_strongest",
+                                         "_new_package", "_explore", "_stage1_order"))]
+            reference = names[0] if names else "strongest_baseline"
+            references.add("strongest")
+        else:
+            base, reference = _number(metrics.get(control)), "stage1_order"
+            references.add("stage1_order")
         uplift = hit / base - 1 if hit is not None and base else None
         eps = p.get("epsilon") or {}
         sigma = _number(p.get("noise_multiplier"))
         row = {"noise_multiplier": sigma,
                "epsilon": {kind: _number(v) for kind, v in eps.items()},
                "delta": _number(p.get("delta")), "hit": hit, "hit_control": base,
-               "uplift": uplift}
+               "reference": reference, "uplift": uplift}
         if sigma is None:
             out["non_private_uplift"] = uplift
         rows.append(row)
     missing = sum(r["uplift"] is None for r in rows)
+    out["reference"] = ("strongest" if references == {"strongest"} else "stage1_order")
     out.update(available=bool(rows) and missing < len(rows), points=rows,
                source=str(directory), version=directory.name,
                note=(f"{missing} point(s) lack {metric} or {control}" if missing else ""))

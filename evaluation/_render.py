@@ -194,9 +194,11 @@ def figures(report: dict[str, Any]) -> dict[str, str]:
     else:
         ax.text(0.5, 0.75, "no privacy–utility sweep available", ha="center", va="center",
                 transform=ax.transAxes, bbox={"facecolor": "white", "edgecolor": "#999"})
-    # the sweep measures each model against the stage-1 order on the same sessions, so the
-    # comparable number for this treatment is its paired uplift over stage-1 order
-    uplift = report["vs_control"][headline]["uplift"]
+    # the sweep measures each model against the strongest no-model row on the same
+    # sessions (old sweeps: stage-1 order), so the comparable number for this treatment
+    # is its paired uplift over the same reference here
+    by_strongest = frontier.get("reference", "stage1_order") == "strongest"
+    uplift = report["vs_strongest" if by_strongest else "vs_control"][headline]["uplift"]
     for kind, eps in (privacy.get("epsilon") or {}).items():
         if _finite(eps) and _finite(uplift) and eps > 0:
             ax.plot([eps], [100 * uplift], marker="*", ms=13, ls="none",
@@ -340,17 +342,21 @@ def render_html(report: dict[str, Any], images: dict[str, str]) -> str:
     frontier = report["frontier"]
     if frontier["available"]:
         p.add(f"<p class='note'>Sweep {esc(str(frontier['version']))}: each point trained with "
-              f"noise multiplier σ; uplift = its held-out {esc(frontier['metric'])} over the "
-              "stage-1 order in the same run. The dashed line is LINE's reported "
+              f"noise multiplier σ; uplift = its validation {esc(frontier['metric'])} over "
+              + ("the strongest no-model row (named per point)"
+                 if frontier.get("reference", "stage1_order") == "strongest"
+                 else "the stage-1 order (a sweep from before the per-round baselines)")
+              + " on the same sessions in the same run. The dashed line is LINE's reported "
               f"{p.num('signed_pct', 'frontier', 'reference_uplift')}.</p>")
         kinds = sorted({kind for pt in frontier["points"] for kind in pt["epsilon"]})
-        p.table(["σ", *(f"ε {esc(k)}" for k in kinds), esc(frontier["metric"]), "stage-1 order",
-                 "uplift"], [
+        p.table(["σ", *(f"ε {esc(k)}" for k in kinds), esc(frontier["metric"]), "reference",
+                 "its " + esc(frontier["metric"]), "uplift"], [
             [p.num("float", "frontier", "points", i, "noise_multiplier")
              if pt["noise_multiplier"] is not None else "none (no DP)",
              *(p.num("eps", "frontier", "points", i, "epsilon", k) if k in pt["epsilon"]
                else "—" for k in kinds),
              p.num("pct", "frontier", "points", i, "hit"),
+             esc(str(pt.get("reference", "stage1_order"))),
              p.num("pct", "frontier", "points", i, "hit_control"),
              p.num("signed_pct", "frontier", "points", i, "uplift")]
             for i, pt in enumerate(frontier["points"])])
@@ -466,8 +472,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     frontier = report["frontier"]
     if frontier["available"]:
         lines.append(f"Frontier: {len(frontier['points'])} sweep points "
-                     f"({frontier['version']}); no-DP uplift "
-                     f"{sp(frontier['non_private_uplift'])}; LINE reported "
+                     f"({frontier['version']}); no-DP uplift over "
+                     + ("the strongest no-model row "
+                        if frontier.get("reference", "stage1_order") == "strongest"
+                        else "stage-1 order ")
+                     + f"{sp(frontier['non_private_uplift'])}; LINE reported "
                      f"{sp(frontier['reference_uplift'])} (online downloads, reference only).")
     else:
         lines.append(f"Frontier: not available ({frontier.get('note', '')}).")

@@ -516,9 +516,9 @@ def keystroke(m_label, m_strength, m_kind,
 
 
 @njit(cache=True, nogil=True)
-def _baseline_ranks(n: int, sent: int, st_pk, pk_flags, pk_prior, st_val, st_last, pk_val,
-                    pk_last, now, half_life, c_st, c_bs, seen, stamp, pk_seen2, pk_best,
-                    pk_bcount, pk_bstr, out) -> None:  # pragma: no cover
+def _baseline_ranks(n: int, sent: int, st_pk, pk_flags, pk_prior, pk_seg, st_val, st_last,
+                    pk_val, pk_last, now, half_life, c_st, c_bs, seen, stamp, pk_seen2,
+                    pk_best, pk_bcount, pk_bstr, out) -> None:  # pragma: no cover
     """Ranks of the sent sticker under the no-model rows (``-1`` = not in the row at all).
 
     out[0] recents: the person's previously sent matching stickers by decayed count
@@ -526,10 +526,14 @@ def _baseline_ranks(n: int, sent: int, st_pk, pk_flags, pk_prior, st_val, st_las
     out[2] device counts: one sticker per matching stage-1 package (stage-1 order: its
     first sticker with the best label; device counts: its most-sent sticker, else that
     one), packages in stage-1 order / by decayed package count then stage-1 order.
+    out[5] segment popularity: stage-1 order's shown stickers, packages by the
+    device's segment key ``pk_seg`` (:class:`reranker._segment.SegmentPopularity`)
+    then stage-1 order.
     """
     out[0] = -1
     out[1] = -1
     out[2] = -1
+    out[5] = -1
     if sent < 0 or seen[sent] != stamp:
         return
     c_sent = _decayed(st_val[sent], st_last[sent], now, half_life)
@@ -575,6 +579,7 @@ def _baseline_ranks(n: int, sent: int, st_pk, pk_flags, pk_prior, st_val, st_las
     c_p = _decayed(pk_val[p_sent], pk_last[p_sent], now, half_life)
     r1 = 0
     r2 = 0
+    r5 = 0
     for i in range(n):
         s = c_st[i]
         p = st_pk[s]
@@ -582,11 +587,15 @@ def _baseline_ranks(n: int, sent: int, st_pk, pk_flags, pk_prior, st_val, st_las
             continue  # each other stage-1 package once (at its shown row)
         if pk_prior[p] > pk_prior[p_sent]:
             r1 += 1
+        if pk_seg[p] > pk_seg[p_sent] or (pk_seg[p] == pk_seg[p_sent]
+                                          and pk_prior[p] > pk_prior[p_sent]):
+            r5 += 1
         c = _decayed(pk_val[p], pk_last[p], now, half_life)
         if c > c_p or (c == c_p and pk_prior[p] > pk_prior[p_sent]):
             r2 += 1
     if shown_s1 == sent:
         out[1] = r1
+        out[5] = r5
     if shown_dc == sent:
         out[2] = r2
 
@@ -652,7 +661,7 @@ def _owned_ranks(n: int, sent: int, st_pk, pk_flags, pk_arr, st_val, st_last, no
 @njit(cache=True, nogil=True)
 def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
          sig_ptr, sig_label, sig_strength, sig_kind,
-         acq_ptr, acq_pk, acq_ts, s1_ptr, s1_pk, s1_prior, unlisted_prior, subscriber,
+         acq_ptr, acq_pk, acq_ts, s1_ptr, s1_pk, s1_prior, s1_seg, unlisted_prior, subscriber,
          lab_ptr, lab_st, st_pk, st_lab_ptr, st_lab, pk_size, pk_factor, pk_unit, pk_premium,
          label_unit, half_life, tau, norm, protect_window, cap, pre_w,
          o_ptr, o_st, o_pk, o_kw, o_prior, o_hist, o_pos, o_info) -> int:  # pragma: no cover
@@ -665,7 +674,8 @@ def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
     the state. Impression ``e`` has rows ``o_ptr[e]:o_ptr[e+1]``; ``o_pos[e]`` is the
     sent sticker's row (``-1``: not a candidate); ``o_info[e]`` = (recents rank, stage-1
     order rank, device-counts rank, sent package new to the device, sent sticker sent
-    before, n collected before the cap, ``owned`` rank, ``owned_by_match`` rank).
+    before, n collected before the cap, ``owned`` rank, ``owned_by_match`` rank,
+    segment-popularity rank); ``s1_seg`` holds each stage-1 entry's segment key.
     Returns -1 when the buffers are too small.
     Factors are not copied (``o_pk`` indexes ``pk_factor``).
     """
@@ -686,6 +696,7 @@ def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
     v_lb = np.zeros((n_lab, 2), np.float32)
     pk_flags = np.zeros(n_pk, np.int8)
     pk_prior = np.full(n_pk, unlisted_prior, np.float32)
+    pk_seg = np.zeros(n_pk)
     pk_arr = np.full(n_pk, NEVER)
     seen = np.zeros(n_st, np.int32)
     slot = np.zeros(n_st, np.int32)
@@ -718,11 +729,12 @@ def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
     e = 0
     row = 0
     o_ptr[0] = 0
-    info = np.empty(5, np.int64)
+    info = np.empty(6, np.int64)
     for b in range(dev_ptr.shape[0] - 1):
         for j in range(s1_ptr[b], s1_ptr[b + 1]):
             pk_flags[s1_pk[j]] |= IN_STAGE1
             pk_prior[s1_pk[j]] = s1_prior[j]
+            pk_seg[s1_pk[j]] = s1_seg[j]
         n_tst = 0
         n_tpk = 0
         n_tlb = 0
@@ -764,9 +776,9 @@ def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
                         pos = r
                         break
                 n_found = stamp[1]
-                _baseline_ranks(n_found, sent, st_pk, pk_flags, pk_prior, st_val, st_last,
-                                pk_val, pk_last, now, half_life, c_st, c_bs, seen, stamp[0],
-                                pk_seen2, pk_best, pk_bcount, pk_bstr, info)
+                _baseline_ranks(n_found, sent, st_pk, pk_flags, pk_prior, pk_seg, st_val,
+                                st_last, pk_val, pk_last, now, half_life, c_st, c_bs, seen,
+                                stamp[0], pk_seen2, pk_best, pk_bcount, pk_bstr, info)
                 _owned_ranks(n_found, sent, st_pk, pk_flags, pk_arr, st_val, st_last, now,
                              half_life, c_st, c_bs, info)
                 o_pos[e] = pos
@@ -778,6 +790,7 @@ def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
                 o_info[e, 5] = n_found
                 o_info[e, 6] = info[3]
                 o_info[e, 7] = info[4]
+                o_info[e, 8] = info[5]
                 row += m
                 e += 1
                 o_ptr[e] = row

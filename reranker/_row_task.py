@@ -34,6 +34,7 @@ from reranker._device_state import DeviceStateMixin
 from reranker._local import fold_in
 from reranker._model import ParameterLayout, initial_parameters
 from reranker._row import HISTORY_FEATURE_NAMES, RowConfig, StickerCatalog
+from reranker._segment import SegmentPopularity
 from reranker._sessions import (
     RowImpressions,
     RowSessions,
@@ -279,6 +280,20 @@ class RowTask(DeviceStateMixin):
                                                                self.config.eval_devices),
                                                 replace=False)) if held.size else held)
         self.split_ts = float(train_end)  # nothing trained on or after this time
+        self._segment: SegmentPopularity | None = None
+        self._fold_in_only: dict[tuple[str, str], dict[str, float]] = {}
+
+    @property
+    def segment_popularity(self) -> SegmentPopularity:
+        """The server's segment popularity as of ``validation_start`` (built once).
+
+        The per-round metric evaluates on ``[validation_start, test_start)``; the server
+        knows only its log before that window.
+        """
+        if self._segment is None:
+            self._segment = SegmentPopularity(self.context.dataset,
+                                              self.split.validation_start)
+        return self._segment
 
     # ------------------------------------------------------------------ helpers
     def _fold_in(self, devices: np.ndarray) -> np.ndarray:
@@ -389,8 +404,11 @@ class RowTask(DeviceStateMixin):
         phone personalised for ``parameters`` from its history before
         ``validation_start``; history features from all its earlier sends): ``hit@k`` of
         the model, of the recents row, the owned rows (held stickers sent-first, and
-        best-match-first), device counts and stage-1 order, the strongest of the
-        no-model rows (stage-1 order excluded) and the model's margin over it, the same
+        best-match-first), device counts, segment popularity (the server's log before
+        ``validation_start``), fold-in only (the initial weights with each phone's own
+        personalisation; computed once per evaluation set) and stage-1 order, the
+        strongest of the no-model rows (stage-1 order excluded) and the model's margin
+        over it, the same
         on sends whose package is new to the device, and the displayable ceiling (sent
         sticker among the candidates).
         """
@@ -401,28 +419,49 @@ class RowTask(DeviceStateMixin):
         """:meth:`evaluate` on any devices and sessions (``window`` (S,) bool)."""
         k = self.config.top_k
         theta = np.asarray(parameters, np.float32)
+        theta0 = np.asarray(self.initial_parameters(), np.float32)
+        key = (hashlib.sha256(np.asarray(devices, np.int64).tobytes()).hexdigest(),
+               hashlib.sha256(np.packbits(np.asarray(window, bool)).tobytes()).hexdigest())
+        fold_in_cached = self._fold_in_only.get(key)
+        fold_in_acc: dict[str, float] = {}
         acc: dict[str, float] = {}
         n = 0
         for lo in range(0, devices.size, self.config.device_batch):
             batch = np.asarray(devices[lo: lo + self.config.device_batch], np.int64)
             users = self.personalize(theta, batch)
             imp = walk_impressions(self.sessions, self.catalog, self.config.row, batch,
-                                   window, self.alive, self.config.row.cap)
+                                   window, self.alive, self.config.row.cap,
+                                   segment=self.segment_popularity)
             if not imp.n_impressions:
                 continue
             scores = row_scores(theta, self.layout, users, imp, self.catalog.pk_factor)
             for name, value in _row_metrics(scores, imp, k, self.config.row.explore_slots
                                             ).items():
                 acc[name] = acc.get(name, 0.0) + value
+            if fold_in_cached is None:
+                # the initial weights with each phone's own personalisation: what
+                # federated training itself adds is the model's margin over this row
+                scores0 = row_scores(theta0, self.layout, self.personalize(theta0, batch), imp,
+                                     self.catalog.pk_factor)
+                hit0, _ = row_hits(scores0, imp, k)
+                new = imp.info[:, 3] == 1
+                fold_in_acc["fold_in_only"] = fold_in_acc.get("fold_in_only", 0.0) + hit0.sum()
+                fold_in_acc["n_new_fold_in_only"] = (fold_in_acc.get("n_new_fold_in_only", 0.0)
+                                                     + (hit0 & new).sum())
             n += imp.n_impressions
+        if fold_in_cached is None:
+            fold_in_cached = self._fold_in_only[key] = {x: float(v)
+                                                        for x, v in fold_in_acc.items()}
+        for name, value in fold_in_cached.items():
+            acc[name] = value
         out = {name: value / max(n, 1) for name, value in acc.items()
                if not name.startswith("n_new")}
         n_new = max(acc.get("n_new", 0.0), 1.0)
-        for name in ("hit", "hit_explore", *_BASELINES):
+        for name in ("hit", "hit_explore", *_BASELINES, "fold_in_only"):
             out[f"{name}_new_package"] = acc.get(f"n_new_{name}", 0.0) / n_new
         rename = {"hit": f"hit@{k}", "hit1": "hit@1", "ceiling": "ceiling",
                   "hit_explore": f"hit@{k}_explore",
-                  **{name: f"hit@{k}_{name}" for name in _BASELINES}}
+                  **{name: f"hit@{k}_{name}" for name in (*_BASELINES, "fold_in_only")}}
         result = {rename.get(x, x): v for x, v in out.items()}
         if n:
             # stage-1 order is shown, never the reference: the strongest no-model row is
@@ -472,12 +511,14 @@ def _only_reachable(imp: RowImpressions) -> RowImpressions:
 
 
 _BASELINES: dict[str, int] = {"recents": 0, "stage1_order": 1, "device_counts": 2,
-                               "owned": 6, "owned_by_match": 7}
+                               "owned": 6, "owned_by_match": 7, "segment_popularity": 8}
 """The no-model rows of the per-round metric: column of their rank in ``imp.info``."""
 
-_STRONGEST_FROM: tuple[str, ...] = ("recents", "device_counts", "owned", "owned_by_match")
-"""Baselines the model's margin is taken against (the report adds segment popularity,
-global popularity and fold-in only; none of them was ever the strongest there)."""
+_STRONGEST_FROM: tuple[str, ...] = ("recents", "device_counts", "owned", "owned_by_match",
+                                    "segment_popularity", "fold_in_only")
+"""Baselines the model's margin is taken against: the report's (``evaluation``'s
+``BASELINE_ARMS``) except global popularity, which the per-round metric does not
+compute (it never came near the strongest in a report); stage-1 order is shown only."""
 
 
 def _row_metrics(scores: np.ndarray, imp: RowImpressions, k: int, explore_slots: int

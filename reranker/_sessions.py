@@ -25,6 +25,7 @@ from data import progress
 from keyword_index import Match
 from reranker._context import RankingContext
 from reranker._row import RowConfig, StickerCatalog
+from reranker._segment import SegmentPopularity
 
 __all__ = ["RowImpressions", "RowSessions", "SessionTable", "build_row_sessions",
            "build_sessions", "split_time", "walk_impressions"]
@@ -395,8 +396,8 @@ class RowImpressions:
 
 
 def walk_impressions(sessions: RowSessions, catalog: StickerCatalog, config: RowConfig,
-                     devices: np.ndarray, emit: np.ndarray, record: np.ndarray, cap: int
-                     ) -> RowImpressions:
+                     devices: np.ndarray, emit: np.ndarray, record: np.ndarray, cap: int,
+                     segment: SegmentPopularity | None = None) -> RowImpressions:
     """Impressions of the sessions ``emit`` marks, for ``devices``, each from the device's
     earlier recorded sends (``record``) and acquisitions.
 
@@ -411,6 +412,9 @@ def walk_impressions(sessions: RowSessions, catalog: StickerCatalog, config: Row
         Sessions to turn into impressions; sends that join the history.
     cap : int
         Candidates per impression besides the protected recent stickers.
+    segment : SegmentPopularity, optional
+        The server's segment popularity, for the ``segment_popularity`` rank
+        (``info[:, 8]``); without it that rank is stage-1 order's.
     """
     from reranker import _row_kernels as kernels
 
@@ -433,13 +437,15 @@ def walk_impressions(sessions: RowSessions, catalog: StickerCatalog, config: Row
     s1_pk = (np.concatenate(s1_lists) if s1_lists else np.zeros(0, np.int32)).astype(np.int32)
     s1_prior = (np.concatenate([catalog.cluster_prior[c] for c in clusters.tolist()])
                 if s1_lists else np.zeros(0, np.float32)).astype(np.float32)
+    s1_seg = (segment.keys(sessions.user_ids[devices], s1_ptr, catalog.package_ids[s1_pk])
+              if segment is not None else np.zeros(s1_pk.size))
     e_mask = emit[idx]
     n_emit = int(e_mask.sum())
     capacity = n_emit * (cap + 8) + 8192
     k, h = 7, kernels.N_HISTORY
     while True:
         out = _walk_into(kernels, sessions, catalog, config, devices, idx, dev_ptr, aidx,
-                         acq_ptr, s1_ptr, s1_pk, s1_prior, record, e_mask, n_emit, cap,
+                         acq_ptr, s1_ptr, s1_pk, s1_prior, s1_seg, record, e_mask, n_emit, cap,
                          capacity, k, h)
         if out is not None:
             break
@@ -455,7 +461,8 @@ def walk_impressions(sessions: RowSessions, catalog: StickerCatalog, config: Row
 def _walk_into(kernels: Any, sessions: RowSessions, catalog: StickerCatalog,
                config: RowConfig, devices: np.ndarray, idx: np.ndarray, dev_ptr: np.ndarray,
                aidx: np.ndarray, acq_ptr: np.ndarray, s1_ptr: np.ndarray, s1_pk: np.ndarray,
-               s1_prior: np.ndarray, record: np.ndarray, e_mask: np.ndarray, n_emit: int,
+               s1_prior: np.ndarray, s1_seg: np.ndarray, record: np.ndarray,
+               e_mask: np.ndarray, n_emit: int,
                cap: int, capacity: int, k: int, h: int) -> tuple[Any, ...] | None:
     """One run of the compiled walk into buffers of ``capacity`` rows (None: too small)."""
     o_ptr = np.zeros(n_emit + 1, np.int64)
@@ -465,12 +472,12 @@ def _walk_into(kernels: Any, sessions: RowSessions, catalog: StickerCatalog,
     o_prior = np.empty(capacity, np.float32)
     o_hist = np.empty((capacity, h), np.float32)
     o_pos = np.empty(n_emit, np.int64)
-    o_info = np.empty((n_emit, 8), np.int64)
+    o_info = np.empty((n_emit, 9), np.int64)
     rows = kernels.walk(
         dev_ptr, sessions.sig[idx], sessions.ts[idx], sessions.sticker[idx],
         record[idx], e_mask, sessions.sig_ptr, sessions.sig_label, sessions.sig_strength,
         sessions.sig_kind, acq_ptr, sessions.acq_pk[aidx], sessions.acq_ts[aidx], s1_ptr,
-        s1_pk, s1_prior, np.float32(catalog.unlisted_prior), sessions.subscriber[devices],
+        s1_pk, s1_prior, s1_seg, np.float32(catalog.unlisted_prior), sessions.subscriber[devices],
         catalog.lab_ptr, catalog.lab_st, catalog.st_pk, catalog.st_lab_ptr, catalog.st_lab,
         catalog.pk_size, catalog.pk_factor, catalog.pk_unit, catalog.pk_premium,
         catalog.label_unit, config.half_life_s, config.recency_s, config.count_norm,

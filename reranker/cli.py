@@ -194,7 +194,8 @@ def evaluate_cmd(cli: CLIContext, versions: tuple[str, ...], central_versions: t
     for name, label in (("stage1_order", "stage-1 order (control)"),
                         ("recents", "recents row"), ("owned", "owned row (sent first)"),
                         ("owned_by_match", "owned row (best match first)"),
-                        ("device_counts", "device send counts")):
+                        ("device_counts", "device send counts"),
+                        ("segment_popularity", "segment popularity (server log)")):
         rows.append((label, "-", baseline[f"{key}_{name}"], "-", "-"))
     rows.append(("strongest no-model row", "-", baseline[f"{key}_strongest_baseline"], "-",
                  "-"))

@@ -85,10 +85,10 @@ class _Page(HTMLParser):
             self.numbers.append((key, fmt, "".join(self._text)))
 
 
-def _publish_sweep(var: Path) -> None:
+def _publish_sweep(var: Path, points: list[dict[str, Any]] | None = None) -> None:
     with data.publish_artifact(var / "federated" / "sweeps" / "reranker" / "v1",
                                kind="federated-sweep", parameters={"task": "reranker"}) as w:
-        w.write_json("sweep.json", SWEEP)
+        w.write_json("sweep.json", SWEEP if points is None else points)
 
 
 def _synthetic_report(tmp_path: Path, seed: int = 0, same_arms: bool = False
@@ -171,11 +171,34 @@ def test_frontier_uplift_and_missing_sweep(tmp_path: Path) -> None:
     assert frontier["available"] and frontier["version"] == "v1"
     assert [p["uplift"] for p in frontier["points"]] == pytest.approx([0.1, 0.025, 0.15])
     assert frontier["non_private_uplift"] == pytest.approx(0.15)
+    # a sweep from before the per-round baselines: the reference is stage-1 order, said so
+    assert frontier["reference"] == "stage1_order"
+    assert {p["reference"] for p in frontier["points"]} == {"stage1_order"}
     empty = load_frontier(tmp_path / "nowhere", "latest", task="reranker", k=5,
                           reference_uplift=0.056)
     assert not empty["available"] and "stickers federated sweep" in empty["note"]
     with pytest.raises(EvaluationError, match="--sweep v9"):
         load_frontier(tmp_path, "v9", task="reranker", k=5, reference_uplift=0.056)
+
+
+def test_frontier_is_measured_against_the_strongest_no_model_row(tmp_path: Path) -> None:
+    """Each sweep point's uplift is over the best no-model row of its own per-round
+    metric (named per point), not over stage-1 order."""
+    points = [
+        {"noise_multiplier": 1.0, "epsilon": {"secure_sum": 2.0}, "delta": 1e-6,
+         "metrics": {"hit@5": 0.25, "hit@5_stage1_order": 0.02, "hit@5_recents": 0.08,
+                     "hit@5_owned_by_match": 0.20, "hit@5_owned_by_match_new_package": 0.3,
+                     "hit@5_strongest_baseline": 0.20, "hit@5_minus_strongest": 0.05}},
+        {"noise_multiplier": None, "epsilon": None, "delta": None,
+         "metrics": {"hit@5": 0.24, "hit@5_stage1_order": 0.02, "hit@5_fold_in_only": 0.16,
+                     "hit@5_owned_by_match": 0.15, "hit@5_strongest_baseline": 0.16}},
+    ]
+    _publish_sweep(tmp_path, points)
+    frontier = load_frontier(tmp_path, "latest", task="reranker", k=5, reference_uplift=0.056)
+    assert frontier["reference"] == "strongest"
+    assert [p["uplift"] for p in frontier["points"]] == pytest.approx([0.25, 0.5])
+    assert [p["reference"] for p in frontier["points"]] == ["owned_by_match", "fold_in_only"]
+    assert [p["hit_control"] for p in frontier["points"]] == pytest.approx([0.20, 0.16])
 
 
 def test_privacy_summary_of_a_model_without_dp() -> None:

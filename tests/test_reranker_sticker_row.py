@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -170,7 +172,8 @@ def test_task_evaluates_against_baselines_on_validation_devices(row_task) -> Non
         assert key in m
     assert 0 <= m["hit@5"] <= m["ceiling"] <= 1
     assert m["hit@5_strongest_baseline"] == max(
-        m["hit@5_recents"], m["hit@5_device_counts"], m["hit@5_owned"], m["hit@5_owned_by_match"])
+        m["hit@5_recents"], m["hit@5_device_counts"], m["hit@5_owned"], m["hit@5_owned_by_match"],
+        m["hit@5_segment_popularity"], m["hit@5_fold_in_only"])
     assert "owned_by_match_new_package" in m
 
 
@@ -321,3 +324,85 @@ def test_walk_ranks_the_owned_rows_by_hand() -> None:
     assert imp.info[1, 0] == 0
     assert imp.info[1, 6] == 0
     assert imp.info[1, 7] == 1
+
+
+class _Tables:
+    """The two tables :class:`reranker._segment.SegmentPopularity` reads."""
+
+    def __init__(self, **tables: pl.DataFrame) -> None:
+        self.tables = tables
+
+    def table(self, name: str) -> pl.DataFrame:
+        return self.tables[name]
+
+
+def _segment_world() -> _Tables:
+    """Users 7, 8 (ja, r1, 20s) and 9 (en, r2, 30s). Before day 10: user 8 sent package 11
+    (weight 3) and 10 (weight 1), user 9 package 10 (weight 100); after it user 8 sent
+    package 10 with weight 1000, which the server must not know."""
+    users = pl.DataFrame({"user_id": [7, 8, 9], "language": ["ja", "ja", "en"],
+                          "region": ["r1", "r1", "r2"], "age_bucket": ["20s", "20s", "30s"]})
+    day = [datetime(2026, 1, 1) + timedelta(days=d) for d in (1, 2, 3, 20)]
+    inter = pl.DataFrame({"user_id": [8, 8, 9, 8], "package_id": [11, 10, 10, 10],
+                          "weight": [3.0, 1.0, 100.0, 1000.0], "ts": day})
+    return _Tables(users=users, interactions=inter)
+
+
+CUT = (datetime(2026, 1, 11) - datetime(1970, 1, 1)).total_seconds()
+
+
+def test_segment_popularity_keys_by_hand() -> None:
+    from reranker._segment import SegmentPopularity
+
+    seg = SegmentPopularity(_segment_world(), CUT)
+    keys = seg.keys(np.array([7, 9, 42]), np.array([0, 2, 4, 5]), np.array([10, 11, 10, 11, 10]))
+    # user 7's segment (and language) saw package 10 with weight 1 and 11 with weight 3;
+    # user 9's saw 10 with 100 and 11 never; user 42 is unknown to the server
+    expected = [math.log1p(1) * 1e6 + 10 * math.log1p(1), math.log1p(3) * 1e6 + 10 * math.log1p(3),
+                math.log1p(100) * 1e6 + 10 * math.log1p(100), 0.0, 0.0]
+    np.testing.assert_allclose(keys, expected, rtol=1e-12)
+
+
+def test_walk_ranks_segment_popularity_by_hand() -> None:
+    """Cluster 0 lists packages 10 (stage-1 prior 0.9) and 11 (0.1). User 7 types labels 0
+    (exact) and 1 (prefix) and sends 103, the sticker package 11 shows (its best match):
+    stage-1 order puts it second, its segment (which sent 11 three times as much as 10)
+    first. Without the server's segment popularity the rank is stage-1 order's."""
+    from reranker import RowSessions, walk_impressions
+    from reranker._segment import SegmentPopularity
+
+    cat = dataclasses.replace(_hand_catalog(), cluster_pk=[np.array([0, 1], np.int32)],
+                              cluster_prior=[np.array([0.9, 0.1], np.float32)])
+    sessions = RowSessions(
+        user_ids=np.array([7]), cluster=np.array([0], np.int32),
+        subscriber=np.array([False]), dev_ptr=np.array([0, 1]),
+        ts=np.array([30.0]) * DAY, sig=np.zeros(1, np.int64),
+        sticker=np.array([3], np.int32), package=np.array([1], np.int32),
+        sent_row=np.full(1, -1), sig_ptr=np.array([0, 2]), sig_label=MATCH[0],
+        sig_strength=MATCH[1], sig_kind=MATCH[2], acq_ptr=np.array([0, 0]),
+        acq_pk=np.zeros(0, np.int32), acq_ts=np.zeros(0))
+    args = (sessions, cat, RowConfig(), np.array([0]), np.ones(1, bool), np.ones(1, bool),
+            RowConfig().cap)
+    with_segment = walk_impressions(*args, segment=SegmentPopularity(_segment_world(), CUT))
+    assert with_segment.info[0, 1] == 1  # stage-1 order: package 10 first
+    assert with_segment.info[0, 8] == 0  # segment popularity: package 11 first
+    without = walk_impressions(*args)
+    assert without.info[0, 8] == without.info[0, 1] == 1
+
+
+def test_per_round_metric_shows_segment_popularity_and_fold_in_only(row_task) -> None:  # type: ignore[no-untyped-def]
+    """fold-in only is the initial weights with each phone's personalisation: evaluated
+    beside any weights it equals the initial weights' own hit@5; the margin is taken
+    against the best of every no-model row, segment popularity and fold-in included."""
+    task = row_task
+    initial = task.evaluate(task.initial_parameters())
+    other = task.evaluate(task.initial_parameters()
+                          + np.random.default_rng(3).normal(0, 0.5, task.n_parameters))
+    assert initial["hit@5_fold_in_only"] == pytest.approx(initial["hit@5"])
+    assert other["hit@5_fold_in_only"] == pytest.approx(initial["hit@5"])
+    assert other["hit@5"] != pytest.approx(initial["hit@5"])
+    names = ("recents", "device_counts", "owned", "owned_by_match", "segment_popularity",
+             "fold_in_only")
+    assert other["hit@5_strongest_baseline"] == max(other[f"hit@5_{a}"] for a in names)
+    assert 0 <= other["hit@5_segment_popularity"] <= other["ceiling"]
+    assert "segment_popularity_new_package" in other
