@@ -132,6 +132,12 @@ def analyse(result: ReplayResult, sample: HeldOutSample, segments: dict[str, np.
                                       sums["treatment"][m][active], sessions[active],
                                       rng=rng, **stat).to_dict()
                     for m in names}
+    # every arm against the strongest baseline on the headline metric, paired (the note's
+    # table of arms): the strongest itself has no row
+    arms_vs_strongest = {arm: compare_paired(headline, sums[strongest][headline][active],
+                                             sums[arm][headline][active], sessions[active],
+                                             rng=rng, **stat).to_dict()
+                         for arm in result.arms if arm != strongest}
     vs_control = {m: compare_paired(m, sums["control"][m][active],
                                     sums["treatment"][m][active], sessions[active],
                                     rng=rng, **stat).to_dict()
@@ -221,5 +227,6 @@ def analyse(result: ReplayResult, sample: HeldOutSample, segments: dict[str, np.
         "worst_segment": worst,
         "strongest_baseline": strongest, "baselines": baselines,
         "vs_strongest": vs_strongest, "vs_control": vs_control,
+        "arms_vs_strongest": arms_vs_strongest,
         "history_split": history_split,
     }

@@ -65,9 +65,25 @@ def sent_rank(scores: np.ndarray, shown: np.ndarray, sent_sticker: np.ndarray) -
 
 
 def visible_rows(scores: np.ndarray, shown: np.ndarray, k: int) -> np.ndarray:
-    """Candidate positions (B, k) of the visible row, best first; ``-1`` pads short rows."""
+    """Candidate positions (B, k) of the visible row, best first; ``-1`` pads short rows.
+
+    Ties go to the earlier position (as a stable sort of the whole row would order them),
+    found in linear time per row: the ``k``-th best score by partition, every position
+    strictly above it, then the earliest positions equal to it until ``k`` are taken.
+    """
     masked = np.where(_eligible(scores, shown), scores, -np.inf)
-    order = np.argsort(-masked, axis=1, kind="stable")[:, :k]
+    b, n = masked.shape
+    if n <= k:
+        order = np.argsort(-masked, axis=1, kind="stable")[:, :k]
+    else:
+        kth = -np.partition(-masked, k - 1, axis=1)[:, k - 1:k]  # (B, 1)
+        above = masked > kth
+        equal = masked == kth
+        room = k - above.sum(axis=1, keepdims=True)
+        take = above | (equal & (np.cumsum(equal, axis=1) <= room))
+        picked = np.nonzero(take)[1].reshape(b, k)  # position order within each row
+        best = np.argsort(-np.take_along_axis(masked, picked, axis=1), axis=1, kind="stable")
+        order = np.take_along_axis(picked, best, axis=1)
     ok = np.isfinite(np.take_along_axis(masked, order, axis=1))
     return np.where(ok, order, -1)
 

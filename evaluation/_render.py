@@ -309,9 +309,14 @@ def render_html(report: dict[str, Any], images: dict[str, str]) -> str:
             rows)
 
     p.add("<h2>Arms</h2>")
-    p.table(["arm", *map(esc, report["metrics"]), "ceiling", "keystrokes to hit (when hit)",
+    vs_all = report.get("arms_vs_strongest") or {}
+    p.table(["arm", *map(esc, report["metrics"]),
+             f"{esc(report['headline_metric'])} vs {esc(report['strongest_baseline'])} "
+             "(paired, 95% CI)", "ceiling", "keystrokes to hit (when hit)",
              "never hit", "keystrokes (capped)", "sticker coverage", "package coverage"], [
         [esc(v["label"]), *(p.num("pct", "arms", arm, m) for m in report["metrics"]),
+         (p.num("signed_pct", "arms_vs_strongest", arm, "uplift") + " "
+          + p.ci("arms_vs_strongest", arm) if arm in vs_all else "reference"),
          p.num("pct", "arms", arm, "ceiling"),
          p.num("float", "arms", arm, "keystrokes", "mean_when_hit"),
          p.num("pct", "arms", arm, "keystrokes", "never_share"),
@@ -447,13 +452,16 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{s['sessions']:,} held-out sessions, {s['keystrokes']:,} keystrokes; stage 1 "
         f"shortlisted the sent package in {pct(s['reachable_share'])} of sessions.",
         "",
-        "| arm | " + " | ".join(report["metrics"]) + " | ceiling | keystrokes to hit "
-        "| never hit | sticker coverage |",
-        "|---|" + "---|" * (len(report["metrics"]) + 4),
+        "| arm | " + " | ".join(report["metrics"]) + f" | {m} vs {strongest} (paired, 95% CI) "
+        "| ceiling | keystrokes to hit | never hit | sticker coverage |",
+        "|---|" + "---|" * (len(report["metrics"]) + 5),
     ]
-    for arm in report["arms"].values():
+    vs_all = report.get("arms_vs_strongest") or {}
+    for name, arm in report["arms"].items():
+        versus = (f"{sp(vs_all[name]['uplift'])} [{sp(vs_all[name]['ci_low'])}, "
+                  f"{sp(vs_all[name]['ci_high'])}]" if name in vs_all else "reference")
         lines.append(f"| {arm['label']} | " + " | ".join(pct(arm[x]) for x in report["metrics"])
-                     + f" | {pct(arm['ceiling'])}"
+                     + f" | {versus} | {pct(arm['ceiling'])}"
                      + f" | {format_value(arm['keystrokes']['mean_when_hit'], 'float')} | "
                      f"{pct(arm['keystrokes']['never_share'])} | "
                      f"{pct(arm['coverage_stickers'])} |")

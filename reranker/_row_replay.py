@@ -12,7 +12,7 @@ becomes an impression, then the session's own send joins the history.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,13 @@ from reranker._context import RankingContext
 from reranker._model import ParameterLayout
 from reranker._row import HISTORY_FEATURE_NAMES, RowConfig, StickerCatalog
 from reranker._row_task import PipelineSplit, RowTask, RowTaskConfig, row_scores
-from reranker._sessions import RowSessions, _concat, build_row_sessions, walk_impressions
+from reranker._sessions import (
+    RowImpressions,
+    RowSessions,
+    _concat,
+    build_row_sessions,
+    walk_impressions,
+)
 
 __all__ = ["RowReplay"]
 
@@ -63,6 +69,7 @@ class RowReplay:
         self.held_sticker = self.catalog.stickers_of(np.asarray(sent_sticker)).astype(np.int32)
         self.held_ptr = np.searchsorted(self.held_device, np.arange(self.history.n_devices + 1))
         self._last: tuple[Any, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._walked: tuple[Any, _Walked] | None = None
 
     def personalize(self, theta: np.ndarray) -> np.ndarray:
         """Embeddings (N, d) the phones derive for ``theta`` from their pre-split history."""
@@ -110,7 +117,25 @@ class RowReplay:
                session: np.ndarray, signature: np.ndarray, matches: list[Match]
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Scores, stickers and package-new flags (B, L) of keystrokes (see
-        :meth:`score_keystrokes`)."""
+        :meth:`score_keystrokes`).
+
+        The walk (candidates and features of every keystroke) does not depend on the
+        weights: every arm scoring the same batch (treatment, central, fold-in only)
+        reuses the last batch's walk and only computes its own scores.
+        """
+        key = (np.asarray(session).tobytes(), np.asarray(signature).tobytes(), id(matches))
+        if self._walked is None or self._walked[0] != key:
+            self._walked = (key, self._walk(session, signature, matches))
+        w = self._walked[1]
+        scores = row_scores(np.asarray(theta, np.float32), layout, users[w.devices], w.imp,
+                            self.catalog.pk_factor)
+        out_s = np.full(w.shape, -np.inf)
+        out_s[w.row_of, w.col] = scores
+        return out_s, w.items, w.new
+
+    def _walk(self, session: np.ndarray, signature: np.ndarray, matches: list[Match]
+              ) -> _Walked:
+        """The compiled walk of a batch of keystrokes (see :meth:`score_keystrokes`)."""
         h = self.history
         b_ = session.size
         devices = np.unique(self.held_device[session])
@@ -173,20 +198,32 @@ class RowReplay:
         keystroke = np.concatenate(key_l)
         imp = walk_impressions(rs, self.catalog, self.config, np.arange(devices.size), emit,
                                np.concatenate(rec_l), self.config.cap)
-        scores = row_scores(np.asarray(theta, np.float32), layout, users[devices], imp,
-                            self.catalog.pk_factor)
         sizes = imp.sizes
         width = max(int(sizes.max(initial=0)), 1)
-        out_s = np.full((b_, width), -np.inf)
         out_i = np.full((b_, width), -1, np.int32)
         rows = keystroke[imp.session]
         row_of = np.repeat(rows, sizes)
         col = np.arange(sizes.sum()) - np.repeat(imp.ptr[:-1], sizes)
-        out_s[row_of, col] = scores
         out_i[row_of, col] = self.catalog.sticker_ids[imp.sticker]
         new = np.zeros((b_, width), bool)
         new[row_of, col] = imp.history[:, HISTORY_FEATURE_NAMES.index("package_new")] > 0
-        return out_s, out_i, new
+        out_i.flags.writeable = False  # shared by every arm scoring this batch
+        new.flags.writeable = False
+        return _Walked(devices=devices, imp=imp, shape=(b_, width), row_of=row_of, col=col,
+                       items=out_i, new=new)
+
+
+@dataclass(frozen=True)
+class _Walked:
+    """One batch's walk: impressions and where each row lands in the (B, L) output."""
+
+    devices: np.ndarray
+    imp: RowImpressions
+    shape: tuple[int, int]
+    row_of: np.ndarray
+    col: np.ndarray
+    items: np.ndarray
+    new: np.ndarray
 
 
 def _with_exploration(scores: np.ndarray, new: np.ndarray, k: int, slots: int) -> np.ndarray:

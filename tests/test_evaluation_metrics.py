@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from evaluation import (
     KEYSTROKE_NEVER,
@@ -90,3 +92,19 @@ def test_terciles_bounds_and_labels() -> None:
     assert labels[2] == "high (≥7 sessions)"
     group, _ = terciles(np.array([5, 60]), "users", reference=np.array([1, 10, 20, 30, 100, 200]))
     np.testing.assert_array_equal(group, [0, 2])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 40), st.integers(1, 8), st.integers(0, 2**32 - 1))
+def test_visible_rows_equal_a_stable_sort_of_the_whole_row(b: int, n: int, k: int,
+                                                           seed: int) -> None:
+    """The linear-time row equals the first ``k`` of a stable descending sort (ties to the
+    earlier position), with ineligible candidates (``-inf`` or no sticker) never shown."""
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(-2, 3, (b, n)).astype(np.float64)  # many ties
+    scores[rng.random((b, n)) < 0.2] = -np.inf
+    shown = np.where(rng.random((b, n)) < 0.15, -1, rng.integers(0, 50, (b, n)))
+    masked = np.where(np.isfinite(scores) & (shown >= 0), scores, -np.inf)
+    order = np.argsort(-masked, axis=1, kind="stable")[:, :k]
+    expected = np.where(np.isfinite(np.take_along_axis(masked, order, axis=1)), order, -1)
+    np.testing.assert_array_equal(visible_rows(scores, shown, k), expected)

@@ -154,6 +154,16 @@ def test_report_renders_and_every_number_is_the_json(tmp_path: Path) -> None:
     assert format_value(ab["uplift"], "signed_pct") in summary
     assert format_value(ab["ci_low"], "signed_pct") in summary
     assert "ε (device_local) = 93.8" in summary  # secure_sum unmet: not the headline
+    # every arm but the strongest baseline is compared with it, paired on the same users
+    strongest = report["strongest_baseline"]
+    assert strongest == "popularity"  # the only baseline arm of this synthetic replay
+    assert set(report["arms_vs_strongest"]) == {"control", "treatment"}
+    for arm, cmp in report["arms_vs_strongest"].items():
+        assert cmp["mean_a"] == pytest.approx(report["arms"][strongest]["hit@5"])
+        assert cmp["mean_b"] == pytest.approx(report["arms"][arm]["hit@5"])
+        assert f"/arms_vs_strongest/{arm}/uplift" in keys
+    same = report["vs_strongest"]["hit@5"]  # the headline: the same point estimate
+    assert report["arms_vs_strongest"]["treatment"]["uplift"] == pytest.approx(same["uplift"])
 
 
 def test_identical_arms_report_no_paired_uplift_and_ab_equals_aa(tmp_path: Path) -> None:
