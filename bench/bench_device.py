@@ -25,9 +25,9 @@ import numpy as np
 import psutil
 
 from bench._results import write_results
-from federated import SecAggParams, SyntheticRegressionTask, run_secagg_round
-from federated._device_population import run_population
-from federated._transport import HttpTransport, TransportError
+from federated import SyntheticRegressionTask
+from federated.device import HttpTransport, TransportError, run_population
+from federated.secagg import SecAggParams, run_secagg_round
 
 
 def _free_port() -> int:

@@ -18,22 +18,16 @@ from collections.abc import Callable
 import numpy as np
 
 from bench._results import write_results
-from federated import (
-    DeviceConfig,
-    DevicePopulation,
-    DeviceRoundResult,
-    DeviceRuntime,
+from federated import DeviceConfig, RoundPlan, Server, SyntheticRegressionTask
+from federated.privacy import add_gaussian_noise, clip_deltas
+from federated.simulation import DevicePopulation, DeviceRoundResult, DeviceRuntime
+from federated.strategies import (
     DifferentialPrivacy,
     FedAdam,
     FedAvg,
     NormBound,
-    RoundPlan,
-    Server,
     Strategy,
-    SyntheticRegressionTask,
     TrimmedMean,
-    add_gaussian_noise,
-    clip_deltas,
     noisy_norm_bound,
 )
 

@@ -40,8 +40,13 @@ from typing import Any
 import numpy as np
 
 from bench._results import write_results
-from federated import SecAggClient, SecAggParams, SecAggServer, choose_degree_and_threshold
-from federated._secagg import Message
+from federated.secagg import (
+    Message,
+    SecAggClient,
+    SecAggParams,
+    SecAggServer,
+    choose_degree_and_threshold,
+)
 
 __all__ = ["main"]
 

@@ -19,30 +19,17 @@ import numpy as np
 from evaluation._config import ReportConfig
 from evaluation._metrics import (
     catalogue_coverage,
-    hit_at,
     keystroke_summary,
-    ndcg_at,
-    reciprocal_rank,
+    metric_names,
+    session_metrics,
 )
 from evaluation._replay import ARM_LABELS, BASELINE_ARMS, HeldOutSample, ReplayResult
 from evaluation._stats import assign_treatment, compare_independent, compare_paired
 
-__all__ = ["analyse", "metric_names", "session_metrics", "terciles"]
+__all__ = ["analyse", "terciles"]
 
 MIN_SEGMENT_USERS = 20
 """Segments with fewer users are reported but never named worst (too noisy)."""
-
-
-def metric_names(k: int) -> list[str]:
-    """Metric keys in display order: ``hit@k`` (headline), ``hit@1``, ``mrr``, ``ndcg@k``."""
-    return list(dict.fromkeys([f"hit@{k}", "hit@1", "mrr", f"ndcg@{k}"]))
-
-
-def session_metrics(rank: np.ndarray, k: int) -> dict[str, np.ndarray]:
-    """Per-session metric values (S,) float64 from ranks at send time."""
-    return {f"hit@{k}": hit_at(rank, k).astype(np.float64),
-            "hit@1": hit_at(rank, 1).astype(np.float64),
-            "mrr": reciprocal_rank(rank), f"ndcg@{k}": ndcg_at(rank, k)}
 
 
 def terciles(values: np.ndarray, unit: str, reference: np.ndarray | None = None

@@ -11,21 +11,35 @@ Conventions (shared by every arm):
   ``-1`` when no eligible candidate shows it (stage 1 did not shortlist its package,
   or the package shows another of its stickers for this text): such a session is a
   miss for every metric.
+
+Every per-session metric of the report is declared once, in :data:`METRICS`: its key, its
+function of the send-time ranks and the sentence that defines it in the report. The
+analysis (:func:`session_metrics`, :func:`metric_names`), every table and figure of the
+report and its definitions pick it up from there, so adding a metric is one entry here
+(plus its test).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = [
     "KEYSTROKE_NEVER",
+    "METRICS",
+    "Metric",
     "catalogue_coverage",
     "first_hit_keystroke",
     "hit_at",
     "keystroke_summary",
+    "metric_definitions",
+    "metric_names",
     "ndcg_at",
     "reciprocal_rank",
     "sent_rank",
+    "session_metrics",
     "visible_rows",
 ]
 
@@ -155,3 +169,54 @@ def catalogue_coverage(shown_ids: np.ndarray, catalogue_size: int) -> float:
     """Distinct ids (``>= 0``) in ``shown_ids`` (any shape) / ``catalogue_size``."""
     ids = np.asarray(shown_ids).ravel()
     return float(np.unique(ids[ids >= 0]).size / max(catalogue_size, 1))
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A per-session ranking metric of the report.
+
+    Attributes
+    ----------
+    key : str
+        Its name in the report; ``{k}`` stands for the row length (``hit@{k}``).
+    values : callable
+        ``values(rank, k)``: per-session values, float64 (S,), from the send-time ranks
+        (S,) of :func:`sent_rank` (``-1`` = not shown) and the row length ``k``.
+    definition : str
+        The sentence that defines it among the report's definitions.
+    """
+
+    key: str
+    values: Callable[[np.ndarray, int], np.ndarray]
+    definition: str
+
+    def name(self, k: int) -> str:
+        """The report key for a row of length ``k``."""
+        return self.key.format(k=k)
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("hit@{k}", lambda rank, k: hit_at(rank, k).astype(np.float64),
+           "hit@k: the sent sticker is in the row when it was sent (the send-rate proxy)."),
+    Metric("hit@1", lambda rank, k: hit_at(rank, 1).astype(np.float64),
+           "hit@1: it is first in the row."),
+    Metric("mrr", lambda rank, k: reciprocal_rank(rank),
+           "MRR: 1/(rank+1) over the full ordering."),
+    Metric("ndcg@{k}", ndcg_at, "NDCG@k: 1/log2(rank+2) inside the row."),
+)
+"""The report's metrics in display order; the first is the headline metric."""
+
+
+def metric_names(k: int) -> list[str]:
+    """Metric keys in display order (:data:`METRICS`; ``hit@1`` once when ``k = 1``)."""
+    return list(dict.fromkeys(m.name(k) for m in METRICS))
+
+
+def session_metrics(rank: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Per-session values (S,) float64 of every metric from ranks (S,) at send time."""
+    return {m.name(k): m.values(rank, k) for m in METRICS}
+
+
+def metric_definitions() -> str:
+    """The definitions of every metric, in display order, as report prose."""
+    return " ".join(m.definition for m in METRICS)

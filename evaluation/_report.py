@@ -21,6 +21,7 @@ from evaluation._analysis import analyse, terciles
 from evaluation._baselines import segment_popularity_scores, sticker_label_table
 from evaluation._config import ReportConfig
 from evaluation._errors import EvaluationError
+from evaluation._metrics import metric_definitions
 from evaluation._privacy import load_frontier, privacy_summary
 from evaluation._render import figures, render_html, render_markdown
 from evaluation._replay import (
@@ -46,10 +47,8 @@ DEFINITIONS: tuple[str, ...] = (
     "was sent; every arm scores the same candidates and keyword features on each keystroke.",
     "Row: the top k candidates (by the arm's score, ties in stage-1 order) that have a sticker "
     "to show; a candidate shows its first sticker carrying its best-matching label.",
-    "hit@k / hit@1: the sent sticker is in the row / first in the row when it was sent "
-    "(the send-rate proxy). MRR: 1/(rank+1) over the full ordering. NDCG@k: 1/log2(rank+2) "
-    "inside the row. A sent sticker no candidate shows (stage 1 did not shortlist its "
-    "package, or the package shows another sticker for this text) is a miss everywhere.",
+    metric_definitions() + " A sent sticker no candidate shows (stage 1 did not shortlist "
+    "its package, or the package shows another sticker for this text) is a miss everywhere.",
     "Baselines (no federated training): recents = the person's own earlier-sent stickers "
     "whose labels match the text, by recency-weighted send count (half-life "
     "`half_life_days`), not limited to stage 1; device_counts = the stage-1 candidates, "

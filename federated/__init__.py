@@ -6,6 +6,16 @@ Gaussian summed by SecAgg+ secure aggregation by default — aggregation strateg
 (FedAvg, FedAdam, trimmed mean; norm bound and DP as wrappers), privacy accounting with
 ``dp_accounting``, and a resumable trainer. It trains any :class:`FederatedTask`; it
 never knows which application a task belongs to.
+
+This face holds what a user of the platform calls: the config, the task interface, the
+trainer, the round recipe and the server side of a round, the privacy ledger and
+accountant, publishing, uploads and the errors. The building blocks underneath — for the
+server's secure rounds, tests, benchmarks and new pieces — are in five documented
+submodules: :mod:`federated.strategies` (one file per aggregation algorithm, the strategy
+base and registry, the norm-bound and DP wrappers), :mod:`federated.privacy` (the privacy
+maths), :mod:`federated.secagg` (SecAgg+ message by message and the admission tokens),
+:mod:`federated.simulation` (the simulated devices) and :mod:`federated.device` (the real
+device client and its transport).
 """
 
 from federated._accounting import (
@@ -14,18 +24,10 @@ from federated._accounting import (
     PrivacyLedger,
     RoundPrivacyEvent,
     calibrate_noise_multiplier,
-    fmt21_amplification_delta,
-    fmt21_shuffle_epsilon,
-    guarantee_label,
     guarantees_headline_first,
-    local_epsilon,
-    max_affordable_rounds,
-    poisson_amplified,
     privacy_headline,
-    shuffled_gaussian_round,
 )
-from federated._checkpoint import load_latest_checkpoint, save_checkpoint
-from federated._client import STREAM_NAMES, DeviceRoundResult, DeviceRuntime, RandomStreams
+from federated._checkpoint import load_latest_checkpoint
 from federated._config import (
     DeviceConfig,
     FederatedConfig,
@@ -34,9 +36,6 @@ from federated._config import (
     SecureAggregationConfig,
     StrategyConfig,
 )
-from federated._ddg import DiscreteGaussianEncoding, secure_noise_generator
-from federated._device import DevicePopulation
-from federated._dp import DifferentialPrivacy
 from federated._errors import (
     CheckpointError,
     FederatedConfigError,
@@ -45,8 +44,6 @@ from federated._errors import (
     TaskNotFoundError,
     UploadError,
 )
-from federated._local_dp import add_gaussian_noise, clip_deltas, l2_norms
-from federated._norm_bound import NormBound, noisy_norm_bound
 from federated._publish import (
     ExportFiles,
     VersionRecords,
@@ -55,28 +52,9 @@ from federated._publish import (
     write_privacy_json,
 )
 from federated._recipe import RoundRecipe, build_strategy
-from federated._secagg import Message as SecAggMessage
-from federated._secagg import (
-    SecAggAbandoned,
-    SecAggClient,
-    SecAggParams,
-    SecAggProtocolError,
-    SecAggServer,
-    choose_degree_and_threshold,
-    run_secagg_round,
-)
+from federated._secagg import SecAggAbandoned, SecAggProtocolError
 from federated._server import RoundOutcome, Server
-from federated._strategy import (
-    Aggregate,
-    RegisteredStrategy,
-    RoundPlan,
-    Strategy,
-    StrategyOptions,
-    StrategyWrapper,
-    available_strategies,
-    register_strategy,
-    registered_strategy,
-)
+from federated._strategy import RoundPlan
 from federated._sweep import privacy_utility_sweep
 from federated._synthetic import SyntheticRegressionTask
 from federated._task import (
@@ -90,47 +68,27 @@ from federated._task import (
     load_task,
     register_task,
 )
-from federated._tokens import (
-    Token,
-    TokenError,
-    TokenIssuer,
-    finalize_tokens,
-    request_tokens,
-    token_day,
-)
-from federated._trainer import FederatedTrainer, RoundRecord, modular_sum, run_training
+from federated._tokens import TokenError
+from federated._trainer import FederatedTrainer, RoundRecord, run_training
 from federated._upload import UPLOAD_FIELDS, Upload, UploadBatch, parse_upload
-from federated.strategies import FedAdam, FedAvg, TrimmedMean, trimmed_mean
 
 __all__ = [
     "GUARANTEE_KINDS",
-    "STREAM_NAMES",
     "TASK_ENTRY_POINT_GROUP",
     "UPLOAD_FIELDS",
-    "Aggregate",
     "CheckpointError",
     "DeviceConfig",
-    "DevicePopulation",
     "DevicePrivacyAccountant",
-    "DeviceRoundResult",
-    "DeviceRuntime",
-    "DifferentialPrivacy",
-    "DiscreteGaussianEncoding",
     "ExportFiles",
-    "FedAdam",
-    "FedAvg",
     "FederatedConfig",
     "FederatedConfigError",
     "FederatedError",
     "FederatedTask",
     "FederatedTrainer",
     "LocalResult",
-    "NormBound",
     "PrivacyBudgetError",
     "PrivacyConfig",
     "PrivacyLedger",
-    "RandomStreams",
-    "RegisteredStrategy",
     "RoundConfig",
     "RoundOutcome",
     "RoundPlan",
@@ -138,65 +96,32 @@ __all__ = [
     "RoundRecipe",
     "RoundRecord",
     "SecAggAbandoned",
-    "SecAggClient",
-    "SecAggMessage",
-    "SecAggParams",
     "SecAggProtocolError",
-    "SecAggServer",
     "SecureAggregationConfig",
     "Server",
     "StatefulTask",
-    "Strategy",
     "StrategyConfig",
-    "StrategyOptions",
-    "StrategyWrapper",
     "SyntheticRegressionTask",
     "TaskContext",
     "TaskFactory",
     "TaskNotFoundError",
-    "Token",
     "TokenError",
-    "TokenIssuer",
-    "TrimmedMean",
     "Upload",
     "UploadBatch",
     "UploadError",
     "VersionRecords",
-    "add_gaussian_noise",
-    "available_strategies",
     "available_tasks",
     "build_strategy",
     "calibrate_noise_multiplier",
-    "choose_degree_and_threshold",
-    "clip_deltas",
-    "finalize_tokens",
-    "fmt21_amplification_delta",
-    "fmt21_shuffle_epsilon",
-    "guarantee_label",
     "guarantees_headline_first",
-    "l2_norms",
     "load_latest_checkpoint",
     "load_task",
-    "local_epsilon",
-    "max_affordable_rounds",
-    "modular_sum",
-    "noisy_norm_bound",
     "parse_upload",
-    "poisson_amplified",
     "privacy_headline",
     "privacy_utility_sweep",
     "publish_model",
     "publish_version",
-    "register_strategy",
     "register_task",
-    "registered_strategy",
-    "request_tokens",
-    "run_secagg_round",
     "run_training",
-    "save_checkpoint",
-    "secure_noise_generator",
-    "shuffled_gaussian_round",
-    "token_day",
-    "trimmed_mean",
     "write_privacy_json",
 ]

@@ -47,13 +47,8 @@ import numpy as np
 import structlog
 
 from data import StickerSuggestError, read_manifest, resolve_artifact
-from federated import (
-    DevicePrivacyAccountant,
-    DiscreteGaussianEncoding,
-    FederatedConfig,
-    PrivacyLedger,
-    RoundPrivacyEvent,
-)
+from federated import DevicePrivacyAccountant, FederatedConfig, PrivacyLedger, RoundPrivacyEvent
+from federated.privacy import DiscreteGaussianEncoding
 
 __all__ = ["BudgetExhaustedError", "BudgetPolicy", "LedgerEntry", "ServerLedger", "lineage_of",
            "simulated_events"]

@@ -43,7 +43,7 @@ import numpy as np
 from flask import Blueprint, Flask, Response, current_app, has_app_context, jsonify, request
 
 from data import StickerSuggestError
-from federated import Token
+from federated.secagg import Token
 from serving._config import ServingConfig
 from serving._errors import ApiError
 from serving._secure_rounds import SecureRounds, SecureRoundsConfig

@@ -51,20 +51,16 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from federated import (
-    DiscreteGaussianEncoding,
     FederatedConfig,
     RoundRecipe,
     SecAggAbandoned,
-    SecAggMessage,
-    SecAggParams,
     SecAggProtocolError,
-    SecAggServer,
-    Token,
     TokenError,
-    TokenIssuer,
     build_strategy,
-    token_day,
 )
+from federated.privacy import DiscreteGaussianEncoding
+from federated.secagg import Message as SecAggMessage
+from federated.secagg import SecAggParams, SecAggServer, Token, TokenIssuer, token_day
 from serving._errors import ApiError
 from serving._secure_store import ISSUER_FILE, ROUNDS_FILE, connect, transaction
 

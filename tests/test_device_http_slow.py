@@ -17,10 +17,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from federated import SyntheticRegressionTask, modular_sum
-from federated._device_client import DeviceClient, DeviceStore, RoundParticipation
-from federated._device_population import run_population
-from federated._transport import HttpTransport, TransportError
+from federated import SyntheticRegressionTask
+from federated.device import (
+    DeviceClient,
+    DeviceStore,
+    HttpTransport,
+    RoundParticipation,
+    TransportError,
+    run_population,
+)
+from federated.secagg import modular_sum
 
 P = 64
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from federated import (
+from federated.secagg import Message as SecAggMessage
+from federated.secagg import (
     SecAggClient,
-    SecAggMessage,
     Token,
     TokenIssuer,
     finalize_tokens,

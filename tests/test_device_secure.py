@@ -16,16 +16,10 @@ import numpy as np
 import pytest
 from werkzeug.serving import make_server
 
-from federated import (
-    DiscreteGaussianEncoding,
-    SecAggMessage,
-    SecAggParams,
-    modular_sum,
-    run_secagg_round,
-    token_day,
-)
-from federated._device_client import DeviceClient, DeviceStore
-from federated._transport import HttpTransport, TransportError
+from federated.device import DeviceClient, DeviceStore, HttpTransport, TransportError
+from federated.privacy import DiscreteGaussianEncoding
+from federated.secagg import Message as SecAggMessage
+from federated.secagg import SecAggParams, modular_sum, run_secagg_round, token_day
 from serving import create_app
 
 P = 24

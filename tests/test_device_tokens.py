@@ -5,13 +5,8 @@ from __future__ import annotations
 import pytest
 from voprf import ristretto
 
-from federated import (
-    Token,
-    TokenError,
-    TokenIssuer,
-    finalize_tokens,
-    request_tokens,
-)
+from federated import TokenError
+from federated.secagg import Token, TokenIssuer, finalize_tokens, request_tokens
 
 # RFC 9497, Appendix A.1.2 (ristretto255-SHA512, VOPRF mode), test vectors 1 and 2.
 SEED = bytes.fromhex("a3" * 32)

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from evaluation import EvaluationError, KeystrokeBatch, device_counts_arm, recents_arm
-from evaluation._baselines import DAY_S, DeviceHistory
+from evaluation import EvaluationError
+from evaluation.arms import DAY_S, DeviceHistory, KeystrokeBatch, device_counts_arm, recents_arm
 
 # One cluster; candidates are packages 10, 20, 30 (stage-1 order). Sticker → (package, label):
 # 100 → (10, 1), 101 → (10, 2), 200 → (20, 1), 300 → (30, 1), 400 → (40, 1); 40 is not a
@@ -116,7 +116,7 @@ def test_half_life_must_be_positive() -> None:
 def test_segment_popularity_ranks_by_segment_then_language_before_the_split() -> None:
     import polars as pl
 
-    from evaluation._baselines import KEY_WEIGHT, segment_popularity_scores
+    from evaluation.arms import KEY_WEIGHT, segment_popularity_scores
 
     ms = 1000
     users = pl.DataFrame({"user_id": [1, 2, 3, 4], "language": ["ja", "ja", "ja", "en"],
@@ -150,7 +150,7 @@ def test_segment_popularity_ranks_by_segment_then_language_before_the_split() ->
 def test_owned_row_lists_held_matching_stickers_sent_first_then_newest_package() -> None:
     import polars as pl
 
-    from evaluation._baselines import Holdings
+    from evaluation.arms import Holdings
 
     stickers = pl.DataFrame({"sticker_id": [100, 101, 200, 300, 400, 500],
                              "package_id": [10, 10, 20, 30, 40, 50]})

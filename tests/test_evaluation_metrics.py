@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evaluation import (
+from evaluation.metrics import (
     KEYSTROKE_NEVER,
     catalogue_coverage,
     first_hit_keystroke,
@@ -19,9 +19,9 @@ from evaluation import (
     reciprocal_rank,
     sent_rank,
     session_metrics,
-    terciles,
     visible_rows,
 )
+from evaluation.stats import terciles
 
 INF = -np.inf
 # keystroke 0: candidate 3 is padding; the order is 0 (3.0), 2 (2.0), 1 (1.0)

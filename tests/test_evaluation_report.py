@@ -16,26 +16,28 @@ import data
 from candidate_gen import Stage1Artifact
 from data.cli import CLIContext
 from evaluation import (
-    Arm,
     EvaluationError,
-    HeldOutSample,
-    KeystrokeBatch,
-    ReplayResult,
     ReportConfig,
-    analyse,
-    control_arm,
     format_value,
     json_ready,
     load_frontier,
     privacy_summary,
     render_report,
-    replay,
     resolve_pointer,
+)
+from evaluation.arms import (
+    Arm,
+    HeldOutSample,
+    KeystrokeBatch,
+    ReplayResult,
+    analyse,
+    control_arm,
+    replay,
     sample_held_out,
-    sent_rank,
-    terciles,
 )
 from evaluation.cli import report as report_group
+from evaluation.metrics import sent_rank
+from evaluation.stats import terciles
 from reranker import RankingContext
 
 PRIVACY = {

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from evaluation import (
+from evaluation.stats import (
     arm_bucket,
     assign_treatment,
     compare_independent,

@@ -10,24 +10,20 @@ import pytest
 
 from federated import (
     UPLOAD_FIELDS,
-    DevicePopulation,
-    DifferentialPrivacy,
-    FedAdam,
-    FedAvg,
     FederatedConfig,
     FederatedTask,
     FederatedTrainer,
     LocalResult,
-    NormBound,
     Server,
     SyntheticRegressionTask,
-    TrimmedMean,
     Upload,
     UploadBatch,
     UploadError,
     load_latest_checkpoint,
     parse_upload,
 )
+from federated.simulation import DevicePopulation
+from federated.strategies import DifferentialPrivacy, FedAdam, FedAvg, NormBound, TrimmedMean
 
 EASY_DEVICES = {"devices.require_charging": False, "devices.require_idle": False,
                 "devices.min_battery": 0.0, "devices.min_free_storage_mb": 0.0,

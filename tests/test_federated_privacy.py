@@ -25,15 +25,17 @@ from federated import (
     PrivacyBudgetError,
     PrivacyLedger,
     SyntheticRegressionTask,
-    add_gaussian_noise,
     calibrate_noise_multiplier,
+    guarantees_headline_first,
+    privacy_headline,
+)
+from federated.privacy import (
+    add_gaussian_noise,
     clip_deltas,
     fmt21_shuffle_epsilon,
-    guarantees_headline_first,
     l2_norms,
     local_epsilon,
     poisson_amplified,
-    privacy_headline,
 )
 
 

@@ -12,28 +12,30 @@ from click.testing import CliRunner
 
 import federated._strategy as strategy_module
 from federated import (
+    FederatedConfig,
+    FederatedConfigError,
+    FederatedTrainer,
+    PrivacyLedger,
+    RoundRecipe,
+    Server,
+    SyntheticRegressionTask,
+    build_strategy,
+)
+from federated.cli import federated as federated_cli
+from federated.strategies import (
     Aggregate,
     DifferentialPrivacy,
     FedAdam,
     FedAvg,
-    FederatedConfig,
-    FederatedConfigError,
-    FederatedTrainer,
     NormBound,
-    PrivacyLedger,
-    RoundRecipe,
-    Server,
     Strategy,
     StrategyOptions,
-    SyntheticRegressionTask,
     TrimmedMean,
     available_strategies,
-    build_strategy,
     noisy_norm_bound,
     register_strategy,
     registered_strategy,
 )
-from federated.cli import federated as federated_cli
 
 EASY = {"devices.require_charging": False, "devices.require_idle": False,
         "devices.min_battery": 0.0, "devices.min_free_storage_mb": 0.0,

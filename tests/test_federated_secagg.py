@@ -12,8 +12,14 @@ from dp_accounting.rdp import rdp_privacy_accountant
 from scipy import stats
 
 import federated._ddg as ddg_module
-from federated import FederatedConfig, FederatedTrainer, SyntheticRegressionTask
-from federated._ddg import (
+from federated import (
+    FederatedConfig,
+    FederatedTrainer,
+    SecAggAbandoned,
+    SecAggProtocolError,
+    SyntheticRegressionTask,
+)
+from federated.privacy import (
     DDG_RDP_ORDERS,
     DiscreteGaussianEncoding,
     ddg_round_rdp,
@@ -21,7 +27,7 @@ from federated._ddg import (
     hadamard_transform,
     sample_discrete_gaussian,
 )
-from federated._secagg import (
+from federated.secagg import (
     ConsistencySignature,
     EncryptedShares,
     ForwardedShares,
@@ -30,18 +36,17 @@ from federated._secagg import (
     Message,
     NeighbourKeys,
     RoundSetup,
-    SecAggAbandoned,
     SecAggClient,
     SecAggParams,
-    SecAggProtocolError,
     SecAggServer,
     SurvivorList,
     UnmaskRequest,
     UnmaskShares,
     choose_degree_and_threshold,
+    reconstruct,
     run_secagg_round,
+    split,
 )
-from federated._shamir import reconstruct, split
 
 
 def _inputs(n: int, d: int, bits: int, seed: int = 0) -> np.ndarray:
