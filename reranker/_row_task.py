@@ -539,13 +539,14 @@ def _row_metrics(scores: np.ndarray, imp: RowImpressions, k: int, explore_slots:
     return out
 
 
-def make_row_task(context: TaskContext) -> RowTask:
+def make_row_task(context: TaskContext, config: RowTaskConfig | None = None) -> RowTask:
     """Factory for ``stickers federated train --task reranker`` (entry point).
 
     Options: ``stage1`` (version, default ``latest``), ``dataset`` (path or name; default:
     the one stage 1 was built from), ``max_devices`` (a seeded sample of N devices, for
     quick runs), ``cap``/``explore_slots``/``train_candidates`` (row settings) and any
-    other :class:`RowTaskConfig` field.
+    other :class:`RowTaskConfig` field. A ready ``config`` (the reranker CLI's
+    ``--config FILE --set K=V``) replaces the config fields of the options.
     """
     opts: dict[str, Any] = dict(context.options)
     stage1 = Stage1Artifact.load(context.var, opts.pop("stage1", "latest"))
@@ -555,10 +556,14 @@ def make_row_task(context: TaskContext) -> RowTask:
     max_devices = int(opts.pop("max_devices", 0))
     row_opts = {key: opts.pop(key) for key in list(opts) if key in RowConfig.model_fields}
     opts.pop("split_quantile", None)  # the package task's option: the split is the dataset's
-    try:
-        config = RowTaskConfig(seed=context.seed, row=RowConfig(**row_opts), **opts)
-    except ValueError as exc:
-        raise ConfigError(f"invalid reranker task option: {exc}") from exc
+    if config is None:
+        try:
+            config = RowTaskConfig(seed=context.seed, row=RowConfig(**row_opts), **opts)
+        except ValueError as exc:
+            raise ConfigError(f"invalid reranker task option: {exc}") from exc
+    elif opts or row_opts:
+        raise ConfigError(f"task options {sorted({**opts, **row_opts})} given beside a "
+                          "config: set them in the config")
     ctx = RankingContext.build(stage1, None if dataset is None else open_dataset(dataset))
     catalog = StickerCatalog.build(ctx)
     logs = ctx.dataset.table("device_logs")

@@ -1,28 +1,38 @@
-"""``stickers reranker ...``: export, score, local training, bundles, the central reference."""
+"""``stickers reranker ...``: export, score, local training, bundles, the central reference.
+
+The commands that build the sticker-row task (``train-local``, ``train-central``,
+``evaluate``) take ``--config FILE --set section.key=value`` (a :class:`RowTaskConfig`,
+through the shared :class:`data.ComponentConfig` base; their flags win over both) and
+``--print-config`` prints the effective config and stops; ``stickers reranker config
+show`` prints it without a command's flags.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
 
 from candidate_gen import Stage1Artifact
 from data import print_table
-from data.cli import CLIContext, config_command, pass_cli
+from data.cli import CLIContext, config_command, config_options, pass_cli
 from federated import TaskContext, VersionRecords, privacy_headline
 from reranker._artifact import RerankerArtifact
 from reranker._context import RankingContext
 from reranker._local import fold_in
 from reranker._model import initial_parameters
 from reranker._onnx import OnnxScorer, export_onnx
-from reranker._row_task import RowTaskConfig
+from reranker._row_task import RowTask, RowTaskConfig, make_row_task
 from reranker._suggest import BUNDLE_BUDGET_BYTES, Suggester
-from reranker._task import make_task
 
 __all__ = ["reranker"]
+
+EVALUATE_DEVICES = 3000
+"""Validation devices of ``reranker evaluate`` when neither a flag nor the config sets it."""
 
 
 @click.group("reranker")
@@ -33,6 +43,39 @@ def reranker() -> None:
 reranker.add_command(config_command(
     lambda _cli, path, settings: RowTaskConfig.load(path, overrides=settings),
     "the sticker-row task (what `federated train -o key=value` sets)"))
+
+
+def task_config_options(f: Any) -> Any:
+    """``--config FILE``, ``--set K=V`` and ``--print-config`` of a command building the task."""
+    f = click.option("--print-config", is_flag=True,
+                     help="Print the effective task config (TOML) and stop.")(f)
+    return config_options(f)
+
+
+def _task_config(config_path: Path | None, settings: tuple[str, ...], print_config: bool,
+                 command_defaults: dict[str, Any] | None = None, **flags: Any
+                 ) -> RowTaskConfig:
+    """Defaults, then the file, then ``--set``, then the command's flags (None: unset).
+
+    ``command_defaults`` are the command's own defaults of fields that neither the file,
+    ``--set`` nor a flag sets. With ``--print-config`` the effective config is printed and
+    the command stops.
+    """
+    config = RowTaskConfig.load(config_path, overrides=settings, **flags)
+    unset = {key: value for key, value in (command_defaults or {}).items()
+             if key not in config.model_fields_set}
+    if unset:
+        config = RowTaskConfig.from_dict({**config.model_dump(), **unset})
+    if print_config:
+        click.echo(config.to_toml(), nl=False)
+        raise SystemExit(0)
+    return config
+
+
+def _task(cli: CLIContext, config: RowTaskConfig, **options: object) -> RowTask:
+    """The sticker-row task for ``config``; ``options`` are the task's non-config options."""
+    return make_row_task(TaskContext(var=cli.var, seed=config.seed,
+                                     options={k: str(v) for k, v in options.items()}), config)
 
 
 @reranker.command("export")
@@ -109,13 +152,16 @@ def _fold_in_user(suggester: Suggester, user_id: int) -> np.ndarray:
               help="Global weights to start from ('initial' or a reranker version).")
 @click.option("--max-devices", type=click.IntRange(min=0), default=20000, show_default=True,
               help="Devices loaded from the world (0 = all).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=None, help="Seed [default: the config's, 0].")
+@task_config_options
 @pass_cli
 def train_local_cmd(cli: CLIContext, devices: int, version: str, max_devices: int,
-                    seed: int) -> None:
+                    seed: int | None, config_path: Path | None, settings: tuple[str, ...],
+                    print_config: bool) -> None:
     """Run on-device training for a batch of devices; show what would be uploaded."""
-    task = make_task(TaskContext(var=cli.var, seed=seed,
-                                 options={"max_devices": str(max_devices)}))
+    config = _task_config(config_path, settings, print_config, seed=seed)
+    seed = config.seed
+    task = _task(cli, config, max_devices=max_devices)
     theta = (task.initial_parameters() if version == "initial"
              else RerankerArtifact.load(cli.var, version).weights)
     rng = np.random.default_rng(seed)
@@ -141,12 +187,16 @@ def train_local_cmd(cli: CLIContext, devices: int, version: str, max_devices: in
 @click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--max-devices", type=click.IntRange(min=0), default=0, show_default=True,
               help="Devices loaded from the world (0 = all).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=None, help="Seed [default: the config's, 0].")
+@task_config_options
 @pass_cli
-def train_central_cmd(cli: CLIContext, epochs: int, max_devices: int, seed: int) -> None:
+def train_central_cmd(cli: CLIContext, epochs: int, max_devices: int, seed: int | None,
+                      config_path: Path | None, settings: tuple[str, ...],
+                      print_config: bool) -> None:
     """Train the non-private reference on all devices' logs; publish var/reranker_central/."""
-    task = make_task(TaskContext(var=cli.var, seed=seed,
-                                 options={"max_devices": str(max_devices)}))
+    config = _task_config(config_path, settings, print_config, seed=seed)
+    seed = config.seed
+    task = _task(cli, config, max_devices=max_devices)
     baseline = task.evaluate(task.initial_parameters())
     theta = task.train_central(epochs=epochs, rng=np.random.default_rng(seed),
                                show_progress=cli.show_progress)
@@ -173,19 +223,26 @@ def train_central_cmd(cli: CLIContext, epochs: int, max_devices: int, seed: int)
               help="Also evaluate these var/reranker_central versions ('latest' works).")
 @click.option("--max-devices", type=click.IntRange(min=0), default=0, show_default=True,
               help="Devices loaded from the world (0 = all).")
-@click.option("--eval-devices", type=click.IntRange(min=1), default=3000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--eval-devices", type=click.IntRange(min=1), default=None,
+              help=f"Validation devices [default: the config's eval_devices if it sets it, "
+                   f"else {EVALUATE_DEVICES}].")
+@click.option("--seed", type=int, default=None, help="Seed [default: the config's, 0].")
+@task_config_options
 @pass_cli
 def evaluate_cmd(cli: CLIContext, versions: tuple[str, ...], central_versions: tuple[str, ...],
-                 max_devices: int, eval_devices: int, seed: int) -> None:
+                 max_devices: int, eval_devices: int | None, seed: int | None,
+                 config_path: Path | None, settings: tuple[str, ...], print_config: bool
+                 ) -> None:
     """Validation metrics of reranker VERSIONS (default: latest) beside every no-model row.
 
     Measured as the federated per-round metric is (validation devices' sends in
     ``[validation_start, test_start)``: tuning data, never the report's); the held-out
     comparison is ``stickers report ab``.
     """
-    task = make_task(TaskContext(var=cli.var, seed=seed, options={
-        "max_devices": str(max_devices), "eval_devices": str(eval_devices)}))
+    config = _task_config(config_path, settings, print_config,
+                          {"eval_devices": EVALUATE_DEVICES}, seed=seed,
+                          eval_devices=eval_devices)
+    task = _task(cli, config, max_devices=max_devices)
     models = [(v, "reranker") for v in (versions or ("latest",))]
     models += [(v, "reranker_central") for v in central_versions]
     rows: list[tuple[str, str, float | str, float | str, float | str]] = []
