@@ -45,8 +45,8 @@ from reranker import (
     Suggester,
     export_onnx,
     make_task,
-    score_candidates,
 )
+from reranker.model import score_candidates
 
 # Untimed calls of each kind at the start of each block: the first calls after switching
 # from another kind's code and data run with cold caches, an artifact of interleaving

@@ -60,7 +60,7 @@ TEXTS = {
 
 SERVER = """
 from serving import ServingConfig
-from serving._gunicorn import GunicornServer, enable_multiprocess_metrics
+from serving.http import GunicornServer, enable_multiprocess_metrics
 config = ServingConfig.load(environ={{}}, var={var!r}, port={port}, workers={workers},
                             reload_interval_s=0, worker_class={worker_class!r}, demo=True,
                             threads={threads})
@@ -79,7 +79,7 @@ def build_artifacts(var: Path, world: str, seed: int) -> dict[str, Any]:
     """World → stage 1 → a reranker version from a short federated run of the real task."""
     import data
     from candidate_gen import build_stage1
-    from data._world import generate_world, world_config
+    from data import generate_world, world_config
     from federated import FederatedConfig, FederatedTrainer, TaskContext, publish_model
     from reranker import make_task
 

@@ -51,14 +51,8 @@ def _peak_rss_gib() -> float:
 def _child(kind: str, dataset: Path, overrides: list[str]) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
-    from candidate_gen import (
-        Stage1Artifact,
-        Stage1Config,
-        build_stage1,
-        confidence_matrix,
-        load_stage1_data,
-        make_model,
-    )
+    from candidate_gen import Stage1Artifact, Stage1Config, build_stage1, load_stage1_data
+    from candidate_gen.factors import confidence_matrix, make_model
     from data import open_dataset
 
     config = Stage1Config().with_overrides(overrides)

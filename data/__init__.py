@@ -1,13 +1,16 @@
 """Schemas, the synthetic sticker world, loaders, and the artifact contract.
 
 The public face of the ``data`` package; other packages import from here, never from
-its private modules.
+its private modules. It holds the artifact contract, the keyword catalogue, the shared
+config base and console, datasets, the errors, the table schemas, the time split, the
+synthetic world and the loader for real logs. Two documented submodules hold building
+blocks for tests and new pieces: :mod:`data.catalog` (how the catalogue is built) and
+:mod:`data.split` (the split's defaults and pieces).
 """
 
 from data._artifact import (
     MANIFEST,
     VAR_ENV,
-    ArtifactWriter,
     Manifest,
     file_sha256,
     fingerprint,
@@ -20,17 +23,9 @@ from data._artifact import (
     var_root,
     verify_checksums,
 )
-from data._catalog import (
-    CATALOG_VERSION,
-    DEFAULT_LANGUAGES,
-    Catalog,
-    build_catalog,
-    catalog_from_tarball,
-    ensure_catalog,
-    load_catalog,
-)
+from data._catalog import Catalog, ensure_catalog, load_catalog
 from data._config import ComponentConfig, ConfigSection
-from data._console import configure_logging, print_table, progress
+from data._console import print_table, progress
 from data._dataset import Dataset, dataset_dir, open_dataset
 from data._errors import (
     ArtifactError,
@@ -41,6 +36,7 @@ from data._errors import (
     SchemaError,
     StickerSuggestError,
 )
+from data._external import ExternalLogSpec, load_interactions
 from data._schemas import (
     EVENTS,
     LIBRARY_SOURCES,
@@ -50,24 +46,10 @@ from data._schemas import (
     scan_table,
     validate_frame,
 )
-from data._split import (
-    DEFAULT_SALT,
-    DEFAULT_TEST_QUANTILE,
-    DEFAULT_VALIDATION_QUANTILE,
-    DEFAULT_VALIDATION_SHARE,
-    TimeSplit,
-    is_validation_device,
-    split_from_timestamps,
-    time_split,
-)
+from data._split import TimeSplit, time_split
+from data._world import WorldConfig, generate_world, world_config
 
 __all__ = [
-    "CATALOG_VERSION",
-    "DEFAULT_LANGUAGES",
-    "DEFAULT_SALT",
-    "DEFAULT_TEST_QUANTILE",
-    "DEFAULT_VALIDATION_QUANTILE",
-    "DEFAULT_VALIDATION_SHARE",
     "EVENTS",
     "LIBRARY_SOURCES",
     "MANIFEST",
@@ -75,7 +57,6 @@ __all__ = [
     "TABLES",
     "VAR_ENV",
     "ArtifactError",
-    "ArtifactWriter",
     "Catalog",
     "CatalogError",
     "ComponentConfig",
@@ -83,21 +64,21 @@ __all__ = [
     "ConfigSection",
     "DataFileError",
     "Dataset",
+    "ExternalLogSpec",
     "InputError",
     "Manifest",
     "SchemaError",
     "StickerSuggestError",
     "TimeSplit",
-    "build_catalog",
-    "catalog_from_tarball",
-    "configure_logging",
+    "WorldConfig",
     "dataset_dir",
     "ensure_catalog",
     "file_sha256",
     "fingerprint",
-    "is_validation_device",
+    "generate_world",
     "list_versions",
     "load_catalog",
+    "load_interactions",
     "new_version",
     "open_dataset",
     "print_table",
@@ -108,9 +89,9 @@ __all__ = [
     "resolve_artifact",
     "scan_table",
     "set_latest",
-    "split_from_timestamps",
     "time_split",
     "validate_frame",
     "var_root",
     "verify_checksums",
+    "world_config",
 ]

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import data
-from data._world import generate_world, world_config
+from data import generate_world, world_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -10,13 +10,8 @@ import pytest
 
 import data
 from federated import VersionRecords, publish_version
-from reranker import (
-    OnnxScorer,
-    ParameterLayout,
-    RerankerArtifact,
-    initial_parameters,
-    write_model_files,
-)
+from reranker import OnnxScorer, ParameterLayout, RerankerArtifact, initial_parameters
+from reranker.model import write_model_files
 
 ROW_LAYOUT = ParameterLayout(4, 3, 5)  # a sticker-row layout: history features
 INFO = {"stage1_version": "s1", "history_features": [f"h{i}" for i in range(5)]}

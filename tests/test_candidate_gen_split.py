@@ -17,9 +17,9 @@ from candidate_gen import (
     Stage1Artifact,
     Stage1Config,
     build_stage1,
-    cluster_scores,
     load_stage1_data,
 )
+from candidate_gen.clusters import cluster_scores
 from data.cli import main as stickers
 from tests.test_candidate_gen_build import two_group_tables, write_dataset
 
@@ -330,7 +330,7 @@ def test_no_fallback_when_cold_users_have_features(tmp_path):
 
 
 def test_own_top_k_blends_standardised_factor_scores_with_popularity():
-    from candidate_gen import user_top_k
+    from candidate_gen.metrics import user_top_k
 
     rng = np.random.default_rng(3)
     users = rng.normal(size=(7, 3)).astype(np.float32)

@@ -17,23 +17,22 @@ from candidate_gen import (
     ALSConfig,
     CandidateConfig,
     ClusterConfig,
-    ColdStartAssigner,
     EvaluationConfig,
     MatrixConfig,
     Stage1Config,
+)
+from candidate_gen.clusters import (
+    ColdStartAssigner,
     UserClusterer,
     UserFeatureEncoder,
-    build_interaction_matrix,
     cluster_means,
-    confidence_matrix,
-    index_of,
     label_demand,
-    list_recall,
     merge_small_clusters,
     package_label_matrix,
     select_candidates,
-    user_top_k,
 )
+from candidate_gen.factors import build_interaction_matrix, confidence_matrix, index_of
+from candidate_gen.metrics import list_recall, user_top_k
 
 # -- config -------------------------------------------------------------------------------
 
@@ -256,7 +255,7 @@ def test_index_of_dense_and_sparse_ids():
 def test_threaded_search_equals_one_faiss_search():
     import faiss
 
-    from candidate_gen._search import faiss_threads, search, search_threads
+    from candidate_gen.clusters import faiss_threads, search, search_threads
 
     rng = np.random.default_rng(0)
     index = faiss.IndexFlatIP(8)
@@ -279,7 +278,7 @@ def test_threaded_search_equals_one_faiss_search():
 @settings(max_examples=60, deadline=None)
 @given(values=st.lists(st.integers(-3, 3), min_size=1, max_size=40), n=st.integers(1, 45))
 def test_top_stable_equals_a_stable_sort(values, n):
-    from candidate_gen._candidates import top_stable
+    from candidate_gen.clusters import top_stable
 
     scores = np.asarray(values, dtype=np.float32) / 2  # many ties
     assert top_stable(scores, n).tolist() == np.argsort(-scores, kind="stable")[:n].tolist()

@@ -117,10 +117,10 @@ def test_every_component_config_inherits_the_base_and_round_trips(cls: type) -> 
 
 
 def test_the_world_config_inherits_the_base() -> None:
-    from data._world import WorldConfig
+    from data import WorldConfig
 
     assert issubclass(WorldConfig, ComponentConfig)
-    world = data._world.world_config("tiny", ["world.favourite_creators=0"], seed=3)
+    world = data.world_config("tiny", ["world.favourite_creators=0"], seed=3)
     assert (world.name, world.n_users, world.favourite_creators, world.seed) == (
         "tiny", 600, 0, 3)
     assert WorldConfig.from_toml(world.to_toml()) == world

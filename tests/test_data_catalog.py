@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 import data
-from data._catalog import CATALOG_SHA256, catalog_from_tarball
+from data.catalog import CATALOG_SHA256, CATALOG_VERSION, catalog_from_tarball
 
 
 def test_catalog_covers_five_languages_and_300_labels(catalog: data.Catalog) -> None:
@@ -15,7 +15,7 @@ def test_catalog_covers_five_languages_and_300_labels(catalog: data.Catalog) -> 
         kw = catalog.keywords.filter(pl.col("language") == language)
         assert kw["label_id"].n_unique() >= 300, language
     assert catalog.source["package"] == "emojibase-data"
-    assert catalog.source["version"] == data.CATALOG_VERSION
+    assert catalog.source["version"] == CATALOG_VERSION
     assert catalog.source["sha256"] == CATALOG_SHA256
 
 

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 import data
-from data._external import ExternalLogSpec, load_interactions
+from data import ExternalLogSpec, load_interactions
 
 CSV = """user,item,action,when,w
 alice,pkg-9,buy,2024-03-01T10:00:00,2

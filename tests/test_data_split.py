@@ -15,7 +15,13 @@ import polars as pl
 import pytest
 
 import data
-from data._world import world_config
+from data import world_config
+from data.split import (
+    DEFAULT_SALT,
+    DEFAULT_VALIDATION_SHARE,
+    is_validation_device,
+    split_from_timestamps,
+)
 
 
 def _dataset_with(tmp_path: Path, ts_seconds: list[float], split: dict | None) -> data.Dataset:
@@ -43,8 +49,8 @@ def test_default_split_is_the_quantiles_of_interaction_times(tmp_path: Path) -> 
     split = data.time_split(ds)
     assert split.validation_start == pytest.approx(1065.0)
     assert split.test_start == pytest.approx(1080.0)
-    assert split.validation_share == data.DEFAULT_VALIDATION_SHARE
-    assert split.salt == data.DEFAULT_SALT
+    assert split.validation_share == DEFAULT_VALIDATION_SHARE
+    assert split.salt == DEFAULT_SALT
     assert split.source == "quantiles"
 
 
@@ -66,10 +72,10 @@ def test_bad_manifest_split_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_degenerate_times_still_give_an_ordered_split() -> None:
     # all at one instant: nothing can be held out, test starts one second later
-    one = data.split_from_timestamps(np.array([50.0, 50.0, 50.0]))
+    one = split_from_timestamps(np.array([50.0, 50.0, 50.0]))
     assert (one.validation_start, one.test_start) == (50.0, 51.0)
     # 0.65 and 0.8 quantiles of [0]*9 + [100] are both 0: test starts at the next time, 100
-    two = data.split_from_timestamps(np.array([0.0] * 9 + [100.0]))
+    two = split_from_timestamps(np.array([0.0] * 9 + [100.0]))
     assert (two.validation_start, two.test_start) == (0.0, 100.0)
 
 
@@ -80,14 +86,14 @@ def test_validation_devices_are_sha256_buckets_below_the_share() -> None:
     split = data.TimeSplit(0.0, 1.0, 0.15, "salt")
     assert split.is_validation_device(users).tolist() == [
         True, False, False, False, False, True, False, False, False, True]
-    assert data.is_validation_device(users, 0.2, "salt").nonzero()[0].tolist() == [0, 1, 5, 9]
-    assert not data.is_validation_device(users, 0.0, "salt").any()
+    assert is_validation_device(users, 0.2, "salt").nonzero()[0].tolist() == [0, 1, 5, 9]
+    assert not is_validation_device(users, 0.0, "salt").any()
     digest = hashlib.sha256(b"salt\x002").digest()
     assert int.from_bytes(digest[:8], "big") / 2**64 == pytest.approx(0.9713, abs=1e-4)
     # another salt, another draw; about the share of many users
-    many = data.is_validation_device(np.arange(20_000), 0.1, "other")
+    many = is_validation_device(np.arange(20_000), 0.1, "other")
     assert 0.09 < many.mean() < 0.11
-    assert not np.array_equal(many[:10], data.is_validation_device(users, 0.1, "salt"))
+    assert not np.array_equal(many[:10], is_validation_device(users, 0.1, "salt"))
 
 
 def test_time_split_rejects_bad_values() -> None:
@@ -112,7 +118,7 @@ def test_generated_world_records_its_split(tiny_world: Path) -> None:
 
 
 def test_loaded_external_log_records_the_default_split(tmp_path: Path) -> None:
-    from data._external import ExternalLogSpec, load_interactions
+    from data import ExternalLogSpec, load_interactions
 
     src = tmp_path / "log.parquet"
     pl.DataFrame({"u": [10, 10, 20], "i": [1, 2, 1], "t": [1_700_000_000, 1_700_000_100, 5]}
@@ -122,5 +128,5 @@ def test_loaded_external_log_records_the_default_split(tmp_path: Path) -> None:
     # sorted times 5, 1.7e9, 1.7e9 + 100: quantile 0.65 sits at position 1.3, 0.8 at 1.6
     assert ds.manifest.parameters["split"] == {
         "validation_start": 1_700_000_030.0, "test_start": 1_700_000_060.0,
-        "validation_share": data.DEFAULT_VALIDATION_SHARE, "salt": data.DEFAULT_SALT}
+        "validation_share": DEFAULT_VALIDATION_SHARE, "salt": DEFAULT_SALT}
     assert data.time_split(ds).source == "manifest"

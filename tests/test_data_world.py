@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 import data
-from data._world import generate_world, world_config
+from data import generate_world, world_config
 
 
 def _gini(x: np.ndarray) -> float:

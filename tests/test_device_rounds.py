@@ -19,8 +19,8 @@ from federated.secagg import (
     request_tokens,
     token_day,
 )
-from serving._errors import ApiError
-from serving._secure_rounds import SecureRounds, SecureRoundsConfig
+from serving import ApiError
+from serving.rounds import SecureRounds, SecureRoundsConfig
 
 P = 16
 T0 = 1_800_000_000.0

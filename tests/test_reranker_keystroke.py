@@ -20,7 +20,6 @@ from onnx import helper
 from candidate_gen import Stage1Artifact
 from data import Manifest
 from reranker import (
-    HISTORY_FEATURE_NAMES,
     DeviceHistory,
     OnnxScorer,
     ParameterLayout,
@@ -29,9 +28,9 @@ from reranker import (
     RerankerInputError,
     Suggester,
     export_onnx,
-    score_row,
 )
-from reranker._row import sticker_candidates
+from reranker.model import score_row
+from reranker.row import HISTORY_FEATURE_NAMES, sticker_candidates
 
 H = len(HISTORY_FEATURE_NAMES)
 DAY = 86_400.0
@@ -185,8 +184,8 @@ def test_report_exploration_ordering_equals_the_task_row(seed: int, k: int, slot
     """The A/B report's exploration arm shows the row :func:`row_hits` scores (the task's
     per-round metric): the sent sticker is in the top ``k`` of its ordering exactly when
     the task's row with the slot holds it."""
-    from reranker import RowImpressions, row_hits
     from reranker._row_replay import _with_exploration
+    from reranker.row import RowImpressions, row_hits
 
     rng = np.random.default_rng(seed)
     e, width = 30, 12

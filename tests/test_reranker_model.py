@@ -13,14 +13,10 @@ from reranker import (
     OnnxScorer,
     ParameterLayout,
     RerankerInputError,
-    StickerReranker,
-    check_inputs,
     export_onnx,
-    feature_map,
     initial_parameters,
-    rank_prior,
-    score_candidates,
 )
+from reranker.model import StickerReranker, check_inputs, feature_map, rank_prior, score_candidates
 
 LAYOUT = ParameterLayout(n_factors=2, n_keyword_features=1)
 # W = [[1, 2], [0, 1]], a = [3], b = 0.5, c = [1, -1]

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reranker._kernels import top_candidates
+from reranker.model import top_candidates
 
 
 def _reference(scores: np.ndarray, shown: np.ndarray, ids: np.ndarray,

@@ -15,18 +15,16 @@ from hypothesis import strategies as st
 
 from federated import LocalResult, TaskContext
 from reranker import (
-    HISTORY_FEATURE_NAMES,
     DeviceHistory,
     OnnxScorer,
     ParameterLayout,
     RowConfig,
-    StickerCatalog,
     Suggester,
     export_onnx,
     make_row_task,
-    score_row,
 )
-from reranker._row import sticker_candidates
+from reranker.model import score_row
+from reranker.row import HISTORY_FEATURE_NAMES, StickerCatalog, sticker_candidates
 
 DAY = 86_400.0
 H = len(HISTORY_FEATURE_NAMES)
@@ -251,7 +249,8 @@ def test_replay_of_a_send_equals_the_training_walk(tiny_var: Path) -> None:
 
     from candidate_gen import Stage1Artifact
     from data import time_split
-    from reranker import RankingContext, RowReplay, build_row_sessions, walk_impressions
+    from reranker import RankingContext, RowReplay
+    from reranker.row import build_row_sessions, walk_impressions
 
     context = RankingContext.build(Stage1Artifact.load(tiny_var))
     catalog = StickerCatalog.build(context)
@@ -281,7 +280,7 @@ def test_replay_of_a_send_equals_the_training_walk(tiny_var: Path) -> None:
     imp = walk_impressions(sessions, catalog, RowConfig(), np.arange(users.size), emit,
                            np.ones(sessions.n_sessions, bool), RowConfig().cap)
     assert imp.n_impressions == after.height
-    from reranker import row_scores
+    from reranker.row import row_scores
 
     walk_scores = row_scores(theta, layout, users_emb, imp, catalog.pk_factor)
     for e in range(imp.n_impressions):
@@ -299,7 +298,7 @@ def test_walk_ranks_the_owned_rows_by_hand() -> None:
     31, then 103 on day 37 and 102 on day 40, each time typing labels 0 (exact, 1.0) and 1 (prefix,
     0.5). ``owned``: sent stickers first, then unsent held ones; ``owned_by_match``: match
     strength first (103 carries label 0, 102 only label 1)."""
-    from reranker import RowSessions, walk_impressions
+    from reranker.row import RowSessions, walk_impressions
 
     cat = _hand_catalog()
     sessions = RowSessions(

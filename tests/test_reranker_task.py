@@ -26,10 +26,10 @@ from reranker import (
     RerankerTaskConfig,
     Suggester,
     build_sessions,
-    hits_at,
-    score_candidates,
     score_impressions,
 )
+from reranker.model import score_candidates
+from reranker.row import hits_at
 
 
 @pytest.fixture(scope="module")

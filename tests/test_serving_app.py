@@ -32,6 +32,7 @@ from test_serving_support import (
 from serving import (
     INSTALL_ID_HEADER,
     PROBLEM_JSON,
+    ApiError,
     ArmConfig,
     ExperimentConfig,
     ServingConfig,
@@ -40,9 +41,7 @@ from serving import (
     assign_arm,
     bucket,
 )
-from serving._encode import NonFiniteScoreError, SuggestEncoder
-from serving._errors import ApiError
-from serving._requests import SuggestRequest, parse_body
+from serving.http import NonFiniteScoreError, SuggestEncoder, SuggestRequest, parse_body
 
 SECRET_TEXT = "zq-secret-typed-text-9731"
 

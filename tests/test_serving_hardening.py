@@ -19,7 +19,7 @@ from test_serving_support import build_var, fake_app, publish_fake_reranker, upl
 
 import data
 from serving import INSTALL_ID_HEADER, PROBLEM_JSON, ServingConfig
-from serving._privacy import privacy_statement
+from serving.http import privacy_statement
 
 
 @pytest.fixture(scope="module")

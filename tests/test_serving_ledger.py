@@ -25,8 +25,15 @@ from federated import (
     parse_upload,
 )
 from serving import UpdateStore, aggregate_round, open_next_round
-from serving._ledger import BudgetExhaustedError, ServerLedger, lineage_of, simulated_events
-from serving._rounds import privacy_after, record_round_opening, server_ledger
+from serving.rounds import (
+    BudgetExhaustedError,
+    ServerLedger,
+    lineage_of,
+    privacy_after,
+    record_round_opening,
+    server_ledger,
+    simulated_events,
+)
 
 DAY = 86_400.0
 T0 = 1_780_000_000.0  # a fixed clock: 2026-05-28 (UTC)

@@ -22,8 +22,7 @@ import reranker
 from candidate_gen import build_stage1
 from data import read_manifest, resolve_artifact
 from serving import INSTALL_ID_HEADER, ServingConfig, UpdateStore, aggregate_round, create_app
-from serving._publish import reranker_publisher
-from serving._rounds import federated_config_for
+from serving.rounds import federated_config_for, reranker_publisher
 
 pytestmark = pytest.mark.skipif(not hasattr(reranker, "Suggester"),
                                 reason="reranker.Suggester has not landed yet")
@@ -243,7 +242,7 @@ def test_validation_policy_holds_a_candidate_that_ignores_the_typed_text(
     """Issue #18 item 5 with the real model: a candidate whose keyword weights were pushed
     negative (the crafted-upload attack) shows the typed label less often than the live
     version on catalogue keywords, so the validation policy keeps it a candidate."""
-    from serving._promotion_policy import decide_promotion, keyword_hit_rate
+    from serving.versions import decide_promotion, keyword_hit_rate
 
     # its own artifact root: the module's is left with a corrupt newest version by
     # test_server_round_publishes_a_version_that_is_swapped_in

@@ -21,8 +21,8 @@ from serving.cli import models, rounds
 FORKED_METRICS = """
 import os, sys
 from pathlib import Path
-from serving._gunicorn import enable_multiprocess_metrics
-from serving._metrics import ServingMetrics
+from serving.http import enable_multiprocess_metrics
+from serving.http import ServingMetrics
 directory = Path(sys.argv[1])
 enable_multiprocess_metrics(directory)  # in the master, before any worker forks
 child = os.fork()

@@ -16,8 +16,7 @@ from test_serving_support import build_var, publish_fake_reranker
 
 import data
 from serving import promote, rollback
-from serving._promotion_policy import decide_promotion
-from serving._promotions import history, live_stack
+from serving.versions import decide_promotion, history, live_stack
 
 
 @pytest.fixture()

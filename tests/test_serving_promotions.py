@@ -19,7 +19,7 @@ from test_serving_support import FED_CONFIG, build_var, fake_app, publish_fake_r
 
 import data
 from serving import UpdateStore, aggregate_round, promote, rollback
-from serving._promotions import history, live_stack
+from serving.versions import history, live_stack
 
 
 @pytest.fixture()

@@ -28,7 +28,7 @@ import data
 from candidate_gen import Stage1Artifact, Stage1Config, build_stage1
 from federated import FederatedConfig
 from serving import ModelRegistry, ServingConfig, create_app
-from serving._board import BOARD_ENV, VersionBoard
+from serving.versions import BOARD_ENV, VersionBoard
 
 STAGE1_CONFIG = Stage1Config().with_overrides(["candidates.n_candidates=40",
                                                "als.iterations=4"])
@@ -203,7 +203,7 @@ SERVER_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
 from serving import ServingConfig
-from serving._gunicorn import GunicornServer, enable_multiprocess_metrics
+from serving.http import GunicornServer, enable_multiprocess_metrics
 from test_serving_support import fake_registry
 import serving._app as app_module
 import json

@@ -26,7 +26,7 @@ from test_serving_support import (
 
 import data
 from serving import ModelRegistry, promote
-from serving._board import VersionBoard
+from serving.versions import VersionBoard
 
 BODY = json.dumps({"language": "en", "text": "hi", "cluster_id": 0}).encode()
 

@@ -1,0 +1,28 @@
+"""The HTTP layer's building blocks: request parsing, response encoding, documents.
+
+:func:`serving.create_app` assembles the app; this submodule is for tests and tools that
+check the HTTP layer's pieces on their own: request bodies and their parsing, the
+suggestion encoder, the OpenAPI and privacy documents, the metrics, the per-process
+state, and gunicorn run as a child process (tests and the serving benchmark).
+"""
+
+from serving._encode import NonFiniteScoreError, SuggestEncoder
+from serving._gunicorn import GunicornServer, enable_multiprocess_metrics
+from serving._metrics import ServingMetrics
+from serving._openapi import openapi_document
+from serving._privacy import privacy_statement
+from serving._requests import SuggestRequest, parse_body
+from serving._state import ServingState
+
+__all__ = [
+    "GunicornServer",
+    "NonFiniteScoreError",
+    "ServingMetrics",
+    "ServingState",
+    "SuggestEncoder",
+    "SuggestRequest",
+    "enable_multiprocess_metrics",
+    "openapi_document",
+    "parse_body",
+    "privacy_statement",
+]
