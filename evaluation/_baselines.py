@@ -34,8 +34,7 @@ import numpy as np
 import polars as pl
 
 from evaluation._errors import EvaluationError
-from reranker import RankingContext
-from reranker._segment import SegmentPopularity
+from reranker import RankingContext, SegmentPopularity
 
 __all__ = ["DAY_S", "KEY_WEIGHT", "MATCHED_WEIGHT", "DeviceHistory", "Holdings",
            "segment_popularity_scores", "sticker_label_table"]

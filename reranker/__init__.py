@@ -26,6 +26,7 @@ from reranker._onnx import OnnxScorer, export_onnx
 from reranker._row import DeviceHistory, RowConfig
 from reranker._row_replay import RowReplay
 from reranker._row_task import RowTask, RowTaskConfig, make_row_task
+from reranker._segment import SegmentPopularity
 from reranker._sessions import build_sessions
 from reranker._suggest import BUNDLE_BUDGET_BYTES, Keyboard, Ranking, Suggester, Suggestion
 from reranker._task import (
@@ -52,6 +53,7 @@ __all__ = [
     "RowReplay",
     "RowTask",
     "RowTaskConfig",
+    "SegmentPopularity",
     "Suggester",
     "Suggestion",
     "build_sessions",

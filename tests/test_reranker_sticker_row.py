@@ -351,7 +351,7 @@ CUT = (datetime(2026, 1, 11) - datetime(1970, 1, 1)).total_seconds()
 
 
 def test_segment_popularity_keys_by_hand() -> None:
-    from reranker._segment import SegmentPopularity
+    from reranker import SegmentPopularity
 
     seg = SegmentPopularity(_segment_world(), CUT)
     keys = seg.keys(np.array([7, 9, 42]), np.array([0, 2, 4, 5]), np.array([10, 11, 10, 11, 10]))
@@ -367,8 +367,7 @@ def test_walk_ranks_segment_popularity_by_hand() -> None:
     (exact) and 1 (prefix) and sends 103, the sticker package 11 shows (its best match):
     stage-1 order puts it second, its segment (which sent 11 three times as much as 10)
     first. Without the server's segment popularity the rank is stage-1 order's."""
-    from reranker import RowSessions, walk_impressions
-    from reranker._segment import SegmentPopularity
+    from reranker import RowSessions, SegmentPopularity, walk_impressions
 
     cat = dataclasses.replace(_hand_catalog(), cluster_pk=[np.array([0, 1], np.int32)],
                               cluster_prior=[np.array([0.9, 0.1], np.float32)])
