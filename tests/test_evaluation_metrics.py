@@ -57,7 +57,7 @@ def test_hit_mrr_ndcg_by_hand() -> None:
     np.testing.assert_allclose(ndcg_at(rank, 2), [1 / math.log2(3), 0.0, 0.0, 1.0])
     np.testing.assert_allclose(ndcg_at(rank, 3), [1 / math.log2(3), 0.5, 0.0, 1.0])
     m = session_metrics(rank, 2)
-    assert list(m) == ["hit@2", "hit@1", "mrr", "ndcg@2"]
+    assert list(m)[:4] == ["hit@2", "hit@1", "mrr", "ndcg@2"]
     assert m["hit@2"].mean() == 0.5 and m["mrr"].sum() == pytest.approx(1 / 2 + 1 / 3 + 1)
 
 

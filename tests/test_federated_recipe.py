@@ -51,7 +51,9 @@ def _unwrap(strategy: Strategy) -> list[Strategy]:
 
 
 def test_every_builtin_strategy_is_registered_with_its_options_and_sum_flag() -> None:
-    assert available_strategies() == ["fedadam", "fedavg", "trimmed_mean"]
+    names = available_strategies()
+    # a new file in federated/strategies/ adds a name here without editing this test
+    assert {"fedadam", "fedavg", "trimmed_mean"} <= set(names) and names == sorted(names)
     assert registered_strategy("fedavg").strategy is FedAvg
     assert registered_strategy("fedadam").sum_based and registered_strategy("fedavg").sum_based
     assert not registered_strategy("trimmed_mean").sum_based
