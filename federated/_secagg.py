@@ -46,6 +46,7 @@ issue's concern.
 from __future__ import annotations
 
 import os
+import random
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -875,12 +876,9 @@ class SecAggServer:
 
 
 def _secure_permutation(n: int) -> list[int]:
-    """A uniformly random permutation of range(n) from the OS CSPRNG (Fisher–Yates)."""
-    out = list(range(n))
-    for i in range(n - 1, 0, -1):
-        j = secrets.randbelow(i + 1)
-        out[i], out[j] = out[j], out[i]
-    return out
+    """A uniformly random permutation of range(n) from the OS CSPRNG (the standard
+    library's Fisher–Yates over ``os.urandom``)."""
+    return random.SystemRandom().sample(range(n), n)
 
 
 # ------------------------------------------------------------------ in-process run

@@ -37,8 +37,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -47,8 +46,15 @@ import numpy as np
 import structlog
 
 from data import StickerSuggestError, read_manifest, resolve_artifact
-from federated import DevicePrivacyAccountant, FederatedConfig, PrivacyLedger, RoundPrivacyEvent
-from federated.privacy import DiscreteGaussianEncoding
+from federated import (
+    DevicePrivacyAccountant,
+    FederatedConfig,
+    PrivacyLedger,
+    RoundPrivacyEvent,
+    RoundRecipe,
+    StrategyConfig,
+)
+from serving._sqlite import SqliteStore, open_store, transaction
 
 __all__ = ["BudgetExhaustedError", "BudgetPolicy", "LedgerEntry", "ServerLedger", "lineage_of",
            "simulated_events"]
@@ -164,25 +170,24 @@ def simulated_events(var: Path, root: str) -> list[RoundPrivacyEvent]:
 def _mechanism(cfg: FederatedConfig, sigma: float, min_reports: int, manifest: Any
                ) -> dict[str, Any]:
     """The simulated rounds' noise mechanism: the distributed discrete Gaussian when the
-    run had secure aggregation (its sensitivity after rounding, τ and dimension, as the
-    trainer records them in its events), else none (continuous Gaussian)."""
+    run had secure aggregation (its sensitivity after rounding, τ and dimension, from the
+    platform's round recipe as the trainer records them), else none (continuous
+    Gaussian)."""
     if not (cfg.privacy.enabled and cfg.secure_aggregation.enabled):
         return {}
     n_parameters = manifest.parameters.get("n_parameters")
     if n_parameters is None:
         n_parameters = int(np.load(manifest.file("global_weights.npy"),
                                    allow_pickle=False).shape[0])
-    s = cfg.secure_aggregation
-    encoding = DiscreteGaussianEncoding.plan(
-        dimension=int(n_parameters), clip_norm=cfg.privacy.clip_norm, noise_multiplier=sigma,
-        bits=s.bits, n_max=s.n_max, wrap_probability=s.wrap_probability)
-    _, tau_dim, _ = encoding.epsilon_terms(min_reports)
-    return {"mechanism": "ddg", "sensitivity": encoding.sensitivity / encoding.clip_norm,
-            "tau": tau_dim / encoding.padded_dimension,
-            "dimension": encoding.padded_dimension}
+    # the values the rounds ran under; the mechanism does not depend on the strategy
+    ran = cfg.model_copy(update={
+        "privacy": cfg.privacy.model_copy(update={"noise_multiplier": sigma}),
+        "rounds": cfg.rounds.model_copy(update={"min_reports": min_reports}),
+        "strategy": StrategyConfig()})
+    return RoundRecipe.from_config(ran, int(n_parameters), secure=True).mechanism()
 
 
-class ServerLedger:
+class ServerLedger(SqliteStore):
     """The persistent privacy ledger (see the module doc). One connection; close it.
 
     Parameters
@@ -201,33 +206,12 @@ class ServerLedger:
             raise ValueError(f"policy={policy!r} should be 'refuse' or 'stop'")
         self.path = Path(path)
         self.policy = policy
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, timeout=busy_timeout_ms / 1000,
-                                     isolation_level=None, check_same_thread=False)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.executescript(_SCHEMA)
+        self._conn = open_store(self.path, _SCHEMA, busy_timeout_ms=busy_timeout_ms,
+                                rows=True)
 
-    def close(self) -> None:
-        """Close the connection."""
-        self._conn.close()
 
-    def __enter__(self) -> ServerLedger:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._conn)
 
     # ------------------------------------------------------------------ reading
 

@@ -38,18 +38,20 @@ import hashlib
 import json
 import math
 import os
+import random
 import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from data import ComponentConfig
 from federated import (
     FederatedConfig,
     RoundRecipe,
@@ -80,10 +82,13 @@ _MESSAGE_KIND = {"advertise": "key_advertisement", "share": "encrypted_shares",
                  "unmask": "unmask_shares"}
 
 
-class SecureRoundsConfig(BaseModel):
-    """Secure rounds of the server (``STICKERS_SECURE_CONFIG``: a JSON file of these fields)."""
+class SecureRoundsConfig(ComponentConfig):
+    """Secure rounds of the server (``STICKERS_SECURE_CONFIG``: a JSON file of these fields).
 
-    model_config = ConfigDict(extra="forbid")
+    A :class:`data.ComponentConfig`: one loader and one error type with every other config.
+    """
+
+    config_name: ClassVar[str] = "secure rounds config"
 
     enabled: bool = False
     """Register the ``/v1/secure`` endpoints and run rounds."""
@@ -128,9 +133,11 @@ class SecureRoundsConfig(BaseModel):
         if not path:
             return cls()
         try:
-            return cls.model_validate_json(Path(path).read_text())
+            text = Path(path).read_text()
         except OSError as exc:
-            raise ValueError(f"{SECURE_CONFIG_ENV}={path}: cannot read it ({exc})") from exc
+            raise cls.config_error(f"{SECURE_CONFIG_ENV}={path}: cannot read it ({exc})"
+                                   ) from exc
+        return cls.from_json(text, f"{SECURE_CONFIG_ENV}={path}")
 
     def federated(self) -> FederatedConfig:
         """The platform config whose strategy applies a round's sum."""
@@ -147,14 +154,6 @@ def _b64(data: bytes) -> str:
 
 def _sha(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
-
-
-def _secret_permutation(n: int) -> list[int]:
-    out = list(range(n))
-    for i in range(n - 1, 0, -1):
-        j = secrets.randbelow(i + 1)
-        out[i], out[j] = out[j], out[i]
-    return out
 
 
 class SecureRounds:
@@ -353,7 +352,9 @@ class SecureRounds:
                                          dropout_rate=self.config.dropout_rate,
                                          corruption_rate=self.config.corruption_rate)
         server = SecAggServer(params, round_id=bytes(enc_row[0]))
-        for ticket, client_id in zip(tickets, _secret_permutation(n), strict=True):
+        # client ids 0..n-1 in an order no one can predict (the OS CSPRNG)
+        client_ids = random.SystemRandom().sample(range(n), n)
+        for ticket, client_id in zip(tickets, client_ids, strict=True):
             conn.execute("UPDATE participants SET client_id=? WHERE round=? AND ticket_hash=?",
                          (client_id, round_, ticket))
         conn.executemany("INSERT INTO outbox VALUES (?, 'advertise', ?, ?)",

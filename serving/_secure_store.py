@@ -21,9 +21,9 @@ Both use WAL with ``synchronous=FULL``: whatever a request acknowledged survives
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+from serving._sqlite import open_store, transaction
 
 __all__ = ["ISSUER_FILE", "ROUNDS_FILE", "connect", "transaction"]
 
@@ -106,23 +106,5 @@ def connect(path: Path, *, issuer: bool = False, busy_timeout_ms: int = 60_000
     busy_timeout_ms : int
         How long a writer waits for the write lock.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None,
-                           check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-    conn.executescript(_ISSUER_SCHEMA if issuer else _ROUNDS_SCHEMA)
-    return conn
-
-
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any exception)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    return open_store(path, _ISSUER_SCHEMA if issuer else _ROUNDS_SCHEMA,
+                      busy_timeout_ms=busy_timeout_ms)

@@ -24,6 +24,7 @@ import numpy as np
 
 from data import StickerSuggestError
 from federated import Upload
+from serving._sqlite import SqliteStore, open_store
 
 __all__ = ["RoundSpec", "StoreRejectedError", "UpdateStore", "update_digest"]
 
@@ -112,7 +113,7 @@ def _row_to_round(row: sqlite3.Row) -> RoundSpec:
     return RoundSpec(**values)
 
 
-class UpdateStore:
+class UpdateStore(SqliteStore):
     """One connection to the SQLite update store (created with its schema if absent).
 
     Parameters
@@ -125,25 +126,9 @@ class UpdateStore:
 
     def __init__(self, path: str | Path, busy_timeout_ms: int = 10_000) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, timeout=busy_timeout_ms / 1000,
-                                     isolation_level=None, check_same_thread=False)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.executescript(_SCHEMA)
+        self._conn = open_store(self.path, _SCHEMA, busy_timeout_ms=busy_timeout_ms,
+                                rows=True, foreign_keys=True)
 
-    def close(self) -> None:
-        """Close the connection."""
-        self._conn.close()
-
-    def __enter__(self) -> UpdateStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ rounds
 

@@ -9,6 +9,7 @@ import numpy as np
 from pydantic import Field
 
 from federated._strategy import Aggregate, Strategy, StrategyOptions, register_strategy
+from federated.strategies.fedavg import bounded_mean
 
 __all__ = ["FedAdam", "FedAdamOptions"]
 
@@ -68,11 +69,9 @@ class FedAdam(Strategy):
 
     def aggregate(self, parameters: np.ndarray, deltas: np.ndarray,
                   n_examples: np.ndarray) -> Aggregate:
-        weights = np.minimum(n_examples.astype(np.float64), self.max_weight)
-        total = float(weights.sum())
-        if total <= 0:
+        grad, total = bounded_mean(deltas, n_examples, self.max_weight)
+        if grad is None:
             return Aggregate(parameters.copy(), {"weight_total": 0.0})
-        grad = (weights @ deltas.astype(np.float64)) / total
         return self._step(parameters, grad, total)
 
     def aggregate_sum(self, parameters: np.ndarray, delta_sum: np.ndarray,

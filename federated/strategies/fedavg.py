@@ -8,7 +8,32 @@ from pydantic import Field
 
 from federated._strategy import Aggregate, Strategy, StrategyOptions, register_strategy
 
-__all__ = ["FedAvg", "FedAvgOptions"]
+__all__ = ["FedAvg", "FedAvgOptions", "bounded_mean"]
+
+
+def bounded_mean(deltas: np.ndarray, n_examples: np.ndarray, max_weight: float
+                 ) -> tuple[np.ndarray | None, float]:
+    """FedAvg's mean of the deltas, each weighted ``min(n_examples, max_weight)``.
+
+    Parameters
+    ----------
+    deltas : ndarray of float, shape (n, P)
+    n_examples : ndarray of int, shape (n,)
+    max_weight : float
+        Bound of one device's weight.
+
+    Returns
+    -------
+    mean : ndarray of float64, shape (P,), or None
+        None when the weights sum to 0 (no device trained on anything).
+    total : float
+        The sum of the weights.
+    """
+    weights = np.minimum(n_examples.astype(np.float64), max_weight)
+    total = float(weights.sum())
+    if total <= 0:
+        return None, 0.0
+    return (weights @ deltas.astype(np.float64)) / total, total
 
 
 class FedAvgOptions(StrategyOptions):
@@ -47,11 +72,9 @@ class FedAvg(Strategy):
 
     def aggregate(self, parameters: np.ndarray, deltas: np.ndarray,
                   n_examples: np.ndarray) -> Aggregate:
-        weights = np.minimum(n_examples.astype(np.float64), self.max_weight)
-        total = float(weights.sum())
-        if total <= 0:
+        mean, total = bounded_mean(deltas, n_examples, self.max_weight)
+        if mean is None:
             return Aggregate(parameters.copy(), {"weight_total": 0.0})
-        mean = (weights @ deltas.astype(np.float64)) / total
         new = parameters.astype(np.float64) + self.server_learning_rate * mean
         return Aggregate(new.astype(np.float32),
                          {"weight_total": total, "update_norm": float(np.linalg.norm(mean))})
