@@ -25,9 +25,14 @@ class ArtifactError(StickerSuggestError):
 class InputError(StickerSuggestError, ValueError):
     """A request's input (language, cluster, embedding, limit …) is invalid.
 
-    Raised by the component that validates it (the reranker's ``RerankerInputError``);
-    the HTTP layer answers it with 422. The message names the input, never typed text.
+    Raised by the component that validates it (the reranker's ``RerankerInputError`` and
+    its subclasses); the HTTP layer only translates it: a problem whose type is
+    :attr:`reason`, status 422 (404 for an unknown cluster). The message names the input,
+    never typed text.
     """
+
+    reason: str = "invalid_request"
+    """A stable slug of what is wrong (``unknown_language``, ``unknown_cluster`` …)."""
 
 
 class ConfigError(StickerSuggestError, ValueError):

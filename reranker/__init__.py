@@ -18,8 +18,8 @@ report's arms use. The building blocks are in two documented submodules:
 """
 
 from reranker._artifact import RerankerArtifact
-from reranker._context import RankingContext
-from reranker._errors import RerankerInputError
+from reranker._context import RankingContext, check_cluster, check_language
+from reranker._errors import RerankerInputError, UnknownClusterError, UnknownLanguageError
 from reranker._local import fold_in, score_impressions
 from reranker._model import ParameterLayout, initial_parameters
 from reranker._onnx import OnnxScorer, export_onnx
@@ -56,7 +56,11 @@ __all__ = [
     "SegmentPopularity",
     "Suggester",
     "Suggestion",
+    "UnknownClusterError",
+    "UnknownLanguageError",
     "build_sessions",
+    "check_cluster",
+    "check_language",
     "export_onnx",
     "fold_in",
     "initial_parameters",

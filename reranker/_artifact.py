@@ -192,6 +192,31 @@ class RerankerArtifact:
         """The platform's integer model version (manifest metric; 0 if none)."""
         return int(self.manifest.metrics.get("model_version", 0))
 
+    @staticmethod
+    def read_weights(path_or_var: str | Path, version: str = "latest",
+                     kind_dir: str = KIND) -> tuple[Manifest, np.ndarray]:
+        """Only the verified manifest and global weights of a version: what a federated
+        round starts from (no ONNX model or layout is read).
+
+        Parameters are as in :meth:`load`. Returns the manifest and the weights, float32
+        (P,).
+
+        Raises
+        ------
+        ArtifactError
+            A missing, corrupt or wrongly shaped ``global_weights.npy``.
+        """
+        path = _version_directory(path_or_var, version, kind_dir)
+        manifest = read_manifest(path, kind=KIND)
+        try:
+            weights = np.load(manifest.file("global_weights.npy"), allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{path}: cannot read global_weights.npy ({exc!r})") from exc
+        if weights.ndim != 1:
+            raise ArtifactError(f"{path}: global_weights.npy has shape {weights.shape}, "
+                                "expected (P,)")
+        return manifest, weights.astype(np.float32)
+
     @classmethod
     def load(cls, path_or_var: str | Path, version: str = "latest",
              kind_dir: str = KIND) -> RerankerArtifact:
@@ -207,11 +232,7 @@ class RerankerArtifact:
             Sub-directory of the artifact root (``reranker``; ``reranker_central`` for
             the non-private reference).
         """
-        path = Path(path_or_var)
-        if not (path / "manifest.json").is_file():
-            if (path / kind_dir).is_dir():
-                path = path / kind_dir
-            path = resolve_artifact(path, version)
+        path = _version_directory(path_or_var, version, kind_dir)
         manifest = read_manifest(path, kind=KIND)
         for name in ("model.onnx", "global_weights.npy", "reranker.json"):
             manifest.file(name)
@@ -232,3 +253,13 @@ class RerankerArtifact:
                    sha256=manifest.files["model.onnx"]["sha256"],
                    weights=weights.astype(np.float32), layout=layout, info=info,
                    privacy=privacy)
+
+
+def _version_directory(path_or_var: str | Path, version: str, kind_dir: str) -> Path:
+    """A version directory from itself, its kind directory or the artifact root."""
+    path = Path(path_or_var)
+    if not (path / "manifest.json").is_file():
+        if (path / kind_dir).is_dir():
+            path = path / kind_dir
+        path = resolve_artifact(path, version)
+    return path

@@ -9,6 +9,7 @@ the device bundle.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -26,10 +27,37 @@ from keyword_index import (
     MultilingualIndex,
     label_embeddings,
 )
-from reranker._errors import RerankerInputError
+from reranker._errors import RerankerInputError, UnknownClusterError, UnknownLanguageError
 from reranker._model import ParameterLayout, rank_prior
 
-__all__ = ["RankingContext"]
+__all__ = ["RankingContext", "check_cluster", "check_language"]
+
+
+def check_language(language: str, languages: Sequence[str]) -> None:
+    """The reranker's check of a request's language.
+
+    Raises
+    ------
+    UnknownLanguageError
+        ``language`` is not one of ``languages`` (those with a keyword index).
+    """
+    if language not in languages:
+        raise UnknownLanguageError(f"language {language!r} has no keyword index; expected "
+                                   f"one of {', '.join(languages)}")
+
+
+def check_cluster(cluster_id: int, stage1: Stage1Artifact) -> None:
+    """The reranker's check of a request's cluster.
+
+    Raises
+    ------
+    UnknownClusterError
+        ``cluster_id`` is not in ``0 .. stage1.n_clusters - 1``.
+    """
+    n = stage1.n_clusters
+    if not 0 <= cluster_id < n:
+        raise UnknownClusterError(f"cluster_id={cluster_id} is not a cluster of stage-1 "
+                                  f"version {stage1.version}; it has clusters 0..{n - 1}")
 
 
 @dataclass
@@ -156,13 +184,19 @@ class RankingContext:
         """
         index = self._index_of.get(language)
         if index is None:
-            raise RerankerInputError(
-                f"language {language!r} has no keyword index; expected one of "
-                f"{', '.join(self._languages)}")
+            check_language(language, self._languages)
         if not 0 <= cluster_id < self.candidate_ids.shape[0]:
-            raise RerankerInputError(
-                f"cluster_id={cluster_id} is out of range; expected 0..{self.n_clusters - 1}")
+            check_cluster(cluster_id, self.stage1)
+        assert index is not None  # check_language raised otherwise
         return index
+
+    def check_language(self, language: str) -> None:
+        """:func:`check_language` against this context's languages."""
+        check_language(language, self._languages)
+
+    def check_cluster(self, cluster_id: int) -> None:
+        """:func:`check_cluster` against this context's stage-1 artifact."""
+        check_cluster(cluster_id, self.stage1)
 
     @cached_property
     def _index_of(self) -> dict[str, KeywordIndex]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from data import InputError
 
-__all__ = ["RerankerInputError"]
+__all__ = ["RerankerInputError", "UnknownClusterError", "UnknownLanguageError"]
 
 
 class RerankerInputError(InputError):
@@ -12,3 +12,15 @@ class RerankerInputError(InputError):
 
     A :class:`data.InputError`: serving answers it with 422 ``invalid_request``.
     """
+
+
+class UnknownLanguageError(RerankerInputError):
+    """The language has no keyword index in the served artifacts."""
+
+    reason = "unknown_language"
+
+
+class UnknownClusterError(RerankerInputError):
+    """The cluster id is not a cluster of the stage-1 artifact."""
+
+    reason = "unknown_cluster"

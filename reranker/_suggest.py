@@ -487,12 +487,8 @@ class Suggester:
         ``bundle.json`` (versions, feature names). Budget: :data:`BUNDLE_BUDGET_BYTES`.
         """
         ctx = self.context
-        if language not in ctx.languages:
-            raise RerankerInputError(f"language {language!r} has no keyword index; expected "
-                                     f"one of {', '.join(ctx.languages)}")
-        if not 0 <= cluster_id < ctx.n_clusters:
-            raise RerankerInputError(
-                f"cluster_id={cluster_id} is out of range; expected 0..{ctx.n_clusters - 1}")
+        ctx.check_language(language)
+        ctx.check_cluster(cluster_id)
         n = int(ctx.candidate_mask[cluster_id].sum())
         ids = ctx.candidate_ids[cluster_id, :n]
         stickers = (ctx.dataset.table("stickers").filter(pl.col("package_id").is_in(ids))

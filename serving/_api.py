@@ -32,7 +32,7 @@ from serving._state import ServingState, get_store, state
 from serving._store import StoreRejectedError
 
 if TYPE_CHECKING:
-    from reranker import Suggester
+    pass
 
 __all__ = ["api"]
 
@@ -59,14 +59,6 @@ def _arm(st: ServingState, required: bool = False) -> ArmConfig:
     return assign_arm(st.config.experiment, _install_id(required))
 
 
-def _check_cluster(models: ModelSet, cluster_id: int) -> None:
-    n = models.stage1.n_clusters
-    if not 0 <= cluster_id < n:
-        raise ApiError(404, "unknown_cluster",
-                       f"cluster_id={cluster_id} is not a cluster of stage-1 version "
-                       f"{models.stage1_version}; it has clusters 0..{n - 1}")
-
-
 def _feature_value(value: Any) -> str:
     """A feature value as the stage-1 encoder spells its categories."""
     return str(value).lower() if isinstance(value, bool) else str(value)
@@ -89,14 +81,6 @@ def _check_features(models: ModelSet, features: dict[str, Any]) -> None:
                            f"{shown}")
 
 
-def _check_language(suggester: Suggester, language: str) -> None:
-    languages = suggester.languages
-    if language not in languages:
-        raise ApiError(422, "unknown_language",
-                       f"language={language!r} has no keyword index; served languages: "
-                       f"{list(languages)}")
-
-
 def _versions(st: ServingState, models: ModelSet, arm: ArmConfig) -> dict[str, str]:
     return {"stage1": models.stage1_version,
             "reranker": models.reranker_version(st.config.arm_version(arm))}
@@ -117,10 +101,12 @@ def suggest() -> Response:
     models = st.models()
     arm = _arm(st)
     suggester = models.suggester(st.config.arm_version(arm))
-    _check_language(suggester, body.language)
+    # the reranker validates language and cluster (UnknownLanguageError/UnknownClusterError,
+    # translated in serving._errors); the language first, before stage 1 reads the features
+    suggester.context.check_language(body.language)
     if body.cluster_id is not None:
         cluster_id = body.cluster_id
-        _check_cluster(models, cluster_id)
+        suggester.context.check_cluster(cluster_id)
     else:
         assert body.features is not None
         _check_features(models, body.features)
@@ -195,13 +181,14 @@ def bundle(cluster_id: int) -> Response:
     st = state()
     models = st.models()
     arm = _arm(st)
-    _check_cluster(models, cluster_id)
-    language = request.args.get("language")
     suggester = models.suggester(st.config.arm_version(arm))
+    # checked before the ETag: a made-up cluster or language never gets a 304
+    suggester.context.check_cluster(cluster_id)
+    language = request.args.get("language")
     if language is None:
         raise ApiError(400, "missing_language",
                        f"give ?language=; served languages: {list(suggester.languages)}")
-    _check_language(suggester, language)
+    suggester.context.check_language(language)
     versions = _versions(st, models, arm)
     key = (versions["stage1"], versions["reranker"], cluster_id, language)
     etag = bundle_etag(key)

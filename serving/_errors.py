@@ -30,6 +30,9 @@ __all__ = ["PROBLEM_JSON", "ApiError", "FiniteJSONProvider", "federated_problem"
 
 PROBLEM_JSON = "application/problem+json"
 
+_INPUT_STATUS = {"unknown_cluster": 404}
+"""HTTP status of an input error by its ``reason`` (any other: 422)."""
+
 
 class ApiError(StickerSuggestError):
     """An error with an HTTP status, a short machine-readable ``reason`` and a ``detail``.
@@ -124,11 +127,12 @@ def register_error_handlers(app: Flask) -> None:
     """Render :class:`ApiError`, the reranker's input errors and every Werkzeug HTTP error
     as problem details.
 
-    :class:`data.InputError` — ``reranker.RerankerInputError``, the reranker's own
-    validation of a request's language, cluster, embedding and limit — is a 422
-    ``invalid_request`` here and nowhere else; its message names the input, never the
-    typed text. (The base lives in ``data`` so that building the app does not import the
-    reranker: its import takes seconds of CPU.)
+    :class:`data.InputError` — ``reranker.RerankerInputError`` and its subclasses, the
+    reranker's own validation of a request's language, cluster, embedding and limit — is
+    translated here and nowhere else: its ``reason`` is the problem type, the status 422
+    (404 for ``unknown_cluster``); its message names the input, never the typed text.
+    (The base lives in ``data`` so that building the app does not import the reranker:
+    its import takes seconds of CPU.)
     """
 
     @app.errorhandler(ApiError)
@@ -145,7 +149,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(InputError)
     def _input_error(exc: InputError) -> Response:
-        return problem_response(422, "invalid_request", str(exc))
+        return problem_response(_INPUT_STATUS.get(exc.reason, 422), exc.reason, str(exc))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

@@ -75,13 +75,11 @@ def federated_config_for(var: Path, reranker_version: str,
 
 def reranker_base(var: Path, version: str) -> tuple[Path, np.ndarray, int]:
     """(version directory, global parameters (P,) float32, integer model version)."""
-    directory = resolve_artifact(var / RERANKER, version)
-    manifest = read_manifest(directory, verify=True, kind=RERANKER)
-    weights = np.load(manifest.file("global_weights.npy"), allow_pickle=False)
-    if weights.ndim != 1:
-        raise ArtifactError(f"{directory}: global_weights.npy has shape {weights.shape}, "
-                            "expected (P,)")
-    return directory, weights.astype(np.float32), int(manifest.metrics.get("model_version", 0))
+    from reranker import RerankerArtifact  # on first use: the reranker's import is heavy
+
+    manifest, weights = RerankerArtifact.read_weights(var, version, kind_dir=RERANKER)
+    return (manifest.directory, weights,
+            int(manifest.metrics.get("model_version", 0)))
 
 
 # HTTP rounds run no secure aggregation yet: devices upload continuous-noise deltas.

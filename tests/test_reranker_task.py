@@ -25,6 +25,8 @@ from reranker import (
     RerankerTask,
     RerankerTaskConfig,
     Suggester,
+    UnknownClusterError,
+    UnknownLanguageError,
     build_sessions,
     score_impressions,
 )
@@ -161,10 +163,17 @@ def test_suggester_and_bundle(tiny_var: Path) -> None:
     assert 1 <= len(rows) <= 5
     assert all(r.sticker_id >= 0 and r.labels and r.character for r in rows)
     assert [r.score for r in rows] == sorted((r.score for r in rows), reverse=True)
-    with pytest.raises(RerankerInputError, match="language 'xx' has no keyword index"):
+    with pytest.raises(UnknownLanguageError, match="language 'xx' has no keyword index"):
         suggester.suggest(language="xx", text="a", cluster_id=0)
-    with pytest.raises(RerankerInputError, match="cluster_id=999 is out of range"):
+    with pytest.raises(UnknownClusterError,
+                       match=r"cluster_id=999 is not a cluster of stage-1 version \S+; it has "
+                       r"clusters 0\.\.\d+"):
         suggester.suggest(language="en", text="a", cluster_id=999)
+    for reason, bad in (("unknown_language", {"language": "xx"}),
+                        ("unknown_cluster", {"cluster_id": 999})):
+        with pytest.raises(RerankerInputError) as caught:  # what serving translates
+            suggester.suggest(**{"language": "en", "text": "a", "cluster_id": 0, **bad})
+        assert caught.value.reason == reason
     with pytest.raises(RerankerInputError, match="limit=0"):
         suggester.suggest(language="en", text="a", cluster_id=0, limit=0)
     with pytest.raises(RerankerInputError, match="user_embedding has shape"):

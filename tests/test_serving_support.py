@@ -52,7 +52,21 @@ class FakeSuggestion:
 
 @dataclass
 class FakeContext:
+    """The suggester's context as serving reads it; request checks are the reranker's own."""
+
     stage1: Stage1Artifact
+    languages: list[str] = field(default_factory=lambda: list(LANGUAGES))
+
+    # imported on use: the server scripts that import this module stay light
+    def check_language(self, language: str) -> None:
+        from reranker import check_language
+
+        check_language(language, self.languages)
+
+    def check_cluster(self, cluster_id: int) -> None:
+        from reranker import check_cluster
+
+        check_cluster(cluster_id, self.stage1)
 
 
 @dataclass
