@@ -367,7 +367,8 @@ def test_walk_ranks_segment_popularity_by_hand() -> None:
     (exact) and 1 (prefix) and sends 103, the sticker package 11 shows (its best match):
     stage-1 order puts it second, its segment (which sent 11 three times as much as 10)
     first. Without the server's segment popularity the rank is stage-1 order's."""
-    from reranker import RowSessions, SegmentPopularity, walk_impressions
+    from reranker import SegmentPopularity
+    from reranker.row import RowSessions, walk_impressions
 
     cat = dataclasses.replace(_hand_catalog(), cluster_pk=[np.array([0, 1], np.int32)],
                               cluster_prior=[np.array([0.9, 0.1], np.float32)])
