@@ -91,7 +91,7 @@ def _bearer(what: str) -> bytes:
 
 @secure.before_request
 def _tick() -> None:
-    _engine().tick()
+    _engine().tick(decide=False)
 
 
 @secure.post("/enrolments")
@@ -227,12 +227,16 @@ def register_secure_rounds(app: Flask, config: ServingConfig,
     if not secure_config.enabled:
         return
     engine = SecureRounds(secure_config, config.var / "secure",
-                          _initial_parameters(config, secure_config))
+                          _initial_parameters(config, secure_config), var=config.var,
+                          ledger_path=config.resolved_ledger_path,
+                          budget_policy=config.budget_policy,
+                          serving_promotion=config.promotion,
+                          promotion_tolerance=config.promotion_tolerance)
     app.extensions[EXTENSION] = engine
     app.register_blueprint(secure)
     if not app.testing:
         try:
-            engine.tick()
+            engine.tick(decide=False)
         except StickerSuggestError as exc:  # no model yet: the thread retries
             app.logger.warning("secure rounds not started: %s", exc)
         engine.start_background()

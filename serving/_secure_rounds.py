@@ -22,9 +22,24 @@ operator:
     next messages wait in the outbox. A client that misses a stage has dropped out;
     fewer than t survivors anywhere abandon the round with nothing unmasked.
 ``aggregated`` / ``abandoned``
-    The modular sum is decoded, the strategy applies it, the new global parameters
-    become the next model version; every per-client row of the round is deleted. The
-    next round opens at once.
+    The modular sum is decoded, the strategy applies it, and the new global parameters
+    become a *candidate* model version; every per-client row of the round is deleted.
+    The candidate goes live only by the promotion policy (:meth:`SecureRounds.decide_pending`,
+    run by the background thread): ``validation`` publishes it as a reranker version
+    (unpromoted) and applies :func:`serving._promotion_policy.decide_promotion` (its
+    keyword check must not drop; recorded in ``var/reranker/promotions.jsonl``);
+    ``operator`` leaves it for ``stickers models promote``; ``unconditional`` (only for
+    the synthetic ``zeros`` model, which has nothing to validate) makes it live, recorded
+    in ``var/secure/promotions.jsonl``. The next round opens once the candidate is decided.
+
+The privacy ledger (:class:`serving._ledger.ServerLedger`, the server's one ledger, source
+``secure``): before a round opens, its event — built from the round recipe
+(:class:`federated.RoundRecipe`, the distributed discrete Gaussian it actually runs) —
+is checked against the budget and recorded in one ledger transaction; a round over the
+budget is not opened (``refuse``; ``stop`` closes the lineage for good). A round's event
+stays when it is abandoned; its status is noted when it closes. A restart that reopens
+a round number already recorded (a crash between the two stores' commits) finds it and
+records nothing more: each opened round counts once.
 
 A crash at any point loses nothing acknowledged: each step is one SQLite transaction,
 and on restart the next tick continues from the stored stage (or, if its deadline
@@ -49,11 +64,12 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import structlog
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from data import ComponentConfig
 from federated import (
     FederatedConfig,
+    RoundPrivacyEvent,
     RoundRecipe,
     SecAggAbandoned,
     SecAggProtocolError,
@@ -64,6 +80,14 @@ from federated.privacy import DiscreteGaussianEncoding
 from federated.secagg import Message as SecAggMessage
 from federated.secagg import SecAggParams, SecAggServer, Token, TokenIssuer, token_day
 from serving._errors import ApiError
+from serving._ledger import (
+    BudgetExhaustedError,
+    BudgetPolicy,
+    ServerLedger,
+    lineage_of,
+    simulated_events,
+)
+from serving._promotion_policy import Evaluator, PromotionPolicy
 from serving._secure_store import ISSUER_FILE, ROUNDS_FILE, connect, transaction
 
 __all__ = [
@@ -76,6 +100,12 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 SECURE_CONFIG_ENV = "STICKERS_SECURE_CONFIG"
+SECURE = "secure"
+"""The privacy ledger's ``source`` of these rounds."""
+RERANKER = "reranker"
+LEDGER_FILE = "privacy_ledger.sqlite3"
+CLAIM_TIMEOUT_S = 900.0
+"""A candidate's decision claimed longer ago than this is taken over (its process hung)."""
 PROTOCOL_STAGES = ("advertise", "share", "mask", "consistency", "unmask")
 _MESSAGE_KIND = {"advertise": "key_advertisement", "share": "encrypted_shares",
                  "mask": "masked_input", "consistency": "consistency_signature",
@@ -124,6 +154,31 @@ class SecureRoundsConfig(ComponentConfig):
     """Stop opening rounds after this many (None: run on)."""
     tick_interval_s: float = Field(default=0.5, gt=0)
     """How often the background thread checks deadlines."""
+    sampling_rate: float = Field(default=0.01, gt=0, le=1)
+    """q the privacy accounting assumes: the largest chance of any one device taking part
+    in a round (the server cannot measure it; set it from the population and cohort)."""
+    target_epsilon: float | None = Field(default=8.0, gt=0)
+    """Budget of the model lineage (``budget_kind``, ``delta``); None: recorded only."""
+    delta: float = Field(default=1e-6, gt=0, lt=1)
+    """δ of the budget and of published ``privacy.json`` files."""
+    budget_kind: Literal["local", "device_local", "shuffle", "secure_sum"] = "secure_sum"
+    """The guarantee the budget applies to. ``secure_sum``: the server sees only sums of at
+    least ``min_clients`` masked reports, which these rounds enforce."""
+    promotion: Literal["validation", "operator", "unconditional"] | None = None
+    """How a candidate goes live (None: the serving config's ``promotion`` for the
+    reranker, ``unconditional`` for ``zeros``, whose synthetic parameters have nothing
+    to validate); ``unconditional`` is refused for the reranker."""
+
+    @model_validator(mode="after")
+    def _promotion_fits_the_model(self) -> SecureRoundsConfig:
+        if self.model == "zeros" and self.promotion == "validation":
+            raise ValueError("promotion='validation' needs model='reranker' (the synthetic "
+                             "zeros model has no validation data); use 'unconditional' or "
+                             "'operator'")
+        if self.model == "reranker" and self.promotion == "unconditional":
+            raise ValueError("promotion='unconditional' is only for model='zeros'; a "
+                             "reranker candidate goes live by 'validation' or 'operator'")
+        return self
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> SecureRoundsConfig:
@@ -143,9 +198,18 @@ class SecureRoundsConfig(ComponentConfig):
         """The platform config whose strategy applies a round's sum."""
         return FederatedConfig.model_validate({
             "strategy": {"name": "fedavg", "server_learning_rate": self.server_learning_rate},
-            "rounds": {"min_reports": self.min_clients},
-            "privacy": {"clip_norm": self.clip_norm, "noise_multiplier": self.noise_multiplier},
-            "secure_aggregation": {"bits": self.bits, "n_max": self.n_max}})
+            "rounds": {"min_reports": self.min_clients, "sampling_rate": self.sampling_rate,
+                       "max_uploads_per_day": self.tokens_per_day},
+            "privacy": {"clip_norm": self.clip_norm, "noise_multiplier": self.noise_multiplier,
+                        "target_epsilon": self.target_epsilon, "delta": self.delta,
+                        "budget_kind": self.budget_kind},
+            "secure_aggregation": {"enabled": True, "bits": self.bits, "n_max": self.n_max}})
+
+    def resolved_promotion(self, serving_promotion: str = "validation") -> str:
+        """The promotion policy in force (see ``promotion``)."""
+        if self.promotion is not None:
+            return self.promotion
+        return "unconditional" if self.model == "zeros" else serving_promotion
 
 
 def _b64(data: bytes) -> str:
@@ -154,6 +218,16 @@ def _b64(data: bytes) -> str:
 
 def _sha(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class SecureRounds:
@@ -169,15 +243,44 @@ class SecureRounds:
         lineage is empty).
     clock : callable, optional
         Unix time (tests pass a fake clock).
+    var : Path, optional
+        Artifact root; needed with ``model='reranker'`` (the live reranker is the model
+        trained, candidates are published as reranker versions).
+    ledger_path : Path, optional
+        The server's privacy ledger (default ``directory/privacy_ledger.sqlite3``; the
+        app passes :attr:`ServingConfig.resolved_ledger_path`, shared with HTTP rounds).
+    budget_policy : {"refuse", "stop"}
+        What a round over the budget does to the lineage (:mod:`serving._ledger`).
+    serving_promotion : {"validation", "operator"}
+        The serving config's promotion policy (used when the secure config sets none).
+    promotion_tolerance : float
+        How far the candidate's validation figure may drop below the live version's.
+    evaluate : callable, optional
+        The validation figure ``(var, reranker version) -> float`` (default:
+        :func:`serving._promotion_policy.keyword_hit_rate`).
     """
 
     def __init__(self, config: SecureRoundsConfig, directory: Path,
                  initial_parameters: Callable[[], np.ndarray],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *, var: Path | None = None,
+                 ledger_path: Path | None = None, budget_policy: BudgetPolicy = "refuse",
+                 serving_promotion: str = "validation", promotion_tolerance: float = 0.0,
+                 evaluate: Evaluator | None = None) -> None:
+        if config.model == "reranker" and var is None:
+            raise ValueError("model='reranker' needs var (the artifact root)")
         self.config = config
         self.directory = Path(directory)
         self.initial_parameters = initial_parameters
         self.clock = clock
+        self.var = None if var is None else Path(var)
+        self.ledger_path = Path(ledger_path or self.directory / LEDGER_FILE)
+        self.budget_policy = budget_policy
+        self.promotion = config.resolved_promotion(serving_promotion)
+        self.promotion_tolerance = promotion_tolerance
+        self.evaluate = evaluate
+        self.refused: BudgetExhaustedError | None = None
+        """Set when the budget refused the next round (no round opens in this process
+        until it restarts with other parameters)."""
         self._local = threading.local()
         self._issuer: TokenIssuer | None = None
         self._encoding: DiscreteGaussianEncoding | None = None
@@ -238,7 +341,7 @@ class SecureRounds:
         def loop() -> None:
             while not self._stop.wait(self.config.tick_interval_s):
                 try:
-                    self.tick()
+                    self.tick(decide=True)
                 except Exception as exc:  # keep ticking; the next tick retries
                     log.error("secure round tick failed", error=str(exc))
 
@@ -247,33 +350,124 @@ class SecureRounds:
 
     # ------------------------------------------------------------------ model
 
-    def _latest_model(self, conn: sqlite3.Connection) -> tuple[int, np.ndarray]:
-        row = conn.execute("SELECT model_version, parameters FROM models "
-                           "ORDER BY model_version DESC LIMIT 1").fetchone()
+    def _insert_model(self, conn: sqlite3.Connection, params: np.ndarray, *, status: str,
+                      artifact: str | None = None, base_version: int | None = None,
+                      from_round: int | None = None) -> int:
+        last = conn.execute("SELECT MAX(model_version) FROM models").fetchone()[0]
+        version = 0 if last is None else int(last) + 1
+        conn.execute("INSERT INTO models (model_version, parameters, status, artifact, "
+                     "base_version, from_round) VALUES (?, ?, ?, ?, ?, ?)",
+                     (version, np.asarray(params, np.float32).tobytes(), status, artifact,
+                      base_version, from_round))
+        if status == "live":
+            self._set_live(conn, version)
+        return version
+
+    @staticmethod
+    def _set_live(conn: sqlite3.Connection, version: int) -> None:
+        conn.execute("UPDATE models SET status='live' WHERE model_version=?", (version,))
+        conn.execute("INSERT INTO live_model VALUES (0, ?) ON CONFLICT(id) DO UPDATE SET "
+                     "model_version=excluded.model_version", (version,))
+
+    def _live_model(self, conn: sqlite3.Connection) -> tuple[int, np.ndarray, str | None]:
+        """(version, parameters (P,) float32, reranker version) devices train now.
+
+        With ``model='reranker'`` the live model follows the served reranker: when
+        ``LATEST`` names another version (an operator promoted a held candidate, rolled
+        back, or an HTTP round published one), that version becomes live here too.
+        Called inside a write transaction.
+        """
+        row = conn.execute("SELECT m.model_version, m.parameters, m.artifact FROM live_model l "
+                           "JOIN models m ON m.model_version = l.model_version").fetchone()
         if row is None:
-            params = np.asarray(self.initial_parameters(), np.float32).ravel()
-            conn.execute("INSERT INTO models VALUES (0, ?, NULL)", (params.tobytes(),))
-            return 0, params
-        return int(row[0]), np.frombuffer(row[1], np.float32).copy()
+            legacy = conn.execute("SELECT model_version FROM models ORDER BY model_version "
+                                  "DESC LIMIT 1").fetchone()
+            if legacy is not None:  # a store from before live_model: its newest version
+                self._set_live(conn, int(legacy[0]))
+                return self._live_model(conn)
+        served = self._served_reranker() if self.config.model == "reranker" else None
+        if row is not None and (served is None or row[2] == served):
+            return int(row[0]), np.frombuffer(row[1], np.float32).copy(), row[2]
+        if served is not None:
+            known = conn.execute("SELECT model_version FROM models WHERE artifact=? "
+                                 "ORDER BY model_version DESC LIMIT 1", (served,)).fetchone()
+            if known is not None:
+                self._set_live(conn, int(known[0]))
+            else:
+                assert self.var is not None
+                from serving._rounds import reranker_base
+
+                self._insert_model(conn, reranker_base(self.var, served)[1], status="live",
+                                   artifact=served)
+            log.info("secure rounds follow the served reranker", reranker_version=served)
+            return self._live_model(conn)
+        params = np.asarray(self.initial_parameters(), np.float32).ravel()
+        self._insert_model(conn, params, status="live")
+        return self._live_model(conn)
+
+    def _served_reranker(self) -> str | None:
+        from serving._rounds import live_reranker
+
+        assert self.var is not None
+        return live_reranker(self.var)
 
     def model(self) -> tuple[int, np.ndarray]:
-        """(model version, global parameters (P,) float32) of the newest version."""
+        """(model version, global parameters (P,) float32) of the live version."""
         conn = self._conn()
         with transaction(conn):
-            return self._latest_model(conn)
+            version, params, _ = self._live_model(conn)
+        return version, params
+
+    def candidates(self) -> list[dict[str, Any]]:
+        """Every version an aggregated round produced: status, reranker version, decision."""
+        rows = self._conn().execute(
+            "SELECT model_version, status, artifact, base_version, from_round, decision FROM "
+            "models WHERE from_round IS NOT NULL ORDER BY model_version").fetchall()
+        return [{"model_version": r[0], "status": r[1], "reranker_version": r[2],
+                 "base_version": r[3], "round": r[4],
+                 "decision": json.loads(r[5]) if r[5] else None} for r in rows]
+
+    def _lineage(self, artifact: str | None) -> str:
+        if self.config.model == "zeros" or artifact is None:
+            return f"secure-zeros-{self.directory.resolve().name}"
+        assert self.var is not None
+        return lineage_of(self.var, artifact)
+
+    def _base_events(self, lineage: str) -> list[RoundPrivacyEvent]:
+        if self.config.model == "zeros" or self.var is None:
+            return []
+        return simulated_events(self.var, lineage)
 
     # ------------------------------------------------------------------ ticks
 
-    def tick(self) -> None:
-        """Do whatever is due: open a round, close check-in, advance a stage."""
+    def tick(self, *, decide: bool = True) -> None:
+        """Do whatever is due: decide a candidate, open a round, close check-in, advance a
+        stage.
+
+        Parameters
+        ----------
+        decide : bool
+            Also apply the promotion policy to a waiting candidate (slow: it publishes
+            and validates a model). Requests pass False; the background thread and
+            direct callers decide.
+        """
+        if decide:
+            self.decide_pending()
         now = self.clock()
         conn = self._conn()
         row = conn.execute("SELECT round, stage, stage_deadline FROM secure_rounds "
                            "WHERE status='open'").fetchone()
         if row is not None and now < row[2]:
             return  # a stage that completes early is advanced by its last reply
+        if row is None and (self.refused is not None or self._pending(conn)):
+            return  # nothing can open until the budget allows or the candidate is decided
         with transaction(conn):
             self._tick_locked(conn, now)
+
+    @staticmethod
+    def _pending(conn: sqlite3.Connection) -> bool:
+        return conn.execute("SELECT 1 FROM models WHERE status='candidate' LIMIT 1"
+                            ).fetchone() is not None
 
     def _stage_complete(self, conn: sqlite3.Connection, round_: int, stage: str) -> bool:
         if stage not in PROTOCOL_STAGES:
@@ -308,21 +502,41 @@ class SecureRounds:
                 self._advance(conn, round_, stage, now)
 
     def _open_round(self, conn: sqlite3.Connection, now: float) -> None:
+        if self.refused is not None or self._pending(conn):
+            return
         last = conn.execute("SELECT MAX(round) FROM secure_rounds").fetchone()[0]
         number = 0 if last is None else int(last) + 1
         if self.config.max_rounds is not None and number >= self.config.max_rounds:
             return
-        version, params = self._latest_model(conn)
-        enc = self.encoding(int(params.shape[0]))
+        version, params, artifact = self._live_model(conn)
+        recipe = RoundRecipe.from_config(self.config.federated(), int(params.shape[0]),
+                                         secure=True)
+        enc = recipe.encoding
+        assert enc is not None  # secure=True always plans one
+        lineage = self._lineage(artifact)
+        # recorded (and the budget checked) before the round exists: a crash between the
+        # two commits leaves a recorded round that never ran (counted), never the reverse
+        try:
+            with ServerLedger(self.ledger_path, policy=self.budget_policy) as ledger:
+                ledger.open_round(lineage, SECURE, number,
+                                  RoundPrivacyEvent.from_recipe(recipe, 0), opened_at=now,
+                                  config=recipe.config,
+                                  base_events=self._base_events(lineage))
+        except BudgetExhaustedError as exc:
+            self.refused = exc
+            log.warning("secure round not opened: privacy budget", round=number,
+                        error=str(exc))
+            return
         # tokens of earlier days are refused by their day anyway: forget their hashes
         conn.execute("DELETE FROM spent_tokens WHERE day < ?", (token_day(now) - 1,))
         conn.execute(
             "INSERT INTO secure_rounds (round, round_id, status, stage, model_version, "
-            "rotation_seed, encoding, opened_at, stage_deadline) VALUES "
-            "(?, ?, 'open', 'checkin', ?, ?, ?, ?, ?)",
+            "rotation_seed, encoding, opened_at, stage_deadline, lineage) VALUES "
+            "(?, ?, 'open', 'checkin', ?, ?, ?, ?, ?, ?)",
             (number, secrets.token_bytes(16), version, secrets.randbits(63),
-             json.dumps(enc.describe()), float(math.floor(now)), now + self.config.checkin_s))
-        log.info("secure round opened", round=number, model_version=version)
+             json.dumps(enc.describe()), float(math.floor(now)), now + self.config.checkin_s,
+             lineage))
+        log.info("secure round opened", round=number, model_version=version, lineage=lineage)
 
     def _close(self, conn: sqlite3.Connection, round_: int, status: str, now: float,
                outcome: dict[str, Any]) -> None:
@@ -331,6 +545,12 @@ class SecureRounds:
                      (status, status, float(math.floor(now)), json.dumps(outcome), round_))
         for table in ("participants", "outbox", "inbox"):
             conn.execute(f"DELETE FROM {table} WHERE round=?", (round_,))
+        lineage = conn.execute("SELECT lineage FROM secure_rounds WHERE round=?",
+                               (round_,)).fetchone()[0]
+        if lineage is not None:  # rounds opened before the ledger have no event to close
+            with ServerLedger(self.ledger_path, policy=self.budget_policy) as ledger:
+                ledger.close_round(lineage, SECURE, round_,
+                                   "aggregated" if status == "aggregated" else "abandoned")
         log.info("secure round closed", round=round_, status=status,
                  message=outcome.get("message"))
         self._open_round(conn, now)
@@ -415,7 +635,7 @@ class SecureRounds:
         assert server.result is not None
         row = conn.execute("SELECT model_version, rotation_seed FROM secure_rounds "
                            "WHERE round=?", (round_,)).fetchone()
-        version, params = self._latest_model(conn)
+        version, params, _artifact = self._live_model(conn)
         n = len(server.survivors)
         outcome: dict[str, Any] = {**base, "n_survivors": n,
                                    "sum": _b64(server.result.astype("<u4").tobytes())}
@@ -430,22 +650,148 @@ class SecureRounds:
         strategy = build_strategy(self.config.federated(), int(params.shape[0]), secure=True)
         result = strategy.aggregate_sum(params, delta_sum, n)
         new = np.asarray(result.parameters, np.float32)
-        conn.execute("INSERT INTO models VALUES (?, ?, NULL)", (version + 1, new.tobytes()))
-        outcome.update(status="aggregated", model_version=version + 1,
-                       message=f"round {round_} securely aggregated {n} inputs into model "
-                               f"version {version + 1}")
+        candidate = self._insert_model(conn, new, status="candidate", base_version=version,
+                                       from_round=round_)
+        outcome.update(status="aggregated", model_version=candidate,
+                       message=f"round {round_} securely aggregated {n} inputs into "
+                               f"candidate model version {candidate} (live once the "
+                               f"promotion policy '{self.promotion}' accepts it)")
         self._close(conn, round_, "aggregated", now, outcome)
+
+    # -------------------------------------------------------------- promotion
+
+    def decide_pending(self) -> list[dict[str, Any]]:
+        """Apply the promotion policy to every waiting candidate; returns the decisions.
+
+        One process decides a candidate (a claim on its row; a claim whose process is
+        gone, e.g. killed mid-decision, is taken over). With ``model='reranker'`` the
+        candidate is first published as a reranker version (``LATEST`` unmoved, its
+        ``privacy.json`` from the ledger up to its round), then
+        :func:`serving._promotion_policy.decide_promotion` decides and records it; a
+        decision already in the promotion history (a crash after recording it) is
+        reused, not taken again.
+        """
+        decided: list[dict[str, Any]] = []
+        while (version := self._claim_candidate()) is not None:
+            decided.append(self._decide(version))
+        return decided
+
+    def _claim_candidate(self) -> int | None:
+        conn = self._conn()
+        if not self._pending(conn):
+            return None
+        with transaction(conn):
+            row = conn.execute("SELECT model_version, claim_pid, claim_at FROM models WHERE "
+                               "status='candidate' ORDER BY model_version LIMIT 1").fetchone()
+            if row is None:
+                return None
+            version, pid, at = row
+            stale = (pid is None or not _alive(int(pid)) or int(pid) == os.getpid()
+                     or self.clock() - float(at or 0) > CLAIM_TIMEOUT_S)
+            if not stale:
+                return None  # another process is deciding it
+            conn.execute("UPDATE models SET claim_pid=?, claim_at=? WHERE model_version=?",
+                         (os.getpid(), self.clock(), version))
+        return int(version)
+
+    def _decide(self, version: int) -> dict[str, Any]:
+        conn = self._conn()
+        params_raw, base_version, round_, artifact = conn.execute(
+            "SELECT parameters, base_version, from_round, artifact FROM models WHERE "
+            "model_version=?", (version,)).fetchone()
+        base_artifact = conn.execute("SELECT artifact FROM models WHERE model_version=?",
+                                     (base_version,)).fetchone()[0]
+        decision: dict[str, Any]
+        if self.config.model == "reranker" and base_artifact is not None:
+            assert self.var is not None
+            if artifact is None:
+                artifact = self._publish(np.frombuffer(params_raw, np.float32).copy(),
+                                         base_artifact, version, int(round_))
+                with transaction(conn):
+                    conn.execute("UPDATE models SET artifact=? WHERE model_version=?",
+                                 (artifact, version))
+            decision = self._reranker_decision(artifact, base_artifact)
+        else:
+            decision = self._zeros_decision(version, int(base_version))
+        with transaction(conn):
+            promoted = bool(decision["promoted"])
+            conn.execute("UPDATE models SET status=?, decision=?, claim_pid=NULL WHERE "
+                         "model_version=?", ("live" if promoted else "held",
+                                             json.dumps(decision), version))
+            if promoted:
+                self._set_live(conn, version)
+            log.info("secure candidate decided", model_version=version, round=round_,
+                     promoted=promoted, reason=decision.get("reason"))
+            if conn.execute("SELECT 1 FROM secure_rounds WHERE status='open'").fetchone() is None:
+                self._open_round(conn, self.clock())
+        return {"model_version": version, "round": round_, **decision}
+
+    def _publish(self, params: np.ndarray, base_artifact: str, version: int,
+                 round_: int) -> str:
+        """Write the candidate as a reranker version (``LATEST`` unmoved)."""
+        from serving._publish import reranker_publisher
+
+        assert self.var is not None
+        conn = self._conn()
+        row = conn.execute("SELECT lineage, outcome FROM secure_rounds WHERE round=?",
+                           (round_,)).fetchone()
+        lineage, outcome = row[0], json.loads(row[1])
+        fcfg = self.config.federated()
+        with ServerLedger(self.ledger_path, policy=self.budget_policy) as ledger:
+            privacy = ledger.report(lineage, fcfg, through=(SECURE, round_))
+        kind_dir = self.var / RERANKER
+        record = {"round": round_, "base_version": base_artifact, "model_version": version,
+                  "accepted": int(outcome["n_survivors"]),
+                  "metrics": {"n_survivors": outcome["n_survivors"],
+                              "n_clients": outcome["n_clients"], "source": SECURE},
+                  "config": fcfg.model_dump(mode="json"), "privacy": privacy}
+        destination = reranker_publisher(promote=False)(params, kind_dir / base_artifact,
+                                                        kind_dir, record)
+        return destination.name
+
+    def _reranker_decision(self, artifact: str, base_artifact: str) -> dict[str, Any]:
+        from serving._promotion_policy import decide_promotion
+        from serving._promotions import history
+
+        assert self.var is not None
+        for entry in reversed(history(self.var / RERANKER)):
+            if entry.get("action") == "candidate" and entry.get("version") == artifact:
+                return {k: v for k, v in entry.items() if k not in ("action", "at")}
+        policy: PromotionPolicy = "operator" if self.promotion == "operator" else "validation"
+        decision = decide_promotion(self.var, artifact, base_artifact, policy=policy,
+                                    tolerance=self.promotion_tolerance,
+                                    evaluate=self.evaluate)
+        return {"version": artifact, "previous": base_artifact, **decision.to_dict()}
+
+    def _zeros_decision(self, version: int, base_version: int) -> dict[str, Any]:
+        from serving._promotions import record
+
+        name, base = f"secure-model-{version}", f"secure-model-{base_version}"
+        promoted = self.promotion == "unconditional"
+        reason = ("policy 'unconditional': the synthetic zeros model has nothing to "
+                  "validate" if promoted else "waits for an operator")
+        decision = {"candidate": name, "base": base, "policy": self.promotion,
+                    "promoted": promoted, "reason": reason}
+        record(self.directory, "candidate", name, base, details=decision)
+        if promoted:
+            record(self.directory, "publish", name, base)
+        return decision
 
     # --------------------------------------------------------------- public reads
 
     def current(self) -> dict[str, Any]:
         """The open round as devices see it (404 when none is open)."""
-        self.tick()
+        self.tick(decide=False)
         conn = self._conn()
         row = conn.execute(
             "SELECT round, stage, model_version, rotation_seed, encoding, stage_deadline, "
             "n_clients FROM secure_rounds WHERE status='open'").fetchone()
         if row is None:
+            if self.refused is not None:
+                raise ApiError(404, "privacy_budget_exhausted", str(self.refused))
+            if self._pending(conn):
+                raise ApiError(404, "no_open_round", "no secure round is open: the last "
+                               "round's candidate is being decided; retry shortly")
             raise ApiError(404, "no_open_round", "no secure round is open (max_rounds "
                            "reached, or the server is starting)")
         now = self.clock()
@@ -456,7 +802,7 @@ class SecureRounds:
 
     def round_info(self, round_: int) -> dict[str, Any]:
         """A round's public state and, once closed, its outcome (the modular sum)."""
-        self.tick()
+        self.tick(decide=False)
         row = self._conn().execute(
             "SELECT round, status, stage, model_version, n_clients, params, outcome, "
             "rotation_seed FROM secure_rounds WHERE round=?", (round_,)).fetchone()
@@ -510,7 +856,7 @@ class SecureRounds:
 
     def checkin(self, round_: int, token: Token) -> bytes:
         """Redeem a token into the round's check-in; returns the round ticket."""
-        self.tick()
+        self.tick(decide=False)
         now = self.clock()
         try:
             self.issuer().verify(token, today=token_day(now))
@@ -559,7 +905,7 @@ class SecureRounds:
 
     def poll(self, round_: int, ticket: bytes) -> tuple[str, bytes | None]:
         """The message waiting for this client: (stage, body) or (stage, None) to wait."""
-        self.tick()
+        self.tick(decide=False)
         conn = self._conn()
         client_id, _, stage = self._client_id(conn, round_, ticket)
         if stage == "checkin" or client_id is None:

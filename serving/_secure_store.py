@@ -6,7 +6,10 @@ what :class:`federated.SecAggServer` holds, never a plaintext update), the messa
 waiting for each in-round client id, the hashes of the participants' round tickets, the
 spent token hashes, and the public lineage of global parameters. No row names an
 enrolment, an install id or an address, and no row carries a time finer than the round's
-own (opened, stage deadline, closed). Per-client rows are ``WITHOUT ROWID`` tables keyed
+own (opened, stage deadline, closed). The ``models`` table is the lineage of global
+parameters: each version's status (``live``, ``candidate`` awaiting the promotion
+policy, ``held`` by it), the reranker version it was published as, and the decision;
+``live_model`` names the version devices train. Per-client rows are ``WITHOUT ROWID`` tables keyed
 by random values, so insertion order (which could line up a check-in with a token) is
 not kept; they are deleted when the round closes.
 
@@ -78,7 +81,19 @@ CREATE TABLE IF NOT EXISTS models (
     parameters BLOB NOT NULL,
     strategy_state BLOB
 );
+CREATE TABLE IF NOT EXISTS live_model (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    model_version INTEGER NOT NULL
+);
 """
+
+# Columns added after the first stores were written (added in place when missing).
+_ADDED_COLUMNS = {
+    "secure_rounds": [("lineage", "TEXT")],
+    "models": [("status", "TEXT NOT NULL DEFAULT 'live'"), ("artifact", "TEXT"),
+               ("base_version", "INTEGER"), ("from_round", "INTEGER"), ("decision", "TEXT"),
+               ("claim_pid", "INTEGER"), ("claim_at", "REAL")],
+}
 
 _ISSUER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS issuer_key (
@@ -106,5 +121,16 @@ def connect(path: Path, *, issuer: bool = False, busy_timeout_ms: int = 60_000
     busy_timeout_ms : int
         How long a writer waits for the write lock.
     """
-    return open_store(path, _ISSUER_SCHEMA if issuer else _ROUNDS_SCHEMA,
+    conn = open_store(path, _ISSUER_SCHEMA if issuer else _ROUNDS_SCHEMA,
                       busy_timeout_ms=busy_timeout_ms)
+    if not issuer:
+        for table, columns in _ADDED_COLUMNS.items():
+            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            for name, decl in columns:
+                if name not in have:
+                    with transaction(conn):
+                        # another process may have added it meanwhile
+                        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+                        if name not in have:
+                            conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+    return conn

@@ -117,7 +117,10 @@ def test_stage_deadline_drops_silent_clients_and_restart_continues(tmp_path: Pat
     total = np.frombuffer(base64.b64decode(info["outcome"]["sum"]), "<u4")
     expected = modular_sum(np.stack([inputs[t] for t in tickets[1:]]), 32)
     np.testing.assert_array_equal(total, expected)
+    assert engine.model()[0] == 0  # a candidate until the promotion policy decides
+    engine.tick()
     assert engine.model()[0] == 1
+    assert engine.candidates()[0]["decision"]["policy"] == "unconditional"
     # nothing per client is left
     conn = sqlite3.connect(tmp_path / "rounds.sqlite3")
     for table in ("participants", "inbox", "outbox"):

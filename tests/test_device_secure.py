@@ -136,7 +136,11 @@ def test_secure_round_over_http_with_dropouts(secure_server: Server, tmp_path: P
     np.testing.assert_array_equal(run_secagg_round(reports, params), total)
     # the model moved by FedAvg of the decoded sum
     t = HttpTransport(url)
-    model = t.request("GET", "/v1/secure/model").body
+    for _ in range(100):  # the background thread applies the promotion policy
+        model = t.request("GET", "/v1/secure/model").body
+        if model["model_version"] == 1:
+            break
+        threading.Event().wait(0.1)
     assert model["model_version"] == 1
     new = np.frombuffer(base64.b64decode(model["parameters"]), "<f4")
     cur = t.request("GET", "/v1/secure/round").body

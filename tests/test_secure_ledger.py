@@ -1,0 +1,266 @@
+"""Secure rounds keep the server's privacy ledger and promote by policy (#18 items 4-5).
+
+On a fake clock, in-process (the engine the ``/v1/secure`` endpoints call): every round
+opened is recorded with the event of its round recipe (the distributed discrete
+Gaussian); the budget refuses (or stops) a round before it opens; abandoned rounds
+count; a restart never records a round twice; an aggregated round's parameters are a
+*candidate* that goes live only by the promotion policy, recorded in promotions.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_device_rounds import T0, Clock, _step, _token
+from test_serving_support import build_real_var
+
+import data
+from federated import (
+    DevicePrivacyAccountant,
+    PrivacyLedger,
+    RoundPrivacyEvent,
+    RoundRecipe,
+    SecAggClient,
+    secure_noise_generator,
+)
+from serving._errors import ApiError
+from serving._ledger import ServerLedger, lineage_of
+from serving._promotions import history
+from serving._secure_rounds import SECURE, SecureRounds, SecureRoundsConfig
+
+P = 16
+BASE = {"enabled": True, "model": "zeros", "n_parameters": P, "checkin_s": 10, "stage_s": 5,
+        "min_clients": 4, "max_clients": 20, "n_max": 50, "sampling_rate": 0.05}
+
+
+def _engine(directory: Path, clock: Clock, *, policy: str = "refuse", var: Path | None = None,
+            evaluate: object = None, **overrides: object) -> SecureRounds:
+    cfg = SecureRoundsConfig.model_validate({**BASE, **overrides})
+    return SecureRounds(cfg, directory, lambda: np.zeros(P, np.float32), clock=clock,
+                        var=var, budget_policy=policy,  # type: ignore[arg-type]
+                        evaluate=evaluate)  # type: ignore[arg-type]
+
+
+def _epsilon(cfg: SecureRoundsConfig, rounds: int, n_parameters: int = P) -> float:
+    fcfg = cfg.federated()
+    ledger = PrivacyLedger.planned_from(fcfg, n_parameters, rounds=rounds, secure=True)
+    return DevicePrivacyAccountant(delta=fcfg.privacy.delta).epsilon(
+        ledger, fcfg.privacy.budget_kind)
+
+
+def _entries(engine: SecureRounds) -> list:  # type: ignore[type-arg]
+    with ServerLedger(engine.ledger_path) as ledger:
+        lineage = engine._lineage(None)
+        return [e for e in ledger.entries(lineage) if e.source == SECURE]
+
+
+@pytest.mark.parametrize("policy", ["refuse", "stop"])
+def test_budget_refuses_the_round_that_would_exceed_it(tmp_path: Path, policy: str) -> None:
+    """Target between ε after one and two rounds: round 0 opens (recorded with the
+    recipe's DDG event), is abandoned by its deadline and still counts, and round 1 is
+    never opened: devices get 404 privacy_budget_exhausted, also after a restart."""
+    cfg = SecureRoundsConfig.model_validate(BASE)
+    one, two = _epsilon(cfg, 1), _epsilon(cfg, 2)
+    assert one < two
+    target = (one + two) / 2
+    clock = Clock()
+    engine = _engine(tmp_path, clock, policy=policy, target_epsilon=target)
+    engine.tick()
+    assert engine.current()["round"] == 0
+    [entry] = _entries(engine)
+    recipe = RoundRecipe.from_config(cfg.federated(), P, secure=True)
+    expected = RoundPrivacyEvent.from_recipe(recipe, int(T0 // 86_400))
+    assert entry.event == expected and entry.event.mechanism == "ddg"
+    assert entry.status == "open"
+    clock.now += 11  # nobody checked in: abandoned
+    engine.tick()
+    assert engine.round_info(0)["status"] == "abandoned"
+    with pytest.raises(ApiError) as refused:
+        engine.current()
+    assert refused.value.status == 404 and refused.value.reason == "privacy_budget_exhausted"
+    assert engine.round_info(0)["status"] == "abandoned"
+    with pytest.raises(ApiError):
+        engine.round_info(1)  # never opened
+    [entry] = _entries(engine)
+    assert entry.status == "abandoned"  # abandoned, and counted
+    restarted = _engine(tmp_path, clock, policy=policy, target_epsilon=target)
+    restarted.tick()
+    with pytest.raises(ApiError) as again:
+        restarted.current()
+    assert again.value.reason == "privacy_budget_exhausted"
+    assert len(_entries(restarted)) == 1
+    with ServerLedger(engine.ledger_path) as ledger:
+        stopped = ledger.stopped(engine._lineage(None))
+    assert (stopped is not None) == (policy == "stop")
+    if policy == "stop":  # even a round with far more noise opens no more
+        quiet = _engine(tmp_path, clock, policy=policy, target_epsilon=target,
+                        noise_multiplier=50.0)
+        quiet.tick()
+        assert quiet.refused is not None and quiet.refused.stopped
+
+
+def test_each_opened_round_is_recorded_once_across_restarts(tmp_path: Path) -> None:
+    """Restarts mid-round, and a crash between the ledger's commit and the round's (the
+    ledger holds round 0 and the rounds store does not): one entry per opened round."""
+    clock = Clock()
+    first = _engine(tmp_path, clock)
+    cfg = first.config
+    recipe = RoundRecipe.from_config(cfg.federated(), P, secure=True)
+    with ServerLedger(first.ledger_path) as ledger:  # the crash: recorded, never opened
+        ledger.open_round(first._lineage(None), SECURE, 0,
+                          RoundPrivacyEvent.from_recipe(recipe, 0), opened_at=clock.now,
+                          config=recipe.config)
+    first.tick()
+    assert first.current()["round"] == 0
+    assert [(e.round, e.status) for e in _entries(first)] == [(0, "open")]
+    tickets = [first.checkin(0, _token(first)) for _ in range(4)]
+    for _ in range(2):  # two restarts while the round runs
+        engine = _engine(tmp_path, clock)
+        engine.tick()
+    clock.now += 11
+    engine.tick()
+    dim = engine.round_info(0)["params"]["dimension"]
+    clients = {t: SecAggClient(np.ones(dim, np.uint32)) for t in tickets}
+    for _ in range(5):
+        _step(engine, 0, clients)
+        engine = _engine(tmp_path, clock)  # a restart after every stage
+    assert engine.round_info(0)["status"] == "aggregated"
+    engine.tick()  # decides the candidate, opens round 1
+    assert engine.current()["round"] == 1
+    assert [(e.round, e.status) for e in _entries(engine)] == [(0, "aggregated"), (1, "open")]
+    clock.now += 11
+    _engine(tmp_path, clock).tick()  # round 1 abandoned, round 2 opens
+    assert [(e.round, e.status) for e in _entries(engine)] == [
+        (0, "aggregated"), (1, "abandoned"), (2, "open")]
+
+
+def test_zeros_candidates_wait_for_an_operator(tmp_path: Path) -> None:
+    """Under the operator policy an aggregated round's parameters stay a held candidate:
+    the next round trains the live version, and the decision is recorded."""
+    clock = Clock()
+    engine = _engine(tmp_path, clock, promotion="operator")
+    engine.tick()
+    tickets = [engine.checkin(0, _token(engine)) for _ in range(4)]
+    clock.now += 11
+    engine.tick()
+    dim = engine.round_info(0)["params"]["dimension"]
+    clients = {t: SecAggClient(np.full(dim, 7, np.uint32)) for t in tickets}
+    for _ in range(5):
+        _step(engine, 0, clients)
+    engine.tick()
+    assert engine.model()[0] == 0
+    assert engine.current()["model_version"] == 0  # round 1 trains the live version
+    [candidate] = engine.candidates()
+    assert candidate["status"] == "held" and candidate["decision"]["policy"] == "operator"
+    [entry] = [e for e in history(tmp_path) if e["action"] == "candidate"]
+    assert entry["promoted"] is False and entry["version"] == "secure-model-1"
+
+
+def test_validation_is_refused_for_the_zeros_model() -> None:
+    with pytest.raises(ValueError, match="needs model='reranker'"):
+        SecureRoundsConfig.model_validate({**BASE, "promotion": "validation"})
+    with pytest.raises(ValueError, match="only for model='zeros'"):
+        SecureRoundsConfig.model_validate({**BASE, "model": "reranker",
+                                           "promotion": "unconditional"})
+
+
+# ----------------------------------------------------------- the reranker model
+
+
+@pytest.fixture(scope="module")
+def real_var_template(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_real_var(tiny_world, tmp_path_factory.mktemp("secure-real"))
+
+
+@pytest.fixture()
+def real_var(real_var_template: Path, tmp_path: Path) -> Path:
+    var = tmp_path / "var"
+    shutil.copytree(real_var_template, var)
+    return var
+
+
+def _reranker_round(engine: SecureRounds, clock: Clock, round_: int,
+                    deltas: np.ndarray) -> dict:  # type: ignore[type-arg]
+    """Devices with ``deltas`` (n, P) check in, encode (clip, DDG) and run SecAgg+."""
+    tickets = [engine.checkin(round_, _token(engine)) for _ in range(len(deltas))]
+    info = engine.current()
+    clock.now += 11
+    engine.tick()
+    enc = engine.encoding(deltas.shape[1])
+    reports = enc.encode(deltas, int(info["rotation_seed"]), secure_noise_generator(),
+                         secure_noise_generator())
+    clients = {t: SecAggClient(r) for t, r in zip(tickets, reports, strict=True)}
+    for _ in range(5):
+        _step(engine, round_, clients)
+    return engine.round_info(round_)
+
+
+@pytest.mark.parametrize("better", [True, False])
+def test_secure_aggregate_goes_through_the_promotion_policy(real_var: Path,
+                                                            better: bool) -> None:
+    """Model 'reranker': the round trains the live reranker; its aggregate is published
+    as a reranker version without moving LATEST; the validation policy compares it with
+    the live one and promotes it only if it does not drop (LATEST moves, the next round
+    trains it) — else it is held and the next round trains the old version. The decision
+    is in promotions.jsonl; the candidate's privacy.json is the ledger's, the simulated
+    rounds of its lineage plus this secure round."""
+    clock = Clock()
+    base = data.resolve_artifact(real_var / "reranker", "latest").name
+    base_weights = np.load(real_var / "reranker" / base / "global_weights.npy")
+    n_parameters = int(base_weights.shape[0])
+    calls: list[str] = []
+
+    def evaluate(var: Path, version: str) -> float:
+        calls.append(version)
+        if version == base:
+            return 0.5
+        return 0.6 if better else 0.4
+
+    engine = _engine(real_var / "secure", clock, var=real_var, model="reranker",
+                     evaluate=evaluate, noise_multiplier=0.3, target_epsilon=None)
+    engine.tick()
+    assert engine.current()["model_version"] == 0
+    np.testing.assert_array_equal(engine.model()[1], base_weights)
+    rng = np.random.default_rng(0)
+    deltas = rng.normal(0, 0.02, (5, n_parameters)).astype(np.float32)
+    info = _reranker_round(engine, clock, 0, deltas)
+    assert info["status"] == "aggregated", info
+    assert data.resolve_artifact(real_var / "reranker", "latest").name == base  # not yet
+    [decided] = engine.decide_pending()
+    candidate = decided["version"]
+    assert decided["promoted"] is better and sorted(calls) == sorted([base, candidate])
+    manifest = data.read_manifest(real_var / "reranker" / candidate, verify=True,
+                                  kind="reranker")
+    assert manifest.parameters["server_round"]["base_version"] == base
+    weights = np.load(manifest.file("global_weights.npy"))
+    assert not np.array_equal(weights, base_weights)
+    stored = engine._conn().execute("SELECT parameters FROM models WHERE model_version=1"
+                                    ).fetchone()[0]
+    np.testing.assert_array_equal(weights, np.frombuffer(stored, np.float32))
+    privacy = json.loads(manifest.file("privacy.json").read_text())
+    lineage = lineage_of(real_var, candidate)
+    assert lineage == base
+    with ServerLedger(engine.ledger_path) as ledger:
+        entries = ledger.entries(lineage)
+    # the simulation's rounds of the root, secure round 0, and round 1 opened since
+    assert [(e.source, e.round) for e in entries][-2:] == [(SECURE, 0), (SECURE, 1)]
+    assert entries[0].source == "simulation"
+    assert privacy["ledger"]["events"] == len(entries) - 1  # up to the candidate's round
+    assert privacy["ledger"]["through"] == [SECURE, 0]
+    entry = [e for e in history(real_var / "reranker") if e["action"] == "candidate"][-1]
+    assert entry["version"] == candidate and entry["promoted"] is better
+    assert entry["candidate_figure"] == (0.6 if better else 0.4)
+    live = data.resolve_artifact(real_var / "reranker", "latest").name
+    assert live == (candidate if better else base)
+    nxt = engine.current()
+    assert nxt["round"] == 1
+    assert nxt["model_version"] == (1 if better else 0)
+    np.testing.assert_array_equal(engine.model()[1], weights if better else base_weights)
+    # a restart does not decide the same candidate again
+    assert _engine(real_var / "secure", clock, var=real_var, model="reranker",
+                   evaluate=evaluate, noise_multiplier=0.3,
+                   target_epsilon=None).decide_pending() == []
