@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import random
 import sqlite3
 import time
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from federated._device import DAY_S, _is_night
 from federated._local_dp import clip_deltas
 from federated._secagg import Message, SecAggAbandoned, SecAggClient, SecAggProtocolError
 from federated._tokens import Token, finalize_tokens, request_tokens, token_day
-from federated._transport import HttpTransport, TransportError
+from federated._transport import HttpResponse, HttpTransport, TransportError
 
 __all__ = [
     "DeviceClient",
@@ -156,6 +157,9 @@ class RoundParticipation:
     report : ndarray or None, shape (D,), uint32
         Its encoded input (what the sum adds up); stays on the device.
     detail : str
+    reason : str
+        The server's problem slug (``dropped_out``, ``round_closed`` ...) or
+        ``unreachable`` when the participation ended on a transport error.
     """
 
     round: int | None
@@ -164,6 +168,7 @@ class RoundParticipation:
     masked_sent: bool = False
     report: np.ndarray | None = field(default=None, repr=False)
     detail: str = ""
+    reason: str = ""
 
 
 class DeviceClient:
@@ -175,7 +180,8 @@ class DeviceClient:
     store : DeviceStore
     trainer : callable
         ``trainer(parameters (P,) float32) -> delta (P,)``: local training on the app's
-        private data (runs on the device; the delta never leaves it unencoded).
+        private data (runs on the device; the delta never leaves it unencoded). None:
+        nothing to train on now (the device does not check in and keeps its token).
     device_config : DeviceConfig, optional
         Eligibility thresholds (charging, battery, storage, idle, night).
     conditions : callable, optional
@@ -185,18 +191,22 @@ class DeviceClient:
     clock : callable
         Unix time of the device.
     poll_interval_s : float
-        Wait between polls when the server says "not yet".
+        First wait between polls when the server says "not yet" (then ×1.5 per poll,
+        with jitter, up to ``max_poll_interval_s``; back to this after each message).
+    max_poll_interval_s : float, optional
+        Longest wait between polls (default 4 × ``poll_interval_s``).
     announce_leave : bool
         On a scripted drop-out, tell the server (a phone that stops on purpose can;
         one that loses its network cannot: False keeps the drop-out silent).
     """
 
     def __init__(self, transport: HttpTransport, store: DeviceStore,
-                 trainer: Callable[[np.ndarray], np.ndarray], *,
+                 trainer: Callable[[np.ndarray], np.ndarray | None], *,
                  device_config: DeviceConfig | None = None,
                  conditions: Callable[[], DeviceConditions] = DeviceConditions,
                  max_uploads_per_day: int = 2, clock: Callable[[], float] = time.time,
-                 poll_interval_s: float = 0.25, announce_leave: bool = True) -> None:
+                 poll_interval_s: float = 0.25, max_poll_interval_s: float | None = None,
+                 announce_leave: bool = True) -> None:
         self.transport = transport
         self.store = store
         self.trainer = trainer
@@ -206,7 +216,11 @@ class DeviceClient:
         self.max_uploads_per_day = max_uploads_per_day
         self.clock = clock
         self.poll_interval_s = poll_interval_s
+        self.max_poll_interval_s = max_poll_interval_s or 4 * poll_interval_s
         self.announce_leave = announce_leave
+        self.transient_failures = 0
+        """Requests that found the server unreachable after the transport's retries and
+        were tried again (a loaded server)."""
 
     # ------------------------------------------------------------ set-up steps
 
@@ -302,10 +316,14 @@ class DeviceClient:
         version, params = self.sync_model()
         if version != int(info["model_version"]):
             return RoundParticipation(round_, "no_round", detail="model changed meanwhile")
+        # train first: a device with nothing to learn from keeps its token
+        delta = self.trainer(params)
+        if delta is None:
+            return RoundParticipation(round_, "ineligible", detail="nothing to train on")
         token = self.store.take_token(token_day(self.clock()))
         if token is None:
             return RoundParticipation(round_, "no_token", detail="no unspent token today")
-        report = self._encode(params, info)
+        report = self._encode(delta, info)
         try:
             answer = self.transport.request("POST", f"/v1/secure/rounds/{round_}/checkins", {
                 "token": {"input": _b64(token.input),
@@ -315,8 +333,8 @@ class DeviceClient:
         ticket = answer.body["ticket"]
         return self._run_protocol(round_, ticket, report, drop_after, deadline_s)
 
-    def _encode(self, params: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-        delta = np.asarray(self.trainer(params), np.float32).reshape(1, -1)
+    def _encode(self, update: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        delta = np.asarray(update, np.float32).reshape(1, -1)
         raw = info["encoding"]
         enc = DiscreteGaussianEncoding(**{f.name: raw[f.name]
                                           for f in fields(DiscreteGaussianEncoding)})
@@ -324,6 +342,20 @@ class DeviceClient:
         # rounding and DP noise each from their own CSPRNG-seeded stream
         return enc.encode(clipped, int(info["rotation_seed"]), secure_noise_generator(),
                           secure_noise_generator())[0]
+
+    def _patient(self, method: str, path: str, body: Any, auth: dict[str, str],
+                 give_up: float) -> HttpResponse:
+        """A protocol request that outlasts a busy server: when the transport's own
+        retries are spent without an answer (timeouts, 5xx), try again until the
+        device's round deadline; an answer of the server (4xx) ends it at once."""
+        while True:
+            try:
+                return self.transport.request(method, path, body, headers=auth)
+            except TransportError as exc:
+                if exc.reason != "unreachable" or self.clock() >= give_up:
+                    raise
+                self.transient_failures += 1
+                time.sleep(self.max_poll_interval_s * random.random())
 
     def _leave(self, round_: int, auth: dict[str, str]) -> None:
         """Tell the server this device is gone (best effort: silence works too)."""
@@ -336,20 +368,24 @@ class DeviceClient:
         auth = {"Authorization": f"Bearer {ticket}"}
         result = RoundParticipation(round_, "failed", report=report)
         give_up = self.clock() + deadline_s
+        wait = self.poll_interval_s
         try:
             while self.clock() < give_up:
-                answer = self.transport.request("GET", f"/v1/secure/rounds/{round_}/message",
-                                                headers=auth)
+                answer = self._patient("GET", f"/v1/secure/rounds/{round_}/message", None,
+                                       auth, give_up)
                 if answer.status == 202:
-                    time.sleep(self.poll_interval_s)
+                    # back off while the stage runs (fewer polls on a loaded server);
+                    # jitter keeps a cohort from polling in step
+                    time.sleep(wait * (0.75 + 0.5 * random.random()))
+                    wait = min(wait * 1.5, self.max_poll_interval_s)
                     continue
+                wait = self.poll_interval_s
                 msg = Message.from_bytes(base64.b64decode(answer.body["message"]))
                 stage = _STAGE_OF_KIND[msg.kind]
                 reply = client.handle(msg)
                 try:
-                    self.transport.request(
-                        "POST", f"/v1/secure/rounds/{round_}/messages",
-                        {"message": _b64(reply.to_bytes())}, headers=auth)
+                    self._patient("POST", f"/v1/secure/rounds/{round_}/messages",
+                                  {"message": _b64(reply.to_bytes())}, auth, give_up)
                 except TransportError as exc:
                     if exc.reason != "replayed_message":  # a retry of a stored reply is fine
                         raise
@@ -362,10 +398,12 @@ class DeviceClient:
                     return result
                 if stage == drop_after:
                     result.status, result.detail = "dropped", f"left after {stage}"
+                    result.reason = "scripted"
                     if self.announce_leave:
                         self._leave(round_, auth)
                     return result
             result.status, result.detail = "dropped", "gave up at the device's deadline"
+            result.reason = "device_deadline"
             self._leave(round_, auth)
         except TransportError as exc:
             if exc.reason == "round_closed":
@@ -373,6 +411,7 @@ class DeviceClient:
             else:
                 result.status = "dropped"
             result.detail = str(exc)
+            result.reason = exc.reason
         except SecAggAbandoned as exc:
             result.status, result.detail = "abandoned", str(exc)
         except SecAggProtocolError as exc:

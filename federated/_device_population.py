@@ -55,6 +55,15 @@ class PopulationRound:
     bytes_per_device : float
         Mean bytes a participating device sent plus received in the round.
     message : str
+    statuses : dict
+        How many participations ended with each status.
+    unscripted_ends : dict
+        Participations that ended before the last stage without a scripted drop-out, by
+        the reason (the server's problem slug: ``dropped_out`` = missed a stage deadline,
+        ``round_closed``; ``unreachable``; ``device_deadline``).
+    transient_failures : int
+        Requests that found the server unreachable after the transport's retries and
+        were tried again.
     """
 
     round: int
@@ -71,6 +80,8 @@ class PopulationRound:
     bytes_per_device: float
     message: str = ""
     statuses: dict[str, int] = field(default_factory=dict)
+    unscripted_ends: dict[str, int] = field(default_factory=dict)
+    transient_failures: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
@@ -143,13 +154,15 @@ def run_population(url: str, task: FederatedTask, *, n: int, rounds: int, workdi
     lock = threading.Lock()
     task_rng = np.random.default_rng(rng.integers(2**63))
 
-    def trainer_for(i: int) -> Callable[[np.ndarray], np.ndarray]:
-        def train(params: np.ndarray) -> np.ndarray:
+    def trainer_for(i: int) -> Callable[[np.ndarray], np.ndarray | None]:
+        def train(params: np.ndarray) -> np.ndarray | None:
             if params.shape != (task.n_parameters,):
                 raise ValueError(f"the server's model has {params.shape[0]} parameters, the "
                                  f"task {task.n_parameters}")
             with lock:  # the task's vectorised trainer is not re-entrant
-                return task.local_train(params, np.array([i], np.int64), task_rng).deltas[0]
+                result = task.local_train(params, np.array([i], np.int64), task_rng)
+            # a device with no training example (e.g. held out for validation) sits out
+            return None if int(result.n_examples[0]) == 0 else result.deltas[0]
         return train
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -173,6 +186,7 @@ def run_population(url: str, task: FederatedTask, *, n: int, rounds: int, workdi
             for d in devices:
                 d.transport.bytes_sent = d.transport.bytes_received = 0
             started = time.monotonic()
+            transient_before = sum(d.transient_failures for d in devices)
             futures = [pool.submit(d.participate, drop_after=str(drops[i]) or None,
                                    deadline_s=round_timeout_s)
                        for i, d in enumerate(devices)]
@@ -191,8 +205,13 @@ def run_population(url: str, task: FederatedTask, *, n: int, rounds: int, workdi
                 exact = bool(np.array_equal(total, modular_sum(np.stack(
                     [r.report for r in acked if r.report is not None]), 32)))
             statuses: dict[str, int] = {}
+            ends: dict[str, int] = {}
             for r in results:
                 statuses[r.status] = statuses.get(r.status, 0) + 1
+                if r.status not in ("completed", "ineligible") and r.reason != "scripted":
+                    key = r.reason or r.status
+                    ends[key] = ends.get(key, 0) + 1
+            transient = sum(d.transient_failures for d in devices) - transient_before
             traffic = [d.transport.bytes_sent + d.transport.bytes_received
                        for d, ok in zip(devices, took_part, strict=True) if ok]
             record = PopulationRound(
@@ -206,7 +225,8 @@ def run_population(url: str, task: FederatedTask, *, n: int, rounds: int, workdi
                 masked_acknowledged=len(acked), n_survivors=outcome.get("n_survivors"),
                 exact_sum=exact, seconds=seconds,
                 bytes_per_device=float(np.mean(traffic)) if traffic else 0.0,
-                message=str(outcome.get("message", "")), statuses=statuses)
+                message=str(outcome.get("message", "")), statuses=statuses,
+                unscripted_ends=ends, transient_failures=transient)
             out.append(record)
             if on_round is not None:
                 on_round(record)

@@ -13,7 +13,7 @@ from typing import Any
 import click
 import numpy as np
 
-from data import new_version, print_table, progress, publish_artifact
+from data import fingerprint, new_version, print_table, progress, publish_artifact
 from data.cli import CLIContext, config_command, config_options, pass_cli
 from federated._accounting import (
     GUARANTEE_KINDS,
@@ -24,7 +24,7 @@ from federated._accounting import (
 )
 from federated._config import FederatedConfig, RoundConfig
 from federated._errors import FederatedError
-from federated._publish import _finite, publish_model
+from federated._publish import VersionRecords, _finite, publish_model, publish_version
 from federated._strategy import available_strategies, registered_strategy
 from federated._sweep import privacy_utility_sweep
 from federated._task import TASK_ENTRY_POINT_GROUP, TaskContext, available_tasks, load_task
@@ -309,6 +309,38 @@ def tasks_command() -> None:
 @click.group("device")
 def device() -> None:
     """Real device clients: secure rounds over HTTP with anonymous admission tokens."""
+
+
+@device.command("start-model")
+@click.option("--task", "task_name", default="reranker", show_default=True,
+              help="Task whose initial parameters start the lineage.")
+@click.option("--task-option", "task_options", multiple=True, metavar="KEY=VALUE",
+              help="Task option (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--latest/--no-latest", default=True, show_default=True,
+              help="Point the task's LATEST at the new version.")
+@pass_cli
+def device_start_model_command(cli: CLIContext, task_name: str, task_options: tuple[str, ...],
+                               seed: int, latest: bool) -> None:
+    """Publish the task's initial parameters as a new model version: the root of a fresh
+    lineage that no round trained yet (privacy.json: 0 rounds), for secure rounds over
+    HTTP to start from."""
+    task = load_task(task_name, TaskContext(var=cli.var, seed=seed,
+                                            options=_task_options(task_options)))
+    theta = np.asarray(task.initial_parameters(), np.float32)
+    privacy = {"enabled": True, "rounds": 0, "epsilon": {}, "guarantees": {},
+               "note": "initial parameters: no federated round has trained this version; "
+                       "rounds that train it are accounted by the server's privacy ledger"}
+    records = VersionRecords(
+        parameters={"task": task.name, "n_parameters": task.n_parameters, "seed": seed,
+                    "start_model": "initial_parameters"},
+        input_fingerprint=fingerprint({"task": task.name, "options": list(task_options)}),
+        privacy=privacy, rounds=[], metrics={"model_version": 0, "rounds_run": 0})
+    destination = publish_version(cli.var / task.name, theta,
+                                  lambda directory: task.export(theta, directory), records,
+                                  kind=task.name, update_latest=latest)
+    click.echo(f"published {destination} (initial parameters, P={task.n_parameters}"
+               f"{', LATEST' if latest else ''})")
 
 
 @device.command("run")

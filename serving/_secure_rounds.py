@@ -129,7 +129,19 @@ class SecureRoundsConfig(ComponentConfig):
     checkin_s: float = Field(default=60.0, gt=0)
     """Check-in window of a round (seconds)."""
     stage_s: float = Field(default=30.0, gt=0)
-    """Deadline of each protocol stage (seconds)."""
+    """Deadline of each protocol stage (seconds), plus ``stage_s_per_client`` × n."""
+    stage_s_per_client: float = Field(default=0.0, ge=0)
+    """Seconds added to each stage's deadline per client of the cohort (the server's
+    and the clients' work per stage grows with n: O(n) replies, O(k) keys each)."""
+    stage_extension_s: float | None = Field(default=None, gt=0)
+    """When a stage's deadline passes with replies missing but more replies in than at
+    the previous deadline (or the stage's start), the deadline moves by this much
+    (default ``stage_s / 2``); a stage where nobody answered since the last deadline
+    closes, so a silent client costs one extension.
+    A loaded server or slow clients then cost time, not the round; silence still ends
+    it."""
+    max_stage_extensions: int = Field(default=2, ge=0)
+    """At most this many extensions per stage (0: fixed deadlines)."""
     min_clients: int = Field(default=100, ge=3)
     """Fewest checked-in clients for a round to start (n_min of the privacy accounting)."""
     max_clients: int = Field(default=1000, ge=3)
@@ -204,6 +216,15 @@ class SecureRoundsConfig(ComponentConfig):
                         "target_epsilon": self.target_epsilon, "delta": self.delta,
                         "budget_kind": self.budget_kind},
             "secure_aggregation": {"enabled": True, "bits": self.bits, "n_max": self.n_max}})
+
+    @property
+    def resolved_extension_s(self) -> float:
+        """The extension of a stage deadline (``stage_extension_s`` or ``stage_s / 2``)."""
+        return self.stage_extension_s or self.stage_s / 2
+
+    def stage_deadline_s(self, n_clients: int) -> float:
+        """The deadline of a protocol stage of a cohort of ``n_clients``."""
+        return self.stage_s + self.stage_s_per_client * n_clients
 
     def resolved_promotion(self, serving_promotion: str = "validation") -> str:
         """The promotion policy in force (see ``promotion``)."""
@@ -495,11 +516,37 @@ class SecureRounds:
         full = stage == "checkin" and conn.execute(
             "SELECT COUNT(*) FROM participants WHERE round=?", (round_,)
         ).fetchone()[0] >= self.config.max_clients
-        if now >= deadline or full or self._stage_complete(conn, round_, stage):
+        complete = full or self._stage_complete(conn, round_, stage)
+        if not complete and stage != "checkin" and now >= deadline and self._extend(
+                conn, round_, stage, now):
+            return
+        if now >= deadline or complete:
             if stage == "checkin":
                 self._close_checkin(conn, round_, now)
             else:
                 self._advance(conn, round_, stage, now)
+
+    def _extend(self, conn: sqlite3.Connection, round_: int, stage: str, now: float) -> bool:
+        """At a stage deadline: extend it if replies are still coming in (see
+        ``stage_extension_s``); True when extended."""
+        cfg = self.config
+        if cfg.max_stage_extensions == 0:
+            return False
+        got = conn.execute(
+            "SELECT COUNT(*) FROM inbox i JOIN participants p ON p.round = i.round AND "
+            "p.client_id = i.client_id WHERE i.round=? AND i.stage=? AND p.left_round=0",
+            (round_, stage)).fetchone()[0]
+        progress, extensions = conn.execute(
+            "SELECT stage_progress, stage_extensions FROM secure_rounds WHERE round=?",
+            (round_,)).fetchone()
+        if got <= (progress or 0) or (extensions or 0) >= cfg.max_stage_extensions:
+            return False
+        conn.execute("UPDATE secure_rounds SET stage_deadline=?, stage_progress=?, "
+                     "stage_extensions=? WHERE round=?",
+                     (now + cfg.resolved_extension_s, got, (extensions or 0) + 1, round_))
+        log.info("secure round stage extended", round=round_, stage=stage, replies=got,
+                 extension=(extensions or 0) + 1)
+        return True
 
     def _open_round(self, conn: sqlite3.Connection, now: float) -> None:
         if self.refused is not None or self._pending(conn):
@@ -582,7 +629,7 @@ class SecureRounds:
                           for u, m in server.setup_messages().items()])
         conn.execute("UPDATE secure_rounds SET stage='advertise', stage_deadline=?, "
                      "n_clients=?, params=?, server_state=? WHERE round=?",
-                     (now + self.config.stage_s, n, json.dumps(
+                     (now + self.config.stage_deadline_s(n), n, json.dumps(
                          {"n_clients": n, "degree": params.degree,
                           "threshold": params.threshold, "bits": params.bits,
                           "dimension": params.dimension}), server.to_bytes(), round_))
@@ -626,8 +673,9 @@ class SecureRounds:
         following = PROTOCOL_STAGES[PROTOCOL_STAGES.index(stage) + 1]
         conn.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?)",
                          [(round_, following, u, m.to_bytes()) for u, m in out.items()])
-        conn.execute("UPDATE secure_rounds SET stage=?, stage_deadline=?, server_state=? "
-                     "WHERE round=?", (following, now + self.config.stage_s,
+        conn.execute("UPDATE secure_rounds SET stage=?, stage_deadline=?, server_state=?, "
+                     "stage_progress=0, stage_extensions=0 WHERE round=?",
+                     (following, now + self.config.stage_deadline_s(server.params.n_clients),
                                        server.to_bytes(), round_))
 
     def _finish(self, conn: sqlite3.Connection, round_: int, server: SecAggServer, now: float,

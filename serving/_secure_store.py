@@ -89,7 +89,8 @@ CREATE TABLE IF NOT EXISTS live_model (
 
 # Columns added after the first stores were written (added in place when missing).
 _ADDED_COLUMNS = {
-    "secure_rounds": [("lineage", "TEXT")],
+    "secure_rounds": [("lineage", "TEXT"), ("stage_progress", "INTEGER"),
+                      ("stage_extensions", "INTEGER")],
     "models": [("status", "TEXT NOT NULL DEFAULT 'live'"), ("artifact", "TEXT"),
                ("base_version", "INTEGER"), ("from_round", "INTEGER"), ("decision", "TEXT"),
                ("claim_pid", "INTEGER"), ("claim_at", "REAL")],

@@ -37,7 +37,8 @@ class Clock:
 def _engine(directory: Path, clock: Clock, **overrides: object) -> SecureRounds:
     fields: dict[str, object] = {
         "enabled": True, "model": "zeros", "n_parameters": P, "checkin_s": 10, "stage_s": 5,
-        "min_clients": 4, "max_clients": 20, "n_max": 50, **overrides}
+        "min_clients": 4, "max_clients": 20, "n_max": 50, "max_stage_extensions": 0,
+        **overrides}
     cfg = SecureRoundsConfig.model_validate(fields)
     return SecureRounds(cfg, directory, lambda: np.zeros(P, np.float32), clock=clock)
 
@@ -215,3 +216,38 @@ def test_one_admitted_client_cannot_fill_a_stage(tmp_path: Path) -> None:
         assert spoofed.value.status == 403
     conn = sqlite3.connect(tmp_path / "rounds.sqlite3")
     assert conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0] == 1
+
+
+def test_a_stage_still_receiving_replies_is_extended_a_silent_one_is_not(
+        tmp_path: Path) -> None:
+    """Adaptive deadlines: at the share stage's deadline 4 of 6 replies are in (more than
+    at its start): extended by stage_s/2; 1 more arrives, so the next deadline extends
+    again; then nothing more arrives, so the third closes the stage, dropping the silent
+    client. A second stage with no reply at all closes at its first deadline."""
+    clock = Clock()
+    engine = _engine(tmp_path, clock, max_stage_extensions=3)
+    engine.tick()
+    tickets = [engine.checkin(0, _token(engine)) for _ in range(6)]
+    clock.now += 11
+    engine.tick()
+    dim = engine.round_info(0)["params"]["dimension"]
+    clients = {t: SecAggClient(np.zeros(dim, np.uint32)) for t in tickets}
+    assert _step(engine, 0, clients) == "advertise"
+    late, silent = tickets[4], tickets[5]
+    assert _step(engine, 0, clients, skip={late, silent}) == "share"
+    clock.now += 5
+    engine.tick()
+    assert engine.round_info(0)["stage"] == "share"  # 4 replies since the start: extended
+    _step(engine, 0, {late: clients[late]})
+    clock.now += 2.5
+    engine.tick()
+    assert engine.round_info(0)["stage"] == "share"  # one more came in: extended again
+    clock.now += 2.5
+    engine.tick()
+    assert engine.round_info(0)["stage"] == "mask"  # nothing new: closed
+    with pytest.raises(ApiError) as gone:
+        engine.poll(0, silent)
+    assert gone.value.status == 410
+    clock.now += 5  # nobody answers the mask stage: closed (abandoned) at once
+    engine.tick()
+    assert engine.round_info(0)["status"] == "abandoned"

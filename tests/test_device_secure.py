@@ -213,3 +213,21 @@ def test_admission_abuse_is_refused(secure_server: Server, tmp_path: Path) -> No
         t.request("GET", f"/v1/secure/rounds/{round_}/message",
                   headers={"Authorization": f"Bearer {base64.b64encode(bytes(32)).decode()}"})
     assert stranger.value.status == 403
+
+
+def test_a_device_with_nothing_to_train_sits_out_and_keeps_its_token(
+        secure_server: Server, tmp_path: Path) -> None:
+    """The app's trainer answers None (no training example): no check-in, no token spent."""
+    url = secure_server.url
+    device = DeviceClient(HttpTransport(url, timeout_s=10), DeviceStore(tmp_path / "idle.db"),
+                          lambda params: None, poll_interval_s=0.05)
+    device.enrol()
+    device.refill_tokens(2)
+    round_ = _wait_checkin(url)
+    result = device.participate(deadline_s=10)
+    assert result.status == "ineligible" and result.round == round_
+    assert result.detail == "nothing to train on"
+    assert device.store.count_tokens(token_day(time.time())) == 2
+    conn = sqlite3.connect(secure_server.var / "secure" / "rounds.sqlite3")
+    n = conn.execute("SELECT COUNT(*) FROM participants WHERE round=?", (round_,)).fetchone()
+    assert n[0] == 0
