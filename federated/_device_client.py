@@ -369,6 +369,7 @@ class DeviceClient:
         result = RoundParticipation(round_, "failed", report=report)
         give_up = self.clock() + deadline_s
         wait = self.poll_interval_s
+        unconfirmed_mask = False
         try:
             while self.clock() < give_up:
                 answer = self._patient("GET", f"/v1/secure/rounds/{round_}/message", None,
@@ -382,17 +383,29 @@ class DeviceClient:
                 wait = self.poll_interval_s
                 msg = Message.from_bytes(base64.b64decode(answer.body["message"]))
                 stage = _STAGE_OF_KIND[msg.kind]
+                if unconfirmed_mask:  # a message after the mask stage: our input was summed
+                    unconfirmed_mask = False
+                    result.masked_sent = True
+                    self.store.count_upload(int(self.clock() // DAY_S))
                 reply = client.handle(msg)
+                confirmed = True
                 try:
                     self._patient("POST", f"/v1/secure/rounds/{round_}/messages",
                                   {"message": _b64(reply.to_bytes())}, auth, give_up)
                 except TransportError as exc:
-                    if exc.reason != "replayed_message":  # a retry of a stored reply is fine
+                    # a retry of a reply the server stored before the answer was lost: the
+                    # same stage (replayed) or, if the stage closed meanwhile, a later one;
+                    # whether it counted shows at the next poll (a message, or 410)
+                    if exc.reason not in ("replayed_message", "wrong_stage"):
                         raise
+                    confirmed = exc.reason == "replayed_message"
                 result.last_stage = stage
                 if stage == "mask":
-                    result.masked_sent = True
-                    self.store.count_upload(int(self.clock() // DAY_S))
+                    if confirmed:
+                        result.masked_sent = True
+                        self.store.count_upload(int(self.clock() // DAY_S))
+                    else:
+                        unconfirmed_mask = True
                 if stage == "unmask":
                     result.status = "completed"
                     return result

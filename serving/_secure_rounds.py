@@ -955,14 +955,21 @@ class SecureRounds:
         """The message waiting for this client: (stage, body) or (stage, None) to wait."""
         self.tick(decide=False)
         conn = self._conn()
-        client_id, _, stage = self._client_id(conn, round_, ticket)
-        if stage == "checkin" or client_id is None:
-            return stage, None
-        if conn.execute("SELECT 1 FROM inbox WHERE round=? AND stage=? AND client_id=?",
-                        (round_, stage, client_id)).fetchone():
-            return stage, None  # replied; the next stage is not open yet
-        row = conn.execute("SELECT body FROM outbox WHERE round=? AND stage=? AND "
-                           "client_id=?", (round_, stage, client_id)).fetchone()
+        # one read transaction (a WAL snapshot): read statement by statement, a stage that
+        # advanced between reading it and reading its rows (deleted on advancing) looked
+        # like a missed deadline to a client that had answered it
+        conn.execute("BEGIN")
+        try:
+            client_id, _, stage = self._client_id(conn, round_, ticket)
+            if stage == "checkin" or client_id is None:
+                return stage, None
+            if conn.execute("SELECT 1 FROM inbox WHERE round=? AND stage=? AND client_id=?",
+                            (round_, stage, client_id)).fetchone():
+                return stage, None  # replied; the next stage is not open yet
+            row = conn.execute("SELECT body FROM outbox WHERE round=? AND stage=? AND "
+                               "client_id=?", (round_, stage, client_id)).fetchone()
+        finally:
+            conn.execute("COMMIT")
         if row is None:
             raise ApiError(410, "dropped_out", f"client left round {round_} before stage "
                            f"{stage!r} (it missed a deadline)")

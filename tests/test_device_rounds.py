@@ -251,3 +251,40 @@ def test_a_stage_still_receiving_replies_is_extended_a_silent_one_is_not(
     clock.now += 5  # nobody answers the mask stage: closed (abandoned) at once
     engine.tick()
     assert engine.round_info(0)["status"] == "abandoned"
+
+
+def test_a_poll_racing_the_stage_advance_does_not_drop_a_client(tmp_path: Path) -> None:
+    """A client that answered the consistency stage polls while the last answer advances
+    the stage (its rows deleted) between the poll's reads: it is told to wait, never
+    that it missed a deadline (410)."""
+    clock = Clock()
+    cfg = SecureRoundsConfig.model_validate({
+        "enabled": True, "model": "zeros", "n_parameters": P, "checkin_s": 10,
+        "stage_s": 5, "min_clients": 4, "max_clients": 4, "n_max": 50})
+    hooks: list = []  # type: ignore[type-arg]
+
+    class Racing(SecureRounds):
+        def _client_id(self, conn, round_, ticket):  # type: ignore[no-untyped-def]
+            out = super()._client_id(conn, round_, ticket)
+            while hooks:
+                hooks.pop()()
+            return out
+
+    engine = _engine(tmp_path, clock, max_clients=4)
+    racing = Racing(cfg, tmp_path, lambda: np.zeros(P, np.float32), clock=clock)
+    engine.tick()
+    tickets = [engine.checkin(0, _token(engine)) for _ in range(4)]
+    dim = engine.round_info(0)["params"]["dimension"]
+    clients = {t: SecAggClient(np.zeros(dim, np.uint32)) for t in tickets}
+    for _ in range(3):  # advertise, share, mask
+        _step(engine, 0, clients)
+    last = tickets[3]
+    assert _step(engine, 0, clients, skip={last}) == "consistency"
+    _stage, body = engine.poll(0, last)
+    assert body is not None
+    reply = clients[last].handle(SecAggMessage.from_bytes(body)).to_bytes()
+    hooks.append(lambda: engine.reply(0, last, reply))  # lands mid-poll
+    assert racing.poll(0, tickets[0]) == ("consistency", None)
+    assert engine.round_info(0)["stage"] == "unmask"
+    stage, body = racing.poll(0, tickets[0])
+    assert stage == "unmask" and body is not None

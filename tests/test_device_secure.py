@@ -35,9 +35,11 @@ class Server:
 def _start(tmp: Path, monkeypatch: pytest.MonkeyPatch, **secure: object) -> Iterator[Server]:
     # Deadlines generous enough for a loaded CI machine (a stage closes as soon as every
     # client still in it has answered or left, so they only cost time when one is silent);
-    # 5 s / 2 s made clients miss stages under load.
+    # 5 s / 2 s made clients miss stages under load; 6 s and 10 s (+ extensions) missed
+    # one at load average 25. Deadlines only cost time when a client is silent.
     cfg = {"enabled": True, "model": "zeros", "n_parameters": P, "checkin_s": 8.0,
-           "stage_s": 6.0, "min_clients": 5, "max_clients": 50, "tick_interval_s": 0.1,
+           "stage_s": 30.0, "min_clients": 5, "max_clients": 50, "tick_interval_s": 0.1,
+           "max_stage_extensions": 3,
            "noise_multiplier": 0.5, "n_max": 100, **secure}
     path = tmp / "secure.json"
     path.write_text(json.dumps(cfg))
@@ -231,3 +233,53 @@ def test_a_device_with_nothing_to_train_sits_out_and_keeps_its_token(
     conn = sqlite3.connect(secure_server.var / "secure" / "rounds.sqlite3")
     n = conn.execute("SELECT COUNT(*) FROM participants WHERE round=?", (round_,)).fetchone()
     assert n[0] == 0
+
+
+class _LostMaskAnswers(HttpTransport):
+    """Delivers every masked-input reply, then loses the server's answer (the device
+    sees a failure and sends it again)."""
+
+    def request(self, method: str, path: str, body: object = None, *,
+                headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+        answer = super().request(method, path, body, headers=headers)
+        if method == "POST" and path.endswith("/messages") and isinstance(body, dict):
+            kind = SecAggMessage.from_bytes(base64.b64decode(body["message"])).kind
+            if kind == "masked_input" and not getattr(self, "lost", False):
+                self.lost = True
+                raise TransportError(None, "unreachable", "answer lost")
+        return answer
+
+
+@pytest.fixture
+def patient_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+    # a long check-in window: every device must make it in on a loaded machine
+    yield from _start(tmp_path, monkeypatch, checkin_s=20.0, max_clients=6)
+
+
+def test_a_reply_resent_after_its_stage_closed_still_counts(patient_server: Server,
+                                                             tmp_path: Path) -> None:
+    """Every device's answer to its masked input is lost and it sends it again: the
+    earlier ones find it stored (replayed), the last one finds the stage closed by its
+    own reply (wrong_stage). All complete, all inputs are summed, the sum is exact."""
+    url = patient_server.url
+    rng = np.random.default_rng(1)
+    deltas = rng.normal(0, 0.2, (6, P)).astype(np.float32)
+    devices = []
+    for i in range(6):
+        d = DeviceClient(_LostMaskAnswers(url, timeout_s=10),
+                         DeviceStore(tmp_path / f"lost{i}.db"), lambda p, i=i: deltas[i],
+                         poll_interval_s=0.05, max_poll_interval_s=0.2)
+        d.enrol()
+        d.refill_tokens(2)
+        devices.append(d)
+    round_ = _wait_checkin(url)
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda d: d.participate(deadline_s=60), devices))
+    assert [r.status for r in results] == ["completed"] * 6, [r.detail for r in results]
+    assert all(r.masked_sent for r in results)
+    assert sum(d.transient_failures for d in devices) == 6
+    info = _wait_closed(url, round_)
+    assert info["status"] == "aggregated" and info["outcome"]["n_survivors"] == 6
+    total = np.frombuffer(base64.b64decode(info["outcome"]["sum"]), "<u4")
+    reports = np.stack([r.report for r in results if r.report is not None])
+    np.testing.assert_array_equal(total, modular_sum(reports, 32))
