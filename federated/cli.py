@@ -312,7 +312,7 @@ def device() -> None:
 
 
 @device.command("start-model")
-@click.option("--task", "task_name", default="reranker", show_default=True,
+@click.option("--task", "task_name", required=True,
               help="Task whose initial parameters start the lineage.")
 @click.option("--task-option", "task_options", multiple=True, metavar="KEY=VALUE",
               help="Task option (repeatable).")
