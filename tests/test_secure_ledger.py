@@ -24,9 +24,9 @@ from federated import (
     PrivacyLedger,
     RoundPrivacyEvent,
     RoundRecipe,
-    SecAggClient,
-    secure_noise_generator,
 )
+from federated.privacy import secure_noise_generator
+from federated.secagg import SecAggClient
 from serving._errors import ApiError
 from serving._ledger import ServerLedger, lineage_of
 from serving._promotions import history
