@@ -24,7 +24,10 @@ variance σ_z² each, with L2 sensitivity Δ₂ (after rounding), is (α, ε(α)
 ε(α) = min(α s²/2 + τD, α/2 (s + τ√D)²), s = Δ₂/(√n σ), τ = 10 Σ_{k=1}^{n-1}
 exp(-2π² σ_z² k/(k+1)); Poisson sampling at rate q amplifies each order by Zhu & Wang
 2019 (Thm 5, integer orders); ``dp_accounting`` composes over rounds and converts to
-(ε, δ).
+(ε, δ). This is the two-term bound of the authors' code for the paper's client-dropout
+figure (google-research/federated ``distributed_dp/accounting_utils.py`` @ 94b2854), whose
+values the tests reproduce; their later code also takes Proposition 14's L1 term, which
+can only lower ε, so ours is an upper bound of it.
 
 Noise comes only from the ``rng`` passed in: in simulation a named numpy stream; in
 deployment a generator over a cryptographically secure bit generator
