@@ -21,11 +21,25 @@ k over a secret permutation):
 3. **masked input** — u sends y_u = x_u + PRG(b_u) + Σ_v ±PRG(s_uv) mod 2^b over the
    neighbours v whose shares it received, s_uv = HKDF(X25519(s_u, s_v)); PRG is
    AES-256-CTR keyed by the 256-bit seed (full-length seeds, never reduced).
-4. **consistency check** — the server announces the survivors U3; u checks U3 and
-   signs (round id, U3) with Ed25519.
+4. **consistency check** — the server announces the survivors U3 as a bitmap of n bits
+   (⌈n/8⌉ bytes, the same bytes object for every client: 1.25 kB at n = 10,000, where
+   a list of ids was ~36 kB); u reads its own and its neighbours' bits and signs
+   (round id, SHA-256(bitmap)) with Ed25519.
 5. **unmasking** — given ≥ t neighbours' valid signatures of the same U3, u reveals, for
    each neighbour v, the share of b_v if v survived and the share of s_v if v dropped —
    never both for one v. The server reconstructs, removes the masks and outputs the sum.
+
+Why the whole U3 and not only u's neighbourhood: the signatures bind one global set, so
+two neighbours of v cannot be told different things about v unless both lists gather t
+signatures; a per-neighbourhood list would leave nothing common to sign, and the server
+could then collect b_v shares from some of v's neighbours and s_v shares from others
+(2t - k colluding neighbours would suffice; 2 at n = 10,000). A bitmap keeps that binding
+at n/8 bytes, which stays below the masked input (4D bytes) for any n < 32D.
+
+Cost: the server's :meth:`SecAggServer.receive` is O(1) per message (O(k) for shares:
+membership tests against the stage inboxes and precomputed neighbour sets) and its
+unmasking groups the shares by owner in one pass (O(n·k)); each client's work is O(k)
+plus the n/8-byte bitmap.
 
 Every message carries the round id and is typed; a state machine refuses a message of
 the wrong type, round, stage or sender, and any message it already handled (replay),
@@ -89,6 +103,8 @@ __all__ = [
     "expand_mask",
     "harary_neighbours",
     "run_secagg_round",
+    "survivor_bitmap",
+    "survivor_ids",
 ]
 
 THREAT_MODEL = (
@@ -268,9 +284,30 @@ def _share_aad(round_id: bytes, sender: int, recipient: int) -> bytes:
     return round_id + sender.to_bytes(4, "big") + recipient.to_bytes(4, "big")
 
 
-def _consistency_payload(round_id: bytes, survivors: Iterable[int]) -> bytes:
-    return b"secagg+ survivors" + round_id + b"".join(
-        int(u).to_bytes(4, "big") for u in sorted(survivors))
+def _consistency_payload(round_id: bytes, bitmap: bytes) -> bytes:
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(bitmap)
+    return b"secagg+ survivors" + round_id + digest.finalize()
+
+
+def survivor_bitmap(survivors: Iterable[int], n: int) -> bytes:
+    """The set ``survivors`` ⊆ range(n) as ⌈n/8⌉ bytes, bit u of byte u // 8 (LSB first)."""
+    bits = np.zeros(n, dtype=bool)
+    bits[np.fromiter(survivors, dtype=np.int64)] = True
+    return np.packbits(bits, bitorder="little").tobytes()
+
+
+def survivor_ids(bitmap: bytes) -> tuple[int, ...]:
+    """Inverse of :func:`survivor_bitmap`: the ids whose bit is set, ascending."""
+    bits = np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8), bitorder="little")
+    return tuple(int(u) for u in np.flatnonzero(bits))
+
+
+def _has_survived(bitmap: bytes, u: int) -> bool:
+    if u >> 3 >= len(bitmap):
+        raise SecAggProtocolError(f"the survivor bitmap of {len(bitmap)} bytes does not "
+                                  f"cover client {u}")
+    return bool(bitmap[u >> 3] >> (u & 7) & 1)
 
 
 # ----------------------------------------------------------------------- messages
@@ -374,9 +411,12 @@ class MaskedInput(Message):
 
 @dataclass(frozen=True)
 class SurvivorList(Message):
-    """Server → client, stage 4: the clients whose masked input arrived (U3)."""
+    """Server → client, stage 4: U3, the clients whose masked input arrived, as a bitmap.
 
-    survivors: tuple[int, ...] = ()
+    ``survivor_bitmap`` is :func:`survivor_bitmap` of U3 over the n clients (⌈n/8⌉ bytes).
+    """
+
+    survivor_bitmap: bytes = b""
     kind: ClassVar[str] = "survivor_list"
 
 
@@ -390,9 +430,9 @@ class ConsistencySignature(Message):
 
 @dataclass(frozen=True)
 class UnmaskRequest(Message):
-    """Server → client, stage 5: U3 and the neighbours' signatures of it."""
+    """Server → client, stage 5: U3 (the same bitmap) and the neighbours' signatures of it."""
 
-    survivors: tuple[int, ...] = ()
+    survivor_bitmap: bytes = b""
     signatures: dict[int, bytes] = field(default_factory=dict)
     kind: ClassVar[str] = "unmask_request"
 
@@ -409,7 +449,7 @@ class UnmaskShares(Message):
 def _coerce(msg: Message) -> Message:
     """Messages rebuilt from JSON carry lists where tuples are declared; normalise."""
     updates: dict[str, Any] = {}
-    for name in ("neighbours", "survivors"):
+    for name in ("neighbours",):
         if hasattr(msg, name) and not isinstance(getattr(msg, name), tuple):
             updates[name] = tuple(int(x) for x in getattr(msg, name))
     if isinstance(msg, NeighbourKeys):
@@ -443,7 +483,8 @@ class SecAggClient:
         self._b = os.urandom(32)
         self.keys: dict[int, tuple[bytes, bytes, bytes]] = {}
         self.received: dict[int, bytes] = {}
-        self.survivors: tuple[int, ...] = ()
+        self.survivors: tuple[int, ...] = ()  # the neighbours in U3
+        self._bitmap = b""  # U3 as signed
 
     # ----------------------------------------------------------------- helpers
 
@@ -576,31 +617,33 @@ class SecAggClient:
         self._expect(msg, SurvivorList, "shared")
         setup = self.setup
         assert setup is not None
-        survivors = set(msg.survivors)
-        if self.id not in survivors:
+        bitmap = bytes(msg.survivor_bitmap)
+        if not _has_survived(bitmap, self.id):
             raise SecAggProtocolError(f"client {self.id}: the survivor list leaves out this "
                                       "client, which sent its masked input")
-        alive = survivors & set(self.keys)
+        alive = [v for v in sorted(self.keys) if _has_survived(bitmap, v)]
         if len(alive) < setup.threshold:
             self.stage = "done"
             raise SecAggAbandoned(f"client {self.id}: {len(alive)} surviving neighbours, "
                                   f"fewer than t={setup.threshold}")
-        self.survivors = tuple(sorted(survivors))
+        self.survivors = tuple(alive)
+        self._bitmap = bitmap
         self.stage = "masked"
         return ConsistencySignature(**self._reply_base(), signature=self._sig.sign(
-            _consistency_payload(setup.round_id, self.survivors)))
+            _consistency_payload(setup.round_id, bitmap)))
 
     def _unmask(self, msg: UnmaskRequest) -> UnmaskShares:
         self._expect(msg, UnmaskRequest, "masked")
         setup = self.setup
         assert setup is not None
-        if tuple(sorted(msg.survivors)) != self.survivors:
+        if bytes(msg.survivor_bitmap) != self._bitmap:
             raise SecAggProtocolError(f"client {self.id}: the unmask request names other "
                                       "survivors than the list this client signed")
-        payload = _consistency_payload(setup.round_id, self.survivors)
+        payload = _consistency_payload(setup.round_id, self._bitmap)
+        survivors = set(self.survivors)
         valid = 0
         for v, signature in msg.signatures.items():
-            if v not in self.keys or v not in self.survivors:
+            if v not in survivors:  # not a surviving neighbour: its signature is not counted
                 continue
             try:
                 Ed25519PublicKey.from_public_bytes(self.keys[v][2]).verify(signature, payload)
@@ -612,7 +655,6 @@ class SecAggClient:
             self.stage = "done"
             raise SecAggAbandoned(f"client {self.id}: {valid} neighbours signed the survivor "
                                   f"list, fewer than t={setup.threshold}")
-        survivors = set(self.survivors)
         b_out: dict[int, bytes] = {}
         s_out: dict[int, bytes] = {}
         for v, blob in sorted(self.received.items()):
@@ -646,7 +688,7 @@ class SecAggClient:
             "s": self._s.private_bytes(_RAW, _RAW_PRIV, _NO_ENC),
             "sig": self._sig.private_bytes(_RAW, _RAW_PRIV, _NO_ENC), "b": self._b,
             "keys": {k: list(v) for k, v in self.keys.items()}, "received": self.received,
-            "survivors": list(self.survivors)})
+            "survivors": list(self.survivors), "bitmap": self._bitmap})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SecAggClient:
@@ -663,6 +705,7 @@ class SecAggClient:
         self.keys = {int(k): tuple(v) for k, v in raw["keys"].items()}
         self.received = {int(k): v for k, v in raw["received"].items()}
         self.survivors = tuple(raw["survivors"])
+        self._bitmap = raw["bitmap"]
         return self
 
 
@@ -672,6 +715,8 @@ _SERVER_STAGES = ("advertise", "share", "mask", "consistency", "unmask", "done")
 _STAGE_MESSAGE: dict[str, type[Message]] = {
     "advertise": KeyAdvertisement, "share": EncryptedShares, "mask": MaskedInput,
     "consistency": ConsistencySignature, "unmask": UnmaskShares}
+_PREVIOUS_STAGE: dict[str, str | None] = {
+    stage: (_SERVER_STAGES[i - 1] if i else None) for i, stage in enumerate(_SERVER_STAGES)}
 
 
 class SecAggServer:
@@ -696,10 +741,12 @@ class SecAggServer:
         n = params.n_clients
         perm = np.array(_secure_permutation(n), dtype=np.int64)
         self.neighbours = harary_neighbours(n, params.degree, perm)
+        self._neighbour_sets = [frozenset(nb) for nb in self.neighbours]
         self.stage = "advertise"
         self.inbox: dict[str, dict[int, Message]] = {s: {} for s in _STAGE_MESSAGE}
         self.result: np.ndarray | None = None
         self.survivors: tuple[int, ...] = ()
+        self._bitmap = b""
 
     def setup_messages(self) -> dict[int, RoundSetup]:
         """Stage 0: one :class:`RoundSetup` per client id."""
@@ -708,9 +755,6 @@ class SecAggServer:
                               neighbours=tuple(self.neighbours[u]), threshold=p.threshold,
                               bits=p.bits, dimension=p.dimension)
                 for u in range(p.n_clients)}
-
-    def _alive(self, stage: str) -> set[int]:
-        return set(self.inbox[stage])
 
     def receive(self, msg: Message) -> None:
         """Accept one client reply of the current stage.
@@ -737,16 +781,16 @@ class SecAggServer:
         u = msg.sender
         if not 0 <= u < self.params.n_clients:
             raise SecAggProtocolError(f"{msg.kind} from unknown client {u}")
-        previous = _SERVER_STAGES[_SERVER_STAGES.index(self.stage) - 1] if (
-            self.stage != "advertise") else None
-        if previous is not None and u not in self._alive(previous):
+        # dict membership only: O(1) per message (O(k) for shares), never a rebuilt set
+        previous = _PREVIOUS_STAGE[self.stage]
+        if previous is not None and u not in self.inbox[previous]:
             raise SecAggProtocolError(f"{msg.kind} from client {u}, which left the round at "
                                       f"stage {previous!r}")
         if u in self.inbox[self.stage]:
             raise SecAggProtocolError(f"replayed {msg.kind} from client {u}")
         if isinstance(msg, EncryptedShares):
-            keyed = self._alive("advertise")
-            if not set(msg.ciphertexts) <= set(self.neighbours[u]) & keyed:
+            keyed, mine = self.inbox["advertise"], self._neighbour_sets[u]
+            if not all(v in mine and v in keyed for v in msg.ciphertexts):
                 raise SecAggProtocolError(f"client {u} sent shares to non-neighbours")
         if isinstance(msg, MaskedInput) and (msg.vector.shape != (self.params.dimension,)
                                              or msg.vector.dtype != np.uint32):
@@ -770,7 +814,7 @@ class SecAggServer:
         """
         t = self.params.threshold
         stage = self.stage
-        alive = self._alive(stage) if stage in _STAGE_MESSAGE else set()
+        alive = set(self.inbox[stage]) if stage in _STAGE_MESSAGE else set()
         if stage != "unmask" and len(alive) < t:
             raise self._abandon(f"{len(alive)} clients answered stage {stage!r}, fewer than "
                                 f"t={t}")
@@ -791,13 +835,14 @@ class SecAggServer:
             self.stage = "mask"
         elif stage == "mask":
             self.survivors = tuple(sorted(alive))
-            for u in alive:
-                out[u] = SurvivorList(self.round_id, -1, survivors=self.survivors)
+            self._bitmap = survivor_bitmap(self.survivors, self.params.n_clients)
+            for u in alive:  # one shared bytes object: no per-client copy of U3
+                out[u] = SurvivorList(self.round_id, -1, survivor_bitmap=self._bitmap)
             self.stage = "consistency"
         elif stage == "consistency":
             sigs = self.inbox["consistency"]
             for u in alive:
-                out[u] = UnmaskRequest(self.round_id, -1, survivors=self.survivors,
+                out[u] = UnmaskRequest(self.round_id, -1, survivor_bitmap=self._bitmap,
                                        signatures={v: sigs[v].signature  # type: ignore[attr-defined]
                                                    for v in self.neighbours[u] if v in sigs})
             self.stage = "unmask"
@@ -813,22 +858,28 @@ class SecAggServer:
         shared = self.inbox["share"]
         survivors = set(self.survivors)
         dropped = set(shared) - survivors
-        replies = self.inbox["unmask"]
+        # shares grouped by owner in one pass over the replies (O(n·k), in arrival order)
+        b_points: dict[int, list[tuple[int, int]]] = {}
+        s_points: dict[int, list[tuple[int, int]]] = {}
+        for v, reply in self.inbox["unmask"].items():
+            assert isinstance(reply, UnmaskShares)
+            for u, share in reply.self_mask_shares.items():
+                b_points.setdefault(int(u), []).append((v + 1, int.from_bytes(share, "big")))
+            for u, share in reply.key_shares.items():
+                s_points.setdefault(int(u), []).append((v + 1, int.from_bytes(share, "big")))
         total = np.zeros(p.dimension, np.uint32)
         for u in self.survivors:
             total += self.inbox["mask"][u].vector  # type: ignore[attr-defined]
         ads = self.inbox["advertise"]
         for u in self.survivors:
-            points = [(v + 1, int.from_bytes(r.self_mask_shares[u], "big"))  # type: ignore[attr-defined]
-                      for v, r in replies.items() if u in r.self_mask_shares]  # type: ignore[attr-defined]
+            points = b_points.get(u, [])
             if len(points) < t:
                 raise self._abandon(f"{len(points)} shares of client {u}'s self mask, fewer "
                                     f"than t={t}")
             seed = _shamir.reconstruct(points[:t]).to_bytes(32, "big")
             total -= expand_mask(seed, p.dimension, 32)
         for v in sorted(dropped):
-            points = [(w + 1, int.from_bytes(r.key_shares[v], "big"))  # type: ignore[attr-defined]
-                      for w, r in replies.items() if v in r.key_shares]  # type: ignore[attr-defined]
+            points = s_points.get(v, [])
             if len(points) < t:
                 raise self._abandon(f"{len(points)} shares of dropped client {v}'s key, "
                                     f"fewer than t={t}")
@@ -867,11 +918,14 @@ class SecAggServer:
         self.params = SecAggParams(*raw["params"])
         self.round_id = raw["round_id"]
         self.neighbours = [list(x) for x in raw["neighbours"]]
+        self._neighbour_sets = [frozenset(nb) for nb in self.neighbours]
         self.stage = raw["stage"]
         self.inbox = {s: {int(u): _coerce(Message.from_bytes(m)) for u, m in box.items()}
                       for s, box in raw["inbox"].items()}
         self.result = raw["result"]
         self.survivors = tuple(raw["survivors"])
+        self._bitmap = (survivor_bitmap(self.survivors, self.params.n_clients)
+                        if self.stage in ("consistency", "unmask", "done") else b"")
         return self
 
 

@@ -27,6 +27,8 @@ from federated._secagg import (
     UnmaskShares,
     choose_degree_and_threshold,
     run_secagg_round,
+    survivor_bitmap,
+    survivor_ids,
 )
 from federated._shamir import reconstruct, split
 from federated._tokens import (
@@ -68,5 +70,7 @@ __all__ = [
     "request_tokens",
     "run_secagg_round",
     "split",
+    "survivor_bitmap",
+    "survivor_ids",
     "token_day",
 ]

@@ -10,6 +10,8 @@ import dp_accounting
 import numpy as np
 import pytest
 from dp_accounting.rdp import rdp_privacy_accountant
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy import stats
 
 import federated._ddg as ddg_module
@@ -48,6 +50,8 @@ from federated.secagg import (
     reconstruct,
     run_secagg_round,
     split,
+    survivor_bitmap,
+    survivor_ids,
 )
 
 
@@ -209,12 +213,12 @@ def test_a_masked_input_is_indistinguishable_from_uniform() -> None:
 # ------------------------------------------------------- messages, errors, checkpoint
 
 
-def _run_until(stage_count: int, n: int = 6, d: int = 5) -> tuple[SecAggServer,
+def _run_until(stage_count: int, n: int = 6, d: int = 5, k: int = 0) -> tuple[SecAggServer,
                                                                  list[SecAggClient],
                                                                  dict[int, Message],
                                                                  list[Message]]:
     x = _inputs(n, d, 32, seed=3)
-    server = SecAggServer(SecAggParams(n, n - 1, 3, 32, d))
+    server = SecAggServer(SecAggParams(n, k or n - 1, 3, 32, d))
     clients = [SecAggClient(x[u]) for u in range(n)]
     out: dict[int, Message] = dict(server.setup_messages())
     replies: list[Message] = []
@@ -266,7 +270,7 @@ def test_wrong_and_replayed_messages_are_refused_with_clear_errors() -> None:
     with pytest.raises(SecAggProtocolError, match="should come from the server"):
         clients[1].handle(NeighbourKeys(server.round_id, 3, {}))
     with pytest.raises(SecAggProtocolError, match="expected round_setup"):
-        SecAggClient(np.zeros(5, np.uint32)).handle(SurvivorList(server.round_id, -1, (0,)))
+        SecAggClient(np.zeros(5, np.uint32)).handle(SurvivorList(server.round_id, -1, b"\x01"))
 
 
 def test_a_checkpoint_mid_protocol_resumes_to_the_same_sum() -> None:
@@ -321,15 +325,53 @@ def test_tampered_shares_forged_signatures_and_a_changed_survivor_list_are_refus
     # a forged signature of the survivor list
     req = requests[1]
     other = next(v for v in req.signatures if v != 1)  # type: ignore[attr-defined]
-    forged = UnmaskRequest(req.round_id, -1, req.survivors,  # type: ignore[attr-defined]
+    forged = UnmaskRequest(req.round_id, -1, req.survivor_bitmap,  # type: ignore[attr-defined]
                            {**req.signatures, other: bytes(64)})  # type: ignore[attr-defined]
     with pytest.raises(SecAggProtocolError, match=f"neighbour {other}'s signature"):
         clients[1].handle(forged)
     # another survivor list than the one the client signed
-    shrunk = UnmaskRequest(req.round_id, -1, req.survivors[:-1],  # type: ignore[attr-defined]
+    last = max(survivor_ids(req.survivor_bitmap))  # type: ignore[attr-defined]
+    shrunk = UnmaskRequest(req.round_id, -1,
+                           survivor_bitmap(set(server.survivors) - {last}, len(clients)),
                            req.signatures)  # type: ignore[attr-defined]
     with pytest.raises(SecAggProtocolError, match="other survivors"):
         clients[2].handle(shrunk)
+
+
+def test_the_survivor_list_is_one_bitmap_of_n_bits_for_every_client() -> None:
+    # U3 goes out as ⌈n/8⌉ bytes, the same object for every client (not 4 bytes per id)
+    n, gone = 60, {3, 17, 41}
+    server, clients, out, _ = _run_until(2, n=n, k=10)
+    for u, m in out.items():
+        if u not in gone:
+            server.receive(clients[u].handle(m))
+    lists = server.advance()
+    assert set(lists) == set(range(n)) - gone
+    bitmaps = {id(m.survivor_bitmap) for m in lists.values()}  # type: ignore[attr-defined]
+    assert len(bitmaps) == 1
+    bitmap = lists[0].survivor_bitmap  # type: ignore[attr-defined]
+    assert len(bitmap) == math.ceil(n / 8) and survivor_ids(bitmap) == server.survivors
+    assert survivor_ids(bitmap) == tuple(u for u in range(n) if u not in gone)
+    # bit u of byte u // 8, least significant first
+    assert bitmap[0] == 0b11110111 and bitmap[2] == 0b11111101
+    sizes = [len(m.to_bytes()) for m in lists.values()]
+    assert max(sizes) < 200  # ids as JSON would be ~3.5 bytes each: > 200 for 57 of them
+    # each client keeps only its neighbourhood's survivors
+    for u, m in lists.items():
+        clients[u].handle(m)
+        assert set(clients[u].survivors) == set(server.neighbours[u]) - gone
+    # a bitmap too short to cover a client's neighbours is refused
+    _, fresh, out2, _ = _run_until(3, n=n, k=10)
+    with pytest.raises(SecAggProtocolError, match="does not cover client"):
+        fresh[0].handle(SurvivorList(out2[0].round_id, -1, b"\xff"))
+
+
+@given(st.integers(1, 300).flatmap(
+    lambda n: st.tuples(st.just(n), st.sets(st.integers(0, n - 1)))))
+def test_survivor_bitmap_round_trips(case: tuple[int, set[int]]) -> None:
+    n, ids = case
+    bitmap = survivor_bitmap(ids, n)
+    assert len(bitmap) == (n + 7) // 8 and survivor_ids(bitmap) == tuple(sorted(ids))
 
 
 # ------------------------------------------------------------ discrete Gaussian
