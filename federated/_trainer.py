@@ -263,8 +263,10 @@ class FederatedTrainer:
             task.forget_before(now - cfg.devices.retention_days * DAY_S)
             plan = server.open_round(r, now)
             if encoding is not None:
+                # off the schedule stream: secure and plain runs of one seed keep the same
+                # eligibility, sampling, dropouts and arrivals (only noise and rounding differ)
                 plan = dataclasses.replace(plan, rotation_seed=int(
-                    streams.schedule.integers(0, 2**63)))
+                    streams.rounding.integers(0, 2**63)))
             if cfg.privacy.enabled:
                 ledger = ledger.add(RoundPrivacyEvent.from_recipe(recipe, int(now // DAY_S)))
             result = runtime.run_round(plan, server.parameters, streams, encoding)

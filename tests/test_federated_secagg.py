@@ -614,6 +614,24 @@ def test_sum_only_mode_gives_the_identical_model_as_the_full_protocol() -> None:
     assert protocol.privacy_["headline"] == "secure_sum"
 
 
+def test_secure_and_plain_runs_of_one_seed_have_the_same_participation() -> None:
+    # the DDG-vs-continuous quality comparison (#17) is paired only if turning secure
+    # aggregation on moves no schedule or participation draw (the round's public rotation
+    # seed once came from the schedule stream and shifted every later eligibility draw)
+    runs = {}
+    for secure in (True, False):
+        task = SyntheticRegressionTask(n_devices=600, n_features=6)
+        cfg = _config(**{"secure_aggregation.enabled": secure, "rounds.rounds": 6,
+                         "devices.require_idle": True})
+        runs[secure] = FederatedTrainer(task, cfg).fit(np.random.default_rng(5)).history_
+
+    def seen(h: object) -> tuple[object, ...]:
+        return tuple(getattr(h, k) for k in ("eligible", "sampled", "dropped", "uploaded"))
+
+    assert [seen(h) for h in runs[True]] == [seen(h) for h in runs[False]]
+    assert len({seen(h) for h in runs[True]}) > 1  # rounds differ: the check has teeth
+
+
 class _GreedyTask(SyntheticRegressionTask):
     """The same task, but its local training draws extra random numbers."""
 
