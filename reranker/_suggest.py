@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -26,7 +27,13 @@ from reranker._context import RankingContext
 from reranker._errors import RerankerInputError
 from reranker._model import ParameterLayout, initial_parameters
 from reranker._onnx import BoundRowScorer, BoundScorer, LinearForm, OnnxScorer, export_onnx
-from reranker._row import HISTORY_FEATURE_NAMES, DeviceHistory, RowConfig, StickerCatalog
+from reranker._row import (
+    HISTORY_FEATURE_NAMES,
+    CatalogView,
+    DeviceHistory,
+    RowConfig,
+    StickerCatalog,
+)
 
 __all__ = ["BUNDLE_BUDGET_BYTES", "Keyboard", "Ranking", "Suggester", "Suggestion"]
 
@@ -129,8 +136,8 @@ class Suggester:
             self.catalog = StickerCatalog.build(context)
             from reranker import _row_kernels
 
-            self._assemble = _row_kernels.assemble
-            self._keystroke = _row_kernels.keystroke
+            self._assemble: Callable[..., int] = _row_kernels.assemble
+            self._keystroke: Callable[..., tuple[int, int]] = _row_kernels.keystroke
             self._empty = DeviceHistory(self.catalog, self.row_config)
             self._empty.view(0.0)
             self._empty.own_csr()
@@ -142,6 +149,9 @@ class Suggester:
             first = np.searchsorted(self.catalog.st_pk, np.arange(self.catalog.n_packages))
             self._first_sticker = np.minimum(first, self.catalog.n_stickers - 1).astype(np.int32)
             self._no_fallback = np.zeros(0, np.int32)
+            # the empty state's keystroke inputs per cluster (every cluster a server is
+            # asked for; never evicted: the state never changes)
+            self._empty_inputs: dict[int, _RowInputs] = {}
         # per-cluster contiguous inputs, prepared once (the per-keystroke path only slices)
         self._zeros = np.zeros(layout.n_factors, np.float32)
         self._n_candidates = [int(x) for x in context.candidate_mask.sum(axis=1)]
@@ -328,7 +338,6 @@ class Suggester:
         ctx, cat, cfg = self.context, self.catalog, self.row_config
         index = ctx.index_for(cluster_id, language)
         scratch = self._row_scratch()
-        scorer = scratch.scorer
         u = self._zeros
         if user_embedding is not None:
             u = np.asarray(user_embedding, dtype=np.float32)
@@ -337,79 +346,63 @@ class Suggester:
                                          f"{self._zeros.shape}")
             if not np.isfinite(u).all():
                 raise RerankerInputError("user_embedding contains NaN or infinite values")
-        if history is None:
-            state = self._empty
-        elif isinstance(history, DeviceHistory):
-            state = history
-        else:
-            state = DeviceHistory.from_summary(cat, history, cfg)
-        t = float(now) if now is not None else max(float(state.total[1]), 0.0)
         match = index.match(text)
-        fallback = self._no_fallback
-        if isinstance(history, dict):
-            # a one-off state (the thin-client option): the catalogue-wide arrays, no
-            # compact view to build
-            v_st, v_pk, v_lb = state.view(t)
-            flags, prior = cat.cluster_view(cluster_id)
-            lab_ptr, lab_st = cat.cluster_csr(cluster_id)
-            own_ptr, own_st = state.own_csr()
-            st_pk, st_lab_ptr, st_lab, pk_size = cat.st_pk, cat.st_lab_ptr, cat.st_lab, cat.pk_size
-            pk_factor, pk_unit, pk_premium = cat.pk_factor, cat.pk_unit, cat.pk_premium
-            st_last, sticker_ids, package_ids = state.st_last, cat.sticker_ids, cat.package_ids
+        if history is None:
+            # a device with no history (what a server answers): the cluster's inputs,
+            # prepared once; its no-match fallback is the listed packages' first stickers
+            state = self._empty
+            t = float(now) if now is not None else 0.0
+            inputs = self._empty_inputs.get(cluster_id)
+            if inputs is None:
+                inputs = self._empty_inputs[cluster_id] = _RowInputs.of_view(
+                    state.catalog_view(cluster_id, 0.0), state, cat)
+            fallback = inputs.fallback if len(match) == 0 else self._no_fallback
+        else:
+            state = (history if isinstance(history, DeviceHistory)
+                     else DeviceHistory.from_summary(cat, history, cfg))
+            t = float(now) if now is not None else max(float(state.total[1]), 0.0)
+            if isinstance(history, dict):
+                # a one-off state (the thin-client option): the catalogue-wide arrays, no
+                # compact view to build
+                inputs = _RowInputs.of_catalog(cat, cluster_id, state, t,
+                                                self._first_sticker)
+            else:  # the device's compact catalogue view (cached on its state)
+                inputs = _RowInputs.of_view(state.catalog_view(cluster_id, t), state, cat)
+            fallback = self._no_fallback
             if len(match) == 0:
-                fallback = np.concatenate([state.recent_stickers(t).astype(np.int32),
-                                           self._first_sticker[cat.cluster_pk[cluster_id]]])
-        else:  # the device's compact catalogue view (cached on its state)
-            view = state.catalog_view(cluster_id, t)
-            v_st, v_pk, v_lb = view.v_st, view.v_pk, state.v_lb
-            flags, prior = view.pk_flags, view.pk_prior
-            lab_ptr, lab_st, own_ptr, own_st = view.lab_ptr, view.lab_st, view.own_ptr, view.own_st
-            st_pk, st_lab_ptr, st_lab = view.st_pk, view.st_lab_ptr, view.st_lab
-            pk_size = view.pk_size
-            pk_factor, pk_unit, pk_premium = view.pk_factor, view.pk_unit, view.pk_premium
-            st_last, sticker_ids, package_ids = view.st_last, view.sticker_ids, view.package_ids
-            if len(match) == 0:
-                fallback = np.concatenate([view.recent_stickers(t - cfg.protect_s),
-                                           view.first_listed])
+                recent = (inputs.view.recent_stickers(t - cfg.protect_s)
+                          if inputs.view is not None
+                          else state.recent_stickers(t).astype(np.int32))
+                fallback = np.concatenate([recent, inputs.fallback])
+        # the arguments every keystroke kernel starts with (see _row_kernels.assemble)
+        shared = (match.label_ids, match.strengths, match.kinds, *inputs.arrays,
+                  state.subscriber, t - cfg.protect_s, fallback, cfg.cap, *scratch.assembly)
         out = self._row_buffers()
         if self._form is not None:
             form = self._form
             query = self._query0 if user_embedding is None else scratch.query(u, form)
-            n, m = self._keystroke(
-                match.label_ids, match.strengths, match.kinds, lab_ptr, lab_st, own_ptr,
-                own_st, st_pk, st_lab_ptr, st_lab, pk_size, pk_factor, pk_unit, pk_premium,
-                cat.label_unit, prior, flags, v_st, v_pk, v_lb, st_last, state.subscriber,
-                t - cfg.protect_s, fallback, cfg.cap, scratch.pre_w, scratch.seen,
-                scratch.slot, scratch.pk_seen, scratch.pk_cnt, scratch.stamp, scratch.c_st,
-                scratch.c_bs, scratch.c_kind, scratch.c_lab, scratch.c_pre, scratch.c_protect,
-                scratch.keep, scratch.q, scratch.o_st, scratch.o_pk, query, form.a, form.b,
-                form.e, scratch.pk_mark, scratch.pk_part, scratch.o_score, sticker_ids,
-                package_ids, limit, *out)
+            n, m = self._keystroke(*shared, scratch.o_st, scratch.o_pk, query, form.a, form.b,
+                                   form.e, scratch.pk_mark, scratch.pk_part, scratch.o_score,
+                                   inputs.sticker_ids, inputs.package_ids, limit, *out)
             if n == 0:
                 return Ranking([], [], [])
             scores = scratch.o_score[:n]
         else:
+            scorer = scratch.scorer
             scorer.set_user(u)
-            n = self._assemble(
-                match.label_ids, match.strengths, match.kinds, lab_ptr, lab_st, own_ptr,
-                own_st, st_pk, st_lab_ptr, st_lab, pk_size, pk_factor, pk_unit, pk_premium,
-                cat.label_unit, prior, flags, v_st, v_pk, v_lb, st_last, state.subscriber,
-                t - cfg.protect_s, fallback, cfg.cap, scratch.pre_w, scratch.seen,
-                scratch.slot, scratch.pk_seen, scratch.pk_cnt, scratch.stamp, scratch.c_st,
-                scratch.c_bs, scratch.c_kind, scratch.c_lab, scratch.c_pre, scratch.c_protect,
-                scratch.keep, scratch.q, scratch.o_st, scratch.o_pk,
-                scorer.candidate_embeddings, scorer.keyword_features, scorer.prior,
-                scorer.history_features)
+            n = self._assemble(*shared, scratch.o_st, scratch.o_pk,
+                               scorer.candidate_embeddings, scorer.keyword_features,
+                               scorer.prior, scorer.history_features)
             if n == 0:
                 return Ranking([], [], [])
             scores = scorer.run(n, copy=False)
-            m = self._top_candidates(scores, sticker_ids[scratch.o_st[:n]],
-                                     package_ids[scratch.o_pk[:n]], limit, *out)
-        stickers, pkgs, row_scores = (x[:m].tolist() for x in out)
+            m = self._top_candidates(scores, inputs.sticker_ids[scratch.o_st[:n]],
+                                     inputs.package_ids[scratch.o_pk[:n]], limit, *out)
+        stickers, pkgs, row_scores = out[0][:m].tolist(), out[1][:m].tolist(), out[2][:m].tolist()
         if cfg.explore_slots and m:
-            shown = sticker_ids[scratch.o_st[:n]]
-            packages = package_ids[scratch.o_pk[:n]]
-            new = v_pk[scratch.o_pk[:n], 3] > 0  # the package_new feature
+            shown = inputs.sticker_ids[scratch.o_st[:n]]
+            packages = inputs.package_ids[scratch.o_pk[:n]]
+            new = inputs.v_pk[scratch.o_pk[:n], 3] > 0  # the package_new feature
             in_row = np.isin(shown, stickers)
             if not new[in_row].any() and new.any():
                 extra = np.flatnonzero(new)
@@ -526,6 +519,49 @@ class Suggester:
         }
 
 
+class _RowInputs(NamedTuple):
+    """What a keystroke kernel reads of one device's catalogue (view or whole catalogue).
+
+    ``arrays`` are the kernels' arguments ``lab_ptr`` … ``st_last`` in their order
+    (:func:`reranker._row_kernels.assemble`); ``fallback`` the listed packages' first
+    stickers (the no-match candidates before the device's recent ones).
+    """
+
+    arrays: tuple[np.ndarray, ...]
+    sticker_ids: np.ndarray
+    package_ids: np.ndarray
+    v_pk: np.ndarray
+    fallback: np.ndarray
+    view: CatalogView | None
+
+    @classmethod
+    def of_view(cls, view: CatalogView, state: DeviceHistory, catalog: StickerCatalog
+                ) -> _RowInputs:
+        """The inputs of a device's compact view."""
+        return cls((view.lab_ptr, view.lab_st, view.own_ptr, view.own_st, view.st_pk,
+                    view.st_lab_ptr, view.st_lab, view.pk_size, view.pk_factor, view.pk_unit,
+                    view.pk_premium, catalog.label_unit, view.pk_prior, view.pk_flags,
+                    view.v_st, view.v_pk, state.v_lb, view.st_last),
+                   view.sticker_ids, view.package_ids, view.v_pk,
+                   view.first_listed, view)
+
+    @classmethod
+    def of_catalog(cls, catalog: StickerCatalog, cluster_id: int, state: DeviceHistory,
+                   now: float, first_sticker: np.ndarray) -> _RowInputs:
+        """The catalogue-wide inputs of a one-off state (no compact view);
+        ``first_sticker`` (n_pk,) int32: each package's first sticker."""
+        v_st, v_pk, v_lb = state.view(now)
+        flags, prior = catalog.cluster_view(cluster_id)
+        lab_ptr, lab_st = catalog.cluster_csr(cluster_id)
+        own_ptr, own_st = state.own_csr()
+        c = catalog
+        return cls((lab_ptr, lab_st, own_ptr, own_st, c.st_pk, c.st_lab_ptr, c.st_lab,
+                    c.pk_size, c.pk_factor, c.pk_unit, c.pk_premium, c.label_unit, prior,
+                    flags, v_st, v_pk, v_lb, state.st_last),
+                   c.sticker_ids, c.package_ids, v_pk,
+                   first_sticker[c.cluster_pk[cluster_id]], None)
+
+
 class _RowScratch:
     """Per-thread buffers of :meth:`Suggester.rank_row`: the bound scorer and the
     candidate assembly's scratch arrays (sized to the catalogue)."""
@@ -554,6 +590,10 @@ class _RowScratch:
         self.o_score = np.empty(capacity, np.float32)
         self.pk_mark = np.zeros(n_pk, np.int32)
         self.pk_part = np.zeros(n_pk, np.float64)
+        # the kernels' scratch arguments ``pre_w`` … ``q``, in their order
+        self.assembly = (self.pre_w, self.seen, self.slot, self.pk_seen, self.pk_cnt,
+                         self.stamp, self.c_st, self.c_bs, self.c_kind, self.c_lab, self.c_pre,
+                         self.c_protect, self.keep, self.q)
         self._user = np.full(zeros.shape[0], np.nan, np.float32)
         self._query = np.zeros(zeros.shape[0])
 

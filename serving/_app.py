@@ -9,6 +9,7 @@ each worker has its own registry and polling thread.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Mapping
@@ -29,7 +30,7 @@ from serving._metrics import ServingMetrics
 from serving._ops import ops
 from serving._registry import ModelRegistry, ModelSet
 from serving._secure import register_secure_rounds
-from serving._state import BundleCache, ServingState, init_app
+from serving._state import BundleCache, ServingState, freeze_heap, init_app
 from serving._store import UpdateStore
 
 __all__ = ["create_app"]
@@ -68,6 +69,8 @@ def create_app(config: ServingConfig | Mapping[str, Any] | None = None, *,
     def on_swap(models: ModelSet) -> None:
         metrics.set_versions(models.versions())
         metrics.reloads.labels("swap").inc()
+        if gc.get_freeze_count():  # a gunicorn worker froze its heap: the new set joins it
+            freeze_heap()
 
     registry.on_swap = on_swap
     st = ServingState(config=config, registry=registry, metrics=metrics,

@@ -58,6 +58,12 @@ def enable_multiprocess_metrics(directory: Path) -> None:
     values.ValueClass = values.MultiProcessValue(process_identifier=_process_id)
 
 
+def _post_worker_init(worker: Any) -> None:
+    from serving._state import freeze_heap  # the app's module, imported by the worker
+
+    freeze_heap()  # the app and its models, out of the garbage collector's sight
+
+
 def _child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
@@ -89,6 +95,7 @@ class GunicornServer(BaseApplication):
             "timeout": config.timeout_s,
             "preload_app": False,
             "child_exit": _child_exit,
+            "post_worker_init": _post_worker_init,
             "on_exit": lambda server: shutil.rmtree(board, ignore_errors=True),
             "accesslog": None,  # an access log line would be harmless, but off by default
             "proc_name": "stickers-serve",

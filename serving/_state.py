@@ -8,6 +8,7 @@ factory, so the factory can import the routes without an import circle.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections import OrderedDict
@@ -24,9 +25,25 @@ from serving._registry import ModelRegistry, ModelSet
 from serving._rounds import ensure_open_round, federated_config_for
 from serving._store import RoundSpec, UpdateStore
 
-__all__ = ["BundleCache", "ServingState", "get_store", "init_app", "state"]
+__all__ = ["BundleCache", "ServingState", "freeze_heap", "get_store", "init_app", "state"]
 
 EXTENSION = "sticker_serving"
+
+
+def freeze_heap() -> None:
+    """Collect once, then move every object the process holds out of the collector's sight.
+
+    Each gunicorn worker calls this once its app (with its models) is built, and the app
+    again after every model swap when the heap is frozen (a replaced set's cycles are
+    collected first). A worker's heap is mostly its models (~300k objects on the tiny
+    world) and lives as long as the worker: unfrozen, every full collection traverses all
+    of it (0.6 s on the tiny world, one every few thousand requests — a quarter of a
+    loaded worker's CPU, and its p99). Frozen objects are still freed by reference
+    counting.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 class BundleCache:

@@ -154,6 +154,68 @@ def test_compiled_keystroke_equals_the_catalogue_wide_numpy_and_onnx_rows(
         history.record_send(int(cat.sticker_ids[pick % cat.n_stickers]), now)
 
 
+def _assert_same_row(got: tuple[list[int], list[int], list[float]], want: list[int],
+                     want_scores: np.ndarray) -> None:
+    assert len(got[2]) == len(want_scores)
+    if not want:
+        assert list(got[0]) == []
+        return
+    np.testing.assert_allclose(got[2], want_scores, rtol=1e-5, atol=1e-4)
+    gaps = np.abs(np.diff(want_scores)) > 1e-3
+    apart = np.r_[True, gaps] & np.r_[gaps, True]
+    assert [s for s, ok in zip(got[0], apart, strict=True) if ok] == \
+        [s for s, ok in zip(want, apart, strict=True) if ok]
+
+
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**31 - 1), sends=_history_strategy(),
+       limit=st.integers(1, 12), personal=st.booleans())
+def test_server_rows_without_and_with_a_history_summary_equal_the_reference(
+        context: RankingContext, tmp_path: Path, seed: int, sends: list[tuple[int, float]],
+        limit: int, personal: bool) -> None:
+    """What a server ranks (#19 speed): no history (the empty state's inputs, prepared once
+    per cluster and reused across clusters and calls) and the thin client's summary (the
+    catalogue-wide arrays) give the reference row, for both scorers, empty text included."""
+    rng = np.random.default_rng(seed)
+    layout = ParameterLayout(context.layout.n_factors, context.layout.n_keyword_features, H)
+    theta = (rng.normal(size=layout.n_parameters) * 0.5).astype(np.float32)
+    artifact = _artifact(context, theta, tmp_path)
+    suggesters = (Suggester(context, artifact), Suggester(context, artifact,
+                                                          keystroke_scorer="onnx"))
+    cat = suggesters[0].catalog
+    assert cat is not None
+    cfg = suggesters[0].row_config
+    user = rng.normal(size=layout.n_factors).astype(np.float32) if personal else None
+    device = DeviceHistory(cat, cfg, subscriber=bool(rng.integers(2)))
+    for pick, day in sends:
+        device.record_send(int(cat.sticker_ids[pick % cat.n_stickers]), day * DAY)
+    summary = device.summary()
+    now = 95.0 * DAY
+    logs = context.dataset.table("device_logs")
+    texts = logs.filter(logs["language"].is_in(context.languages)).head(400)
+    for step in range(6):
+        cluster = int(rng.integers(context.n_clusters))
+        row = texts.row(int(rng.integers(texts.height)), named=True)
+        text = "" if step == 0 else row["text"][: 1 + int(rng.integers(len(row["text"])))]
+        empty = DeviceHistory(cat, cfg)
+        want, want_scores = _reference_row(suggesters[0], theta, row["language"], text,
+                                           cluster, empty, 0.0, user, limit)
+        rebuilt = DeviceHistory.from_summary(cat, summary, cfg)
+        want_h, want_h_scores = _reference_row(suggesters[0], theta, row["language"], text,
+                                               cluster, rebuilt, now, user, limit)
+        for suggester in suggesters:
+            for _ in range(2):  # the second call reuses the cluster's prepared inputs
+                got = suggester.rank(language=row["language"], text=text,
+                                     cluster_id=cluster, user_embedding=user, limit=limit)
+                note(f"{suggester.keystroke_scorer} no history {text!r} {got} {want}")
+                _assert_same_row(got, want, want_scores)
+            got = suggester.rank(language=row["language"], text=text, cluster_id=cluster,
+                                 user_embedding=user, limit=limit, history=summary, now=now)
+            note(f"{suggester.keystroke_scorer} summary {text!r} {got} {want_h}")
+            _assert_same_row(got, want_h, want_h_scores)
+
+
 def test_compact_view_follows_sends_and_deletion(context: RankingContext) -> None:
     suggester = Suggester(context, None)
     cat = suggester.catalog
