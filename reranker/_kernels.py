@@ -18,7 +18,26 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-__all__ = ["load", "top_candidates"]
+__all__ = ["load", "push_top", "top_candidates"]
+
+
+@njit(cache=True, nogil=True)
+def push_top(scores, i: int, index, m: int, limit: int) -> int:  # pragma: no cover
+    """Candidate ``i`` into the row ``index[:m]`` (best first, ties in candidate order).
+
+    ``index`` holds candidate indices into ``scores``, sorted by falling score; candidates
+    are pushed in candidate order, so an equal score ranks after the ones already there
+    and is dropped when the row is full. Returns the row's new length (``<= limit``).
+    """
+    s = scores[i]
+    if m == limit and not s > scores[index[m - 1]]:
+        return m  # an equal score later in candidate order ranks after the row
+    j = m if m < limit else limit - 1
+    while j > 0 and s > scores[index[j - 1]]:
+        index[j] = index[j - 1]
+        j -= 1
+    index[j] = i
+    return m + 1 if m < limit else m
 
 
 @njit(cache=True, nogil=True)
@@ -45,18 +64,8 @@ def top_candidates(scores: npt.NDArray[np.float32], shown: npt.NDArray[np.int32]
     index = np.empty(limit, np.int64)
     m = 0
     for i in range(scores.shape[0]):
-        if shown[i] < 0:
-            continue
-        s = scores[i]
-        if m == limit and not s > scores[index[m - 1]]:
-            continue  # an equal score later in candidate order ranks after the row
-        j = m if m < limit else limit - 1
-        while j > 0 and s > scores[index[j - 1]]:
-            index[j] = index[j - 1]
-            j -= 1
-        index[j] = i
-        if m < limit:
-            m += 1
+        if shown[i] >= 0:
+            m = push_top(scores, i, index, m, limit)
     for j in range(m):
         i = index[j]
         out_stickers[j] = shown[i]

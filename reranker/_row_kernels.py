@@ -24,6 +24,10 @@ import math
 import numpy as np
 from numba import njit
 
+# numba's cache does not notice a change in another file's function: a change to
+# push_top needs the cache of this module cleared (its __pycache__ *.nbi/*.nbc)
+from reranker._kernels import push_top
+
 __all__ = ["NEVER", "N_HISTORY", "assemble", "keystroke", "record_send", "refresh_view", "walk"]
 
 NEVER = -1.0e300
@@ -286,6 +290,11 @@ def _shortlist(m_label, m_strength, m_kind, lab_ptr, lab_st, lab_ptr_b, lab_st_b
     if total > 0:
         for t in range(d):
             q[t] /= total
+    if n <= cap and n <= capacity:
+        # every candidate is kept whatever its pre-score or protection: no cap to apply
+        for i in range(n):
+            keep[i] = i
+        return n, n, total
     for i in range(n):
         s = c_st[i]
         p = st_pk[s]
@@ -497,16 +506,7 @@ def keystroke(m_label, m_strength, m_kind,
     index = keep  # reused: the kept indices are spent
     m = 0
     for i in range(n):
-        sc = o_score[i]
-        if m == limit and not sc > o_score[index[m - 1]]:
-            continue
-        j = m if m < limit else limit - 1
-        while j > 0 and sc > o_score[index[j - 1]]:
-            index[j] = index[j - 1]
-            j -= 1
-        index[j] = i
-        if m < limit:
-            m += 1
+        m = push_top(o_score, i, index, m, limit)
     for j in range(m):
         i = index[j]
         row_stickers[j] = sticker_ids[o_st[i]]
