@@ -155,16 +155,20 @@ def test_compiled_keystroke_equals_the_catalogue_wide_numpy_and_onnx_rows(
 
 
 def _assert_same_row(got: tuple[list[int], list[int], list[float]], want: list[int],
-                     want_scores: np.ndarray) -> None:
-    assert len(got[2]) == len(want_scores)
+                     want_scores: np.ndarray, limit: int) -> None:
+    """``got`` equals the reference's first ``limit`` (``want`` holds one more, so a
+    near-tie across the row's end is seen): scores to float32 rounding, stickers wherever
+    the scores are apart (float32 numpy and the compiled float64 sums may order a near-tie
+    either way)."""
+    assert len(got[2]) == min(len(want_scores), limit)
     if not want:
         assert list(got[0]) == []
         return
-    np.testing.assert_allclose(got[2], want_scores, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(got[2], want_scores[:limit], rtol=1e-5, atol=1e-4)
     gaps = np.abs(np.diff(want_scores)) > 1e-3
-    apart = np.r_[True, gaps] & np.r_[gaps, True]
+    apart = (np.r_[True, gaps] & np.r_[gaps, True])[:len(got[0])]
     assert [s for s, ok in zip(got[0], apart, strict=True) if ok] == \
-        [s for s, ok in zip(want, apart, strict=True) if ok]
+        [s for s, ok in zip(want[:limit], apart, strict=True) if ok]
 
 
 @settings(max_examples=20, deadline=None,
@@ -200,20 +204,20 @@ def test_server_rows_without_and_with_a_history_summary_equal_the_reference(
         text = "" if step == 0 else row["text"][: 1 + int(rng.integers(len(row["text"])))]
         empty = DeviceHistory(cat, cfg)
         want, want_scores = _reference_row(suggesters[0], theta, row["language"], text,
-                                           cluster, empty, 0.0, user, limit)
+                                           cluster, empty, 0.0, user, limit + 1)
         rebuilt = DeviceHistory.from_summary(cat, summary, cfg)
         want_h, want_h_scores = _reference_row(suggesters[0], theta, row["language"], text,
-                                               cluster, rebuilt, now, user, limit)
+                                               cluster, rebuilt, now, user, limit + 1)
         for suggester in suggesters:
             for _ in range(2):  # the second call reuses the cluster's prepared inputs
                 got = suggester.rank(language=row["language"], text=text,
                                      cluster_id=cluster, user_embedding=user, limit=limit)
                 note(f"{suggester.keystroke_scorer} no history {text!r} {got} {want}")
-                _assert_same_row(got, want, want_scores)
+                _assert_same_row(got, want, want_scores, limit)
             got = suggester.rank(language=row["language"], text=text, cluster_id=cluster,
                                  user_embedding=user, limit=limit, history=summary, now=now)
             note(f"{suggester.keystroke_scorer} summary {text!r} {got} {want_h}")
-            _assert_same_row(got, want_h, want_h_scores)
+            _assert_same_row(got, want_h, want_h_scores, limit)
 
 
 def test_compact_view_follows_sends_and_deletion(context: RankingContext) -> None:
