@@ -20,7 +20,7 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["BOARD_ENV", "VersionBoard", "models_key"]
+__all__ = ["BOARD_ENV", "VersionBoard", "models_key", "pid_alive"]
 
 BOARD_ENV = "STICKERS_SERVE_BOARD"
 _SERVED = "served"
@@ -38,7 +38,8 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (one we may not signal counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -93,7 +94,7 @@ class VersionBoard:
             pid = path.name.removeprefix(_READY)
             if not pid.isdigit():
                 continue
-            if not _alive(int(pid)):
+            if not pid_alive(int(pid)):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                 continue

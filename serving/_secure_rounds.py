@@ -79,6 +79,7 @@ from federated import (
 from federated.privacy import DiscreteGaussianEncoding
 from federated.secagg import Message as SecAggMessage
 from federated.secagg import SecAggParams, SecAggServer, Token, TokenIssuer, token_day
+from serving._board import pid_alive
 from serving._errors import ApiError
 from serving._ledger import (
     BudgetExhaustedError,
@@ -239,16 +240,6 @@ def _b64(data: bytes) -> str:
 
 def _sha(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class SecureRounds:
@@ -734,7 +725,7 @@ class SecureRounds:
             if row is None:
                 return None
             version, pid, at = row
-            stale = (pid is None or not _alive(int(pid)) or int(pid) == os.getpid()
+            stale = (pid is None or not pid_alive(int(pid)) or int(pid) == os.getpid()
                      or self.clock() - float(at or 0) > CLAIM_TIMEOUT_S)
             if not stale:
                 return None  # another process is deciding it
