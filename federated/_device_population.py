@@ -1,8 +1,12 @@
 """A population of real device clients (threads) against a server (the `device run` command).
 
-Each device is a :class:`DeviceClient` with its own SQLite store and HTTP connection;
-its local training runs the task's ``local_train`` on that device's own private data
-(the task holds the simulated devices' logs; one device's call sees only its index).
+Each device is a :class:`DeviceClient` with its own SQLite store and HTTP connection.
+When the task can run as an app on the device (``task.device_app(device, path)``, a
+:class:`federated._device_app.DeviceApp`), each device runs it: the app keeps its private
+data in the device's store, downloads what it needs (ETag), is used between rounds (step
+``r`` of the run's ``rounds`` steps), and its local training reads the store — the task
+object is not consulted again. Otherwise the device's local training is the task's
+``local_train`` on that device's index (the task holds the simulated logs).
 Per round, every device checks eligibility and takes part; a scripted fraction leaves
 right after sharing keys and another right after its masked upload. When the round
 closes, the runner checks the server's modular sum against the sum of the reports whose
@@ -22,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from federated._device_app import DeviceApp
 from federated._device_client import DeviceClient, DeviceStore, RoundParticipation
 from federated._task import FederatedTask
 from federated._trainer import modular_sum
@@ -64,6 +69,12 @@ class PopulationRound:
     transient_failures : int
         Requests that found the server unreachable after the transport's retries and
         were tried again.
+    no_data : int
+        Devices with nothing to train on this round (they sit out, keeping their token).
+    app_uses : int
+        Uses the devices' apps logged in their stores before this round (0 without apps).
+    app_bytes_per_device : float
+        Mean bytes a device's app downloaded before the round (its bundle when it changed).
     """
 
     round: int
@@ -82,6 +93,9 @@ class PopulationRound:
     statuses: dict[str, int] = field(default_factory=dict)
     unscripted_ends: dict[str, int] = field(default_factory=dict)
     transient_failures: int = 0
+    no_data: int = 0
+    app_uses: int = 0
+    app_bytes_per_device: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
@@ -103,12 +117,27 @@ def _wait(transport: HttpTransport, predicate: Callable[[dict[str, Any]], bool],
     raise TimeoutError(f"waited {timeout_s:.0f} s for {path}")
 
 
+def _wait_decided(transport: HttpTransport, last: int, timeout_s: float) -> None:
+    """Wait until the server opens a round after ``last`` (it does once ``last``'s
+    candidate is decided) or answers that none is open (no further round can open)."""
+    give_up = time.monotonic() + timeout_s
+    while time.monotonic() < give_up:
+        try:
+            if int(transport.request("GET", "/v1/secure/round").body["round"]) > last:
+                return
+        except TransportError as exc:
+            if exc.status == 404:
+                return
+        time.sleep(0.5)
+
+
 def run_population(url: str, task: FederatedTask, *, n: int, rounds: int, workdir: Path,
                    drop_after_share: float = 0.2, drop_after_mask: float = 0.1,
                    seed: int = 0, timeout_s: float = 30.0, round_timeout_s: float = 600.0,
                    max_uploads_per_day: int | None = None, announce_leave: bool = True,
                    poll_interval_s: float = 1.0,
-                   on_round: Callable[[PopulationRound], None] | None = None
+                   on_round: Callable[[PopulationRound], None] | None = None,
+                   app_metrics: dict[str, dict[str, float]] | None = None
                    ) -> list[PopulationRound]:
     """Run ``n`` device clients for ``rounds`` rounds against the server at ``url``.
 
@@ -143,6 +172,11 @@ def run_population(url: str, task: FederatedTask, *, n: int, rounds: int, workdi
         stage waits for its deadline).
     on_round : callable, optional
         Called with each finished round.
+    app_metrics : dict, optional
+        With device apps, filled with ``before`` / ``after``: the sum over devices of
+        each app's own metric counts (``DeviceApp.evaluate``), each device evaluating the
+        model it downloaded before the first round and after the last round's candidate
+        was decided.
     """
     if not 1 <= n <= task.n_devices:
         raise ValueError(f"n={n} devices should be in [1, task.n_devices={task.n_devices}]")
@@ -166,17 +200,49 @@ def run_population(url: str, task: FederatedTask, *, n: int, rounds: int, workdi
         return train
 
     workdir.mkdir(parents=True, exist_ok=True)
-    devices = [DeviceClient(HttpTransport(url, timeout_s=timeout_s),
-                            DeviceStore(workdir / f"device-{i:05d}.sqlite3"), trainer_for(i),
+    factory = getattr(task, "device_app", None)
+    paths = [workdir / f"device-{i:05d}.sqlite3" for i in range(n)]
+    apps: list[DeviceApp] | None = ([factory(i, paths[i]) for i in range(n)]
+                                    if callable(factory) else None)
+    devices = [DeviceClient(HttpTransport(url, timeout_s=timeout_s), DeviceStore(paths[i]),
+                            apps[i].train if apps is not None else trainer_for(i),
                             poll_interval_s=poll_interval_s,
                             max_uploads_per_day=max_uploads_per_day or rounds,
                             announce_leave=announce_leave)
                for i in range(n)]
+
+    def app_evaluate(i: int) -> dict[str, float]:
+        assert apps is not None
+        _, params = devices[i].sync_model()
+        return apps[i].evaluate(params)
+
+    def evaluate_apps(pool: ThreadPoolExecutor) -> dict[str, float]:
+        total: dict[str, float] = {}
+        for counts in pool.map(app_evaluate, range(n)):
+            for name, value in counts.items():
+                total[name] = total.get(name, 0.0) + value
+        return total
+
+    def take_part(i: int, step: int, drop: str | None) -> tuple[RoundParticipation, int, int]:
+        d, uses, app_bytes = devices[i], 0, 0
+        if apps is not None:  # the app is used (and updated) before the device checks in
+            before = d.transport.bytes_received + d.transport.bytes_sent
+            version, params = d.sync_model()
+            apps[i].sync(d.transport)
+            uses = apps[i].use(step, rounds, params, version)
+            app_bytes = d.transport.bytes_received + d.transport.bytes_sent - before
+            d.transport.bytes_sent = d.transport.bytes_received = 0
+        return d.participate(drop_after=drop, deadline_s=round_timeout_s), uses, app_bytes
+
     control = HttpTransport(url, timeout_s=timeout_s)
-    with ThreadPoolExecutor(min(n, 256)) as pool:
+    # one thread per device: a device in a round holds its thread until the round ends,
+    # so fewer threads than eligible devices would cap the cohort at the pool size
+    with ThreadPoolExecutor(n) as pool:
         list(pool.map(lambda d: (d.enrol(), d.refill_tokens(rounds)), devices))
+        if apps is not None and app_metrics is not None:
+            app_metrics["before"] = evaluate_apps(pool)
         out: list[PopulationRound] = []
-        for _ in range(rounds):
+        for step in range(rounds):
             info = _wait(control, lambda b: b["stage"] == "checkin" and b[
                 "stage_ends_in_s"] > 2.0, "/v1/secure/round", round_timeout_s)
             round_ = int(info["round"])
@@ -187,10 +253,10 @@ def run_population(url: str, task: FederatedTask, *, n: int, rounds: int, workdi
                 d.transport.bytes_sent = d.transport.bytes_received = 0
             started = time.monotonic()
             transient_before = sum(d.transient_failures for d in devices)
-            futures = [pool.submit(d.participate, drop_after=str(drops[i]) or None,
-                                   deadline_s=round_timeout_s)
-                       for i, d in enumerate(devices)]
-            results: list[RoundParticipation] = [f.result() for f in futures]
+            futures = [pool.submit(take_part, i, step, str(drops[i]) or None)
+                       for i in range(n)]
+            answers = [f.result() for f in futures]
+            results: list[RoundParticipation] = [a[0] for a in answers]
             closed = _wait(control, lambda b: b["status"] != "open",
                            f"/v1/secure/rounds/{round_}", round_timeout_s)
             seconds = time.monotonic() - started
@@ -226,12 +292,24 @@ def run_population(url: str, task: FederatedTask, *, n: int, rounds: int, workdi
                 exact_sum=exact, seconds=seconds,
                 bytes_per_device=float(np.mean(traffic)) if traffic else 0.0,
                 message=str(outcome.get("message", "")), statuses=statuses,
-                unscripted_ends=ends, transient_failures=transient)
+                unscripted_ends=ends, transient_failures=transient,
+                no_data=sum(r.status == "ineligible" and r.detail == "nothing to train on"
+                            for r in results),
+                app_uses=sum(a[1] for a in answers),
+                app_bytes_per_device=float(np.mean([a[2] for a in answers])))
             out.append(record)
             if on_round is not None:
                 on_round(record)
+        if apps is not None and app_metrics is not None:
+            last = out[-1].round if out else -1
+            # the last round's candidate is decided when the next round opens (or none
+            # can open): evaluate the model the server serves then
+            _wait_decided(control, last, round_timeout_s)
+            app_metrics["after"] = evaluate_apps(pool)
     for d in devices:
         d.transport.close()
         d.store.close()
+    for app in apps or []:
+        app.close()
     control.close()
     return out

@@ -41,11 +41,13 @@ class TransportError(FederatedError):
 
 @dataclass(frozen=True)
 class HttpResponse:
-    """A 2xx/3xx answer: status, headers (lower-case names) and the parsed JSON body."""
+    """A 2xx/3xx answer: status, headers (lower-case names), the parsed JSON body (None
+    when the answer is not JSON) and the raw bytes."""
 
     status: int
     headers: dict[str, str]
     body: Any
+    raw: bytes = b""
 
 
 class HttpTransport:
@@ -127,7 +129,7 @@ class HttpTransport:
                 detail = parsed.get("detail", "") if isinstance(parsed, dict) else ""
                 raise TransportError(status, _slug(parsed), detail)
             return HttpResponse(status, {k.lower(): v for k, v in response.getheaders()},
-                                parsed)
+                                parsed, raw)
         raise TransportError(None if not last[:3].isdigit() else int(last[:3]),
                              "unreachable", f"{method} {path} failed {self.attempts} times "
                              f"(last: {last})")

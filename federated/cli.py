@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -343,6 +344,71 @@ def device_start_model_command(cli: CLIContext, task_name: str, task_options: tu
                f"{', LATEST' if latest else ''})")
 
 
+@device.command("supervise", context_settings={"ignore_unknown_options": True})
+@click.option("--url", required=True, help="Where the server answers (http://host:port).")
+@click.option("--kill-round", type=click.IntRange(min=0), default=None,
+              help="kill -9 the server's process group while this round is open ...")
+@click.option("--kill-stage", default="mask", show_default=True,
+              type=click.Choice(["checkin", "advertise", "share", "mask", "consistency",
+                                 "unmask"]),
+              help="... in this stage, then start it again.")
+@click.option("--restart-after", type=click.FloatRange(min=0), default=5.0,
+              show_default=True, help="Seconds between the kill and the restart.")
+@click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE",
+              help="Environment of the server command (repeatable).")
+@click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Append the server's output here.")
+@click.option("--events", "events_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Append the kill/restart events here (JSON lines).")
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED, required=True)
+def device_supervise_command(url: str, kill_round: int | None, kill_stage: str,
+                             restart_after: float, env_pairs: tuple[str, ...],
+                             log_path: Path | None, events_path: Path | None,
+                             argv: tuple[str, ...]) -> None:
+    """Run a server command in its own process group until SIGTERM or Ctrl-C (then stop
+    it cleanly); with --kill-round, SIGKILL the whole group (master and workers) when
+    that round is open in --kill-stage, and start the same command again on the same
+    files: the crash test of a device run (start it, then `device run`)."""
+    import signal
+    import threading
+
+    from federated._device_harness import ServerSupervisor, kill_and_restart
+
+    env = {}
+    for pair in env_pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{pair!r} should be NAME=VALUE", param_hint="--env")
+        env[name] = value
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+
+    def emit(event: dict[str, Any]) -> None:
+        line = json.dumps(event)
+        click.echo(line)
+        if events_path is not None:
+            with events_path.open("a") as out:
+                out.write(line + "\n")
+
+    supervisor = ServerSupervisor(list(argv), env, log_path)
+    try:
+        emit({"event": "started", "pid": supervisor.start(), "at": time.time()})
+        supervisor.wait_ready(url)
+        if kill_round is not None:
+            event = kill_and_restart(supervisor, url, kill_round, kill_stage,
+                                     restart_after_s=restart_after, should_stop=stop.is_set)
+            emit({"event": "killed_and_restarted", **event} if event is not None
+                 else {"event": "not_killed", "round": kill_round, "stage": kill_stage})
+        while not stop.wait(1.0):
+            if supervisor.process is not None and supervisor.process.poll() is not None:
+                emit({"event": "exited", "returncode": supervisor.process.returncode})
+                raise click.ClickException("the server exited on its own; see its log")
+    finally:
+        supervisor.stop()
+        emit({"event": "stopped", "at": time.time()})
+
+
 @device.command("run")
 @click.option("--url", default="http://127.0.0.1:8000", show_default=True,
               help="Server with secure rounds enabled.")
@@ -374,7 +440,12 @@ def device_run_command(cli: CLIContext, url: str, n_devices: int, rounds: int, t
                        drop_after_mask: float, silent_dropouts: bool, seed: int,
                        workdir: Path | None,
                        evaluate: bool, json_path: Path | None) -> None:
-    """Run a population of real device clients against a server for some rounds."""
+    """Run a population of real device clients against a server for some rounds.
+
+    A task with a device app (``task.device_app``) runs it on every device: each keeps
+    its private data in its own store, serves its user there and trains from it; with
+    ``--evaluate`` the held-out devices' apps also report their own hit rate (hits /
+    impressions) before and after."""
     import base64
 
     from federated._device_population import PopulationRound, run_population
@@ -404,23 +475,39 @@ def device_run_command(cli: CLIContext, url: str, n_devices: int, rounds: int, t
                 json_path.write_text(json.dumps({"rounds": [x.to_dict() for x in done],
                                                  "before": before}, indent=1))
 
+        app_metrics: dict[str, dict[str, float]] = {}
         records = run_population(url, task, n=n_devices, rounds=rounds,
                                  workdir=workdir or cli.var / "devices",
                                  drop_after_share=drop_after_share,
                                  drop_after_mask=drop_after_mask, seed=seed,
-                                 announce_leave=not silent_dropouts, on_round=on_round)
+                                 announce_leave=not silent_dropouts, on_round=on_round,
+                                 app_metrics=app_metrics if evaluate else None)
     after = server_metrics() if evaluate else {}
     print_table(f"device run against {url}",
-                ["round", "status", "joined", "completed", "left@share", "left@mask",
-                 "other", "acked", "survivors", "exact sum", "s", "kB/device"],
-                [[r.round, r.status, r.participants, r.completed, r.dropped_after_share,
-                  r.dropped_after_mask, r.other, r.masked_acknowledged, r.n_survivors,
-                  r.exact_sum, round(r.seconds, 1), round(r.bytes_per_device / 1024, 1)]
+                ["round", "status", "no data", "joined", "completed", "left@share",
+                 "left@mask", "other", "acked", "survivors", "exact sum", "s", "kB/device",
+                 "app uses"],
+                [[r.round, r.status, r.no_data, r.participants, r.completed,
+                  r.dropped_after_share, r.dropped_after_mask, r.other,
+                  r.masked_acknowledged, r.n_survivors, r.exact_sum, round(r.seconds, 1),
+                  round(r.bytes_per_device / 1024, 1), r.app_uses]
                  for r in records])
     if evaluate:
         for name in sorted(set(before) | set(after)):
             click.echo(f"{name}: before {before.get(name, math.nan):.4f}  after "
                        f"{after.get(name, math.nan):.4f}")
+        # the devices' apps measuring themselves (counts summed over devices)
+        on_devices = {when: dict(counts) for when, counts in app_metrics.items()}
+        for counts in on_devices.values():
+            if counts.get("impressions"):
+                counts["rate"] = counts.get("hits", 0.0) / counts["impressions"]
+        for name in sorted(set(on_devices.get("before", {})) | set(on_devices.get("after", {}))):
+            click.echo(f"on the devices, {name}: before "
+                       f"{on_devices.get('before', {}).get(name, math.nan):.4f}  after "
+                       f"{on_devices.get('after', {}).get(name, math.nan):.4f}")
+    else:
+        on_devices = {}
     if json_path is not None:
         json_path.write_text(json.dumps({"rounds": [r.to_dict() for r in records],
-                                         "before": before, "after": after}, indent=1))
+                                         "before": before, "after": after,
+                                         "on_devices": on_devices}, indent=1))

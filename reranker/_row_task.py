@@ -473,6 +473,16 @@ class RowTask(DeviceStateMixin):
         result["eval_sessions"] = float(n)
         return result
 
+    def device_app(self, device: int, path: Path, *, start_s: float | None = None,
+                   end_s: float | None = None) -> Any:
+        """The keyboard app of device ``device`` on the real device client, its private
+        store at ``path`` (``federated.DeviceApp``; see :mod:`reranker._keyboard`; the
+        run's span ``[start_s, end_s)`` defaults to ``[validation_start, test_start)``)."""
+        from reranker._keyboard import KeyboardApp, RowFunctions
+
+        return KeyboardApp.install(self, device, path, RowFunctions(
+            row_scores, row_local_sgd, row_hits, _only_reachable), start_s=start_s, end_s=end_s)
+
     def export(self, parameters: np.ndarray, directory: Path) -> list[str]:
         """Write ``model.onnx`` and ``reranker.json`` (layout, row settings, stage 1)."""
         return write_model_files(directory, parameters, self.layout, {

@@ -1,0 +1,297 @@
+"""The keyboard app on the device client (#18): its own store, rows computed on the device.
+
+Each device's private log, holdings, counts and personal embedding live in its own SQLite
+file; the row at each send is computed from that file alone and equals the in-process
+row for the same state; local training reads its examples from the file (and equals the
+task's ``local_train`` when the file holds the same sends); the held-out devices' own
+hit@5 equals ``RowTask.evaluate_sessions`` on the same sessions; over HTTP, nothing of
+the store appears in any request.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from werkzeug.serving import make_server
+
+from federated import TaskContext
+from federated._trainer import modular_sum
+from federated.device import DeviceClient, DeviceStore, HttpResponse, HttpTransport
+from reranker._local import fold_in
+from reranker._row_task import RowTask, make_row_task, row_scores
+from reranker._sessions import walk_impressions
+from serving import create_app
+
+
+@pytest.fixture(scope="module")
+def task(tiny_var: Path) -> RowTask:
+    return make_row_task(TaskContext(var=tiny_var, seed=0, options={}))
+
+
+def _theta(task: RowTask, seed: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    theta = np.asarray(task.initial_parameters(), np.float32)
+    return (theta + 0.3 * rng.standard_normal(theta.size)).astype(np.float32)
+
+
+def _typing_device(task: RowTask) -> int:
+    """A training device with sends before and inside [validation_start, test_start)."""
+    s, start, end = task.sessions, task.split.validation_start, task.split_ts
+    for dv in range(task.n_devices):
+        ts = s.ts[s.dev_ptr[dv]: s.dev_ptr[dv + 1]]
+        if (not task.validation[dv] and (ts < start).sum() >= 3
+                and ((ts >= start) & (ts < end)).sum() >= 3):
+            return dv
+    raise AssertionError("the tiny world has no such device")
+
+
+def _sends(task: RowTask, dv: int, lo: float, hi: float) -> list[tuple[float, int, int]]:
+    s, cat = task.sessions, task.catalog
+    out = []
+    for j in range(int(s.dev_ptr[dv]), int(s.dev_ptr[dv + 1])):
+        if lo <= s.ts[j] < hi:
+            st, pk = int(s.sticker[j]), int(s.package[j])
+            out.append((float(s.ts[j]), int(cat.sticker_ids[st]) if st >= 0 else -1,
+                        int(cat.package_ids[pk]) if pk >= 0 else -1))
+    return out
+
+
+def test_the_store_holds_exactly_the_sends_the_device_made(task: RowTask, tmp_path: Path
+                                                           ) -> None:
+    dv = _typing_device(task)
+    start, end = task.split.validation_start, task.split_ts
+    app = task.device_app(dv, tmp_path / "d.sqlite3")
+    store = app.store
+    past = _sends(task, dv, -np.inf, start)
+    assert [(x.ts, x.sticker_id, x.package_id) for x in store.sends()] == past
+    assert store.rows() == []  # installing logs the past; no row was shown yet
+    theta = _theta(task)
+    first = app.use(0, 2, theta, 7)
+    mid = start + (end - start) / 2
+    assert first == len(_sends(task, dv, start, mid))
+    second = app.use(1, 2, theta, 8)
+    typed = _sends(task, dv, start, end)
+    assert first + second == len(typed) >= 3
+    logged = store.sends()
+    assert [(x.ts, x.sticker_id, x.package_id) for x in logged] == past + typed
+    rows = store.rows()
+    assert len(rows) == len(typed)
+    assert [v for _, v, _, _ in rows] == [7] * first + [8] * second
+    assert all(shown.size == task.config.top_k for _, _, shown, _ in rows)
+    for (_, _, shown, hit), (_, sticker, _) in zip(rows, typed, strict=True):
+        assert hit == (sticker in shown.tolist())
+    # the on-device counts: one per send, by sticker
+    by_hand = Counter(st for _, st, _ in past + typed)
+    assert {st: n for st, (n, _) in store.counts().items()} == dict(by_hand)
+    # a third step types nothing new; a reopened store resumes after its last send
+    assert app.use(1, 2, theta, 8) == 0
+    app.close()
+    again = task.device_app(dv, tmp_path / "d.sqlite3")
+    assert len(again.store.sends()) == len(past) + len(typed)
+    assert again.use(1, 2, theta, 9) == 0
+    again.close()
+
+
+def test_the_row_computed_on_the_device_equals_the_in_process_row(task: RowTask,
+                                                                  tmp_path: Path) -> None:
+    dv = _typing_device(task)
+    start, end = task.split.validation_start, task.split_ts
+    theta = _theta(task)
+    app = task.device_app(dv, tmp_path / "d.sqlite3")
+    app.use(0, 1, theta, 1)
+    device_rows = [shown for _, _, shown, _ in app.store.rows()]
+    app.close()
+    # in process: the task's own arrays, the same sends, the same embedding (the fold-in
+    # of the sends before the span), the same weights
+    s = task.sessions
+    idx = np.arange(s.dev_ptr[dv], s.dev_ptr[dv + 1])
+    emit = np.zeros(s.n_sessions, bool)
+    emit[idx[(s.ts[idx] >= start) & (s.ts[idx] < end)]] = True
+    imp = walk_impressions(s, task.catalog, task.config.row, np.array([dv]), emit,
+                           np.ones(s.n_sessions, bool), task.config.row.cap)
+    before = idx[s.ts[idx] < start]
+    users = fold_in(np.zeros(before.size, np.int64), s.sent_row[before], 1, task._factors,
+                    task._gram, task._reg, task._alpha)
+    scores = row_scores(theta, task.layout, users, imp, task.catalog.pk_factor)
+    expected = []
+    for e in range(imp.n_impressions):
+        lo, hi = imp.ptr[e], imp.ptr[e + 1]
+        top = np.argsort(-scores[lo:hi], kind="stable")[: task.config.top_k]
+        expected.append(task.catalog.sticker_ids[imp.sticker[lo:hi][top]])
+    assert len(device_rows) == len(expected) >= 3
+    for got, want in zip(device_rows, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    # not a constant row: the scores order the candidates
+    assert len({tuple(r.tolist()) for r in device_rows}) > 1
+
+
+def test_local_training_reads_the_store(task: RowTask, tmp_path: Path) -> None:
+    dv = _typing_device(task)
+    theta = _theta(task, 5)
+    # the store holds every send before the end of training: the same examples as the
+    # task's in-process local training of that device
+    app = task.device_app(dv, tmp_path / "d.sqlite3", start_s=task.split_ts)
+    delta = app.train(theta)
+    stored = app.store.get("embedding")
+    state = task.device_state()
+    try:
+        result = task.local_train(theta, np.array([dv]), np.random.default_rng(0))
+        assert delta is not None and int(result.n_examples[0]) > 0
+        np.testing.assert_allclose(delta, result.deltas[0], rtol=0, atol=1e-6)
+        assert stored is not None
+        np.testing.assert_allclose(np.frombuffer(stored, "<f4"), task.user_state[dv],
+                                   rtol=0, atol=1e-6)
+    finally:
+        task.load_device_state(state)
+    # the next training starts from the stored embedding, not the fold-in again
+    np.testing.assert_array_equal(app.embedding()[0], np.frombuffer(stored, "<f4"))
+    app.close()
+    # an empty store (everything after the span start) has nothing to train on
+    s = task.sessions
+    first = float(s.ts[s.dev_ptr[dv]])
+    empty = task.device_app(dv, tmp_path / "e.sqlite3", start_s=first)
+    assert empty.store.sends() == [] and empty.train(theta) is None
+    empty.close()
+    held = int(np.flatnonzero(task.validation)[0])
+    held_app = task.device_app(held, tmp_path / "h.sqlite3")
+    assert held_app.train(theta) is None  # held-out devices never train
+    held_app.close()
+
+
+def test_hit_at_5_of_the_devices_own_keyboards_equals_evaluate(task: RowTask,
+                                                               tmp_path: Path) -> None:
+    theta = _theta(task, 11)
+    held = np.unique(task.sessions.device[task.eval_window])[:40]
+    hits = impressions = 0.0
+    for dv in held.tolist():
+        app = task.device_app(dv, tmp_path / f"{dv}.sqlite3")
+        counts = app.evaluate(theta)
+        hits += counts.get("hits", 0.0)
+        impressions += counts.get("impressions", 0.0)
+        assert app.store.rows() == []  # evaluating shows nothing and stores nothing
+        app.close()
+    metrics = task.evaluate_sessions(theta, held, task.eval_window)
+    assert impressions == metrics["eval_sessions"] > 0
+    assert hits / impressions == pytest.approx(metrics["hit@5"], abs=1e-12)
+    training = task.device_app(_typing_device(task), tmp_path / "t.sqlite3")
+    assert training.evaluate(theta) == {}
+    training.close()
+
+
+# ---------------------------------------------------------------------------- over HTTP
+
+
+class _Recording(HttpTransport):
+    """The real transport, keeping every request it sends."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, timeout_s=20)
+        self.sent: list[tuple[str, str, dict[str, str], Any]] = []
+
+    def request(self, method: str, path: str, body: Any = None, *,
+                headers: dict[str, str] | None = None) -> HttpResponse:
+        self.sent.append((method, path, dict(headers or {}), body))
+        return super().request(method, path, body, headers=headers)
+
+
+@pytest.fixture
+def keyboard_server(tiny_var: Path, task: RowTask, tmp_path: Path,
+                    monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
+    var = tmp_path / "var"
+    shutil.copytree(tiny_var, var)
+    cfg = {"enabled": True, "model": "zeros", "n_parameters": task.n_parameters,
+           "checkin_s": 60.0, "stage_s": 30.0, "min_clients": 4, "max_clients": 5,
+           "tick_interval_s": 0.1, "max_stage_extensions": 3, "noise_multiplier": 0.5,
+           "n_max": 100, "tokens_per_day": 5}
+    (tmp_path / "secure.json").write_text(json.dumps(cfg))
+    monkeypatch.setenv("STICKERS_SECURE_CONFIG", str(tmp_path / "secure.json"))
+    app = create_app({"var": var, "reload_interval_s": 0})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", var
+    finally:
+        server.shutdown()
+        app.extensions["sticker_secure_rounds"].close()
+
+
+def test_a_keyboard_round_over_http_sends_nothing_of_its_store(
+        task: RowTask, keyboard_server: tuple[str, Path], tmp_path: Path) -> None:
+    url, _ = keyboard_server
+    trainers = [dv for dv in range(task.n_devices) if not task.validation[dv]]
+    apps, clients = [], []
+    for dv in trainers:
+        if len(apps) == 5:
+            break
+        probe = task.device_app(dv, tmp_path / f"probe{dv}.sqlite3")
+        learns = probe.train(task.initial_parameters()) is not None
+        probe.close()
+        if not learns:  # nothing to learn from: it would sit the round out
+            continue
+        app = task.device_app(dv, tmp_path / f"d{dv}.sqlite3")
+        transport = _Recording(url)
+        client = DeviceClient(transport, DeviceStore(app.store.path), app.train)
+        client.enrol()
+        client.refill_tokens(1)
+        version, params = client.sync_model()
+        app.sync(transport)
+        app.use(0, 1, params, version)
+        apps.append(app)
+        clients.append(client)
+    assert len(apps) == 5
+    assert all(app.store.get("embedding") is None for app in apps)
+    # the bundle came once; a second sync is a 304 (ETag)
+    assert apps[0].store.get("bundle_etag") and apps[0].bundle_bytes > 0
+    apps[0].sync(clients[0].transport)
+    assert apps[0].bundle_bytes == len(apps[0].store.get("bundle") or b"")
+    results: list[Any] = [None] * len(clients)
+
+    def go(i: int) -> None:
+        results[i] = clients[i].participate(deadline_s=120)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(clients))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert all(r.status == "completed" for r in results), [r.detail for r in results]
+    # the server's sum is the sum of the devices' reports
+    round_ = results[0].round
+    body = HttpTransport(url).request("GET", f"/v1/secure/rounds/{round_}").body
+    for _ in range(100):
+        if body["status"] != "open":
+            break
+        threading.Event().wait(0.2)
+        body = HttpTransport(url).request("GET", f"/v1/secure/rounds/{round_}").body
+    assert body["status"] == "aggregated"
+    total = np.frombuffer(base64.b64decode(body["outcome"]["sum"]), "<u4")
+    np.testing.assert_array_equal(total, modular_sum(np.stack([r.report for r in results]),
+                                                     32))
+    # nothing of the store in any request: bodies carry only the protocol's fields, and
+    # none holds the embedding, a send's time or the store's bytes
+    for app, client in zip(apps, clients, strict=True):
+        transport = client.transport
+        assert isinstance(transport, _Recording)
+        embedding = app.store.get("embedding")
+        assert embedding  # trained during the round, kept on the device
+        secrets = [base64.b64encode(embedding).decode(), embedding.hex()]
+        secrets += [repr(x.ts) for x in app.store.sends()]
+        for _, path, headers, request_body in transport.sent:
+            assert path.startswith(("/v1/secure/", "/v1/clusters/"))
+            if request_body is not None:
+                assert set(request_body) <= {"blinded", "token", "message"}, request_body
+            text = json.dumps([path, headers, request_body])
+            for secret in secrets:
+                assert secret not in text
+        app.close()
+        client.store.close()
