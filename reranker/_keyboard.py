@@ -33,6 +33,7 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -284,10 +285,21 @@ class KeyboardApp:
     held_out : bool
         A validation device: it never trains; its sends in the span are evaluated
         (:meth:`evaluate`), not typed during the run.
+
+    Attributes
+    ----------
+    bundle_check_s : float
+        How often :meth:`sync` asks the server for a newer bundle (on ``clock``; a phone
+        checks for app data updates about daily, not before every round).
+    clock : callable
+        The device's Unix time.
     """
+
+    bundle_check_s: float = 86400.0
 
     def __init__(self, bundle: KeyboardBundle, path: Path, user: _User, *, start_s: float,
                  end_s: float, held_out: bool) -> None:
+        self.clock = time.time
         self.bundle = bundle
         self.store = KeyboardStore(path)
         self._user = user
@@ -450,7 +462,8 @@ class KeyboardApp:
 
     def sync(self, transport: HttpTransport) -> None:
         """Download the cluster's bundle for the keyboard language if it changed (ETag)
-        and check it is for the installed stage-1 version.
+        and check it is for the installed stage-1 version; at most once per
+        ``bundle_check_s`` (the time of the last check is kept in the store).
 
         Raises
         ------
@@ -458,12 +471,17 @@ class KeyboardApp:
             The server's bundle is for another stage-1 version than the one the keyboard
             computes with.
         """
+        checked = self.store.get("bundle_checked_at")
+        now = self.clock()
+        if checked is not None and now - float(checked) < self.bundle_check_s:
+            return
         etag = self.store.get("bundle_etag")
         headers = {"If-None-Match": etag.decode()} if etag else {}
         answer = transport.request(
             "GET", f"/v1/clusters/{self.cluster}/bundle?language={self.bundle.language}",
             headers=headers)
         if answer.status == 304:
+            self.store.put("bundle_checked_at", repr(now).encode())
             return
         with zipfile.ZipFile(io.BytesIO(answer.raw)) as archive:
             # the zip's index (serving's BUNDLE_INDEX): versions and every file's sha256
@@ -473,6 +491,7 @@ class KeyboardApp:
                                 f"the keyboard's is {self.bundle.stage1_version!r}")
         self.store.put("bundle", answer.raw)
         self.store.put("bundle_etag", answer.headers["etag"].encode())
+        self.store.put("bundle_checked_at", repr(now).encode())
         self.bundle_bytes += len(answer.raw)
 
     def use(self, step: int, steps: int, parameters: np.ndarray, model_version: int) -> int:

@@ -250,9 +250,18 @@ def test_a_keyboard_round_over_http_sends_nothing_of_its_store(
         clients.append(client)
     assert len(apps) == 5
     assert all(app.store.get("embedding") is None for app in apps)
-    # the bundle came once; a second sync is a 304 (ETag)
+    # the bundle came once; within a day no request, after it a 304 (ETag)
+    transport0 = clients[0].transport
+    assert isinstance(transport0, _Recording)
     assert apps[0].store.get("bundle_etag") and apps[0].bundle_bytes > 0
-    apps[0].sync(clients[0].transport)
+    sent = len(transport0.sent)
+    apps[0].sync(transport0)
+    assert len(transport0.sent) == sent
+    apps[0].clock = lambda: 2e10
+    apps[0].sync(transport0)
+    assert len(transport0.sent) == sent + 1
+    assert transport0.sent[-1][2]["If-None-Match"] == (apps[0].store.get("bundle_etag")
+                                                       or b"").decode()
     assert apps[0].bundle_bytes == len(apps[0].store.get("bundle") or b"")
     results: list[Any] = [None] * len(clients)
 
