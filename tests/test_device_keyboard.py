@@ -209,7 +209,7 @@ def keyboard_server(tiny_var: Path, task: RowTask, tmp_path: Path,
     var = tmp_path / "var"
     shutil.copytree(tiny_var, var)
     cfg = {"enabled": True, "model": "zeros", "n_parameters": task.n_parameters,
-           "checkin_s": 60.0, "stage_s": 30.0, "min_clients": 4, "max_clients": 5,
+           "checkin_s": 30.0, "stage_s": 30.0, "min_clients": 4, "max_clients": 5,
            "tick_interval_s": 0.1, "max_stage_extensions": 3, "noise_multiplier": 0.5,
            "n_max": 100, "tokens_per_day": 5}
     (tmp_path / "secure.json").write_text(json.dumps(cfg))
@@ -304,3 +304,38 @@ def test_a_keyboard_round_over_http_sends_nothing_of_its_store(
                 assert secret not in text
         app.close()
         client.store.close()
+
+
+def test_a_population_of_keyboards_over_http(task: RowTask, keyboard_server: tuple[str, Path],
+                                             tmp_path: Path) -> None:
+    """``run_population`` with the task's device app: every device types its sends into its
+    own store between rounds, trains from it, and the held-out ones measure themselves."""
+    from federated.device import run_population
+
+    url, _ = keyboard_server
+    n = 40
+    metrics: dict[str, dict[str, float]] = {}
+    records = run_population(url, task, n=n, rounds=2, workdir=tmp_path / "devices",
+                             drop_after_share=0.0, drop_after_mask=0.0, seed=4,
+                             poll_interval_s=0.2, round_timeout_s=120,
+                             app_metrics=metrics)
+    assert len(records) == 2
+    for r in records:
+        assert r.status == "aggregated" and r.exact_sum is True, r
+        # devices with nothing to train on sit out; everyone else in the cohort
+        # (max_clients 5) or refused because it was full
+        assert r.no_data >= 1 and r.participants == 5
+    starts = task.split.validation_start
+    typed = 0
+    for i in range(n):
+        path = tmp_path / "devices" / f"device-{i:05d}.sqlite3"
+        app = task.device_app(i, path)
+        sends = app.store.sends()
+        assert [(x.ts, x.sticker_id) for x in sends] == [
+            (ts, st) for ts, st, _ in _sends(task, i, -np.inf,
+                                             task.split_ts if not task.validation[i] else starts)]
+        typed += len(app.store.rows())
+        app.close()
+    assert typed == sum(r.app_uses for r in records) > 0
+    # the held-out keyboards measured the same sessions before and after
+    assert metrics["before"]["impressions"] == metrics["after"]["impressions"] > 0
