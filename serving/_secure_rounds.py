@@ -744,8 +744,11 @@ class SecureRounds:
         if self.config.model == "reranker" and base_artifact is not None:
             assert self.var is not None
             if artifact is None:
-                artifact = self._publish(np.frombuffer(params_raw, np.float32).copy(),
-                                         base_artifact, version, int(round_))
+                # a crash after publishing but before recording the name left the version
+                # on disk: it is this candidate's, recovered rather than published twice
+                artifact = (self._published(version, int(round_), base_artifact)
+                            or self._publish(np.frombuffer(params_raw, np.float32).copy(),
+                                             base_artifact, version, int(round_)))
                 with transaction(conn):
                     conn.execute("UPDATE models SET artifact=? WHERE model_version=?",
                                  (artifact, version))
@@ -764,6 +767,40 @@ class SecureRounds:
             if conn.execute("SELECT 1 FROM secure_rounds WHERE status='open'").fetchone() is None:
                 self._open_round(conn, self.clock())
         return {"model_version": version, "round": round_, **decision}
+
+    def _published(self, version: int, round_: int, base_artifact: str) -> str | None:
+        """The reranker version this candidate published before a crash, if any.
+
+        A version is this candidate's when its manifest's ``server_round`` names the same
+        model version, round and base version with the source ``secure``, and its files
+        verify (a version is published by an atomic rename, so a crash leaves it whole
+        or absent).
+        """
+        from data import ArtifactError, read_manifest
+
+        assert self.var is not None
+        kind_dir = self.var / RERANKER
+        if not kind_dir.is_dir():
+            return None
+        for path in sorted(kind_dir.iterdir(), reverse=True):
+            try:
+                parameters = json.loads((path / "manifest.json").read_text())["parameters"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            made = parameters.get("server_round") if isinstance(parameters, dict) else None
+            if not (isinstance(made, dict) and made.get("model_version") == version
+                    and made.get("round") == round_
+                    and made.get("base_version") == base_artifact
+                    and (made.get("metrics") or {}).get("source") == SECURE):
+                continue
+            try:
+                read_manifest(path, verify=True, kind=RERANKER)
+            except ArtifactError:  # a damaged copy is not reused
+                continue
+            log.warning("secure candidate recovered after a crash", model_version=version,
+                        round=round_, artifact=path.name)
+            return path.name
+        return None
 
     def _publish(self, params: np.ndarray, base_artifact: str, version: int,
                  round_: int) -> str:

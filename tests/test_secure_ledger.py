@@ -264,3 +264,52 @@ def test_secure_aggregate_goes_through_the_promotion_policy(real_var: Path,
     assert _engine(real_var / "secure", clock, var=real_var, model="reranker",
                    evaluate=evaluate, noise_multiplier=0.3,
                    target_epsilon=None).decide_pending() == []
+
+
+def test_a_candidate_published_before_a_crash_is_recovered_not_published_twice(
+        real_var: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash between publishing the candidate's reranker version and recording its name:
+    the next decision finds that version (same model version, round and base, files
+    verified) and decides it; no second copy, no orphan."""
+    clock = Clock()
+    kind_dir = real_var / "reranker"
+    base = data.resolve_artifact(kind_dir, "latest").name
+    n_parameters = int(np.load(kind_dir / base / "global_weights.npy").shape[0])
+
+    def evaluate(var: Path, version: str) -> float:
+        return 0.5 if version == base else 0.6
+
+    def engine() -> SecureRounds:
+        return _engine(real_var / "secure", clock, var=real_var, model="reranker",
+                       evaluate=evaluate, noise_multiplier=0.3, target_epsilon=None)
+
+    first = engine()
+    first.tick()
+    deltas = np.random.default_rng(1).normal(0, 0.02, (5, n_parameters)).astype(np.float32)
+    assert _reranker_round(first, clock, 0, deltas)["status"] == "aggregated"
+    versions_before = {p.name for p in kind_dir.iterdir() if p.is_dir()}
+    published: list[str] = []
+    real_publish = SecureRounds._publish
+
+    def publish_then_crash(self: SecureRounds, *args: object) -> str:
+        published.append(real_publish(self, *args))  # type: ignore[arg-type]
+        raise KeyboardInterrupt("power lost before the name was recorded")
+
+    monkeypatch.setattr(SecureRounds, "_publish", publish_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        first.decide_pending()
+    monkeypatch.setattr(SecureRounds, "_publish", real_publish)
+    [orphan] = published
+    assert {p.name for p in kind_dir.iterdir() if p.is_dir()} == versions_before | {orphan}
+    row = first._conn().execute("SELECT artifact, status FROM models WHERE model_version=1"
+                                ).fetchone()
+    assert row == (None, "candidate")  # the name never reached the store
+    # the restarted server (the dead claim is this process's own: taken over)
+    [decided] = engine().decide_pending()
+    assert decided["version"] == orphan and decided["promoted"] is True
+    assert {p.name for p in kind_dir.iterdir() if p.is_dir()} == versions_before | {orphan}
+    assert data.resolve_artifact(kind_dir, "latest").name == orphan
+    # a damaged copy is not taken for the candidate's
+    assert engine()._published(1, 0, base) == orphan
+    (kind_dir / orphan / "global_weights.npy").write_bytes(b"damaged")
+    assert engine()._published(1, 0, base) is None
