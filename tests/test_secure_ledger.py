@@ -313,3 +313,62 @@ def test_a_candidate_published_before_a_crash_is_recovered_not_published_twice(
     assert engine()._published(1, 0, base) == orphan
     (kind_dir / orphan / "global_weights.npy").write_bytes(b"damaged")
     assert engine()._published(1, 0, base) is None
+
+
+def test_plain_rounds_after_secure_rounds_are_charged_device_local_for_every_round(
+        real_var: Path, tmp_path: Path) -> None:
+    """Decision (#18): a plain HTTP round shows the server each upload, so its budget kind
+    is ``device_local`` over every round of the lineage — the secure rounds included at
+    their own device-local cost, a valid bound on what their sums reveal (a sum is a
+    function of the uploads). Their ``secure_sum`` figure cannot stand in: its
+    assumption (a secret Poisson sampling coin) is not met by devices that choose when
+    to check in. So once secure rounds have spent the device_local budget, the plain
+    round is refused (naming device_local) and nothing is recorded; before them it
+    opened."""
+    from federated import FederatedConfig
+    from serving import UpdateStore, aggregate_round, open_next_round
+    from serving.rounds import BudgetExhaustedError
+
+    kind_dir = real_var / "reranker"
+    base = data.resolve_artifact(kind_dir, "latest").name
+    lineage = lineage_of(real_var, base)
+    n_parameters = int(np.load(kind_dir / base / "global_weights.npy").shape[0])
+    secure = SecureRoundsConfig.model_validate({**BASE, "model": "reranker",
+                                                "noise_multiplier": 1.0,
+                                                "target_epsilon": None})
+    recipe = RoundRecipe.from_config(secure.federated(), n_parameters, secure=True)
+
+    def plain(target: float | None) -> FederatedConfig:
+        return FederatedConfig.model_validate({
+            "rounds": {"min_reports": 2, "max_examples": 100, "deadline_s": 300.0,
+                       "sampling_rate": 0.05, "max_uploads_per_day": 100},
+            "privacy": {"clip_norm": 1.0, "noise_multiplier": 20.0, "target_epsilon": target,
+                        "budget_kind": "device_local", "delta": 1e-6}})
+
+    ledger_path = real_var / "serving" / "privacy_ledger.sqlite3"
+    ledger_path.parent.mkdir(exist_ok=True)
+    with UpdateStore(ledger_path.parent / "updates.sqlite3") as store:
+        spec = open_next_round(store, real_var, base, config=plain(None), now=T0)
+        assert spec is not None
+        aggregate_round(store, real_var, spec.round, config=plain(None), publish=None,
+                        now=T0 + 400)
+        with ServerLedger(ledger_path) as ledger:
+            before = ledger.report(lineage, plain(None))["epsilon"]["device_local"]
+            for r in range(3):  # secure rounds of the same lineage (their own budget kind)
+                ledger.open_round(lineage, SECURE, r, RoundPrivacyEvent.from_recipe(recipe, 0),
+                                  opened_at=T0 + 1000 + r, config=recipe.config)
+            after = ledger.report(lineage, plain(None))["epsilon"]
+        target = (before + after["device_local"]) / 2
+        # without the secure rounds a second plain round (sigma 20) fits the target
+        with ServerLedger(ledger_path) as ledger:
+            kept = [e.event for e in ledger.entries(lineage) if e.source != SECURE]
+        without = PrivacyLedger(events=(*kept, kept[-1]), max_uploads_per_day=100)
+        assert DevicePrivacyAccountant(delta=1e-6).epsilon(without, "device_local") < target
+        # with them it does not; secure_sum would have let it through
+        assert after["secure_sum"] < target < after["device_local"]
+        with pytest.raises(BudgetExhaustedError, match="device_local"):
+            open_next_round(store, real_var, base, config=plain(target), now=T0 + 2000)
+        assert store.current_round() is None
+        with ServerLedger(ledger_path) as ledger:
+            assert [(e.source, e.round) for e in ledger.entries(lineage)][-4:] == [
+                ("http", spec.round), (SECURE, 0), (SECURE, 1), (SECURE, 2)]
