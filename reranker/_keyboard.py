@@ -11,8 +11,8 @@ device's own SQLite file (:class:`KeyboardStore`, beside the protocol client's t
 - ``keyboard_rows``: the row the keyboard showed at each send (model version, the
   sticker ids shown, whether the sent one was among them);
 - ``keyboard_counts`` (a view): sends and last use per sticker — the on-device counts;
-- ``keyboard_profile``: cluster, subscriber flag, the personal embedding, the downloaded
-  bundle and its ETag.
+- ``keyboard_profile``: cluster, keyboard language, subscriber flag, the personal
+  embedding, the downloaded bundle and its ETag.
 
 The row at each send is computed from the store alone: the device's earlier sends and
 holdings give the history features (:func:`reranker._sessions.walk_impressions` over a
@@ -34,6 +34,7 @@ import io
 import json
 import sqlite3
 import time
+import weakref
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -228,7 +229,7 @@ class KeyboardBundle:
         No send at or after this time is trained on.
     stage1_version : str
     language : str
-        The keyboard language the bundle is downloaded for.
+        The default keyboard language (a device keeps its own in its store).
     """
 
     catalog: StickerCatalog
@@ -258,6 +259,21 @@ class KeyboardBundle:
     def row(self) -> RowConfig:
         """Candidates and features."""
         return self.config.row
+
+
+_LANGUAGES: weakref.WeakKeyDictionary[Any, dict[int, str]] = weakref.WeakKeyDictionary()
+
+
+def _keyboard_languages(task: Any) -> dict[int, str]:
+    """User id → keyboard language (the users table's, when it has a keyword index);
+    read once per task."""
+    if task not in _LANGUAGES:
+        users = task.context.dataset.table("users")
+        served = set(task.context.languages)
+        _LANGUAGES[task] = ({int(u): str(lang) for u, lang in zip(
+            users["user_id"].to_list(), users["language"].to_list(), strict=True)
+            if lang in served} if "language" in users.columns else {})
+    return _LANGUAGES[task]
 
 
 @dataclass
@@ -346,6 +362,8 @@ class KeyboardApp:
                 store.put("cluster", str(int(s.cluster[device])).encode())
                 store.put("subscriber", b"1" if bool(s.subscriber[device]) else b"0")
                 store.put("held_out", b"1" if bool(task.validation[device]) else b"0")
+                store.put("language", _keyboard_languages(task).get(
+                    int(s.user_ids[device]), str(task.context.languages[0])).encode())
             logged = store.sends()
             # a reopened store: the user resumes after its last logged send
             done_until = (float(np.nextafter(logged[-1].ts, np.inf))
@@ -477,9 +495,9 @@ class KeyboardApp:
             return
         etag = self.store.get("bundle_etag")
         headers = {"If-None-Match": etag.decode()} if etag else {}
+        language = (self.store.get("language") or self.bundle.language.encode()).decode()
         answer = transport.request(
-            "GET", f"/v1/clusters/{self.cluster}/bundle?language={self.bundle.language}",
-            headers=headers)
+            "GET", f"/v1/clusters/{self.cluster}/bundle?language={language}", headers=headers)
         if answer.status == 304:
             self.store.put("bundle_checked_at", repr(now).encode())
             return

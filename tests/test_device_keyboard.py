@@ -74,6 +74,11 @@ def test_the_store_holds_exactly_the_sends_the_device_made(task: RowTask, tmp_pa
     past = _sends(task, dv, -np.inf, start)
     assert [(x.ts, x.sticker_id, x.package_id) for x in store.sends()] == past
     assert store.rows() == []  # installing logs the past; no row was shown yet
+    users = task.context.dataset.table("users")
+    language = users["language"].to_list()[users["user_id"].to_list().index(
+        int(task.sessions.user_ids[dv]))]
+    assert language in task.context.languages
+    assert store.get("language") == language.encode()  # the keyboard's own language
     theta = _theta(task)
     first = app.use(0, 2, theta, 7)
     mid = start + (end - start) / 2
@@ -295,6 +300,9 @@ def test_a_keyboard_round_over_http_sends_nothing_of_its_store(
         assert embedding  # trained during the round, kept on the device
         secrets = [base64.b64encode(embedding).decode(), embedding.hex()]
         secrets += [repr(x.ts) for x in app.store.sends()]
+        bundle_path = (f"/v1/clusters/{app.cluster}/bundle?language="
+                       f"{(app.store.get('language') or b'').decode()}")
+        assert [p for _, p, _, _ in transport.sent if "/bundle" in p][:1] == [bundle_path]
         for _, path, headers, request_body in transport.sent:
             assert path.startswith(("/v1/secure/", "/v1/clusters/"))
             if request_body is not None:
