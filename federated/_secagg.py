@@ -100,8 +100,6 @@ __all__ = [
     "UnmaskRequest",
     "UnmaskShares",
     "choose_degree_and_threshold",
-    "expand_mask",
-    "harary_neighbours",
     "run_secagg_round",
     "survivor_bitmap",
     "survivor_ids",

@@ -31,7 +31,7 @@ from reranker._sessions import (
     walk_impressions,
 )
 
-__all__ = ["RowReplay"]
+__all__ = ["RowReplay", "with_exploration"]
 
 
 class RowReplay:
@@ -110,7 +110,7 @@ class RowReplay:
             self._last = (key, *self._score(theta, layout, users, session, signature, matches))
         _, out_s, out_i, new = self._last
         if explore_slots > 0:
-            return _with_exploration(out_s, new, k, explore_slots), out_i
+            return with_exploration(out_s, new, k, explore_slots), out_i
         return out_s, out_i
 
     def _score(self, theta: np.ndarray, layout: ParameterLayout, users: np.ndarray,
@@ -226,7 +226,7 @@ class _Walked:
     new: np.ndarray
 
 
-def _with_exploration(scores: np.ndarray, new: np.ndarray, k: int, slots: int) -> np.ndarray:
+def with_exploration(scores: np.ndarray, new: np.ndarray, k: int, slots: int) -> np.ndarray:
     """Scores (B, L) that order each keystroke's candidates as its row with exploration.
 
     Parameters

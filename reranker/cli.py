@@ -29,7 +29,7 @@ from reranker._onnx import OnnxScorer, export_onnx
 from reranker._row_task import RowTask, RowTaskConfig, make_row_task
 from reranker._suggest import BUNDLE_BUDGET_BYTES, Suggester
 
-__all__ = ["reranker"]
+__all__ = ["epsilon_headline", "reranker"]
 
 EVALUATE_DEVICES = 3000
 """Validation devices of ``reranker evaluate`` when neither a flag nor the config sets it."""
@@ -261,15 +261,18 @@ def evaluate_cmd(cli: CLIContext, versions: tuple[str, ...], central_versions: t
     for version, kind_dir in models:
         artifact = RerankerArtifact.load(cli.var, version, kind_dir=kind_dir)
         metrics = task.evaluate(artifact.weights)
-        rows.append((f"{kind_dir}/{artifact.version}", _epsilon(artifact.privacy),
+        rows.append((f"{kind_dir}/{artifact.version}", epsilon_headline(artifact.privacy),
                      metrics[key], metrics["hit@1"], metrics["mrr"]))
     print_table(f"validation metrics ({int(baseline['eval_sessions'])} sessions of "
                 f"{task.eval_devices.size} validation devices)",
                 ["model", "ε headline (δ)", key, "hit@1", "mrr"], rows)
 
 
-def _epsilon(privacy: dict[str, object]) -> str:
-    """The headline guarantee (assumption met) as ``ε kind (δ)``, or why there is none."""
+def epsilon_headline(privacy: dict[str, object]) -> str:
+    """The headline guarantee (assumption met) as ``ε kind (δ)``, or why there is none.
+
+    What ``stickers reranker evaluate`` prints for a version's ``privacy.json`` record.
+    """
     if not privacy.get("guarantees"):
         return "∞ (not private)"
     try:

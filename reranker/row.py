@@ -3,11 +3,13 @@
 :class:`reranker.RowTask` trains and evaluates the row, :class:`reranker.RowReplay` replays
 it keystroke by keystroke and :meth:`reranker.Suggester.rank_row` shows it; this submodule
 is for tests and code that assembles rows itself: the sticker catalogue and a device's
-compact view of it, the candidates of one keystroke, the row's scores and hits, the
-sessions and impressions built from a private log, and the pipeline's time split.
+compact view of it, the candidates of one keystroke, the row's scores and hits, its
+ordering with exploration slots (what the A/B report scores), the sessions and
+impressions built from a private log, and the pipeline's time split.
 """
 
 from reranker._row import HISTORY_FEATURE_NAMES, CatalogView, StickerCatalog, sticker_candidates
+from reranker._row_replay import with_exploration
 from reranker._row_task import PipelineSplit, pipeline_split, row_hits, row_scores
 from reranker._sessions import (
     RowImpressions,
@@ -35,4 +37,5 @@ __all__ = [
     "split_time",
     "sticker_candidates",
     "walk_impressions",
+    "with_exploration",
 ]

@@ -12,7 +12,7 @@ from serving._metrics import ServingMetrics
 from serving._openapi import openapi_document
 from serving._privacy import privacy_statement
 from serving._requests import SuggestRequest, parse_body
-from serving._state import ServingState
+from serving._state import ServingState, freeze_heap
 
 __all__ = [
     "GunicornServer",
@@ -22,6 +22,7 @@ __all__ = [
     "SuggestEncoder",
     "SuggestRequest",
     "enable_multiprocess_metrics",
+    "freeze_heap",
     "openapi_document",
     "parse_body",
     "privacy_statement",

@@ -4,8 +4,9 @@
 the app's secure routes run SecAgg+ rounds; this submodule is for tests and tools that
 drive them step by step: the federated config of a round, its opening record in the
 server's persistent privacy ledger and the privacy after it, the ledger itself and its
-budget policy, the secure round engine and its config, the reranker publisher that turns
-an aggregate into a version, and the update store's round spec and refusals.
+budget policy, the secure round engine, its config and its ledger source (:data:`SECURE`),
+the reranker publisher that turns an aggregate into a version, and the update store's
+round spec and refusals.
 """
 
 from serving._ledger import (
@@ -24,10 +25,11 @@ from serving._rounds import (
     record_round_opening,
     server_ledger,
 )
-from serving._secure_rounds import SecureRounds, SecureRoundsConfig
+from serving._secure_rounds import SECURE, SecureRounds, SecureRoundsConfig
 from serving._store import RoundSpec, StoreRejectedError, update_digest
 
 __all__ = [
+    "SECURE",
     "AggregationResult",
     "BudgetExhaustedError",
     "BudgetPolicy",

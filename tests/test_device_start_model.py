@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from data import read_manifest, resolve_artifact
 from data.cli import main
 from federated import TaskContext, load_task
-from serving._ledger import lineage_of, simulated_events
+from serving.rounds import lineage_of, simulated_events
 
 
 def test_start_model_publishes_the_initial_parameters_as_latest(tiny_var: Path,

@@ -118,7 +118,7 @@ def test_platform_errors_derive_from_its_own_base_not_from_data() -> None:
 
     import data
     import federated
-    import federated._secagg as secagg
+    import federated.secagg as secagg
 
     assert not issubclass(federated.FederatedError, data.StickerSuggestError)
     assert federated.FederatedError.__mro__[1] is Exception

@@ -83,3 +83,35 @@ def test_the_project_has_no_import_circle(monkeypatch: pytest.MonkeyPatch) -> No
     assert {m.split(".")[0] for m in graph} == set(PACKAGES)
     assert len(graph) > 100
     assert find_circle(graph) == [], f"import circle: {' -> '.join(find_circle(graph))}"
+
+
+def _public_modules() -> Iterator[str]:
+    """Every package face and public submodule (no ``_`` in its name) of the project."""
+    for package in PACKAGES:
+        if package == "bench":
+            continue
+        yield package
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            if len(parts) > 1 and not any(p.startswith("_") for p in parts):
+                yield ".".join(parts)
+
+
+def test_every_public_face_lists_names_it_defines() -> None:
+    """Each public module's ``__all__``: no private name, no repeat, every name defined."""
+    import importlib
+
+    faces = 0
+    for name in _public_modules():
+        module = importlib.import_module(name)
+        listed = getattr(module, "__all__", None)
+        if listed is None:
+            continue
+        faces += 1
+        assert len(listed) == len(set(listed)), (name, sorted(listed))
+        assert not [n for n in listed if n.startswith("_")], name
+        assert not [n for n in listed if not hasattr(module, n)], name
+    assert faces >= 20
+

@@ -31,7 +31,7 @@ from keyword_index import (
     MultilingualIndex,
     Normalizer,
 )
-from keyword_index._normalize import _REPEATS, _collapse_repeats, _translate_table
+from keyword_index.normalize import REPEATS, collapse_repeats, translate_table
 
 FIXTURE = Path(__file__).parent / "fixtures" / "keyword_index" / "cldr_excerpt.json"
 CONFIG = KeywordIndexConfig()
@@ -58,14 +58,14 @@ def _reference_split(text: str, language: str, config: KeywordIndexConfig,
     collapsed repeats, then word starts."""
     strip_accents = language in config.strip_accents_languages
     boundaries = language in config.word_boundary_languages
-    table = _translate_table(boundaries, strip_accents,
+    table = translate_table(boundaries, strip_accents,
                              language in config.fold_chinese_languages)
-    if config.collapse_repeats and _REPEATS.search(text):
-        text = _collapse_repeats(text)
+    if config.collapse_repeats and REPEATS.search(text):
+        text = collapse_repeats(text)
     s = unicodedata.normalize("NFKD" if strip_accents else "NFKC", text)
     s = s.casefold().translate(table)
     if config.collapse_repeats:
-        s = _collapse_repeats(s)
+        s = collapse_repeats(s)
     if not boundaries:
         return s, None
     norm = ""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reranker.cli import _epsilon
+from reranker.cli import epsilon_headline
 
 
 def _record(secure_sum_met: bool) -> dict[str, object]:
@@ -16,10 +16,10 @@ def _record(secure_sum_met: bool) -> dict[str, object]:
 
 
 def test_headline_is_the_strongest_met_guarantee() -> None:
-    assert _epsilon(_record(True)) == "3.59 secure_sum (1e-06)"
+    assert epsilon_headline(_record(True)) == "3.59 secure_sum (1e-06)"
     # the HTTP path's record: secure aggregation not in place, so the per-device bound
-    assert _epsilon(_record(False)) == "3.58e+03 device_local (1e-06)"
+    assert epsilon_headline(_record(False)) == "3.58e+03 device_local (1e-06)"
 
 
 def test_non_private_model_says_so() -> None:
-    assert _epsilon({"enabled": False, "epsilon": None}) == "∞ (not private)"
+    assert epsilon_headline({"enabled": False, "epsilon": None}) == "∞ (not private)"

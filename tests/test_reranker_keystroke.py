@@ -250,8 +250,7 @@ def test_report_exploration_ordering_equals_the_task_row(seed: int, k: int, slot
     """The A/B report's exploration arm shows the row :func:`row_hits` scores (the task's
     per-round metric): the sent sticker is in the top ``k`` of its ordering exactly when
     the task's row with the slot holds it."""
-    from reranker._row_replay import _with_exploration
-    from reranker.row import RowImpressions, row_hits
+    from reranker.row import RowImpressions, row_hits, with_exploration
 
     rng = np.random.default_rng(seed)
     e, width = 30, 12
@@ -274,7 +273,7 @@ def test_report_exploration_ordering_equals_the_task_row(seed: int, k: int, slot
     for i in range(e):
         scores[i, : sizes[i]] = flat[ptr[i]:ptr[i + 1]]
         new[i, : sizes[i]] = new_flat[ptr[i]:ptr[i + 1]]
-    ordered = _with_exploration(scores, new, k, slots)
+    ordered = with_exploration(scores, new, k, slots)
     assert np.isinf(ordered[scores == -np.inf]).all()
     for i in range(e):
         s = ordered[i, : sizes[i]]
@@ -283,7 +282,7 @@ def test_report_exploration_ordering_equals_the_task_row(seed: int, k: int, slot
         assert (rank < k) == bool(want[i])
     # without a slot the ordering is the scores' own (ties in candidate order)
     plain, _ = row_hits(flat, imp, k)
-    same = _with_exploration(scores, np.zeros_like(new), k, slots)
+    same = with_exploration(scores, np.zeros_like(new), k, slots)
     for i in range(e):
         s = same[i, : sizes[i]]
         p = pos[i]

@@ -2,7 +2,7 @@
 
 The compiled shortlist skips the pre-scores when the cap keeps every candidate, and the
 row's stable top-k insertion is one helper shared with the package path
-(:func:`reranker._kernels.push_top`). These tests hold both to a plain-Python reading of
+(:func:`reranker.kernels.push_top`). These tests hold both to a plain-Python reading of
 the documented rule on random small inputs: candidates in first-match order, each with
 its best label; protected (recently sent) stickers always kept up to the capacity; the
 rest by pre-score, ties in candidate order; kept ones listed in candidate order; the row
@@ -16,9 +16,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reranker import _kernels, _row_kernels
+from reranker import kernels
 
-NEVER = _row_kernels.NEVER
+NEVER = kernels.NEVER
 PRE_W = np.array([8.0, 4.0, 4.0, 2.0], np.float32)
 
 
@@ -73,7 +73,7 @@ def test_shortlist_keeps_what_the_rule_keeps(seed: int, n_st: int, n_pk: int, n_
     st_last = np.where(rng.random(n_st) < 0.3, rng.integers(0, 100, size=n_st),
                        NEVER).astype(np.float64)
     protect_after = 50.0
-    pk_flags = np.full(n_pk, _row_kernels.IN_STAGE1, np.int8)
+    pk_flags = np.full(n_pk, kernels.IN_STAGE1, np.int8)
     label_unit = rng.normal(size=(n_lab, 3)).astype(np.float32)
     stamp = np.zeros(2, np.int32)
     scratch = [np.zeros(n_st, np.int32), np.zeros(n_st, np.int32), np.zeros(n_pk, np.int32),
@@ -84,7 +84,7 @@ def test_shortlist_keeps_what_the_rule_keeps(seed: int, n_st: int, n_pk: int, n_
     keep = scratch[11]
     c_st = scratch[5]
     for _ in range(2):  # a second keystroke over the same scratch (stamps, not clears)
-        n, m, _total = _row_kernels._shortlist(
+        n, m, _total = kernels.shortlist(
             m_label, m_strength, m_kind, lab_ptr, lab_st, np.zeros(1, np.int32),
             np.zeros(0, np.int32), st_pk, np.zeros(n_st + 1, np.int32), np.zeros(0, np.int32),
             pk_prior, pk_flags, label_unit, v_st, v_pk, st_last, protect_after,
@@ -105,13 +105,13 @@ def test_the_row_is_the_stable_top_k(scores: list[int], limit: int, hidden: int)
     index = np.empty(limit, np.int64)
     m = 0
     for i in range(len(scores)):
-        m = _kernels.push_top(values, i, index, m, limit)
+        m = kernels.push_top(values, i, index, m, limit)
     assert index[:m].tolist() == want
     # the package path: candidates without a sticker (shown < 0) never enter the row
     shown = np.array([-1 if (hidden >> i) & 1 else i for i in range(len(scores))], np.int32)
     out = (np.empty(limit, np.int64), np.empty(limit, np.int64), np.empty(limit, np.float64))
     ids = np.arange(len(scores), dtype=np.int32) + 100
-    m = _kernels.top_candidates(values, shown, ids, limit, *out)
+    m = kernels.top_candidates(values, shown, ids, limit, *out)
     want = sorted((i for i in range(len(scores)) if shown[i] >= 0),
                   key=lambda i: (-values[i], i))[:limit]
     assert out[0][:m].tolist() == want and out[1][:m].tolist() == [i + 100 for i in want]

@@ -27,10 +27,9 @@ from federated import (
 )
 from federated.privacy import secure_noise_generator
 from federated.secagg import SecAggClient
-from serving._errors import ApiError
-from serving._ledger import ServerLedger, lineage_of
-from serving._promotions import history
-from serving._secure_rounds import SECURE, SecureRounds, SecureRoundsConfig
+from serving import ApiError
+from serving.rounds import SECURE, SecureRounds, SecureRoundsConfig, ServerLedger, lineage_of
+from serving.versions import history
 
 P = 16
 BASE = {"enabled": True, "model": "zeros", "n_parameters": P, "checkin_s": 10, "stage_s": 5,

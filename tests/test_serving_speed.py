@@ -16,8 +16,7 @@ import pytest
 from test_serving_support import build_var, fake_app
 
 from serving import ServingConfig
-from serving._gunicorn import GunicornServer
-from serving._state import freeze_heap
+from serving.http import GunicornServer, freeze_heap
 
 
 @pytest.fixture(scope="module")

@@ -219,14 +219,14 @@ sys.path.insert(0, {tests!r})
 from serving import ServingConfig
 from serving.http import GunicornServer, enable_multiprocess_metrics
 from test_serving_support import fake_registry
-import serving._app as app_module
+import serving
 import json
 config = ServingConfig.load(environ={{}}, var={var!r}, port={port}, workers={workers},
                             **{{"reload_interval_s": 0, **json.loads({overrides!r})}})
 enable_multiprocess_metrics(config.var / "serving" / "prometheus")
 fake = {fake!r}
-factory = (lambda: app_module.create_app(config, registry=fake_registry(config))) if fake \
-    else (lambda: app_module.create_app(config))
+factory = (lambda: serving.create_app(config, registry=fake_registry(config))) if fake \
+    else (lambda: serving.create_app(config))
 GunicornServer(config, app_factory=factory).run()
 """
 
