@@ -59,13 +59,16 @@ from federated._sweep import privacy_utility_sweep
 from federated._synthetic import SyntheticRegressionTask
 from federated._task import (
     TASK_ENTRY_POINT_GROUP,
+    TASK_PACKAGE,
     FederatedTask,
     LocalResult,
     StatefulTask,
     TaskContext,
     TaskFactory,
     available_tasks,
+    discover_tasks,
     load_task,
+    project_tasks,
     register_task,
 )
 from federated._tokens import TokenError
@@ -75,6 +78,7 @@ from federated._upload import UPLOAD_FIELDS, Upload, UploadBatch, parse_upload
 __all__ = [
     "GUARANTEE_KINDS",
     "TASK_ENTRY_POINT_GROUP",
+    "TASK_PACKAGE",
     "UPLOAD_FIELDS",
     "CheckpointError",
     "DeviceConfig",
@@ -113,12 +117,14 @@ __all__ = [
     "available_tasks",
     "build_strategy",
     "calibrate_noise_multiplier",
+    "discover_tasks",
     "guarantees_headline_first",
     "load_latest_checkpoint",
     "load_task",
     "parse_upload",
     "privacy_headline",
     "privacy_utility_sweep",
+    "project_tasks",
     "publish_model",
     "publish_version",
     "register_task",

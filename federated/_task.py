@@ -2,17 +2,22 @@
 
 The platform is application-agnostic: it never sees a device's log or personal state,
 only calls :meth:`FederatedTask.local_train` with device *indices*; everything private
-lives behind the task. A task is found by name in :func:`load_task`, from the built-in
-tasks and the ``sticker_suggest.federated_tasks`` entry-point group.
+lives behind the task. A task is found by name in :func:`load_task`: the platform's own
+tasks, every module of the task package :data:`TASK_PACKAGE` (each registers its factory
+with ``@register_task(name)``, so adding a task is one file there) and, for tasks that
+other installed distributions provide, the ``sticker_suggest.federated_tasks``
+entry-point group.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, overload, runtime_checkable
 
 import numpy as np
 
@@ -20,17 +25,24 @@ from federated._errors import TaskNotFoundError
 
 __all__ = [
     "TASK_ENTRY_POINT_GROUP",
+    "TASK_PACKAGE",
     "FederatedTask",
     "LocalResult",
     "StatefulTask",
     "TaskContext",
     "TaskFactory",
     "available_tasks",
+    "discover_tasks",
     "load_task",
+    "project_tasks",
     "register_task",
 ]
 
 TASK_ENTRY_POINT_GROUP = "sticker_suggest.federated_tasks"
+"""Entry-point group of tasks from other installed distributions (name = factory)."""
+TASK_PACKAGE = "tasks"
+"""The project's task package: every module in it is imported when a task is looked up,
+and registers its factory with ``@register_task(name)``."""
 
 
 @dataclass(frozen=True)
@@ -153,31 +165,100 @@ class TaskContext:
 
 TaskFactory = Callable[[TaskContext], FederatedTask]
 
-_BUILTIN: dict[str, TaskFactory] = {}
+_REGISTRY: dict[str, TaskFactory] = {}
 
 
-def register_task(name: str, factory: TaskFactory) -> None:
-    """Register a task factory in-process (tests, the built-in synthetic task)."""
-    _BUILTIN[name] = factory
+F = TypeVar("F", bound=TaskFactory)
+
+
+@overload
+def register_task(name: str) -> Callable[[F], F]: ...
+
+
+@overload
+def register_task(name: str, factory: F) -> F: ...
+
+
+def register_task(name: str, factory: F | None = None) -> F | Callable[[F], F]:
+    """Register a task factory ``(TaskContext) -> FederatedTask`` under ``name``.
+
+    Used as a decorator, ``@register_task(name)``, in a module of :data:`TASK_PACKAGE`:
+    that module is the whole of a task (the package is imported when a task is looked
+    up)::
+
+        @register_task("median_regression")
+        def make(context: TaskContext) -> MedianRegression:
+            return MedianRegression(seed=context.seed, **context.options)
+
+    Called with the factory, it registers in-process (the platform's own tasks, tests).
+    A later registration of the same name replaces the earlier one.
+    """
+    def decorate(f: F) -> F:
+        _REGISTRY[name] = f
+        return f
+
+    return decorate if factory is None else decorate(factory)
+
+
+def discover_tasks(package: str = TASK_PACKAGE) -> list[str]:
+    """Import every module of ``package``, so that each registers its tasks.
+
+    Modules are listed afresh on every call (a file added since is found); ones already
+    imported are not imported again. A missing ``package`` (the platform used without a
+    task package) is no task, not an error.
+
+    Returns
+    -------
+    list of str
+        The modules' full names.
+    """
+    try:
+        root = importlib.import_module(package)
+    except ModuleNotFoundError as exc:
+        if exc.name == package:
+            return []
+        raise
+    names = [info.name for info in pkgutil.iter_modules(getattr(root, "__path__", []),
+                                                        f"{package}.")]
+    for name in names:
+        importlib.import_module(name)
+    return names
+
+
+def _entry_point_names() -> set[str]:
+    return {ep.name for ep in entry_points(group=TASK_ENTRY_POINT_GROUP)}
 
 
 def available_tasks() -> list[str]:
-    """Names of every registered task: built-in ones and entry points."""
-    return sorted(set(_BUILTIN) | {ep.name for ep in entry_points(group=TASK_ENTRY_POINT_GROUP)})
+    """Names of every task: the platform's own, the task package's and entry points."""
+    discover_tasks()
+    return sorted(set(_REGISTRY) | _entry_point_names())
+
+
+def project_tasks() -> list[str]:
+    """The tasks the project adds (its task package's and entry points), without the
+    platform's own examples: what ``--task`` defaults to when there is one."""
+    discover_tasks()
+    own = {name for name, factory in _REGISTRY.items()
+           if getattr(factory, "__module__", "").split(".")[0] == __name__.split(".")[0]}
+    return sorted((set(_REGISTRY) - own) | _entry_point_names())
 
 
 def load_task(name: str, context: TaskContext) -> FederatedTask:
     """Build the task registered as ``name``.
 
-    Entry points of the group ``sticker_suggest.federated_tasks`` name a factory
-    ``(TaskContext) -> FederatedTask``; in-process registrations win over them.
+    In-process registrations (the platform's own tasks and the task package's modules)
+    win over entry points of the group ``sticker_suggest.federated_tasks``, which name a
+    factory ``(TaskContext) -> FederatedTask``.
 
     Raises
     ------
     TaskNotFoundError
-        If nothing is registered under ``name``.
+        If nothing is registered under ``name`` (the message lists the known tasks), or
+        the factory's result does not implement :class:`FederatedTask`.
     """
-    factory = _BUILTIN.get(name)
+    discover_tasks()
+    factory = _REGISTRY.get(name)
     if factory is None:
         for ep in entry_points(group=TASK_ENTRY_POINT_GROUP):
             if ep.name == name:
@@ -185,11 +266,12 @@ def load_task(name: str, context: TaskContext) -> FederatedTask:
                 break
     if factory is None:
         raise TaskNotFoundError(
-            f"no federated task named {name!r}; available: {', '.join(available_tasks())} "
-            f"(tasks register under the entry-point group {TASK_ENTRY_POINT_GROUP!r})"
-        )
-    task = factory(context)
-    if not isinstance(task, FederatedTask):
-        raise TaskNotFoundError(f"task factory {name!r} returned {type(task).__name__}, "
-                           "which does not implement FederatedTask")
-    return task
+            f"no federated task named {name!r}; known tasks: "
+            f"{', '.join(available_tasks()) or 'none'} (a task is a module of the package "
+            f"{TASK_PACKAGE!r} whose factory is decorated @federated.register_task(NAME), "
+            f"or an entry point of the group {TASK_ENTRY_POINT_GROUP!r})")
+    built = factory(context)
+    if not isinstance(built, FederatedTask):
+        raise TaskNotFoundError(f"task factory {name!r} returned {type(built).__name__}, "
+                                "which does not implement FederatedTask")
+    return built

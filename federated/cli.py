@@ -7,7 +7,6 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,13 @@ from federated._errors import FederatedError
 from federated._publish import VersionRecords, _finite, publish_model, publish_version
 from federated._strategy import available_strategies, registered_strategy
 from federated._sweep import privacy_utility_sweep
-from federated._task import TASK_ENTRY_POINT_GROUP, TaskContext, available_tasks, load_task
+from federated._task import (
+    TASK_PACKAGE,
+    TaskContext,
+    available_tasks,
+    load_task,
+    project_tasks,
+)
 from federated._trainer import FederatedTrainer, RoundRecord
 
 __all__ = ["device", "federated"]
@@ -135,16 +140,16 @@ def calibrate_command(target_epsilon: float, kind: str, q: float, rounds: int, d
 
 
 def _resolve_task_name(name: str | None) -> str:
-    """``--task`` or, when omitted, the single task registered by entry point."""
+    """``--task`` or, when omitted, the project's single task (its task package's or an
+    entry point's; the platform's own examples do not count)."""
     if name is not None:
         return name
-    registered = [ep.name for ep in entry_points(group=TASK_ENTRY_POINT_GROUP)]
-    if len(registered) == 1:
-        return registered[0]
+    project = project_tasks()
+    if len(project) == 1:
+        return project[0]
     raise click.UsageError(
-        f"--task is required: {len(registered)} tasks are registered under "
-        f"{TASK_ENTRY_POINT_GROUP!r} ({', '.join(registered) or 'none'}); built-in: "
-        f"{', '.join(available_tasks())}")
+        f"--task is required: the project has {len(project)} tasks "
+        f"({', '.join(project) or 'none'}); every task: {', '.join(available_tasks())}")
 
 
 def _task_options(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -160,9 +165,8 @@ def _task_options(pairs: tuple[str, ...]) -> dict[str, str]:
 def _train_options(f: Any) -> Any:
     options: list[Callable[[Any], Any]] = [
         click.option("--task", "task_name", default=None,
-                     help="Registered task name (entry-point group "
-                          "sticker_suggest.federated_tasks); default: the one registered "
-                          "entry point."),
+                     help=f"Task name (a module of the package {TASK_PACKAGE!r}, or an "
+                          "entry point); default: the project's one task."),
         click.option("-o", "--task-option", "task_options", multiple=True,
                      help="key=value passed to the task factory (repeatable)."),
         config_options,
@@ -307,7 +311,7 @@ def tasks_command() -> None:
 # ------------------------------------------------------------------ device commands
 
 
-@click.group("device")
+@click.group("device", cls=_FederatedGroup)
 def device() -> None:
     """Real device clients: secure rounds over HTTP with anonymous admission tokens."""
 

@@ -550,7 +550,7 @@ def _row_metrics(scores: np.ndarray, imp: RowImpressions, k: int, explore_slots:
 
 
 def make_row_task(context: TaskContext, config: RowTaskConfig | None = None) -> RowTask:
-    """Factory for ``stickers federated train --task reranker`` (entry point).
+    """The sticker row's task: ``--task reranker`` (``tasks/reranker.py``) builds it.
 
     Options: ``stage1`` (version, default ``latest``), ``dataset`` (path or name; default:
     the one stage 1 was built from), ``max_devices`` (a seeded sample of N devices, for

@@ -310,8 +310,8 @@ def stage1_order_scores(keyword: np.ndarray, prior: np.ndarray, mask: np.ndarray
 
 
 def make_task(context: TaskContext) -> Any:
-    """Factory for ``stickers federated train --task reranker`` (entry point): the sticker
-    row (:func:`reranker._row_task.make_row_task`)."""
+    """Factory for ``stickers federated train --task reranker`` (registered by
+    ``tasks/reranker.py``): the sticker row (:func:`reranker._row_task.make_row_task`)."""
     from reranker._row_task import make_row_task
 
     return make_row_task(context)

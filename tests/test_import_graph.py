@@ -22,7 +22,7 @@ grimp = pytest.importorskip("grimp", reason="grimp is in the dev extras: run `ma
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("data", "candidate_gen", "keyword_index", "reranker", "federated", "serving",
-            "evaluation", "bench")
+            "evaluation", "tasks", "bench")
 
 
 def import_graph(*packages: str) -> dict[str, set[str]]:
