@@ -18,16 +18,40 @@ import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from data import StickerSuggestError
-from federated import FederatedError, UploadError, parse_upload
+from federated import UPLOAD_FIELDS, FederatedError, UploadError, parse_upload
 from serving._arms import INSTALL_ID_HEADER, INSTALL_ID_PATTERN, assign_arm
 from serving._bundle import bundle_etag, pack_bundle
-from serving._config import ArmConfig
+from serving._config import ArmConfig, ServingConfig
 from serving._encode import NonFiniteScoreError
 from serving._errors import ApiError, federated_problem
 from serving._ledger import BudgetExhaustedError
+from serving._openapi import (
+    BOOL,
+    INT,
+    NUM,
+    STR,
+    DocumentContext,
+    Fragment,
+    ServedFacts,
+    documents,
+    json_response,
+    obj,
+    problem,
+    ref,
+)
 from serving._privacy import privacy_statement
 from serving._registry import INITIAL, ModelSet
-from serving._requests import AssignRequest, SuggestRequest, integral, json_body, parse_body
+from serving._requests import (
+    EMBEDDING_BOUND,
+    MAX_HISTORY_PACKAGES,
+    MAX_HISTORY_STICKERS,
+    MAX_INTEGER_DIGITS,
+    AssignRequest,
+    SuggestRequest,
+    integral,
+    json_body,
+    parse_body,
+)
 from serving._state import ServingState, get_store, state
 from serving._store import StoreRejectedError
 
@@ -316,3 +340,227 @@ def current_round() -> Response:
     body["model_url"] = "/v1/models/reranker"
     body["upload_url"] = "/v1/federated/updates"
     return jsonify(body)
+
+
+# ---------------------------------------------------------------------------- OpenAPI
+
+
+def _feature_values(values: list[str]) -> list[Any]:
+    """The JSON values a request may send for a feature: each category as a string, and
+    as a boolean or an integer where it spells one."""
+    out: list[Any] = list(values)
+    for v in values:
+        if v in ("true", "false"):
+            out.append(v == "true")
+        elif v.lstrip("-").isdigit() and len(v.lstrip("-")) <= MAX_INTEGER_DIGITS:
+            out.append(int(v))
+    return out
+
+
+def _features_schema(facts: ServedFacts | None) -> dict[str, Any]:
+    base = AssignRequest.model_json_schema()["properties"]["features"]
+    if facts is None:
+        return base
+    return {"type": "object", "minProperties": 1, "additionalProperties": False,
+            "description": base.get("description", "") + " Known features and values only "
+            "(others: 422 unknown_feature / unknown_feature_value).",
+            "properties": {name: {"enum": _feature_values(values)}
+                           for name, values in facts.features.items()}}
+
+
+def _suggest_schema(config: ServingConfig, facts: ServedFacts | None) -> dict[str, Any]:
+    schema = SuggestRequest.model_json_schema()
+    props = schema["properties"]
+    props["text"]["maxLength"] = min(props["text"]["maxLength"], config.max_text_chars)
+    props["limit"]["maximum"] = min(props["limit"]["maximum"], config.max_limit)
+    props["cluster_id"] = {"type": "integer", "minimum": 0,
+                           "description": props["cluster_id"].get("description", "")}
+    props["features"] = _features_schema(facts)
+    props["user_embedding"] = {
+        "type": "array", "description": props["user_embedding"].get("description", ""),
+        "items": {"type": "number", "minimum": -EMBEDDING_BOUND, "maximum": EMBEDDING_BOUND},
+        "maxItems": 1024}
+    if facts is not None:
+        props["language"] = {"type": "string", "enum": list(facts.languages),
+                             "description": props["language"].get("description", "")}
+        props["cluster_id"]["maximum"] = facts.n_clusters - 1
+        props["user_embedding"]["minItems"] = props["user_embedding"]["maxItems"] = (
+            facts.n_factors)
+    props["history"] = _history_schema(props["history"].get("description", ""))
+    if facts is not None and not facts.history:
+        del props["history"]
+    schema.pop("$defs", None)  # the history's nested models are inlined above
+    schema["oneOf"] = [{"required": ["cluster_id"], "not": {"required": ["features"]}},
+                       {"required": ["features"], "not": {"required": ["cluster_id"]}}]
+    return schema
+
+
+def _history_schema(description: str) -> dict[str, Any]:
+    """The thin-client history summary, inlined (pydantic puts nested models in ``$defs``,
+    which an OpenAPI components entry cannot hold)."""
+    models = SuggestRequest.model_json_schema()["$defs"]
+    sent, summary = models["SentSticker"], models["HistorySummary"]
+    time = {"type": "number", "minimum": 0, "maximum": 1e11}
+    sent_props = {
+        "sticker_id": {"type": "integer", "minimum": 0},
+        "count": {"type": "number", "minimum": 0, "maximum": 1e9},
+        "last_sent_at": dict(time)}
+    for name, prop in sent_props.items():
+        prop["description"] = sent["properties"][name].get("description", "")
+    props: dict[str, Any] = {
+        "stickers": {"type": "array", "maxItems": MAX_HISTORY_STICKERS,
+                     "items": {"type": "object", "properties": sent_props,
+                               "required": list(sent_props), "additionalProperties": False,
+                               "description": sent.get("description", "")}},
+        "held_packages": {"type": "array", "maxItems": MAX_HISTORY_PACKAGES,
+                          "items": {"type": "integer", "minimum": 0}},
+        "subscriber": {"type": "boolean"},
+        "now": {"type": ["number", "null"], "minimum": 0, "maximum": 1e11}}
+    for name, prop in props.items():
+        prop["description"] = summary["properties"][name].get("description", "")
+    return {"type": "object", "properties": props, "additionalProperties": False,
+            "description": description}
+
+
+def _assign_schema(facts: ServedFacts | None) -> dict[str, Any]:
+    schema = AssignRequest.model_json_schema()
+    schema["properties"]["features"] = _features_schema(facts)
+    return schema
+
+
+def _upload_schema(facts: ServedFacts | None) -> dict[str, Any]:
+    count = {"type": "integer", "minimum": 0, "maximum": 10**MAX_INTEGER_DIGITS - 1}
+    delta: dict[str, Any] = {
+        "type": "array", "items": {"type": "number"},
+        "description": "Clipped, noised delta of n_parameters finite numbers whose L2 norm "
+                       "is within the round's norm_bound"}
+    properties: dict[str, Any] = {
+        "round": dict(count), "model_version": dict(count), "delta": delta,
+        "n_examples": dict(count), "nonce": {"type": "string", "pattern": "^[0-9a-f]{32}$",
+                                             "description": "Fresh for every upload"}}
+    round_ = None if facts is None else facts.round
+    if round_ is not None:
+        n = int(round_["n_parameters"])
+        bound = float(round_["norm_bound"])
+        properties["round"] = {"type": "integer", "const": int(round_["round"])}
+        properties["model_version"] = {"type": "integer",
+                                       "const": int(round_["model_version"])}
+        properties["n_examples"]["maximum"] = int(round_["max_examples"])
+        # JSON Schema cannot state an L2 norm: each entry is within the bound (which the
+        # norm implies), and the norm itself is stated in the extension and the text
+        delta.update(minItems=n, maxItems=n, items={"type": "number", "minimum": -bound,
+                                                    "maximum": bound})
+        delta["x-l2-norm-maximum"] = bound
+        delta["description"] += f" ({bound:.6g}; larger: 422 norm_exceeded)"
+    return {"type": "object", "properties": properties, "required": list(UPLOAD_FIELDS),
+            "additionalProperties": False}
+
+_VERSIONS = obj({"stage1": STR, "reranker": STR})
+_INSTALL = {"name": INSTALL_ID_HEADER, "in": "header",
+            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,128}$"},
+            "description": "Picks the A/B arm by hash; never stored or logged."}
+_ETAG = {"name": "If-None-Match", "in": "header", "required": False, "schema": STR}
+
+
+@documents(api)
+def _openapi(context: DocumentContext) -> Fragment:
+    """The paths and schemas of the ``/v1`` routes above."""
+    config, facts, bad = context.config, context.facts, context.json_errors
+    cluster_schema: dict[str, Any] = {"type": "integer", "minimum": 0}
+    language_schema: dict[str, Any] = dict(STR)
+    if facts is not None:
+        cluster_schema["maximum"] = facts.n_clusters - 1
+        language_schema["enum"] = list(facts.languages)
+    paths: dict[str, Any] = {
+        "/v1/suggest": {"post": {
+            "summary": "Ranked stickers for the text typed so far (text never stored)",
+            "operationId": "suggest", "parameters": [{**_INSTALL, "required": False}],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": ref("SuggestRequest")}}},
+            "responses": {"200": json_response(ref("SuggestResponse"), "The suggestion row"),
+                          "404": problem("Unknown cluster"), **bad}}},
+        "/v1/assign": {"post": {
+            "summary": "Cold-start cluster from user features", "operationId": "assign",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": ref("AssignRequest")}}},
+            "responses": {"200": json_response(ref("AssignResponse"), "The cluster"), **bad}}},
+        "/v1/clusters/{cluster_id}/bundle": {"get": {
+            "summary": "Device bundle (zip) of a cluster for one language",
+            "operationId": "bundle",
+            "parameters": [
+                {"name": "cluster_id", "in": "path", "required": True,
+                 "schema": cluster_schema},
+                {"name": "language", "in": "query", "required": True,
+                 "schema": language_schema},
+                {**_INSTALL, "required": False}, _ETAG],
+            "responses": {
+                "200": {"description": "Zip of the bundle files and bundle-index.json",
+                        "headers": {"ETag": {"schema": STR},
+                                    "X-Stage1-Version": {"schema": STR},
+                                    "X-Reranker-Version": {"schema": STR}},
+                        "content": {"application/zip": {"schema": {
+                            "type": "string", "contentMediaType": "application/zip"}}}},
+                "304": {"description": "Unchanged (ETag matched)"},
+                "400": problem("Missing language"), "404": problem("Unknown cluster"),
+                "422": problem("Unknown language"), "503": bad["503"]}}},
+        "/v1/models/reranker": {"get": {
+            "summary": "ONNX reranker of the caller's A/B arm", "operationId": "rerankerModel",
+            "parameters": [{**_INSTALL, "required": True}, _ETAG],
+            "responses": {"200": json_response(ref("RerankerModel"), "Model, version, sha256"),
+                          "304": {"description": "Unchanged (ETag matched)"},
+                          "400": problem("Missing or malformed install id"),
+                          "503": bad["503"]}}},
+        "/v1/federated/updates": {"post": {
+            "summary": "Upload a clipped, noised update for the open round",
+            "operationId": "uploadUpdate",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": ref("Upload")}}},
+            "responses": {
+                "202": json_response(ref("UploadAccepted"),
+                                     "Stored durably (or an identical retry of a stored "
+                                     "update)"),
+                "400": bad["400"], "415": bad["415"],
+                "409": problem("No open round, stale round, deadline passed, model "
+                               "version mismatch, or nonce replayed with other content"),
+                "413": problem(f"Body larger than {config.max_update_bytes} bytes"),
+                "422": problem("Invalid update: identity fields, shape, non-finite "
+                               "values, norm above the bound")}}},
+        "/v1/federated/rounds/current": {"get": {
+            "summary": "The open round devices should train", "operationId": "currentRound",
+            "responses": {"200": json_response(ref("Round"), "The open round"),
+                          "404": problem("No open round (privacy_budget_exhausted: "
+                                         "the privacy ledger allows no further round)"),
+                          "409": problem("The federated platform refused to open one "
+                                         "(its own errors, e.g. privacy budget)"),
+                          "500": problem("The federated platform failed (its config)"),
+                          "503": problem("A round cannot be opened")}}},
+    }
+    schemas: dict[str, Any] = {
+        "SuggestRequest": _suggest_schema(config, facts),
+        "AssignRequest": _assign_schema(facts),
+        "Sticker": obj({"sticker_id": INT, "package_id": INT,
+                        "labels": {"type": "array", "items": STR},
+                        "emojis": {"type": "array", "items": STR},
+                        "character": STR, "score": NUM}),
+        "SuggestResponse": obj({"stickers": {"type": "array", "items": ref("Sticker")},
+                                "cluster_id": INT, "versions": _VERSIONS, "arm": STR,
+                                "experiment": STR}),
+        "AssignResponse": obj({"cluster_id": INT, "stage1_version": STR}),
+        "RerankerModel": obj({
+            "arm": STR, "experiment": STR, "reranker_version": STR, "stage1_version": STR,
+            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "bytes": INT,
+            "n_parameters": INT, "parameters": {"type": "object"},
+            "privacy": obj({"epsilon": {}, "delta": {}}),
+            "model_base64": {"type": "string", "contentEncoding": "base64"}}),
+        "Upload": _upload_schema(facts),
+        "UploadAccepted": obj({"status": {"type": "string", "enum": ["accepted",
+                                                                     "duplicate"]},
+                               "round": INT}),
+        "Round": obj({
+            "round": INT, "model_version": INT, "reranker_version": STR,
+            "n_parameters": INT, "clip_norm": NUM, "noise_multiplier": NUM,
+            "norm_bound": NUM, "max_examples": INT, "min_reports": INT,
+            "sampling_rate": NUM, "opened_at": NUM, "deadline_at": NUM,
+            "status": STR, "accepting": BOOL, "model_url": STR, "upload_url": STR}),
+    }
+    return Fragment(paths, schemas)

@@ -77,8 +77,8 @@ def create_app(config: ServingConfig | Mapping[str, Any] | None = None, *,
                       bundles=BundleCache(config.bundle_cache_size))
     init_app(app, st)
     register_error_handlers(app)
+    app.register_blueprint(api)  # registration order is the document's path order
     app.register_blueprint(ops)
-    app.register_blueprint(api)
     if config.demo:
         app.register_blueprint(demo)
     register_secure_rounds(app, config)

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, jsonify
 
 from data import StickerSuggestError, open_dataset
 from serving._errors import ApiError
+from serving._openapi import INT, STR, DocumentContext, Fragment, documents, json_response, obj, ref
 from serving._registry import ModelSet
 from serving._state import ServingState, state
 
@@ -66,3 +67,23 @@ def users() -> Response:
         except StickerSuggestError as exc:
             raise ApiError(503, "no_dataset", f"cannot read the demo users: {exc}") from exc
     return jsonify({"languages": languages, "users": st.demo_users[1]})
+
+
+@documents(demo)
+def _openapi(context: DocumentContext) -> Fragment:
+    """The paths and schemas of the demo routes above."""
+    paths = {
+        "/": {"get": {"summary": "Keyboard demo page", "operationId": "demoPage",
+                      "responses": {"200": {"description": "HTML", "content": {
+                          "text/html": {"schema": STR}}}}}},
+        "/demo/users": {"get": {
+            "summary": "Simulated users offered by the demo page", "operationId": "demoUsers",
+            "responses": {"200": json_response(ref("DemoUsers"), "Users"),
+                          "503": context.json_errors["503"]}}},
+    }
+    schemas = {
+        "DemoUser": obj({"user_id": INT, "language": STR, "cluster_id": INT, "label": STR}),
+        "DemoUsers": obj({"languages": {"type": "array", "items": STR},
+                          "users": {"type": "array", "items": ref("DemoUser")}}),
+    }
+    return Fragment(paths, schemas)

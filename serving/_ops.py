@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 
 from serving._errors import ApiError, public_detail
-from serving._openapi import ServedFacts, openapi_document
+from serving._openapi import (
+    NUM,
+    STR,
+    DocumentContext,
+    Fragment,
+    ServedFacts,
+    documents,
+    json_response,
+    obj,
+    openapi_document,
+    ref,
+)
 from serving._state import get_store, state
 
 __all__ = ["ops"]
@@ -68,4 +79,35 @@ def openapi() -> Response:
             features={f: list(encoder.categories_[f]) for f in encoder.features},
             round=None if round_ is None else round_.to_dict(),
             history=all(getattr(s, "is_row", False) for s in models.suggesters.values()))
-    return jsonify(openapi_document(st.config, facts))
+    return jsonify(openapi_document(st.config, facts, registered=list(current_app.blueprints)))
+
+
+@documents(ops)
+def _openapi(context: DocumentContext) -> Fragment:
+    """The paths and schemas of the operations routes above."""
+    paths = {
+        "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz",
+                             "responses": {"200": json_response(ref("Health"), "Alive")}}},
+        "/readyz": {"get": {"summary": "Readiness (verified artifacts loaded)",
+                            "operationId": "readyz",
+                            "responses": {"200": json_response(ref("Ready"), "Ready"),
+                                          "503": context.json_errors["503"]}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics",
+                             "responses": {"200": {"description": "Text exposition",
+                                                   "content": {"text/plain": {
+                                                       "schema": STR}}}}}},
+        "/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
+                                  "responses": {"200": json_response({"type": "object"},
+                                                                     "OpenAPI 3.1")}}},
+    }
+    schemas = {
+        "Health": obj({"status": STR}),
+        "Ready": obj({"status": {"type": "string", "enum": ["ready", "degraded"]},
+                      "degraded": {"type": "array", "items": STR},
+                      "versions": {"type": "object"}, "loaded_at": NUM,
+                      "pending": {"type": ["object", "null"], "description":
+                                  "Versions loaded and waiting until every worker has them"},
+                      "last_check": NUM, "last_reload_error": {"type": ["string", "null"]},
+                      "uptime_s": NUM}),
+    }
+    return Fragment(paths, schemas)

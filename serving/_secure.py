@@ -40,15 +40,16 @@ import binascii
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Flask, Response, current_app, has_app_context, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from data import StickerSuggestError
 from federated.secagg import Token
 from serving._config import ServingConfig
 from serving._errors import ApiError
+from serving._openapi import DocumentContext, Fragment, documents
 from serving._secure_rounds import SecureRounds, SecureRoundsConfig
 
-__all__ = ["register_secure_rounds", "secure", "secure_openapi_paths"]
+__all__ = ["register_secure_rounds", "secure"]
 
 EXTENSION = "sticker_secure_rounds"
 secure = Blueprint("secure", __name__, url_prefix="/v1/secure")
@@ -268,12 +269,11 @@ def _body_schema(properties: dict[str, Any], required: list[str]) -> dict[str, A
         "type": "object", "properties": properties, "required": required}}}}
 
 
-def secure_openapi_paths() -> dict[str, Any]:
-    """The blueprint's OpenAPI paths (empty when secure rounds are not registered)."""
-    if not has_app_context() or EXTENSION not in current_app.extensions:
-        return {}
+@documents(secure)
+def _openapi(context: DocumentContext) -> Fragment:
+    """The blueprint's OpenAPI paths (documented when secure rounds are registered)."""
     gone = _problem("Round closed, or this client dropped out (missed a stage deadline)")
-    return {
+    return Fragment(paths={
         "/v1/secure/enrolments": {"post": {
             "summary": "Enrol a device (no identity asked or stored)", "operationId":
             "secureEnrol", "responses": {"201": _json("The enrolment credential", {
@@ -349,4 +349,4 @@ def secure_openapi_paths() -> dict[str, Any]:
                           "409": _problem("Wrong stage or round, replayed reply"),
                           "410": gone, "415": _problem("Not JSON"),
                           "422": _problem("Unreadable protocol message")}}},
-    }
+    })

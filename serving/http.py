@@ -2,25 +2,29 @@
 
 :func:`serving.create_app` assembles the app; this submodule is for tests and tools that
 check the HTTP layer's pieces on their own: request bodies and their parsing, the
-suggestion encoder, the OpenAPI and privacy documents, the metrics, the per-process
+suggestion encoder, the OpenAPI and privacy documents (and :func:`documents`, with which
+a blueprint's module declares its routes' OpenAPI fragment), the metrics, the per-process
 state, and gunicorn run as a child process (tests and the serving benchmark).
 """
 
 from serving._encode import NonFiniteScoreError, SuggestEncoder
 from serving._gunicorn import GunicornServer, enable_multiprocess_metrics
 from serving._metrics import ServingMetrics
-from serving._openapi import openapi_document
+from serving._openapi import DocumentContext, Fragment, documents, openapi_document
 from serving._privacy import privacy_statement
 from serving._requests import SuggestRequest, parse_body
 from serving._state import ServingState, freeze_heap
 
 __all__ = [
+    "DocumentContext",
+    "Fragment",
     "GunicornServer",
     "NonFiniteScoreError",
     "ServingMetrics",
     "ServingState",
     "SuggestEncoder",
     "SuggestRequest",
+    "documents",
     "enable_multiprocess_metrics",
     "freeze_heap",
     "openapi_document",
