@@ -459,8 +459,7 @@ class RowTask(DeviceStateMixin):
         n_new = max(acc.get("n_new", 0.0), 1.0)
         for name in ("hit", "hit_explore", *_BASELINES, "fold_in_only"):
             out[f"{name}_new_package"] = acc.get(f"n_new_{name}", 0.0) / n_new
-        rename = {"hit": f"hit@{k}", "hit1": "hit@1", "ceiling": "ceiling",
-                  "hit_explore": f"hit@{k}_explore",
+        rename = {"hit_explore": f"hit@{k}_explore",
                   **{name: f"hit@{k}_{name}" for name in (*_BASELINES, "fold_in_only")}}
         result = {rename.get(x, x): v for x, v in out.items()}
         if n:
@@ -533,15 +532,20 @@ compute (it never came near the strongest in a report); stage-1 order is shown o
 
 def _row_metrics(scores: np.ndarray, imp: RowImpressions, k: int, explore_slots: int
                  ) -> dict[str, float]:
-    """Sums over impressions of each metric (divided by the caller)."""
+    """Sums over impressions of each metric (divided by the caller): every metric of the
+    report's registry (:data:`evaluation.metrics.METRICS`, from the send-time ranks; ties
+    in candidate order), then the row with exploration, the ceiling, the no-model rows and
+    the new-package counts."""
+    # evaluation imports this package (its report replays the row): looked up when run
+    from evaluation.metrics import session_metrics
+
     hit, rank = row_hits(scores, imp, k)
     hit_x, _ = row_hits(scores, imp, k, max(explore_slots, 1))
     new = imp.info[:, 3] == 1
-    mrr = np.where(rank >= 0, 1.0 / (np.maximum(rank, 0) + 1), 0.0)
-    out = {"hit": float(hit.sum()), "hit1": float((rank == 0).sum()), "mrr": float(mrr.sum()),
-           "hit_explore": float(hit_x.sum()), "ceiling": float((imp.pos >= 0).sum()),
-           "n_new": float(new.sum()), "n_new_hit": float((hit & new).sum()),
-           "n_new_hit_explore": float((hit_x & new).sum())}
+    out = {name: float(values.sum()) for name, values in session_metrics(rank, k).items()}
+    out.update({"hit_explore": float(hit_x.sum()), "ceiling": float((imp.pos >= 0).sum()),
+                "n_new": float(new.sum()), "n_new_hit": float((hit & new).sum()),
+                "n_new_hit_explore": float((hit_x & new).sum())})
     for name, col in _BASELINES.items():
         in_row = (imp.info[:, col] >= 0) & (imp.info[:, col] < k)
         out[name] = float(in_row.sum())
