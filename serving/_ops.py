@@ -6,19 +6,8 @@ import time
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from serving import _openapi as doc
 from serving._errors import ApiError, public_detail
-from serving._openapi import (
-    NUM,
-    STR,
-    DocumentContext,
-    Fragment,
-    ServedFacts,
-    documents,
-    json_response,
-    obj,
-    openapi_document,
-    ref,
-)
 from serving._state import get_store, state
 
 __all__ = ["ops"]
@@ -73,41 +62,45 @@ def openapi() -> Response:
         suggester = models.suggester(st.config.reranker_version)
         encoder = models.stage1.encoder
         round_ = get_store().current_round()
-        facts = ServedFacts(
+        facts = doc.ServedFacts(
             languages=sorted(suggester.languages), n_clusters=int(models.stage1.n_clusters),
             n_factors=int(suggester.n_factors),
             features={f: list(encoder.categories_[f]) for f in encoder.features},
             round=None if round_ is None else round_.to_dict(),
             history=all(getattr(s, "is_row", False) for s in models.suggesters.values()))
-    return jsonify(openapi_document(st.config, facts, registered=list(current_app.blueprints)))
+    return jsonify(doc.openapi_document(st.config, facts,
+                                        registered=list(current_app.blueprints)))
 
 
-@documents(ops)
-def _openapi(context: DocumentContext) -> Fragment:
+@doc.documents(ops)
+def _openapi(context: doc.DocumentContext) -> doc.Fragment:
     """The paths and schemas of the operations routes above."""
     paths = {
         "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz",
-                             "responses": {"200": json_response(ref("Health"), "Alive")}}},
+                             "responses": {"200": doc.json_response(doc.ref("Health"),
+                                                                    "Alive")}}},
         "/readyz": {"get": {"summary": "Readiness (verified artifacts loaded)",
                             "operationId": "readyz",
-                            "responses": {"200": json_response(ref("Ready"), "Ready"),
+                            "responses": {"200": doc.json_response(doc.ref("Ready"), "Ready"),
                                           "503": context.json_errors["503"]}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics",
                              "responses": {"200": {"description": "Text exposition",
                                                    "content": {"text/plain": {
-                                                       "schema": STR}}}}}},
+                                                       "schema": doc.STR}}}}}},
         "/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
-                                  "responses": {"200": json_response({"type": "object"},
-                                                                     "OpenAPI 3.1")}}},
+                                  "responses": {"200": doc.json_response({"type": "object"},
+                                                                         "OpenAPI 3.1")}}},
     }
     schemas = {
-        "Health": obj({"status": STR}),
-        "Ready": obj({"status": {"type": "string", "enum": ["ready", "degraded"]},
-                      "degraded": {"type": "array", "items": STR},
-                      "versions": {"type": "object"}, "loaded_at": NUM,
-                      "pending": {"type": ["object", "null"], "description":
-                                  "Versions loaded and waiting until every worker has them"},
-                      "last_check": NUM, "last_reload_error": {"type": ["string", "null"]},
-                      "uptime_s": NUM}),
+        "Health": doc.obj({"status": doc.STR}),
+        "Ready": doc.obj({"status": {"type": "string", "enum": ["ready", "degraded"]},
+                          "degraded": {"type": "array", "items": doc.STR},
+                          "versions": {"type": "object"}, "loaded_at": doc.NUM,
+                          "pending": {"type": ["object", "null"], "description":
+                                      "Versions loaded and waiting until every worker has "
+                                      "them"},
+                          "last_check": doc.NUM,
+                          "last_reload_error": {"type": ["string", "null"]},
+                          "uptime_s": doc.NUM}),
     }
-    return Fragment(paths, schemas)
+    return doc.Fragment(paths, schemas)
