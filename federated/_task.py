@@ -186,9 +186,9 @@ def register_task(name: str, factory: F | None = None) -> F | Callable[[F], F]:
     that module is the whole of a task (the package is imported when a task is looked
     up)::
 
-        @register_task("median_regression")
-        def make(context: TaskContext) -> MedianRegression:
-            return MedianRegression(seed=context.seed, **context.options)
+        @register_task("tiny_regression")
+        def make(context: TaskContext) -> TinyRegression:
+            return TinyRegression(n_devices=40, n_features=4, seed=context.seed)
 
     Called with the factory, it registers in-process (the platform's own tasks, tests).
     A later registration of the same name replaces the earlier one.
@@ -257,8 +257,10 @@ def load_task(name: str, context: TaskContext) -> FederatedTask:
         If nothing is registered under ``name`` (the message lists the known tasks), or
         the factory's result does not implement :class:`FederatedTask`.
     """
-    discover_tasks()
     factory = _REGISTRY.get(name)
+    if factory is None:  # the platform's own are registered already; import the package's
+        discover_tasks()
+        factory = _REGISTRY.get(name)
     if factory is None:
         for ep in entry_points(group=TASK_ENTRY_POINT_GROUP):
             if ep.name == name:
