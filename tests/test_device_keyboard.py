@@ -24,11 +24,10 @@ import pytest
 from werkzeug.serving import make_server
 
 from federated import TaskContext
-from federated._trainer import modular_sum
 from federated.device import DeviceClient, DeviceStore, HttpResponse, HttpTransport
-from reranker._local import fold_in
-from reranker._row_task import RowTask, make_row_task, row_scores
-from reranker._sessions import walk_impressions
+from federated.secagg import modular_sum
+from reranker import RowTask, fold_in, make_row_task
+from reranker.row import row_scores, walk_impressions
 from serving import create_app
 
 
