@@ -163,6 +163,10 @@ class Normalizer:
         # Case folding and the translation table in one pass (see the module docstring).
         self._table = _casefold_translate_table(
             self.word_boundaries, strip_accents, language in config.fold_chinese_languages)
+        # ASCII text (most keystrokes in alphabetic languages) is its own NFKC/NFKD form;
+        # its code points' entries as a small table: the full one spans every code point,
+        # and a keystroke that finds it out of cache pays a miss per character.
+        self._ascii_table = {code: self._table.get(code, chr(code)) for code in range(128)}
         self._collapse = config.collapse_repeats
 
     def __call__(self, text: str) -> str:
@@ -184,7 +188,10 @@ class Normalizer:
             # Before NFKC too: it splits some characters in two (Thai "ำ" → "ํา"), so a
             # typed run "ำำ" would no longer be a run of one character afterwards.
             text = _collapse_repeats(text)
-        s = unicodedata.normalize(self._form, text).translate(self._table)
+        if text.isascii():
+            s = text.translate(self._ascii_table)
+        else:
+            s = unicodedata.normalize(self._form, text).translate(self._table)
         if self._collapse and _REPEATS.search(s) is not None:
             s = _collapse_repeats(s)
         if not self.word_boundaries:

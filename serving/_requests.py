@@ -250,6 +250,12 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return document
 
 
+# One decoder for every body: ``json.loads`` with hooks builds a decoder and its scanner
+# per call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_int=_parse_int,
+                            parse_float=_parse_float)
+
+
 def _loads(raw: bytes) -> Any:
     """Strict JSON: UTF-8 only, no duplicate keys, bounded depth and number sizes.
 
@@ -269,8 +275,7 @@ def _loads(raw: bytes) -> Any:
         raise ApiError(400, "json_too_deep", f"body nests arrays/objects {depth} deep; at "
                        f"most {MAX_DEPTH} levels are accepted")
     try:
-        return json.loads(text, object_pairs_hook=_object, parse_int=_parse_int,
-                          parse_float=_parse_float)
+        return _DECODER.decode(text)
     except _LimitError as exc:
         raise ApiError(400, exc.reason, exc.detail) from exc
     except RecursionError as exc:  # the depth scan bounds this; kept as a last guard

@@ -19,6 +19,7 @@ from keyword_index import (
     KeywordIndexFormatError,
     MatchKind,
     MultilingualIndex,
+    Normalizer,
     normalize,
 )
 
@@ -252,3 +253,23 @@ def test_occurrence_and_prefix_entry_merge() -> None:
     assert kind is MatchKind.EARLIER
     assert strength == pytest.approx(0.8 * math.exp(-0.25), abs=1e-6)
     assert len(set(match.label_ids.tolist())) == len(match)  # each label once
+
+
+
+class _NotAscii(str):
+    """A str whose ``isascii()`` says no: ``Normalizer.split`` takes its general path."""
+
+    def isascii(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("language", ["en", "ja", "fr", "de", "th", "ko", "zh-hant"])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.text(alphabet=st.characters(max_codepoint=127), max_size=40))
+def test_ascii_fast_path_equals_the_full_normalisation(language: str, text: str) -> None:
+    """#15/#19 speed: ASCII text skips NFKC/NFKD and uses a 128-entry table; the result
+    is the general path's for every ASCII text (controls, punctuation, repeats, spaces)."""
+    normalizer = Normalizer(language)
+    general = normalizer.split(_NotAscii(text))
+    assert normalizer.split(text) == general
+    assert normalize(text, language) == general[0]
