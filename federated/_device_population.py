@@ -119,14 +119,15 @@ def _wait(transport: HttpTransport, predicate: Callable[[dict[str, Any]], bool],
 
 def _wait_decided(transport: HttpTransport, last: int, timeout_s: float) -> None:
     """Wait until the server opens a round after ``last`` (it does once ``last``'s
-    candidate is decided) or answers that none is open (no further round can open)."""
+    candidate is decided) or answers that none can open (budget spent, ``max_rounds``);
+    a 404 saying the candidate is still being decided means wait."""
     give_up = time.monotonic() + timeout_s
     while time.monotonic() < give_up:
         try:
             if int(transport.request("GET", "/v1/secure/round").body["round"]) > last:
                 return
         except TransportError as exc:
-            if exc.status == 404:
+            if exc.status == 404 and "being decided" not in exc.detail:
                 return
         time.sleep(0.5)
 

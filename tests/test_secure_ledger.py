@@ -371,3 +371,67 @@ def test_plain_rounds_after_secure_rounds_are_charged_device_local_for_every_rou
         with ServerLedger(ledger_path) as ledger:
             assert [(e.source, e.round) for e in ledger.entries(lineage)][-4:] == [
                 ("http", spec.round), (SECURE, 0), (SECURE, 1), (SECURE, 2)]
+
+
+def test_the_device_runner_waits_while_the_last_candidate_is_being_decided(
+        real_var: Path) -> None:
+    """``device run`` evaluates the model after the run only once the last round's
+    candidate is decided: the engine's 404 while it is pending means wait; its 404 when
+    no round can open (``max_rounds``) means stop waiting."""
+    import http.server
+    import threading
+
+    from federated._device_population import _wait_decided
+    from federated.device import HttpTransport
+
+    clock = Clock()
+    kind_dir = real_var / "reranker"
+    base = data.resolve_artifact(kind_dir, "latest").name
+    n_parameters = int(np.load(kind_dir / base / "global_weights.npy").shape[0])
+    engine = _engine(real_var / "secure", clock, var=real_var, model="reranker",
+                     evaluate=lambda var, version: 0.5, noise_multiplier=0.3,
+                     target_epsilon=None, max_rounds=1)
+    engine.tick()
+    deltas = np.random.default_rng(2).normal(0, 0.02, (5, n_parameters)).astype(np.float32)
+    assert _reranker_round(engine, clock, 0, deltas)["status"] == "aggregated"
+    answers: list[tuple[int, dict[str, object]]] = []
+
+    def engine_answer() -> tuple[int, dict[str, object]]:
+        try:
+            return 200, dict(engine.current())
+        except ApiError as exc:
+            return exc.status, {"type": f"/problems/{exc.reason}", "status": exc.status,
+                                "detail": exc.detail}
+
+    calls: list[int] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            calls.append(1)
+            if len(calls) == 4:  # the candidate gets decided while the runner waits
+                engine.decide_pending()
+            status, body = engine_answer()
+            answers.append((status, body))
+            data_ = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data_)))
+            self.end_headers()
+            self.wfile.write(data_)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        _wait_decided(HttpTransport(url, attempts=1), 0, 30.0)
+        # three answers "being decided", then (max_rounds 1: no round 1) "none can open"
+        assert len(calls) == 4
+        assert all("being decided" in str(body["detail"]) for _, body in answers[:3])
+        assert answers[3][0] == 404 and "being decided" not in str(answers[3][1]["detail"])
+        assert engine._conn().execute("SELECT status FROM models WHERE model_version=1"
+                                      ).fetchone()[0] in ("live", "held")
+    finally:
+        server.shutdown()
