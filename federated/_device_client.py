@@ -41,6 +41,7 @@ __all__ = [
     "DeviceClient",
     "DeviceConditions",
     "DeviceStore",
+    "LocalStore",
     "RoundParticipation",
 ]
 
@@ -60,7 +61,43 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-class DeviceStore:
+class LocalStore:
+    """One SQLite file on the device with a ``name → value`` table; subclasses name their
+    ``schema`` (which creates ``values_table (name TEXT PRIMARY KEY, value BLOB)``) and add
+    their own tables. Several stores may share one file.
+
+    Parameters
+    ----------
+    path : Path
+        The file; created with the subclass's schema if absent.
+    """
+
+    schema: str = ""
+    values_table: str = ""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._conn.executescript(self.schema)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    def get(self, name: str) -> bytes | None:
+        """A stored value (None if unset)."""
+        row = self._conn.execute(f"SELECT value FROM {self.values_table} WHERE name=?",
+                                 (name,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def put(self, name: str, value: bytes) -> None:
+        """Set a value."""
+        self._conn.execute(f"INSERT OR REPLACE INTO {self.values_table} VALUES (?, ?)",
+                           (name, value))
+
+
+class DeviceStore(LocalStore):
     """The device's private SQLite store (one file per device).
 
     Parameters
@@ -69,24 +106,8 @@ class DeviceStore:
         The file; created with its schema if absent.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._conn.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        """Close the connection."""
-        self._conn.close()
-
-    def get(self, name: str) -> bytes | None:
-        """A setting's value (None if unset)."""
-        row = self._conn.execute("SELECT value FROM settings WHERE name=?", (name,)).fetchone()
-        return None if row is None else bytes(row[0])
-
-    def put(self, name: str, value: bytes) -> None:
-        """Set a setting."""
-        self._conn.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (name, value))
+    schema = _SCHEMA
+    values_table = "settings"
 
     def add_tokens(self, tokens: list[Token]) -> None:
         """Keep finalized tokens until they are spent."""

@@ -152,14 +152,20 @@ def _resolve_task_name(name: str | None) -> str:
         f"({', '.join(project) or 'none'}); every task: {', '.join(available_tasks())}")
 
 
-def _task_options(pairs: tuple[str, ...]) -> dict[str, str]:
+def _key_values(pairs: tuple[str, ...], shape: str, hint: str) -> dict[str, str]:
+    """``("a=1", "b=x")`` → ``{"a": "1", "b": "x"}``; a pair without ``=`` or a name is a
+    usage error naming ``shape`` and the option ``hint``."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{pair!r} should look like key=value", param_hint="-o")
+            raise click.BadParameter(f"{pair!r} should {shape}", param_hint=hint)
         out[key] = value
     return out
+
+
+def _task_options(pairs: tuple[str, ...]) -> dict[str, str]:
+    return _key_values(pairs, "look like key=value", "-o")
 
 
 def _train_options(f: Any) -> Any:
@@ -378,12 +384,7 @@ def device_supervise_command(url: str, kill_round: int | None, kill_stage: str,
 
     from federated._device_harness import ServerSupervisor, kill_and_restart
 
-    env = {}
-    for pair in env_pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{pair!r} should be NAME=VALUE", param_hint="--env")
-        env[name] = value
+    env = _key_values(env_pairs, "be NAME=VALUE", "--env")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -11,6 +11,7 @@ from federated._device_client import (
     DeviceClient,
     DeviceConditions,
     DeviceStore,
+    LocalStore,
     RoundParticipation,
 )
 from federated._device_population import PopulationRound, run_population
@@ -22,6 +23,7 @@ __all__ = [
     "DeviceStore",
     "HttpResponse",
     "HttpTransport",
+    "LocalStore",
     "PopulationRound",
     "RoundParticipation",
     "TransportError",

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import io
 import json
-import sqlite3
 import time
 import weakref
 import zipfile
@@ -44,6 +43,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from data import StickerSuggestError
+from federated.device import LocalStore
 from reranker._local import fold_in
 from reranker._model import ParameterLayout
 from reranker._row import RowConfig, StickerCatalog
@@ -113,7 +113,7 @@ class Send:
     kinds: np.ndarray
 
 
-class KeyboardStore:
+class KeyboardStore(LocalStore):
     """The keyboard's tables in the device's SQLite file.
 
     Parameters
@@ -122,26 +122,8 @@ class KeyboardStore:
         The device's store (the protocol client keeps its own tables in the same file).
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._conn.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        """Close the connection."""
-        self._conn.close()
-
-    def get(self, name: str) -> bytes | None:
-        """A profile value (None if unset)."""
-        row = self._conn.execute("SELECT value FROM keyboard_profile WHERE name=?",
-                                 (name,)).fetchone()
-        return None if row is None else bytes(row[0])
-
-    def put(self, name: str, value: bytes) -> None:
-        """Set a profile value."""
-        self._conn.execute("INSERT OR REPLACE INTO keyboard_profile VALUES (?, ?)",
-                           (name, value))
+    schema = _SCHEMA
+    values_table = "keyboard_profile"
 
     def add_sends(self, sends: list[Send], rows: list[tuple[int, np.ndarray, bool]] | None
                   = None) -> list[int]:
