@@ -287,11 +287,14 @@ def sweep_command(cli: CLIContext, task_name: str | None, task_options: tuple[st
     private = next((p for p in points if p.get("guarantees")), None)
     ordered = ([(k, label) for k, _, label in guarantees_headline_first(private)]
                if private else [(k, k) for k in GUARANTEE_KINDS])
-    rows = [[p["noise_multiplier"] if p["noise_multiplier"] is not None else "none",
-             *((p["epsilon"] or {}).get(k, math.inf) for k, _ in ordered),
-             *(p["metrics"].get(m, math.nan) for m in metric_names)] for p in points]
-    print_table(f"sweep {name} → {destination}",
-                ["σ", *(f"ε {k} ({label})" for k, label in ordered), *metric_names], rows)
+    # One column per setting, one row per ε kind and metric: a sweep has a few settings
+    # and dozens of metrics, so the other way round does not fit a terminal.
+    columns = [f"σ={p['noise_multiplier']:g}" if p["noise_multiplier"] is not None
+               else "no noise" for p in points]
+    rows = [[f"ε {k} ({label})", *((p["epsilon"] or {}).get(k, math.inf) for p in points)]
+            for k, label in ordered]
+    rows += [[m, *(p["metrics"].get(m, math.nan) for p in points)] for m in metric_names]
+    print_table(f"sweep {name} → {destination}", ["", *columns], rows)
 
 
 @federated.command("strategies")
