@@ -40,9 +40,10 @@ class DeviceApp(Protocol):
         device has nothing to learn from (it then sits the round out)."""
         ...
 
-    def evaluate(self, parameters: np.ndarray) -> dict[str, float]:
+    def evaluate(self, parameters: np.ndarray, model_version: int) -> dict[str, float]:
         """Counts (summable across devices) of the app's own metric under
-        ``parameters`` on the device's held-out uses; an empty dict when it has none."""
+        ``parameters`` (P,) of ``model_version`` on the device's held-out uses; an empty
+        dict when it has none."""
         ...
 
     def close(self) -> None:

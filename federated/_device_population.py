@@ -214,8 +214,9 @@ def run_population(url: str, task: FederatedTask, *, n: int, rounds: int, workdi
 
     def app_evaluate(i: int) -> dict[str, float]:
         assert apps is not None
-        _, params = devices[i].sync_model()
-        return apps[i].evaluate(params)
+        version, params = devices[i].sync_model()
+        apps[i].sync(devices[i].transport)  # the app computes only with its own bundle
+        return apps[i].evaluate(params, version)
 
     def evaluate_apps(pool: ThreadPoolExecutor) -> dict[str, float]:
         total: dict[str, float] = {}

@@ -475,8 +475,11 @@ class Suggester:
 
         Files: ``model.onnx``; ``candidates.npz`` (package ids, float16 factors, prior,
         the factor Gram matrix and ALS λ/α for the on-device fold-in, label embeddings of
-        the labels the candidates carry); ``stickers.json`` (per candidate: sticker ids
-        and their labels; label slugs and emoji); ``keywords-<lang>.kwi``;
+        the labels the candidates carry); ``catalog.npz`` (what the keyboard app computes
+        the row with: every package's float32 stage-1 factor, every label's embedding,
+        the candidates' premium flags, the list width and cluster count);
+        ``stickers.json`` (per candidate: sticker ids and their labels; label slugs and
+        emoji; characters); ``keywords-<lang>.kwi``;
         ``bundle.json`` (versions, feature names). Budget: :data:`BUNDLE_BUDGET_BYTES`.
         """
         ctx = self.context
@@ -509,10 +512,28 @@ class Suggester:
                 "history_features": list(HISTORY_FEATURE_NAMES) if self.is_row else [],
                 "row": self.row_config.model_dump(mode="json") if self.is_row else None,
                 "regularization": float(s1.regularization), "alpha": float(s1.als.alpha)}
+        # what a phone computes its row with besides the candidates (the keyboard app
+        # builds its tables from the bundle alone): every package's stage-1 factor
+        # (float32, as the server scores: the fold-in and the row need the packages the
+        # phone holds, which no cluster list knows), every label's embedding, the
+        # candidates' premium flags and the list width that sets the unlisted prior
+        premium = dict(zip(*ctx.dataset.table("packages").select(
+            "package_id", "premium").to_dict(as_series=False).values(), strict=True))
+        device = io.BytesIO()
+        np.savez_compressed(
+            device, factor_package_ids=ctx.stage1.package_ids.astype(np.int32),
+            factors=ctx.stage1.package_factors.astype(np.float32),
+            label_embeddings=np.asarray(ctx.label_embeddings, np.float32),
+            candidate_premium=np.array([bool(premium.get(int(p), False)) for p in ids], bool),
+            candidate_width=np.int64(ctx.candidate_ids.shape[1]),
+            n_clusters=np.int64(ctx.n_clusters))
+        characters = {str(p): str(self._character.get(int(p), "")) for p in ids.tolist()}
         return {
             "model.onnx": self.model_bytes,
             "candidates.npz": buf.getvalue(),
-            "stickers.json": json.dumps({"packages": by_package, "labels": labels_meta},
+            "catalog.npz": device.getvalue(),
+            "stickers.json": json.dumps({"packages": by_package, "labels": labels_meta,
+                                         "characters": characters},
                                         ensure_ascii=False, separators=(",", ":")).encode(),
             f"keywords-{language}.kwi": ctx.indexes[language].to_bytes(),
             "bundle.json": json.dumps(meta, separators=(",", ":")).encode(),

@@ -36,6 +36,30 @@ def task(tiny_var: Path) -> RowTask:
     return make_row_task(TaskContext(var=tiny_var, seed=0, options={}))
 
 
+@pytest.fixture(scope="module")
+def bundle_url(tiny_var: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real server of the tiny world (bundles, suggest), over HTTP."""
+    var = tmp_path_factory.mktemp("bundle-var") / "var"
+    shutil.copytree(tiny_var, var)
+    app = create_app({"var": var, "reload_interval_s": 0})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
+def _app(task: RowTask, dv: int, path: Path, url: str, **span: float) -> Any:
+    """Device ``dv``'s keyboard with its cluster's bundle downloaded from ``url``."""
+    app = task.device_app(dv, path, **span)
+    transport = HttpTransport(url, timeout_s=20)
+    app.sync(transport)
+    transport.close()
+    return app
+
+
 def _theta(task: RowTask, seed: int = 3) -> np.ndarray:
     rng = np.random.default_rng(seed)
     theta = np.asarray(task.initial_parameters(), np.float32)
@@ -64,11 +88,11 @@ def _sends(task: RowTask, dv: int, lo: float, hi: float) -> list[tuple[float, in
     return out
 
 
-def test_the_store_holds_exactly_the_sends_the_device_made(task: RowTask, tmp_path: Path
-                                                           ) -> None:
+def test_the_store_holds_exactly_the_sends_the_device_made(task: RowTask, tmp_path: Path,
+                                                           bundle_url: str) -> None:
     dv = _typing_device(task)
     start, end = task.split.validation_start, task.split_ts
-    app = task.device_app(dv, tmp_path / "d.sqlite3")
+    app = _app(task, dv, tmp_path / "d.sqlite3", bundle_url)
     store = app.store
     past = _sends(task, dv, -np.inf, start)
     assert [(x.ts, x.sticker_id, x.package_id) for x in store.sends()] == past
@@ -99,18 +123,19 @@ def test_the_store_holds_exactly_the_sends_the_device_made(task: RowTask, tmp_pa
     # a third step types nothing new; a reopened store resumes after its last send
     assert app.use(1, 2, theta, 8) == 0
     app.close()
-    again = task.device_app(dv, tmp_path / "d.sqlite3")
+    again = _app(task, dv, tmp_path / "d.sqlite3", bundle_url)
     assert len(again.store.sends()) == len(past) + len(typed)
     assert again.use(1, 2, theta, 9) == 0
     again.close()
 
 
 def test_the_row_computed_on_the_device_equals_the_in_process_row(task: RowTask,
-                                                                  tmp_path: Path) -> None:
+                                                                  tmp_path: Path,
+                                                                  bundle_url: str) -> None:
     dv = _typing_device(task)
     start, end = task.split.validation_start, task.split_ts
     theta = _theta(task)
-    app = task.device_app(dv, tmp_path / "d.sqlite3")
+    app = _app(task, dv, tmp_path / "d.sqlite3", bundle_url)
     app.use(0, 1, theta, 1)
     device_rows = [shown for _, _, shown, _ in app.store.rows()]
     app.close()
@@ -138,12 +163,13 @@ def test_the_row_computed_on_the_device_equals_the_in_process_row(task: RowTask,
     assert len({tuple(r.tolist()) for r in device_rows}) > 1
 
 
-def test_local_training_reads_the_store(task: RowTask, tmp_path: Path) -> None:
+def test_local_training_reads_the_store(task: RowTask, tmp_path: Path, bundle_url: str
+                                        ) -> None:
     dv = _typing_device(task)
     theta = _theta(task, 5)
     # the store holds every send before the end of training: the same examples as the
     # task's in-process local training of that device
-    app = task.device_app(dv, tmp_path / "d.sqlite3", start_s=task.split_ts)
+    app = _app(task, dv, tmp_path / "d.sqlite3", bundle_url, start_s=task.split_ts)
     delta = app.train(theta)
     stored = app.store.get("embedding")
     state = task.device_state()
@@ -162,23 +188,24 @@ def test_local_training_reads_the_store(task: RowTask, tmp_path: Path) -> None:
     # an empty store (everything after the span start) has nothing to train on
     s = task.sessions
     first = float(s.ts[s.dev_ptr[dv]])
-    empty = task.device_app(dv, tmp_path / "e.sqlite3", start_s=first)
+    empty = _app(task, dv, tmp_path / "e.sqlite3", bundle_url, start_s=first)
     assert empty.store.sends() == [] and empty.train(theta) is None
     empty.close()
     held = int(np.flatnonzero(task.validation)[0])
-    held_app = task.device_app(held, tmp_path / "h.sqlite3")
+    held_app = _app(task, held, tmp_path / "h.sqlite3", bundle_url)
     assert held_app.train(theta) is None  # held-out devices never train
     held_app.close()
 
 
 def test_hit_at_5_of_the_devices_own_keyboards_equals_evaluate(task: RowTask,
-                                                               tmp_path: Path) -> None:
+                                                               tmp_path: Path,
+                                                               bundle_url: str) -> None:
     theta = _theta(task, 11)
     held = np.unique(task.sessions.device[task.eval_window])[:40]
     hits = impressions = 0.0
     for dv in held.tolist():
-        app = task.device_app(dv, tmp_path / f"{dv}.sqlite3")
-        counts = app.evaluate(theta)
+        app = _app(task, dv, tmp_path / f"{dv}.sqlite3", bundle_url)
+        counts = app.evaluate(theta, 1)
         hits += counts.get("hits", 0.0)
         impressions += counts.get("impressions", 0.0)
         assert app.store.rows() == []  # evaluating shows nothing and stores nothing
@@ -186,8 +213,8 @@ def test_hit_at_5_of_the_devices_own_keyboards_equals_evaluate(task: RowTask,
     metrics = task.evaluate_sessions(theta, held, task.eval_window)
     assert impressions == metrics["eval_sessions"] > 0
     assert hits / impressions == pytest.approx(metrics["hit@5"], abs=1e-12)
-    training = task.device_app(_typing_device(task), tmp_path / "t.sqlite3")
-    assert training.evaluate(theta) == {}
+    training = _app(task, _typing_device(task), tmp_path / "t.sqlite3", bundle_url)
+    assert training.evaluate(theta, 1) == {}
     training.close()
 
 
@@ -237,7 +264,7 @@ def test_a_keyboard_round_over_http_sends_nothing_of_its_store(
     for dv in trainers:
         if len(apps) == 5:
             break
-        probe = task.device_app(dv, tmp_path / f"probe{dv}.sqlite3")
+        probe = _app(task, dv, tmp_path / f"probe{dv}.sqlite3", url)
         learns = probe.train(task.initial_parameters()) is not None
         probe.close()
         if not learns:  # nothing to learn from: it would sit the round out
@@ -346,3 +373,136 @@ def test_a_population_of_keyboards_over_http(task: RowTask, keyboard_server: tup
     assert typed == sum(r.app_uses for r in records) > 0
     # the held-out keyboards measured the same sessions before and after
     assert metrics["before"]["impressions"] == metrics["after"]["impressions"] > 0
+
+
+# ------------------------------------------------------- the bundle, the keystroke path
+
+
+@pytest.fixture
+def published_server(tiny_var: Path, task: RowTask, tmp_path: Path
+                     ) -> Iterator[tuple[str, Path, np.ndarray]]:
+    """A real server whose live reranker has weights ``theta`` (a sticker-row model)."""
+    from federated import VersionRecords, publish_version
+
+    var = tmp_path / "var"
+    shutil.copytree(tiny_var, var)
+    theta = _theta(task, 17)
+    publish_version(var / "reranker", theta, lambda d: task.export(theta, d),
+                    VersionRecords(parameters={}), kind="reranker")
+    app = create_app({"var": var, "reload_interval_s": 0})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", var, theta
+    finally:
+        server.shutdown()
+
+
+def test_the_device_row_is_the_servers_suggest_row(
+        task: RowTask, published_server: tuple[str, Path, np.ndarray], tmp_path: Path) -> None:
+    """The keyboard ranks with its bundle's tables and the server's keystroke code: for
+    the same text, embedding, history and weights, its row is ``POST /v1/suggest``'s (the
+    thin-client option carrying the device's history summary), sticker for sticker."""
+    url, _, theta = published_server
+    dv = _typing_device(task)
+    app = _app(task, dv, tmp_path / "d.sqlite3", url)
+    app.use(0, 1, theta, 1)  # the device types its sends: a history with own packages
+    state = app.history()
+    user = app.embedding()[0]
+    suggester = app.suggester(theta, 1)
+    # the device's catalogue is its cluster's packages and its own, not the catalogue's
+    assert suggester.catalog is not None
+    assert suggester.catalog.n_packages < task.catalog.n_packages
+    own = set(state.catalog.package_ids[state.held | (state.pk_last > -1e299)].tolist())
+    listed = set(app.tables().bundle.candidate_ids.tolist())
+    assert own - listed  # a package only the phone has takes part
+    now = float(state.total[1]) + 3600.0
+    summary = state.summary()
+    history = {"stickers": [{"sticker_id": s, "count": c, "last_sent_at": t}
+                            for s, c, t in summary["stickers"]],
+               "held_packages": summary["held"], "subscriber": summary["subscriber"],
+               "now": now}
+    logs = task.context.dataset.table("device_logs")
+    texts = logs.filter(logs["language"] == app.language)["text"].head(60).to_list()
+    client = HttpTransport(url, timeout_s=20)
+    compared = nonempty = 0
+    for text in ["", *texts[:30], *(t[: max(1, len(t) // 2)] for t in texts[30:])]:
+        got = suggester.rank_row(language=app.language, text=text, cluster_id=app.cluster,
+                                 user_embedding=user, limit=5, history=state, now=now)
+        answer = client.request("POST", "/v1/suggest", {
+            "language": app.language, "text": text, "cluster_id": app.cluster,
+            "user_embedding": user.tolist(), "limit": 5, "history": history})
+        assert answer.status == 200, answer.body
+        served = answer.body["stickers"]
+        assert list(got.sticker_ids) == [x["sticker_id"] for x in served], text
+        np.testing.assert_allclose(got.scores, [x["score"] for x in served], rtol=1e-6,
+                                   atol=1e-6)
+        compared += 1
+        nonempty += bool(served)
+    assert compared == 61 and nonempty > 30
+    # the server's live version is what the device downloaded: the same weights
+    assert answer.body["versions"]["reranker"] == app.tables().bundle.reranker_version
+    client.close()
+    app.close()
+
+
+def test_a_device_with_only_its_bundle_and_store_works(
+        task: RowTask, published_server: tuple[str, Path, np.ndarray], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the bundle download the keyboard needs no catalogue: with the server's files
+    deleted and every catalogue and stage-1 reader failing, it types, ranks, trains and
+    evaluates from its store, its bundle and the weights; the rows are those it computes
+    with the catalogue present."""
+    import candidate_gen
+    import data
+    import reranker
+
+    url, var, theta = published_server
+    dv = _typing_device(task)
+    held = int(np.flatnonzero(task.validation)[0])
+    apps = {name: _app(task, d, tmp_path / f"{name}.sqlite3", url)
+            for name, d in (("a", dv), ("b", dv), ("held", held))}
+    apps["a"].use(0, 2, theta, 1)  # with the catalogue readers intact
+
+    def no_catalogue(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the device read the catalogue")
+
+    shutil.rmtree(var / "stage1")
+    shutil.rmtree(var / "data", ignore_errors=True)
+    for target, name in ((data.Dataset, "table"), (data, "open_dataset"),
+                         (candidate_gen.Stage1Artifact, "load"),
+                         (reranker.RankingContext, "build")):
+        monkeypatch.setattr(target, name, no_catalogue)
+    apps["b"].use(0, 2, theta, 1)
+    apps["a"].use(1, 2, theta, 1)
+    apps["b"].use(1, 2, theta, 1)
+    assert apps["a"].store.rows() and [
+        (s, v, r.tolist(), h) for s, v, r, h in apps["a"].store.rows()] == [
+        (s, v, r.tolist(), h) for s, v, r, h in apps["b"].store.rows()]
+    assert apps["b"].train(theta) is not None
+    assert apps["held"].evaluate(theta, 1)["impressions"] > 0
+    for app in apps.values():
+        app.close()
+
+
+def test_the_store_keeps_the_match_not_the_text(task: RowTask, tmp_path: Path,
+                                                bundle_url: str) -> None:
+    """Each send's match is the keyword index's match of the typed text, computed on the
+    device; no typed text is anywhere in the store's file; every keystroke was ranked."""
+    dv = _typing_device(task)
+    app = _app(task, dv, tmp_path / "d.sqlite3", bundle_url)
+    typed = [x for x in app._user.sends if x.ts < task.split_ts]
+    before = len(app.store.sends())
+    app.use(0, 1, _theta(task), 1)
+    assert app.keystrokes == sum(max(len(x.text), 1) for x in typed) > len(typed)
+    index = task.context.indexes[app.language]
+    for x, logged in zip(typed, app.store.sends()[before:], strict=True):
+        want = index.match(x.text)
+        np.testing.assert_array_equal(logged.labels, want.label_ids)
+        np.testing.assert_array_equal(logged.strengths, want.strengths)
+        np.testing.assert_array_equal(logged.kinds, want.kinds)
+    app.close()
+    raw = (tmp_path / "d.sqlite3").read_bytes()
+    texts = {x.text for x in typed if len(x.text.encode()) >= 4}
+    assert texts and not [t for t in texts if t.encode() in raw]
