@@ -51,6 +51,7 @@ from serving._requests import (
     integral,
     json_body,
     parse_body,
+    parse_suggest,
 )
 from serving._state import ServingState, get_store, state
 from serving._store import StoreRejectedError
@@ -115,7 +116,7 @@ def suggest() -> Response:
     """Ranked stickers for the text typed so far."""
     st = state()
     config = st.config
-    body = parse_body(SuggestRequest, config.max_request_bytes)
+    body = parse_suggest(config.max_request_bytes)
     if body.limit > config.max_limit:
         raise ApiError(422, "invalid_request",
                        f"limit={body.limit} should be <= {config.max_limit}")

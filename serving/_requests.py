@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NamedTuple, TypeVar
 
+import msgspec
 import numpy as np
 from flask import Request, request
 from pydantic import (
@@ -26,8 +27,8 @@ from pydantic import (
 
 from serving._errors import ApiError
 
-__all__ = ["AssignRequest", "HistorySummary", "SentSticker", "SuggestRequest", "integral",
-           "json_body", "parse_body", "validate"]
+__all__ = ["AssignRequest", "HistorySummary", "SentSticker", "SuggestFields", "SuggestRequest",
+           "integral", "json_body", "parse_body", "parse_suggest", "validate"]
 
 def integral(value: Any) -> Any:
     """A float with no fraction as the integer it is (JSON does not tell ``9`` from
@@ -323,3 +324,100 @@ def validate(model: type[_Model], payload: Any) -> _Model:
         summary = "; ".join(f"{e['field']}: {e['problem']}" for e in errors)
         raise ApiError(422, "invalid_request", f"invalid request: {summary}",
                        {"errors": errors}) from exc
+
+
+# ------------------------------------------------------------- suggest's one-pass path
+
+
+class SuggestFields(NamedTuple):
+    """A valid suggest body's fields, as :class:`SuggestRequest` names and types them."""
+
+    language: str
+    text: str
+    cluster_id: int | None
+    features: dict[str, str | bool | int] | None
+    user_embedding: list[float] | None
+    limit: int
+    history: HistorySummary | None
+
+
+_MAX_INT = 2**63 - 1  # msgspec's bounds are int64; larger integers take the general path
+_Key = Annotated[str, msgspec.Meta(max_length=64)]
+_FeatureValues = Annotated[
+    dict[_Key, Annotated[str, msgspec.Meta(max_length=64)] | bool
+         | Annotated[int, msgspec.Meta(ge=-_MAX_INT, le=_MAX_INT)]],
+    msgspec.Meta(min_length=1, max_length=32)]
+
+
+class _KeyboardSuggest(msgspec.Struct, forbid_unknown_fields=True):
+    """The keyboard's suggest body — no embedding, no history — as one msgspec pass.
+
+    Only a *subset* of what :class:`SuggestRequest` accepts: every field constraint is the
+    same or narrower (integers only as JSON integers within int64, no floats anywhere,
+    nesting two deep), so whatever this accepts the general path accepts with the same
+    values; what it refuses goes to the general path, which gives today's error.
+    ``UNSET`` marks an absent key (the duplicate-key check counts the keys present).
+    """
+
+    language: Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
+    text: Annotated[str, msgspec.Meta(max_length=4096)]
+    cluster_id: Annotated[int, msgspec.Meta(ge=0, le=_MAX_INT)] | msgspec.UnsetType | None = (
+        msgspec.UNSET)
+    features: _FeatureValues | msgspec.UnsetType | None = msgspec.UNSET
+    limit: Annotated[int, msgspec.Meta(ge=1, le=50)] | msgspec.UnsetType = msgspec.UNSET
+    user_embedding: msgspec.UnsetType | None = msgspec.UNSET
+    history: msgspec.UnsetType | None = msgspec.UNSET
+
+
+_KEYBOARD = msgspec.json.Decoder(_KeyboardSuggest)
+_UNSET = msgspec.UNSET
+
+
+def _keyboard_fields(raw: bytes) -> SuggestFields | None:
+    """``raw`` as :class:`SuggestFields` if the one-pass decoder proves it valid, else None.
+
+    msgspec checks UTF-8, JSON syntax, types and bounds in C but keeps the last of
+    repeated keys, so the body must also prove it has none: every key is followed by a
+    ``:`` outside strings, so a body with as many ``:`` bytes as keys decoded (distinct
+    fields present plus feature names) repeats no key. A ``:`` in the text, a repeated
+    key or anything outside the subset: None (the general path decides).
+    """
+    try:
+        body = _KEYBOARD.decode(raw)
+    except (msgspec.MsgspecError, UnicodeDecodeError):
+        return None
+    cluster_id, features, limit = body.cluster_id, body.features, body.limit
+    keys = 2 + (cluster_id is not _UNSET) + (limit is not _UNSET) + (
+        body.user_embedding is not _UNSET) + (body.history is not _UNSET)
+    if features is not _UNSET:
+        keys += 1 + (0 if features is None else len(features))
+        features_value = features
+    else:
+        features_value = None
+    if raw.count(b":") != keys:
+        return None
+    cluster = None if cluster_id is _UNSET else cluster_id
+    if (cluster is None) == (features_value is None):
+        return None  # the general path names the problem
+    return SuggestFields(body.language, body.text, cluster, features_value, None,
+                         5 if limit is _UNSET else limit, None)
+
+
+def parse_suggest(max_bytes: int) -> SuggestFields | SuggestRequest:
+    """The request's suggest body, valid: :func:`parse_body` of :class:`SuggestRequest`.
+
+    The keyboard's body (no embedding, no history) is decided in one msgspec pass when
+    it is provably valid (:func:`_keyboard_fields`); every other body — and every invalid
+    one, so each error is the general path's — goes through the strict JSON parser and
+    the pydantic model. Both give the same field values for a body both accept.
+
+    Raises
+    ------
+    ApiError
+        As :func:`parse_body`.
+    """
+    raw = _raw_body(max_bytes)
+    fields = _keyboard_fields(raw)
+    if fields is not None:
+        return fields
+    return validate(SuggestRequest, _loads(raw))

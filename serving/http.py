@@ -12,7 +12,7 @@ from serving._gunicorn import GunicornServer, enable_multiprocess_metrics
 from serving._metrics import ServingMetrics
 from serving._openapi import DocumentContext, Fragment, documents, openapi_document
 from serving._privacy import privacy_statement
-from serving._requests import SuggestRequest, parse_body
+from serving._requests import SuggestFields, SuggestRequest, parse_body, parse_suggest
 from serving._state import ServingState, freeze_heap
 
 __all__ = [
@@ -23,11 +23,13 @@ __all__ = [
     "ServingMetrics",
     "ServingState",
     "SuggestEncoder",
+    "SuggestFields",
     "SuggestRequest",
     "documents",
     "enable_multiprocess_metrics",
     "freeze_heap",
     "openapi_document",
     "parse_body",
+    "parse_suggest",
     "privacy_statement",
 ]

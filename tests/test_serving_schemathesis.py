@@ -8,6 +8,10 @@ requests, a bounded number of each, and runs all of its checks on every response
 5xx, documented statuses, content types and headers, responses matching their schemas,
 invalid requests refused and valid ones accepted. (Driven through schemathesis's Python
 API: its pytest plugin does not run under this pytest.)
+
+Reproducible: the cases come from a fixed seed (``STICKERS_SCHEMATHESIS_SEED``, default 0;
+set another to explore other cases), and a failure names the seed and prints the failing
+case as a curl command with its body.
 """
 
 from __future__ import annotations
@@ -19,14 +23,17 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis")
 
 import math  # noqa: E402
+import os  # noqa: E402
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
 from schemathesis.checks import CHECKS, load_all_checks  # noqa: E402
 from test_serving_support import build_var, fake_app  # noqa: E402
 
 EXAMPLES = 30  # per operation and mode: ~500 requests in all
+SEED = int(os.environ.get("STICKERS_SCHEMATHESIS_SEED", "0"))
+"""Seed of every operation's generated cases (the same cases on every run)."""
 load_all_checks()
 ALL_CHECKS = list(CHECKS.get_all())  # every built-in check, whatever the defaults enable
 
@@ -59,15 +66,22 @@ def _norm_maximum(operation) -> float | None:  # type: ignore[no-untyped-def]
 CALLS: list[int] = []
 
 
-def _runner(strategy, seen: set[int]):  # type: ignore[no-untyped-def]
+def _runner(strategy, seen: set[int], failing: list[str]):  # type: ignore[no-untyped-def]
     """A hypothesis test calling the app with each generated case and running every check;
-    it records the statuses it saw in ``seen`` (and each call in ``CALLS``)."""
+    it records the statuses it saw in ``seen`` (and each call in ``CALLS``), and the last
+    failing case (hypothesis replays the minimal one last) in ``failing``."""
 
+    @seed(SEED)
     @given(case=strategy)
     @settings(max_examples=EXAMPLES, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     def run(case) -> None:  # type: ignore[no-untyped-def]
-        seen.add(case.call_and_validate(checks=ALL_CHECKS).status_code)
+        try:
+            seen.add(case.call_and_validate(checks=ALL_CHECKS).status_code)
+        except BaseException:
+            failing[:] = [f"{case.as_curl_command(base_url='http://localhost')}\n"
+                          f"body: {case.body!r:.2000}"]
+            raise
         CALLS.append(1)
 
     return run
@@ -86,7 +100,9 @@ def test_every_operation_passes_every_check(app) -> None:  # type: ignore[no-unt
             if mode is GenerationMode.POSITIVE and operation.label.endswith("/updates"):
                 strategy = strategy.map(within_norm)
 
-            run = _runner(strategy, statuses.setdefault((operation.label, mode.value), set()))
+            failing: list[str] = []
+            run = _runner(strategy, statuses.setdefault((operation.label, mode.value), set()),
+                          failing)
 
             try:
                 run()
@@ -97,8 +113,9 @@ def test_every_operation_passes_every_check(app) -> None:  # type: ignore[no-unt
             except BaseException as exc:  # one entry per operation and mode
                 if isinstance(exc, KeyboardInterrupt):
                     raise
-                failures.append(f"{operation.label} [{mode.value}]: "
-                                f"{str(exc).strip()[:2000]}")
+                failures.append(f"{operation.label} [{mode.value}], seed {SEED}: "
+                                f"{str(exc).strip()[:2000]}\nfailing case: "
+                                f"{failing[0] if failing else '(none recorded)'}")
     assert len(CALLS) > 200, len(CALLS)
     assert not failures, "\n\n".join(failures)
     # the generated valid requests really were served, not refused
