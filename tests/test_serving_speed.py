@@ -34,6 +34,7 @@ from serving.http import (
     parse_body,
     parse_suggest,
 )
+from serving.versions import BOARD_ENV
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,11 @@ class _Cycle:
         self.me = self
 
 
-def test_each_gunicorn_worker_freezes_its_heap_after_building_its_app(tmp_path: Path) -> None:
+def test_each_gunicorn_worker_freezes_its_heap_after_building_its_app(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GunicornServer points the process at its version board; undone after the test, so
+    # later apps in this process do not follow that board
+    monkeypatch.setenv(BOARD_ENV, str(tmp_path / "board"))
     server = GunicornServer(ServingConfig.load(environ={}, var=tmp_path, port=0))
     hook = server.options["post_worker_init"]
     assert server.cfg.post_worker_init is hook  # what gunicorn calls in each worker
