@@ -13,7 +13,8 @@ from federated import guarantees_headline_first, privacy_headline
 
 __all__ = ["EPSILON_KINDS", "load_frontier", "privacy_summary"]
 
-EPSILON_KINDS: tuple[str, ...] = ("local", "device_local", "shuffle", "secure_sum")
+EPSILON_KINDS: tuple[str, ...] = ("local", "device_local", "shuffle", "secure_sum",
+                                  "device_sum")
 """Guarantee kinds of ``privacy.json``, weakest trust assumption first."""
 
 

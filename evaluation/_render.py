@@ -29,7 +29,7 @@ _ARM_COLOURS = {"control": "#7f7f7f", "treatment": "#1f77b4", "popularity": "#bc
                 "segment_popularity": "#8c564b", "fold_in_only": "#17becf", "owned": "#e377c2",
                 "owned_by_match": "#f7b6d2"}
 _KIND_COLOURS = {"local": "#d62728", "device_local": "#9467bd", "shuffle": "#ff7f0e",
-                 "secure_sum": "#1f77b4"}
+                 "secure_sum": "#1f77b4", "device_sum": "#8c564b"}
 
 
 def format_value(value: Any, fmt: str) -> str:

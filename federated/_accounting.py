@@ -1,4 +1,4 @@
-"""Privacy accounting with Google's ``dp_accounting``: four guarantees, budgets, calibration.
+"""Privacy accounting with Google's ``dp_accounting``: five guarantees, budgets, calibration.
 
 The unit of privacy is a **device** (all of one user's data). Every opened round is
 recorded as an immutable :class:`RoundPrivacyEvent` in a :class:`PrivacyLedger`; a
@@ -25,6 +25,17 @@ recorded as an immutable :class:`RoundPrivacyEvent` in a :class:`PrivacyLedger`;
     replaced by data giving a zero delta (``REPLACE_SPECIAL``, zero record): a Gaussian
     with noise multiplier σ√n_min, Poisson-sampled at rate q each round, composed by
     ``dp_accounting`` (PLD, with RDP alongside), as for DP-FedAvg (McMahan et al. 2018).
+    The amplification also ASSUMES the sampling coin is secret from the server: met only
+    when every event records both secure aggregation and a secret coin.
+``device_sum`` (assumption: what each round recorded)
+    Each round charged by what it actually ran under (:attr:`RoundPrivacyEvent.
+    secure_aggregation`, :attr:`RoundPrivacyEvent.secret_sampling`): a round with
+    secure aggregation and a secret coin as in ``secure_sum``; one with secure
+    aggregation whose participation the server can see (HTTP devices choose when to
+    check in) as the unamplified sum (q = 1, KLS21 Thm 1 — the "server observed" setting
+    of KLS21's client-dropout figure) in every round the device could join (per-day cap,
+    as ``device_local``); a round without secure aggregation at its ``device_local``
+    cost. Composed by RDP; ``device_local``'s ε when lower (it holds too).
 """
 
 from __future__ import annotations
@@ -53,6 +64,7 @@ __all__ = [
     "GuaranteeKind",
     "PrivacyLedger",
     "RoundPrivacyEvent",
+    "assumptions_met",
     "calibrate_noise_multiplier",
     "fmt21_amplification_delta",
     "fmt21_shuffle_epsilon",
@@ -65,9 +77,10 @@ __all__ = [
     "shuffled_gaussian_round",
 ]
 
-GuaranteeKind = Literal["local", "device_local", "shuffle", "secure_sum"]
+GuaranteeKind = Literal["local", "device_local", "shuffle", "secure_sum", "device_sum"]
 AccountantName = Literal["pld", "rdp"]
-GUARANTEE_KINDS: tuple[GuaranteeKind, ...] = ("local", "device_local", "shuffle", "secure_sum")
+GUARANTEE_KINDS: tuple[GuaranteeKind, ...] = ("local", "device_local", "shuffle", "secure_sum",
+                                              "device_sum")
 _NR = dp_accounting.NeighboringRelation
 
 ASSUMPTIONS: dict[str, str] = {
@@ -81,12 +94,21 @@ ASSUMPTIONS: dict[str, str] = {
                "Poisson amplification, PLD composition over rounds",
     "secure_sum": "ASSUMES secure aggregation: the server sees only each round's sum of >= "
                   "min_reports noisy reports (noise multiplier sigma*sqrt(min_reports) "
-                  "w.r.t. C, zero-record neighbours), Poisson sampling at rate q is secret",
+                  "w.r.t. C, zero-record neighbours), AND a secret Poisson coin: the server "
+                  "cannot tell whether a device took part (amplification by q)",
+    "device_sum": "each round as it ran (recorded per event): with secure aggregation the "
+                  "server sees only the sum of >= min_reports noisy reports (zero-record "
+                  "neighbours; an honest-but-curious server that unmasks no smaller sum), "
+                  "amplified by q only where the coin was secret, else q = 1 in every round "
+                  "the device could join (per-day cap); without secure aggregation each "
+                  "upload at its device_local cost",
 }
 
-MET_WITHOUT_SECURE_AGGREGATION: frozenset[str] = frozenset({"local", "device_local"})
+MET_WITHOUT_SECURE_AGGREGATION: frozenset[str] = frozenset({"local", "device_local",
+                                                            "device_sum"})
 """Kinds whose assumption the platform meets by itself: the server may see every upload
-and link it to its sender, and these guarantees still hold."""
+and link it to its sender, and these guarantees still hold (``device_sum`` charges each
+round by what its event records, so it needs nothing beyond the record)."""
 
 LABELS: dict[str, tuple[str, str]] = {
     "local": ("per upload, against an observer who knows the sender",
@@ -94,7 +116,11 @@ LABELS: dict[str, tuple[str, str]] = {
     "device_local": ("per device, against a server that sees every upload",
                      "per device, if uploads were never linked"),
     "shuffle": ("anonymous shuffling in place", "if anonymous shuffling were in place"),
-    "secure_sum": ("secure aggregation in place", "if secure aggregation were in place"),
+    "secure_sum": ("secure aggregation and a secret sampling coin in place",
+                   "if secure aggregation and a secret sampling coin were in place"),
+    "device_sum": ("per device, each round as it ran (secure sums, no amplification where "
+                   "the server sees who takes part)",
+                   "per device, if each round had run as recorded"),
 }
 """How each kind is labelled beside the headline: (assumption met, assumption not met)."""
 
@@ -104,9 +130,26 @@ def guarantee_label(kind: str, assumption_met: bool) -> str:
     met_label, unmet_label = LABELS.get(kind, (kind, f"if the assumption of {kind} held"))
     return met_label if assumption_met else unmet_label
 
-HEADLINE_CANDIDATES: tuple[GuaranteeKind, ...] = ("device_local", "shuffle", "secure_sum")
+HEADLINE_CANDIDATES: tuple[GuaranteeKind, ...] = ("device_local", "shuffle", "secure_sum",
+                                                  "device_sum")
 """Kinds that can be the headline: per-device guarantees. ``local`` protects one upload,
-not a device, so it is never the headline however small its ε."""
+not a device, so it is never the headline however small its ε. On equal ε the earlier
+kind wins (``device_sum`` equals ``device_local`` when no round ran secure aggregation,
+and ``secure_sum`` when every round also had a secret coin)."""
+
+
+def assumptions_met(ledger: PrivacyLedger) -> frozenset[str]:
+    """The kinds whose assumption every round of ``ledger`` met, by its events' records.
+
+    ``local``, ``device_local`` and ``device_sum`` always; ``secure_sum`` when every
+    event records secure aggregation *and* a secret sampling coin; ``shuffle`` never (no
+    anonymous shuffler is built).
+    """
+    met = set(MET_WITHOUT_SECURE_AGGREGATION)
+    if ledger.events and all(e.secure_aggregation and e.secret_sampling
+                             for e in ledger.events):
+        met.add("secure_sum")
+    return frozenset(met)
 
 
 def privacy_headline(privacy: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -304,6 +347,16 @@ class RoundPrivacyEvent:
         ``gaussian``).
     tau, dimension : float, int
         KLS21's τ and the rotated dimension D (``ddg`` only).
+    secure_aggregation : bool
+        Whether the server saw only the round's sum of >= ``min_reports`` reports
+        (secure aggregation ran). None when built: ``mechanism == "ddg"`` (the discrete
+        encoding runs only under secure aggregation; events recorded before this field
+        existed read so).
+    secret_sampling : bool
+        Whether the device's participation coin was secret from the server, so that
+        sampling at rate q amplifies the round: true for the simulator's rounds (each
+        device flips its own coin, uploads carry no identity), false where the server
+        sees who takes part (HTTP devices choose when to check in).
     """
 
     @property
@@ -319,13 +372,22 @@ class RoundPrivacyEvent:
     sensitivity: float = 1.0
     tau: float = 0.0
     dimension: int = 0
+    secure_aggregation: bool = None  # type: ignore[assignment]  # resolved below
+    secret_sampling: bool = False
+
+    def __post_init__(self) -> None:
+        if self.secure_aggregation is None:
+            object.__setattr__(self, "secure_aggregation", self.mechanism == "ddg")
 
     @classmethod
-    def from_recipe(cls, recipe: RoundRecipe, day: int) -> RoundPrivacyEvent:
-        """The event of one round of ``recipe`` opened on ``day``."""
+    def from_recipe(cls, recipe: RoundRecipe, day: int, *,
+                    secret_sampling: bool = False) -> RoundPrivacyEvent:
+        """The event of one round of ``recipe`` opened on ``day`` (``secret_sampling``:
+        whether the round's participation coin is secret from the server)."""
         cfg = recipe.config
         return cls(cfg.privacy.noise_multiplier, cfg.rounds.sampling_rate,
-                   cfg.rounds.min_reports, day, **recipe.mechanism())
+                   cfg.rounds.min_reports, day, **recipe.mechanism(),
+                   secure_aggregation=recipe.secure, secret_sampling=secret_sampling)
 
 
 @dataclass(frozen=True)
@@ -377,7 +439,8 @@ class PrivacyLedger:
                 **mechanism: Any) -> PrivacyLedger:
         """The ledger of a run of ``rounds`` identical rounds on a fixed schedule.
 
-        ``mechanism`` holds the events' ``mechanism``/``sensitivity``/``tau``/``dimension``.
+        ``mechanism`` holds the events' ``mechanism``/``sensitivity``/``tau``/``dimension``
+        and, optionally, ``secure_aggregation``/``secret_sampling``.
         """
         events = tuple(
             RoundPrivacyEvent(noise_multiplier, sampling_rate, min_reports,
@@ -389,8 +452,8 @@ class PrivacyLedger:
 
     @classmethod
     def planned_from(cls, config: FederatedConfig, n_parameters: int | None = None, *,
-                     rounds: int | None = None, secure: bool | None = None
-                     ) -> PrivacyLedger:
+                     rounds: int | None = None, secure: bool | None = None,
+                     secret_sampling: bool = False) -> PrivacyLedger:
         """The planned ledger of ``config``'s schedule, with the mechanism its rounds run.
 
         Parameters
@@ -403,6 +466,9 @@ class PrivacyLedger:
             How many rounds (default: ``config.rounds.rounds``).
         secure : bool, optional
             Whether the rounds run secure aggregation (default: the config's).
+        secret_sampling : bool
+            Whether each round's participation coin is secret from the server (the
+            simulator's is; an HTTP server sees who checks in).
 
         Raises
         ------
@@ -418,7 +484,8 @@ class PrivacyLedger:
         recipe = RoundRecipe.from_config(config, n_parameters or 1, secure=secure)
         return cls(events=tuple(
             RoundPrivacyEvent.from_recipe(recipe, int((r.start_time_s + i * r.round_interval_s)
-                                                      // 86400))
+                                                      // 86400),
+                                          secret_sampling=secret_sampling)
             for i in range(r.rounds if rounds is None else rounds)),
             max_uploads_per_day=r.max_uploads_per_day)
 
@@ -504,6 +571,57 @@ def _ddg_epsilon(events: list[RoundPrivacyEvent], delta: float) -> float:
     return float(eps)
 
 
+def _round_rdp(e: RoundPrivacyEvent, sampling_rate: float) -> np.ndarray:
+    """RDP at :data:`DDG_RDP_ORDERS` of one round's release under zero-record neighbours.
+
+    With secure aggregation: the sum of >= n_min reports (KLS21 Thm 1 for ``ddg``, the
+    Gaussian with multiplier σ√n_min otherwise), Poisson-sampled at ``sampling_rate``
+    (q = 1: every round the device joins). Without it: each upload seen, charged as
+    ``device_local`` charges it (any two inputs: multiplier σ/2, an upper bound for
+    zero-record neighbours).
+    """
+    orders = np.array(DDG_RDP_ORDERS, dtype=np.float64)
+    if not e.secure_aggregation:
+        sigma = e.effective_noise_multiplier / 2.0
+        return orders / (2.0 * sigma * sigma)
+    if e.mechanism == "ddg":
+        scale = e.sensitivity / (e.noise_multiplier * math.sqrt(e.min_reports))
+        return np.array(ddg_round_rdp(sampling_rate, scale, e.tau * e.dimension,
+                                      e.tau * math.sqrt(e.dimension)))
+    return np.asarray(rdp_privacy_accountant._compute_rdp_poisson_subsampled_gaussian(
+        sampling_rate, e.effective_noise_multiplier * math.sqrt(e.min_reports), orders),
+        dtype=np.float64)
+
+
+def _device_sum_epsilon(ledger: PrivacyLedger, delta: float) -> float:
+    """ε of ``device_sum``: each round by what its event records, composed by RDP.
+
+    Rounds with secure aggregation and a secret coin: Poisson-amplified sums, all of them
+    (as ``secure_sum``). Every other round counts unamplified (q = 1) in the worst case
+    of participations: per day at most ``max_uploads_per_day`` of them, and since RDP
+    composes order by order, at each order the largest that many of the day's costs
+    (a bound for every set the device could have joined).
+    """
+    if not ledger.events:
+        return 0.0
+    if any(e.noise_multiplier <= 0 for e in ledger.events):
+        return math.inf
+    orders = np.array(DDG_RDP_ORDERS, dtype=np.float64)
+    rdp = np.zeros_like(orders)
+    by_day: dict[int, list[np.ndarray]] = {}
+    for e, count in Counter(ledger.events).items():
+        if e.secure_aggregation and e.secret_sampling:
+            rdp += count * _round_rdp(e, e.sampling_rate)
+        else:
+            by_day.setdefault(e.day, []).extend([_round_rdp(e, 1.0)] * count)
+    cap = ledger.max_uploads_per_day
+    for costs in by_day.values():
+        stacked = np.sort(np.vstack(costs), axis=0)  # ascending per order
+        rdp += stacked[-cap:].sum(axis=0) if cap is not None else stacked.sum(axis=0)
+    eps, _ = rdp_privacy_accountant.compute_epsilon(orders, rdp, delta)
+    return float(eps)
+
+
 @dataclass
 class DevicePrivacyAccountant:
     """Composes a :class:`PrivacyLedger` into each kind of per-device guarantee.
@@ -556,6 +674,10 @@ class DevicePrivacyAccountant:
             if which == "rdp":
                 return _rdp_epsilon([(1.0, s, 1) for s in sigmas], self.delta)
             return _composed_gaussian_epsilon(sigmas, self.delta)
+        if kind == "device_sum":
+            # device_local holds too (a bound for any two inputs): the lower one stands
+            return min(_device_sum_epsilon(ledger, self.delta),
+                       self.epsilon(ledger, "device_local", which))
         if kind == "secure_sum" and any(e.mechanism == "ddg" for e in ledger.events):
             return _ddg_epsilon(list(ledger.events), self.delta)
         if kind == "secure_sum":
@@ -596,15 +718,17 @@ class DevicePrivacyAccountant:
         """(ε₀, δ₀) of one report, with δ₀ = the accountant's δ."""
         return local_epsilon(noise_multiplier, self.delta), self.delta
 
-    def report(self, ledger: PrivacyLedger, *, clip_norm: float,
-               met: frozenset[str] = MET_WITHOUT_SECURE_AGGREGATION) -> dict[str, Any]:
+    def report(self, ledger: PrivacyLedger, *, clip_norm: float) -> dict[str, Any]:
         """The ``privacy.json`` record: σ, C, q, rounds, δ, ε of each kind, accountant.
 
         Each kind lists ε by PLD and by RDP (None where RDP does not apply), the
-        assumption it rests on, ``assumption_met`` (whether the code that ran meets it:
-        the kinds in ``met``) and ``label`` (how to show it beside the headline). The
-        top-level ``headline`` is :func:`privacy_headline`'s kind.
+        assumption it rests on, ``assumption_met`` (whether every round met it, from the
+        events' own records: :func:`assumptions_met`) and ``label`` (how to show it
+        beside the headline). The top-level ``headline`` is :func:`privacy_headline`'s
+        kind; ``rounds_met`` counts the rounds that ran secure aggregation and those
+        whose sampling coin was secret.
         """
+        met = assumptions_met(ledger)
         sigmas = sorted({e.noise_multiplier for e in ledger.events})
         rates = sorted({e.sampling_rate for e in ledger.events})
         mins = sorted({e.min_reports for e in ledger.events})
@@ -630,6 +754,9 @@ class DevicePrivacyAccountant:
             "rounds": ledger.rounds,
             "max_participations_per_device": len(ledger.participation_events()),
             "max_uploads_per_day": ledger.max_uploads_per_day,
+            "rounds_met": {
+                "secure_aggregation": sum(bool(e.secure_aggregation) for e in ledger.events),
+                "secret_sampling": sum(e.secret_sampling for e in ledger.events)},
             "delta": self.delta,
             "epsilon": {k: v["epsilon"] for k, v in kinds.items()},
             "guarantees": kinds,
@@ -637,7 +764,9 @@ class DevicePrivacyAccountant:
                           f"{'PLDAccountant' if self.accountant == 'pld' else 'RdpAccountant'}"
                           " (RdpAccountant alongside; shuffle: FMT21 closed form + PLD"
                           + ("; secure_sum: distributed discrete Gaussian, KLS21 Thm 1 RDP "
-                             "with Zhu-Wang Poisson subsampling, RDP only)" if ddg else ")"),
+                             "with Zhu-Wang Poisson subsampling, RDP only" if ddg else "")
+                          + "; device_sum: RDP per round as recorded, KLS21 Thm 1 at q = 1 "
+                          "where the coin is not secret, or device_local's epsilon if lower)",
             "unit": "device (all of one user's data); local: one report",
             "not_covered": "n_examples is sent bounded but un-noised; the DP aggregate does "
                            "not use it",
@@ -726,7 +855,7 @@ def calibrate_noise_multiplier(ledger: PrivacyLedger, target_epsilon: float, *,
         return hi
 
     exact = "rdp" if kind in ("local", "shuffle") else accountant.accountant
-    if exact == "pld" and kind in ("device_local", "secure_sum"):
+    if exact == "pld" and kind in ("device_local", "secure_sum", "device_sum"):
         guess = bisect(eps_at("rdp"), 0.5, 1.0)
         return bisect(eps_at("pld"), guess * 0.7, guess)
     return bisect(eps_at(exact), 0.5, 1.0)

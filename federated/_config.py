@@ -145,10 +145,12 @@ class PrivacyConfig(ConfigSection):
     """The run refuses to exceed this ε (None: no budget)."""
     delta: float = Field(default=1e-6, gt=0, lt=1)
     """δ of every reported guarantee."""
-    budget_kind: Literal["local", "device_local", "shuffle", "secure_sum"] = "device_local"
+    budget_kind: Literal["local", "device_local", "shuffle", "secure_sum",
+                         "device_sum"] = "device_local"
     """Which guarantee the budget applies to (see ``privacy.json`` for its assumption and
     whether the run meets it). The default, ``device_local``, holds against a server that
-    sees every upload."""
+    sees every upload; ``device_sum`` charges each round by what it ran under (secure
+    sums, amplified only where the sampling coin is secret), and always holds too."""
     on_over_budget: Literal["refuse", "stop"] = "refuse"
     """``refuse`` to start an over-budget run, or ``stop`` after the last affordable round."""
     accountant: Literal["pld", "rdp"] = "pld"
@@ -161,8 +163,9 @@ class SecureAggregationConfig(ConfigSection):
     enabled: bool = True
     """With privacy enabled: devices encode their clipped delta to integers with discrete
     Gaussian noise and the server learns only the modular sum (the ``secure_sum``
-    guarantee then holds). Off: devices add continuous Gaussian noise and the server sees
-    every upload (only ``local``/``device_local`` hold)."""
+    guarantee then holds: the simulator's sampling coin is secret too). Off: devices add
+    continuous Gaussian noise and the server sees every upload (only ``local``,
+    ``device_local`` and ``device_sum`` hold)."""
     mode: Literal["auto", "protocol", "sum_only"] = "auto"
     """``protocol``: every round runs the full SecAgg+ protocol in-process;
     ``sum_only``: the simulator takes the modular sum of the in-time reports directly —

@@ -19,10 +19,10 @@ import structlog
 
 from data import fingerprint
 from federated._accounting import (
-    MET_WITHOUT_SECURE_AGGREGATION,
     DevicePrivacyAccountant,
     PrivacyLedger,
     RoundPrivacyEvent,
+    assumptions_met,
     max_affordable_rounds,
 )
 from federated._checkpoint import load_latest_checkpoint, save_checkpoint
@@ -135,7 +135,8 @@ class FederatedTrainer:
 
     def planned_ledger(self, rounds: int | None = None) -> PrivacyLedger:
         """The privacy ledger of the configured schedule (``rounds`` default: all)."""
-        return PrivacyLedger.planned_from(self.config, self.task.n_parameters, rounds=rounds)
+        return PrivacyLedger.planned_from(self.config, self.task.n_parameters, rounds=rounds,
+                                          secret_sampling=True)
 
     def recipe(self) -> RoundRecipe:
         """The config resolved for this task's P (strategy, norm bound, encoding)."""
@@ -154,11 +155,11 @@ class FederatedTrainer:
         """The guarantee kinds whose assumption this run, as built, meets.
 
         Under secure aggregation the server only ever holds the modular sum of at least
-        ``min_reports`` reports, so ``secure_sum`` holds too.
+        ``min_reports`` reports, and each simulated device flips its own participation
+        coin (uploads carry no identity), so ``secure_sum`` holds too: what the round
+        events record (:func:`federated._accounting.assumptions_met`).
         """
-        if self.secure:
-            return MET_WITHOUT_SECURE_AGGREGATION | {"secure_sum"}
-        return MET_WITHOUT_SECURE_AGGREGATION
+        return assumptions_met(self.planned_ledger(rounds=1))
 
     def accountant(self) -> DevicePrivacyAccountant:
         """The accountant of this run's δ and accountant choice."""
@@ -240,7 +241,10 @@ class FederatedTrainer:
             population = DevicePopulation.from_state_dict(_sub(arrays, "devices/"))
             if isinstance(task, StatefulTask) and any(k.startswith("task/") for k in arrays):
                 task.load_device_state(_sub(arrays, "task/"))
-            ledger = PrivacyLedger(events=tuple(RoundPrivacyEvent(**e) for e in meta["ledger"]),
+            # checkpoints from before events recorded the coin: the simulator's is secret
+            ledger = PrivacyLedger(events=tuple(RoundPrivacyEvent(**{"secret_sampling": True,
+                                                                     **e})
+                                                for e in meta["ledger"]),
                                    max_uploads_per_day=cfg.rounds.max_uploads_per_day)
             history = [RoundRecord(**{**h, "loss": _num(h["loss"]),
                                       "epsilon": _num(h["epsilon"])})
@@ -268,7 +272,8 @@ class FederatedTrainer:
                 plan = dataclasses.replace(plan, rotation_seed=int(
                     streams.rounding.integers(0, 2**63)))
             if cfg.privacy.enabled:
-                ledger = ledger.add(RoundPrivacyEvent.from_recipe(recipe, int(now // DAY_S)))
+                ledger = ledger.add(RoundPrivacyEvent.from_recipe(recipe, int(now // DAY_S),
+                                                                  secret_sampling=True))
             result = runtime.run_round(plan, server.parameters, streams, encoding)
             server.receive(late, late_arrival)  # last round's stragglers: stale now
             accepted = server.receive(result.uploads, result.arrival_s)
@@ -317,7 +322,7 @@ class FederatedTrainer:
         if not p.enabled:
             return {"enabled": False, "epsilon": None, "delta": None,
                     "note": "trained without local DP: no privacy guarantee"}
-        report = accountant.report(ledger, clip_norm=p.clip_norm, met=self.assumptions_met())
+        report = accountant.report(ledger, clip_norm=p.clip_norm)
         spent = report["epsilon"][p.budget_kind]
         report["enabled"] = True
         budget_guarantee = report["guarantees"][p.budget_kind]

@@ -8,6 +8,7 @@ secure rounds, tests and benchmarks use these pieces on their own.
 """
 
 from federated._accounting import (
+    assumptions_met,
     fmt21_amplification_delta,
     fmt21_shuffle_epsilon,
     guarantee_label,
@@ -32,6 +33,7 @@ __all__ = [
     "DDG_RDP_ORDERS",
     "DiscreteGaussianEncoding",
     "add_gaussian_noise",
+    "assumptions_met",
     "clip_deltas",
     "ddg_round_rdp",
     "ddg_tau",

@@ -158,8 +158,9 @@ def simulated_events(var: Path, root: str) -> list[RoundPrivacyEvent]:
     cfg = FederatedConfig.model_validate(recorded) if recorded else FederatedConfig()
     sigma = _scalar(privacy["noise_multiplier"], min)
     min_reports = int(_scalar(privacy.get("min_reports", cfg.rounds.min_reports), min))
+    # the simulation's participation coin is secret: each device flips its own
     ledger = PrivacyLedger.planned(
-        rounds=rounds, noise_multiplier=sigma,
+        rounds=rounds, noise_multiplier=sigma, secret_sampling=True,
         sampling_rate=_scalar(privacy.get("sampling_rate", cfg.rounds.sampling_rate), max),
         min_reports=min_reports, start_time_s=cfg.rounds.start_time_s,
         round_interval_s=cfg.rounds.round_interval_s,
@@ -185,6 +186,16 @@ def _mechanism(cfg: FederatedConfig, sigma: float, min_reports: int, manifest: A
         "rounds": cfg.rounds.model_copy(update={"min_reports": min_reports}),
         "strategy": StrategyConfig()})
     return RoundRecipe.from_config(ran, int(n_parameters), secure=True).mechanism()
+
+
+def _event(row: sqlite3.Row) -> RoundPrivacyEvent:
+    """A row's event. Rows recorded before events stated their sampling coin read as the
+    rounds ran: the simulation's coin was secret (each simulated device flips its own),
+    a server's was not (devices choose when to check in); secure aggregation follows the
+    mechanism (the discrete Gaussian runs only under it)."""
+    fields = json.loads(row["event"])
+    fields.setdefault("secret_sampling", row["source"] == SIMULATION)
+    return RoundPrivacyEvent(**fields)
 
 
 class ServerLedger(SqliteStore):
@@ -219,9 +230,8 @@ class ServerLedger(SqliteStore):
         """Every recorded round of ``lineage``, in the order recorded."""
         rows = self._conn.execute("SELECT * FROM ledger WHERE lineage = ? ORDER BY seq",
                                   (lineage,)).fetchall()
-        return [LedgerEntry(r["lineage"], r["source"], int(r["round"]),
-                            RoundPrivacyEvent(**json.loads(r["event"])), float(r["opened_at"]),
-                            r["status"]) for r in rows]
+        return [LedgerEntry(r["lineage"], r["source"], int(r["round"]), _event(r),
+                            float(r["opened_at"]), r["status"]) for r in rows]
 
     def ledger(self, lineage: str, *, max_uploads_per_day: int | None = None,
                through: tuple[str, int] | None = None) -> PrivacyLedger:
@@ -250,6 +260,11 @@ class ServerLedger(SqliteStore):
         report = DevicePrivacyAccountant(delta=p.delta, accountant=p.accountant).report(
             ledger, clip_norm=p.clip_norm)
         report["enabled"] = True
+        if p.target_epsilon is not None:  # the budget the rounds were opened under
+            guarantee = report["guarantees"][p.budget_kind]
+            report["budget"] = {"kind": p.budget_kind, "target_epsilon": p.target_epsilon,
+                                "spent_epsilon": guarantee["epsilon"],
+                                "assumption_met": guarantee["assumption_met"]}
         report["ledger"] = {"lineage": lineage, "events": len(ledger.events),
                             "through": None if through is None else list(through)}
         report["note"] = ("every round opened in this lineage (the simulation's and the "
@@ -297,7 +312,7 @@ class ServerLedger(SqliteStore):
                 "SELECT * FROM ledger WHERE lineage = ? AND source = ? AND round = ?",
                 (lineage, source, round_)).fetchone()
             if row is not None:  # recorded before (a retry after a crash): once only
-                recorded = RoundPrivacyEvent(**json.loads(row["event"]))
+                recorded = _event(row)
                 if replace(recorded, day=0) != replace(event, day=0):
                     raise ValueError(f"round {source}/{round_} of lineage {lineage} was "
                                      f"recorded with {recorded}, not {event}")

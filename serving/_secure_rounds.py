@@ -34,8 +34,11 @@ operator:
 
 The privacy ledger (:class:`serving._ledger.ServerLedger`, the server's one ledger, source
 ``secure``): before a round opens, its event — built from the round recipe
-(:class:`federated.RoundRecipe`, the distributed discrete Gaussian it actually runs) —
-is checked against the budget and recorded in one ledger transaction; a round over the
+(:class:`federated.RoundRecipe`, the distributed discrete Gaussian it actually runs;
+secure aggregation yes, secret sampling coin no) — is checked against the budget
+(``budget_kind``, default ``device_sum``, the candidates' headline: sums of
+>= ``min_clients`` reports, no amplification by sampling) and recorded in one ledger
+transaction; a round over the
 budget is not opened (``refuse``; ``stop`` closes the lineage for good). A round's event
 stays when it is abandoned; its status is noted when it closes. A restart that reopens
 a round number already recorded (a crash between the two stores' commits) finds it and
@@ -168,15 +171,21 @@ class SecureRoundsConfig(ComponentConfig):
     tick_interval_s: float = Field(default=0.5, gt=0)
     """How often the background thread checks deadlines."""
     sampling_rate: float = Field(default=0.01, gt=0, le=1)
-    """q the privacy accounting assumes: the largest chance of any one device taking part
-    in a round (the server cannot measure it; set it from the population and cohort)."""
+    """q of the ``secure_sum`` figure ("if a secret sampling coin were in place"): the
+    largest chance of any one device taking part in a round (the server cannot measure
+    it). The met guarantee, ``device_sum``, does not use it (no amplification)."""
     target_epsilon: float | None = Field(default=8.0, gt=0)
     """Budget of the model lineage (``budget_kind``, ``delta``); None: recorded only."""
     delta: float = Field(default=1e-6, gt=0, lt=1)
     """δ of the budget and of published ``privacy.json`` files."""
-    budget_kind: Literal["local", "device_local", "shuffle", "secure_sum"] = "secure_sum"
-    """The guarantee the budget applies to. ``secure_sum``: the server sees only sums of at
-    least ``min_clients`` masked reports, which these rounds enforce."""
+    budget_kind: Literal["local", "device_local", "shuffle", "secure_sum",
+                         "device_sum"] = "device_sum"
+    """The guarantee the budget applies to. ``device_sum`` (the default, and the headline of
+    these rounds' ``privacy.json``): the server sees only sums of at least ``min_clients``
+    masked reports, which these rounds enforce, and no sampling amplification, since
+    devices choose when to check in (every round a device could join, at most
+    ``tokens_per_day`` a day). ``secure_sum`` would assume a secret sampling coin,
+    which these rounds do not meet."""
     promotion: Literal["validation", "operator", "unconditional"] | None = None
     """How a candidate goes live (None: the serving config's ``promotion`` for the
     reranker, ``unconditional`` for ``zeros``, whose synthetic parameters have nothing

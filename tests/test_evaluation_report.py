@@ -220,8 +220,9 @@ def test_privacy_summary_of_a_model_without_dp() -> None:
     # no assumption_met fields: only local and device_local hold; local is per upload
     assert summary["headline_kind"] == "device_local" and summary["headline_epsilon"] == 93.8
     assert summary["kinds"] == ["device_local", "local", "shuffle", "secure_sum"]
-    assert summary["labels"]["secure_sum"] == "if secure aggregation were in place"
-    assert summary["assumptions"]["secure_sum"].startswith("if secure aggregation were")
+    assert summary["labels"]["secure_sum"] == ("if secure aggregation and a secret sampling "
+                                               "coin were in place")
+    assert summary["assumptions"]["secure_sum"].startswith("if secure aggregation and")
     met = {**PRIVACY, "guarantees": {"secure_sum": {"assumption_met": True}}}
     assert privacy_summary(met)["headline_kind"] == "secure_sum"
 

@@ -16,13 +16,14 @@ def test_privacy_calculator_prints_every_kind() -> None:
                                        "0.01", "--rounds", "50", "--delta", "1e-6", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert set(report["epsilon"]) == {"local", "device_local", "shuffle", "secure_sum"}
+    assert set(report["epsilon"]) == {"local", "device_local", "shuffle", "secure_sum",
+                                      "device_sum"}
     assert report["rounds"] == 50 and report["noise_multiplier"] == 8.0
     assert report["headline"] == "device_local"
     assert not report["guarantees"]["secure_sum"]["assumption_met"]
     table = CliRunner().invoke(main, ["-q", "federated", "privacy", "--sigma", "2"])
     assert table.exit_code == 0 and "secure_sum" in table.output
-    assert "if secure aggregation were in place" in table.output
+    assert "if secure aggregation and a secret sampling coin were" in table.output
 
 
 def test_calibrate_prints_a_feasible_sigma() -> None:

@@ -179,7 +179,9 @@ def test_the_trainer_plans_and_spends_through_the_same_recipe(tmp_path: Path) ->
     task = SyntheticRegressionTask(n_devices=400, n_features=3, seed=1)
     trainer = FederatedTrainer(task, cfg)
     planned = trainer.planned_ledger()
-    assert planned == PrivacyLedger.planned_from(cfg, task.n_parameters)
+    # the simulator's rounds: secure aggregation and each device's own (secret) coin
+    assert planned == PrivacyLedger.planned_from(cfg, task.n_parameters, secret_sampling=True)
+    assert all(e.secure_aggregation and e.secret_sampling for e in planned.events)
     trainer.fit(np.random.default_rng(2))
     # every opened round is recorded with the planned round's event (same mechanism)
     assert {e.mechanism for e in trainer.ledger_.events} == {"ddg"}

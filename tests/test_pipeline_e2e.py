@@ -39,7 +39,8 @@ def test_world_to_suggestions(tmp_path: Path, runner: CliRunner) -> None:
     version = (var / "reranker" / "LATEST").read_text().strip()
     privacy = json.loads((var / "reranker" / version / "privacy.json").read_text())
     assert privacy["epsilon"]["secure_sum"] <= 50.0
-    assert set(privacy["epsilon"]) == {"local", "device_local", "shuffle", "secure_sum"}
+    assert set(privacy["epsilon"]) == {"local", "device_local", "shuffle", "secure_sum",
+                                       "device_sum"}
     out = _run(runner, var, "reranker", "train-central", "--epochs", "1")
     assert "central reranker" in out
     out = _run(runner, var, "reranker", "score", "--text", "ありがとう", "--lang", "ja",

@@ -371,6 +371,15 @@ def test_plain_rounds_after_secure_rounds_are_charged_device_local_for_every_rou
         with ServerLedger(ledger_path) as ledger:
             assert [(e.source, e.round) for e in ledger.entries(lineage)][-4:] == [
                 ("http", spec.round), (SECURE, 0), (SECURE, 1), (SECURE, 2)]
+        # device_sum (secure rounds as sums, plain ones at their device-local cost) holds
+        # too and is tighter: under it the same plain round opens
+        assert after["secure_sum"] < after["device_sum"] < target
+        tighter = plain(target).model_copy(update={"privacy": plain(target).privacy.model_copy(
+            update={"budget_kind": "device_sum"})})
+        assert open_next_round(store, real_var, base, config=tighter, now=T0 + 2000)
+        with ServerLedger(ledger_path) as ledger:
+            assert ledger.entries(lineage)[-1].source == "http"
+            assert not ledger.entries(lineage)[-1].event.secure_aggregation
 
 
 def test_the_device_runner_waits_while_the_last_candidate_is_being_decided(
@@ -435,3 +444,120 @@ def test_the_device_runner_waits_while_the_last_candidate_is_being_decided(
                                       ).fetchone()[0] in ("live", "held")
     finally:
         server.shutdown()
+
+
+# ------------------------------------ #18: the budget binds on the headline's guarantee
+
+
+def _published_privacy(real_var: Path, **overrides: object) -> tuple[dict, SecureRounds]:  # type: ignore[type-arg]
+    """One aggregated secure round of the live reranker: its candidate's privacy.json."""
+    clock = Clock()
+    kind_dir = real_var / "reranker"
+    base = data.resolve_artifact(kind_dir, "latest").name
+    n_parameters = int(np.load(kind_dir / base / "global_weights.npy").shape[0])
+    engine = _engine(real_var / "secure", clock, var=real_var, model="reranker",
+                     evaluate=lambda var, version: 0.5, **overrides)
+    engine.tick()
+    deltas = np.random.default_rng(3).normal(0, 0.02, (5, n_parameters)).astype(np.float32)
+    assert _reranker_round(engine, clock, 0, deltas)["status"] == "aggregated"
+    [decided] = engine.decide_pending()
+    manifest = data.read_manifest(kind_dir / decided["version"], verify=True, kind="reranker")
+    return json.loads(manifest.file("privacy.json").read_text()), engine
+
+
+def test_secure_rounds_budget_the_guarantee_their_privacy_json_headlines(
+        real_var: Path) -> None:
+    """#18 (budget and record must agree): with the default config, the kind the secure
+    rounds budget is the one their candidate's privacy.json headlines, marked met, and
+    its ε is what the budget check spent. Before: the budget was on ``secure_sum``, which
+    the same record marks "assumption not met" (HTTP devices choose when to check in, so
+    the sampling coin is not secret) while it headlined ``device_local``."""
+    privacy, engine = _published_privacy(real_var, noise_multiplier=1.0)
+    kind = engine.config.budget_kind
+    assert privacy["headline"] == kind == "device_sum"
+    assert privacy["guarantees"][kind]["assumption_met"] is True
+    assert privacy["budget"] == {"kind": kind, "target_epsilon": engine.config.target_epsilon,
+                                 "spent_epsilon": privacy["epsilon"][kind],
+                                 "assumption_met": True}
+    # the amplified figure is stated, as what would hold with a secret coin
+    secure_sum = privacy["guarantees"]["secure_sum"]
+    assert secure_sum["assumption_met"] is False
+    assert secure_sum["label"] == "if secure aggregation and a secret sampling coin were in place"
+    assert secure_sum["epsilon"] < privacy["epsilon"][kind] < privacy["epsilon"]["device_local"]
+    # what each round met is in the record: the root's simulated rounds had a secret coin
+    # and ran secure aggregation; the server's round ran secure aggregation only
+    with ServerLedger(engine.ledger_path) as ledger:
+        entries = ledger.entries(lineage_of(real_var, privacy["ledger"]["lineage"]))
+    simulated = [e for e in entries if e.source == "simulation"]
+    assert simulated and all(e.event.secret_sampling for e in simulated)
+    [server] = [e for e in entries if e.source == SECURE and e.round == 0]
+    assert server.event.secure_aggregation and not server.event.secret_sampling
+    assert privacy["rounds_met"]["secret_sampling"] == len(simulated)
+
+
+def test_secure_rounds_are_refused_over_the_device_sum_budget(tmp_path: Path) -> None:
+    """The default budget kind refuses a round once ``device_sum`` (no amplification by
+    sampling) would pass the target, although the amplified ``secure_sum`` figure — the
+    old default — would have let many more through."""
+    cfg = SecureRoundsConfig.model_validate({**BASE, "tokens_per_day": 10})
+    assert cfg.budget_kind == "device_sum"
+    fcfg = cfg.federated()
+    acc = DevicePrivacyAccountant(delta=cfg.delta)
+
+    def planned(rounds: int) -> PrivacyLedger:
+        return PrivacyLedger.planned_from(fcfg, P, rounds=rounds, secure=True)
+
+    three, four = (acc.epsilon(planned(r), "device_sum") for r in (3, 4))
+    target = (three + four) / 2
+    assert acc.epsilon(planned(20), "secure_sum") < target  # the old budget: 20 rounds fit
+    clock = Clock()
+    engine = _engine(tmp_path, clock, tokens_per_day=10, target_epsilon=target)
+    for r in range(3):
+        engine.tick()
+        assert engine.current()["round"] == r
+        clock.now += 11  # nobody checked in: abandoned, and counted
+    engine.tick()
+    assert engine.refused is not None and "device_sum" in str(engine.refused)
+    with pytest.raises(ApiError) as refused:
+        engine.current()
+    assert refused.value.reason == "privacy_budget_exhausted"
+    assert [e.round for e in _entries(engine)] == [0, 1, 2]  # round 3: nothing recorded
+
+
+def test_the_default_budget_allows_the_runs_of_ten_rounds_and_more() -> None:
+    """The README's HTTP runs (σ = 1 per device, min_clients = 100, every device in
+    every round of one day, a fresh start model): the default target ε = 8 on
+    ``device_sum`` allows 207 rounds, so runs of 10+ rounds are never refused."""
+    from federated.privacy import max_affordable_rounds
+    cfg = SecureRoundsConfig.model_validate({"enabled": True, "min_clients": 100,
+                                             "max_clients": 270, "tokens_per_day": 1000})
+    assert cfg.target_epsilon == 8.0 and cfg.budget_kind == "device_sum"
+    ledger = PrivacyLedger.planned_from(cfg.federated(), 2000, rounds=400, secure=True)
+    acc = DevicePrivacyAccountant(delta=cfg.delta)
+    assert acc.epsilon(ledger.head(10), "device_sum") == pytest.approx(1.472, abs=1e-3)
+    assert max_affordable_rounds(ledger, acc, kind="device_sum", target_epsilon=8.0) == 207
+
+
+def test_events_recorded_before_the_coin_was_stated_read_as_they_ran(tmp_path: Path) -> None:
+    """Ledger rows written before events stated ``secure_aggregation`` and
+    ``secret_sampling``: secure aggregation follows the mechanism (the discrete Gaussian
+    runs only under it), the coin was secret only in the simulation's rounds."""
+    import sqlite3
+    recipe = RoundRecipe.from_config(SecureRoundsConfig.model_validate(BASE).federated(), P,
+                                     secure=True)
+    path = tmp_path / "ledger.sqlite3"
+    with ServerLedger(path):
+        pass
+    fields = {k: v for k, v in RoundPrivacyEvent.from_recipe(recipe, 3).__dict__.items()
+              if k not in ("secure_aggregation", "secret_sampling")}
+    plain = {"noise_multiplier": 1.0, "sampling_rate": 0.1, "min_reports": 2, "day": 3}
+    with sqlite3.connect(path) as conn:
+        for seq, (source, event) in enumerate([("simulation", fields), (SECURE, fields),
+                                               ("http", plain)]):
+            conn.execute("INSERT INTO ledger (lineage, source, round, event, day, opened_at, "
+                         "status) VALUES ('l', ?, ?, ?, 3, ?, 'open')",
+                         (source, seq, json.dumps(event), 3 * 86_400.0))
+    with ServerLedger(path) as ledger:
+        events = [e.event for e in ledger.entries("l")]
+    assert [(e.secure_aggregation, e.secret_sampling) for e in events] == [
+        (True, True), (True, False), (False, False)]
