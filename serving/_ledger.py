@@ -359,8 +359,13 @@ class ServerLedger(SqliteStore):
                 f"{planned.rounds - 1} rounds"))
             detail += "the lineage is stopped (budget policy 'stop')"
         else:
-            detail += ("not opened (budget policy 'refuse': more noise, a lower sampling "
-                       "rate or a new model would be needed)")
+            # q lowers only the amplified kinds; the others count every round a device
+            # could join
+            lever = ("a lower sampling rate" if p.budget_kind in ("secure_sum", "shuffle")
+                     else "a larger n_min (min_clients)" if p.budget_kind == "device_sum"
+                     else "fewer uploads per device a day")
+            detail += (f"not opened (budget policy 'refuse': more noise, {lever} or a new "
+                       "model would be needed)")
         log.warning("federated round refused: privacy budget", lineage=lineage, round=round_,
                     epsilon=eps, target=p.target_epsilon, policy=self.policy)
         return BudgetExhaustedError(detail, lineage=lineage, epsilon=eps,
