@@ -98,7 +98,8 @@ ASSUMPTIONS: dict[str, str] = {
                   "cannot tell whether a device took part (amplification by q)",
     "device_sum": "each round as it ran (recorded per event): with secure aggregation the "
                   "server sees only the sum of >= min_reports noisy reports (zero-record "
-                  "neighbours; an honest-but-curious server that unmasks no smaller sum), "
+                  "neighbours; an honest-but-curious server that unmasks no smaller sum, "
+                  "no client telling it its own noise), "
                   "amplified by q only where the coin was secret, else q = 1 in every round "
                   "the device could join (per-day cap); without secure aggregation each "
                   "upload at its device_local cost",
