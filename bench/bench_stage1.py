@@ -12,6 +12,10 @@ fit happened to run.
 
     python -m bench stage1                      # var/data/large if present, else small
     python -m bench.bench_stage1 --size small --repeat 2 --set als.factors=64
+    python -m bench.bench_stage1 --config var/stage1-tune/large.toml   # a given config
+
+Without ``--config`` the job runs ``<var>/stage1-tune/<dataset>.toml`` when ``stickers
+candidates tune`` wrote one for that dataset (what the job would ship), else the defaults.
 
 A log without demographics (no public log can be downloaded here) is made from a world by
 dropping everything but the interaction columns and loading the result the way any
@@ -48,14 +52,16 @@ def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20)
 
 
-def _child(kind: str, dataset: Path, overrides: list[str]) -> dict[str, Any]:
+def _child(kind: str, dataset: Path, overrides: list[str],
+           config_file: Path | None = None) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
     from candidate_gen import Stage1Artifact, Stage1Config, build_stage1, load_stage1_data
     from candidate_gen.factors import confidence_matrix, make_model
     from data import open_dataset
 
-    config = Stage1Config().with_overrides(overrides)
+    config = (Stage1Config.load(config_file) if config_file else Stage1Config()
+              ).with_overrides(overrides)
     if kind == "job":
         out = Path(tempfile.mkdtemp(prefix="bench-stage1-", dir=var_root() / "bench"))
         try:
@@ -123,9 +129,11 @@ def make_log_without_demographics(source: str, var: Path, name: str | None = Non
     return dataset_dir(var, name)
 
 
-def _run_child(kind: str, dataset: Path, overrides: list[str]) -> dict[str, Any]:
+def _run_child(kind: str, dataset: Path, overrides: list[str],
+               config_file: Path | None = None) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "bench.bench_stage1", "--child", kind, "--dataset",
-           str(dataset), *[a for o in overrides for a in ("--set", o)]]
+           str(dataset), *[a for o in overrides for a in ("--set", o)],
+           *(["--config", str(config_file)] if config_file else [])]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{kind} child failed:\n{done.stderr[-4000:]}")
@@ -140,6 +148,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--dataset", type=Path, default=None, help="A dataset directory.")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="SECTION.KEY=VALUE", help="Stage-1 config override.")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="Stage-1 config file; default <var>/stage1-tune/<dataset>.toml if "
+                             "present, else the defaults. --set applies on top.")
     parser.add_argument("--repeat", type=int, default=2,
                         help="Runs per side, in ABBA order.")
     parser.add_argument("--no-demographics-log", metavar="WORLD", default=None,
@@ -153,7 +164,8 @@ def main(argv: list[str]) -> int:
         return 0
 
     if args.child:
-        print(json.dumps(_child(args.child, args.dataset, args.overrides), default=str))
+        print(json.dumps(_child(args.child, args.dataset, args.overrides, args.config),
+                         default=str))
         return 0
 
     dataset = args.dataset or dataset_dir(var_root(), args.size)
@@ -166,12 +178,17 @@ def main(argv: list[str]) -> int:
     if not dataset.is_dir():
         print(f"{dataset}: no such dataset; generate it with `stickers data generate`")
         return 1
+    if args.config is None:  # what `stickers candidates tune` chose for this log, if run
+        tuned = var_root() / "stage1-tune" / f"{dataset.name}.toml"
+        if tuned.is_file():
+            args.config = tuned
+            print(f"config: {tuned} (written by `stickers candidates tune`)", flush=True)
     (var_root() / "bench").mkdir(parents=True, exist_ok=True)
     als_runs: list[dict[str, Any]] = []
     job_runs: list[dict[str, Any]] = []
     for i in range(args.repeat):
         for kind in (("als", "job") if i % 2 == 0 else ("job", "als")):
-            run = _run_child(kind, dataset, args.overrides)
+            run = _run_child(kind, dataset, args.overrides, args.config)
             (als_runs if kind == "als" else job_runs).append(run)
             print(f"  {kind}: {run['seconds']:.1f} s", flush=True)
     als_s = statistics.median(r["seconds"] for r in als_runs)
@@ -193,6 +210,7 @@ def main(argv: list[str]) -> int:
     ok = ratio <= TARGET_RATIO and rss <= TARGET_RSS_GIB
     meta = {
         "dataset": str(dataset), "note": note, "overrides": args.overrides,
+        "config_file": str(args.config) if args.config else None,
         "repeat": args.repeat, "matrix": {"shape": als_runs[-1]["shape"],
                                           "nnz": als_runs[-1]["nnz"]},
         "als_seconds": [r["seconds"] for r in als_runs],

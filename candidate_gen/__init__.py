@@ -34,7 +34,13 @@ from candidate_gen._config import (
     Stage1Config,
 )
 from candidate_gen._metrics import recall_report
-from candidate_gen._tune import SEARCH_SPACE, TrialResult, TuneResult, tune_stage1
+from candidate_gen._tune import (
+    SEARCH_SPACE,
+    TrialResult,
+    TuneResult,
+    popularity_overrides,
+    tune_stage1,
+)
 
 __all__ = [
     "SEARCH_SPACE",
@@ -53,6 +59,7 @@ __all__ = [
     "evaluate_stage1",
     "fit_stage1",
     "load_stage1_data",
+    "popularity_overrides",
     "recall_report",
     "resolve_dataset",
     "segment_codes",

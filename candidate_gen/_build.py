@@ -54,7 +54,7 @@ from data import (
 
 __all__ = [
     "Stage1Data", "Stage1Fit", "build_stage1", "evaluate_stage1", "fit_stage1",
-    "load_stage1_data", "resolve_dataset", "segment_codes",
+    "load_stage1_data", "package_mean_taste", "resolve_dataset", "segment_codes",
 ]
 
 log = structlog.get_logger(__name__)
@@ -127,6 +127,33 @@ def first_of_each(codes: np.ndarray, n_codes: int) -> np.ndarray:
     first = np.full(n_codes, -1, dtype=np.int64)
     first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1, dtype=np.int64)
     return first
+
+
+def package_mean_taste(held: sp.csr_matrix, package_factors: np.ndarray) -> np.ndarray:
+    """Each user's mean of the unit factors of the packages they hold.
+
+    The ``package_mean`` representation of :attr:`ClusterConfig.representation`: every
+    held package counts once, whatever its weight, and only its direction counts.
+
+    Parameters
+    ----------
+    held : csr_matrix, shape (n, n_packages)
+        The users' rows of the train matrix (any stored pair is a held package).
+    package_factors : ndarray of float32, shape (n_packages, d)
+
+    Returns
+    -------
+    ndarray of float32, shape (n, d)
+        Zero for a user holding nothing.
+    """
+    package = np.asarray(package_factors, dtype=np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", package, package))
+    unit = package / np.where(norms > 0, norms, np.float32(1.0))[:, None]
+    ones = sp.csr_matrix((np.ones(held.nnz, dtype=np.float32), held.indices, held.indptr),
+                         shape=held.shape)
+    out = np.asarray(ones @ unit, dtype=np.float32)
+    out /= np.maximum(np.diff(held.indptr), 1).astype(np.float32)[:, None]
+    return out
 
 
 @dataclass(frozen=True)
@@ -306,9 +333,12 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
         warm = np.flatnonzero(np.diff(train.indptr) > 0)
         n_feature_blocks = max(1, len(config.clusters.features))
         feature_scale = config.clusters.feature_weight / np.sqrt(n_feature_blocks)
-        d = factors.user_factors.shape[1]
+        taste = (factors.user_factors[warm] if config.clusters.representation == "user_factors"
+                 else package_mean_taste(train[warm], factors.package_factors))
+        d = taste.shape[1]
         space = np.empty((len(warm), d + encoded_combo.shape[1]), dtype=np.float32)
-        space[:, :d] = factors.user_factors[warm]
+        space[:, :d] = taste
+        del taste
         norms = np.sqrt(np.einsum("ij,ij->i", space[:, :d], space[:, :d]))
         space[:, :d] /= np.where(norms > 0, norms, np.float32(1.0))[:, None]
         space[:, d:] = encoded_combo[combo[warm]]
@@ -316,7 +346,12 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
         clusterer = UserClusterer(
             config.clusters.n_clusters, config.clusters.min_cluster_size,
             config.clusters.niter, config.clusters.max_points_per_centroid, config.seed,
-        ).fit(space)
+        )
+        if config.clusters.method == "segments":
+            present = np.bincount(combo[warm], minlength=n_combos) > 0
+            clusterer.fit_groups(space, (np.cumsum(present) - 1)[combo[warm]])
+        else:
+            clusterer.fit(space)
         del space
         n_clusters = clusterer.n_clusters_
         item_centroids, n_history = cluster_means(

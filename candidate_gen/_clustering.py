@@ -176,6 +176,31 @@ class UserClusterer:
             labels = assigned[:, 0].astype(np.int64)
         else:
             labels = np.zeros(n, dtype=np.int64)
+        return self._merge(x, labels, k)
+
+    def fit_groups(self, x: np.ndarray, groups: np.ndarray) -> UserClusterer:
+        """Take given groups as the clusters (no k-means), then merge the small ones.
+
+        Parameters
+        ----------
+        x : ndarray of float32, shape (n_samples, d)
+            The clustering space: a group smaller than ``min_cluster_size`` is merged into
+            the group whose mean in it is nearest, as after k-means.
+        groups : ndarray of int, shape (n_samples,)
+            Group of every row (e.g. its demographic segment), ``>= 0``.
+        """
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if len(x) < self.min_cluster_size:
+            raise ConfigError(
+                f"n_users={len(x)} should be >= clusters.min_cluster_size="
+                f"{self.min_cluster_size}; k-anonymity cannot hold with fewer users than "
+                "the minimum cluster size"
+            )
+        labels = np.asarray(groups, dtype=np.int64)
+        k = int(labels.max()) + 1 if len(labels) else 1
+        return self._merge(x, labels, k)
+
+    def _merge(self, x: np.ndarray, labels: np.ndarray, k: int) -> UserClusterer:
         means, sizes = cluster_means(x, labels, k)
         self.labels_, self.cluster_centers_, self.sizes_, self.n_merged_ = merge_small_clusters(
             labels, means, sizes, self.min_cluster_size

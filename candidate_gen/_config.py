@@ -118,6 +118,22 @@ class ClusterConfig(ConfigSection):
     )
     """User columns one-hot encoded into the clustering space and used for cold start."""
 
+    method: Literal["kmeans", "segments"] = "kmeans"
+    """``kmeans``: k-means over each user's taste joined with the scaled features (below);
+    ``segments``: each combination of the ``features`` values is a cluster (no k-means,
+    behaviour unused), small ones merged as after k-means. With ``candidates.shrinkage``
+    0 a segment's list is that segment's popularity: the tuner's way to ship a
+    popularity list when no clustering beats it on validation."""
+
+    representation: Literal["user_factors", "package_mean"] = "user_factors"
+    """Each user's taste in the clustering space (its unit direction): ``user_factors``,
+    the user's ALS factors; ``package_mean``, the mean of the unit factors of the
+    packages the user held before the split (each held package counts once). The ALS
+    user factor is a ridge solve that whitens by every package's factors, which turns
+    the noise of a user's ~10 logged pairs into large moves along weak directions; the
+    mean of held packages' directions does not. ``stickers candidates tune`` picks it
+    on the validation split."""
+
     feature_weight: float = Field(default=3.0, ge=0)
     """Norm of the scaled feature block next to the unit-norm factor block: the proportion
     of demographics to behaviour in the clustering (0 = behaviour alone). A dataset whose

@@ -6,6 +6,12 @@ window is never read for scoring, so a report evaluated on ``[test_start, end)``
 tuned on. Trial 0 is the starting config; the others draw each searched key from its
 grid (:data:`SEARCH_SPACE`) with a seeded generator. Factorisations are cached by their
 ``als`` section, so trials that differ only in clustering or list settings reuse them.
+After the drawn trials come the *popularity trials* (:func:`popularity_overrides`):
+``clusters.method = "segments"`` over the evaluation's segment features, over the
+language alone and over nothing, lists by the group's own popularity (no shrinkage) —
+the segment, language and global popularity baselines as shippable configs (the label
+coverage repair still applies). So the chosen lists never validate below those three
+baselines: if no clustering beats them on validation, one of them is what ships.
 The chosen config is the trial with the highest recall@k of the cluster lists among
 the trials whose users' own factorisation top-k is at least as good as global popularity
 (the factorisation must be sound, not only the lists); if no trial is, among all trials.
@@ -28,7 +34,7 @@ from candidate_gen._factorization import FactorModel, fit_factors
 from candidate_gen._search import faiss_threads
 from data import Dataset, progress
 
-__all__ = ["SEARCH_SPACE", "TrialResult", "TuneResult", "tune_stage1"]
+__all__ = ["SEARCH_SPACE", "TrialResult", "TuneResult", "popularity_overrides", "tune_stage1"]
 
 log = structlog.get_logger(__name__)
 
@@ -38,15 +44,33 @@ SEARCH_SPACE: dict[str, tuple[Any, ...]] = {
     "als.regularization": (1.0, 10.0, 100.0, 300.0),
     "als.iterations": (10, 20),
     "als.popularity_prior": (0.0, 1.0, 3.0, 5.0),
-    "clusters.feature_weight": (0.0, 0.75, 1.5, 3.0),
+    "clusters.representation": ("user_factors", "package_mean"),
+    "clusters.feature_weight": (0.0, 0.75, 1.5, 3.0, 6.0, 12.0),
     "clusters.n_clusters": (128, 256, 512),
     "candidates.popularity_blend": (0.0, 0.5, 0.8, 0.9, 1.0),
-    "candidates.shrinkage": (0.0, 50.0, 200.0, 800.0),
+    # Pseudo-users of the prior: the best count grows with how thinly a cluster's holders
+    # spread over the catalogue (800 on 5k packages, >= 51200 on 100k), so the grid is wide.
+    "candidates.shrinkage": (0.0, 50.0, 200.0, 800.0, 3200.0, 12800.0, 51200.0, 204800.0),
     "candidates.segment_features": (["language", "region", "age_bucket"],
                                     ["language", "region", "age_bucket", "gender",
                                      "subscriber"]),
 }
 """Searched keys and their grids (``als.factors`` stays as given: the reranker reuses it)."""
+
+
+def popularity_overrides(base: Stage1Config) -> list[dict[str, Any]]:
+    """Overrides that turn ``base`` into the segment, language and global popularity lists.
+
+    Each user's cluster is their group (``clusters.method = "segments"``) over the
+    evaluation's ``segment_features``, over ``["language"]`` and over no feature (one
+    group: global popularity); a group's list is its own holder share (``shrinkage`` 0,
+    ``popularity_blend`` 1). Groups smaller than ``clusters.min_cluster_size`` are merged
+    (k-anonymity), so on such logs the list is a near copy of the baseline, not the same.
+    """
+    groups = [list(base.evaluation.segment_features), ["language"], []]
+    return [{"clusters.method": "segments", "clusters.features": features,
+             "candidates.shrinkage": 0.0, "candidates.popularity_blend": 1.0}
+            for features in groups]
 
 
 @dataclass(frozen=True)
@@ -100,6 +124,7 @@ def tune_stage1(
     space: Mapping[str, Sequence[Any]] | None = None,
     show_progress: bool = False,
     max_cached_fits: int = 4,
+    popularity_trials: bool = True,
 ) -> TuneResult:
     """Search configs on the validation split; return every trial and the best.
 
@@ -109,7 +134,7 @@ def tune_stage1(
     base : Stage1Config
         Trial 0, and every key the search does not touch.
     n_trials : int
-        Trials in all (>= 1), trial 0 included.
+        Trials drawn (>= 1), trial 0 included; the popularity trials come on top.
     seed : int
         Seeds the draws (the fits keep ``base.seed``).
     space : mapping, optional
@@ -117,6 +142,8 @@ def tune_stage1(
     show_progress : bool
     max_cached_fits : int
         Factorisations kept for reuse (each is ``(n_users + n_packages) × d`` floats).
+    popularity_trials : bool
+        Add the trials of :func:`popularity_overrides` (they reuse trial 0's fit).
 
     Raises
     ------
@@ -143,6 +170,11 @@ def tune_stage1(
         if _key(config) not in seen:  # no trial repeats another
             seen.add(_key(config))
             draws.append(overrides)
+    if popularity_trials:
+        for overrides in popularity_overrides(base):
+            if _key(_with(base, overrides)) not in seen:
+                seen.add(_key(_with(base, overrides)))
+                draws.append(overrides)
     data = load_stage1_data(dataset, base, "validation", evaluate=True)
     holdout = data.matrix.holdout
     if holdout is None or len(holdout.rows) == 0:

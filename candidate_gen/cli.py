@@ -23,7 +23,8 @@ _SHORT = {
     "als.iterations": "iters", "als.factors": "factors", "als.popularity_prior": "own pop.",
     "clusters.feature_weight": "demogr. weight", "clusters.n_clusters": "clusters",
     "candidates.popularity_blend": "pop. blend", "candidates.shrinkage": "shrink",
-    "candidates.segment_features": "prior segment",
+    "candidates.segment_features": "prior segment", "clusters.method": "method",
+    "clusters.representation": "taste", "clusters.features": "cluster features",
 }
 _LIST_NAMES = {
     "cluster_lists": "cluster lists (stage 1)",
@@ -218,13 +219,17 @@ def _shown(value: Any) -> str:
 @click.option("--space", "space_items", multiple=True, metavar="SECTION.KEY=[V1, V2]",
               help="Search only these keys over these values (TOML list; repeatable); "
                    "default: every key of the built-in grid.")
+@click.option("--popularity-trials/--no-popularity-trials", default=True, show_default=True,
+              help="Also try the segment, language and global popularity lists as configs "
+                   "(clusters.method=segments), so nothing below them is chosen.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the chosen config (.toml; default "
                    "<var>/stage1-tune/<dataset>.toml). Every trial goes next to it as JSON.")
 @pass_cli
 def tune_cmd(cli: CLIContext, dataset: str, config_file: Path | None,
              overrides: tuple[str, ...], trials: int, seed: int,
-             space_items: tuple[str, ...], out: Path | None) -> None:
+             space_items: tuple[str, ...], popularity_trials: bool,
+             out: Path | None) -> None:
     """Search stage-1 settings on the VALIDATION split and write the best as TOML.
 
     The table has one row per trial (best first): the drawn settings, then recall@k of
@@ -241,7 +246,8 @@ def tune_cmd(cli: CLIContext, dataset: str, config_file: Path | None,
     ds = resolve_dataset(dataset, cli.var)
     try:
         result = tune_stage1(ds, base, trials, seed, space=space,
-                             show_progress=cli.show_progress)
+                             show_progress=cli.show_progress,
+                             popularity_trials=popularity_trials)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     keys = sorted({k for t in result.trials for k in t.overrides})

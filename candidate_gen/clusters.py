@@ -6,6 +6,7 @@ merged), the cold-start assigner and its feature encoding, the centroid scores, 
 demand and coverage, the stable top-k, and the threaded exact faiss search.
 """
 
+from candidate_gen._build import package_mean_taste
 from candidate_gen._candidates import (
     CandidateLists,
     cluster_scores,
@@ -29,6 +30,7 @@ __all__ = [
     "label_demand",
     "merge_small_clusters",
     "package_label_matrix",
+    "package_mean_taste",
     "search",
     "search_threads",
     "select_candidates",

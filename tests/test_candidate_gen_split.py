@@ -18,6 +18,8 @@ from candidate_gen import (
     Stage1Config,
     build_stage1,
     load_stage1_data,
+    popularity_overrides,
+    tune_stage1,
 )
 from candidate_gen.clusters import cluster_scores
 from data.cli import main as stickers
@@ -194,6 +196,51 @@ def test_tune_writes_a_config_that_build_reads_back(tmp_path, runner):
     result = runner.invoke(stickers, [*base, "inspect"])
     assert result.exit_code == 0 and "global popularity" in result.output
     assert "own factorisation top-k" in result.output
+
+
+def test_segments_method_ships_the_popularity_baselines(tmp_path):
+    """clusters.method=segments with no shrinkage is segment (or global) popularity."""
+    dataset = write_dataset(tmp_path / "data" / "known", known_tables(), SPLIT)
+    segments = KNOWN.with_overrides(["clusters.method=segments"])
+    artifact = Stage1Artifact.load(build_stage1(dataset, segments, tmp_path))
+    assert artifact.n_clusters == 2
+    assert artifact.candidates(artifact.cluster_of(0)).tolist() == [0, 1]  # ja: 100, 60
+    assert artifact.candidates(artifact.cluster_of(150)).tolist() == [5, 6]  # th: 100, 80
+    recall = artifact.metrics["evaluation"]["recall"]
+    assert recall["cluster_lists"] == recall["segment_popularity"] == 1.0
+    one = KNOWN.with_overrides(["clusters.method=segments", "clusters.features=[]"])
+    artifact = Stage1Artifact.load(build_stage1(dataset, one, tmp_path, version="global"))
+    # One group: holders 0 → 100, 5 → 100 (ties by package), 6 → 80.
+    assert artifact.n_clusters == 1 and artifact.candidates(0).tolist() == [0, 5]
+    recall = artifact.metrics["evaluation"]["recall"]
+    assert recall["cluster_lists"] == recall["global_popularity"] == 0.0
+
+
+def test_tune_never_chooses_lists_below_the_popularity_trials(tmp_path):
+    tables = known_tables()
+    extra = pl.DataFrame({  # validation devices need a new package in the window
+        "user_id": pl.Series(np.arange(200), dtype=pl.Int32),
+        "package_id": pl.Series([3] * 100 + [6] * 100, dtype=pl.Int32),
+        "event": ["download"] * 200, "weight": pl.Series([1.0] * 200, dtype=pl.Float32),
+        "ts": pl.Series([T0 - timedelta(days=2)] * 200, dtype=TS),
+    })
+    tables["interactions"] = pl.concat([tables["interactions"], extra]).sort("user_id", "ts")
+    ds = data.open_dataset(write_dataset(tmp_path / "data" / "known", tables, SPLIT))
+    # A deliberately bad start: one cluster for everyone (global popularity [0, 5]), while
+    # th 180-199's new package 6 is in their segment's list [5, 6].
+    bad = KNOWN.with_overrides(["clusters.n_clusters=1"])
+    result = tune_stage1(ds, bad, 1, 0)
+    assert [t.overrides for t in result.trials[1:]] == popularity_overrides(bad)
+    segment, language, everyone = (t.evaluation["recall"] for t in result.trials[1:])
+    assert segment["cluster_lists"] == segment["segment_popularity"]
+    assert language["cluster_lists"] == language["language_popularity"]
+    assert everyone["cluster_lists"] == everyone["global_popularity"]
+    first = result.trials[0].evaluation["recall"]
+    best_popularity = max(first[name] for name in
+                          ("segment_popularity", "language_popularity", "global_popularity"))
+    assert result.best.score >= best_popularity > result.trials[0].score
+    without = tune_stage1(ds, bad, 1, 0, popularity_trials=False)
+    assert len(without.trials) == 1 and without.best.score < best_popularity
 
 
 def test_cluster_scores_blend_and_shrinkage_exact():

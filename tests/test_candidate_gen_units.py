@@ -20,6 +20,8 @@ from candidate_gen import (
     EvaluationConfig,
     MatrixConfig,
     Stage1Config,
+    fit_stage1,
+    load_stage1_data,
 )
 from candidate_gen.clusters import (
     ColdStartAssigner,
@@ -29,9 +31,15 @@ from candidate_gen.clusters import (
     label_demand,
     merge_small_clusters,
     package_label_matrix,
+    package_mean_taste,
     select_candidates,
 )
-from candidate_gen.factors import build_interaction_matrix, confidence_matrix, index_of
+from candidate_gen.factors import (
+    FactorModel,
+    build_interaction_matrix,
+    confidence_matrix,
+    index_of,
+)
 from candidate_gen.metrics import list_recall, user_top_k
 
 # -- config -------------------------------------------------------------------------------
@@ -455,3 +463,44 @@ def test_label_demand_and_package_label_shares_exact():
                                    dtype=np.float32))
     demand = label_demand(train, np.array([0, 0, 1, -1]), 2, shares)
     np.testing.assert_allclose(demand, [[0.75, 0.25], [0.5, 0.5]])
+
+
+def test_package_mean_taste_is_the_mean_of_held_unit_package_factors():
+    # unit factors (.6, .8), (0, 1), (1, 0)
+    package = np.array([[3.0, 4.0], [0.0, 2.0], [1.0, 0.0]], np.float32)
+    # user 0 holds p0 (weight 5) and p1 (weight 0.1): each counts once, only its direction;
+    # user 1 holds nothing; user 2 holds p2.
+    held = sp.csr_matrix(np.array([[5.0, 0.1, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 2.0]],
+                                  np.float32))
+    np.testing.assert_allclose(package_mean_taste(held, package),
+                               [[0.3, 0.9], [0.0, 0.0], [1.0, 0.0]], atol=1e-6)
+
+
+def test_clusters_on_package_means_separate_what_users_hold(tmp_path):
+    """User factors that say nothing (all equal) cannot split users; the mean of their held
+    packages' directions does, exactly by which packages they hold."""
+    from tests.test_candidate_gen_split import KNOWN, SPLIT, known_tables, write_dataset
+
+    ds = write_dataset(tmp_path / "known", known_tables(), SPLIT)
+    config = KNOWN.with_overrides(["clusters.feature_weight=0.0"])
+    loaded = load_stage1_data(data.open_dataset(ds), config, "test")
+    package = np.array([[1, 0]] * 3 + [[1, 1]] * 2 + [[0, 1]] * 3, np.float32)
+    same = FactorModel(np.ones((200, 2), np.float32), package, None, 0.0)
+    plain = fit_stage1(loaded, config, factors=same)
+    assert plain.clusterer.n_clusters_ == 1  # identical points: one cluster
+    by_packages = fit_stage1(
+        loaded, config.with_overrides(["clusters.representation=package_mean"]), factors=same)
+    cluster = by_packages.user_cluster
+    assert by_packages.clusterer.n_clusters_ == 2
+    assert len(set(cluster[:100])) == 1 and len(set(cluster[100:])) == 1  # ja 0-2, th 5-7
+    assert cluster[0] != cluster[100]
+
+
+def test_fit_groups_keeps_given_groups_and_merges_the_small_ones():
+    # groups 0 (3 users at 0), 1 (1 user at 9, nearer group 2), 2 (2 users at 10)
+    x = np.array([[0.0], [0.0], [0.0], [9.0], [10.0], [10.0]], np.float32)
+    fitted = UserClusterer(n_clusters=99, min_cluster_size=2).fit_groups(
+        x, np.array([0, 0, 0, 1, 2, 2]))
+    assert fitted.labels_.tolist() == [0, 0, 0, 1, 1, 1]
+    assert fitted.n_merged_ == 1 and fitted.sizes_.tolist() == [3, 3]
+    np.testing.assert_allclose(fitted.cluster_centers_, [[0.0], [29.0 / 3]], rtol=1e-6)
