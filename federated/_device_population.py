@@ -32,7 +32,11 @@ from federated._task import FederatedTask
 from federated._trainer import modular_sum
 from federated._transport import HttpTransport, TransportError
 
-__all__ = ["PopulationRound", "run_population"]
+__all__ = ["APP_THREADS", "PopulationRound", "run_population"]
+
+APP_THREADS = 4
+"""Threads the devices' apps run on between rounds (their work is CPU in this process:
+hundreds of threads would only contend for it)."""
 
 
 @dataclass
@@ -75,6 +79,9 @@ class PopulationRound:
         Uses the devices' apps logged in their stores before this round (0 without apps).
     app_bytes_per_device : float
         Mean bytes a device's app downloaded before the round (its bundle when it changed).
+    app_seconds : float
+        Wall time of the devices' app use before the round (typing, rows; before the
+        round's check-in opened, so not in ``seconds``).
     """
 
     round: int
@@ -96,6 +103,7 @@ class PopulationRound:
     no_data: int = 0
     app_uses: int = 0
     app_bytes_per_device: float = 0.0
+    app_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
@@ -225,26 +233,36 @@ def run_population(url: str, task: FederatedTask, *, n: int, rounds: int, workdi
                 total[name] = total.get(name, 0.0) + value
         return total
 
-    def take_part(i: int, step: int, drop: str | None) -> tuple[RoundParticipation, int, int]:
-        d, uses, app_bytes = devices[i], 0, 0
-        if apps is not None:  # the app is used (and updated) before the device checks in
-            before = d.transport.bytes_received + d.transport.bytes_sent
-            version, params = d.sync_model()
-            apps[i].sync(d.transport)
-            uses = apps[i].use(step, rounds, params, version)
-            app_bytes = d.transport.bytes_received + d.transport.bytes_sent - before
-            d.transport.bytes_sent = d.transport.bytes_received = 0
-        return d.participate(drop_after=drop, deadline_s=round_timeout_s), uses, app_bytes
+    def use_app(i: int, step: int) -> tuple[int, int]:
+        """Device i's user uses the app for step ``step`` with the model the device holds
+        (downloaded if newer), before the device checks in; (uses, bytes)."""
+        assert apps is not None
+        d = devices[i]
+        before = d.transport.bytes_received + d.transport.bytes_sent
+        version, params = d.sync_model()
+        apps[i].sync(d.transport)
+        uses = apps[i].use(step, rounds, params, version)
+        return uses, d.transport.bytes_received + d.transport.bytes_sent - before
+
+    def take_part(i: int, drop: str | None) -> RoundParticipation:
+        return devices[i].participate(drop_after=drop, deadline_s=round_timeout_s)
 
     control = HttpTransport(url, timeout_s=timeout_s)
     # one thread per device: a device in a round holds its thread until the round ends,
-    # so fewer threads than eligible devices would cap the cohort at the pool size
-    with ThreadPoolExecutor(n) as pool:
+    # so fewer threads than eligible devices would cap the cohort at the pool size; the
+    # apps' own work (CPU in this one process) runs on a few threads, not 1 per device
+    with ThreadPoolExecutor(n) as pool, ThreadPoolExecutor(min(n, APP_THREADS)) as app_pool:
         list(pool.map(lambda d: (d.enrol(), d.refill_tokens(rounds)), devices))
         if apps is not None and app_metrics is not None:
-            app_metrics["before"] = evaluate_apps(pool)
+            app_metrics["before"] = evaluate_apps(app_pool)
         out: list[PopulationRound] = []
         for step in range(rounds):
+            app_uses, app_bytes, app_started = [0] * n, [0] * n, time.monotonic()
+            if apps is not None:  # the users use their apps, then the devices check in
+                for i, (uses, nbytes) in enumerate(app_pool.map(use_app, range(n),
+                                                                [step] * n)):
+                    app_uses[i], app_bytes[i] = uses, nbytes
+            app_seconds = time.monotonic() - app_started
             info = _wait(control, lambda b: b["stage"] == "checkin" and b[
                 "stage_ends_in_s"] > 2.0, "/v1/secure/round", round_timeout_s)
             round_ = int(info["round"])
@@ -255,10 +273,8 @@ def run_population(url: str, task: FederatedTask, *, n: int, rounds: int, workdi
                 d.transport.bytes_sent = d.transport.bytes_received = 0
             started = time.monotonic()
             transient_before = sum(d.transient_failures for d in devices)
-            futures = [pool.submit(take_part, i, step, str(drops[i]) or None)
-                       for i in range(n)]
-            answers = [f.result() for f in futures]
-            results: list[RoundParticipation] = [a[0] for a in answers]
+            futures = [pool.submit(take_part, i, str(drops[i]) or None) for i in range(n)]
+            results: list[RoundParticipation] = [f.result() for f in futures]
             closed = _wait(control, lambda b: b["status"] != "open",
                            f"/v1/secure/rounds/{round_}", round_timeout_s)
             seconds = time.monotonic() - started
@@ -297,8 +313,8 @@ def run_population(url: str, task: FederatedTask, *, n: int, rounds: int, workdi
                 unscripted_ends=ends, transient_failures=transient,
                 no_data=sum(r.status == "ineligible" and r.detail == "nothing to train on"
                             for r in results),
-                app_uses=sum(a[1] for a in answers),
-                app_bytes_per_device=float(np.mean([a[2] for a in answers])))
+                app_uses=sum(app_uses), app_bytes_per_device=float(np.mean(app_bytes)),
+                app_seconds=app_seconds)
             out.append(record)
             if on_round is not None:
                 on_round(record)
@@ -307,7 +323,7 @@ def run_population(url: str, task: FederatedTask, *, n: int, rounds: int, workdi
             # the last round's candidate is decided when the next round opens (or none
             # can open): evaluate the model the server serves then
             _wait_decided(control, last, round_timeout_s)
-            app_metrics["after"] = evaluate_apps(pool)
+            app_metrics["after"] = evaluate_apps(app_pool)
     for d in devices:
         d.transport.close()
         d.store.close()

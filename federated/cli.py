@@ -494,11 +494,11 @@ def device_run_command(cli: CLIContext, url: str, n_devices: int, rounds: int, t
     print_table(f"device run against {url}",
                 ["round", "status", "no data", "joined", "completed", "left@share",
                  "left@mask", "other", "acked", "survivors", "exact sum", "s", "kB/device",
-                 "app uses"],
+                 "app uses", "app s"],
                 [[r.round, r.status, r.no_data, r.participants, r.completed,
                   r.dropped_after_share, r.dropped_after_mask, r.other,
                   r.masked_acknowledged, r.n_survivors, r.exact_sum, round(r.seconds, 1),
-                  round(r.bytes_per_device / 1024, 1), r.app_uses]
+                  round(r.bytes_per_device / 1024, 1), r.app_uses, round(r.app_seconds, 1)]
                  for r in records])
     if evaluate:
         for name in sorted(set(before) | set(after)):

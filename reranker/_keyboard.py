@@ -66,8 +66,8 @@ from reranker._suggest import Suggester
 if TYPE_CHECKING:
     from federated.device import HttpTransport
 
-__all__ = ["KeyboardApp", "KeyboardError", "KeyboardSettings", "KeyboardStore",
-           "PackageContent", "RowFunctions", "Send", "Typed"]
+__all__ = ["KeyboardApp", "KeyboardError", "KeyboardSettings", "KeyboardStore", "RowFunctions",
+           "Send", "Typed"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS keyboard_profile (name TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -774,6 +774,7 @@ class KeyboardApp:
                      for x, row in zip(now, (r for _, r in typed), strict=True)]
             self.store.add_sends([s for s, _ in typed], shown)
             self._user.sends = self._user.sends[len(now):]
+            self._suggester = None  # until the next use: a new model version by then
         if got.any():
             self.store.add_acquisitions(acq_ts, acq_ids)
             self._user.acq_ts = self._user.acq_ts[~got]
@@ -835,6 +836,7 @@ class KeyboardApp:
                                parameters, model_version, users)
         finally:
             self.every_keystroke = keystroke
+            self._suggester = None
         hits = sum(x.sticker_id in row.tolist() for x, (_, row) in zip(window, typed,
                                                                          strict=True))
         return {"hits": float(hits), "impressions": float(len(window))}

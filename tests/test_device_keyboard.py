@@ -506,3 +506,28 @@ def test_the_store_keeps_the_match_not_the_text(task: RowTask, tmp_path: Path,
     raw = (tmp_path / "d.sqlite3").read_bytes()
     texts = {x.text for x in typed if len(x.text.encode()) >= 4}
     assert texts and not [t for t in texts if t.encode() in raw]
+
+
+def test_bundles_are_verified_and_parsed_once_per_bytes(bundle_url: str) -> None:
+    """Two clusters' bundles share the parsed factors and keyword index (the same bytes);
+    a corrupted file is refused."""
+    import io
+    import zipfile
+
+    from reranker import RerankerInputError
+    from reranker.keyboard import read_bundle
+
+    client = HttpTransport(bundle_url, timeout_s=20)
+    raws = [client.request("GET", f"/v1/clusters/{c}/bundle?language=en").raw for c in (0, 1)]
+    client.close()
+    a, b = (read_bundle(raw) for raw in raws)
+    assert (a.cluster_id, b.cluster_id) == (0, 1) and a.etag != b.etag
+    assert a.factors is b.factors and a.index is b.index and a.gram is b.gram
+    assert read_bundle(raws[0]) is a
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(raws[0])) as src, zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            dst.writestr(item, data + b" " if item.filename == "bundle.json" else data)
+    with pytest.raises(RerankerInputError, match="sha256"):
+        read_bundle(out.getvalue())
