@@ -334,7 +334,7 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
         n_feature_blocks = max(1, len(config.clusters.features))
         feature_scale = config.clusters.feature_weight / np.sqrt(n_feature_blocks)
         taste = (factors.user_factors[warm] if config.clusters.representation == "user_factors"
-                 else package_mean_taste(train[warm], factors.package_factors))
+                 else package_mean_taste(train, factors.package_factors)[warm])
         d = taste.shape[1]
         space = np.empty((len(warm), d + encoded_combo.shape[1]), dtype=np.float32)
         space[:, :d] = taste
