@@ -129,6 +129,12 @@ def make_log_without_demographics(source: str, var: Path, name: str | None = Non
     return dataset_dir(var, name)
 
 
+def tuned_config(dataset: Path, var: Path) -> Path | None:
+    """``<var>/stage1-tune/<dataset name>.toml`` if ``stickers candidates tune`` wrote it."""
+    tuned = var / "stage1-tune" / f"{dataset.name}.toml"
+    return tuned if tuned.is_file() else None
+
+
 def _run_child(kind: str, dataset: Path, overrides: list[str],
                config_file: Path | None = None) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "bench.bench_stage1", "--child", kind, "--dataset",
@@ -178,11 +184,10 @@ def main(argv: list[str]) -> int:
     if not dataset.is_dir():
         print(f"{dataset}: no such dataset; generate it with `stickers data generate`")
         return 1
-    if args.config is None:  # what `stickers candidates tune` chose for this log, if run
-        tuned = var_root() / "stage1-tune" / f"{dataset.name}.toml"
-        if tuned.is_file():
-            args.config = tuned
-            print(f"config: {tuned} (written by `stickers candidates tune`)", flush=True)
+    if args.config is None:
+        args.config = tuned_config(dataset, var_root())
+        if args.config is not None:
+            print(f"config: {args.config} (written by `stickers candidates tune`)", flush=True)
     (var_root() / "bench").mkdir(parents=True, exist_ok=True)
     als_runs: list[dict[str, Any]] = []
     job_runs: list[dict[str, Any]] = []

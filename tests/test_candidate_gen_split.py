@@ -403,3 +403,15 @@ def test_own_top_k_blends_standardised_factor_scores_with_popularity():
     for u in range(7):
         assert popularity[got[u]].tolist() == popularity[[p for p in top
                                                           if not owned[u, p]][:3]].tolist()
+
+
+def test_bench_stage1_runs_the_tuned_config_of_its_dataset(tmp_path):
+    from bench.bench_stage1 import tuned_config
+
+    dataset = tmp_path / "data" / "large"
+    assert tuned_config(dataset, tmp_path) is None  # nothing tuned: the defaults
+    written = tmp_path / "stage1-tune" / "large.toml"
+    written.parent.mkdir()
+    KNOWN.save(written)
+    assert tuned_config(dataset, tmp_path) == written
+    assert tuned_config(tmp_path / "data" / "small", tmp_path) is None
