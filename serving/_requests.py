@@ -371,6 +371,7 @@ class _KeyboardSuggest(msgspec.Struct, forbid_unknown_fields=True):
 
 _KEYBOARD = msgspec.json.Decoder(_KeyboardSuggest)
 _UNSET = msgspec.UNSET
+_DEFAULT_LIMIT: int = SuggestRequest.model_fields["limit"].default  # one source of truth
 
 
 def _keyboard_fields(raw: bytes) -> SuggestFields | None:
@@ -400,7 +401,7 @@ def _keyboard_fields(raw: bytes) -> SuggestFields | None:
     if (cluster is None) == (features_value is None):
         return None  # the general path names the problem
     return SuggestFields(body.language, body.text, cluster, features_value, None,
-                         5 if limit is _UNSET else limit, None)
+                         _DEFAULT_LIMIT if limit is _UNSET else limit, None)
 
 
 def parse_suggest(max_bytes: int) -> SuggestFields | SuggestRequest:
