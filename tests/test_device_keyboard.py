@@ -260,7 +260,8 @@ def test_a_keyboard_round_over_http_sends_nothing_of_its_store(
         task: RowTask, keyboard_server: tuple[str, Path], tmp_path: Path) -> None:
     url, _ = keyboard_server
     trainers = [dv for dv in range(task.n_devices) if not task.validation[dv]]
-    apps, clients = [], []
+    apps: list[Any] = []
+    clients: list[DeviceClient] = []
     for dv in trainers:
         if len(apps) == 5:
             break
@@ -320,16 +321,16 @@ def test_a_keyboard_round_over_http_sends_nothing_of_its_store(
     # nothing of the store in any request: bodies carry only the protocol's fields, and
     # none holds the embedding, a send's time or the store's bytes
     for app, client in zip(apps, clients, strict=True):
-        transport = client.transport
-        assert isinstance(transport, _Recording)
+        recorded = client.transport
+        assert isinstance(recorded, _Recording)
         embedding = app.store.get("embedding")
         assert embedding  # trained during the round, kept on the device
         secrets = [base64.b64encode(embedding).decode(), embedding.hex()]
         secrets += [repr(x.ts) for x in app.store.sends()]
         bundle_path = (f"/v1/clusters/{app.cluster}/bundle?language="
                        f"{(app.store.get('language') or b'').decode()}")
-        assert [p for _, p, _, _ in transport.sent if "/bundle" in p][:1] == [bundle_path]
-        for _, path, headers, request_body in transport.sent:
+        assert [p for _, p, _, _ in recorded.sent if "/bundle" in p][:1] == [bundle_path]
+        for _, path, headers, request_body in recorded.sent:
             assert path.startswith(("/v1/secure/", "/v1/clusters/"))
             if request_body is not None:
                 assert set(request_body) <= {"blinded", "token", "message"}, request_body
