@@ -91,6 +91,13 @@ class ServingConfig(ComponentConfig):
     """Threads per buffered worker running the app on complete requests (ignored by
     ``sync``); more than one lets a worker go on while a thread writes a large response to
     a slow reader."""
+    reuse_port: bool = True
+    """Each buffered worker listens on its own ``SO_REUSEPORT`` socket, so the kernel
+    spreads new connections evenly over the workers; false: one socket shared by all
+    workers, where the first worker awake takes each connection and a client opening a
+    pool of keep-alive connections at once can land them all on one worker. Ignored by
+    ``sync`` workers (a sync worker busy with one client must leave the others to its
+    siblings), with ``port = 0`` and where the system has no ``SO_REUSEPORT``."""
     max_connections: int = Field(default=1000, ge=1, le=100_000)
     """Open client connections per buffered worker (gunicorn's ``worker_connections``)."""
     read_timeout_s: float = Field(default=30.0, gt=0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -92,6 +93,11 @@ class GunicornServer(BaseApplication):
                                          log_client_addresses=config.log_client_addresses),
             "threads": config.threads if config.worker_class == "buffered" else 1,
             "worker_connections": config.max_connections,
+            # buffered workers each bind their own SO_REUSEPORT socket (gunicorn creates
+            # them in each worker): the kernel hashes new connections over them instead
+            # of the first worker awake taking a whole burst (see ServingConfig.reuse_port)
+            "reuse_port": (config.reuse_port and config.worker_class == "buffered"
+                           and config.port != 0 and hasattr(socket, "SO_REUSEPORT")),
             "timeout": config.timeout_s,
             "preload_app": False,
             "child_exit": _child_exit,
