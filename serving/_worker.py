@@ -26,7 +26,8 @@ import time
 from functools import partial
 from typing import Any
 
-from gunicorn import http
+from gunicorn import http, util
+from gunicorn import sock as gunicorn_sock
 from gunicorn.http import errors as http_errors
 from gunicorn.workers.gthread import ThreadWorker
 from gunicorn.workers.sync import SyncWorker
@@ -187,7 +188,24 @@ class BufferedThreadWorker(_ProblemErrors, ThreadWorker):
         cfg = self.cfg
         self.max_header_bytes = (cfg.limit_request_line + 2 + cfg.limit_request_fields
                                  * (cfg.limit_request_field_size + 2) + 2)
+        sockets: list[Any] = self.sockets
+        if cfg.reuse_port and sockets:
+            # With reuse_port gunicorn binds this worker's own listening socket before the
+            # app loads: the kernel would queue a share of new connections on a worker
+            # that spends seconds loading its models (at start, or after a restart while
+            # its siblings serve). Close it now and listen once the app is loaded (run).
+            gunicorn_sock.close_sockets(sockets, unlink=False)
+            self.sockets: list[Any] = []
+            self._listen_when_loaded = True
         super().init_process()
+
+    def run(self) -> None:
+        """gunicorn's loop, after binding this worker's own socket if it listens late."""
+        if getattr(self, "_listen_when_loaded", False):
+            self.sockets = gunicorn_sock.create_sockets(self.cfg, self.log)
+            for listener in self.sockets:
+                util.close_on_exec(listener)
+        super().run()
 
     def enqueue_req(self, conn: Any) -> None:
         """Hand a buffered request to a thread; anything else is buffered first."""

@@ -10,13 +10,15 @@ in such runs). With a socket per worker the kernel hashes connections over the w
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-from test_serving_support import ServerProcess, build_var, start_server
+from test_serving_support import ServerProcess, build_var, free_port, start_server
 
 BURSTS = 10
 CONNECTIONS = 16
@@ -51,12 +53,18 @@ def _sockets(process: psutil.Process, port: int, status: str) -> int:
                if c.status == status and c.laddr.port == port)
 
 
-def test_each_buffered_worker_listens_on_its_own_socket(server: ServerProcess) -> None:
+def _listening_workers(server: ServerProcess) -> list[psutil.Process]:
+    """Both workers, once each listens (a worker binds its socket when its app is loaded)."""
     workers = _workers(server)
     deadline = time.monotonic() + 30
     while (time.monotonic() < deadline
            and not all(_sockets(w, server.port, "LISTEN") for w in workers)):
-        time.sleep(0.2)  # a worker binds its socket as it boots
+        time.sleep(0.2)
+    return workers
+
+
+def test_each_buffered_worker_listens_on_its_own_socket(server: ServerProcess) -> None:
+    workers = _listening_workers(server)
     master = psutil.Process(server.process.pid)
     assert _sockets(master, server.port, "LISTEN") == 0
     assert [_sockets(w, server.port, "LISTEN") for w in workers] == [1, 1]
@@ -64,7 +72,7 @@ def test_each_buffered_worker_listens_on_its_own_socket(server: ServerProcess) -
 
 def test_a_burst_of_keepalive_connections_never_lands_on_one_worker(
         server: ServerProcess) -> None:
-    workers = _workers(server)
+    workers = _listening_workers(server)
     splits = []
     for _ in range(BURSTS):
         socks = [socket.create_connection(("127.0.0.1", server.port), timeout=10)
@@ -83,3 +91,60 @@ def test_a_burst_of_keepalive_connections_never_lands_on_one_worker(
     # hashing puts all 16 on one of two workers with probability 2 / 2**16 per burst;
     # the shared socket did in 8 of 20 bursts
     assert all(split[0] > 0 for split in splits), splits
+
+
+SLOW_SECOND_WORKER = """
+import os, sys, time
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from serving import ServingConfig, create_app
+from serving.http import GunicornServer
+from test_serving_support import fake_registry
+config = ServingConfig.load(environ={{}}, var={var!r}, port={port}, workers=2,
+                            reload_interval_s=0)
+marker = Path({marker!r})
+
+def factory():
+    try:  # the first worker to boot loads at once, the second takes 6 s
+        marker.touch(exist_ok=False)
+    except FileExistsError:
+        time.sleep(6.0)
+    return create_app(config, registry=fake_registry(config))
+
+GunicornServer(config, app_factory=factory).run()
+"""
+
+
+def test_a_worker_still_loading_its_models_is_given_no_connections(
+        var: Path, tmp_path: Path) -> None:
+    """gunicorn binds a reuse_port worker's socket before the app loads; the buffered worker
+    listens only once loaded, so no connection waits on a worker loading its models."""
+    port = free_port()
+    script = SLOW_SECOND_WORKER.format(tests=str(Path(__file__).parent), var=str(var),
+                                       port=port, marker=str(tmp_path / "first"))
+    log = open(tmp_path / "server.log", "ab")  # noqa: SIM115 (lives with the process)
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=log, stderr=log,
+                               start_new_session=True)
+    server = ServerProcess(process, port)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the fast worker answers
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    if s.recv(4096).startswith(b"HTTP/1.1 200"):
+                        break
+            except OSError:
+                time.sleep(0.1)
+        listening = [_sockets(w, port, "LISTEN") for w in _workers(server)]
+        assert sorted(listening) == [0, 1], listening  # the loading worker has no socket
+        slowest = 0.0
+        for _ in range(CONNECTIONS):  # none is queued on the loading worker
+            start = time.monotonic()
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert s.recv(4096).startswith(b"HTTP/1.1 200")
+            slowest = max(slowest, time.monotonic() - start)
+        assert slowest < 2.0, f"a connection waited {slowest:.1f} s"
+    finally:
+        server.stop()
