@@ -97,7 +97,8 @@ class GunicornServer(BaseApplication):
             # them in each worker): the kernel hashes new connections over them instead
             # of the first worker awake taking a whole burst (see ServingConfig.reuse_port)
             "reuse_port": (config.reuse_port and config.worker_class == "buffered"
-                           and config.port != 0 and hasattr(socket, "SO_REUSEPORT")),
+                           and config.workers > 1 and config.port != 0
+                           and hasattr(socket, "SO_REUSEPORT")),
             "timeout": config.timeout_s,
             "preload_app": False,
             "child_exit": _child_exit,

@@ -15,10 +15,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 from test_serving_support import ServerProcess, build_var, free_port, start_server
+
+from serving import ServingConfig
+from serving.http import GunicornServer
+from serving.versions import BOARD_ENV
 
 BURSTS = 10
 CONNECTIONS = 16
@@ -148,3 +153,13 @@ def test_a_worker_still_loading_its_models_is_given_no_connections(
         assert slowest < 2.0, f"a connection waited {slowest:.1f} s"
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({}, True), ({"worker_class": "sync"}, False), ({"workers": 1}, False),
+    ({"port": 0}, False), ({"reuse_port": False}, False)])
+def test_reuse_port_only_where_it_balances(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           overrides: dict[str, Any], expected: bool) -> None:
+    monkeypatch.setenv(BOARD_ENV, str(tmp_path / "board"))  # GunicornServer sets it
+    config = ServingConfig.load(environ={}, var=tmp_path, **{"port": 8123, **overrides})
+    assert GunicornServer(config).cfg.reuse_port is expected
