@@ -20,10 +20,14 @@ recorded as an immutable :class:`RoundPrivacyEvent` in a :class:`PrivacyLedger`;
     sampling amplifies that again (Balle, Barthe, Gaboardi 2018, Thm 8); rounds are
     composed with the PLD of an (ε, δ)-DP mechanism.
 ``secure_sum`` (assumption: secure aggregation)
-    The server sees only the sum of a round's ≥ n_min reports. The noises add up to
-    N(0, n σ²C²) around a sum in which one device moves by at most C when its data is
+    The server sees only the sum of a round's ≥ n_min reports. The threat model of
+    secure aggregation lets up to a fraction γ (``corruption_rate``, recorded per round)
+    of the clients collude with the server, which then knows their noise: only the
+    n_h = n_min − ⌊γ n_min⌋ honest noises count (:func:`honest_reports`; the server
+    unmasks no round with fewer, :func:`unmask_shortfall`). They add up to
+    N(0, n_h σ²C²) around a sum in which one device moves by at most C when its data is
     replaced by data giving a zero delta (``REPLACE_SPECIAL``, zero record): a Gaussian
-    with noise multiplier σ√n_min, Poisson-sampled at rate q each round, composed by
+    with noise multiplier σ√n_h, Poisson-sampled at rate q each round, composed by
     ``dp_accounting`` (PLD, with RDP alongside), as for DP-FedAvg (McMahan et al. 2018).
     The amplification also ASSUMES the sampling coin is secret from the server: met only
     when every event records both secure aggregation and a secret coin.
@@ -66,15 +70,18 @@ __all__ = [
     "RoundPrivacyEvent",
     "assumptions_met",
     "calibrate_noise_multiplier",
+    "collusion_statement",
     "fmt21_amplification_delta",
     "fmt21_shuffle_epsilon",
     "guarantee_label",
     "guarantees_headline_first",
+    "honest_reports",
     "local_epsilon",
     "max_affordable_rounds",
     "poisson_amplified",
     "privacy_headline",
     "shuffled_gaussian_round",
+    "unmask_shortfall",
 ]
 
 GuaranteeKind = Literal["local", "device_local", "shuffle", "secure_sum", "device_sum"]
@@ -93,17 +100,48 @@ ASSUMPTIONS: dict[str, str] = {
                "reports and the participation coin is secret; FMT21 closed form per round, "
                "Poisson amplification, PLD composition over rounds",
     "secure_sum": "ASSUMES secure aggregation: the server sees only each round's sum of >= "
-                  "min_reports noisy reports (noise multiplier sigma*sqrt(min_reports) "
-                  "w.r.t. C, zero-record neighbours), AND a secret Poisson coin: the server "
-                  "cannot tell whether a device took part (amplification by q)",
+                  "min_reports noisy reports, of which up to a fraction gamma "
+                  "(corruption_rate, recorded per round) of the clients may collude with it "
+                  "and tell it their noise: only the noise of n_honest = min_reports - "
+                  "floor(gamma*min_reports) reports is counted (noise multiplier "
+                  "sigma*sqrt(n_honest) w.r.t. C, zero-record neighbours), AND a secret "
+                  "Poisson coin: the server cannot tell whether a device took part "
+                  "(amplification by q)",
     "device_sum": "each round as it ran (recorded per event): with secure aggregation the "
                   "server sees only the sum of >= min_reports noisy reports (zero-record "
-                  "neighbours; an honest-but-curious server that unmasks no smaller sum, "
-                  "no client telling it its own noise), "
+                  "neighbours; an honest-but-curious server that unmasks no sum with fewer "
+                  "than n_honest reports outside its colluders, colluding with up to a "
+                  "fraction gamma = corruption_rate of the clients, recorded per round, "
+                  "whose noise it then knows: only the noise of n_honest = min_reports - "
+                  "floor(gamma*min_reports) reports is counted), "
                   "amplified by q only where the coin was secret, else q = 1 in every round "
                   "the device could join (per-day cap); without secure aggregation each "
                   "upload at its device_local cost",
 }
+
+COLLUSION_KINDS: frozenset[str] = frozenset({"secure_sum", "device_sum"})
+"""Kinds that charge only the honest clients' noise of a secure sum (see
+:func:`honest_reports`); :meth:`DevicePrivacyAccountant.report` states per ledger which
+rounds assumed which collusion bound γ."""
+
+
+def collusion_statement(ledger: PrivacyLedger) -> str:
+    """Which rounds of ``ledger`` assumed which collusion bound γ, in words.
+
+    E.g. ``"collusion bound per round: 3 rounds at gamma=0 (recorded before gamma was;
+    100 of 100 reports' noise counted), 7 at gamma=0.05 (95 of 100 counted)"``.
+    """
+    if not ledger.events:
+        return "no rounds"
+    groups = Counter((e.corruption_rate, e.min_reports, e.honest_reports)
+                     for e in ledger.events)
+    parts = []
+    for (gamma, n_min, honest), count in sorted(groups.items()):
+        why = (" (no collusion assumed: recorded before gamma was, or no secure "
+               "aggregation)" if gamma == 0 else "")
+        parts.append(f"{count} round{'s' if count != 1 else ''} at gamma={gamma:g}{why}: "
+                     f"{honest} of {n_min} reports' noise counted")
+    return "collusion bound per round: " + "; ".join(parts)
 
 MET_WITHOUT_SECURE_AGGREGATION: frozenset[str] = frozenset({"local", "device_local",
                                                             "device_sum"})
@@ -117,10 +155,12 @@ LABELS: dict[str, tuple[str, str]] = {
     "device_local": ("per device, against a server that sees every upload",
                      "per device, if uploads were never linked"),
     "shuffle": ("anonymous shuffling in place", "if anonymous shuffling were in place"),
-    "secure_sum": ("secure aggregation and a secret sampling coin in place",
+    "secure_sum": ("secure aggregation and a secret sampling coin in place (only the "
+                   "noise of clients outside the collusion bound counted)",
                    "if secure aggregation and a secret sampling coin were in place"),
-    "device_sum": ("per device, each round as it ran (secure sums, no amplification where "
-                   "the server sees who takes part)",
+    "device_sum": ("per device, each round as it ran (secure sums counting only the noise "
+                   "of clients outside the collusion bound, no amplification where the "
+                   "server sees who takes part)",
                    "per device, if each round had run as recorded"),
 }
 """How each kind is labelled beside the headline: (assumption met, assumption not met)."""
@@ -313,6 +353,51 @@ def _shuffled_round(noise_multiplier: float, n_reports: int,
     return fallback
 
 
+def honest_reports(min_reports: int, corruption_rate: float) -> int:
+    """n_min − ⌊γ n_min⌋: how many of a round's n_min reports carry noise the server
+    does not know when up to a fraction γ of the clients collude with it.
+
+    The secure-aggregation threat model (:data:`federated._secagg.THREAT_MODEL`) lets
+    up to γ of the clients collude with the server; their noise shares are known to it
+    and protect no one, so only the honest clients' noise counts, as only the surviving
+    clients' noise counts under dropouts (Kairouz, Liu, Steinke 2021, "The Distributed
+    Discrete Gaussian Mechanism for Federated Learning with Secure Aggregation", ICML:
+    the sum of the n honest shares is what KLS21 Thm 1 bounds). ``γ n`` is rounded to
+    9 decimals before the floor so that a product such as 0.29 × 100 = 28.999…96 counts
+    29 corrupt clients, not 28.
+
+    Examples
+    --------
+    >>> honest_reports(20, 0.05), honest_reports(100, 0.05), honest_reports(100, 0.0)
+    (19, 95, 100)
+    """
+    if min_reports < 1 or not 0 <= corruption_rate < 0.5:
+        raise ValueError(f"need min_reports >= 1 and corruption_rate in [0, 0.5); got "
+                         f"{min_reports}, {corruption_rate}")
+    return min_reports - math.floor(round(corruption_rate * min_reports, 9))
+
+
+def unmask_shortfall(survivors: int, cohort: int, *, min_reports: int,
+                     corruption_rate: float) -> int:
+    """How many surviving reports a round lacks for its charge to hold (0: unmask).
+
+    The charge assumes the noise of :func:`honest_reports` (n_min, γ) clients. Up to
+    ⌊γ · cohort⌋ of the round's ``cohort`` clients may collude with the server, all of
+    them among the ``survivors`` in the worst case, so the sum may be unmasked only if
+    ``survivors − ⌊γ · cohort⌋ >= n_min − ⌊γ n_min⌋``. With γ = 0 this is the old rule
+    ``survivors >= n_min``.
+
+    Returns
+    -------
+    int
+        ``max(0, honest_reports + ⌊γ cohort⌋ − survivors)``.
+    """
+    if cohort < 0 or survivors < 0 or survivors > cohort:
+        raise ValueError(f"need 0 <= survivors={survivors} <= cohort={cohort}")
+    corrupt = math.floor(round(corruption_rate * cohort, 9))
+    return max(0, honest_reports(min_reports, corruption_rate) + corrupt - survivors)
+
+
 def poisson_amplified(eps: float, delta: float, q: float) -> tuple[float, float]:
     """Amplification by Poisson sampling at rate q (Balle, Barthe, Gaboardi 2018, Thm 8).
 
@@ -358,6 +443,14 @@ class RoundPrivacyEvent:
         sampling at rate q amplifies the round: true for the simulator's rounds (each
         device flips its own coin, uploads carry no identity), false where the server
         sees who takes part (HTTP devices choose when to check in).
+    corruption_rate : float
+        γ of the secure-aggregation threat model the round ran under: up to this
+        fraction of the clients may collude with the server, which then knows their
+        noise. The secure sums are charged with the noise of
+        :attr:`honest_reports` = n_min − ⌊γ n_min⌋ reports only. 0 for rounds without
+        secure aggregation and for events recorded before this field existed (they read
+        as they were charged then; :meth:`DevicePrivacyAccountant.report` says which
+        rounds assumed which γ).
     """
 
     @property
@@ -375,20 +468,33 @@ class RoundPrivacyEvent:
     dimension: int = 0
     secure_aggregation: bool = None  # type: ignore[assignment]  # resolved below
     secret_sampling: bool = False
+    corruption_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.secure_aggregation is None:
             object.__setattr__(self, "secure_aggregation", self.mechanism == "ddg")
+        if not 0 <= self.corruption_rate < 0.5:
+            raise FederatedConfigError(f"corruption_rate={self.corruption_rate} should be in "
+                                       "[0, 0.5)")
+
+    @property
+    def honest_reports(self) -> int:
+        """n_min − ⌊γ n_min⌋: the fewest reports whose noise the server does not know."""
+        return honest_reports(self.min_reports, self.corruption_rate)
 
     @classmethod
     def from_recipe(cls, recipe: RoundRecipe, day: int, *,
                     secret_sampling: bool = False) -> RoundPrivacyEvent:
         """The event of one round of ``recipe`` opened on ``day`` (``secret_sampling``:
-        whether the round's participation coin is secret from the server)."""
+        whether the round's participation coin is secret from the server). A secure
+        recipe's events record its ``secure_aggregation.corruption_rate`` as γ."""
         cfg = recipe.config
+        # γ is part of the protocol's threat model: it applies only where SecAgg ran
+        gamma = cfg.secure_aggregation.corruption_rate if recipe.secure else 0.0
         return cls(cfg.privacy.noise_multiplier, cfg.rounds.sampling_rate,
                    cfg.rounds.min_reports, day, **recipe.mechanism(),
-                   secure_aggregation=recipe.secure, secret_sampling=secret_sampling)
+                   secure_aggregation=recipe.secure, secret_sampling=secret_sampling,
+                   corruption_rate=gamma)
 
 
 @dataclass(frozen=True)
@@ -561,12 +667,12 @@ def _ddg_epsilon(events: list[RoundPrivacyEvent], delta: float) -> float:
         if e.noise_multiplier <= 0:
             return math.inf
         if e.mechanism == "ddg":
-            scale = e.sensitivity / (e.noise_multiplier * math.sqrt(e.min_reports))
+            scale = e.sensitivity / (e.noise_multiplier * math.sqrt(e.honest_reports))
             curve = np.array(ddg_round_rdp(e.sampling_rate, scale, e.tau * e.dimension,
                                            e.tau * math.sqrt(e.dimension)))
         else:
             curve = np.array(rdp_privacy_accountant._compute_rdp_poisson_subsampled_gaussian(
-                e.sampling_rate, e.noise_multiplier * math.sqrt(e.min_reports), orders))
+                e.sampling_rate, e.noise_multiplier * math.sqrt(e.honest_reports), orders))
         rdp += count * curve
     eps, _ = rdp_privacy_accountant.compute_epsilon(orders, rdp, delta)
     return float(eps)
@@ -586,11 +692,11 @@ def _round_rdp(e: RoundPrivacyEvent, sampling_rate: float) -> np.ndarray:
         sigma = e.effective_noise_multiplier / 2.0
         return orders / (2.0 * sigma * sigma)
     if e.mechanism == "ddg":
-        scale = e.sensitivity / (e.noise_multiplier * math.sqrt(e.min_reports))
+        scale = e.sensitivity / (e.noise_multiplier * math.sqrt(e.honest_reports))
         return np.array(ddg_round_rdp(sampling_rate, scale, e.tau * e.dimension,
                                       e.tau * math.sqrt(e.dimension)))
     return np.asarray(rdp_privacy_accountant._compute_rdp_poisson_subsampled_gaussian(
-        sampling_rate, e.effective_noise_multiplier * math.sqrt(e.min_reports), orders),
+        sampling_rate, e.effective_noise_multiplier * math.sqrt(e.honest_reports), orders),
         dtype=np.float64)
 
 
@@ -683,7 +789,7 @@ class DevicePrivacyAccountant:
             return _ddg_epsilon(list(ledger.events), self.delta)
         if kind == "secure_sum":
             groups = _grouped(list(ledger.events))
-            terms = [(e.sampling_rate, e.noise_multiplier * math.sqrt(e.min_reports), n)
+            terms = [(e.sampling_rate, e.noise_multiplier * math.sqrt(e.honest_reports), n)
                      for e, n in groups.items()]
         elif kind == "shuffle":
             return self._shuffle_epsilon(ledger)
@@ -727,7 +833,10 @@ class DevicePrivacyAccountant:
         events' own records: :func:`assumptions_met`) and ``label`` (how to show it
         beside the headline). The top-level ``headline`` is :func:`privacy_headline`'s
         kind; ``rounds_met`` counts the rounds that ran secure aggregation and those
-        whose sampling coin was secret.
+        whose sampling coin was secret. ``corruption_rate`` (γ; a list when rounds
+        differ), ``honest_reports``, ``rounds_by_corruption_rate`` and ``collusion``
+        state which rounds assumed which collusion bound (rows recorded before γ was read
+        as γ = 0, as they were charged); the secure kinds' ``assumption`` ends with it.
         """
         met = assumptions_met(ledger)
         sigmas = sorted({e.noise_multiplier for e in ledger.events})
@@ -735,15 +844,20 @@ class DevicePrivacyAccountant:
         mins = sorted({e.min_reports for e in ledger.events})
         kinds: dict[str, Any] = {}
         ddg = any(e.mechanism == "ddg" for e in ledger.events)
+        collusion = collusion_statement(ledger)
+        gammas = sorted({e.corruption_rate for e in ledger.events})
         for kind in GUARANTEE_KINDS:
             pld: float | None = self.epsilon(ledger, kind, "pld")
             rdp = None if kind in ("local", "shuffle") else self.epsilon(ledger, kind, "rdp")
             if ddg and kind == "secure_sum":
                 pld = None  # KLS21's bound is an RDP bound: no PLD form
+            assumption = ASSUMPTIONS[kind]
+            if kind in COLLUSION_KINDS:
+                assumption += f" [{collusion}]"
             kinds[kind] = {"epsilon": (pld if (self.accountant == "pld" and pld is not None)
                                        or rdp is None else rdp),
                            "epsilon_pld": pld, "epsilon_rdp": rdp, "delta": self.delta,
-                           "assumption": ASSUMPTIONS[kind], "assumption_met": kind in met,
+                           "assumption": assumption, "assumption_met": kind in met,
                            "label": guarantee_label(kind, kind in met)}
         headline, _ = privacy_headline({"guarantees": kinds})
         return {
@@ -752,6 +866,12 @@ class DevicePrivacyAccountant:
             "clip_norm": clip_norm,
             "sampling_rate": rates[0] if len(rates) == 1 else rates,
             "min_reports": mins[0] if len(mins) == 1 else mins,
+            "corruption_rate": gammas[0] if len(gammas) == 1 else gammas,
+            "honest_reports": (lambda h: h[0] if len(h) == 1 else h)(
+                sorted({e.honest_reports for e in ledger.events})),
+            "rounds_by_corruption_rate": {
+                f"{g:g}": sum(e.corruption_rate == g for e in ledger.events) for g in gammas},
+            "collusion": collusion,
             "rounds": ledger.rounds,
             "max_participations_per_device": len(ledger.participation_events()),
             "max_uploads_per_day": ledger.max_uploads_per_day,

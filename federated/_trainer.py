@@ -23,7 +23,9 @@ from federated._accounting import (
     PrivacyLedger,
     RoundPrivacyEvent,
     assumptions_met,
+    honest_reports,
     max_affordable_rounds,
+    unmask_shortfall,
 )
 from federated._checkpoint import load_latest_checkpoint, save_checkpoint
 from federated._client import DeviceRuntime, RandomStreams
@@ -366,13 +368,26 @@ class FederatedTrainer:
         """Sum the in-time reports securely (protocol or sum-only), decode, aggregate.
 
         Every upload of the round took part in the key stages; those that arrive after
-        the deadline drop out before the masked-input stage and are unmasked away.
+        the deadline drop out before the masked-input stage and are unmasked away. The
+        sum is unmasked only if the in-time reports, less the ⌊γ · cohort⌋ that may
+        collude with the server, still hold the honest noises the ledger charged
+        (:func:`federated._accounting.unmask_shortfall`); otherwise the round is abandoned.
         """
         assert reports is not None and rotation_seed is not None
         s, r = self.config.secure_aggregation, self.config.rounds
         n_in, n_all = int(accepted.sum()), len(reports)
         if n_in < r.min_reports or n_all < 3:
             return server.close_secure_round(None), {}
+        short = unmask_shortfall(n_in, n_all, min_reports=r.min_reports,
+                                 corruption_rate=s.corruption_rate)
+        if short:
+            # the ledger charged n_min - floor(γ n_min) honest noises; fewer could be in it
+            corrupt = math.floor(round(s.corruption_rate * n_all, 9))
+            return server.close_secure_round(None, message=(
+                f"{n_in} in-time reports of {n_all}, up to {corrupt} of them colluding "
+                f"(corruption_rate={s.corruption_rate:g}): fewer than the "
+                f"{honest_reports(r.min_reports, s.corruption_rate)} honest noises the "
+                "ledger charged; nothing was unmasked")), {}
         protocol = s.mode == "protocol" or (s.mode == "auto"
                                             and n_all <= s.protocol_max_clients)
         metrics: dict[str, float] = {"secagg_protocol": float(protocol)}

@@ -9,13 +9,16 @@ secure rounds, tests and benchmarks use these pieces on their own.
 
 from federated._accounting import (
     assumptions_met,
+    collusion_statement,
     fmt21_amplification_delta,
     fmt21_shuffle_epsilon,
     guarantee_label,
+    honest_reports,
     local_epsilon,
     max_affordable_rounds,
     poisson_amplified,
     shuffled_gaussian_round,
+    unmask_shortfall,
 )
 from federated._ddg import (
     DDG_RDP_ORDERS,
@@ -35,12 +38,14 @@ __all__ = [
     "add_gaussian_noise",
     "assumptions_met",
     "clip_deltas",
+    "collusion_statement",
     "ddg_round_rdp",
     "ddg_tau",
     "fmt21_amplification_delta",
     "fmt21_shuffle_epsilon",
     "guarantee_label",
     "hadamard_transform",
+    "honest_reports",
     "l2_norms",
     "local_epsilon",
     "max_affordable_rounds",
@@ -49,4 +54,5 @@ __all__ = [
     "sample_discrete_gaussian",
     "secure_noise_generator",
     "shuffled_gaussian_round",
+    "unmask_shortfall",
 ]

@@ -26,9 +26,11 @@ from serving._board import BOARD_ENV, VersionBoard
 from serving._config import ServingConfig
 from serving._demo import demo
 from serving._errors import FiniteJSONProvider, register_error_handlers
+from serving._ledger import BudgetExhaustedError
 from serving._metrics import ServingMetrics
 from serving._ops import ops
 from serving._registry import ModelRegistry, ModelSet
+from serving._secure import EXTENSION as SECURE_EXTENSION
 from serving._secure import register_secure_rounds
 from serving._state import BundleCache, ServingState, freeze_heap, init_app
 from serving._store import UpdateStore
@@ -106,11 +108,27 @@ def create_app(config: ServingConfig | Mapping[str, Any] | None = None, *,
         log.error("models not loaded at start", error=str(exc))
     if registry.current is not None:
         metrics.set_versions(registry.current.versions())
-        with UpdateStore(config.resolved_store_path) as store:
-            try:
-                st.ensure_open_round(store)
-            except (FederatedError, StickerSuggestError) as exc:  # the platform's root first
-                log.error("could not open a federated round", error=str(exc))
+        if SECURE_EXTENSION in app.extensions:
+            # devices train through the secure rounds; a plain round (every upload seen,
+            # charged device_local) opens only if a device asks /v1/federated/rounds/current
+            log.info("plain federated round not opened at start: secure rounds are "
+                     "configured")
+        else:
+            _open_plain_round_at_start(st, config)
     if config.reload_interval_s > 0 and not app.testing:
         registry.start_polling(config.reload_interval_s)
     return app
+
+
+def _open_plain_round_at_start(st: ServingState, config: ServingConfig) -> None:
+    """Open the served version's next plain round if none is open; a refusal by the
+    privacy budget is logged as such (a warning, not an error: nothing is broken)."""
+    with UpdateStore(config.resolved_store_path) as store:
+        try:
+            st.ensure_open_round(store)
+        except BudgetExhaustedError as exc:
+            log.warning("no plain federated round opened: the lineage's privacy budget "
+                        "allows none", lineage=exc.lineage, epsilon=exc.epsilon,
+                        target=exc.target, detail=str(exc))
+        except (FederatedError, StickerSuggestError) as exc:  # the platform's root first
+            log.error("could not open a federated round", error=str(exc))

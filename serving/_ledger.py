@@ -147,7 +147,9 @@ def _scalar(value: Any, pick: Any) -> float:
 def simulated_events(var: Path, root: str) -> list[RoundPrivacyEvent]:
     """The events of the simulation's rounds that produced ``root``, with the parameters
     they ran under (its ``privacy.json`` and recorded config; where a run varied a
-    parameter, the least private value: smallest σ and n_min, largest q)."""
+    parameter, the least private value: smallest σ and n_min, largest q and γ). The
+    collusion bound γ is the ``privacy.json``'s ``corruption_rate``; a record from before
+    it existed reads γ = 0, the charge it was published with."""
     manifest = read_manifest(Path(var) / "reranker" / root, verify=False)
     privacy = (json.loads(manifest.file("privacy.json").read_text())
                if "privacy.json" in manifest.files else {})
@@ -158,12 +160,15 @@ def simulated_events(var: Path, root: str) -> list[RoundPrivacyEvent]:
     cfg = FederatedConfig.model_validate(recorded) if recorded else FederatedConfig()
     sigma = _scalar(privacy["noise_multiplier"], min)
     min_reports = int(_scalar(privacy.get("min_reports", cfg.rounds.min_reports), min))
+    # the collusion bound the rounds were charged with: a privacy.json from before γ
+    # was recorded was charged with every noise (γ = 0), and is kept so
+    gamma = _scalar(privacy.get("corruption_rate", 0.0), max)
     # the simulation's participation coin is secret: each device flips its own
     ledger = PrivacyLedger.planned(
         rounds=rounds, noise_multiplier=sigma, secret_sampling=True,
         sampling_rate=_scalar(privacy.get("sampling_rate", cfg.rounds.sampling_rate), max),
         min_reports=min_reports, start_time_s=cfg.rounds.start_time_s,
-        round_interval_s=cfg.rounds.round_interval_s,
+        round_interval_s=cfg.rounds.round_interval_s, corruption_rate=gamma,
         **_mechanism(cfg, sigma, min_reports, manifest))
     return list(ledger.events)
 
@@ -192,7 +197,9 @@ def _event(row: sqlite3.Row) -> RoundPrivacyEvent:
     """A row's event. Rows recorded before events stated their sampling coin read as the
     rounds ran: the simulation's coin was secret (each simulated device flips its own),
     a server's was not (devices choose when to check in); secure aggregation follows the
-    mechanism (the discrete Gaussian runs only under it)."""
+    mechanism (the discrete Gaussian runs only under it). Rows recorded before events
+    stated their collusion bound read γ = 0, as they were charged (history is not
+    rewritten; the report says which rounds assumed which γ)."""
     fields = json.loads(row["event"])
     fields.setdefault("secret_sampling", row["source"] == SIMULATION)
     return RoundPrivacyEvent(**fields)
@@ -313,7 +320,10 @@ class ServerLedger(SqliteStore):
                 (lineage, source, round_)).fetchone()
             if row is not None:  # recorded before (a retry after a crash): once only
                 recorded = _event(row)
-                if replace(recorded, day=0) != replace(event, day=0):
+                # a row from before γ was recorded is the same round at γ = 0
+                same = (event if "corruption_rate" in json.loads(row["event"])
+                        else replace(event, corruption_rate=0.0))
+                if replace(recorded, day=0) != replace(same, day=0):
                     raise ValueError(f"round {source}/{round_} of lineage {lineage} was "
                                      f"recorded with {recorded}, not {event}")
                 return LedgerEntry(lineage, source, round_, recorded,

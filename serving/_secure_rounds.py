@@ -20,7 +20,11 @@ operator:
     Each stage waits for the replies of the clients still in the round, until all came
     or the stage deadline passed; then the server's state machine advances, and the
     next messages wait in the outbox. A client that misses a stage has dropped out;
-    fewer than t survivors anywhere abandon the round with nothing unmasked.
+    fewer than t survivors anywhere abandon the round with nothing unmasked, and so do
+    too few masked inputs for the ledger's charge: the survivors minus the ⌊γ n⌋ clients
+    of the cohort that may collude with the server (γ = ``corruption_rate``) must reach
+    the ``min_clients − ⌊γ min_clients⌋`` honest noises the round was charged with
+    (:func:`federated.privacy.unmask_shortfall`).
 ``aggregated`` / ``abandoned``
     The modular sum is decoded, the strategy applies it, and the new global parameters
     become a *candidate* model version; every per-client row of the round is deleted.
@@ -79,7 +83,7 @@ from federated import (
     TokenError,
     build_strategy,
 )
-from federated.privacy import DiscreteGaussianEncoding
+from federated.privacy import DiscreteGaussianEncoding, honest_reports, unmask_shortfall
 from federated.secagg import Message as SecAggMessage
 from federated.secagg import SecAggParams, SecAggServer, Token, TokenIssuer, token_day
 from serving._board import pid_alive
@@ -217,7 +221,10 @@ class SecureRoundsConfig(ComponentConfig):
         return cls.from_json(text, f"{SECURE_CONFIG_ENV}={path}")
 
     def federated(self) -> FederatedConfig:
-        """The platform config whose strategy applies a round's sum."""
+        """The platform config of these rounds: the strategy that applies a round's sum,
+        and the recipe's secure aggregation with this config's ``dropout_rate`` and
+        ``corruption_rate`` (what the protocol runs under, hence what the privacy events
+        record)."""
         return FederatedConfig.model_validate({
             "strategy": {"name": "fedavg", "server_learning_rate": self.server_learning_rate},
             "rounds": {"min_reports": self.min_clients, "sampling_rate": self.sampling_rate,
@@ -225,7 +232,10 @@ class SecureRoundsConfig(ComponentConfig):
             "privacy": {"clip_norm": self.clip_norm, "noise_multiplier": self.noise_multiplier,
                         "target_epsilon": self.target_epsilon, "delta": self.delta,
                         "budget_kind": self.budget_kind},
-            "secure_aggregation": {"enabled": True, "bits": self.bits, "n_max": self.n_max}})
+            # the protocol's (k, t) and the privacy events use these: one source
+            "secure_aggregation": {"enabled": True, "bits": self.bits, "n_max": self.n_max,
+                                   "dropout_rate": self.dropout_rate,
+                                   "corruption_rate": self.corruption_rate}})
 
     @property
     def resolved_extension_s(self) -> float:
@@ -241,6 +251,18 @@ class SecureRoundsConfig(ComponentConfig):
         if self.promotion is not None:
             return self.promotion
         return "unconditional" if self.model == "zeros" else serving_promotion
+
+
+def _too_few_honest(survivors: int, cohort: int, min_clients: int,
+                    corruption_rate: float) -> str:
+    """Why a round with ``survivors`` masked inputs of ``cohort`` is not unmasked."""
+    honest = honest_reports(min_clients, corruption_rate)
+    corrupt = math.floor(round(corruption_rate * cohort, 9))
+    return (f"{survivors} masked inputs arrived from a cohort of {cohort}; up to "
+            f"{corrupt} of them (corruption_rate={corruption_rate:g} of the cohort) may "
+            f"collude with the server, leaving {survivors - corrupt} honest noises, fewer "
+            f"than the {honest} (min_clients={min_clients} - floor({corruption_rate:g} * "
+            f"{min_clients})) the privacy ledger charged; nothing was unmasked")
 
 
 def _b64(data: bytes) -> str:
@@ -652,12 +674,22 @@ class SecureRounds:
         base = {"n_clients": server.params.n_clients, "degree": server.params.degree,
                 "threshold": server.params.threshold}
         n_in = len(server.inbox[stage]) if stage in server.inbox else 0
-        if stage == "mask" and n_in < self.config.min_clients:
-            # below n_min the sum would carry less noise than the accounting assumes
+        short = unmask_shortfall(n_in, server.params.n_clients,
+                                 min_reports=self.config.min_clients,
+                                 corruption_rate=self.config.corruption_rate
+                                 ) if stage == "mask" else 0
+        if short:
+            # fewer honest noises than the ledger charged: the sum would carry less noise
+            log.warning("secure round not unmasked: too few honest survivors for the "
+                        "privacy charge", round=round_, survivors=n_in,
+                        cohort=server.params.n_clients, missing=short,
+                        honest_needed=honest_reports(self.config.min_clients,
+                                                     self.config.corruption_rate))
             self._close(conn, round_, "abandoned", now, {
-                **base, "status": "abandoned", "stage": stage,
-                "message": f"{n_in} masked inputs arrived, fewer than min_clients="
-                           f"{self.config.min_clients}; nothing was unmasked"})
+                **base, "status": "abandoned", "stage": stage, "n_in": n_in,
+                "message": _too_few_honest(n_in, server.params.n_clients,
+                                           self.config.min_clients,
+                                           self.config.corruption_rate)})
             return
         try:
             out = server.advance()

@@ -144,7 +144,9 @@ def test_too_few_masked_inputs_abandon_before_unmasking(tmp_path: Path) -> None:
     engine.tick()
     info = engine.round_info(0)
     assert info["status"] == "abandoned"
-    assert "3 masked inputs arrived, fewer than min_clients=4" in info["outcome"]["message"]
+    # 3 survivors - floor(0.05 * 5) possible colluders < 4 - floor(0.05 * 4) honest noises
+    assert "3 masked inputs arrived from a cohort of 5" in info["outcome"]["message"]
+    assert "fewer than the 4 (min_clients=4" in info["outcome"]["message"]
     assert engine.model()[0] == 0
 
 

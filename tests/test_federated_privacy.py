@@ -449,3 +449,155 @@ def test_device_sum_properties(sigma: float, n_min: int, q: float, rounds: int, 
     assert acc.epsilon(ledger(rounds, sigma * 1.5), "device_sum") <= eps
     assert eps >= acc.epsilon(ledger(rounds, sigma), "secure_sum") * (1 - 1e-9)
     assert eps <= acc.epsilon(ledger(rounds, sigma), "device_local")
+
+
+# -------------------------------- collusion: only the honest clients' noise is charged
+
+
+def test_honest_reports_and_the_unmask_rule_by_hand() -> None:
+    from federated.privacy import honest_reports, unmask_shortfall
+    assert honest_reports(20, 0.05) == 19
+    assert honest_reports(100, 0.05) == 95
+    assert honest_reports(100, 0.0) == 100
+    assert honest_reports(19, 0.05) == 19  # floor(0.95) = 0
+    assert honest_reports(100, 0.29) == 71  # 0.29 * 100 = 28.999...96 in floats: 29 corrupt
+    assert honest_reports(10, 0.1) == 9
+    # cohort 270, n_min 100, γ 0.05: 13 may collude, so 95 + 13 = 108 survivors are needed
+    assert unmask_shortfall(108, 270, min_reports=100, corruption_rate=0.05) == 0
+    assert unmask_shortfall(107, 270, min_reports=100, corruption_rate=0.05) == 1
+    assert unmask_shortfall(100, 100, min_reports=100, corruption_rate=0.05) == 0
+    assert unmask_shortfall(99, 100, min_reports=100, corruption_rate=0.05) == 1
+    # γ = 0: the old rule, survivors >= n_min
+    assert unmask_shortfall(100, 270, min_reports=100, corruption_rate=0.0) == 0
+    assert unmask_shortfall(99, 270, min_reports=100, corruption_rate=0.0) == 1
+    with pytest.raises(ValueError):
+        honest_reports(10, 0.5)
+    with pytest.raises(ValueError):
+        unmask_shortfall(11, 10, min_reports=5, corruption_rate=0.1)
+
+
+def test_secure_sum_of_twenty_with_one_colluder_is_a_gaussian_of_sigma_root_19() -> None:
+    """n_min 20, γ 0.05: 19 honest noises. Unsampled secure sums over R rounds are one
+    Gaussian of multiplier σ√19/√R (analytic Gaussian, computed here with scipy)."""
+    sigma, rounds, delta = 0.5, 4, 1e-6
+    ledger = PrivacyLedger.planned(rounds=rounds, noise_multiplier=sigma, sampling_rate=1.0,
+                                   min_reports=20, corruption_rate=0.05)
+    assert ledger.events[0].honest_reports == 19
+    acc = DevicePrivacyAccountant(delta=delta, value_discretization_interval=1e-4)
+    expected = analytic_gaussian_epsilon(sigma * math.sqrt(19) / math.sqrt(rounds), delta)
+    assert acc.epsilon(ledger, "secure_sum") == pytest.approx(expected, rel=2e-3)
+    old = analytic_gaussian_epsilon(sigma * math.sqrt(20) / math.sqrt(rounds), delta)
+    assert acc.epsilon(ledger, "secure_sum") > old * (1 + 1e-3)
+    # device_sum of server-observed rounds (q = 1): dp_accounting's RDP of σ√19 per round
+    http = PrivacyLedger(events=tuple(_event(sigma, 20, day=d, corruption_rate=0.05)
+                                      for d in range(rounds)))
+    reference = _rdp_reference([(dp_accounting.GaussianDpEvent(sigma * math.sqrt(19)),
+                                 rounds)], delta)
+    assert DevicePrivacyAccountant(delta=delta, accountant="rdp").epsilon(
+        http, "device_sum") == pytest.approx(reference, rel=1e-9)
+
+
+def test_colluders_reduce_the_ddg_sum_to_kls21_figure_of_the_honest_clients() -> None:
+    """KLS21's published server-observed points at n = 40 are what 42 clients with γ 0.05
+    (two colluders, 40 honest discrete Gaussians) get; at γ = 0 the 42 would count."""
+    from federated.privacy import ddg_tau, rounded_l2_sensitivity
+    big_d, delta = 2 ** 20, 1e-5
+    acc = DevicePrivacyAccountant(delta=delta)
+    for _eps0, (gamma, local_std, points) in KLS21_SERVER_OBSERVED.items():
+        mechanism = {"mechanism": "ddg",
+                     "sensitivity": rounded_l2_sensitivity(1.0, gamma, big_d),
+                     "tau": ddg_tau(local_std / gamma, 40), "dimension": big_d}
+        colluded = PrivacyLedger.planned(rounds=1500, noise_multiplier=local_std,
+                                         sampling_rate=0.01, min_reports=42,
+                                         corruption_rate=0.05, **mechanism)
+        assert acc.epsilon(colluded, "device_sum") == pytest.approx(points[40], rel=1e-9)
+        all_honest = PrivacyLedger.planned(rounds=1500, noise_multiplier=local_std,
+                                           sampling_rate=0.01, min_reports=42, **mechanism)
+        assert acc.epsilon(all_honest, "device_sum") < points[40]
+
+
+def _pipeline_config(gamma: float | None) -> tuple[FederatedConfig, int]:
+    """reranker/federated.toml as the pipeline trains it (P = 1,076 on the small world)."""
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "reranker" / "federated.toml").read_text()
+    cfg = FederatedConfig.from_toml(text)
+    if gamma is not None:
+        cfg = cfg.model_copy(update={"secure_aggregation": cfg.secure_aggregation.model_copy(
+            update={"corruption_rate": gamma})})
+    return cfg, 1076
+
+
+def test_gamma_zero_gives_exactly_the_figures_published_before() -> None:
+    """Regression against the code before collusion was charged (session 8 figures):
+    the simulator's privacy.json headline secure_sum 3.592148315007649 (300 rounds, δ
+    1e-6) and the HTTP lineage (σ 1, n_min 100, q = 1 in every round) 1.472 after 10
+    rounds, 207 rounds within ε 8; at the default γ 0.05 each moves up."""
+    from federated.privacy import max_affordable_rounds
+    acc = DevicePrivacyAccountant(delta=1e-6)
+    cfg0, p = _pipeline_config(0.0)
+    sim0 = PrivacyLedger.planned_from(cfg0, p, secret_sampling=True)
+    assert all(e.corruption_rate == 0.0 for e in sim0.events)
+    assert acc.epsilon(sim0, "secure_sum") == pytest.approx(3.592148315007649, rel=1e-9)
+    cfg, _ = _pipeline_config(None)
+    assert cfg.secure_aggregation.corruption_rate == 0.05
+    sim = PrivacyLedger.planned_from(cfg, p, secret_sampling=True)
+    assert acc.epsilon(sim, "secure_sum") == pytest.approx(3.8729, abs=1e-4)
+
+    def http(gamma: float) -> PrivacyLedger:
+        c = FederatedConfig.model_validate({
+            "rounds": {"min_reports": 100, "sampling_rate": 0.01,
+                       "max_uploads_per_day": 1000},
+            "privacy": {"noise_multiplier": 1.0, "budget_kind": "device_sum"},
+            "secure_aggregation": {"enabled": True, "corruption_rate": gamma}})
+        return PrivacyLedger.planned_from(c, 2000, rounds=400, secure=True)
+
+    assert acc.epsilon(http(0.0).head(10), "device_sum") == pytest.approx(1.4717, abs=1e-4)
+    assert max_affordable_rounds(http(0.0), acc, kind="device_sum", target_epsilon=8.0) == 207
+    assert acc.epsilon(http(0.05).head(10), "device_sum") == pytest.approx(1.5138, abs=1e-4)
+    assert max_affordable_rounds(http(0.05), acc, kind="device_sum",
+                                 target_epsilon=8.0) == 196
+
+
+def test_the_report_says_which_rounds_assumed_which_collusion_bound() -> None:
+    """A lineage with rows recorded before γ (read as γ = 0, as they were charged) and
+    rounds at γ 0.05: ε composes each at its own honest count, and the report says so."""
+    delta = 1e-6
+    old = [_event(1.0, 100, day=d) for d in range(3)]
+    new = [_event(1.0, 100, day=d, corruption_rate=0.05) for d in range(3, 10)]
+    ledger = PrivacyLedger(events=(*old, *new))
+    reference = _rdp_reference([(dp_accounting.GaussianDpEvent(math.sqrt(100)), 3),
+                                (dp_accounting.GaussianDpEvent(math.sqrt(95)), 7)], delta)
+    acc = DevicePrivacyAccountant(delta=delta)
+    assert acc.epsilon(ledger, "device_sum", "rdp") == pytest.approx(reference, rel=1e-9)
+    report = acc.report(ledger, clip_norm=1.0)
+    assert report["corruption_rate"] == [0.0, 0.05]
+    assert report["honest_reports"] == [95, 100]
+    assert report["rounds_by_corruption_rate"] == {"0": 3, "0.05": 7}
+    for kind in ("device_sum", "secure_sum"):
+        text = report["guarantees"][kind]["assumption"]
+        assert "3 rounds at gamma=0 (no collusion assumed" in text
+        assert "7 rounds at gamma=0.05: 95 of 100 reports' noise counted" in text
+    assert "gamma" not in report["guarantees"]["device_local"]["assumption"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(sigma=st.floats(0.2, 5.0), n_min=st.integers(3, 300), q=st.floats(1e-3, 0.5),
+       rounds=st.integers(1, 20), gammas=st.lists(st.floats(0.0, 0.49), min_size=2,
+                                                   max_size=2),
+       ddg=st.booleans(), secret=st.booleans())
+def test_epsilon_never_falls_as_the_collusion_bound_grows(
+        sigma: float, n_min: int, q: float, rounds: int, gammas: list[float], ddg: bool,
+        secret: bool) -> None:
+    lo, hi = sorted(gammas)
+    mechanism: dict[str, object] = ({"mechanism": "ddg", "sensitivity": 1.0001, "tau": 1e-6,
+                                     "dimension": 64} if ddg else {})
+
+    def ledger(gamma: float) -> PrivacyLedger:
+        return PrivacyLedger(events=tuple(_event(sigma, n_min, q, day=i, secret=secret,
+                                                 corruption_rate=gamma, **mechanism)
+                                          for i in range(rounds)))
+
+    acc = DevicePrivacyAccountant(delta=1e-6, accountant="rdp")
+    for kind in ("secure_sum", "device_sum"):
+        assert acc.epsilon(ledger(hi), kind) >= acc.epsilon(ledger(lo), kind) * (1 - 1e-12)
+    assert acc.epsilon(ledger(hi), "device_local") == acc.epsilon(ledger(0.0), "device_local")

@@ -672,3 +672,31 @@ def test_changing_the_tasks_random_use_leaves_every_noise_draw_unchanged(
     assert plain and len(plain) == len(greedy)
     for a, b in zip(plain, greedy, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_simulator_unmasks_only_rounds_with_the_honest_noises_it_charged() -> None:
+    """γ 0.45, n_min 30: the ledger charges 30 - 13 = 17 honest noises per round, so a
+    round is unmasked only if its in-time reports less ⌊0.45 × its uploads⌋ (all of the
+    cohort that may collude) reach 17. Same seed at γ 0: every round with >= 30 in time
+    is aggregated; at γ 0.45 exactly the rounds the rule predicts are, and the others
+    are abandoned with nothing unmasked and the reason stated."""
+    from federated.privacy import unmask_shortfall
+    runs = {}
+    for gamma in (0.0, 0.45):
+        cfg = _config(**{"secure_aggregation.corruption_rate": gamma,
+                         "rounds.min_reports": 30, "rounds.rounds": 6})
+        task = SyntheticRegressionTask(n_devices=600, n_features=6)
+        runs[gamma] = FederatedTrainer(task, cfg).fit(np.random.default_rng(5)).history_
+    plain, colluded = runs[0.0], runs[0.45]
+    assert [(h.uploaded, h.accepted) for h in plain] == [(h.uploaded, h.accepted)
+                                                         for h in colluded]
+    assert all(h.status == ("aggregated" if h.accepted >= 30 else "abandoned")
+               for h in plain)
+    expected = ["aggregated" if unmask_shortfall(h.accepted, h.uploaded, min_reports=30,
+                                                 corruption_rate=0.45) == 0 else "abandoned"
+                for h in colluded]
+    assert [h.status for h in colluded] == expected
+    refused = [h for h in colluded if h.status == "abandoned" and h.accepted >= 30]
+    assert refused, "the rule must refuse a round the old rule unmasked"
+    assert all("17 honest noises" in h.message and "nothing was unmasked" in h.message
+               for h in refused)

@@ -526,16 +526,90 @@ def test_secure_rounds_are_refused_over_the_device_sum_budget(tmp_path: Path) ->
 
 def test_the_default_budget_allows_the_runs_of_ten_rounds_and_more() -> None:
     """The README's HTTP runs (σ = 1 per device, min_clients = 100, every device in
-    every round of one day, a fresh start model): the default target ε = 8 on
-    ``device_sum`` allows 207 rounds, so runs of 10+ rounds are never refused."""
+    every round of one day, a fresh start model): with the default collusion bound γ 0.05
+    (95 honest noises of 100) the default target ε = 8 on ``device_sum`` allows 196
+    rounds (207 when every noise counted), so runs of 10+ rounds are never refused."""
     from federated.privacy import max_affordable_rounds
     cfg = SecureRoundsConfig.model_validate({"enabled": True, "min_clients": 100,
                                              "max_clients": 270, "tokens_per_day": 1000})
     assert cfg.target_epsilon == 8.0 and cfg.budget_kind == "device_sum"
     ledger = PrivacyLedger.planned_from(cfg.federated(), 2000, rounds=400, secure=True)
+    assert {e.corruption_rate for e in ledger.events} == {0.05}
     acc = DevicePrivacyAccountant(delta=cfg.delta)
-    assert acc.epsilon(ledger.head(10), "device_sum") == pytest.approx(1.472, abs=1e-3)
-    assert max_affordable_rounds(ledger, acc, kind="device_sum", target_epsilon=8.0) == 207
+    assert acc.epsilon(ledger.head(10), "device_sum") == pytest.approx(1.5138, abs=1e-4)
+    assert max_affordable_rounds(ledger, acc, kind="device_sum", target_epsilon=8.0) == 196
+
+
+def test_the_recipe_runs_and_records_the_configured_dropout_and_corruption_rates(
+        tmp_path: Path) -> None:
+    """``SecureRoundsConfig.federated()`` passes its ``dropout_rate`` and
+    ``corruption_rate`` to the round recipe (before: the platform defaults 0.1 / 0.05
+    whatever the config said), so the ledger records the γ the protocol ran under."""
+    from federated.secagg import choose_degree_and_threshold
+    cfg = SecureRoundsConfig.model_validate({**BASE, "dropout_rate": 0.45,
+                                             "corruption_rate": 0.2})
+    sa = cfg.federated().secure_aggregation
+    assert (sa.dropout_rate, sa.corruption_rate) == (0.45, 0.2)
+    recipe = RoundRecipe.from_config(cfg.federated(), P, secure=True)
+    assert RoundPrivacyEvent.from_recipe(recipe, 0).corruption_rate == 0.2
+    clock = Clock()
+    engine = _engine(tmp_path, clock, dropout_rate=0.45, corruption_rate=0.2,
+                     min_clients=10, max_clients=40)
+    engine.tick()
+    [entry] = _entries(engine)
+    assert entry.event.corruption_rate == 0.2 and entry.event.honest_reports == 8
+    for _ in range(40):
+        engine.checkin(0, _token(engine))
+    engine.tick()
+    params = engine.round_info(0)["params"]
+    assert [params["degree"], params["threshold"]] == list(choose_degree_and_threshold(
+        40, dropout_rate=0.45, corruption_rate=0.2))
+    with ServerLedger(engine.ledger_path) as ledger:
+        report = ledger.report(engine._lineage(None), cfg.federated())
+    assert report["corruption_rate"] == 0.2
+    assert "gamma=0.2: 8 of 10 reports' noise counted" in report["guarantees"]["device_sum"][
+        "assumption"]
+
+
+def _round_with_survivors(engine: SecureRounds, clock: Clock, cohort: int,
+                          survivors: int) -> dict:  # type: ignore[type-arg]
+    engine.tick()
+    tickets = [engine.checkin(0, _token(engine)) for _ in range(cohort)]
+    clock.now += 11
+    engine.tick()
+    dim = engine.round_info(0)["params"]["dimension"]
+    clients = {t: SecAggClient(np.zeros(dim, np.uint32)) for t in tickets}
+    _step(engine, 0, clients)  # advertise
+    _step(engine, 0, clients)  # share
+    _step(engine, 0, clients, skip=set(tickets[survivors:]))  # masked inputs
+    clock.now += 6
+    engine.tick()
+    for _ in range(4):  # consistency, unmask: each completes with its last reply
+        if engine.round_info(0)["status"] != "open":
+            break
+        _step(engine, 0, clients, skip=set(tickets[survivors:]))
+    return engine.round_info(0)
+
+
+@pytest.mark.parametrize("gamma, status", [(0.0, "aggregated"), (0.2, "abandoned")])
+def test_a_sum_is_unmasked_only_with_the_honest_noises_it_was_charged_for(
+        tmp_path: Path, gamma: float, status: str) -> None:
+    """min_clients 4, a cohort of 5, 4 masked inputs: at γ 0 the 4 noises are the
+    charge; at γ 0.2 the ledger charged 4 - floor(0.8) = 4 honest noises, but one of the
+    5 may collude, leaving 3 of the 4 survivors honest for sure: the round is abandoned
+    with nothing unmasked (before: 4 >= min_clients, it was unmasked)."""
+    clock = Clock()
+    engine = _engine(tmp_path, clock, corruption_rate=gamma, max_stage_extensions=0)
+    info = _round_with_survivors(engine, clock, cohort=5, survivors=4)
+    assert info["status"] == status
+    if status == "abandoned":
+        message = info["outcome"]["message"]
+        assert "4 masked inputs arrived from a cohort of 5; up to 1 of them" in message
+        assert "fewer than the 4" in message and "nothing was unmasked" in message
+        assert "sum" not in info["outcome"]
+        assert engine.model()[0] == 0
+    else:
+        assert info["outcome"]["n_survivors"] == 4
 
 
 def test_events_recorded_before_the_coin_was_stated_read_as_they_ran(tmp_path: Path) -> None:

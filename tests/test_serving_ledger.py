@@ -230,3 +230,56 @@ def test_ledger_refuses_a_changed_replay(tmp_path: Path) -> None:
     with ServerLedger(tmp_path / "ledger.sqlite3") as reopened:  # persistent
         assert reopened.ledger("L").rounds == 1
         assert np.isfinite(reopened.report("L", cfg)["epsilon"]["device_local"])
+
+
+def _start_logs(var: Path, tmp_path: Path) -> tuple[Any, list[dict[str, Any]]]:
+    """create_app with a plain-round budget the lineage has already spent; its logs."""
+    from structlog.testing import capture_logs
+    cfg_path = tmp_path / "federated.json"
+    cfg_path.write_text(config(1.0, 1e-3).model_dump_json())
+    with capture_logs() as logs:
+        app = fake_app(var, store_path=tmp_path / "updates.sqlite3", federated_config=cfg_path)
+    return app, logs
+
+
+def test_server_start_tries_no_plain_round_when_secure_rounds_are_configured(
+        var: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Session 8 noticed: every server start logged "could not open a federated round
+    ... over the budget" although devices use the secure rounds and no plain round was
+    ever recorded: create_app opened the plain round of the served version on start.
+    With secure rounds configured it no longer tries (and says so); the plain endpoint
+    still opens one on demand."""
+    import json
+    secure = tmp_path / "secure.json"
+    secure.write_text(json.dumps({"enabled": True, "model": "zeros", "n_parameters": 16,
+                                  "min_clients": 4, "checkin_s": 600,
+                                  "tick_interval_s": 60}))
+    monkeypatch.setenv("STICKERS_SECURE_CONFIG", str(secure))
+    app, logs = _start_logs(var, tmp_path)
+    try:
+        events = [e["event"] for e in logs]
+        assert "could not open a federated round" not in events
+        assert not any(e["log_level"] == "warning" and "federated round" in e["event"]
+                       for e in logs)
+        assert ("plain federated round not opened at start: secure rounds are configured"
+                in events)
+        with UpdateStore(tmp_path / "updates.sqlite3") as store:
+            assert store.current_round() is None
+        ledger_path = app.extensions["sticker_serving"].config.resolved_ledger_path
+        with ServerLedger(ledger_path) as ledger:
+            assert not [e for e in ledger.entries(lineage_of(var, root(var)))
+                        if e.source == "http"]
+    finally:
+        app.extensions["sticker_secure_rounds"].close()
+
+
+def test_server_start_logs_a_budget_refusal_of_the_plain_round_as_one(
+        var: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without secure rounds the start still opens the plain round; when the lineage's
+    budget refuses it, the log says that (a warning naming the budget), not an error."""
+    monkeypatch.delenv("STICKERS_SECURE_CONFIG", raising=False)
+    _app, logs = _start_logs(var, tmp_path)
+    assert "could not open a federated round" not in [e["event"] for e in logs]
+    [refusal] = [e for e in logs if e["event"].startswith("no plain federated round opened")]
+    assert refusal["log_level"] == "warning" and refusal["target"] == 1e-3
+    assert refusal["epsilon"] > 1e-3 and "over the budget" in refusal["detail"]
