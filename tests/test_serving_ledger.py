@@ -232,14 +232,28 @@ def test_ledger_refuses_a_changed_replay(tmp_path: Path) -> None:
         assert np.isfinite(reopened.report("L", cfg)["epsilon"]["device_local"])
 
 
-def _start_logs(var: Path, tmp_path: Path) -> tuple[Any, list[dict[str, Any]]]:
+class _AppLog:
+    """Stands in for ``serving._app``'s logger (structlog may cache its loggers once
+    configured by an earlier test, so ``capture_logs`` cannot be relied on here)."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+
+    def __getattr__(self, level: str) -> Any:
+        return lambda event, **kw: self.entries.append({"log_level": level, "event": event,
+                                                        **kw})
+
+
+def _start_logs(var: Path, tmp_path: Path,
+                monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[dict[str, Any]]]:
     """create_app with a plain-round budget the lineage has already spent; its logs."""
-    from structlog.testing import capture_logs
+    import serving._app as app_module
+    recorder = _AppLog()
+    monkeypatch.setattr(app_module, "log", recorder)
     cfg_path = tmp_path / "federated.json"
     cfg_path.write_text(config(1.0, 1e-3).model_dump_json())
-    with capture_logs() as logs:
-        app = fake_app(var, store_path=tmp_path / "updates.sqlite3", federated_config=cfg_path)
-    return app, logs
+    app = fake_app(var, store_path=tmp_path / "updates.sqlite3", federated_config=cfg_path)
+    return app, recorder.entries
 
 
 def test_server_start_tries_no_plain_round_when_secure_rounds_are_configured(
@@ -255,7 +269,7 @@ def test_server_start_tries_no_plain_round_when_secure_rounds_are_configured(
                                   "min_clients": 4, "checkin_s": 600,
                                   "tick_interval_s": 60}))
     monkeypatch.setenv("STICKERS_SECURE_CONFIG", str(secure))
-    app, logs = _start_logs(var, tmp_path)
+    app, logs = _start_logs(var, tmp_path, monkeypatch)
     try:
         events = [e["event"] for e in logs]
         assert "could not open a federated round" not in events
@@ -278,7 +292,7 @@ def test_server_start_logs_a_budget_refusal_of_the_plain_round_as_one(
     """Without secure rounds the start still opens the plain round; when the lineage's
     budget refuses it, the log says that (a warning naming the budget), not an error."""
     monkeypatch.delenv("STICKERS_SECURE_CONFIG", raising=False)
-    _app, logs = _start_logs(var, tmp_path)
+    _app, logs = _start_logs(var, tmp_path, monkeypatch)
     assert "could not open a federated round" not in [e["event"] for e in logs]
     [refusal] = [e for e in logs if e["event"].startswith("no plain federated round opened")]
     assert refusal["log_level"] == "warning" and refusal["target"] == 1e-3
