@@ -37,7 +37,9 @@ def privacy_summary(privacy: dict[str, Any]) -> dict[str, Any]:
     ``kinds`` and ``epsilon`` list the headline first, then the others; ``labels[kind]``
     says how each holds ("if secure aggregation were in place" for an unmet one) and
     ``assumptions[kind]`` starts with that label. A model trained without DP (or without
-    a ``privacy.json``) has ``available`` false and no ε.
+    a ``privacy.json``) has ``available`` false and no ε. ``corruption_rate`` and
+    ``collusion`` state the collusion bound γ the secure kinds were charged under (a
+    record from before γ was recorded: 0, every client's noise counted).
     """
     epsilon_raw = privacy.get("epsilon") or {}
     epsilon = ({kind: _number(v) for kind, v in epsilon_raw.items()}
@@ -73,6 +75,10 @@ def privacy_summary(privacy: dict[str, Any]) -> dict[str, Any]:
         "sampling_rate": _number(privacy.get("sampling_rate")),
         "rounds": privacy.get("rounds"),
         "target_epsilon": _number(budget.get("target_epsilon")),
+        "corruption_rate": privacy.get("corruption_rate", 0.0 if available else None),
+        "collusion": privacy.get("collusion") or (
+            "no collusion bound recorded: every client's noise was counted (gamma = 0)"
+            if available else ""),
         "accountant": privacy.get("accountant"),
         "unit": privacy.get("unit"),
         "assumptions": {k: " — ".join(x for x in (labels[k], str(g.get("assumption", ""))) if x)

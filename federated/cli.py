@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -22,7 +23,7 @@ from federated._accounting import (
     calibrate_noise_multiplier,
     guarantees_headline_first,
 )
-from federated._config import FederatedConfig, RoundConfig
+from federated._config import FederatedConfig, RoundConfig, SecureAggregationConfig
 from federated._errors import FederatedError
 from federated._publish import VersionRecords, _finite, publish_model, publish_version
 from federated._strategy import available_strategies, registered_strategy
@@ -57,21 +58,28 @@ def _schedule_options(f: Any) -> Any:
                      default=1800.0, show_default=True, help="Seconds between rounds."),
         click.option("--accountant", type=click.Choice(["pld", "rdp"]), default="pld",
                      show_default=True, help="Headline accountant."),
+        click.option("--corruption-rate", type=click.FloatRange(0, 0.5, max_open=True),
+                     default=SecureAggregationConfig().corruption_rate, show_default=True,
+                     help="γ: fraction of clients that may collude with the server; the "
+                          "secure kinds count only n_min - floor(γ n_min) clients' noise."),
     ]):
         f = opt(f)
     return f
 
 
 def _ledger(sigma: float, q: float, rounds: int, min_reports: int, max_per_day: int,
-            round_interval: float) -> PrivacyLedger:
-    # the calculator knows no P, so it plans continuous-Gaussian rounds (secure=False)
+            round_interval: float, corruption_rate: float) -> PrivacyLedger:
+    # the calculator knows no P, so it plans continuous-Gaussian rounds (secure=False);
+    # their secure kinds are what secure rounds would give, under the collusion bound γ
     values: dict[str, Any] = {
         "privacy.noise_multiplier": sigma, "rounds.sampling_rate": q, "rounds.rounds": rounds,
         "rounds.min_reports": min_reports, "rounds.max_uploads_per_day": max_per_day,
         "rounds.round_interval_s": round_interval,
         "rounds.deadline_s": min(round_interval, RoundConfig().deadline_s)}
     config = FederatedConfig.load(None, **values)
-    return PrivacyLedger.planned_from(config, secure=False)
+    ledger = PrivacyLedger.planned_from(config, secure=False)
+    return dataclasses.replace(ledger, events=tuple(
+        dataclasses.replace(e, corruption_rate=corruption_rate) for e in ledger.events))
 
 
 class _FederatedGroup(click.Group):
@@ -100,10 +108,11 @@ def federated() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the privacy.json record.")
 def privacy_command(sigma: float, clip_norm: float, q: float, rounds: int, delta: float,
                     min_reports: int, max_per_day: int, round_interval: float, accountant: str,
-                    as_json: bool) -> None:
+                    corruption_rate: float, as_json: bool) -> None:
     """Compute every kind of (ε, δ) for a planned schedule (an accountant calculator)."""
     acc = DevicePrivacyAccountant(delta=delta, accountant=accountant)  # type: ignore[arg-type]
-    ledger = _ledger(sigma, q, rounds, min_reports, max_per_day, round_interval)
+    ledger = _ledger(sigma, q, rounds, min_reports, max_per_day, round_interval,
+                     corruption_rate)
     report = acc.report(ledger, clip_norm=clip_norm)
     if as_json:
         click.echo(json.dumps(_finite(report), indent=2, sort_keys=True))
@@ -127,10 +136,11 @@ def privacy_command(sigma: float, clip_norm: float, q: float, rounds: int, delta
 @_schedule_options
 def calibrate_command(target_epsilon: float, kind: str, q: float, rounds: int, delta: float,
                       min_reports: int, max_per_day: int, round_interval: float,
-                      accountant: str) -> None:
+                      accountant: str, corruption_rate: float) -> None:
     """Find the smallest noise multiplier σ whose ε stays within the target."""
     acc = DevicePrivacyAccountant(delta=delta, accountant=accountant)  # type: ignore[arg-type]
-    ledger = _ledger(1.0, q, rounds, min_reports, max_per_day, round_interval)
+    ledger = _ledger(1.0, q, rounds, min_reports, max_per_day, round_interval,
+                     corruption_rate)
     sigma = calibrate_noise_multiplier(ledger, target_epsilon, kind=kind,  # type: ignore[arg-type]
                                        accountant=acc)
     eps = acc.epsilon(ledger.with_noise_multiplier(sigma), kind)  # type: ignore[arg-type]

@@ -601,3 +601,41 @@ def test_epsilon_never_falls_as_the_collusion_bound_grows(
     for kind in ("secure_sum", "device_sum"):
         assert acc.epsilon(ledger(hi), kind) >= acc.epsilon(ledger(lo), kind) * (1 - 1e-12)
     assert acc.epsilon(ledger(hi), "device_local") == acc.epsilon(ledger(0.0), "device_local")
+
+
+def test_the_calculator_plans_the_secure_kinds_under_the_collusion_bound() -> None:
+    """``stickers federated privacy|calibrate`` default to γ 0.05 (the SecAgg config's),
+    so a σ calibrated for secure_sum holds with up to 5 % of clients colluding;
+    ``--corruption-rate 0`` gives the old figure."""
+    import json
+
+    from click.testing import CliRunner
+
+    from data.cli import main
+    args = ["-q", "federated", "privacy", "--sigma", "0.5", "--q", "1", "--rounds", "4",
+            "--min-reports", "20", "--max-per-day", "100", "--json"]
+    default = json.loads(CliRunner().invoke(main, args).output)
+    zero = json.loads(CliRunner().invoke(main, [*args, "--corruption-rate", "0"]).output)
+    assert default["corruption_rate"] == 0.05 and default["honest_reports"] == 19
+    assert zero["corruption_rate"] == 0.0 and zero["honest_reports"] == 20
+    assert default["epsilon"]["secure_sum"] == pytest.approx(
+        analytic_gaussian_epsilon(0.5 * math.sqrt(19) / 2, 1e-6), rel=2e-3)
+    assert zero["epsilon"]["secure_sum"] == pytest.approx(
+        analytic_gaussian_epsilon(0.5 * math.sqrt(20) / 2, 1e-6), rel=2e-3)
+    calibrate = ["-q", "federated", "calibrate", "--target-epsilon", "2", "--q", "1",
+                 "--rounds", "4", "--min-reports", "20", "--max-per-day", "100"]
+    sigma = float(CliRunner().invoke(main, calibrate).output.strip().splitlines()[-1])
+    sigma0 = float(CliRunner().invoke(main, [*calibrate, "--corruption-rate", "0"]
+                                      ).output.strip().splitlines()[-1])
+    assert sigma == pytest.approx(sigma0 * math.sqrt(20 / 19), rel=3e-3)
+
+
+def test_the_report_summary_states_the_collusion_bound() -> None:
+    from evaluation import privacy_summary
+    ledger = PrivacyLedger(events=(_event(1.0, 100, corruption_rate=0.05),))
+    summary = privacy_summary({**DevicePrivacyAccountant().report(ledger, clip_norm=1.0),
+                               "enabled": True})
+    assert summary["corruption_rate"] == 0.05
+    assert "1 round at gamma=0.05: 95 of 100 reports' noise counted" in summary["collusion"]
+    old = privacy_summary({"enabled": True, "epsilon": {"device_local": 3.0}})
+    assert old["corruption_rate"] == 0.0 and "gamma = 0" in old["collusion"]
