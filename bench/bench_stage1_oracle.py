@@ -81,7 +81,8 @@ from data import (
 __all__ = [
     "DEFAULT_WORLDS", "ORACLE_LIST_KINDS", "ORACLE_WEIGHTS", "TASTE_SEGMENT", "OracleLists",
     "TrueChoice", "main", "nearest_centre", "oracle_lists", "oracle_space",
-    "personal_oracle_top_k", "run_world", "segment_prior", "shared_lists", "world_name",
+    "personal_oracle_top_k", "run_world", "segment_prior", "shared_lists", "source_ids",
+    "world_name",
 ]
 
 DEFAULT_WORLDS: tuple[str, ...] = (
@@ -228,7 +229,7 @@ class OracleLists:
 
 def oracle_lists(space: np.ndarray, train: sp.csr_matrix, available: np.ndarray,
                  config: Stage1Config, kind: str, segment: np.ndarray | None = None,
-                 n_segments: int = 1) -> OracleLists:
+                 n_segments: int = 1, shrinkage: float | None = None) -> OracleLists:
     """Cluster ``space`` as the job clusters its own, then list each cluster's popularity.
 
     Parameters
@@ -244,6 +245,8 @@ def oracle_lists(space: np.ndarray, train: sp.csr_matrix, available: np.ndarray,
     segment : ndarray of int, shape (n_users,), optional
         Segment of every user (the prior of ``shrunk``).
     n_segments : int
+    shrinkage : float, optional
+        Pseudo-users of ``shrunk``'s prior (default ``candidates.shrinkage``).
     """
     if kind not in ORACLE_LIST_KINDS:
         raise ValueError(f"kind={kind!r}; expected one of {ORACLE_LIST_KINDS}")
@@ -260,9 +263,11 @@ def oracle_lists(space: np.ndarray, train: sp.csr_matrix, available: np.ndarray,
         if segment is None:
             raise ValueError("kind='shrunk' needs each user's segment")
         prior = segment_prior(train, user_cluster, k, segment, n_segments)
+        m = shrinkage if shrinkage is not None else config.candidates.shrinkage
+        if not isinstance(m, float | int):
+            raise ValueError(f"shrinkage={m!r}: the oracle needs a number of pseudo-users")
         lists = shared_lists(train, user_cluster, k, available,
-                             config.candidates.n_candidates, prior,
-                             config.candidates.shrinkage)
+                             config.candidates.n_candidates, prior, float(m))
     return OracleLists(user_cluster, lists, k)
 
 
@@ -341,40 +346,87 @@ def personal_oracle_top_k(choice: TrueChoice, taste: np.ndarray, available: np.n
     return out
 
 
-def _true_choice(var: Path, name: str, ds: Any, package_ids: np.ndarray) -> TrueChoice:
+def source_ids(ds: Any, table: str) -> np.ndarray:
+    """Ids in the log's source world of the dataset's users or packages, in id order.
+
+    A log loaded by ``stickers data load-interactions`` renumbers its ids and keeps the
+    map (``id_maps/<table>.parquet``: id → ``external_id``); for a log exported from a
+    generated world (``small-nodemo`` from ``small``) the external ids are the world's,
+    which its ground truth is keyed by. A generated world is its own source.
+
+    Parameters
+    ----------
+    ds : data.Dataset
+    table : ``"users"`` or ``"packages"``
+
+    Returns
+    -------
+    ndarray of int64, shape (n_rows,)
+        The source id of each row of ``table`` sorted by its own id.
+    """
+    key = "user_id" if table == "users" else "package_id"
+    ids = ds.table(table).sort(key)[key].to_numpy()
+    maps = Path(ds.root) / "id_maps" / f"{table}.parquet"
+    if not maps.is_file():
+        return ids.astype(np.int64)
+    mapped = pl.read_parquet(maps).sort(key)
+    if not np.array_equal(mapped[key].to_numpy(), ids):
+        raise ConfigError(f"{maps}: the map's ids are not the dataset's {table}")
+    try:
+        return mapped["external_id"].cast(pl.Int64).to_numpy()
+    except pl.exceptions.InvalidOperationError as err:
+        raise ConfigError(f"{maps}: external ids are not a generated world's integer "
+                          "ids; this log has no ground truth") from err
+
+
+def _rows_of(truth_ids: np.ndarray, wanted: np.ndarray, where: Path) -> np.ndarray:
+    """Row of ``truth_ids`` (sorted) holding each of ``wanted``; error if one is missing."""
+    rows = np.searchsorted(truth_ids, wanted)
+    rows = np.minimum(rows, max(0, len(truth_ids) - 1))
+    if len(wanted) and (len(truth_ids) == 0 or not np.array_equal(truth_ids[rows], wanted)):
+        raise ConfigError(f"{where}: the ground truth does not hold every id of the dataset")
+    return rows
+
+
+def _true_choice(var: Path, name: str, source: Any, package_ids: np.ndarray) -> TrueChoice:
+    """The choice model of world ``name`` over ``package_ids`` (its ids, in matrix order).
+
+    ``source`` is the generated world's dataset (its packages table gives the creators).
+    """
     truth = var / "truth" / name
     creators = pl.read_parquet(truth / "creators.parquet").sort("creator_id")
     packages = pl.read_parquet(truth / "packages.parquet").sort("package_id")
-    by_id = ds.table("packages").select("package_id", "creator_id").sort("package_id")
-    if not (np.array_equal(packages["package_id"].to_numpy(), package_ids)
-            and np.array_equal(by_id["package_id"].to_numpy(), package_ids)):
-        raise ConfigError(f"{truth}: the ground truth's packages are not the dataset's")
+    by_id = source.table("packages").select("package_id", "creator_id").sort("package_id")
+    if not np.array_equal(packages["package_id"].to_numpy(), by_id["package_id"].to_numpy()):
+        raise ConfigError(f"{truth}: the ground truth's packages are not the world's")
+    rows = _rows_of(packages["package_id"].to_numpy(), package_ids, truth)
     creator_index = np.searchsorted(creators["creator_id"].to_numpy(),
-                                    by_id["creator_id"].to_numpy())
+                                    by_id["creator_id"].to_numpy()[rows])
     return TrueChoice(
         np.asarray(creators["style"].to_list(), dtype=np.float32),
         np.log(creators["popularity"].to_numpy()),
-        np.asarray(packages["style"].to_list(), dtype=np.float32),
-        np.log(packages["quality"].to_numpy()),
+        np.asarray(packages["style"].to_list(), dtype=np.float32)[rows],
+        np.log(packages["quality"].to_numpy())[rows],
         creator_index.astype(np.int64),
-        float(ds.manifest.parameters["taste_beta"]),
+        float(source.manifest.parameters["taste_beta"]),
     )
 
 
 def _true_taste(var: Path, name: str, user_ids: np.ndarray) -> np.ndarray:
+    """True tastes of world ``name``'s users ``user_ids`` (its ids), shape (n, dim)."""
     truth = var / "truth" / name
     read_manifest(truth, kind="truth", checksums=False)
     users = pl.read_parquet(truth / "users.parquet", columns=["user_id", "taste"])
     users = users.sort("user_id")
-    if not np.array_equal(users["user_id"].to_numpy(), user_ids):
-        raise ConfigError(f"{truth}: the ground truth's users are not the dataset's")
-    return np.asarray(users["taste"].to_list(), dtype=np.float32) if users.height else \
-        np.empty((0, 0), dtype=np.float32)
+    rows = _rows_of(users["user_id"].to_numpy(), user_ids, truth)
+    return np.asarray(users["taste"].to_list(), dtype=np.float32)[rows] if users.height \
+        else np.empty((0, 0), dtype=np.float32)
 
 
 def _phase(ds: Any, taste: np.ndarray, config: Stage1Config, phase: str,
            weights: Sequence[float], kinds: Sequence[str],
-           choice: TrueChoice | None) -> dict[str, Any]:
+           choice: TrueChoice | None,
+           shrinkages: Sequence[float] | None = None) -> dict[str, Any]:
     """Our lists, the baselines and every oracle variant on one phase of the split."""
     data = load_stage1_data(ds, config, phase)  # type: ignore[arg-type]
     fit = fit_stage1(data, config)
@@ -402,9 +454,15 @@ def _phase(ds: Any, taste: np.ndarray, config: Stage1Config, phase: str,
     oracle_new: dict[str, float] = {}
     for weight in weights:
         space = oracle_space(taste, demographics, weight, len(features))
+        variants: list[tuple[str, str, float | None]] = []
         for kind in kinds:
-            result = oracle_lists(space, train, available, config, kind, segment, n_segments)
-            key = f"w={weight:g},{kind}"
+            if kind == "shrunk" and shrinkages:
+                variants += [(f"w={weight:g},shrunk,m={m:g}", kind, m) for m in shrinkages]
+            else:
+                variants.append((f"w={weight:g},{kind}", kind, None))
+        for key, kind, m in variants:
+            result = oracle_lists(space, train, available, config, kind, segment, n_segments,
+                                  shrinkage=m)
             lists = result.lists[:, :k]
             oracle[key] = round(list_recall(holdout.test, lists,
                                             result.user_cluster[holdout.rows]), 5)
@@ -420,8 +478,12 @@ def _phase(ds: Any, taste: np.ndarray, config: Stage1Config, phase: str,
 def run_world(ds: Any, taste: np.ndarray, config: Stage1Config,
               weights: Sequence[float] = ORACLE_WEIGHTS,
               kinds: Sequence[str] = ORACLE_LIST_KINDS,
-              choice: TrueChoice | None = None) -> dict[str, Any]:
+              choice: TrueChoice | None = None,
+              shrinkages: Sequence[float] | None = None) -> dict[str, Any]:
     """Both phases of one world; the oracle variant is the best on validation.
+
+    ``shrinkages`` (optional) are the pseudo-user counts tried for the ``shrunk`` oracle
+    (default ``candidates.shrinkage`` alone); like the weights, chosen on validation.
 
     Returns
     -------
@@ -431,9 +493,9 @@ def run_world(ds: Any, taste: np.ndarray, config: Stage1Config,
         and on the test phase the ratios ``cluster_vs_best_baseline``,
         ``oracle_vs_best_baseline`` and ``cluster_vs_oracle``.
     """
-    validation = _phase(ds, taste, config, "validation", weights, kinds, choice)
+    validation = _phase(ds, taste, config, "validation", weights, kinds, choice, shrinkages)
     picked = max(validation["oracle"], key=lambda key: validation["oracle"][key])
-    test = _phase(ds, taste, config, "test", weights, kinds, choice)
+    test = _phase(ds, taste, config, "test", weights, kinds, choice, shrinkages)
     best = max(BASELINES, key=lambda name: test["recall"][name])
     ours, oracle = test["recall"]["cluster_lists"], test["oracle"][picked]
     return {
@@ -462,12 +524,29 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--keep-worlds", action="store_true",
                         help="Keep the worlds this run generated (deleted when done "
                         "otherwise; worlds already present are never deleted).")
+    parser.add_argument("--truth-from", dest="truth_from", default=None, metavar="WORLD",
+                        help="Take the ground truth of generated world WORLD, for a log "
+                        "exported from it and loaded with its ids mapped (e.g. "
+                        "--size small-nodemo --world \"\" --truth-from small); nothing is "
+                        "generated.")
+    parser.add_argument("--oracle-weight", dest="oracle_weights", action="append",
+                        type=float, default=None, metavar="W",
+                        help="Demographic weight of the oracle's clustering; repeatable "
+                        f"[default: {', '.join(f'{w:g}' for w in ORACLE_WEIGHTS)}].")
+    parser.add_argument("--oracle-shrinkage", dest="oracle_shrinkages", action="append",
+                        type=float, default=None, metavar="M",
+                        help="Pseudo-users of the shrunk oracle's prior; repeatable, chosen "
+                        "on validation with the weight [default: candidates.shrinkage].")
+    parser.add_argument("--no-personal-oracle", dest="personal", action="store_false",
+                        help="Skip the personal oracle (a float64 users × packages score "
+                        "per block: slow on the large world).")
     parser.add_argument("--output", default="stage1_oracle",
                         help="Name of the JSON under var/bench/ [stage1_oracle].")
     args = parser.parse_args(argv)
     var = var_root()
     config = Stage1Config().with_overrides(args.overrides)
     worlds = DEFAULT_WORLDS if args.worlds is None else tuple(args.worlds)
+    weights = tuple(args.oracle_weights or ORACLE_WEIGHTS)
     catalog = None
     results: dict[str, Any] = {}
     rows: list[list[Any]] = []
@@ -477,18 +556,25 @@ def main(argv: list[str]) -> int:
     for spec in worlds:
         knobs = [*args.world_set, *[k for k in spec.split(",") if k.strip()]]
         name = world_name(args.size, knobs)
-        if not (dataset_dir(var, name).is_dir() and (var / "truth" / name).is_dir()):
+        truth_name = args.truth_from or name
+        if args.truth_from is not None:
+            if not (dataset_dir(var, name).is_dir() and (var / "truth" / truth_name).is_dir()):
+                raise ConfigError(f"--truth-from {truth_name}: needs {dataset_dir(var, name)} "
+                                  f"and {var / 'truth' / truth_name}")
+        elif not (dataset_dir(var, name).is_dir() and (var / "truth" / name).is_dir()):
             catalog = catalog or load_catalog(ensure_catalog(var))
             print(f"generating {name}", flush=True)
             generate_world(world_config(args.size, knobs, name=name), catalog, var,
                            show_progress=False)
             generated.append(name)
         ds = resolve_dataset(name, var)
-        users = ds.table("users").sort("user_id")
-        taste = _true_taste(var, name, users["user_id"].to_numpy())
+        source = resolve_dataset(truth_name, var) if args.truth_from else ds
+        taste = _true_taste(var, truth_name, source_ids(ds, "users"))
         print(f"{name}: our lists, baselines and the oracle on both phases", flush=True)
-        packages = ds.table("packages").sort("package_id")["package_id"].to_numpy()
-        out = run_world(ds, taste, config, choice=_true_choice(var, name, ds, packages))
+        choice = (_true_choice(var, truth_name, source, source_ids(ds, "packages"))
+                  if args.personal else None)
+        out = run_world(ds, taste, config, weights=weights, choice=choice,
+                        shrinkages=args.oracle_shrinkages)
         loads.append(os.getloadavg()[0])
         results[name] = {"knobs": knobs, **out}
         r = out["test"]["recall"]
@@ -506,7 +592,8 @@ def main(argv: list[str]) -> int:
     meta = {
         "size": args.size, "world_set": args.world_set, "overrides": args.overrides,
         "config": config.model_dump(), "target": TARGET, "worlds": results,
-        "oracle_weights": list(ORACLE_WEIGHTS), "oracle_list_kinds": list(ORACLE_LIST_KINDS),
+        "oracle_weights": list(weights), "oracle_list_kinds": list(ORACLE_LIST_KINDS),
+        "oracle_shrinkages": args.oracle_shrinkages, "truth_from": args.truth_from,
         "seconds": round(time.perf_counter() - started, 1), "load_average": loads,
     }
     write_results(args.output, columns, rows, meta)

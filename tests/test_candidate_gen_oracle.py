@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import scipy.sparse as sp
 
@@ -85,6 +86,63 @@ def test_oracle_clusters_on_two_tastes_list_each_groups_packages():
         oracle.oracle_lists(space, train, np.ones(8, dtype=bool), config, "votes")
 
 
+def test_shrunk_oracle_takes_its_own_shrinkage():
+    # the two-taste log above; one segment, so the prior is global popularity:
+    # packages 4, 0, 5, 1 held by 100, 99, 80, 79 users (user 0 holds nothing)
+    n = 240
+    taste = np.zeros((n, 4), dtype=np.float32)
+    taste[:120, 0] = 1.0
+    taste[120:, 1] = 1.0
+    taste += np.random.default_rng(0).normal(0, 0.01, taste.shape).astype(np.float32)
+    rows = [[(0 if u < 120 else 4) + j for j in range(4) if u % 120 < 100 - 20 * j]
+            for u in range(n)]
+    rows[0] = []
+    train = _matrix(rows, 8)
+    space = oracle.oracle_space(taste, np.zeros((n, 0), np.float32), 0.0, 1)
+    config = Stage1Config().with_overrides(["clusters.n_clusters=2",
+                                            "candidates.n_candidates=4",
+                                            "candidates.top_labels=1"])
+    segment = np.zeros(n, dtype=np.int64)
+    avail = np.ones(8, dtype=bool)
+    own = oracle.oracle_lists(space, train, avail, config, "shrunk", segment, 1, shrinkage=0.0)
+    a, b = own.user_cluster[1], own.user_cluster[120]
+    assert own.lists[a].tolist() == [0, 1, 2, 3] and own.lists[b].tolist() == [4, 5, 6, 7]
+    prior_only = oracle.oracle_lists(space, train, avail, config, "shrunk", segment, 1,
+                                     shrinkage=1e9)
+    assert prior_only.lists.tolist() == [[4, 0, 5, 1], [4, 0, 5, 1]]
+    with pytest.raises(ValueError, match="pseudo-users"):
+        oracle.oracle_lists(space, train, avail, config, "shrunk", segment, 1,
+                            shrinkage="auto")  # type: ignore[arg-type]
+
+
+class _Table:
+    def __init__(self, root: Path, tables: dict[str, pl.DataFrame]) -> None:
+        self.root, self._tables = root, tables
+
+    def table(self, name: str) -> pl.DataFrame:
+        return self._tables[name]
+
+
+def test_source_ids_follow_the_loaders_id_map(tmp_path):
+    users = pl.DataFrame({"user_id": [2, 0, 1]})
+    plain = _Table(tmp_path / "world", {"users": users})
+    assert oracle.source_ids(plain, "users").tolist() == [0, 1, 2]  # a world is its own
+    (tmp_path / "log" / "id_maps").mkdir(parents=True)
+    pl.DataFrame({"user_id": [1, 0, 2], "external_id": ["30", "7", "12"]}).write_parquet(
+        tmp_path / "log" / "id_maps" / "users.parquet")
+    mapped = _Table(tmp_path / "log", {"users": users})
+    assert oracle.source_ids(mapped, "users").tolist() == [7, 30, 12]
+    # the truth's rows of those ids, and an id the truth lacks is an error
+    truth_ids = np.array([3, 7, 12, 30])
+    assert oracle._rows_of(truth_ids, np.array([7, 30, 12]), tmp_path).tolist() == [1, 3, 2]
+    with pytest.raises(oracle.ConfigError, match="does not hold"):
+        oracle._rows_of(truth_ids, np.array([7, 8]), tmp_path)
+    pl.DataFrame({"user_id": [1, 0, 2], "external_id": ["a", "b", "c"]}).write_parquet(
+        tmp_path / "log" / "id_maps" / "users.parquet")
+    with pytest.raises(oracle.ConfigError, match="no ground truth"):
+        oracle.source_ids(mapped, "users")
+
+
 def test_oracle_space_scales_the_demographic_block():
     taste = np.array([[3.0, 4.0]])
     demo = np.array([[1.0, 0.0, 0.0, 1.0]])  # two one-hot blocks
@@ -157,3 +215,37 @@ def test_experiment_end_to_end_on_tiny_worlds(tmp_path, monkeypatch, catalog):
             assert 0.0 <= recall <= 1.0
         # the true choice model ranks each user's new packages far better than a shared list
         assert test["recall"]["personal_oracle"] > test["recall"]["cluster_lists"]
+
+
+def test_oracle_on_a_log_without_demographics_takes_its_worlds_truth(tmp_path, monkeypatch,
+                                                                     catalog):
+    """--truth-from: a log exported from a world and reloaded (ids renumbered) is scored
+    against that world's truth; the personal oracle from the mapped true tastes and
+    packages beats the shared lists only if the mapping is right."""
+    from bench.bench_stage1 import make_log_without_demographics
+    from data import ensure_catalog, generate_world, load_catalog, world_config
+
+    var = tmp_path / "var"
+    shutil.copytree(Path(oracle.var_root()) / "catalog", var / "catalog")
+    monkeypatch.setenv("STICKERS_VAR", str(var))
+    generate_world(world_config("tiny", [], name="tiny"), load_catalog(ensure_catalog(var)), var,
+                   show_progress=False)
+    make_log_without_demographics("tiny", var)
+    with pytest.raises(oracle.ConfigError, match="truth-from"):
+        oracle.main(["--size", "tiny-nodemo", "--world", "", "--truth-from", "nowhere"])
+    code = oracle.main(["--size", "tiny-nodemo", "--world", "", "--truth-from", "tiny",
+                        "--oracle-weight", "0", "--oracle-shrinkage", "0",
+                        "--oracle-shrinkage", "100", "--set", "clusters.n_clusters=6",
+                        "--set", "candidates.n_candidates=40"])
+    assert code == 0
+    out = json.loads((var / "bench" / "stage1_oracle.json").read_text())
+    world = out["worlds"]["tiny-nodemo"]
+    assert set(world["test"]["oracle"]) == {"w=0,members", "w=0,shrunk,m=0",
+                                            "w=0,shrunk,m=100"}
+    # shrinkage 0 towards the one segment is the members' own popularity
+    assert world["test"]["oracle"]["w=0,shrunk,m=0"] == world["test"]["oracle"]["w=0,members"]
+    assert world["oracle_choice"] == max(world["validation"]["oracle"],
+                                         key=world["validation"]["oracle"].get)
+    test = world["test"]["recall"]
+    assert test["personal_oracle"] > test["cluster_lists"]
+    assert (var / "data" / "tiny-nodemo").is_dir()  # worlds it did not generate stay
