@@ -263,6 +263,15 @@ class _Server:
         return run_wrk(f"{self.url}{path}", script=self.scripts[path],
                        server_pid=self.process.pid, **kwargs)
 
+    def status(self) -> str:
+        """Whether the server process is alive, and the end of its log (for errors: the
+        scratch root, and the log with it, is removed when the bench exits)."""
+        code = self.process.poll()
+        alive = "running" if code is None else f"exited with {code}"
+        log = self.root.parent / "server.log"
+        tail = log.read_text(errors="replace").splitlines()[-12:] if log.exists() else []
+        return f"gunicorn {alive}; end of server.log:\n" + "\n".join(tail)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -345,7 +354,7 @@ def measure(scratch: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]
                 else:
                     if failure:
                         raise RuntimeError(f"warm-up of {server.model} {path} failed 5 "
-                                           f"times; last: {failure}")
+                                           f"times; last: {failure}; {server.status()}")
         rounds = max(1, args.rounds)
         per_run = {"duration": max(1, args.duration // rounds), "threads": 2,
                    "connections": args.connections}

@@ -10,6 +10,7 @@ timeout for it.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,13 +41,32 @@ def open_store(path: Path, schema: str, *, busy_timeout_ms: int, rows: bool = Fa
                            check_same_thread=False)
     if rows:
         conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
+    _enter_wal(conn, busy_timeout_ms)
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     if foreign_keys:
         conn.execute("PRAGMA foreign_keys=ON")
     conn.executescript(schema)
     return conn
+
+
+def _enter_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
+    """``PRAGMA journal_mode=WAL``, retried until the busy timeout while it is locked.
+
+    Switching a fresh file into WAL takes an exclusive lock and SQLite does not call the
+    busy handler for it: when two gunicorn workers boot at once, one of them got
+    "database is locked" (9 of 100 simultaneous pairs), its ``create_app`` raised, and
+    gunicorn halted the whole server after the other worker had answered /readyz.
+    """
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
 
 
 @contextmanager
