@@ -297,3 +297,60 @@ def test_server_start_logs_a_budget_refusal_of_the_plain_round_as_one(
     [refusal] = [e for e in logs if e["event"].startswith("no plain federated round opened")]
     assert refusal["log_level"] == "warning" and refusal["target"] == 1e-3
     assert refusal["epsilon"] > 1e-3 and "over the budget" in refusal["detail"]
+
+
+def test_simulated_rounds_keep_the_collusion_bound_their_privacy_json_was_charged_with(
+        var: Path) -> None:
+    """A root whose privacy.json states ``corruption_rate`` (written since γ is charged)
+    counts its simulated rounds at that γ; one written before reads γ = 0, the charge it
+    was published with: the ledger does not re-account it."""
+    base = {"rounds": 2, "noise_multiplier": 0.5, "sampling_rate": 0.1, "min_reports": 20,
+            "enabled": True, "epsilon": {}}
+    gammas = {}
+    for salt, privacy in (("new", {**base, "corruption_rate": 0.05}), ("old", base)):
+        root_dir = var / "reranker" / data.new_version(salt=salt)
+        with data.publish_artifact(root_dir, kind="reranker", update_latest=False,
+                                   parameters={"task": "reranker",
+                                               "n_parameters": N_PARAMETERS}) as writer:
+            (writer.path / "model.onnx").write_bytes(b"fake onnx " + salt.encode())
+            np.save(writer.path / "global_weights.npy", np.zeros(N_PARAMETERS, np.float32))
+            writer.write_json("privacy.json", privacy)
+        events = simulated_events(var, root_dir.name)
+        gammas[salt] = {(e.corruption_rate, e.honest_reports) for e in events}
+    assert gammas == {"new": {(0.05, 19)}, "old": {(0.0, 20)}}
+
+
+def test_a_row_recorded_before_gamma_is_the_same_round_and_keeps_its_charge(
+        tmp_path: Path) -> None:
+    """Mixed lineage: a secure round recorded before events stated γ (its JSON lacks the
+    field) and one recorded now at γ 0.05. The old row reads γ = 0; a retry of its round
+    after a crash, now built at γ 0.05, is recognised as the same round (not a changed
+    replay) and records nothing; the report composes each at its own γ and says so."""
+    import json
+    import sqlite3
+    from dataclasses import asdict
+    cfg = config(1.0).model_copy(update={"privacy": config(1.0).privacy.model_copy(
+        update={"budget_kind": "device_sum"})})
+    now = RoundPrivacyEvent(1.0, 0.01, 100, 0, mechanism="ddg", sensitivity=1.0, tau=0.0,
+                            dimension=64, secret_sampling=False, corruption_rate=0.05)
+    path = tmp_path / "ledger.sqlite3"
+    with ServerLedger(path):
+        pass
+    old = {k: v for k, v in asdict(now).items() if k != "corruption_rate"}
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO ledger (lineage, source, round, event, day, opened_at, "
+                     "status) VALUES ('l', 'secure', 0, ?, 0, 0.0, 'aggregated')",
+                     (json.dumps(old),))
+    with ServerLedger(path) as ledger:
+        again = ledger.open_round("l", "secure", 0, now, opened_at=10.0, config=cfg)
+        assert again.event.corruption_rate == 0.0  # the recorded row, as charged then
+        ledger.open_round("l", "secure", 1, now, opened_at=20.0, config=cfg)
+        events = [e.event for e in ledger.entries("l")]
+        report = ledger.report("l", cfg)
+    assert [e.corruption_rate for e in events] == [0.0, 0.05]
+    assert report["rounds_by_corruption_rate"] == {"0": 1, "0.05": 1}
+    expected = DevicePrivacyAccountant(delta=1e-6).epsilon(
+        PrivacyLedger(events=tuple(events), max_uploads_per_day=100), "device_sum")
+    assert report["epsilon"]["device_sum"] == pytest.approx(expected, rel=1e-12)
+    assert expected > DevicePrivacyAccountant(delta=1e-6).epsilon(
+        PrivacyLedger(events=(events[0], events[0]), max_uploads_per_day=100), "device_sum")
