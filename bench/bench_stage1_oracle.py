@@ -65,7 +65,12 @@ from candidate_gen import (
     resolve_dataset,
     segment_codes,
 )
-from candidate_gen.clusters import UserClusterer, UserFeatureEncoder, top_stable
+from candidate_gen.clusters import (
+    UserClusterer,
+    UserFeatureEncoder,
+    estimate_shrinkage,
+    top_stable,
+)
 from candidate_gen.metrics import BASELINES, holder_counts, list_recall
 from data import (
     ConfigError,
@@ -145,7 +150,7 @@ def nearest_centre(x: np.ndarray, centres: np.ndarray, block: int = 65_536) -> n
 
 def shared_lists(train: sp.csr_matrix, member_of: np.ndarray, n_lists: int,
                  available: np.ndarray, k: int, prior: np.ndarray | None = None,
-                 shrinkage: float = 0.0) -> np.ndarray:
+                 shrinkage: float | str = 0.0) -> np.ndarray:
     """Each group's top-k available packages by its members' (shrunk) holder share.
 
     A package's score in group ``g`` is ``(holders_g + m·prior_g) / (n_g + m)``, where
@@ -164,7 +169,9 @@ def shared_lists(train: sp.csr_matrix, member_of: np.ndarray, n_lists: int,
     k : int
     prior : ndarray, shape (n_lists, n_packages), optional
         Holder share each group is shrunk towards (needed when ``shrinkage > 0``).
-    shrinkage : float
+    shrinkage : float or "auto"
+        ``"auto"``: the median group's members with history, as the job's
+        (:func:`candidate_gen.estimate_shrinkage`).
 
     Returns
     -------
@@ -179,6 +186,9 @@ def shared_lists(train: sp.csr_matrix, member_of: np.ndarray, n_lists: int,
     history = (np.diff(held.indptr) > 0) & (member_of >= 0)
     n_members = np.bincount(member_of[history], minlength=n_lists).astype(np.float64)
     score = counts.astype(np.float64)
+    if shrinkage == "auto":
+        shrinkage = estimate_shrinkage(n_members)
+    shrinkage = float(shrinkage)
     if shrinkage > 0:
         if prior is None:
             raise ValueError("shrinkage > 0 needs a prior")

@@ -26,6 +26,7 @@ from candidate_gen._artifact import KIND
 from candidate_gen._candidates import (
     CandidateLists,
     cluster_scores,
+    estimate_shrinkage,
     holder_label_demand,
     package_label_matrix,
     select_candidates,
@@ -267,6 +268,10 @@ class Stage1Fit:
         or more categories (:meth:`UserFeatureEncoder.has_informative_value`): global
         popularity (the last cluster id; None when every user without history has a
         feature to be assigned by).
+    shrinkage : float or None
+        Pseudo-users of the segment prior the lists used (``candidates.shrinkage``, or
+        the median cluster's members with history when that is ``"auto"``); None when the
+        lists ignore popularity (``popularity_blend = 0``).
 
     With a fallback cluster, ``n_lists = n_clusters + 1`` rows of ``item_centroids``,
     ``feature_centroids`` (all zero for the fallback), ``n_history`` (0) and ``lists``.
@@ -291,6 +296,7 @@ class Stage1Fit:
     segment_holders: tuple[tuple[str, ...], np.ndarray, np.ndarray] | None = None
     cluster_centroids: np.ndarray | None = None
     fallback_cluster: int | None = None
+    shrinkage: float | None = None
 
     @property
     def n_lists(self) -> int:
@@ -412,8 +418,14 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
             del segment_share
         else:
             prior = np.zeros((n_clusters, len(avail)), dtype=np.float32)
+        shrinkage: float | None = None
+        if config.candidates.popularity_blend > 0:
+            shrinkage = (estimate_shrinkage(n_history[:n_clusters])
+                         if config.candidates.shrinkage == "auto"
+                         else float(config.candidates.shrinkage))
         scores = cluster_scores(item_centroids[:n_clusters], factors.package_factors[avail],
-                                holders, n_history[:n_clusters], prior, config.candidates)
+                                holders, n_history[:n_clusters], prior, config.candidates,
+                                shrinkage)
         del holders, prior
         if fallback is not None:  # global popularity: holder share over every user
             cluster_holders = np.vstack([cluster_holders,
@@ -437,7 +449,7 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
     return Stage1Fit(factors, encoder, encoded_combo, combo, clusterer, warm, user_cluster,
                      from_features, feature_cluster, item_centroids, feature_centroids,
                      n_history, assigner, lists, coverage_note, float(feature_scale), kept,
-                     cluster_centroids, fallback)
+                     cluster_centroids, fallback, shrinkage)
 
 
 def evaluate_stage1(data: Stage1Data, fit: Stage1Fit, config: Stage1Config) -> dict[str, Any]:
@@ -587,6 +599,7 @@ def build_stage1(
             "label_coverage": _coverage_metrics(fit.lists.coverage, fit.lists.n_swapped,
                                                 fit.coverage_note),
             "als_fit_seconds": round(fit.factors.seconds, 3),
+            "shrinkage_used": (None if fit.shrinkage is None else round(fit.shrinkage, 1)),
         }
 
         with step("write"):

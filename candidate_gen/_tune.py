@@ -50,7 +50,8 @@ SEARCH_SPACE: dict[str, tuple[Any, ...]] = {
     "candidates.popularity_blend": (0.0, 0.5, 0.8, 0.9, 1.0),
     # Pseudo-users of the prior: the best count grows with how thinly a cluster's holders
     # spread over the catalogue (800 on 5k packages, >= 51200 on 100k), so the grid is wide.
-    "candidates.shrinkage": (0.0, 50.0, 200.0, 800.0, 3200.0, 12800.0, 51200.0, 204800.0),
+    "candidates.shrinkage": ("auto", 0.0, 50.0, 200.0, 800.0, 3200.0, 12800.0, 51200.0,
+                             204800.0),
     "candidates.segment_features": (["language", "region", "age_bucket"],
                                     ["language", "region", "age_bucket", "gender",
                                      "subscriber"]),

@@ -10,6 +10,7 @@ from candidate_gen._build import package_mean_taste
 from candidate_gen._candidates import (
     CandidateLists,
     cluster_scores,
+    estimate_shrinkage,
     label_demand,
     package_label_matrix,
     select_candidates,
@@ -26,6 +27,7 @@ __all__ = [
     "UserFeatureEncoder",
     "cluster_means",
     "cluster_scores",
+    "estimate_shrinkage",
     "faiss_threads",
     "label_demand",
     "merge_small_clusters",

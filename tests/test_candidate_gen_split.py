@@ -21,7 +21,7 @@ from candidate_gen import (
     popularity_overrides,
     tune_stage1,
 )
-from candidate_gen.clusters import cluster_scores
+from candidate_gen.clusters import cluster_scores, estimate_shrinkage
 from data.cli import main as stickers
 from tests.test_candidate_gen_build import two_group_tables, write_dataset
 
@@ -261,6 +261,52 @@ def test_cluster_scores_blend_and_shrinkage_exact():
                                               prior, blend), [[-0.5, 0.5]], atol=1e-6)
 
 
+def test_auto_shrinkage_is_the_median_cluster():
+    """``shrinkage = "auto"`` is the median cluster's members with history (#16)."""
+    assert estimate_shrinkage(np.array([0, 3, 5, 100])) == 5.0  # empty clusters left out
+    assert estimate_shrinkage(np.array([4, 6])) == 5.0
+    assert estimate_shrinkage(np.array([0, 0])) == 0.0
+    config = Stage1Config().with_overrides(["candidates.shrinkage=auto"])
+    assert config.candidates.shrinkage == "auto"
+    assert Stage1Config.from_toml(config.to_toml()).candidates.shrinkage == "auto"
+    with pytest.raises(data.ConfigError, match="shrinkage"):
+        Stage1Config().with_overrides(["candidates.shrinkage=-1"])
+    with pytest.raises(data.ConfigError, match="shrinkage"):
+        Stage1Config().with_overrides(["candidates.shrinkage=median"])
+    # Unresolved "auto" is refused by the scorer; resolved, it is the hand-computed share.
+    centroids = np.array([[1.0]], np.float32)
+    factors = np.array([[1.0], [3.0]], np.float32)
+    holders, prior = np.array([[3.0, 1.0]]), np.array([[0.5, 0.5]])
+    auto = CandidateConfig(popularity_blend=1.0, shrinkage="auto")
+    with pytest.raises(ValueError, match="resolved"):
+        cluster_scores(centroids, factors, holders, np.array([4]), prior, auto)
+    m = estimate_shrinkage(np.array([4]))  # one cluster of 4: m = 4
+    np.testing.assert_allclose(cluster_scores(centroids, factors, holders.copy(),
+                                              np.array([4]), prior, auto, m),
+                               [[0.625, 0.375]])  # (3 + 2) / 8, (1 + 2) / 8
+
+
+def test_build_with_auto_shrinkage_uses_the_median_cluster(tmp_path):
+    """Two clusters of 100 users with history: "auto" builds exactly as shrinkage 100."""
+    dataset = write_dataset(tmp_path / "data" / "known", known_tables(), SPLIT)
+    # A prior over no feature (global popularity) so the shrinkage moves the lists.
+    base = KNOWN.with_overrides(["candidates.segment_features=[]",
+                                 "candidates.n_candidates=3"])
+    auto = Stage1Artifact.load(build_stage1(
+        dataset, base.with_overrides(["candidates.shrinkage=auto"]), tmp_path, version="a"))
+    fixed = Stage1Artifact.load(build_stage1(
+        dataset, base.with_overrides(["candidates.shrinkage=100"]), tmp_path, version="f"))
+    plain = Stage1Artifact.load(build_stage1(dataset, base, tmp_path, version="p"))
+    assert auto.metrics["shrinkage_used"] == 100.0
+    assert plain.metrics["shrinkage_used"] == 0.0
+    assert auto.candidate_table.equals(fixed.candidate_table)
+    # ja's own shares: 0 → 1, 1 → 0.6, 2 → 0.3, others 0; with m = 100 towards global
+    # (0 → 0.5, 1 → 0.3, 5 → 0.5, 2 → 0.15, 6 → 0.4): 0 0.75, 1 0.45, 5 0.25, 2 0.225.
+    ja = auto.candidates(auto.cluster_of(0)).tolist()
+    assert ja == [0, 1, 5]
+    assert plain.candidates(plain.cluster_of(0)).tolist() == [0, 1, 2]
+
+
 def test_log_without_demographics_builds_end_to_end(tiny_world: Path, tmp_path, runner):
     from bench.bench_stage1 import make_log_without_demographics
 
@@ -279,7 +325,11 @@ def test_log_without_demographics_builds_end_to_end(tiny_world: Path, tmp_path, 
     result = runner.invoke(stickers, ["--var", str(var), "-q", "candidates", "build",
                                       "--dataset", path.name, "--set", "als.factors=8",
                                       "--set", "clusters.n_clusters=6", "--set",
-                                      "candidates.n_candidates=40"])
+                                      "candidates.n_candidates=40",
+                                      # On this 600-user log the default package means
+                                      # put every user in one k-means cluster; the ALS
+                                      # factors separate them (the behaviour tested here).
+                                      "--set", "clusters.representation=user_factors"])
     assert result.exit_code == 0, result.output
     artifact = Stage1Artifact.load(var)
     # Behaviour alone: the only encoded feature is the loader's constant subscriber=false,

@@ -486,7 +486,8 @@ def test_clusters_on_package_means_separate_what_users_hold(tmp_path):
     loaded = load_stage1_data(data.open_dataset(ds), config, "test")
     package = np.array([[1, 0]] * 3 + [[1, 1]] * 2 + [[0, 1]] * 3, np.float32)
     same = FactorModel(np.ones((200, 2), np.float32), package, None, 0.0)
-    plain = fit_stage1(loaded, config, factors=same)
+    plain = fit_stage1(loaded, config.with_overrides(["clusters.representation=user_factors"]),
+                       factors=same)
     assert plain.clusterer.n_clusters_ == 1  # identical points: one cluster
     by_packages = fit_stage1(
         loaded, config.with_overrides(["clusters.representation=package_mean"]), factors=same)
