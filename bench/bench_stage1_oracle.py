@@ -239,7 +239,7 @@ class OracleLists:
 
 def oracle_lists(space: np.ndarray, train: sp.csr_matrix, available: np.ndarray,
                  config: Stage1Config, kind: str, segment: np.ndarray | None = None,
-                 n_segments: int = 1, shrinkage: float | None = None) -> OracleLists:
+                 n_segments: int = 1, shrinkage: float | str | None = None) -> OracleLists:
     """Cluster ``space`` as the job clusters its own, then list each cluster's popularity.
 
     Parameters
@@ -255,8 +255,9 @@ def oracle_lists(space: np.ndarray, train: sp.csr_matrix, available: np.ndarray,
     segment : ndarray of int, shape (n_users,), optional
         Segment of every user (the prior of ``shrunk``).
     n_segments : int
-    shrinkage : float, optional
-        Pseudo-users of ``shrunk``'s prior (default ``candidates.shrinkage``).
+    shrinkage : float or "auto", optional
+        Pseudo-users of ``shrunk``'s prior (default ``candidates.shrinkage``; ``"auto"``
+        the median cluster's members with history, as the job).
     """
     if kind not in ORACLE_LIST_KINDS:
         raise ValueError(f"kind={kind!r}; expected one of {ORACLE_LIST_KINDS}")
@@ -274,10 +275,8 @@ def oracle_lists(space: np.ndarray, train: sp.csr_matrix, available: np.ndarray,
             raise ValueError("kind='shrunk' needs each user's segment")
         prior = segment_prior(train, user_cluster, k, segment, n_segments)
         m = shrinkage if shrinkage is not None else config.candidates.shrinkage
-        if not isinstance(m, float | int):
-            raise ValueError(f"shrinkage={m!r}: the oracle needs a number of pseudo-users")
         lists = shared_lists(train, user_cluster, k, available,
-                             config.candidates.n_candidates, prior, float(m))
+                             config.candidates.n_candidates, prior, m)
     return OracleLists(user_cluster, lists, k)
 
 

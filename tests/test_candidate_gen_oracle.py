@@ -86,6 +86,18 @@ def test_oracle_clusters_on_two_tastes_list_each_groups_packages():
         oracle.oracle_lists(space, train, np.ones(8, dtype=bool), config, "votes")
 
 
+def test_shared_lists_auto_shrinkage_is_the_median_group():
+    # group 0: four users, package 0 held by 3, package 1 by 2; groups 1 and 2: 2 and 6
+    # users holding package 2. Median group 4 pseudo-users; prior: package 1 only.
+    rows = [[0, 1], [0, 1], [0], [2]] + [[2]] * 2 + [[2]] * 6
+    member_of = np.array([0] * 4 + [1] * 2 + [2] * 6)
+    prior = np.tile([0.0, 1.0, 0.0], (3, 1))
+    train, avail = _matrix(rows, 3), np.ones(3, dtype=bool)
+    # m = 0: package 0 (3/4) first; m = 4: (3 + 0)/8 = 0.375 < (2 + 4)/8 = 0.75
+    assert oracle.shared_lists(train, member_of, 3, avail, 1, prior, 0.0)[0].tolist() == [0]
+    assert oracle.shared_lists(train, member_of, 3, avail, 1, prior, "auto")[0].tolist() == [1]
+
+
 def test_shrunk_oracle_takes_its_own_shrinkage():
     # the two-taste log above; one segment, so the prior is global popularity:
     # packages 4, 0, 5, 1 held by 100, 99, 80, 79 users (user 0 holds nothing)
@@ -110,9 +122,12 @@ def test_shrunk_oracle_takes_its_own_shrinkage():
     prior_only = oracle.oracle_lists(space, train, avail, config, "shrunk", segment, 1,
                                      shrinkage=1e9)
     assert prior_only.lists.tolist() == [[4, 0, 5, 1], [4, 0, 5, 1]]
-    with pytest.raises(ValueError, match="pseudo-users"):
-        oracle.oracle_lists(space, train, avail, config, "shrunk", segment, 1,
-                            shrinkage="auto")  # type: ignore[arg-type]
+    # "auto" is the job's rule: the median cluster's members with history (119 and 120).
+    auto = oracle.oracle_lists(space, train, avail, config, "shrunk", segment, 1,
+                               shrinkage="auto")
+    median = oracle.oracle_lists(space, train, avail, config, "shrunk", segment, 1,
+                                 shrinkage=119.5)
+    assert auto.lists.tolist() == median.lists.tolist()
 
 
 class _Table:
