@@ -98,7 +98,9 @@ class ServingConfig(ComponentConfig):
     pool of keep-alive connections at once can land them all on one worker. Ignored by
     ``sync`` workers (a sync worker busy with one client must leave the others to its
     siblings), with one worker (the master's socket then queues connections while the
-    worker restarts), with ``port = 0`` and where the system has no ``SO_REUSEPORT``."""
+    worker restarts), with ``port = 0`` and where the system has no ``SO_REUSEPORT``.
+    Linux lets any process of the same user join such a port, so the server checks at
+    start that nothing else holds it (a clear error instead of silently sharing)."""
     max_connections: int = Field(default=1000, ge=1, le=100_000)
     """Open client connections per buffered worker (gunicorn's ``worker_connections``)."""
     read_timeout_s: float = Field(default=30.0, gt=0)

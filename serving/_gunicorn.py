@@ -19,12 +19,13 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from data import StickerSuggestError
 from serving._board import BOARD_ENV
 from serving._config import ServingConfig
 from serving._metrics import MULTIPROC_ENV
 from serving._worker import worker_class
 
-__all__ = ["GunicornServer", "enable_multiprocess_metrics"]
+__all__ = ["GunicornServer", "PortInUseError", "check_port_free", "enable_multiprocess_metrics"]
 
 
 _pid = os.getpid()
@@ -72,6 +73,32 @@ def _child_exit(server: Any, worker: Any) -> None:
         multiprocess.mark_process_dead(worker.pid)
 
 
+class PortInUseError(StickerSuggestError):
+    """The port ``stickers serve`` should listen on is taken by another socket."""
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise :class:`PortInUseError` if ``host:port`` already has a socket bound.
+
+    With ``reuse_port`` the workers bind ``SO_REUSEPORT`` sockets, and Linux lets another
+    process of the same user do the same: a second server (or a stale one) started on the
+    port would silently share its connections instead of failing to bind. A plain bind
+    (without ``SO_REUSEPORT``) fails on any socket bound to the port, so the master tries
+    one before any worker starts and names the problem.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # as gunicorn binds: connections of an earlier server left in TIME_WAIT do not
+        # count, a socket bound to the port (listening) does
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise PortInUseError(f"cannot serve on {host}:{port}: {exc.strerror or exc} "
+                                 "(another server, or one still stopping, has the port; "
+                                 "stop it or choose another port)") from exc
+
+
 class GunicornServer(BaseApplication):
     """gunicorn serving ``create_app(config)`` with the config's bind, worker model, workers
     and threads (see :mod:`serving._worker`)."""
@@ -112,6 +139,12 @@ class GunicornServer(BaseApplication):
             **(extra or {}),
         }
         super().__init__()
+
+    def run(self) -> None:
+        """Serve until stopped (first: the port must be free, see :func:`check_port_free`)."""
+        if self.options.get("reuse_port"):
+            check_port_free(self.serving_config.host, self.serving_config.port)
+        super().run()
 
     def load_config(self) -> None:
         for key, value in self.options.items():

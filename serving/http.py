@@ -8,7 +8,7 @@ state, and gunicorn run as a child process (tests and the serving benchmark).
 """
 
 from serving._encode import NonFiniteScoreError, SuggestEncoder
-from serving._gunicorn import GunicornServer, enable_multiprocess_metrics
+from serving._gunicorn import GunicornServer, PortInUseError, enable_multiprocess_metrics
 from serving._metrics import ServingMetrics
 from serving._openapi import DocumentContext, Fragment, documents, openapi_document
 from serving._privacy import privacy_statement
@@ -20,6 +20,7 @@ __all__ = [
     "Fragment",
     "GunicornServer",
     "NonFiniteScoreError",
+    "PortInUseError",
     "ServingMetrics",
     "ServingState",
     "SuggestEncoder",

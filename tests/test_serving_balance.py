@@ -22,7 +22,7 @@ import pytest
 from test_serving_support import ServerProcess, build_var, free_port, start_server
 
 from serving import ServingConfig
-from serving.http import GunicornServer
+from serving.http import GunicornServer, PortInUseError
 from serving.versions import BOARD_ENV
 
 BURSTS = 10
@@ -103,7 +103,7 @@ import os, sys, time
 sys.path.insert(0, {tests!r})
 from pathlib import Path
 from serving import ServingConfig, create_app
-from serving.http import GunicornServer
+from serving.http import GunicornServer, PortInUseError
 from test_serving_support import fake_registry
 config = ServingConfig.load(environ={{}}, var={var!r}, port={port}, workers=2,
                             reload_interval_s=0)
@@ -163,3 +163,20 @@ def test_reuse_port_only_where_it_balances(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv(BOARD_ENV, str(tmp_path / "board"))  # GunicornServer sets it
     config = ServingConfig.load(environ={}, var=tmp_path, **{"port": 8123, **overrides})
     assert GunicornServer(config).cfg.reuse_port is expected
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_a_taken_port_is_a_clear_error_not_a_shared_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reuse: bool) -> None:
+    """SO_REUSEPORT would let a second server join a port silently: it must refuse to."""
+    monkeypatch.setenv(BOARD_ENV, str(tmp_path / "board"))
+    with socket.socket() as other:  # another server's socket, plain or SO_REUSEPORT
+        if reuse:
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        server = GunicornServer(ServingConfig.load(environ={}, var=tmp_path, port=port))
+        assert server.cfg.reuse_port
+        with pytest.raises(PortInUseError, match=f"127.0.0.1:{port}.*another server"):
+            server.run()
