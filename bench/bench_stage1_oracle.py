@@ -150,7 +150,7 @@ def nearest_centre(x: np.ndarray, centres: np.ndarray, block: int = 65_536) -> n
 
 def shared_lists(train: sp.csr_matrix, member_of: np.ndarray, n_lists: int,
                  available: np.ndarray, k: int, prior: np.ndarray | None = None,
-                 shrinkage: float | str = 0.0) -> np.ndarray:
+                 shrinkage: float | str = 0.0, min_shrinkage: float = 0.0) -> np.ndarray:
     """Each group's top-k available packages by its members' (shrunk) holder share.
 
     A package's score in group ``g`` is ``(holders_g + m·prior_g) / (n_g + m)``, where
@@ -170,8 +170,10 @@ def shared_lists(train: sp.csr_matrix, member_of: np.ndarray, n_lists: int,
     prior : ndarray, shape (n_lists, n_packages), optional
         Holder share each group is shrunk towards (needed when ``shrinkage > 0``).
     shrinkage : float or "auto"
-        ``"auto"``: the median group's members with history, as the job's
-        (:func:`candidate_gen.estimate_shrinkage`).
+        ``"auto"``: the median group's members with history, at least
+        ``min_shrinkage``, as the job's (:func:`candidate_gen.estimate_shrinkage`).
+    min_shrinkage : float
+        The floor of ``"auto"``.
 
     Returns
     -------
@@ -187,7 +189,7 @@ def shared_lists(train: sp.csr_matrix, member_of: np.ndarray, n_lists: int,
     n_members = np.bincount(member_of[history], minlength=n_lists).astype(np.float64)
     score = counts.astype(np.float64)
     if shrinkage == "auto":
-        shrinkage = estimate_shrinkage(n_members)
+        shrinkage = estimate_shrinkage(n_members, min_shrinkage)
     shrinkage = float(shrinkage)
     if shrinkage > 0:
         if prior is None:
@@ -276,7 +278,8 @@ def oracle_lists(space: np.ndarray, train: sp.csr_matrix, available: np.ndarray,
         prior = segment_prior(train, user_cluster, k, segment, n_segments)
         m = shrinkage if shrinkage is not None else config.candidates.shrinkage
         lists = shared_lists(train, user_cluster, k, available,
-                             config.candidates.n_candidates, prior, m)
+                             config.candidates.n_candidates, prior, m,
+                             config.candidates.min_shrinkage)
     return OracleLists(user_cluster, lists, k)
 
 

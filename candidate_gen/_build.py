@@ -420,7 +420,8 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
             prior = np.zeros((n_clusters, len(avail)), dtype=np.float32)
         shrinkage: float | None = None
         if config.candidates.popularity_blend > 0:
-            shrinkage = (estimate_shrinkage(n_history[:n_clusters])
+            shrinkage = (estimate_shrinkage(n_history[:n_clusters],
+                                            config.candidates.min_shrinkage)
                          if config.candidates.shrinkage == "auto"
                          else float(config.candidates.shrinkage))
         scores = cluster_scores(item_centroids[:n_clusters], factors.package_factors[avail],

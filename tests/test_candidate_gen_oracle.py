@@ -113,7 +113,8 @@ def test_shrunk_oracle_takes_its_own_shrinkage():
     space = oracle.oracle_space(taste, np.zeros((n, 0), np.float32), 0.0, 1)
     config = Stage1Config().with_overrides(["clusters.n_clusters=2",
                                             "candidates.n_candidates=4",
-                                            "candidates.top_labels=1"])
+                                            "candidates.top_labels=1",
+                                            "candidates.min_shrinkage=0"])
     segment = np.zeros(n, dtype=np.int64)
     avail = np.ones(8, dtype=bool)
     own = oracle.oracle_lists(space, train, avail, config, "shrunk", segment, 1, shrinkage=0.0)

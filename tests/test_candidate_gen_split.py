@@ -266,6 +266,8 @@ def test_auto_shrinkage_is_the_median_cluster():
     assert estimate_shrinkage(np.array([0, 3, 5, 100])) == 5.0  # empty clusters left out
     assert estimate_shrinkage(np.array([4, 6])) == 5.0
     assert estimate_shrinkage(np.array([0, 0])) == 0.0
+    assert estimate_shrinkage(np.array([4, 6]), floor=800.0) == 800.0  # the floor wins
+    assert estimate_shrinkage(np.array([900, 1000, 5000]), floor=800.0) == 1000.0
     config = Stage1Config().with_overrides(["candidates.shrinkage=auto"])
     assert config.candidates.shrinkage == "auto"
     assert Stage1Config.from_toml(config.to_toml()).candidates.shrinkage == "auto"
@@ -287,13 +289,17 @@ def test_auto_shrinkage_is_the_median_cluster():
 
 
 def test_build_with_auto_shrinkage_uses_the_median_cluster(tmp_path):
-    """Two clusters of 100 users with history: "auto" builds exactly as shrinkage 100."""
+    """Two clusters of 100 users with history: "auto" (no floor) builds as shrinkage 100."""
     dataset = write_dataset(tmp_path / "data" / "known", known_tables(), SPLIT)
     # A prior over no feature (global popularity) so the shrinkage moves the lists.
     base = KNOWN.with_overrides(["candidates.segment_features=[]",
                                  "candidates.n_candidates=3"])
     auto = Stage1Artifact.load(build_stage1(
-        dataset, base.with_overrides(["candidates.shrinkage=auto"]), tmp_path, version="a"))
+        dataset, base.with_overrides(["candidates.shrinkage=auto",
+                                      "candidates.min_shrinkage=0"]), tmp_path, version="a"))
+    floored = Stage1Artifact.load(build_stage1(
+        dataset, base.with_overrides(["candidates.shrinkage=auto"]), tmp_path, version="m"))
+    assert floored.metrics["shrinkage_used"] == 800.0  # default floor above the median 100
     fixed = Stage1Artifact.load(build_stage1(
         dataset, base.with_overrides(["candidates.shrinkage=100"]), tmp_path, version="f"))
     plain = Stage1Artifact.load(build_stage1(dataset, base, tmp_path, version="p"))
