@@ -70,6 +70,7 @@ __all__ = [
     "RoundPrivacyEvent",
     "assumptions_met",
     "calibrate_noise_multiplier",
+    "colluding_clients",
     "collusion_statement",
     "fmt21_amplification_delta",
     "fmt21_shuffle_epsilon",
@@ -353,6 +354,19 @@ def _shuffled_round(noise_multiplier: float, n_reports: int,
     return fallback
 
 
+def colluding_clients(n: int, corruption_rate: float) -> int:
+    """⌊γ n⌋: how many of ``n`` clients may collude with the server under the collusion
+    bound γ. ``γ n`` is rounded to 9 decimals before the floor so that a product such as
+    0.29 × 100 = 28.999…96 counts 29 clients, not 28.
+
+    Examples
+    --------
+    >>> colluding_clients(100, 0.29), colluding_clients(20, 0.05), colluding_clients(19, 0.05)
+    (29, 1, 0)
+    """
+    return math.floor(round(corruption_rate * n, 9))
+
+
 def honest_reports(min_reports: int, corruption_rate: float) -> int:
     """n_min − ⌊γ n_min⌋: how many of a round's n_min reports carry noise the server
     does not know when up to a fraction γ of the clients collude with it.
@@ -362,9 +376,8 @@ def honest_reports(min_reports: int, corruption_rate: float) -> int:
     and protect no one, so only the honest clients' noise counts, as only the surviving
     clients' noise counts under dropouts (Kairouz, Liu, Steinke 2021, "The Distributed
     Discrete Gaussian Mechanism for Federated Learning with Secure Aggregation", ICML:
-    the sum of the n honest shares is what KLS21 Thm 1 bounds). ``γ n`` is rounded to
-    9 decimals before the floor so that a product such as 0.29 × 100 = 28.999…96 counts
-    29 corrupt clients, not 28.
+    the sum of the n honest shares is what KLS21 Thm 1 bounds); ⌊γ n_min⌋ is
+    :func:`colluding_clients`.
 
     Examples
     --------
@@ -374,7 +387,7 @@ def honest_reports(min_reports: int, corruption_rate: float) -> int:
     if min_reports < 1 or not 0 <= corruption_rate < 0.5:
         raise ValueError(f"need min_reports >= 1 and corruption_rate in [0, 0.5); got "
                          f"{min_reports}, {corruption_rate}")
-    return min_reports - math.floor(round(corruption_rate * min_reports, 9))
+    return min_reports - colluding_clients(min_reports, corruption_rate)
 
 
 def unmask_shortfall(survivors: int, cohort: int, *, min_reports: int,
@@ -394,7 +407,7 @@ def unmask_shortfall(survivors: int, cohort: int, *, min_reports: int,
     """
     if cohort < 0 or survivors < 0 or survivors > cohort:
         raise ValueError(f"need 0 <= survivors={survivors} <= cohort={cohort}")
-    corrupt = math.floor(round(corruption_rate * cohort, 9))
+    corrupt = colluding_clients(cohort, corruption_rate)
     return max(0, honest_reports(min_reports, corruption_rate) + corrupt - survivors)
 
 

@@ -23,6 +23,7 @@ from federated._accounting import (
     PrivacyLedger,
     RoundPrivacyEvent,
     assumptions_met,
+    colluding_clients,
     honest_reports,
     max_affordable_rounds,
     unmask_shortfall,
@@ -382,7 +383,7 @@ class FederatedTrainer:
                                  corruption_rate=s.corruption_rate)
         if short:
             # the ledger charged n_min - floor(γ n_min) honest noises; fewer could be in it
-            corrupt = math.floor(round(s.corruption_rate * n_all, 9))
+            corrupt = colluding_clients(n_all, s.corruption_rate)
             return server.close_secure_round(None, message=(
                 f"{n_in} in-time reports of {n_all}, up to {corrupt} of them colluding "
                 f"(corruption_rate={s.corruption_rate:g}): fewer than the "

@@ -9,6 +9,7 @@ secure rounds, tests and benchmarks use these pieces on their own.
 
 from federated._accounting import (
     assumptions_met,
+    colluding_clients,
     collusion_statement,
     fmt21_amplification_delta,
     fmt21_shuffle_epsilon,
@@ -38,6 +39,7 @@ __all__ = [
     "add_gaussian_noise",
     "assumptions_met",
     "clip_deltas",
+    "colluding_clients",
     "collusion_statement",
     "ddg_round_rdp",
     "ddg_tau",

@@ -83,7 +83,12 @@ from federated import (
     TokenError,
     build_strategy,
 )
-from federated.privacy import DiscreteGaussianEncoding, honest_reports, unmask_shortfall
+from federated.privacy import (
+    DiscreteGaussianEncoding,
+    colluding_clients,
+    honest_reports,
+    unmask_shortfall,
+)
 from federated.secagg import Message as SecAggMessage
 from federated.secagg import SecAggParams, SecAggServer, Token, TokenIssuer, token_day
 from serving._board import pid_alive
@@ -257,7 +262,7 @@ def _too_few_honest(survivors: int, cohort: int, min_clients: int,
                     corruption_rate: float) -> str:
     """Why a round with ``survivors`` masked inputs of ``cohort`` is not unmasked."""
     honest = honest_reports(min_clients, corruption_rate)
-    corrupt = math.floor(round(corruption_rate * cohort, 9))
+    corrupt = colluding_clients(cohort, corruption_rate)
     return (f"{survivors} masked inputs arrived from a cohort of {cohort}; up to "
             f"{corrupt} of them (corruption_rate={corruption_rate:g} of the cohort) may "
             f"collude with the server, leaving {survivors - corrupt} honest noises, fewer "
