@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import sys
@@ -65,8 +66,8 @@ def test_every_acknowledged_update_survives_kill_9(tiny_world: Path, tmp_path: P
             i += 1
             try:
                 status, _ = post_json(f"{server.url}/v1/federated/updates", payload, timeout=2)
-            except OSError:
-                continue  # the server died mid-request: not acknowledged
+            except (OSError, http.client.HTTPException):
+                continue  # the server died mid-request or mid-response: not acknowledged
             if status == 202:
                 with lock:
                     acknowledged.append(payload["nonce"])
