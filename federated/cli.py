@@ -99,6 +99,14 @@ def federated() -> None:
     """Federated training with local differential privacy (application-agnostic)."""
 
 
+def round_line(rec: RoundRecord) -> str:
+    """The progress line of one round: status, reports, the devices' mean local loss when
+    the task reports one (the reranker's devices do not: no "loss nan"), ε so far."""
+    loss = f", loss {rec.loss:.4g}" if math.isfinite(rec.loss) else ""
+    return (f"round {rec.round} {rec.status}: {rec.accepted} in / {rec.dropped} dropped"
+            f"{loss}, ε {rec.epsilon:.3g}")
+
+
 @federated.command("privacy")
 @click.option("--sigma", "--noise-multiplier", "sigma", type=click.FloatRange(min=0),
               required=True, help="Noise multiplier σ (noise std = σ·C).")
@@ -240,9 +248,7 @@ def train_command(cli: CLIContext, task_name: str | None, task_options: tuple[st
     with progress(f"federated {task.name}", total=config.rounds.rounds,
                   show=cli.show_progress) as bar:
         def on_round(rec: RoundRecord) -> None:
-            bar.update(description=(
-                f"round {rec.round} {rec.status}: {rec.accepted} in / {rec.dropped} dropped, "
-                f"loss {rec.loss:.4g}, ε {rec.epsilon:.3g}"))
+            bar.update(description=round_line(rec))
             bar.advance()
         trainer = FederatedTrainer(task, config, checkpoint_dir=checkpoint_dir,
                                    on_round=on_round)

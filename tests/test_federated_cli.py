@@ -9,6 +9,8 @@ from click.testing import CliRunner
 
 from data import read_manifest, resolve_artifact
 from data.cli import main
+from federated._trainer import RoundRecord
+from federated.cli import round_line
 
 
 def test_privacy_calculator_prints_every_kind() -> None:
@@ -68,3 +70,17 @@ def test_unknown_task_is_a_clear_error(tmp_path: Path) -> None:
                                        "--task", "nope"])
     assert result.exit_code == 2
     assert "no federated task named 'nope'" in result.output
+
+
+def _record(loss: float) -> RoundRecord:
+    return RoundRecord(round=7, status="aggregated", open_s=0.0, eligible=500, sampled=120,
+                       dropped=9, uploaded=111, accepted=110, late=1, stale=0, loss=loss,
+                       epsilon=1.23456, model_version=3, message="")
+
+
+def test_round_line_shows_a_reported_loss_and_omits_an_unknown_one() -> None:
+    # a task whose devices report their loss
+    assert round_line(_record(0.123456)) == (
+        "round 7 aggregated: 110 in / 9 dropped, loss 0.1235, ε 1.23")
+    # the reranker's devices report none (NaN): no "loss nan" in the progress line
+    assert round_line(_record(float("nan"))) == "round 7 aggregated: 110 in / 9 dropped, ε 1.23"
