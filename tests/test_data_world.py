@@ -24,6 +24,20 @@ def _gini(x: np.ndarray) -> float:
     return float((2 * np.arange(1, n + 1) - n - 1) @ x / (n * x.sum()))
 
 
+def _number(value: object) -> float:
+    """A polars aggregate (``Series.mean()``, ``.min()``) as a float.
+
+    Polars types these as any Python literal or None; the statistics here must be numbers.
+    """
+    assert isinstance(value, int | float), f"expected a number, got {value!r}"
+    return float(value)
+
+
+def _rows(column: pl.Series) -> np.ndarray:
+    """A column of equal-length vectors as a 2-D array, shape (n_rows, vector length)."""
+    return np.stack(list(column.to_numpy()))
+
+
 def _part_hashes(root: Path) -> dict[str, str]:
     return {p.relative_to(root).as_posix(): data.file_sha256(p)
             for p in sorted(root.rglob("*.parquet"))}
@@ -130,7 +144,7 @@ def test_private_preference_differs_from_purchases(medium_world: data.Dataset) -
 
 def test_device_texts_are_typed_keywords(medium_world: data.Dataset) -> None:
     logs = medium_world.table("device_logs")
-    assert logs["text"].str.len_chars().min() >= 1
+    assert _number(logs["text"].str.len_chars().min()) >= 1
     langs = set(logs["language"].unique())
     assert langs <= {"ja", "zh-hant", "th", "en", "ko"} and len(langs) == 5
     ja = logs.filter(pl.col("language") == "ja")["text"]
@@ -185,17 +199,17 @@ def test_acquisitions_continue_after_the_test_start(tiny_world: Path) -> None:
     split = data.time_split(ds)
     test_start = datetime.fromtimestamp(split.test_start, UTC)
     library = ds.table("device_library")
-    after = (library["ts"] >= test_start).mean()
+    after = _number((library["ts"] >= test_start).mean())
     assert 0.1 < after < 0.5
     inter = ds.table("interactions")
-    assert 0.1 < (inter["ts"] >= test_start).mean() < 0.5
+    assert 0.1 < _number((inter["ts"] >= test_start).mean()) < 0.5
     for source in data.LIBRARY_SOURCES:  # every way of acquiring goes on after the split
         assert library.filter((pl.col("source") == source) & (pl.col("ts") >= test_start)
                               ).height > 0, source
     # so some held-out sends are of packages acquired only after the split ...
     truth = _truth(tiny_world, "sessions").with_columns(ts=ds.table("device_logs")["ts"])
     held_out = truth.filter(pl.col("ts") >= test_start)
-    new = (held_out["acquired_at"] >= test_start).mean()
+    new = _number((held_out["acquired_at"] >= test_start).mean())
     assert 0.05 < new < 0.5
     assert ds.manifest.metrics["held_out_sends_acquired_after_test_start_share"] == \
         pytest.approx(new)
@@ -247,7 +261,7 @@ def _held_at_send(dataset: Path) -> pl.DataFrame:
 
 def test_favourite_creators_zero_removes_favourites_and_gifts(knob_world: KnobWorld) -> None:
     on, off = knob_world(), knob_world("world.favourite_creators=0")
-    assert (_truth(on, "sessions")["mechanism"] == "favourite_gift").mean() > 0.05
+    assert _number((_truth(on, "sessions")["mechanism"] == "favourite_gift").mean()) > 0.05
     assert _truth(off, "library")["favourite"].sum() == 0
     assert (data.open_dataset(off).table("device_library")["source"] == "gift").sum() == 0
     sessions = _truth(off, "sessions")
@@ -264,7 +278,7 @@ def test_favourite_boost_zero_sends_favourites_as_taste_says(knob_world: KnobWor
     per = held.group_by("session_id").agg(
         (pl.col("w") * pl.col("favourite")).sum() / pl.col("w").sum(),
         (pl.col("is_sent") & pl.col("favourite")).any().alias("sent_favourite"))
-    expected, observed = per["w"].mean(), per["sent_favourite"].mean()
+    expected, observed = _number(per["w"].mean()), _number(per["sent_favourite"].mean())
     se = np.sqrt(expected * (1 - expected) / per.height)
     if boost == "0":
         assert abs(observed - expected) < 4 * se
@@ -311,8 +325,8 @@ def test_taste_beta_zero_makes_server_choices_ignore_taste(knob_world: KnobWorld
     """Fit of chosen packages with their chooser against with a random other user."""
     path = knob_world(f"world.taste_beta={beta}")
     inter = data.open_dataset(path).table("interactions")
-    taste = np.stack(_truth(path, "users").sort("user_id")["taste"].to_numpy())
-    style = np.stack(_truth(path, "packages").sort("package_id")["style"].to_numpy())
+    taste = _rows(_truth(path, "users").sort("user_id")["taste"])
+    style = _rows(_truth(path, "packages").sort("package_id")["style"])
     users, pkgs = inter["user_id"].to_numpy(), inter["package_id"].to_numpy()
     own = (taste[users] * style[pkgs]).sum(axis=1)
     other = (taste[np.random.default_rng(0).permutation(users)] * style[pkgs]).sum(axis=1)
@@ -327,7 +341,7 @@ def test_taste_beta_zero_makes_server_choices_ignore_taste(knob_world: KnobWorld
 def test_demographic_and_individual_taste_knobs(knob_world: KnobWorld) -> None:
     def language_means(path: Path) -> np.ndarray:
         users = data.open_dataset(path).table("users").join(_truth(path, "users"), on="user_id")
-        return np.stack([np.stack(g["taste"].to_numpy()).mean(axis=0)
+        return np.stack([_rows(g["taste"]).mean(axis=0)
                          for _, g in users.group_by("language")])
 
     # the language part of taste shows as a mean taste per language far from zero
@@ -336,7 +350,7 @@ def test_demographic_and_individual_taste_knobs(knob_world: KnobWorld) -> None:
                           axis=1).max() < 0.15
     path = knob_world("world.taste_individual=0")
     users = data.open_dataset(path).table("users").join(_truth(path, "users"), on="user_id")
-    spread = [np.ptp(np.stack(g["taste"].to_numpy()), axis=0).max()
+    spread = [np.ptp(_rows(g["taste"]), axis=0).max()
               for _, g in users.group_by("language", "age_bucket", "gender")]
     assert max(spread) < 1e-6  # one taste per demographic segment
 
@@ -344,7 +358,7 @@ def test_demographic_and_individual_taste_knobs(knob_world: KnobWorld) -> None:
 def test_creator_home_bias_zero_gives_characters_no_home_market(knob_world: KnobWorld) -> None:
     def same_minus_other(path: Path) -> float:
         creators = _truth(path, "creators")
-        style = np.stack(creators["style"].to_numpy())
+        style = _rows(creators["style"])
         origin = creators["origin_language"].to_numpy()
         cos = style @ style.T
         same = origin[:, None] == origin[None, :]
