@@ -4,7 +4,9 @@ Server.from_config and PrivacyLedger.planned_from."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -43,10 +45,18 @@ EASY = {"devices.require_charging": False, "devices.require_idle": False,
         "rounds.rounds": 4, "rounds.max_uploads_per_day": 48, "privacy.target_epsilon": 1e9}
 
 
+def _config(values: Mapping[str, Any]) -> FederatedConfig:
+    """``FederatedConfig.load`` with dotted keys (``strategy.name``), as the CLI passes them.
+
+    The keys are not identifiers, so they travel as ``**values``, typed ``Any`` by ``load``.
+    """
+    return FederatedConfig.load(None, **values)
+
+
 def _unwrap(strategy: Strategy) -> list[Strategy]:
     chain = [strategy]
     while hasattr(chain[-1], "inner"):
-        chain.append(chain[-1].inner)  # type: ignore[attr-defined]
+        chain.append(chain[-1].inner)
     return chain
 
 
@@ -57,14 +67,14 @@ def test_every_builtin_strategy_is_registered_with_its_options_and_sum_flag() ->
     assert registered_strategy("fedavg").strategy is FedAvg
     assert registered_strategy("fedadam").sum_based and registered_strategy("fedavg").sum_based
     assert not registered_strategy("trimmed_mean").sum_based
-    cfg = FederatedConfig.load(None, **{"strategy.name": "fedadam", "strategy.beta_2": 0.5,
-                                        "privacy.enabled": False})
+    cfg = _config({"strategy.name": "fedadam", "strategy.beta_2": 0.5,
+                   "privacy.enabled": False})
     inner = build_strategy(cfg, 10)
     assert isinstance(inner, FedAdam) and inner.beta_2 == 0.5 and inner.beta_1 == 0.9
     with pytest.raises(FederatedConfigError, match="'fedavg' has no option 'beta_9'"):
-        FederatedConfig.load(None, **{"strategy.beta_9": 1.0})
+        _config({"strategy.beta_9": 1.0})
     with pytest.raises(FederatedConfigError, match="not registered; use one of"):
-        FederatedConfig.load(None, **{"strategy.name": "fedsgd"})
+        _config({"strategy.name": "fedsgd"})
 
 
 def test_a_config_written_with_every_strategys_keys_in_one_section_still_loads() -> None:
@@ -97,9 +107,9 @@ def test_adding_a_strategy_is_one_registration(monkeypatch: pytest.MonkeyPatch) 
             step = self.server_learning_rate * np.median(deltas, axis=0)
             return Aggregate((parameters + step).astype(np.float32))
 
-    cfg = FederatedConfig.load(None, **{**EASY, "strategy.name": "median",
-                                        "strategy.server_learning_rate": 0.5,
-                                        "secure_aggregation.enabled": False})
+    cfg = _config({**EASY, "strategy.name": "median",
+                   "strategy.server_learning_rate": 0.5,
+                   "secure_aggregation.enabled": False})
     built = _unwrap(build_strategy(cfg, 4))
     assert isinstance(built[0], DifferentialPrivacy)
     assert isinstance(built[-1], Median) and built[-1].server_learning_rate == 0.5
@@ -110,34 +120,36 @@ def test_adding_a_strategy_is_one_registration(monkeypatch: pytest.MonkeyPatch) 
     assert trainer.history_ and trainer.history_[-1].status == "aggregated"
     # not sum-based: refused under secure aggregation, by the config and by the recipe
     with pytest.raises(FederatedConfigError, match="sum-based"):
-        FederatedConfig.load(None, **{"strategy.name": "median",
-                                      "privacy.budget_kind": "secure_sum"})
+        _config({"strategy.name": "median",
+                 "privacy.budget_kind": "secure_sum"})
     with pytest.raises(FederatedConfigError, match="sum-based strategy"):
-        build_strategy(FederatedConfig.load(None, **{"strategy.name": "median"}), 4)
+        build_strategy(_config({"strategy.name": "median"}), 4)
 
 
 def test_build_strategy_resolves_auto_norm_bound_once_for_p() -> None:
-    cfg = FederatedConfig.load(None, **{"strategy.norm_bound": "auto",
-                                        "secure_aggregation.enabled": False,
-                                        "privacy.noise_multiplier": 0.3,
-                                        "privacy.clip_norm": 2.0})
+    cfg = _config({"strategy.norm_bound": "auto",
+                   "secure_aggregation.enabled": False,
+                   "privacy.noise_multiplier": 0.3,
+                   "privacy.clip_norm": 2.0})
     chain = _unwrap(build_strategy(cfg, 1076))
     assert [type(s) for s in chain] == [DifferentialPrivacy, NormBound, FedAvg]
-    bound = chain[1].max_norm  # type: ignore[attr-defined]
+    norm_bound = chain[1]
+    assert isinstance(norm_bound, NormBound)
+    bound = norm_bound.max_norm
     assert bound == noisy_norm_bound(2.0, 0.3, 1076) == 2.0 + 0.6 * (math.sqrt(1076) + 6)
     recipe = RoundRecipe.from_config(cfg, 1076)
     assert recipe.norm_bound == bound == recipe.upload_norm_bound and recipe.encoding is None
     with pytest.raises(FederatedConfigError, match=r"needs privacy\.enabled"):
-        build_strategy(FederatedConfig.load(None, **{"strategy.norm_bound": "auto",
-                                                     "privacy.enabled": False}), 10)
-    plain = RoundRecipe.from_config(FederatedConfig.load(None, **{"privacy.enabled": False}), 5)
+        build_strategy(_config({"strategy.norm_bound": "auto",
+                                "privacy.enabled": False}), 10)
+    plain = RoundRecipe.from_config(_config({"privacy.enabled": False}), 5)
     assert plain.upload_norm_bound == math.inf
 
 
 def test_server_from_config_is_the_configured_server() -> None:
-    cfg = FederatedConfig.load(None, **{"rounds.min_reports": 7, "rounds.deadline_s": 60.0,
-                                        "rounds.sampling_rate": 0.05,
-                                        "rounds.max_examples": 30})
+    cfg = _config({"rounds.min_reports": 7, "rounds.deadline_s": 60.0,
+                   "rounds.sampling_rate": 0.05,
+                   "rounds.max_examples": 30})
     params = np.zeros(12, np.float32)
     server = Server.from_config(cfg, params, model_version=3)
     assert (server.min_reports, server.deadline_s, server.sampling_rate, server.max_examples,
@@ -146,17 +158,17 @@ def test_server_from_config_is_the_configured_server() -> None:
     assert plan.clip_norm == 1.0 and plan.noise_multiplier == 1.0 and plan.deadline_s == 160.0
     stored = Server.from_config(cfg, params, deadline_s=10.0, min_reports=2, secure=False)
     assert (stored.deadline_s, stored.min_reports) == (10.0, 2)
-    robust = FederatedConfig.load(None, **{"strategy.name": "trimmed_mean",
-                                           "strategy.trim_fraction": 0.3,
-                                           "secure_aggregation.enabled": False})
+    robust = _config({"strategy.name": "trimmed_mean",
+                      "strategy.trim_fraction": 0.3,
+                      "secure_aggregation.enabled": False})
     inner = _unwrap(Server.from_config(robust, params).strategy)[-1]
     assert isinstance(inner, TrimmedMean) and inner.trim_fraction == 0.3
 
 
 def test_planned_from_carries_the_mechanism_the_rounds_run() -> None:
-    cfg = FederatedConfig.load(None, **{"rounds.rounds": 50, "rounds.sampling_rate": 0.02,
-                                        "rounds.min_reports": 100,
-                                        "privacy.noise_multiplier": 0.1})
+    cfg = _config({"rounds.rounds": 50, "rounds.sampling_rate": 0.02,
+                   "rounds.min_reports": 100,
+                   "privacy.noise_multiplier": 0.1})
     r = cfg.rounds
     plain = PrivacyLedger.planned_from(cfg, secure=False)
     assert plain == PrivacyLedger.planned(
@@ -174,8 +186,8 @@ def test_planned_from_carries_the_mechanism_the_rounds_run() -> None:
 
 
 def test_the_trainer_plans_and_spends_through_the_same_recipe(tmp_path: Path) -> None:
-    cfg = FederatedConfig.load(None, **{**EASY, "secure_aggregation.mode": "sum_only",
-                                        "privacy.noise_multiplier": 0.5})
+    cfg = _config({**EASY, "secure_aggregation.mode": "sum_only",
+                   "privacy.noise_multiplier": 0.5})
     task = SyntheticRegressionTask(n_devices=400, n_features=3, seed=1)
     trainer = FederatedTrainer(task, cfg)
     planned = trainer.planned_ledger()

@@ -12,6 +12,7 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -61,10 +62,10 @@ def test_the_strategy_example_is_picked_up(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(strategy_module, "_REGISTRY", dict(strategy_module._REGISTRY))
     exec(_examples()["federated/strategies/median.py"], {"__name__": "median_example"})
     assert "median" in available_strategies()
-    config = FederatedConfig.load(None, **{"strategy.name": "median",
-                                           "secure_aggregation.enabled": False,
-                                           "privacy.target_epsilon": None,
-                                           "privacy.noise_multiplier": 0.0})
+    # dotted keys travel as **values, which load types Any
+    values: dict[str, Any] = {"strategy.name": "median", "secure_aggregation.enabled": False,
+                              "privacy.target_epsilon": None, "privacy.noise_multiplier": 0.0}
+    config = FederatedConfig.load(None, **values)
     strategy = build_strategy(config, 3)
     while hasattr(strategy, "inner"):
         strategy = strategy.inner
