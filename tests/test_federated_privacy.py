@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import TypedDict, Unpack
 
 import dp_accounting
 import numpy as np
@@ -317,10 +318,21 @@ def test_headline_picks_the_smallest_met_per_device_epsilon() -> None:
 # ------------------------------------------- device_sum: each round as it ran (#18)
 
 
+class _Mechanism(TypedDict, total=False):
+    """A round's noise mechanism as RoundPrivacyEvent takes it (none: the Gaussian default)."""
+
+    mechanism: str
+    sensitivity: float
+    tau: float
+    dimension: int
+
+
 def _event(sigma: float, n_min: int, q: float = 0.01, *, day: int = 0, secure: bool = True,
-           secret: bool = False, **mechanism: object) -> RoundPrivacyEvent:
+           secret: bool = False, corruption_rate: float = 0.0,
+           **mechanism: Unpack[_Mechanism]) -> RoundPrivacyEvent:
     return RoundPrivacyEvent(sigma, q, n_min, day, secure_aggregation=secure,
-                             secret_sampling=secret, **mechanism)  # type: ignore[arg-type]
+                             secret_sampling=secret, corruption_rate=corruption_rate,
+                             **mechanism)
 
 
 def _rdp_reference(events: list[tuple[dp_accounting.DpEvent, int]], delta: float) -> float:
@@ -435,8 +447,8 @@ def test_device_sum_properties(sigma: float, n_min: int, q: float, rounds: int, 
     """Server-observed secure rounds: ε never falls with more rounds, never rises with
     more noise, is at least the amplified secure_sum of the same events and at most
     their device_local."""
-    mechanism: dict[str, object] = ({"mechanism": "ddg", "sensitivity": 1.0001, "tau": tau,
-                                     "dimension": 64} if ddg else {})
+    mechanism: _Mechanism = ({"mechanism": "ddg", "sensitivity": 1.0001, "tau": tau,
+                              "dimension": 64} if ddg else {})
 
     def ledger(r: int, s: float) -> PrivacyLedger:
         return PrivacyLedger(events=tuple(_event(s, n_min, q, day=i, **mechanism)
@@ -504,9 +516,9 @@ def test_colluders_reduce_the_ddg_sum_to_kls21_figure_of_the_honest_clients() ->
     big_d, delta = 2 ** 20, 1e-5
     acc = DevicePrivacyAccountant(delta=delta)
     for _eps0, (gamma, local_std, points) in KLS21_SERVER_OBSERVED.items():
-        mechanism = {"mechanism": "ddg",
-                     "sensitivity": rounded_l2_sensitivity(1.0, gamma, big_d),
-                     "tau": ddg_tau(local_std / gamma, 40), "dimension": big_d}
+        mechanism: _Mechanism = {"mechanism": "ddg",
+                                 "sensitivity": rounded_l2_sensitivity(1.0, gamma, big_d),
+                                 "tau": ddg_tau(local_std / gamma, 40), "dimension": big_d}
         colluded = PrivacyLedger.planned(rounds=1500, noise_multiplier=local_std,
                                          sampling_rate=0.01, min_reports=42,
                                          corruption_rate=0.05, **mechanism)
@@ -589,8 +601,8 @@ def test_epsilon_never_falls_as_the_collusion_bound_grows(
         sigma: float, n_min: int, q: float, rounds: int, gammas: list[float], ddg: bool,
         secret: bool) -> None:
     lo, hi = sorted(gammas)
-    mechanism: dict[str, object] = ({"mechanism": "ddg", "sensitivity": 1.0001, "tau": 1e-6,
-                                     "dimension": 64} if ddg else {})
+    mechanism: _Mechanism = ({"mechanism": "ddg", "sensitivity": 1.0001, "tau": 1e-6,
+                              "dimension": 64} if ddg else {})
 
     def ledger(gamma: float) -> PrivacyLedger:
         return PrivacyLedger(events=tuple(_event(sigma, n_min, q, day=i, secret=secret,

@@ -169,10 +169,10 @@ def test_suggester_and_bundle(tiny_var: Path) -> None:
                        match=r"cluster_id=999 is not a cluster of stage-1 version \S+; it has "
                        r"clusters 0\.\.\d+"):
         suggester.suggest(language="en", text="a", cluster_id=999)
-    for reason, bad in (("unknown_language", {"language": "xx"}),
-                        ("unknown_cluster", {"cluster_id": 999})):
+    for reason, language, cluster_id in (("unknown_language", "xx", 0),
+                                         ("unknown_cluster", "en", 999)):
         with pytest.raises(RerankerInputError) as caught:  # what serving translates
-            suggester.suggest(**{"language": "en", "text": "a", "cluster_id": 0, **bad})
+            suggester.suggest(language=language, text="a", cluster_id=cluster_id)
         assert caught.value.reason == reason
     with pytest.raises(RerankerInputError, match="limit=0"):
         suggester.suggest(language="en", text="a", cluster_id=0, limit=0)
