@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,7 +30,15 @@ from federated import (
 from federated.privacy import secure_noise_generator
 from federated.secagg import SecAggClient
 from serving import ApiError
-from serving.rounds import SECURE, SecureRounds, SecureRoundsConfig, ServerLedger, lineage_of
+from serving.rounds import (
+    SECURE,
+    BudgetPolicy,
+    LedgerEntry,
+    SecureRounds,
+    SecureRoundsConfig,
+    ServerLedger,
+    lineage_of,
+)
 from serving.versions import history
 
 P = 16
@@ -36,12 +46,12 @@ BASE = {"enabled": True, "model": "zeros", "n_parameters": P, "checkin_s": 10, "
         "min_clients": 4, "max_clients": 20, "n_max": 50, "sampling_rate": 0.05}
 
 
-def _engine(directory: Path, clock: Clock, *, policy: str = "refuse", var: Path | None = None,
-            evaluate: object = None, **overrides: object) -> SecureRounds:
+def _engine(directory: Path, clock: Clock, *, policy: BudgetPolicy = "refuse",
+            var: Path | None = None, evaluate: Callable[[Path, str], float] | None = None,
+            **overrides: object) -> SecureRounds:
     cfg = SecureRoundsConfig.model_validate({**BASE, **overrides})
     return SecureRounds(cfg, directory, lambda: np.zeros(P, np.float32), clock=clock,
-                        var=var, budget_policy=policy,  # type: ignore[arg-type]
-                        evaluate=evaluate)  # type: ignore[arg-type]
+                        var=var, budget_policy=policy, evaluate=evaluate)
 
 
 def _epsilon(cfg: SecureRoundsConfig, rounds: int, n_parameters: int = P) -> float:
@@ -51,14 +61,15 @@ def _epsilon(cfg: SecureRoundsConfig, rounds: int, n_parameters: int = P) -> flo
         ledger, fcfg.privacy.budget_kind)
 
 
-def _entries(engine: SecureRounds) -> list:  # type: ignore[type-arg]
+def _entries(engine: SecureRounds) -> list[LedgerEntry]:
     with ServerLedger(engine.ledger_path) as ledger:
         lineage = engine._lineage(None)
         return [e for e in ledger.entries(lineage) if e.source == SECURE]
 
 
 @pytest.mark.parametrize("policy", ["refuse", "stop"])
-def test_budget_refuses_the_round_that_would_exceed_it(tmp_path: Path, policy: str) -> None:
+def test_budget_refuses_the_round_that_would_exceed_it(tmp_path: Path,
+                                                      policy: BudgetPolicy) -> None:
     """Target between ε after one and two rounds: round 0 opens (recorded with the
     recipe's DDG event), is abandoned by its deadline and still counts, and round 1 is
     never opened: devices get 404 privacy_budget_exhausted, also after a restart."""
@@ -183,7 +194,7 @@ def real_var(real_var_template: Path, tmp_path: Path) -> Path:
 
 
 def _reranker_round(engine: SecureRounds, clock: Clock, round_: int,
-                    deltas: np.ndarray) -> dict:  # type: ignore[type-arg]
+                    deltas: np.ndarray) -> dict[str, Any]:
     """Devices with ``deltas`` (n, P) check in, encode (clip, DDG) and run SecAgg+."""
     tickets = [engine.checkin(round_, _token(engine)) for _ in range(len(deltas))]
     info = engine.current()
@@ -449,14 +460,15 @@ def test_the_device_runner_waits_while_the_last_candidate_is_being_decided(
 # ------------------------------------ #18: the budget binds on the headline's guarantee
 
 
-def _published_privacy(real_var: Path, **overrides: object) -> tuple[dict, SecureRounds]:  # type: ignore[type-arg]
+def _published_privacy(real_var: Path, noise_multiplier: float
+                       ) -> tuple[dict[str, Any], SecureRounds]:
     """One aggregated secure round of the live reranker: its candidate's privacy.json."""
     clock = Clock()
     kind_dir = real_var / "reranker"
     base = data.resolve_artifact(kind_dir, "latest").name
     n_parameters = int(np.load(kind_dir / base / "global_weights.npy").shape[0])
     engine = _engine(real_var / "secure", clock, var=real_var, model="reranker",
-                     evaluate=lambda var, version: 0.5, **overrides)
+                     evaluate=lambda var, version: 0.5, noise_multiplier=noise_multiplier)
     engine.tick()
     deltas = np.random.default_rng(3).normal(0, 0.02, (5, n_parameters)).astype(np.float32)
     assert _reranker_round(engine, clock, 0, deltas)["status"] == "aggregated"
@@ -572,7 +584,7 @@ def test_the_recipe_runs_and_records_the_configured_dropout_and_corruption_rates
 
 
 def _round_with_survivors(engine: SecureRounds, clock: Clock, cohort: int,
-                          survivors: int) -> dict:  # type: ignore[type-arg]
+                          survivors: int) -> dict[str, Any]:
     engine.tick()
     tickets = [engine.checkin(0, _token(engine)) for _ in range(cohort)]
     clock.now += 11
