@@ -51,6 +51,6 @@ def test_excerpt_matches_the_real_catalog(catalog: data.Catalog,
     assert catalog_excerpt.source["version"] == catalog.source["version"]
 
 
-def test_bad_parameters_are_rejected(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_parameters_are_rejected(tmp_path) -> None:
     with pytest.raises(data.CatalogError, match="max_labels_per_keyword=0 should be >= 1"):
         catalog_from_tarball(tmp_path / "x.tgz", max_labels_per_keyword=0)

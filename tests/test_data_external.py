@@ -21,7 +21,7 @@ def _spec(**kw: object) -> ExternalLogSpec:
     base = dict(user_col="user", item_col="item", event_col="action", ts_col="when",
                 weight_col="w", purchase_values=["buy"])
     base.update(kw)
-    return ExternalLogSpec(**base)  # type: ignore[arg-type]
+    return ExternalLogSpec(**base)
 
 
 def test_csv_becomes_a_dataset_with_id_maps(tmp_path: Path) -> None:

@@ -263,10 +263,10 @@ def test_a_poll_racing_the_stage_advance_does_not_drop_a_client(tmp_path: Path) 
     cfg = SecureRoundsConfig.model_validate({
         "enabled": True, "model": "zeros", "n_parameters": P, "checkin_s": 10,
         "stage_s": 5, "min_clients": 4, "max_clients": 4, "n_max": 50})
-    hooks: list = []  # type: ignore[type-arg]
+    hooks: list = []
 
     class Racing(SecureRounds):
-        def _client_id(self, conn, round_, ticket):  # type: ignore[no-untyped-def]
+        def _client_id(self, conn, round_, ticket):
             out = super()._client_id(conn, round_, ticket)
             while hooks:
                 hooks.pop()()

@@ -240,7 +240,7 @@ class _LostMaskAnswers(HttpTransport):
     sees a failure and sends it again)."""
 
     def request(self, method: str, path: str, body: object = None, *,
-                headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+                headers: dict[str, str] | None = None):
         answer = super().request(method, path, body, headers=headers)
         if method == "POST" and path.endswith("/messages") and isinstance(body, dict):
             kind = SecAggMessage.from_bytes(base64.b64decode(body["message"])).kind

@@ -635,7 +635,7 @@ def test_secure_and_plain_runs_of_one_seed_have_the_same_participation() -> None
 class _GreedyTask(SyntheticRegressionTask):
     """The same task, but its local training draws extra random numbers."""
 
-    def local_train(self, parameters, devices, rng):  # type: ignore[no-untyped-def]
+    def local_train(self, parameters, devices, rng):
         rng.random(1000)
         return super().local_train(parameters, devices, rng)
 

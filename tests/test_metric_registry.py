@@ -45,14 +45,14 @@ def test_a_new_metric_is_one_entry(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def row_task(tiny_var):  # type: ignore[no-untyped-def]
+def row_task(tiny_var):
     from federated import TaskContext
     from reranker import make_row_task
 
     return make_row_task(TaskContext(var=tiny_var, seed=0, options={}))
 
 
-def _theta(task, scale: float) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _theta(task, scale: float) -> np.ndarray:
     theta = np.asarray(task.initial_parameters(), np.float32)
     noise = np.random.default_rng(7).standard_normal(theta.size).astype(np.float32)
     return theta + scale * noise
@@ -60,7 +60,7 @@ def _theta(task, scale: float) -> np.ndarray:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("scale", [0.0, 0.5])
 def test_per_round_validation_gives_the_registry_metrics_with_the_same_numbers(
-        row_task, scale: float) -> None:  # type: ignore[no-untyped-def]
+        row_task, scale: float) -> None:
     """The row task's per-round hit@k, hit@1 and mrr come from METRICS; they equal the
     formulas it used before (ties in candidate order), to the last bit, and the report's
     other metric (ndcg@k) is there too."""
@@ -88,7 +88,7 @@ def test_per_round_validation_gives_the_registry_metrics_with_the_same_numbers(
     assert list(result)[:4] == metric_names(k)
 
 
-def test_a_new_metric_reaches_per_round_validation(row_task,  # type: ignore[no-untyped-def]
+def test_a_new_metric_reaches_per_round_validation(row_task,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     # "shown": the sent sticker is anywhere in the ordering, i.e. among the candidates,
     # which the task also reports on its own as the displayable ceiling; "missed": not in

@@ -52,22 +52,22 @@ def var(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture()
-def app(var: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+def app(var: Path, tmp_path: Path):
     """A fresh app with its own (empty) update store."""
     return fake_app(var, store_path=tmp_path / "updates.sqlite3")
 
 
 @pytest.fixture()
-def client(app):  # type: ignore[no-untyped-def]
+def client(app):
     return app.test_client()
 
 
-def store_count(app) -> int:  # type: ignore[no-untyped-def]
+def store_count(app) -> int:
     with UpdateStore(app.extensions["sticker_serving"].config.resolved_store_path) as store:
         return store.count_updates()
 
 
-def assert_problem(response, status: int, reason: str | None = None) -> dict:  # type: ignore[no-untyped-def]
+def assert_problem(response, status: int, reason: str | None = None) -> dict:
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.mimetype == PROBLEM_JSON
     body = response.get_json(force=True)
@@ -80,7 +80,7 @@ def assert_problem(response, status: int, reason: str | None = None) -> dict:  #
 # ---------------------------------------------------------------------------- ops
 
 
-def test_health_and_ready(client) -> None:  # type: ignore[no-untyped-def]
+def test_health_and_ready(client) -> None:
     assert client.get("/healthz").get_json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
@@ -97,7 +97,7 @@ def test_not_ready_without_artifacts(tmp_path: Path) -> None:
                                                     "cluster_id": 0}), 503)
 
 
-def test_unknown_route_and_method_are_problems(client) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_route_and_method_are_problems(client) -> None:
     assert_problem(client.get("/v1/nothing"), 404)
     assert_problem(client.get("/v1/suggest"), 405)
 
@@ -105,7 +105,7 @@ def test_unknown_route_and_method_are_problems(client) -> None:  # type: ignore[
 # ---------------------------------------------------------------------------- suggest
 
 
-def test_suggest_by_cluster(client) -> None:  # type: ignore[no-untyped-def]
+def test_suggest_by_cluster(client) -> None:
     response = client.post("/v1/suggest", json={"language": "ja", "text": "ありがと",
                                                 "cluster_id": 1, "limit": 7})
     assert response.status_code == 200
@@ -118,7 +118,7 @@ def test_suggest_by_cluster(client) -> None:  # type: ignore[no-untyped-def]
                                         "character", "score"}
 
 
-def test_suggest_cold_start_and_embedding(client, var: Path) -> None:  # type: ignore[no-untyped-def]
+def test_suggest_cold_start_and_embedding(client, var: Path) -> None:
     features = {"language": "th", "region": "TH", "subscriber": True}
     body = client.post("/v1/suggest", json={"language": "th", "text": "hi",
                                             "features": features, "user_embedding":
@@ -147,11 +147,11 @@ def test_suggest_cold_start_and_embedding(client, var: Path) -> None:  # type: i
     ({"language": "en", "text": "x" * 300, "cluster_id": 0}, 422, "invalid_request"),
     ([1, 2, 3], 422, "invalid_request"),
 ])
-def test_suggest_rejects(client, payload, status: int, reason: str) -> None:  # type: ignore[no-untyped-def]
+def test_suggest_rejects(client, payload, status: int, reason: str) -> None:
     assert_problem(client.post("/v1/suggest", json=payload), status, reason)
 
 
-def test_suggest_rejects_nan_and_infinity_in_embedding(client) -> None:  # type: ignore[no-untyped-def]
+def test_suggest_rejects_nan_and_infinity_in_embedding(client) -> None:
     for literal in ("NaN", "Infinity", "-Infinity"):
         raw = ('{"language": "en", "text": "hi", "cluster_id": 0, '
                f'"user_embedding": [0.1, {literal}, 0.0, 0.0]}}')
@@ -160,7 +160,7 @@ def test_suggest_rejects_nan_and_infinity_in_embedding(client) -> None:  # type:
         assert "finite" in body["detail"]
 
 
-def test_malformed_json_wrong_media_type_and_oversized(client) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_json_wrong_media_type_and_oversized(client) -> None:
     body = assert_problem(client.post("/v1/suggest", data='{"language": "en",',
                                       content_type="application/json"), 400, "malformed_json")
     assert "line 1" in body["detail"]
@@ -170,7 +170,7 @@ def test_malformed_json_wrong_media_type_and_oversized(client) -> None:  # type:
                    413, "payload_too_large")
 
 
-def test_body_shorter_than_its_content_length_and_chunked_bodies(client) -> None:  # type: ignore[no-untyped-def]
+def test_body_shorter_than_its_content_length_and_chunked_bodies(client) -> None:
     raw = b'{"language":"en","text":"thank","cluster_id":0}'
     body = assert_problem(client.post("/v1/suggest", data=raw, content_type="application/json",
                                       environ_overrides={"CONTENT_LENGTH": str(len(raw) + 5)}),
@@ -190,7 +190,7 @@ def test_body_shorter_than_its_content_length_and_chunked_bodies(client) -> None
                    400, "malformed_json")
 
 
-def _outcome(app, parse, raw: bytes) -> object:  # type: ignore[no-untyped-def]
+def _outcome(app, parse, raw: bytes) -> object:
     """What a request-body parser makes of ``raw``: the model, or the problem it raises."""
     with app.test_request_context("/v1/suggest", method="POST", data=raw,
                                   content_type="application/json"):
@@ -200,7 +200,7 @@ def _outcome(app, parse, raw: bytes) -> object:  # type: ignore[no-untyped-def]
             return (exc.status, exc.reason, exc.detail, exc.extra)
 
 
-def _parse(app, raw: bytes) -> object:  # type: ignore[no-untyped-def]
+def _parse(app, raw: bytes) -> object:
     outcome = _outcome(app, lambda: parse_body(SuggestRequest, 64 * 1024), raw)
     # every body is a valid request or a 4xx problem, never another exception (a 500)
     assert isinstance(outcome, SuggestRequest) or 400 <= outcome[0] < 500, outcome  # type: ignore[index]
@@ -258,7 +258,7 @@ TRICKY_BODIES: list[tuple[bytes, object]] = [
 
 
 @pytest.mark.parametrize(("raw", "expected"), TRICKY_BODIES)
-def test_every_body_is_a_request_or_its_4xx(app, raw: bytes, expected: str) -> None:  # type: ignore[no-untyped-def]
+def test_every_body_is_a_request_or_its_4xx(app, raw: bytes, expected: str) -> None:
     outcome = _parse(app, raw)
     got = "ok" if isinstance(outcome, SuggestRequest) else outcome[1]  # type: ignore[index]
     assert got == expected, outcome
@@ -273,7 +273,7 @@ def test_every_body_is_a_request_or_its_4xx(app, raw: bytes, expected: str) -> N
                  lambda inner: st.lists(inner, max_size=4)
                  | st.dictionaries(st.text(max_size=6), inner, max_size=3),
                  max_leaves=8)))
-def test_generated_bodies_are_requests_or_4xx(app, document: dict) -> None:  # type: ignore[no-untyped-def]
+def test_generated_bodies_are_requests_or_4xx(app, document: dict) -> None:
     _parse(app, json.dumps(document).encode())
 
 
@@ -291,7 +291,7 @@ _NUMBER = st.integers(-(2**70), 2**70) | st.floats()
                                           | st.text(max_size=5), max_size=3),
               "user_embedding": st.lists(_NUMBER | st.booleans(), max_size=5)}),
        st.booleans(), st.sampled_from(["utf-8", "utf-16", "utf-32"]))
-def test_suggest_like_bodies_are_requests_or_4xx(app, document: dict,  # type: ignore[no-untyped-def]
+def test_suggest_like_bodies_are_requests_or_4xx(app, document: dict,
                                                  ascii_only: bool, encoding: str) -> None:
     text = json.dumps(document, ensure_ascii=ascii_only)
     outcome = _parse(app, text.encode(encoding))
@@ -355,7 +355,7 @@ def test_suggest_encoder_writes_what_json_dumps_writes_and_describes_once() -> N
             encoder.encode([7], [1], [bad], cluster_id=0, arm="a", experiment="b")
 
 
-def test_typed_text_is_never_logged_or_stored(app, client, caplog, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_typed_text_is_never_logged_or_stored(app, client, caplog, capsys) -> None:
     caplog.set_level(logging.DEBUG)
     client.post("/v1/suggest", json={"language": "en", "text": SECRET_TEXT, "cluster_id": 0})
     client.post("/v1/suggest", json={"language": "en", "text": SECRET_TEXT, "cluster_id": 999})
@@ -374,7 +374,7 @@ def test_typed_text_is_never_logged_or_stored(app, client, caplog, capsys) -> No
 # ---------------------------------------------------------------------------- assign
 
 
-def test_assign(client) -> None:  # type: ignore[no-untyped-def]
+def test_assign(client) -> None:
     body = client.post("/v1/assign", json={"features": {"language": "ja", "region": "JP"}}
                        ).get_json()
     assert isinstance(body["cluster_id"], int) and body["stage1_version"]
@@ -387,7 +387,7 @@ def test_assign(client) -> None:  # type: ignore[no-untyped-def]
 # ---------------------------------------------------------------------------- bundle
 
 
-def test_bundle_etag_and_304(client) -> None:  # type: ignore[no-untyped-def]
+def test_bundle_etag_and_304(client) -> None:
     response = client.get("/v1/clusters/2/bundle?language=ja")
     assert response.status_code == 200 and response.mimetype == "application/zip"
     etag = response.headers["ETag"]
@@ -404,7 +404,7 @@ def test_bundle_etag_and_304(client) -> None:  # type: ignore[no-untyped-def]
     assert client.get("/v1/clusters/2/bundle?language=ja").data == response.data
 
 
-def test_bundle_errors(client) -> None:  # type: ignore[no-untyped-def]
+def test_bundle_errors(client) -> None:
     assert_problem(client.get("/v1/clusters/999/bundle?language=ja"), 404, "unknown_cluster")
     assert_problem(client.get("/v1/clusters/-1/bundle?language=ja"), 404)
     assert_problem(client.get("/v1/clusters/1/bundle"), 400, "missing_language")
@@ -414,13 +414,13 @@ def test_bundle_errors(client) -> None:  # type: ignore[no-untyped-def]
 # ---------------------------------------------------------------------------- models, arms
 
 
-def test_reranker_model_needs_install_id(client) -> None:  # type: ignore[no-untyped-def]
+def test_reranker_model_needs_install_id(client) -> None:
     assert_problem(client.get("/v1/models/reranker"), 400, "missing_install_id")
     assert_problem(client.get("/v1/models/reranker", headers={INSTALL_ID_HEADER: "x y"}),
                    400, "invalid_install_id")
 
 
-def test_reranker_model_sha_and_etag(client) -> None:  # type: ignore[no-untyped-def]
+def test_reranker_model_sha_and_etag(client) -> None:
     headers = {INSTALL_ID_HEADER: "install-0001"}
     response = client.get("/v1/models/reranker", headers=headers)
     body = response.get_json()
@@ -467,13 +467,13 @@ def test_arms_are_stable_split_and_serve_their_versions(var: Path, tmp_path: Pat
 # ---------------------------------------------------------------------------- federated
 
 
-def current_round(client) -> dict:  # type: ignore[no-untyped-def]
+def current_round(client) -> dict:
     response = client.get("/v1/federated/rounds/current")
     assert response.status_code == 200
     return response.get_json()
 
 
-def test_round_announces_the_platform_plan(client) -> None:  # type: ignore[no-untyped-def]
+def test_round_announces_the_platform_plan(client) -> None:
     spec = current_round(client)
     assert spec["round"] == 0 and spec["model_version"] == 0 and spec["accepting"]
     assert spec["n_parameters"] == N_PARAMETERS
@@ -483,7 +483,7 @@ def test_round_announces_the_platform_plan(client) -> None:  # type: ignore[no-u
     assert spec["norm_bound"] > spec["clip_norm"]
 
 
-def test_update_accepted_durably_and_idempotent(app, client) -> None:  # type: ignore[no-untyped-def]
+def test_update_accepted_durably_and_idempotent(app, client) -> None:
     payload = upload()
     first = client.post("/v1/federated/updates", json=payload)
     assert first.status_code == 202 and first.get_json() == {"status": "accepted", "round": 0}
@@ -516,7 +516,7 @@ def _rejections() -> list[tuple[str, object, int, str]]:
 @pytest.mark.parametrize(("case", "payload", "status", "reason"), _rejections(),
                          ids=[c[0] for c in _rejections()])
 def test_update_rejections_store_nothing(app, client, case: str, payload: object, status: int,
-                                         reason: str) -> None:  # type: ignore[no-untyped-def]
+                                         reason: str) -> None:
     current_round(client)
     raw = payload if isinstance(payload, str) else json.dumps(payload)
     body = assert_problem(client.post("/v1/federated/updates", data=raw,
@@ -528,7 +528,7 @@ def test_update_rejections_store_nothing(app, client, case: str, payload: object
     assert f'reason="{reason}"' in metrics
 
 
-def test_replayed_nonce_with_other_content_is_refused(app, client) -> None:  # type: ignore[no-untyped-def]
+def test_replayed_nonce_with_other_content_is_refused(app, client) -> None:
     first = upload(seed=1)
     assert client.post("/v1/federated/updates", json=first).status_code == 202
     replay = {**upload(seed=2), "nonce": first["nonce"]}
@@ -536,7 +536,7 @@ def test_replayed_nonce_with_other_content_is_refused(app, client) -> None:  # t
     assert store_count(app) == 1
 
 
-def test_deadline_and_closed_rounds(app, client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_deadline_and_closed_rounds(app, client, tmp_path: Path) -> None:
     spec = current_round(client)
     config = app.extensions["sticker_serving"].config
     with UpdateStore(config.resolved_store_path) as store:
@@ -553,7 +553,7 @@ def test_deadline_and_closed_rounds(app, client, tmp_path: Path) -> None:  # typ
     assert store_count(app) == 0
 
 
-def test_aggregate_round_from_the_store(app, client, var: Path) -> None:  # type: ignore[no-untyped-def]
+def test_aggregate_round_from_the_store(app, client, var: Path) -> None:
     spec = current_round(client)
     config = app.extensions["sticker_serving"].config
     payloads = [upload(seed=s) for s in range(3)]
@@ -561,7 +561,7 @@ def test_aggregate_round_from_the_store(app, client, var: Path) -> None:  # type
         assert client.post("/v1/federated/updates", json=p).status_code == 202
     published = []
 
-    def publish(parameters, base, kind_dir, record):  # type: ignore[no-untyped-def]
+    def publish(parameters, base, kind_dir, record):
         published.append((parameters, record))
         return base
 
@@ -582,7 +582,7 @@ def test_aggregate_round_from_the_store(app, client, var: Path) -> None:  # type
     assert current_round(client)["round"] == spec["round"] + 1
 
 
-def test_too_few_reports_abandon_the_round(app, client, var: Path) -> None:  # type: ignore[no-untyped-def]
+def test_too_few_reports_abandon_the_round(app, client, var: Path) -> None:
     spec = current_round(client)
     assert client.post("/v1/federated/updates", json=upload()).status_code == 202
     config = app.extensions["sticker_serving"].config
@@ -594,7 +594,7 @@ def test_too_few_reports_abandon_the_round(app, client, var: Path) -> None:  # t
 # ---------------------------------------------------------------------------- metrics, openapi
 
 
-def test_metrics_exposition(client) -> None:  # type: ignore[no-untyped-def]
+def test_metrics_exposition(client) -> None:
     client.post("/v1/suggest", json={"language": "en", "text": "", "cluster_id": 0, "limit": 3})
     client.post("/v1/federated/updates", json=upload())
     text = client.get("/metrics").get_data(as_text=True)
@@ -605,7 +605,7 @@ def test_metrics_exposition(client) -> None:  # type: ignore[no-untyped-def]
     assert 'sticker_artifact_info{kind="stage1"' in text
 
 
-def test_openapi_documents_every_route_and_only_those(app, client) -> None:  # type: ignore[no-untyped-def]
+def test_openapi_documents_every_route_and_only_those(app, client) -> None:
     doc = client.get("/openapi.json").get_json()
     assert doc["openapi"].startswith("3.")
     routes = set()
@@ -619,7 +619,7 @@ def test_openapi_documents_every_route_and_only_those(app, client) -> None:  # t
     assert routes == documented
 
 
-def _validate(doc: dict, path: str, method: str, response) -> None:  # type: ignore[no-untyped-def]
+def _validate(doc: dict, path: str, method: str, response) -> None:
     spec = doc["paths"][path][method]["responses"][str(response.status_code)]
     content = spec["content"]
     assert response.mimetype in content, (response.mimetype, list(content))
@@ -627,7 +627,7 @@ def _validate(doc: dict, path: str, method: str, response) -> None:  # type: ign
     jsonschema.validate(response.get_json(force=True), schema)
 
 
-def test_real_responses_match_the_openapi_schemas(client) -> None:  # type: ignore[no-untyped-def]
+def test_real_responses_match_the_openapi_schemas(client) -> None:
     doc = client.get("/openapi.json").get_json()
     headers = {INSTALL_ID_HEADER: "install-42abc"}
     cases = [
@@ -653,7 +653,7 @@ def test_real_responses_match_the_openapi_schemas(client) -> None:  # type: igno
                         {**doc["components"]["schemas"]["SuggestRequest"]})
 
 
-def test_demo_only_in_explicit_demo_mode(client) -> None:  # type: ignore[no-untyped-def]
+def test_demo_only_in_explicit_demo_mode(client) -> None:
     """Issue #19: /demo/users listed dataset user ids with their cluster by default."""
     assert ServingConfig.load(environ={}).demo is False
     assert_problem(client.get("/demo/users"), 404)
@@ -693,7 +693,7 @@ def test_config_file_then_environment_then_overrides(tmp_path: Path) -> None:
         assert field.description, "every config field has a docstring"
 
 
-def test_history_needs_a_sticker_row_model(client) -> None:  # type: ignore[no-untyped-def]
+def test_history_needs_a_sticker_row_model(client) -> None:
     """A package model has no history features: a thin client's history is refused (not
     silently ignored), and the served document leaves the field out."""
     response = client.post("/v1/suggest", json={
@@ -704,14 +704,14 @@ def test_history_needs_a_sticker_row_model(client) -> None:  # type: ignore[no-u
     assert "history" not in document["components"]["schemas"]["SuggestRequest"]["properties"]
 
 
-def test_federated_platform_errors_are_mapped_first(app, client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_federated_platform_errors_are_mapped_first(app, client, monkeypatch) -> None:
     """Issue #14 item 7: the platform's errors derive from its own FederatedError; serving
     maps them to their problem (not 503 round_unavailable, not an unexplained 500)."""
     from federated import FederatedError, PrivacyBudgetError
 
     st = app.extensions["sticker_serving"]
 
-    def refuse(store):  # type: ignore[no-untyped-def]
+    def refuse(store):
         raise PrivacyBudgetError("20 rounds would spend epsilon=9 over the target 8")
 
     monkeypatch.setattr(st, "ensure_open_round", refuse)
@@ -722,7 +722,7 @@ def test_federated_platform_errors_are_mapped_first(app, client, monkeypatch) ->
     class PlatformFailureError(FederatedError):
         pass
 
-    def fail(store):  # type: ignore[no-untyped-def]
+    def fail(store):
         raise PlatformFailureError("strategy state at /srv/var/ckpt/state.npz is unreadable")
 
     monkeypatch.setattr(st, "ensure_open_round", fail)

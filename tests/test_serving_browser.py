@@ -23,7 +23,7 @@ pytestmark = [
 ]
 
 
-def _row(driver) -> list[str]:  # type: ignore[no-untyped-def]
+def _row(driver) -> list[str]:
     from selenium.webdriver.common.by import By
 
     return [cell.get_attribute("data-sticker-id") or ""

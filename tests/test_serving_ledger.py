@@ -139,7 +139,7 @@ def test_nothing_is_re_accounted_with_later_parameters(var: Path, tmp_path: Path
     0.133 rewrite)."""
     records: list[dict[str, Any]] = []
 
-    def publish(parameters, base, kind_dir, record):  # type: ignore[no-untyped-def]
+    def publish(parameters, base, kind_dir, record):
         records.append(record)
         return base
 

@@ -32,7 +32,7 @@ def var(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_real_var(tiny_world, tmp_path_factory.mktemp("serving-real"))
 
 
-def make_app(var: Path, store: Path):  # type: ignore[no-untyped-def]
+def make_app(var: Path, store: Path):
     config = ServingConfig.load(environ={}, var=var, reload_interval_s=0, store_path=store,
                                 demo=True)
     app = create_app(config)
@@ -41,12 +41,12 @@ def make_app(var: Path, store: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def app(var: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def app(var: Path, tmp_path_factory: pytest.TempPathFactory):
     """Shared by the read-only tests (loading a Suggester takes a second or two)."""
     return make_app(var, tmp_path_factory.mktemp("store") / "updates.sqlite3")
 
 
-def test_real_suggestions(app) -> None:  # type: ignore[no-untyped-def]
+def test_real_suggestions(app) -> None:
     client = app.test_client()
     ready = client.get("/readyz").get_json()
     assert ready["status"] == "ready"
@@ -67,7 +67,7 @@ def test_real_suggestions(app) -> None:  # type: ignore[no-untyped-def]
     assert len({tuple(r) for r in rows.values()}) > 1, "the text should change the row"
 
 
-def test_real_response_rows_are_the_suggesters_rows(app) -> None:  # type: ignore[no-untyped-def]
+def test_real_response_rows_are_the_suggesters_rows(app) -> None:
     """The served row (ranked, then formatted from cached pieces) is ``Suggester.suggest``'s."""
     client = app.test_client()
     suggester = app.extensions["sticker_serving"].registry.current.suggester("latest")
@@ -94,7 +94,7 @@ def test_real_response_rows_are_the_suggesters_rows(app) -> None:  # type: ignor
                                           user_embedding=zeros) == ranking
 
 
-def test_real_embedding_errors(app) -> None:  # type: ignore[no-untyped-def]
+def test_real_embedding_errors(app) -> None:
     client = app.test_client()
     n = app.extensions["sticker_serving"].registry.current.suggester("latest").n_factors
     ok = client.post("/v1/suggest", json={"language": "en", "text": "hi", "cluster_id": 0,
@@ -105,7 +105,7 @@ def test_real_embedding_errors(app) -> None:  # type: ignore[no-untyped-def]
     assert bad.status_code == 422
 
 
-def test_real_bundle_and_model(app, var: Path) -> None:  # type: ignore[no-untyped-def]
+def test_real_bundle_and_model(app, var: Path) -> None:
     client = app.test_client()
     response = client.get("/v1/clusters/0/bundle?language=ja")
     assert response.status_code == 200
@@ -184,7 +184,7 @@ def test_initial_model_reports_the_served_row_layouts_parameters(tiny_world: Pat
     assert body["n_parameters"] == suggester.layout.n_parameters > package_level
 
 
-def _history(suggester, user_packages: list[int]) -> dict:  # type: ignore[no-untyped-def]
+def _history(suggester, user_packages: list[int]) -> dict:
     """A thin client's history: two sent stickers of a package and that package held."""
     catalog = suggester.catalog
     first = int(np.searchsorted(catalog.st_pk, catalog.package_index[user_packages[0]]))
@@ -194,7 +194,7 @@ def _history(suggester, user_packages: list[int]) -> dict:  # type: ignore[no-un
             "held_packages": user_packages, "subscriber": False, "now": 1_000_100.0}
 
 
-def test_thin_client_history_is_an_explicit_option(app) -> None:  # type: ignore[no-untyped-def]
+def test_thin_client_history_is_an_explicit_option(app) -> None:
     """Issue #15 item 5: suggest ranks with the device's own history only when the request
     carries it; the served row is the reranker's for that history; bad summaries are 422."""
     client = app.test_client()

@@ -30,7 +30,7 @@ def latest(var: Path) -> str:
     return data.resolve_artifact(var / "reranker", "latest").name
 
 
-def figures(values: dict[str, float]):  # type: ignore[no-untyped-def]
+def figures(values: dict[str, float]):
     calls: list[str] = []
 
     def evaluate(var: Path, version: str) -> float:

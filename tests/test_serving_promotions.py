@@ -77,7 +77,7 @@ def test_rollback_abandons_the_open_round_and_aggregation_never_moves_latest(
     rollback(var, "reranker")
     published: list[str] = []
 
-    def publish(parameters, base, kind_dir, record):  # type: ignore[no-untyped-def]
+    def publish(parameters, base, kind_dir, record):
         published.append(base.name)
         return base
 
@@ -113,7 +113,7 @@ def test_a_round_open_when_the_served_version_changes_is_abandoned(var: Path,
     assert stale.status_code == 409
 
 
-def _no_path_anywhere(client, var: Path) -> None:  # type: ignore[no-untyped-def]
+def _no_path_anywhere(client, var: Path) -> None:
     for method, path, kwargs in [
             ("GET", "/readyz", {}), ("GET", "/healthz", {}),
             ("POST", "/v1/suggest", {"json": {"language": "en", "text": "hi",

@@ -39,12 +39,12 @@ ALL_CHECKS = list(CHECKS.get_all())  # every built-in check, whatever the defaul
 
 
 @pytest.fixture(scope="module")
-def app(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def app(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory):
     var = build_var(tiny_world, tmp_path_factory.mktemp("schemathesis-var"))
     return fake_app(var, store_path=var / "updates.sqlite3")
 
 
-def within_norm(case):  # type: ignore[no-untyped-def]
+def within_norm(case):
     """A schema-valid upload scaled into the round's L2 ball, the one constraint of the
     upload that JSON Schema cannot state (the document carries it as
     ``x-l2-norm-maximum``; each entry's bound, which it implies, is in the schema)."""
@@ -58,7 +58,7 @@ def within_norm(case):  # type: ignore[no-untyped-def]
     return case
 
 
-def _norm_maximum(operation) -> float | None:  # type: ignore[no-untyped-def]
+def _norm_maximum(operation) -> float | None:
     schema = operation.schema.raw_schema["components"]["schemas"]["Upload"]
     return schema["properties"]["delta"].get("x-l2-norm-maximum")
 
@@ -66,7 +66,7 @@ def _norm_maximum(operation) -> float | None:  # type: ignore[no-untyped-def]
 CALLS: list[int] = []
 
 
-def _runner(strategy, seen: set[int], failing: list[str]):  # type: ignore[no-untyped-def]
+def _runner(strategy, seen: set[int], failing: list[str]):
     """A hypothesis test calling the app with each generated case and running every check;
     it records the statuses it saw in ``seen`` (and each call in ``CALLS``), and the last
     failing case (hypothesis replays the minimal one last) in ``failing``."""
@@ -75,7 +75,7 @@ def _runner(strategy, seen: set[int], failing: list[str]):  # type: ignore[no-un
     @given(case=strategy)
     @settings(max_examples=EXAMPLES, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
-    def run(case) -> None:  # type: ignore[no-untyped-def]
+    def run(case) -> None:
         try:
             seen.add(case.call_and_validate(checks=ALL_CHECKS).status_code)
         except BaseException:
@@ -87,7 +87,7 @@ def _runner(strategy, seen: set[int], failing: list[str]):  # type: ignore[no-un
     return run
 
 
-def test_every_operation_passes_every_check(app) -> None:  # type: ignore[no-untyped-def]
+def test_every_operation_passes_every_check(app) -> None:
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
     failures: list[str] = []
     operations = [result.ok() for result in schema.get_all_operations()]
