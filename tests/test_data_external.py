@@ -17,11 +17,10 @@ alice,pkg-3,get,2024-03-03T12:00:00,1
 """
 
 
-def _spec(**kw: object) -> ExternalLogSpec:
-    base = dict(user_col="user", item_col="item", event_col="action", ts_col="when",
-                weight_col="w", purchase_values=["buy"])
-    base.update(kw)
-    return ExternalLogSpec(**base)
+def _spec(item_col: str = "item") -> ExternalLogSpec:
+    """The spec of ``CSV``; a bad test names another item column."""
+    return ExternalLogSpec(user_col="user", item_col=item_col, event_col="action",
+                           ts_col="when", weight_col="w", purchase_values=["buy"])
 
 
 def test_csv_becomes_a_dataset_with_id_maps(tmp_path: Path) -> None:

@@ -196,7 +196,7 @@ def test_frontier_uplift_and_missing_sweep(tmp_path: Path) -> None:
 def test_frontier_is_measured_against_the_strongest_no_model_row(tmp_path: Path) -> None:
     """Each sweep point's uplift is over the best no-model row of its own per-round
     metric (named per point), not over stage-1 order."""
-    points = [
+    points: list[dict[str, Any]] = [
         {"noise_multiplier": 1.0, "epsilon": {"secure_sum": 2.0}, "delta": 1e-6,
          "metrics": {"hit@5": 0.25, "hit@5_stage1_order": 0.02, "hit@5_recents": 0.08,
                      "hit@5_owned_by_match": 0.20, "hit@5_owned_by_match_new_package": 0.3,

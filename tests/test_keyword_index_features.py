@@ -157,7 +157,7 @@ def _reference_features(stickers: pl.DataFrame, embeddings: np.ndarray, package_
 def _world_and_match(draw: st.DrawFn, long_match: bool = False,
                      ) -> tuple[pl.DataFrame, np.ndarray, np.ndarray, Match, np.ndarray, int]:
     n_labels = draw(st.integers(130, 300) if long_match else st.integers(1, 8))
-    rows = []
+    rows: list[tuple[int, int, int, list[int]]] = []  # sticker_id, package_id, position, labels
     for package_id in range(draw(st.integers(1, 5))):
         for position in range(draw(st.integers(1, 6))):
             labels = draw(st.lists(st.integers(0, n_labels - 1), min_size=1, max_size=3,
@@ -230,7 +230,7 @@ def _larger_world(draw: st.DrawFn) -> tuple[pl.DataFrame, np.ndarray, np.ndarray
     one featurizer: two candidate sets take turns, as clusters do between keystrokes."""
     n_labels = draw(st.integers(5, 40))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    rows = []
+    rows: list[tuple[int, int, int, list[int]]] = []  # sticker_id, package_id, position, labels
     for package_id in range(draw(st.integers(2, 30))):
         for position in range(int(rng.integers(1, 12))):
             labels = rng.choice(n_labels, int(rng.integers(1, 4)), replace=False).tolist()
@@ -283,11 +283,14 @@ def test_output_buffers_of_the_wrong_shape_or_type_are_refused(
     match = _match([3], [1.0], [MatchKind.EXACT])
     n, k = len(CANDIDATES), len(FEATURE_NAMES)
     good = (np.zeros((n, k), np.float32), np.zeros(n, np.int32))
-    for bad in ((np.zeros((n - 1, k), np.float32), good[1]),  # would be written past its end
-                (good[0], np.zeros(n + 1, np.int32)),
-                (np.zeros((n, k), np.float64), good[1]),
-                (good[0], np.zeros(n, np.int64)),
-                (np.zeros((k, n), np.float32).T, good[1])):  # right shape, not C-contiguous
+    # typed as any ndarray: wrong dtypes are the point, and features checks them at run time
+    bads: list[tuple[np.ndarray, np.ndarray]] = [
+        (np.zeros((n - 1, k), np.float32), good[1]),  # would be written past its end
+        (good[0], np.zeros(n + 1, np.int32)),
+        (np.zeros((n, k), np.float64), good[1]),
+        (good[0], np.zeros(n, np.int64)),
+        (np.zeros((k, n), np.float32).T, good[1])]  # right shape, not C-contiguous
+    for bad in bads:
         with pytest.raises(KeywordIndexError, match="out should be C-contiguous"):
             featurizer.features(match, CANDIDATES, out=bad)
     assert featurizer.features(match, CANDIDATES, out=good)[1].tolist() == [100, 200, -1]

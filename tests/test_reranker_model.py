@@ -217,7 +217,8 @@ def test_estimator_rejects_bad_groups_and_shapes() -> None:
         ((U, np.full_like(V, np.inf), K, R), "candidate_embeddings contains NaN or infinite"),
     ],
 )
-def test_bad_inputs_give_clear_errors(args: tuple[np.ndarray, ...], message: str) -> None:
+def test_bad_inputs_give_clear_errors(args: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+                                      message: str) -> None:
     with pytest.raises(RerankerInputError, match=message):
         check_inputs(*args, LAYOUT)
     with pytest.raises(RerankerInputError, match=message):

@@ -76,11 +76,12 @@ def test_shortlist_keeps_what_the_rule_keeps(seed: int, n_st: int, n_pk: int, n_
     pk_flags = np.full(n_pk, kernels.IN_STAGE1, np.int8)
     label_unit = rng.normal(size=(n_lab, 3)).astype(np.float32)
     stamp = np.zeros(2, np.int32)
-    scratch = [np.zeros(n_st, np.int32), np.zeros(n_st, np.int32), np.zeros(n_pk, np.int32),
+    # a tuple, not a list: its length is known, so *scratch fills exactly the 13 buffers
+    scratch = (np.zeros(n_st, np.int32), np.zeros(n_st, np.int32), np.zeros(n_pk, np.int32),
                np.zeros(n_pk, np.int32), stamp, np.empty(n_st, np.int32),
                np.empty(n_st, np.float32), np.empty(n_st, np.int8), np.empty(n_st, np.int32),
                np.empty(n_st, np.float32), np.empty(n_st, np.bool_), np.empty(n_st, np.int64),
-               np.empty(3, np.float32)]
+               np.empty(3, np.float32))
     keep = scratch[11]
     c_st = scratch[5]
     for _ in range(2):  # a second keystroke over the same scratch (stamps, not clears)
@@ -100,7 +101,7 @@ def test_shortlist_keeps_what_the_rule_keeps(seed: int, n_st: int, n_pk: int, n_
 @given(scores=st.lists(st.integers(-4, 4), min_size=0, max_size=30),
        limit=st.integers(1, 8), hidden=st.integers(0, 2**30))
 def test_the_row_is_the_stable_top_k(scores: list[int], limit: int, hidden: int) -> None:
-    values = np.array(scores, np.float32) / 2  # many ties
+    values = np.array(scores, np.float32) / np.float32(2)  # many ties
     want = sorted(range(len(scores)), key=lambda i: (-values[i], i))[:limit]
     index = np.empty(limit, np.int64)
     m = 0

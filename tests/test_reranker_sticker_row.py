@@ -66,10 +66,11 @@ def test_device_features_by_hand() -> None:
     count = 1.5 * 2 ** (-7 / 30)
     c = math.log1p(count) / math.log1p(100)
     r = math.exp(-1.0)
-    want = {100: [0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1],
-            101: [0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1],
-            103: [0, 0, c, r, 0, 0, 0, 1, 0, 0, 1, 0],  # label 0 never sent
-            102: [c, r, c, r, c, r, 1, 1, 0, 0, 1, 0]}
+    want: dict[int, list[float]] = {
+        100: [0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1],
+        101: [0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1],
+        103: [0, 0, c, r, 0, 0, 0, 1, 0, 0, 1, 0],  # label 0 never sent
+        102: [c, r, c, r, c, r, 1, 1, 0, 0, 1, 0]}
     for i, sid in enumerate(rows.sticker_ids.tolist()):
         np.testing.assert_allclose(rows.history[i], want[sid], rtol=1e-5, atol=1e-7)
     # keyword features: the sticker's own best label; package counts and query cosine
