@@ -7,7 +7,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -62,9 +62,14 @@ def secure_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S
     yield from _start(tmp_path, monkeypatch)
 
 
+def _trains_to(delta: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A device trainer whose update is ``delta`` whatever the parameters."""
+    return lambda params: delta
+
+
 def _device(url: str, tmp: Path, i: int, delta: np.ndarray) -> DeviceClient:
     client = DeviceClient(HttpTransport(url, timeout_s=10), DeviceStore(tmp / f"dev{i}.db"),
-                          lambda params: delta, poll_interval_s=0.05)
+                          _trains_to(delta), poll_interval_s=0.05)
     client.enrol()
     client.refill_tokens(2)
     return client
@@ -267,7 +272,7 @@ def test_a_reply_resent_after_its_stage_closed_still_counts(patient_server: Serv
     devices = []
     for i in range(6):
         d = DeviceClient(_LostMaskAnswers(url, timeout_s=10),
-                         DeviceStore(tmp_path / f"lost{i}.db"), lambda p, i=i: deltas[i],
+                         DeviceStore(tmp_path / f"lost{i}.db"), _trains_to(deltas[i]),
                          poll_interval_s=0.05, max_poll_interval_s=0.2)
         d.enrol()
         d.refill_tokens(2)

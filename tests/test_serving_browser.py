@@ -33,6 +33,7 @@ def _row(driver) -> list[str]:
 def test_typing_updates_the_suggestion_row(tiny_world: Path, tmp_path: Path) -> None:
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.support.ui import WebDriverWait
 
     var = build_real_var(tiny_world, tmp_path / "var")
@@ -63,8 +64,11 @@ def test_typing_updates_the_suggestion_row(tiny_world: Path, tmp_path: Path) -> 
         for ch in "thank you":
             rendered = driver.find_element(By.ID, "row").get_attribute("data-rendered")
             box.send_keys(ch)
-            wait.until(lambda d, r=rendered: d.find_element(By.ID, "row").get_attribute(
-                "data-rendered") != r)  # one render per keystroke
+
+            def rerendered(d: WebDriver, last: str | None = rendered) -> bool:
+                return d.find_element(By.ID, "row").get_attribute("data-rendered") != last
+
+            wait.until(rerendered)  # one render per keystroke
             rows.append(_row(driver))
         assert any(r != before for r in rows[1:]), "typing never changed the row"
         status = driver.find_element(By.ID, "status")

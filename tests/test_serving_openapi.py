@@ -40,6 +40,7 @@ def _routes(app: Flask) -> set[tuple[str, str]]:
         if rule.endpoint == "static":
             continue
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)  # <int:x> -> {x}
+        assert rule.methods is not None, rule.rule  # Flask gives every rule its methods
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             routes.add((path, method.lower()))
     return routes

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_serving_support import FED_CONFIG, build_var, fake_app, publish_fake_reranker, upload
@@ -114,13 +115,14 @@ def test_a_round_open_when_the_served_version_changes_is_abandoned(var: Path,
 
 
 def _no_path_anywhere(client, var: Path) -> None:
-    for method, path, kwargs in [
+    requests: list[tuple[str, str, dict[str, Any]]] = [  # method, path, client.open kwargs
             ("GET", "/readyz", {}), ("GET", "/healthz", {}),
             ("POST", "/v1/suggest", {"json": {"language": "en", "text": "hi",
                                               "cluster_id": 0}}),
             ("GET", "/v1/clusters/0/bundle?language=en", {}),
             ("GET", "/v1/models/reranker", {"headers": {"X-Install-Id": "install-1234"}}),
-            ("GET", "/v1/federated/rounds/current", {})]:
+            ("GET", "/v1/federated/rounds/current", {})]
+    for method, path, kwargs in requests:
         response = client.open(path, method=method, **kwargs)
         text = response.get_data().decode("utf-8", "replace")
         assert str(var) not in text and "/tmp" not in text, (path, text[:300])

@@ -26,7 +26,7 @@ from test_serving_support import (
 
 import data
 from serving import ModelRegistry, promote
-from serving.versions import VersionBoard
+from serving.versions import ModelSet, VersionBoard
 
 BODY = json.dumps({"language": "en", "text": "hi", "cluster_id": 0}).encode()
 
@@ -37,6 +37,13 @@ def suggest_version(url: str) -> tuple[str, int]:
                                               "Connection": "close"})
     with urllib.request.urlopen(request, timeout=5) as response:
         return json.loads(response.read())["versions"]["reranker"], response.status
+
+
+def _served(registry: ModelRegistry) -> ModelSet:
+    """The registry's served set; it has one once its first refresh has loaded."""
+    current = registry.current
+    assert current is not None, "the registry has served nothing yet"
+    return current
 
 
 def test_board_agreement_needs_every_live_worker(tmp_path: Path) -> None:
@@ -67,21 +74,23 @@ def test_polling_outlives_an_unexpected_error(tiny_world: Path, tmp_path: Path) 
 
     board = VersionBoard(tmp_path / "board")
     registry = ModelRegistry(var, "latest", ["latest"], suggester_loader=flaky_loader,
-                             reranker_loader=fake_reranker_loader, board=board)
+                             # a structural double of RerankerArtifact (test_serving_support)
+                             reranker_loader=fake_reranker_loader,  # type: ignore[arg-type]
+                             board=board)
     registry.refresh()
     registry.start_polling(0.05)
     try:
         new = publish_fake_reranker(var, tag="new").name
         promote(var, "reranker", new)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and registry.current.reranker_version(
+        while time.monotonic() < deadline and _served(registry).reranker_version(
                 "latest") != new:
             time.sleep(0.05)
     finally:
         registry.stop_polling()
     assert calls[1:3] == [new, new], "the failed load should have been retried"
-    assert registry.current.reranker_version("latest") == new
-    assert board.served() == registry.current.key
+    assert _served(registry).reranker_version("latest") == new
+    assert board.served() == _served(registry).key
 
 
 @pytest.mark.slow
