@@ -49,7 +49,8 @@ def _app(var: Path, tmp_path: Path) -> Any:
                                    reranker_version)
 
     registry = ModelRegistry(config.var, config.stage1_version, [config.reranker_version],
-                             config.dataset, suggester_loader=loader,
+                             # a structural double of Suggester (test_serving_support)
+                             config.dataset, suggester_loader=loader,  # type: ignore[arg-type]
                              reranker_loader=base.reranker_loader)
     app = create_app(config, registry=registry)
     app.testing = True

@@ -331,7 +331,9 @@ class _Describer:
 
 def test_suggest_encoder_writes_what_json_dumps_writes_and_describes_once() -> None:
     describer = _Describer()
-    encoder = SuggestEncoder(describer, {"stage1": "s1", "reranker": "r\u00e9"})
+    # the encoder reads only describe(); its parameter names the concrete Suggester
+    encoder = SuggestEncoder(describer,  # type: ignore[arg-type]
+                             {"stage1": "s1", "reranker": "r\u00e9"})
     rows = ([7, 8, 7], [1, 2, 1], [0.1 + 0.2, 1e-300, -3.5e38])
     for _ in range(2):
         text = encoder.encode(*rows, cluster_id=3, arm="control", experiment="ab")

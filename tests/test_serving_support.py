@@ -181,9 +181,11 @@ def fake_registry(config: ServingConfig) -> ModelRegistry:
     requested = [config.reranker_version, *(config.arm_version(a)
                                              for a in config.experiment.arms)]
     board = os.environ.get(BOARD_ENV)  # under gunicorn: the workers' version board
+    # the doubles match the part of Suggester / RerankerArtifact serving reads, structurally;
+    # the registry's loader types name the concrete classes (no Protocol to satisfy)
     return ModelRegistry(config.var, config.stage1_version, requested, config.dataset,
-                         suggester_loader=fake_suggester_loader,
-                         reranker_loader=fake_reranker_loader,
+                         suggester_loader=fake_suggester_loader,  # type: ignore[arg-type]
+                         reranker_loader=fake_reranker_loader,  # type: ignore[arg-type]
                          board=VersionBoard(Path(board)) if board else None)
 
 
