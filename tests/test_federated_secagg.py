@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import dp_accounting
 import numpy as np
@@ -166,7 +167,8 @@ def test_a_client_survives_exactly_k_minus_t_neighbours_dropping_across_all_stag
         if extra == 0:
             before_mask = drop["advertise"] | drop["share"] | drop["mask"]
             expected = _modsum(x, [u for u in range(n) if u not in before_mask], 32)
-            assert np.array_equal(_drive(server, x, drop), expected)  # type: ignore[arg-type]
+            result = _drive(server, x, drop)
+            assert result is not None and np.array_equal(result, expected)
         else:
             with pytest.raises(SecAggAbandoned, match=f"fewer than t={t}"):
                 _drive(server, x, drop)
@@ -202,7 +204,8 @@ def test_a_masked_input_is_indistinguishable_from_uniform() -> None:
             server.receive(clients[u].handle(m))
         out = server.advance()
     masked = [clients[u].handle(out[u]) for u in range(n)]
-    y = masked[0].vector  # type: ignore[attr-defined]
+    assert isinstance(masked[0], MaskedInput)
+    y = masked[0].vector
     # Kolmogorov-Smirnov against U[0, 2^b) and a chi-square on 64 bins
     assert stats.kstest(y / float(1 << bits), "uniform").pvalue > 1e-3
     counts = np.bincount(y >> (bits - 6), minlength=64)
@@ -283,7 +286,8 @@ def test_a_checkpoint_mid_protocol_resumes_to_the_same_sum() -> None:
         for u, m in out.items():
             server.receive(clients[u].handle(m))
         out = server.advance()
-    assert np.array_equal(server.result, _modsum(x, list(range(len(clients))), 32))  # type: ignore[arg-type]
+    assert server.result is not None
+    assert np.array_equal(server.result, _modsum(x, list(range(len(clients))), 32))
 
 
 @pytest.mark.parametrize("stage_count", [0, 1, 2, 3, 4])
@@ -297,7 +301,8 @@ def test_a_checkpoint_at_any_stage_resumes_to_the_same_sum(stage_count: int) -> 
         for u, m in out.items():
             server.receive(clients[u].handle(m))
         out = server.advance()
-    assert np.array_equal(server.result, _modsum(x, list(range(len(clients))), 32))  # type: ignore[arg-type]
+    assert server.result is not None
+    assert np.array_equal(server.result, _modsum(x, list(range(len(clients))), 32))
 
 
 def test_tampered_shares_forged_signatures_and_a_changed_survivor_list_are_refused() -> None:
@@ -308,10 +313,10 @@ def test_tampered_shares_forged_signatures_and_a_changed_survivor_list_are_refus
         server.receive(reply)
     forwarded = server.advance()
     victim = forwarded[0]
-    sender, blob = next(iter(victim.ciphertexts.items()))  # type: ignore[attr-defined]
+    assert isinstance(victim, ForwardedShares)
+    sender, blob = next(iter(victim.ciphertexts.items()))
     flipped = blob[:-1] + bytes([blob[-1] ^ 1])
-    tampered = ForwardedShares(victim.round_id, -1, {**victim.ciphertexts,  # type: ignore[attr-defined]
-                                                     sender: flipped})
+    tampered = ForwardedShares(victim.round_id, -1, {**victim.ciphertexts, sender: flipped})
     masked = {u: clients[u].handle(m if u else tampered) for u, m in forwarded.items()}
     for reply in masked.values():
         server.receive(reply)
@@ -324,16 +329,17 @@ def test_tampered_shares_forged_signatures_and_a_changed_survivor_list_are_refus
         clients[0].handle(requests[0])
     # a forged signature of the survivor list
     req = requests[1]
-    other = next(v for v in req.signatures if v != 1)  # type: ignore[attr-defined]
-    forged = UnmaskRequest(req.round_id, -1, req.survivor_bitmap,  # type: ignore[attr-defined]
-                           {**req.signatures, other: bytes(64)})  # type: ignore[attr-defined]
+    assert isinstance(req, UnmaskRequest)
+    other = next(v for v in req.signatures if v != 1)
+    forged = UnmaskRequest(req.round_id, -1, req.survivor_bitmap,
+                           {**req.signatures, other: bytes(64)})
     with pytest.raises(SecAggProtocolError, match=f"neighbour {other}'s signature"):
         clients[1].handle(forged)
     # another survivor list than the one the client signed
-    last = max(survivor_ids(req.survivor_bitmap))  # type: ignore[attr-defined]
+    last = max(survivor_ids(req.survivor_bitmap))
     shrunk = UnmaskRequest(req.round_id, -1,
                            survivor_bitmap(set(server.survivors) - {last}, len(clients)),
-                           req.signatures)  # type: ignore[attr-defined]
+                           req.signatures)
     with pytest.raises(SecAggProtocolError, match="other survivors"):
         clients[2].handle(shrunk)
 
@@ -347,9 +353,13 @@ def test_the_survivor_list_is_one_bitmap_of_n_bits_for_every_client() -> None:
             server.receive(clients[u].handle(m))
     lists = server.advance()
     assert set(lists) == set(range(n)) - gone
-    bitmaps = {id(m.survivor_bitmap) for m in lists.values()}  # type: ignore[attr-defined]
+    survivor_lists = [m for m in lists.values() if isinstance(m, SurvivorList)]
+    assert len(survivor_lists) == len(lists)
+    bitmaps = {id(m.survivor_bitmap) for m in survivor_lists}
     assert len(bitmaps) == 1
-    bitmap = lists[0].survivor_bitmap  # type: ignore[attr-defined]
+    first = lists[0]
+    assert isinstance(first, SurvivorList)
+    bitmap = first.survivor_bitmap
     assert len(bitmap) == math.ceil(n / 8) and survivor_ids(bitmap) == server.survivors
     assert survivor_ids(bitmap) == tuple(u for u in range(n) if u not in gone)
     # bit u of byte u // 8, least significant first
@@ -589,14 +599,14 @@ def test_ddg_accounting_reproduces_the_kls21_code_on_coarse_grids() -> None:
 
 
 def _config(**overrides: object) -> FederatedConfig:
-    base: dict[str, object] = {
+    base: dict[str, Any] = {
         "devices.require_charging": False, "devices.require_idle": False,
         "devices.min_battery": 0.0, "devices.min_free_storage_mb": 0.0,
         "devices.dropout_rate": 0.1, "rounds.sampling_rate": 0.1, "rounds.min_reports": 20,
         "rounds.rounds": 4, "rounds.max_uploads_per_day": 48, "rounds.deadline_s": 90.0,
         "privacy.noise_multiplier": 0.5, "privacy.target_epsilon": 1e4}
     base.update(overrides)
-    return FederatedConfig.load(**base)  # type: ignore[arg-type]
+    return FederatedConfig.load(**base)  # dotted keys: **values, typed Any by load
 
 
 def test_sum_only_mode_gives_the_identical_model_as_the_full_protocol() -> None:
