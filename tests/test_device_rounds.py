@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import sqlite3
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,7 @@ def _token(engine: SecureRounds) -> Token:
 
 
 def _step(engine: SecureRounds, round_: int, clients: dict[bytes, SecAggClient],
-          skip: set[bytes] = frozenset()) -> str:  # type: ignore[assignment]
+          skip: AbstractSet[bytes] = frozenset()) -> str:
     """Every client not in ``skip`` answers its waiting message; returns the stage."""
     stage = ""
     for ticket, client in clients.items():

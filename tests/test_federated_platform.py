@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -162,12 +163,9 @@ def test_uploads_carry_no_identity() -> None:
             return super().receive(uploads, arrival_s)
 
     import federated._trainer as trainer_module
-    original = trainer_module.Server
-    trainer_module.Server = Spy  # type: ignore[misc]
-    try:
+    with pytest.MonkeyPatch.context() as patch:  # restored on exit, as the finally did
+        patch.setattr(trainer_module, "Server", Spy)
         FederatedTrainer(task, cfg).fit(np.random.default_rng(0))
-    finally:
-        trainer_module.Server = original  # type: ignore[misc]
     uploads = [u for batch in seen for u in batch.uploads()]
     assert uploads
     for upload in uploads:
@@ -377,9 +375,9 @@ def test_fedadam_moves_along_the_mean_delta() -> None:
     lambda: DifferentialPrivacy(FedAvg(), clip_norm=0, noise_multiplier=1),
     lambda: DifferentialPrivacy(FedAvg(), clip_norm=1, noise_multiplier=-1),
 ])
-def test_constructors_reject_bad_parameters(bad: object) -> None:
+def test_constructors_reject_bad_parameters(bad: Callable[[], object]) -> None:
     with pytest.raises(ValueError, match="should be"):
-        bad()  # type: ignore[operator]
+        bad()
 
 
 # ------------------------------------------------------------------ resume

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import TypedDict, Unpack
+from typing import Any, Literal, TypedDict, Unpack
 
 import dp_accounting
 import numpy as np
@@ -195,12 +195,12 @@ def test_kinds_are_ordered_by_trust() -> None:
 
 
 def _small_config(**overrides: object) -> FederatedConfig:
-    base: dict[str, object] = {"devices.require_charging": False, "devices.require_idle": False,
+    base: dict[str, Any] = {"devices.require_charging": False, "devices.require_idle": False,
             "devices.min_battery": 0.0, "devices.min_free_storage_mb": 0.0,
             "devices.dropout_rate": 0.0, "rounds.sampling_rate": 0.2, "rounds.min_reports": 20,
             "rounds.rounds": 5, "rounds.max_uploads_per_day": 48}
     base.update(overrides)
-    return FederatedConfig.load(**base)  # type: ignore[arg-type]
+    return FederatedConfig.load(**base)  # dotted keys: **values, typed Any by load
 
 
 def test_budget_check_refuses_an_over_budget_run() -> None:
@@ -235,16 +235,16 @@ def test_stop_policy_stops_before_exceeding_the_target() -> None:
 
 
 @pytest.mark.parametrize("kind", ["local", "device_local", "secure_sum"])
-def test_calibration_finds_sigma_for_a_target(kind: str) -> None:
+def test_calibration_finds_sigma_for_a_target(
+        kind: Literal["local", "device_local", "secure_sum"]) -> None:
     ledger = PrivacyLedger.planned(rounds=20, noise_multiplier=1.0, sampling_rate=0.05,
                                    min_reports=50, max_uploads_per_day=3,
                                    round_interval_s=3600)
     acc = DevicePrivacyAccountant(delta=1e-6)
-    sigma = calibrate_noise_multiplier(ledger, 4.0, kind=kind, accountant=acc,  # type: ignore[arg-type]
-                                       rtol=5e-3)
-    eps = acc.epsilon(ledger.with_noise_multiplier(sigma), kind)  # type: ignore[arg-type]
+    sigma = calibrate_noise_multiplier(ledger, 4.0, kind=kind, accountant=acc, rtol=5e-3)
+    eps = acc.epsilon(ledger.with_noise_multiplier(sigma), kind)
     assert eps <= 4.0
-    assert acc.epsilon(ledger.with_noise_multiplier(sigma * 0.98), kind) > 4.0  # type: ignore[arg-type]
+    assert acc.epsilon(ledger.with_noise_multiplier(sigma * 0.98), kind) > 4.0
 
 
 def test_calibration_of_one_local_report_inverts_the_analytic_gaussian() -> None:

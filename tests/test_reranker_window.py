@@ -11,10 +11,11 @@ import pytest
 import data
 from candidate_gen import Stage1Artifact
 from reranker import RankingContext, RerankerTask, RerankerTaskConfig, build_sessions
+from reranker.row import SessionTable
 
 
 @pytest.fixture(scope="module")
-def sessions_and_context(tiny_var: Path) -> tuple[RankingContext, object]:
+def sessions_and_context(tiny_var: Path) -> tuple[RankingContext, SessionTable]:
     context = RankingContext.build(Stage1Artifact.load(tiny_var))
     return context, build_sessions(context, context.dataset.table("device_logs"),
                                    show_progress=False)
@@ -26,10 +27,10 @@ def _used(task: RerankerTask, devices: np.ndarray, train: bool) -> np.ndarray:
 
 
 def test_reported_task_trains_before_test_start_and_evaluates_validation_devices(
-        sessions_and_context: tuple[RankingContext, object]) -> None:
+        sessions_and_context: tuple[RankingContext, SessionTable]) -> None:
     context, sessions = sessions_and_context
     split = data.time_split(context.dataset)
-    task = RerankerTask(context, sessions, RerankerTaskConfig())  # type: ignore[arg-type]
+    task = RerankerTask(context, sessions, RerankerTaskConfig())
     assert task.split_ts == split.test_start
     everyone = np.arange(task.n_devices)
     assert (_used(task, everyone, train=True) < split.test_start).all()
@@ -39,11 +40,10 @@ def test_reported_task_trains_before_test_start_and_evaluates_validation_devices
 
 
 def test_tuning_window_never_sees_a_session_at_or_after_test_start(
-        sessions_and_context: tuple[RankingContext, object]) -> None:
+        sessions_and_context: tuple[RankingContext, SessionTable]) -> None:
     context, sessions = sessions_and_context
     split = data.time_split(context.dataset)
-    task = RerankerTask(context, sessions,  # type: ignore[arg-type]
-                        RerankerTaskConfig(window="validation"))
+    task = RerankerTask(context, sessions, RerankerTaskConfig(window="validation"))
     assert task.split_ts == split.validation_start
     everyone = np.arange(task.n_devices)
     train_ts = _used(task, everyone, train=True)

@@ -301,8 +301,9 @@ def test_a_candidate_published_before_a_crash_is_recovered_not_published_twice(
     published: list[str] = []
     real_publish = SecureRounds._publish
 
-    def publish_then_crash(self: SecureRounds, *args: object) -> str:
-        published.append(real_publish(self, *args))  # type: ignore[arg-type]
+    def publish_then_crash(self: SecureRounds, params: np.ndarray, base_artifact: str,
+                           version: int, round_: int) -> str:
+        published.append(real_publish(self, params, base_artifact, version, round_))
         raise KeyboardInterrupt("power lost before the name was recorded")
 
     monkeypatch.setattr(SecureRounds, "_publish", publish_then_crash)

@@ -38,8 +38,12 @@ def _section() -> str:
 def _examples() -> dict[str, str]:
     """The section's python blocks, keyed by the file their first comment names."""
     blocks = re.findall(r"```python\n(.*?)```", _section(), re.S)
-    return {re.match(r"# (\S+)", block).group(1).rstrip(":"): block  # type: ignore[union-attr]
-            for block in blocks}
+    named = {}
+    for block in blocks:
+        first = re.match(r"# (\S+)", block)
+        assert first, f"a python block of the section names no file: {block[:60]!r}"
+        named[first.group(1).rstrip(":")] = block
+    return named
 
 
 def test_every_path_the_section_names_exists() -> None:
