@@ -15,6 +15,12 @@ History state (per catalogue sticker, package and label): a decayed count ``val`
 
 Compiled on first use, then loaded from numba's on-disk cache (``@njit(cache=True)``);
 the package imports this module lazily.
+
+A server's keystroke calls :func:`keystroke_rows` with two structs
+(:class:`KeystrokeInputs`, :class:`KeystrokeScratch`: numba ``structref`` types, which,
+unlike jitclasses, can be cached) in place of :func:`keystroke`'s ~54 arrays and scalars:
+numba's dispatch unboxes every argument on each call, ~23 µs on a server's cold caches
+for the arrays alone, where one struct costs about one argument.
 """
 
 from __future__ import annotations
@@ -22,13 +28,29 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.experimental import structref
 
 # numba's cache does not notice a change in another file's function: a change to
 # push_top needs the cache of this module cleared (its __pycache__ *.nbi/*.nbc)
 from reranker._kernels import push_top
 
-__all__ = ["NEVER", "N_HISTORY", "assemble", "keystroke", "record_send", "refresh_view", "walk"]
+__all__ = [
+    "INPUT_FIELDS",
+    "NEVER",
+    "N_HISTORY",
+    "SCRATCH_FIELDS",
+    "KeystrokeInputs",
+    "KeystrokeScratch",
+    "assemble",
+    "keystroke",
+    "keystroke_rows",
+    "new_keystroke_inputs",
+    "new_keystroke_scratch",
+    "record_send",
+    "refresh_view",
+    "walk",
+]
 
 NEVER = -1.0e300
 """``last`` of something never sent."""
@@ -850,3 +872,140 @@ def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
             pk_flags[s1_pk[j]] = 0
             pk_prior[s1_pk[j]] = unlisted_prior
     return row
+
+
+# ---------------------------------------------------------------- the keystroke with structs
+INPUT_FIELDS = ("lab_ptr", "lab_st", "lab_ptr_b", "lab_st_b", "st_pk", "st_lab_ptr", "st_lab",
+                "pk_size", "pk_factor", "pk_unit", "pk_premium", "label_unit", "pk_prior",
+                "pk_flags", "v_st", "v_pk", "v_lb", "st_last", "sticker_ids", "package_ids")
+"""Fields of :class:`KeystrokeInputs`: :func:`keystroke`'s arguments of the same names."""
+SCRATCH_FIELDS = ("pre_w", "seen", "slot", "pk_seen", "pk_cnt", "stamp", "c_st", "c_bs",
+                  "c_kind", "c_lab", "c_pre", "c_protect", "keep", "q", "o_st", "o_pk",
+                  "query0", "query", "kw_w", "prior_w", "hist_w", "pk_mark", "pk_part",
+                  "o_score", "row_stickers", "row_packages", "row_scores", "cap", "explore")
+"""Fields of :class:`KeystrokeScratch`: :func:`keystroke`'s arguments of the same names,
+plus ``query0`` (the user tower of the zero embedding), ``query`` (a personal one) and
+``explore`` (the row's exploration slots)."""
+
+
+@structref.register
+class KeystrokeInputsType(types.StructRef):
+    """numba type of :class:`KeystrokeInputs` (its fields' types follow the arrays')."""
+
+    def preprocess_fields(self, fields):
+        return tuple((name, types.unliteral(typ)) for name, typ in fields)
+
+
+class KeystrokeInputs(structref.StructRefProxy):
+    """One device's catalogue (view) as a keystroke reads it, in one compiled struct.
+
+    Fields :data:`INPUT_FIELDS` (arrays as in :func:`assemble`, plus ``sticker_ids``,
+    ``package_ids``: catalogue position → id). It holds references, not copies: the
+    arrays' contents may change in place (a gathered history view) and the struct sees
+    it. Build it with :func:`new_keystroke_inputs` (compiled and cached; calling the class
+    compiles its constructor anew in each process). Its fields are read by compiled code
+    only.
+    """
+
+
+structref.define_proxy(KeystrokeInputs, KeystrokeInputsType, list(INPUT_FIELDS))
+
+
+@structref.register
+class KeystrokeScratchType(types.StructRef):
+    """numba type of :class:`KeystrokeScratch`."""
+
+    def preprocess_fields(self, fields):
+        return tuple((name, types.unliteral(typ)) for name, typ in fields)
+
+
+class KeystrokeScratch(structref.StructRefProxy):
+    """One thread's keystroke buffers and one model's linear form, in one compiled struct.
+
+    Fields :data:`SCRATCH_FIELDS`: the scratch and outputs of :func:`keystroke` (one
+    thread's: never shared between threads), the form's weights ``kw_w``, ``prior_w``,
+    ``hist_w``, the user towers ``query0`` (zero embedding) and ``query`` (the personal
+    one, written in place), ``cap`` and ``explore`` (:class:`reranker.RowConfig`'s
+    ``cap``, ``explore_slots``). Build it with :func:`new_keystroke_scratch`.
+    """
+
+
+structref.define_proxy(KeystrokeScratch, KeystrokeScratchType, list(SCRATCH_FIELDS))
+
+
+@njit(cache=True)
+def new_keystroke_inputs(lab_ptr, lab_st, lab_ptr_b, lab_st_b, st_pk, st_lab_ptr, st_lab,
+                         pk_size, pk_factor, pk_unit, pk_premium, label_unit, pk_prior,
+                         pk_flags, v_st, v_pk, v_lb, st_last, sticker_ids,
+                         package_ids):  # pragma: no cover
+    """A :class:`KeystrokeInputs` of these arrays (compiled once, then cached on disk)."""
+    return KeystrokeInputs(lab_ptr, lab_st, lab_ptr_b, lab_st_b, st_pk, st_lab_ptr, st_lab,
+                           pk_size, pk_factor, pk_unit, pk_premium, label_unit, pk_prior,
+                           pk_flags, v_st, v_pk, v_lb, st_last, sticker_ids, package_ids)
+
+
+@njit(cache=True)
+def new_keystroke_scratch(pre_w, seen, slot, pk_seen, pk_cnt, stamp, c_st, c_bs, c_kind, c_lab,
+                          c_pre, c_protect, keep, q, o_st, o_pk, query0, query, kw_w, prior_w,
+                          hist_w, pk_mark, pk_part, o_score, row_stickers, row_packages,
+                          row_scores, cap, explore):  # pragma: no cover
+    """A :class:`KeystrokeScratch` of these arrays and numbers (compiled once, cached)."""
+    return KeystrokeScratch(pre_w, seen, slot, pk_seen, pk_cnt, stamp, c_st, c_bs, c_kind,
+                            c_lab, c_pre, c_protect, keep, q, o_st, o_pk, query0, query, kw_w,
+                            prior_w, hist_w, pk_mark, pk_part, o_score, row_stickers,
+                            row_packages, row_scores, cap, explore)
+
+
+@njit(cache=True, nogil=True)
+def keystroke_rows(m_label, m_strength, m_kind, fallback, inputs, scratch, subscriber: bool,
+                   protect_after: float, personal: bool,
+                   limit: int) -> tuple[int, int, bool]:  # pragma: no cover
+    """:func:`keystroke` with its arrays read from two structs (the same computation).
+
+    Parameters
+    ----------
+    m_label, m_strength, m_kind, fallback, subscriber, protect_after, limit
+        As in :func:`keystroke`.
+    inputs : KeystrokeInputs
+    scratch : KeystrokeScratch
+        The row is written into its ``row_*`` buffers (``[:m]``), the scores into
+        ``o_score`` (``[:n]``, candidates in the order of ``o_st``, ``o_pk``).
+    personal : bool
+        Score with ``scratch.query`` (else ``scratch.query0``, no personal term).
+
+    Returns
+    -------
+    n, m : int
+        As :func:`keystroke`.
+    explore : bool
+        ``scratch.explore > 0``, the row is not empty, none of its stickers is of a
+        package new to the device (``v_pk[:, 3] > 0``) and some candidate's is: the
+        caller gives the exploration slot(s) to the best new ones.
+    """
+    x = inputs
+    w = scratch
+    query = w.query if personal else w.query0
+    n, m = keystroke(m_label, m_strength, m_kind, x.lab_ptr, x.lab_st, x.lab_ptr_b,
+                     x.lab_st_b, x.st_pk, x.st_lab_ptr, x.st_lab, x.pk_size, x.pk_factor,
+                     x.pk_unit, x.pk_premium, x.label_unit, x.pk_prior, x.pk_flags, x.v_st,
+                     x.v_pk, x.v_lb, x.st_last, subscriber, protect_after, fallback, w.cap,
+                     w.pre_w, w.seen, w.slot, w.pk_seen, w.pk_cnt, w.stamp, w.c_st, w.c_bs,
+                     w.c_kind, w.c_lab, w.c_pre, w.c_protect, w.keep, w.q, w.o_st, w.o_pk,
+                     query, w.kw_w, w.prior_w, w.hist_w, w.pk_mark, w.pk_part, w.o_score,
+                     x.sticker_ids, x.package_ids, limit, w.row_stickers, w.row_packages,
+                     w.row_scores)
+    explore = False
+    if w.explore > 0 and m > 0:
+        v_pk = x.v_pk
+        o_pk = w.o_pk
+        row_new = False
+        for j in range(m):  # keystroke leaves the row's candidate indices in keep[:m]
+            if v_pk[o_pk[w.keep[j]], 3] > 0:
+                row_new = True
+                break
+        if not row_new:
+            for i in range(n):
+                if v_pk[o_pk[i], 3] > 0:
+                    explore = True
+                    break
+    return n, m, explore

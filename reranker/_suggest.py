@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,7 +130,6 @@ class Suggester:
                     f"{self.layout.n_keyword_features} and {self.layout.n_history_features}"
                     " (use keystroke_scorer='onnx')")
             self._form = self.scorer.linear_form()
-            self._query0 = self._form.query(np.zeros(layout.n_factors))
         self.row_config = RowConfig(**row_settings)
         self.catalog: StickerCatalog | None = None
         if self.is_row:
@@ -138,6 +138,12 @@ class Suggester:
 
             self._assemble: Callable[..., int] = _row_kernels.assemble
             self._keystroke: Callable[..., tuple[int, int]] = _row_kernels.keystroke
+            self._keystroke_rows: Callable[..., tuple[int, int, bool]] = (
+                _row_kernels.keystroke_rows)
+            self._new_inputs: Callable[..., Any] = _row_kernels.new_keystroke_inputs
+            # a device's inputs (its compact view's arrays, and their struct) per view
+            self._view_inputs: weakref.WeakKeyDictionary[
+                CatalogView, tuple[Any, np.ndarray]] = weakref.WeakKeyDictionary()
             self._empty = DeviceHistory(self.catalog, self.row_config)
             self._empty.view(0.0)
             self._empty.own_csr()
@@ -350,13 +356,14 @@ class Suggester:
         if history is None:
             # a device with no history (what a server answers): the cluster's inputs,
             # prepared once; its no-match fallback is the listed packages' first stickers
+            # (the kernels read the fallback only when nothing matched)
             state = self._empty
             t = float(now) if now is not None else 0.0
             inputs = self._empty_inputs.get(cluster_id)
             if inputs is None:
-                inputs = self._empty_inputs[cluster_id] = _RowInputs.of_view(
-                    state.catalog_view(cluster_id, 0.0), state, cat)
-            fallback = inputs.fallback if len(match) == 0 else self._no_fallback
+                inputs = self._empty_inputs[cluster_id] = self._with_kernel(
+                    _RowInputs.of_view(state.catalog_view(cluster_id, 0.0), state, cat))
+            fallback = inputs.fallback
         else:
             state = (history if isinstance(history, DeviceHistory)
                      else DeviceHistory.from_summary(cat, history, cfg))
@@ -364,30 +371,39 @@ class Suggester:
             if isinstance(history, dict):
                 # a one-off state (the thin-client option): the catalogue-wide arrays, no
                 # compact view to build
-                inputs = _RowInputs.of_catalog(cat, cluster_id, state, t,
-                                                self._first_sticker)
+                inputs = self._with_kernel(_RowInputs.of_catalog(cat, cluster_id, state, t,
+                                                                 self._first_sticker))
             else:  # the device's compact catalogue view (cached on its state)
-                inputs = _RowInputs.of_view(state.catalog_view(cluster_id, t), state, cat)
+                inputs = self._view_row_inputs(state, cluster_id, t)
             fallback = self._no_fallback
             if len(match) == 0:
                 recent = (inputs.view.recent_stickers(t - cfg.protect_s)
                           if inputs.view is not None
                           else state.recent_stickers(t).astype(np.int32))
                 fallback = np.concatenate([recent, inputs.fallback])
-        # the arguments every keystroke kernel starts with (see _row_kernels.assemble)
-        shared = (match.label_ids, match.strengths, match.kinds, *inputs.arrays,
-                  state.subscriber, t - cfg.protect_s, fallback, cfg.cap, *scratch.assembly)
-        out = self._row_buffers()
         if self._form is not None:
-            form = self._form
-            query = self._query0 if user_embedding is None else scratch.query(u, form)
-            n, m = self._keystroke(*shared, scratch.o_st, scratch.o_pk, query, form.a, form.b,
-                                   form.e, scratch.pk_mark, scratch.pk_part, scratch.o_score,
-                                   inputs.sticker_ids, inputs.package_ids, limit, *out)
+            # one compiled call with two structs in place of ~54 arguments (the dispatch
+            # of each argument is what a server's cold keystroke spends most on)
+            personal = user_embedding is not None
+            if personal:
+                scratch.query(u, self._form)
+            n, m, explore = self._keystroke_rows(
+                match.label_ids, match.strengths, match.kinds, fallback, inputs.kernel,
+                scratch.kernel, state.subscriber, t - cfg.protect_s, personal, limit)
             if n == 0:
                 return Ranking([], [], [])
+            stickers = scratch.row_stickers[:m].tolist()
+            pkgs = scratch.row_packages[:m].tolist()
+            row_scores = scratch.row_scores[:m].tolist()
+            if not explore:  # the kernel saw that no exploration slot applies
+                return Ranking(stickers, pkgs, row_scores)
             scores = scratch.o_score[:n]
         else:
+            # the arguments every keystroke kernel starts with (see _row_kernels.assemble)
+            shared = (match.label_ids, match.strengths, match.kinds, *inputs.arrays,
+                      state.subscriber, t - cfg.protect_s, fallback, cfg.cap,
+                      *scratch.assembly)
+            out = self._row_buffers()
             scorer = scratch.scorer
             scorer.set_user(u)
             n = self._assemble(*shared, scratch.o_st, scratch.o_pk,
@@ -398,7 +414,9 @@ class Suggester:
             scores = scorer.run(n, copy=False)
             m = self._top_candidates(scores, inputs.sticker_ids[scratch.o_st[:n]],
                                      inputs.package_ids[scratch.o_pk[:n]], limit, *out)
-        stickers, pkgs, row_scores = out[0][:m].tolist(), out[1][:m].tolist(), out[2][:m].tolist()
+            stickers = out[0][:m].tolist()
+            pkgs = out[1][:m].tolist()
+            row_scores = out[2][:m].tolist()
         if cfg.explore_slots and m:
             shown = inputs.sticker_ids[scratch.o_st[:n]]
             packages = inputs.package_ids[scratch.o_pk[:n]]
@@ -414,13 +432,37 @@ class Suggester:
                 row_scores = row_scores[:keep] + scores[extra].astype(float).tolist()
         return Ranking(stickers, pkgs, row_scores)
 
+    def _with_kernel(self, inputs: _RowInputs) -> _RowInputs:
+        """``inputs`` with their compiled struct (:class:`_row_kernels.KeystrokeInputs`)
+        when the compiled keystroke is used."""
+        if self._form is None:
+            return inputs
+        return inputs._replace(kernel=self._new_inputs(*inputs.arrays, inputs.sticker_ids,
+                                                       inputs.package_ids))
+
+    def _view_row_inputs(self, state: DeviceHistory, cluster_id: int, t: float) -> _RowInputs:
+        """The inputs of a device's compact view at ``t``; their struct is built once per
+        view (the view's arrays are updated in place; a new view is a new object)."""
+        assert self.catalog is not None
+        inputs = _RowInputs.of_view(state.catalog_view(cluster_id, t), state, self.catalog)
+        if self._form is None:
+            return inputs
+        assert inputs.view is not None
+        # cached per view, the struct with the state's label view it was built with (the
+        # value must not refer to the view: it would keep its weak key alive)
+        cached = self._view_inputs.get(inputs.view)
+        if cached is None or cached[1] is not state.v_lb:
+            cached = self._view_inputs[inputs.view] = (
+                self._with_kernel(inputs).kernel, state.v_lb)
+        return inputs._replace(kernel=cached[0])
+
     def _row_scratch(self) -> _RowScratch:
         """This thread's buffers of the sticker row (scorer bound once)."""
         scratch: _RowScratch | None = getattr(self._local, "row_scratch", None)
         if scratch is None:
             assert self.catalog is not None
             scratch = self._local.row_scratch = _RowScratch(
-                self.scorer, self.catalog, self.row_config, self._zeros)
+                self.scorer, self.catalog, self.row_config, self._zeros, self._form)
         return scratch
 
     def keyboard(self, cluster_id: int, language: str, *,
@@ -545,7 +587,8 @@ class _RowInputs(NamedTuple):
 
     ``arrays`` are the kernels' arguments ``lab_ptr`` … ``st_last`` in their order
     (:func:`reranker._row_kernels.assemble`); ``fallback`` the listed packages' first
-    stickers (the no-match candidates before the device's recent ones).
+    stickers (the no-match candidates before the device's recent ones); ``kernel`` the
+    compiled keystroke's struct of ``arrays``, ``sticker_ids`` and ``package_ids``.
     """
 
     arrays: tuple[np.ndarray, ...]
@@ -554,6 +597,9 @@ class _RowInputs(NamedTuple):
     v_pk: np.ndarray
     fallback: np.ndarray
     view: CatalogView | None
+    kernel: Any = None
+    """The same arrays in one compiled struct (:class:`_row_kernels.KeystrokeInputs`;
+    ``None`` until :meth:`Suggester._with_kernel`)."""
 
     @classmethod
     def of_view(cls, view: CatalogView, state: DeviceHistory, catalog: StickerCatalog
@@ -584,11 +630,13 @@ class _RowInputs(NamedTuple):
 
 
 class _RowScratch:
-    """Per-thread buffers of :meth:`Suggester.rank_row`: the bound scorer and the
-    candidate assembly's scratch arrays (sized to the catalogue)."""
+    """Per-thread buffers of :meth:`Suggester.rank_row`: the bound scorer, the candidate
+    assembly's scratch arrays (sized to the catalogue) and, for the compiled keystroke
+    (``form`` given), the same buffers with the form's weights in one compiled struct
+    (:attr:`kernel`, a :class:`_row_kernels.KeystrokeScratch`)."""
 
     def __init__(self, scorer: OnnxScorer, catalog: StickerCatalog, config: RowConfig,
-                 zeros: np.ndarray) -> None:
+                 zeros: np.ndarray, form: LinearForm | None = None) -> None:
         n_st, n_pk = catalog.n_stickers, catalog.n_packages
         capacity = min(config.cap + 512, n_st)  # room for the protected recent stickers
         self.scorer: BoundRowScorer = scorer.bind_row(zeros, capacity)
@@ -617,13 +665,27 @@ class _RowScratch:
                          self.c_protect, self.keep, self.q)
         self._user = np.full(zeros.shape[0], np.nan, np.float32)
         self._query = np.zeros(zeros.shape[0])
+        # the row (sticker ids, package ids, scores) of the compiled keystroke
+        self.row_stickers = np.empty(50, np.int64)
+        self.row_packages = np.empty(50, np.int64)
+        self.row_scores = np.empty(50, np.float64)
+        self.kernel: Any = None
+        if form is not None:
+            from reranker import _row_kernels
+
+            self.kernel = _row_kernels.new_keystroke_scratch(
+                *self.assembly, self.o_st, self.o_pk, form.query(np.zeros(zeros.shape[0])),
+                self._query, form.a, float(form.b), form.e, self.pk_mark, self.pk_part,
+                self.o_score, self.row_stickers, self.row_packages, self.row_scores,
+                int(config.cap), int(config.explore_slots))
 
     def query(self, user_embedding: np.ndarray, form: LinearForm) -> np.ndarray:
-        """The user tower's output (d,) float64 for ``user_embedding`` (recomputed only
-        when the embedding differs from the previous call's)."""
+        """The user tower's output (d,) float64 for ``user_embedding``, written into this
+        scratch's query buffer (the struct's ``query``; recomputed only when the embedding
+        differs from the previous call's)."""
         if not np.array_equal(user_embedding, self._user):
             np.copyto(self._user, user_embedding)
-            self._query = form.query(self._user)
+            self._query[:] = form.query(self._user)
         return self._query
 
 
