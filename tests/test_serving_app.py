@@ -15,11 +15,13 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import jsonschema
+import numpy as np
 import pytest
-from flask import jsonify
+from flask import Flask, jsonify
+from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_serving_support import (
@@ -30,6 +32,7 @@ from test_serving_support import (
     publish_fake_reranker,
     upload,
 )
+from werkzeug.test import TestResponse
 
 from serving import (
     INSTALL_ID_HEADER,
@@ -54,22 +57,22 @@ def var(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture()
-def app(var: Path, tmp_path: Path):
+def app(var: Path, tmp_path: Path) -> Flask:
     """A fresh app with its own (empty) update store."""
     return fake_app(var, store_path=tmp_path / "updates.sqlite3")
 
 
 @pytest.fixture()
-def client(app):
+def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-def store_count(app) -> int:
+def store_count(app: Flask) -> int:
     with UpdateStore(app.extensions["sticker_serving"].config.resolved_store_path) as store:
         return store.count_updates()
 
 
-def assert_problem(response, status: int, reason: str | None = None) -> dict:
+def assert_problem(response: TestResponse, status: int, reason: str | None = None) -> dict:
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.mimetype == PROBLEM_JSON
     body = response.get_json(force=True)
@@ -82,7 +85,7 @@ def assert_problem(response, status: int, reason: str | None = None) -> dict:
 # ---------------------------------------------------------------------------- ops
 
 
-def test_health_and_ready(client) -> None:
+def test_health_and_ready(client: FlaskClient) -> None:
     assert client.get("/healthz").get_json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
@@ -99,7 +102,7 @@ def test_not_ready_without_artifacts(tmp_path: Path) -> None:
                                                     "cluster_id": 0}), 503)
 
 
-def test_unknown_route_and_method_are_problems(client) -> None:
+def test_unknown_route_and_method_are_problems(client: FlaskClient) -> None:
     assert_problem(client.get("/v1/nothing"), 404)
     assert_problem(client.get("/v1/suggest"), 405)
 
@@ -107,7 +110,7 @@ def test_unknown_route_and_method_are_problems(client) -> None:
 # ---------------------------------------------------------------------------- suggest
 
 
-def test_suggest_by_cluster(client) -> None:
+def test_suggest_by_cluster(client: FlaskClient) -> None:
     response = client.post("/v1/suggest", json={"language": "ja", "text": "ありがと",
                                                 "cluster_id": 1, "limit": 7})
     assert response.status_code == 200
@@ -120,7 +123,7 @@ def test_suggest_by_cluster(client) -> None:
                                         "character", "score"}
 
 
-def test_suggest_cold_start_and_embedding(client, var: Path) -> None:
+def test_suggest_cold_start_and_embedding(client: FlaskClient, var: Path) -> None:
     features = {"language": "th", "region": "TH", "subscriber": True}
     body = client.post("/v1/suggest", json={"language": "th", "text": "hi",
                                             "features": features, "user_embedding":
@@ -149,11 +152,11 @@ def test_suggest_cold_start_and_embedding(client, var: Path) -> None:
     ({"language": "en", "text": "x" * 300, "cluster_id": 0}, 422, "invalid_request"),
     ([1, 2, 3], 422, "invalid_request"),
 ])
-def test_suggest_rejects(client, payload, status: int, reason: str) -> None:
+def test_suggest_rejects(client: FlaskClient, payload: object, status: int, reason: str) -> None:
     assert_problem(client.post("/v1/suggest", json=payload), status, reason)
 
 
-def test_suggest_rejects_nan_and_infinity_in_embedding(client) -> None:
+def test_suggest_rejects_nan_and_infinity_in_embedding(client: FlaskClient) -> None:
     for literal in ("NaN", "Infinity", "-Infinity"):
         raw = ('{"language": "en", "text": "hi", "cluster_id": 0, '
                f'"user_embedding": [0.1, {literal}, 0.0, 0.0]}}')
@@ -162,7 +165,7 @@ def test_suggest_rejects_nan_and_infinity_in_embedding(client) -> None:
         assert "finite" in body["detail"]
 
 
-def test_malformed_json_wrong_media_type_and_oversized(client) -> None:
+def test_malformed_json_wrong_media_type_and_oversized(client: FlaskClient) -> None:
     body = assert_problem(client.post("/v1/suggest", data='{"language": "en",',
                                       content_type="application/json"), 400, "malformed_json")
     assert "line 1" in body["detail"]
@@ -172,7 +175,7 @@ def test_malformed_json_wrong_media_type_and_oversized(client) -> None:
                    413, "payload_too_large")
 
 
-def test_body_shorter_than_its_content_length_and_chunked_bodies(client) -> None:
+def test_body_shorter_than_its_content_length_and_chunked_bodies(client: FlaskClient) -> None:
     raw = b'{"language":"en","text":"thank","cluster_id":0}'
     body = assert_problem(client.post("/v1/suggest", data=raw, content_type="application/json",
                                       environ_overrides={"CONTENT_LENGTH": str(len(raw) + 5)}),
@@ -196,7 +199,8 @@ Problem = tuple[int, str, str, dict[str, Any]]
 """An ApiError as (status, reason, detail, extra)."""
 
 
-def _outcome(app, parse: Callable[[], SuggestRequest], raw: bytes) -> SuggestRequest | Problem:
+def _outcome(app: Flask, parse: Callable[[], SuggestRequest], raw: bytes
+             ) -> SuggestRequest | Problem:
     """What a request-body parser makes of ``raw``: the model, or the problem it raises."""
     with app.test_request_context("/v1/suggest", method="POST", data=raw,
                                   content_type="application/json"):
@@ -206,7 +210,7 @@ def _outcome(app, parse: Callable[[], SuggestRequest], raw: bytes) -> SuggestReq
             return (exc.status, exc.reason, exc.detail, exc.extra)
 
 
-def _parse(app, raw: bytes) -> SuggestRequest | Problem:
+def _parse(app: Flask, raw: bytes) -> SuggestRequest | Problem:
     outcome = _outcome(app, lambda: parse_body(SuggestRequest, 64 * 1024), raw)
     # every body is a valid request or a 4xx problem, never another exception (a 500)
     assert isinstance(outcome, SuggestRequest) or 400 <= outcome[0] < 500, outcome
@@ -264,7 +268,7 @@ TRICKY_BODIES: list[tuple[bytes, object]] = [
 
 
 @pytest.mark.parametrize(("raw", "expected"), TRICKY_BODIES)
-def test_every_body_is_a_request_or_its_4xx(app, raw: bytes, expected: str) -> None:
+def test_every_body_is_a_request_or_its_4xx(app: Flask, raw: bytes, expected: str) -> None:
     outcome = _parse(app, raw)
     got = "ok" if isinstance(outcome, SuggestRequest) else outcome[1]
     assert got == expected, outcome
@@ -279,7 +283,7 @@ def test_every_body_is_a_request_or_its_4xx(app, raw: bytes, expected: str) -> N
                  lambda inner: st.lists(inner, max_size=4)
                  | st.dictionaries(st.text(max_size=6), inner, max_size=3),
                  max_leaves=8)))
-def test_generated_bodies_are_requests_or_4xx(app, document: dict) -> None:
+def test_generated_bodies_are_requests_or_4xx(app: Flask, document: dict) -> None:
     _parse(app, json.dumps(document).encode())
 
 
@@ -297,7 +301,7 @@ _NUMBER = st.integers(-(2**70), 2**70) | st.floats()
                                           | st.text(max_size=5), max_size=3),
               "user_embedding": st.lists(_NUMBER | st.booleans(), max_size=5)}),
        st.booleans(), st.sampled_from(["utf-8", "utf-16", "utf-32"]))
-def test_suggest_like_bodies_are_requests_or_4xx(app, document: dict,
+def test_suggest_like_bodies_are_requests_or_4xx(app: Flask, document: dict,
                                                  ascii_only: bool, encoding: str) -> None:
     text = json.dumps(document, ensure_ascii=ascii_only)
     outcome = _parse(app, text.encode(encoding))
@@ -363,7 +367,9 @@ def test_suggest_encoder_writes_what_json_dumps_writes_and_describes_once() -> N
             encoder.encode([7], [1], [bad], cluster_id=0, arm="a", experiment="b")
 
 
-def test_typed_text_is_never_logged_or_stored(app, client, caplog, capsys) -> None:
+def test_typed_text_is_never_logged_or_stored(app: Flask, client: FlaskClient,
+                                              caplog: pytest.LogCaptureFixture,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     caplog.set_level(logging.DEBUG)
     client.post("/v1/suggest", json={"language": "en", "text": SECRET_TEXT, "cluster_id": 0})
     client.post("/v1/suggest", json={"language": "en", "text": SECRET_TEXT, "cluster_id": 999})
@@ -382,7 +388,7 @@ def test_typed_text_is_never_logged_or_stored(app, client, caplog, capsys) -> No
 # ---------------------------------------------------------------------------- assign
 
 
-def test_assign(client) -> None:
+def test_assign(client: FlaskClient) -> None:
     body = client.post("/v1/assign", json={"features": {"language": "ja", "region": "JP"}}
                        ).get_json()
     assert isinstance(body["cluster_id"], int) and body["stage1_version"]
@@ -395,7 +401,7 @@ def test_assign(client) -> None:
 # ---------------------------------------------------------------------------- bundle
 
 
-def test_bundle_etag_and_304(client) -> None:
+def test_bundle_etag_and_304(client: FlaskClient) -> None:
     response = client.get("/v1/clusters/2/bundle?language=ja")
     assert response.status_code == 200 and response.mimetype == "application/zip"
     etag = response.headers["ETag"]
@@ -412,7 +418,7 @@ def test_bundle_etag_and_304(client) -> None:
     assert client.get("/v1/clusters/2/bundle?language=ja").data == response.data
 
 
-def test_bundle_errors(client) -> None:
+def test_bundle_errors(client: FlaskClient) -> None:
     assert_problem(client.get("/v1/clusters/999/bundle?language=ja"), 404, "unknown_cluster")
     assert_problem(client.get("/v1/clusters/-1/bundle?language=ja"), 404)
     assert_problem(client.get("/v1/clusters/1/bundle"), 400, "missing_language")
@@ -422,13 +428,13 @@ def test_bundle_errors(client) -> None:
 # ---------------------------------------------------------------------------- models, arms
 
 
-def test_reranker_model_needs_install_id(client) -> None:
+def test_reranker_model_needs_install_id(client: FlaskClient) -> None:
     assert_problem(client.get("/v1/models/reranker"), 400, "missing_install_id")
     assert_problem(client.get("/v1/models/reranker", headers={INSTALL_ID_HEADER: "x y"}),
                    400, "invalid_install_id")
 
 
-def test_reranker_model_sha_and_etag(client) -> None:
+def test_reranker_model_sha_and_etag(client: FlaskClient) -> None:
     headers = {INSTALL_ID_HEADER: "install-0001"}
     response = client.get("/v1/models/reranker", headers=headers)
     body = response.get_json()
@@ -475,13 +481,13 @@ def test_arms_are_stable_split_and_serve_their_versions(var: Path, tmp_path: Pat
 # ---------------------------------------------------------------------------- federated
 
 
-def current_round(client) -> dict:
+def current_round(client: FlaskClient) -> dict:
     response = client.get("/v1/federated/rounds/current")
     assert response.status_code == 200
     return response.get_json()
 
 
-def test_round_announces_the_platform_plan(client) -> None:
+def test_round_announces_the_platform_plan(client: FlaskClient) -> None:
     spec = current_round(client)
     assert spec["round"] == 0 and spec["model_version"] == 0 and spec["accepting"]
     assert spec["n_parameters"] == N_PARAMETERS
@@ -491,7 +497,7 @@ def test_round_announces_the_platform_plan(client) -> None:
     assert spec["norm_bound"] > spec["clip_norm"]
 
 
-def test_update_accepted_durably_and_idempotent(app, client) -> None:
+def test_update_accepted_durably_and_idempotent(app: Flask, client: FlaskClient) -> None:
     payload = upload()
     first = client.post("/v1/federated/updates", json=payload)
     assert first.status_code == 202 and first.get_json() == {"status": "accepted", "round": 0}
@@ -523,8 +529,8 @@ def _rejections() -> list[tuple[str, object, int, str]]:
 
 @pytest.mark.parametrize(("case", "payload", "status", "reason"), _rejections(),
                          ids=[c[0] for c in _rejections()])
-def test_update_rejections_store_nothing(app, client, case: str, payload: object, status: int,
-                                         reason: str) -> None:
+def test_update_rejections_store_nothing(app: Flask, client: FlaskClient, case: str,
+                                         payload: object, status: int, reason: str) -> None:
     current_round(client)
     raw = payload if isinstance(payload, str) else json.dumps(payload)
     body = assert_problem(client.post("/v1/federated/updates", data=raw,
@@ -536,7 +542,7 @@ def test_update_rejections_store_nothing(app, client, case: str, payload: object
     assert f'reason="{reason}"' in metrics
 
 
-def test_replayed_nonce_with_other_content_is_refused(app, client) -> None:
+def test_replayed_nonce_with_other_content_is_refused(app: Flask, client: FlaskClient) -> None:
     first = upload(seed=1)
     assert client.post("/v1/federated/updates", json=first).status_code == 202
     replay = {**upload(seed=2), "nonce": first["nonce"]}
@@ -544,7 +550,7 @@ def test_replayed_nonce_with_other_content_is_refused(app, client) -> None:
     assert store_count(app) == 1
 
 
-def test_deadline_and_closed_rounds(app, client, tmp_path: Path) -> None:
+def test_deadline_and_closed_rounds(app: Flask, client: FlaskClient, tmp_path: Path) -> None:
     spec = current_round(client)
     config = app.extensions["sticker_serving"].config
     with UpdateStore(config.resolved_store_path) as store:
@@ -561,15 +567,16 @@ def test_deadline_and_closed_rounds(app, client, tmp_path: Path) -> None:
     assert store_count(app) == 0
 
 
-def test_aggregate_round_from_the_store(app, client, var: Path) -> None:
+def test_aggregate_round_from_the_store(app: Flask, client: FlaskClient, var: Path) -> None:
     spec = current_round(client)
     config = app.extensions["sticker_serving"].config
     payloads = [upload(seed=s) for s in range(3)]
     for p in payloads:
         assert client.post("/v1/federated/updates", json=p).status_code == 202
-    published = []
+    published: list[tuple[np.ndarray, dict[str, Any]]] = []
 
-    def publish(parameters, base, kind_dir, record):
+    def publish(parameters: np.ndarray, base: Path, kind_dir: Path,
+                record: dict[str, Any]) -> Path:
         published.append((parameters, record))
         return base
 
@@ -590,7 +597,7 @@ def test_aggregate_round_from_the_store(app, client, var: Path) -> None:
     assert current_round(client)["round"] == spec["round"] + 1
 
 
-def test_too_few_reports_abandon_the_round(app, client, var: Path) -> None:
+def test_too_few_reports_abandon_the_round(app: Flask, client: FlaskClient, var: Path) -> None:
     spec = current_round(client)
     assert client.post("/v1/federated/updates", json=upload()).status_code == 202
     config = app.extensions["sticker_serving"].config
@@ -602,7 +609,7 @@ def test_too_few_reports_abandon_the_round(app, client, var: Path) -> None:
 # ---------------------------------------------------------------------------- metrics, openapi
 
 
-def test_metrics_exposition(client) -> None:
+def test_metrics_exposition(client: FlaskClient) -> None:
     client.post("/v1/suggest", json={"language": "en", "text": "", "cluster_id": 0, "limit": 3})
     client.post("/v1/federated/updates", json=upload())
     text = client.get("/metrics").get_data(as_text=True)
@@ -613,7 +620,7 @@ def test_metrics_exposition(client) -> None:
     assert 'sticker_artifact_info{kind="stage1"' in text
 
 
-def test_openapi_documents_every_route_and_only_those(app, client) -> None:
+def test_openapi_documents_every_route_and_only_those(app: Flask, client: FlaskClient) -> None:
     doc = client.get("/openapi.json").get_json()
     assert doc["openapi"].startswith("3.")
     routes = set()
@@ -621,13 +628,14 @@ def test_openapi_documents_every_route_and_only_those(app, client) -> None:
         if rule.endpoint == "static":
             continue
         path = rule.rule.replace("<int:cluster_id>", "{cluster_id}")
+        assert rule.methods is not None, rule.rule  # Flask gives every rule its methods
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             routes.add((path, method.lower()))
     documented = {(p, m) for p, ops in doc["paths"].items() for m in ops}
     assert routes == documented
 
 
-def _validate(doc: dict, path: str, method: str, response) -> None:
+def _validate(doc: dict, path: str, method: str, response: TestResponse) -> None:
     spec = doc["paths"][path][method]["responses"][str(response.status_code)]
     content = spec["content"]
     assert response.mimetype in content, (response.mimetype, list(content))
@@ -635,7 +643,7 @@ def _validate(doc: dict, path: str, method: str, response) -> None:
     jsonschema.validate(response.get_json(force=True), schema)
 
 
-def test_real_responses_match_the_openapi_schemas(client) -> None:
+def test_real_responses_match_the_openapi_schemas(client: FlaskClient) -> None:
     doc = client.get("/openapi.json").get_json()
     headers = {INSTALL_ID_HEADER: "install-42abc"}
     cases = [
@@ -661,7 +669,7 @@ def test_real_responses_match_the_openapi_schemas(client) -> None:
                         {**doc["components"]["schemas"]["SuggestRequest"]})
 
 
-def test_demo_only_in_explicit_demo_mode(client) -> None:
+def test_demo_only_in_explicit_demo_mode(client: FlaskClient) -> None:
     """Issue #19: /demo/users listed dataset user ids with their cluster by default."""
     assert ServingConfig.load(environ={}).demo is False
     assert_problem(client.get("/demo/users"), 404)
@@ -701,7 +709,7 @@ def test_config_file_then_environment_then_overrides(tmp_path: Path) -> None:
         assert field.description, "every config field has a docstring"
 
 
-def test_history_needs_a_sticker_row_model(client) -> None:
+def test_history_needs_a_sticker_row_model(client: FlaskClient) -> None:
     """A package model has no history features: a thin client's history is refused (not
     silently ignored), and the served document leaves the field out."""
     response = client.post("/v1/suggest", json={
@@ -712,14 +720,15 @@ def test_history_needs_a_sticker_row_model(client) -> None:
     assert "history" not in document["components"]["schemas"]["SuggestRequest"]["properties"]
 
 
-def test_federated_platform_errors_are_mapped_first(app, client, monkeypatch) -> None:
+def test_federated_platform_errors_are_mapped_first(app: Flask, client: FlaskClient,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue #14 item 7: the platform's errors derive from its own FederatedError; serving
     maps them to their problem (not 503 round_unavailable, not an unexplained 500)."""
     from federated import FederatedError, PrivacyBudgetError
 
     st = app.extensions["sticker_serving"]
 
-    def refuse(store):
+    def refuse(store: UpdateStore) -> NoReturn:
         raise PrivacyBudgetError("20 rounds would spend epsilon=9 over the target 8")
 
     monkeypatch.setattr(st, "ensure_open_round", refuse)
@@ -730,7 +739,7 @@ def test_federated_platform_errors_are_mapped_first(app, client, monkeypatch) ->
     class PlatformFailureError(FederatedError):
         pass
 
-    def fail(store):
+    def fail(store: UpdateStore) -> NoReturn:
         raise PlatformFailureError("strategy state at /srv/var/ckpt/state.npz is unreadable")
 
     monkeypatch.setattr(st, "ensure_open_round", fail)

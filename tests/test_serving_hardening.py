@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 from test_serving_support import build_var, fake_app, publish_fake_reranker, upload
+from werkzeug.test import TestResponse
 
 import data
 from serving import INSTALL_ID_HEADER, PROBLEM_JSON, ServingConfig
@@ -28,16 +31,16 @@ def var(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture()
-def app(var: Path, tmp_path: Path):
+def app(var: Path, tmp_path: Path) -> Flask:
     return fake_app(var, store_path=tmp_path / "updates.sqlite3")
 
 
 @pytest.fixture()
-def client(app):
+def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-def problem(response, status: int, reason: str | None = None) -> dict:
+def problem(response: TestResponse, status: int, reason: str | None = None) -> dict:
     assert response.status_code == status, (response.status_code, response.get_data()[:300])
     assert response.mimetype == PROBLEM_JSON
     body = response.get_json()
@@ -47,7 +50,7 @@ def problem(response, status: int, reason: str | None = None) -> dict:
     return body
 
 
-def test_random_methods_leave_metrics_the_same_size(client) -> None:
+def test_random_methods_leave_metrics_the_same_size(client: FlaskClient) -> None:
     """1,000 requests with random methods (and random paths) do not grow /metrics."""
     rng = random.Random(19)
     letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -93,15 +96,15 @@ UPLOAD_500S = [
 
 
 @pytest.mark.parametrize(("body", "status", "reason"), SUGGEST_500S)
-def test_suggest_inputs_that_gave_500_give_their_4xx(client, body: str, status: int,
+def test_suggest_inputs_that_gave_500_give_their_4xx(client: FlaskClient, body: str, status: int,
                                                      reason: str) -> None:
     problem(client.post("/v1/suggest", data=body, content_type="application/json"),
             status, reason)
 
 
 @pytest.mark.parametrize(("body", "status", "reason"), UPLOAD_500S)
-def test_upload_inputs_that_gave_500_give_their_4xx(app, client, body: str, status: int,
-                                                    reason: str) -> None:
+def test_upload_inputs_that_gave_500_give_their_4xx(app: Flask, client: FlaskClient, body: str,
+                                                    status: int, reason: str) -> None:
     client.get("/v1/federated/rounds/current")
     if body == "UPLOAD_WITH_HUGE":
         payload = upload()
@@ -110,7 +113,7 @@ def test_upload_inputs_that_gave_500_give_their_4xx(app, client, body: str, stat
                         content_type="application/json"), status, reason)
 
 
-def test_no_non_finite_number_in_a_200(client) -> None:
+def test_no_non_finite_number_in_a_200(client: FlaskClient) -> None:
     """``user_embedding=[3e38]*d`` returned ``"score": NaN``; now it is refused."""
     body = {"language": "en", "text": "thanks", "cluster_id": 0, "user_embedding": [3e38] * 4}
     problem(client.post("/v1/suggest", json=body), 422, "invalid_request")
@@ -118,7 +121,7 @@ def test_no_non_finite_number_in_a_200(client) -> None:
     assert ok.status_code == 200 and json.loads(ok.data, parse_constant=pytest.fail)
 
 
-def test_chunked_body_over_the_limit_is_413_not_cut(app, client) -> None:
+def test_chunked_body_over_the_limit_is_413_not_cut(app: Flask, client: FlaskClient) -> None:
     client.get("/v1/federated/rounds/current")
     limit = app.extensions["sticker_serving"].config.max_update_bytes
     valid = json.dumps(upload())
@@ -142,7 +145,8 @@ def test_chunked_body_over_the_limit_is_413_not_cut(app, client) -> None:
     ("delta with null", json.dumps({**upload(), "delta": [None] * 16}).encode(),
      "invalid_update"),
 ])
-def test_uploads_are_strict(app, client, case: str, raw: bytes, reason: str) -> None:
+def test_uploads_are_strict(app: Flask, client: FlaskClient, case: str, raw: bytes,
+                            reason: str) -> None:
     client.get("/v1/federated/rounds/current")
     problem(client.post("/v1/federated/updates", data=raw, content_type="application/json"),
             422 if reason == "invalid_update" else 400, reason)
@@ -152,7 +156,7 @@ def test_uploads_are_strict(app, client, case: str, raw: bytes, reason: str) -> 
         assert store.count_updates() == 0
 
 
-def test_unknown_feature_values_are_refused(client) -> None:
+def test_unknown_feature_values_are_refused(client: FlaskClient) -> None:
     known = {"language": "th", "region": "TH", "subscriber": True}
     assert client.post("/v1/assign", json={"features": known}).status_code == 200
     for name, value in (("language", "xx"), ("region", "Atlantis"), ("subscriber", 7)):
@@ -185,7 +189,7 @@ def test_reranker_version_setting_picks_what_suggest_serves(var: Path, tmp_path:
         assert model.get_json()["reranker_version"] == served
 
 
-def test_model_endpoint_states_the_headline_and_each_assumption(client) -> None:
+def test_model_endpoint_states_the_headline_and_each_assumption(client: FlaskClient) -> None:
     privacy = client.get("/v1/models/reranker",
                          headers={INSTALL_ID_HEADER: "install-1234"}).get_json()["privacy"]
     # the fake artifact's old-style file: only {"epsilon": {"secure_sum": 1.0}}

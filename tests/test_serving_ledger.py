@@ -139,7 +139,8 @@ def test_nothing_is_re_accounted_with_later_parameters(var: Path, tmp_path: Path
     0.133 rewrite)."""
     records: list[dict[str, Any]] = []
 
-    def publish(parameters, base, kind_dir, record):
+    def publish(parameters: np.ndarray, base: Path, kind_dir: Path,
+                record: dict[str, Any]) -> Path:
         records.append(record)
         return base
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from flask import Flask
 from test_serving_support import STAGE1_CONFIG, build_real_var
 
 import reranker
@@ -32,7 +33,7 @@ def var(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_real_var(tiny_world, tmp_path_factory.mktemp("serving-real"))
 
 
-def make_app(var: Path, store: Path):
+def make_app(var: Path, store: Path) -> Flask:
     config = ServingConfig.load(environ={}, var=var, reload_interval_s=0, store_path=store,
                                 demo=True)
     app = create_app(config)
@@ -41,12 +42,12 @@ def make_app(var: Path, store: Path):
 
 
 @pytest.fixture(scope="module")
-def app(var: Path, tmp_path_factory: pytest.TempPathFactory):
+def app(var: Path, tmp_path_factory: pytest.TempPathFactory) -> Flask:
     """Shared by the read-only tests (loading a Suggester takes a second or two)."""
     return make_app(var, tmp_path_factory.mktemp("store") / "updates.sqlite3")
 
 
-def test_real_suggestions(app) -> None:
+def test_real_suggestions(app: Flask) -> None:
     client = app.test_client()
     ready = client.get("/readyz").get_json()
     assert ready["status"] == "ready"
@@ -67,7 +68,7 @@ def test_real_suggestions(app) -> None:
     assert len({tuple(r) for r in rows.values()}) > 1, "the text should change the row"
 
 
-def test_real_response_rows_are_the_suggesters_rows(app) -> None:
+def test_real_response_rows_are_the_suggesters_rows(app: Flask) -> None:
     """The served row (ranked, then formatted from cached pieces) is ``Suggester.suggest``'s."""
     client = app.test_client()
     suggester = app.extensions["sticker_serving"].registry.current.suggester("latest")
@@ -94,7 +95,7 @@ def test_real_response_rows_are_the_suggesters_rows(app) -> None:
                                           user_embedding=zeros) == ranking
 
 
-def test_real_embedding_errors(app) -> None:
+def test_real_embedding_errors(app: Flask) -> None:
     client = app.test_client()
     n = app.extensions["sticker_serving"].registry.current.suggester("latest").n_factors
     ok = client.post("/v1/suggest", json={"language": "en", "text": "hi", "cluster_id": 0,
@@ -105,7 +106,7 @@ def test_real_embedding_errors(app) -> None:
     assert bad.status_code == 422
 
 
-def test_real_bundle_and_model(app, var: Path) -> None:
+def test_real_bundle_and_model(app: Flask, var: Path) -> None:
     client = app.test_client()
     response = client.get("/v1/clusters/0/bundle?language=ja")
     assert response.status_code == 200
@@ -194,7 +195,7 @@ def _history(suggester, user_packages: list[int]) -> dict:
             "held_packages": user_packages, "subscriber": False, "now": 1_000_100.0}
 
 
-def test_thin_client_history_is_an_explicit_option(app) -> None:
+def test_thin_client_history_is_an_explicit_option(app: Flask) -> None:
     """Issue #15 item 5: suggest ranks with the device's own history only when the request
     carries it; the served row is the reranker's for that history; bad summaries are 422."""
     client = app.test_client()

@@ -15,7 +15,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from flask.testing import FlaskClient
 from test_serving_support import FED_CONFIG, build_var, fake_app, publish_fake_reranker, upload
 
 import data
@@ -78,7 +80,8 @@ def test_rollback_abandons_the_open_round_and_aggregation_never_moves_latest(
     rollback(var, "reranker")
     published: list[str] = []
 
-    def publish(parameters, base, kind_dir, record):
+    def publish(parameters: np.ndarray, base: Path, kind_dir: Path,
+                record: dict[str, Any]) -> Path:
         published.append(base.name)
         return base
 
@@ -114,7 +117,7 @@ def test_a_round_open_when_the_served_version_changes_is_abandoned(var: Path,
     assert stale.status_code == 409
 
 
-def _no_path_anywhere(client, var: Path) -> None:
+def _no_path_anywhere(client: FlaskClient, var: Path) -> None:
     requests: list[tuple[str, str, dict[str, Any]]] = [  # method, path, client.open kwargs
             ("GET", "/readyz", {}), ("GET", "/healthz", {}),
             ("POST", "/v1/suggest", {"json": {"language": "en", "text": "hi",
