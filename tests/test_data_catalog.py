@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 
@@ -51,6 +53,6 @@ def test_excerpt_matches_the_real_catalog(catalog: data.Catalog,
     assert catalog_excerpt.source["version"] == catalog.source["version"]
 
 
-def test_bad_parameters_are_rejected(tmp_path) -> None:
+def test_bad_parameters_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(data.CatalogError, match="max_labels_per_keyword=0 should be >= 1"):
         catalog_from_tarball(tmp_path / "x.tgz", max_labels_per_keyword=0)

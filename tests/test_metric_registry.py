@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pytest
 
 import evaluation._metrics as metrics_module
 from evaluation import DEFINITIONS, METRICS, Metric
 from evaluation.metrics import metric_definitions, metric_names, session_metrics
+
+if TYPE_CHECKING:  # imported by the fixture, on use, as before
+    from reranker import RowTask
 
 RANK = np.array([0, 1, 4, -1])  # first, second, fifth, not shown
 
@@ -45,14 +51,14 @@ def test_a_new_metric_is_one_entry(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def row_task(tiny_var):
+def row_task(tiny_var: Path) -> RowTask:
     from federated import TaskContext
     from reranker import make_row_task
 
     return make_row_task(TaskContext(var=tiny_var, seed=0, options={}))
 
 
-def _theta(task, scale: float) -> np.ndarray:
+def _theta(task: RowTask, scale: float) -> np.ndarray:
     theta = np.asarray(task.initial_parameters(), np.float32)
     noise = np.random.default_rng(7).standard_normal(theta.size).astype(np.float32)
     return theta + scale * noise
@@ -60,7 +66,7 @@ def _theta(task, scale: float) -> np.ndarray:
 
 @pytest.mark.parametrize("scale", [0.0, 0.5])
 def test_per_round_validation_gives_the_registry_metrics_with_the_same_numbers(
-        row_task, scale: float) -> None:
+        row_task: RowTask, scale: float) -> None:
     """The row task's per-round hit@k, hit@1 and mrr come from METRICS; they equal the
     formulas it used before (ties in candidate order), to the last bit, and the report's
     other metric (ndcg@k) is there too."""
@@ -88,7 +94,7 @@ def test_per_round_validation_gives_the_registry_metrics_with_the_same_numbers(
     assert list(result)[:4] == metric_names(k)
 
 
-def test_a_new_metric_reaches_per_round_validation(row_task,
+def test_a_new_metric_reaches_per_round_validation(row_task: RowTask,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     # "shown": the sent sticker is anywhere in the ordering, i.e. among the candidates,
     # which the task also reports on its own as the displayable ceiling; "missed": not in

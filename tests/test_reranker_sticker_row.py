@@ -19,6 +19,7 @@ from reranker import (
     OnnxScorer,
     ParameterLayout,
     RowConfig,
+    RowTask,
     Suggester,
     export_onnx,
     make_row_task,
@@ -134,11 +135,11 @@ def test_onnx_equals_numpy_on_row_inputs(seed: int, n: int, d: int, k: int) -> N
 
 
 @pytest.fixture(scope="module")
-def row_task(tiny_var: Path):
+def row_task(tiny_var: Path) -> RowTask:
     return make_row_task(TaskContext(var=tiny_var, seed=0, options={}))
 
 
-def test_upload_holds_no_device_feature_count_or_embedding(row_task) -> None:
+def test_upload_holds_no_device_feature_count_or_embedding(row_task: RowTask) -> None:
     task = row_task
     devices = np.flatnonzero(~task.validation)[:40]
     users = task.user_embeddings(devices)
@@ -160,7 +161,7 @@ def test_upload_holds_no_device_feature_count_or_embedding(row_task) -> None:
     assert result.deltas[trained].shape[1] == task.layout.n_parameters
 
 
-def test_task_evaluates_against_baselines_on_validation_devices(row_task) -> None:
+def test_task_evaluates_against_baselines_on_validation_devices(row_task: RowTask) -> None:
     task = row_task
     assert task.validation[task.eval_devices].all()
     assert not task.train[task.validation[task.sessions.device]].any()
@@ -176,8 +177,8 @@ def test_task_evaluates_against_baselines_on_validation_devices(row_task) -> Non
     assert "owned_by_match_new_package" in m
 
 
-def test_tuning_window_trains_on_nothing_from_the_validation_time(row_task) -> None:
-    from reranker import RowTask, RowTaskConfig
+def test_tuning_window_trains_on_nothing_from_the_validation_time(row_task: RowTask) -> None:
+    from reranker import RowTaskConfig
 
     task = row_task
     ts, dev = task.sessions.ts, task.sessions.device
@@ -390,7 +391,7 @@ def test_walk_ranks_segment_popularity_by_hand() -> None:
     assert without.info[0, 8] == without.info[0, 1] == 1
 
 
-def test_per_round_metric_shows_segment_popularity_and_fold_in_only(row_task) -> None:
+def test_per_round_metric_shows_segment_popularity_and_fold_in_only(row_task: RowTask) -> None:
     """fold-in only is the initial weights with each phone's personalisation: evaluated
     beside any weights it equals the initial weights' own hit@5; the margin is taken
     against the best of every no-model row, segment popularity and fold-in included."""

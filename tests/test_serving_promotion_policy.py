@@ -9,6 +9,7 @@ never promoted is never a rollback target.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ def latest(var: Path) -> str:
     return data.resolve_artifact(var / "reranker", "latest").name
 
 
-def figures(values: dict[str, float]):
+def figures(values: dict[str, float]) -> tuple[Callable[[Path, str], float], list[str]]:
     calls: list[str] = []
 
     def evaluate(var: Path, version: str) -> float:
