@@ -10,6 +10,7 @@ the tuner, which runs them on the validation phase of the split.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,7 +33,7 @@ from candidate_gen._candidates import (
     select_candidates,
 )
 from candidate_gen._clustering import UserClusterer, cluster_means
-from candidate_gen._config import Stage1Config
+from candidate_gen._config import USER_FEATURES, Stage1Config
 from candidate_gen._factorization import FactorModel, fit_factors
 from candidate_gen._features import ColdStartAssigner, UserFeatureEncoder
 from candidate_gen._matrix import InteractionMatrix, build_interaction_matrix
@@ -54,8 +55,9 @@ from data import (
 )
 
 __all__ = [
-    "Stage1Data", "Stage1Fit", "build_stage1", "evaluate_stage1", "fit_stage1",
-    "load_stage1_data", "package_mean_taste", "resolve_dataset", "segment_codes",
+    "Stage1Data", "Stage1Fit", "UserSegments", "build_stage1", "evaluate_stage1",
+    "fit_stage1", "load_stage1_data", "nonempty_rows", "package_mean_taste",
+    "resolve_dataset", "segment_codes",
 ]
 
 log = structlog.get_logger(__name__)
@@ -111,8 +113,9 @@ def segment_codes(users: pl.DataFrame, features: Sequence[str]) -> tuple[np.ndar
     for feature in present:
         column = users[feature].cast(pl.String).fill_null("unknown")
         values = column.unique().sort()
-        codes = column.replace_strict(values, pl.int_range(len(values), eager=True),
-                                      return_dtype=pl.Int64).to_numpy()
+        # An Enum of the sorted values numbers each row by its value's rank (~2× faster
+        # than replace_strict on a million rows).
+        codes = column.cast(pl.Enum(values)).to_physical().to_numpy()
         combined = combined * len(values) + codes
         radix *= len(values)
     if radix <= 4 * users.height + (1 << 20):
@@ -123,11 +126,76 @@ def segment_codes(users: pl.DataFrame, features: Sequence[str]) -> tuple[np.ndar
     return inverse.astype(np.int64).ravel(), len(uniq)
 
 
+class UserSegments:
+    """:func:`segment_codes` of one ``users`` table for any subset of ``features``.
+
+    The table is coded once by every feature (``combo``); a subset's codes then come from
+    one representative user per combination (a few hundred rows instead of a million).
+    Each subset's numbering is :func:`segment_codes`' own: a representative table holds
+    every value of every feature, so the sorted values and the combinations present are
+    the same.
+
+    Parameters
+    ----------
+    users : polars.DataFrame
+        The ``users`` table (rows in matrix order).
+    features : sequence of str
+        Every feature a subset may name; columns the table lacks are left out.
+
+    Attributes
+    ----------
+    combo : ndarray of int64, shape (n_users,)
+        Each user's combination of all ``features``, as :func:`segment_codes` numbers it.
+    n_combos : int
+    representative : polars.DataFrame
+        The first user of each combination (``n_combos`` rows, in combination order).
+    """
+
+    def __init__(self, users: pl.DataFrame, features: Sequence[str]) -> None:
+        self.users = users
+        self.features = tuple(f for f in dict.fromkeys(features) if f in users.columns)
+        self.combo, self.n_combos = segment_codes(users, self.features)
+        self.representative = users[first_of_each(self.combo, self.n_combos)]
+        self._codes: dict[tuple[str, ...], tuple[np.ndarray, int]] = {}
+
+    def codes(self, features: Sequence[str]) -> tuple[np.ndarray, int]:
+        """``segment_codes(users, features)`` (cached; shared arrays: do not modify)."""
+        key = tuple(features)
+        if key not in self._codes:
+            if set(f for f in key if f in self.users.columns) <= set(self.features):
+                local, n = segment_codes(self.representative, key)
+                self._codes[key] = (local[self.combo], n)
+            else:
+                self._codes[key] = segment_codes(self.users, key)
+        return self._codes[key]
+
+
 def first_of_each(codes: np.ndarray, n_codes: int) -> np.ndarray:
     """Position of the first element holding each code (int64, shape (n_codes,); -1 if none)."""
     first = np.full(n_codes, -1, dtype=np.int64)
     first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1, dtype=np.int64)
     return first
+
+
+def nonempty_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
+    """``matrix[rows]`` for ``rows`` = every non-empty row, in order, without a copy.
+
+    The empty rows left out hold nothing, so the kept rows' offsets are the matrix's own:
+    the result shares ``data`` and ``indices`` with ``matrix`` (read only).
+
+    Parameters
+    ----------
+    matrix : csr_matrix, shape (n, m)
+    rows : ndarray of int, shape (n_rows,)
+        ``np.flatnonzero(np.diff(matrix.indptr) > 0)``.
+
+    Returns
+    -------
+    csr_matrix, shape (n_rows, m)
+    """
+    indptr = np.append(matrix.indptr[rows], matrix.indptr[-1]).astype(matrix.indptr.dtype)
+    return sp.csr_matrix((matrix.data, matrix.indices, indptr),
+                         shape=(len(rows), matrix.shape[1]), copy=False)
 
 
 def package_mean_taste(held: sp.csr_matrix, package_factors: np.ndarray) -> np.ndarray:
@@ -157,6 +225,11 @@ def package_mean_taste(held: sp.csr_matrix, package_factors: np.ndarray) -> np.n
     return out
 
 
+def _sorted_by(table: pl.DataFrame, column: str) -> pl.DataFrame:
+    """``table.sort(column)``; a table already in order (the usual case) is returned as is."""
+    return table if table[column].is_sorted() else table.sort(column)
+
+
 @dataclass(frozen=True)
 class Stage1Data:
     """What a stage-1 fit reads: the tables, the split and the matrix of one phase.
@@ -183,6 +256,11 @@ class Stage1Data:
     phase: Phase
     matrix: InteractionMatrix
 
+    @functools.cached_property
+    def segments(self) -> UserSegments:
+        """The users' segment codes by any of the user features (computed once)."""
+        return UserSegments(self.users, USER_FEATURES)
+
 
 def load_stage1_data(ds: Dataset, config: Stage1Config, phase: Phase = "test",
                      *, evaluate: bool | None = None) -> Stage1Data:
@@ -198,8 +276,8 @@ def load_stage1_data(ds: Dataset, config: Stage1Config, phase: Phase = "test",
     evaluate : bool, optional
         Sample the evaluation window (default: ``config.evaluation.enabled``).
     """
-    users = ds.table("users").sort("user_id")
-    packages = ds.table("packages").sort("package_id")
+    users = _sorted_by(ds.table("users"), "user_id")
+    packages = _sorted_by(ds.table("packages"), "package_id")
     stickers = ds.table("stickers") if ds.has("stickers") else None
     split = time_split(ds)
     evaluate = config.evaluation.enabled if evaluate is None else evaluate
@@ -330,17 +408,20 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
             factors = fit_factors(train, config.als, config.seed, show_progress=show_progress)
 
     with timed("cluster"):
-        encoder = UserFeatureEncoder(config.clusters.features).fit(users)
         # Users with the same feature values encode (and are assigned) alike: encode and
-        # assign each combination once instead of a million rows.
-        combo, n_combos = segment_codes(users, config.clusters.features)
+        # assign each combination once instead of a million rows. The representatives
+        # hold every value of every feature, so the encoder learns the same categories.
+        combo, n_combos = data.segments.codes(config.clusters.features)
         representative = users[first_of_each(combo, n_combos)]
+        encoder = UserFeatureEncoder(config.clusters.features).fit(representative)
         encoded_combo = encoder.transform(representative)
         warm = np.flatnonzero(np.diff(train.indptr) > 0)
         n_feature_blocks = max(1, len(config.clusters.features))
         feature_scale = config.clusters.feature_weight / np.sqrt(n_feature_blocks)
-        taste = (factors.user_factors[warm] if config.clusters.representation == "user_factors"
-                 else package_mean_taste(train, factors.package_factors)[warm])
+        if config.clusters.representation == "user_factors":
+            taste = factors.user_factors[warm]
+        else:
+            taste = package_mean_taste(nonempty_rows(train, warm), factors.package_factors)
         d = taste.shape[1]
         space = np.empty((len(warm), d + encoded_combo.shape[1]), dtype=np.float32)
         space[:, :d] = taste
@@ -404,7 +485,7 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
         kept: tuple[tuple[str, ...], np.ndarray, np.ndarray] | None = None
         if config.candidates.popularity_blend > 0:
             features = tuple(config.candidates.segment_features)
-            segment, n_segments = segment_codes(users, features)
+            segment, n_segments = data.segments.codes(features)
             segment_holders = holder_counts(train, segment, n_segments)
             kept = (features, segment, segment_holders)
             segment_sizes = np.bincount(segment[warm], minlength=n_segments)
@@ -460,8 +541,8 @@ def evaluate_stage1(data: Stage1Data, fit: Stage1Fit, config: Stage1Config) -> d
         return {}
     train = data.matrix.train
     features = tuple(config.evaluation.segment_features)
-    segment, n_segments = segment_codes(data.users, features)
-    language, n_languages = segment_codes(data.users, ["language"])
+    segment, n_segments = data.segments.codes(features)
+    language, n_languages = data.segments.codes(["language"])
     if fit.segment_holders is not None and set(features) <= set(fit.segment_holders[0]):
         # Each of the prior's (finer) segments lies in one evaluation segment and one
         # language: their holder counts add up, without another pass over the matrix.

@@ -42,7 +42,7 @@ import scipy.sparse as sp
 import structlog
 
 from candidate_gen._config import CandidateConfig
-from candidate_gen._matrix import concat_ranges, index_of
+from candidate_gen._matrix import concat_ranges, group_order, index_of
 
 __all__ = [
     "CandidateLists", "cluster_scores", "estimate_shrinkage", "holder_label_demand",
@@ -71,10 +71,18 @@ def package_label_matrix(
     label_ids : ndarray of int32, shape (n_labels,)
         Sorted ids of the labels that occur.
     """
-    flat = stickers.select("package_id", "label_ids").explode("label_ids").drop_nulls()
-    label_ids = np.sort(flat["label_ids"].unique().to_numpy()).astype(np.int32)
-    rows = index_of(package_ids, flat["package_id"].to_numpy())
-    cols = index_of(label_ids, flat["label_ids"].to_numpy())
+    # One (package, label) pair per label of each sticker: the flat label values, each
+    # with its sticker's package (empty and null lists explode to nothing).
+    labels = stickers["label_ids"]
+    per_sticker = labels.list.len().fill_null(0).to_numpy()
+    flat_labels = labels.explode(empty_as_null=False, keep_nulls=False)
+    carried = flat_labels.is_not_null()
+    flat_package = np.repeat(stickers["package_id"].to_numpy(), per_sticker)[
+        carried.to_numpy()]
+    flat_label = flat_labels.filter(carried).to_numpy()
+    label_ids = np.unique(flat_label).astype(np.int32)
+    rows = index_of(package_ids, flat_package)
+    cols = index_of(label_ids, flat_label)
     known = rows >= 0
     counts = sp.csr_matrix(  # duplicates are summed: stickers of a package with the label
         (np.ones(int(known.sum()), dtype=np.float32), (rows[known], cols[known])),
@@ -105,7 +113,7 @@ def label_demand(train: sp.csr_matrix, user_cluster: np.ndarray, n_clusters: int
     """
     n_packages = train.shape[1]
     member = np.flatnonzero(user_cluster >= 0)
-    by_cluster = member[np.argsort(user_cluster[member], kind="stable")]
+    by_cluster = member[group_order(user_cluster[member], n_clusters)]
     grouped = train[by_cluster]  # rows grouped by cluster: each cluster is one slice
     ends = np.cumsum(np.bincount(user_cluster[member], minlength=n_clusters))
     bounds = grouped.indptr[np.concatenate([[0], ends])]

@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from candidate_gen._candidates import top_stable
-from candidate_gen._matrix import Holdout
+from candidate_gen._matrix import Holdout, group_order
 from candidate_gen._search import search
 
 __all__ = [
@@ -209,7 +209,7 @@ def holder_counts(train: sp.csr_matrix, group: np.ndarray, n_groups: int) -> np.
     n_packages = train.shape[1]
     group = np.asarray(group, dtype=np.int64)
     member = np.flatnonzero(group >= 0)
-    order = member[np.argsort(group[member], kind="stable")]
+    order = member[group_order(group[member], n_groups)]
     grouped = train[order]  # scipy's C++ row gather: each group's rows are one slice
     ends = np.cumsum(np.bincount(group[order], minlength=n_groups))
     bounds = grouped.indptr[np.concatenate([[0], ends])]

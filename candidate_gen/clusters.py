@@ -6,7 +6,7 @@ merged), the cold-start assigner and its feature encoding, the centroid scores, 
 demand and coverage, the stable top-k, and the threaded exact faiss search.
 """
 
-from candidate_gen._build import package_mean_taste
+from candidate_gen._build import UserSegments, nonempty_rows, package_mean_taste
 from candidate_gen._candidates import (
     CandidateLists,
     cluster_scores,
@@ -25,12 +25,14 @@ __all__ = [
     "ColdStartAssigner",
     "UserClusterer",
     "UserFeatureEncoder",
+    "UserSegments",
     "cluster_means",
     "cluster_scores",
     "estimate_shrinkage",
     "faiss_threads",
     "label_demand",
     "merge_small_clusters",
+    "nonempty_rows",
     "package_label_matrix",
     "package_mean_taste",
     "search",

@@ -6,7 +6,13 @@ holdout, the id index, and the ALS model (``implicit``).
 """
 
 from candidate_gen._factorization import FactorModel, confidence_matrix, fit_factors, make_model
-from candidate_gen._matrix import Holdout, InteractionMatrix, build_interaction_matrix, index_of
+from candidate_gen._matrix import (
+    Holdout,
+    InteractionMatrix,
+    build_interaction_matrix,
+    group_order,
+    index_of,
+)
 
 __all__ = [
     "FactorModel",
@@ -15,6 +21,7 @@ __all__ = [
     "build_interaction_matrix",
     "confidence_matrix",
     "fit_factors",
+    "group_order",
     "index_of",
     "make_model",
 ]

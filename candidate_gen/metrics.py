@@ -8,6 +8,7 @@ user's own top-k, the lists' recall.
 from candidate_gen._metrics import (
     BASELINES,
     LISTS,
+    aggregate_groups,
     group_popularity_top,
     holder_counts,
     list_recall,
@@ -18,6 +19,7 @@ from candidate_gen._metrics import (
 __all__ = [
     "BASELINES",
     "LISTS",
+    "aggregate_groups",
     "group_popularity_top",
     "holder_counts",
     "list_recall",
