@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import faiss
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
@@ -37,7 +38,12 @@ from candidate_gen._config import USER_FEATURES, Stage1Config
 from candidate_gen._factorization import FactorModel, fit_factors
 from candidate_gen._features import ColdStartAssigner, UserFeatureEncoder
 from candidate_gen._matrix import InteractionMatrix, build_interaction_matrix
-from candidate_gen._metrics import aggregate_groups, holder_counts, recall_report
+from candidate_gen._metrics import (
+    aggregate_groups,
+    evaluation_top_k,
+    holder_counts,
+    recall_report,
+)
 from candidate_gen._search import faiss_threads
 from data import (
     DataFileError,
@@ -56,8 +62,8 @@ from data import (
 
 __all__ = [
     "Stage1Data", "Stage1Fit", "UserSegments", "build_stage1", "evaluate_stage1",
-    "fit_stage1", "load_stage1_data", "nonempty_rows", "package_mean_taste",
-    "resolve_dataset", "segment_codes",
+    "fit_stage1", "load_stage1_data", "nonempty_rows", "own_top_k_of",
+    "package_mean_taste", "resolve_dataset", "segment_codes",
 ]
 
 log = structlog.get_logger(__name__)
@@ -385,6 +391,7 @@ class Stage1Fit:
 def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = False,
                factors: FactorModel | None = None,
                step: Callable[[str], contextlib.AbstractContextManager[None]] | None = None,
+               on_factors: Callable[[FactorModel], None] | None = None,
                ) -> Stage1Fit:
     """Factorise, cluster and choose the candidate lists from ``data.matrix.train``.
 
@@ -398,6 +405,9 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
     step : callable, optional
         ``step(name)`` returns a context manager timing a step (``factorize``,
         ``cluster``, ``candidates``).
+    on_factors : callable, optional
+        Called with the factors as soon as they are fitted, before the clustering (the
+        job starts the evaluation's own top-k search there).
     """
     timed = step or (lambda _name: contextlib.nullcontext())
     train = data.matrix.train
@@ -406,6 +416,8 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
     with timed("factorize"):
         if factors is None:
             factors = fit_factors(train, config.als, config.seed, show_progress=show_progress)
+    if on_factors is not None:
+        on_factors(factors)
 
     with timed("cluster"):
         # Users with the same feature values encode (and are assigned) alike: encode and
@@ -534,8 +546,12 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
                      cluster_centroids, fallback, shrinkage)
 
 
-def evaluate_stage1(data: Stage1Data, fit: Stage1Fit, config: Stage1Config) -> dict[str, Any]:
-    """The recall table of ``fit`` on ``data``'s evaluation window (empty without one)."""
+def evaluate_stage1(data: Stage1Data, fit: Stage1Fit, config: Stage1Config, *,
+                    own_top_k: np.ndarray | None = None) -> dict[str, Any]:
+    """The recall table of ``fit`` on ``data``'s evaluation window (empty without one).
+
+    ``own_top_k`` is :func:`own_top_k_of` already searched (else it is searched here).
+    """
     holdout = data.matrix.holdout
     if holdout is None:
         return {}
@@ -573,11 +589,28 @@ def evaluate_stage1(data: Stage1Data, fit: Stage1Fit, config: Stage1Config) -> d
         holdout, train, data.packages["available"].to_numpy(),
         fit.lists.packages, fit.user_cluster, fit.feature_cluster,
         fit.factors.user_factors, fit.factors.package_factors, popularity,
-        config.evaluation.k, config.als.popularity_prior,
+        config.evaluation.k, config.als.popularity_prior, own_top_k,
     )
     report["phase"] = data.phase
     report["fit_end"] = data.matrix.fit_end
     return report
+
+
+def own_top_k_of(data: Stage1Data, factors: FactorModel, config: Stage1Config
+                 ) -> np.ndarray | None:
+    """The evaluation users' own top-k that :func:`evaluate_stage1` reports (None without
+    an evaluation window).
+
+    ``k`` is the recall cut-off the report uses: ``evaluation.k``, at most the lists'
+    length ``min(n_candidates, available packages)``.
+    """
+    holdout = data.matrix.holdout
+    if holdout is None:
+        return None
+    available = data.packages["available"].to_numpy()
+    k = min(config.evaluation.k, config.candidates.n_candidates, int(available.sum()))
+    return evaluation_top_k(holdout, data.matrix.train, available, factors.user_factors,
+                            factors.package_factors, k, config.als.popularity_prior)
 
 
 def build_stage1(
@@ -618,7 +651,9 @@ def build_stage1(
 
     with progress("stage 1", total=len(_STEPS), show=show_progress) as bar, faiss_threads(
         config.clusters.faiss_threads
-    ), ThreadPoolExecutor(1, thread_name_prefix="verify-input") as checker:
+    ), ThreadPoolExecutor(1, thread_name_prefix="verify-input") as checker, ThreadPoolExecutor(
+        1, thread_name_prefix="own-top-k"
+    ) as searcher:
 
         checksums: Future[None] | None = None
 
@@ -653,10 +688,22 @@ def build_stage1(
                      packages=data.packages.height, fit_end=matrix.fit_end)
             available = data.packages["available"].to_numpy()
 
-        fit = fit_stage1(data, config, show_progress=show_progress, step=step)
+        # The evaluation's own top-k search needs only the factors: it runs in a thread
+        # (faiss releases the GIL) while the mostly single-threaded cluster and
+        # candidates steps run, on the core they leave idle.
+        own: Future[np.ndarray | None] | None = None
+
+        def start_own_top_k(factors: FactorModel) -> None:
+            nonlocal own
+            if config.evaluation.enabled:
+                own = searcher.submit(_own_top_k_thread, data, factors, config)
+
+        fit = fit_stage1(data, config, show_progress=show_progress, step=step,
+                         on_factors=start_own_top_k)
 
         with step("evaluate"):
-            evaluation = evaluate_stage1(data, fit, config)
+            evaluation = evaluate_stage1(data, fit, config,
+                                         own_top_k=own.result() if own else None)
             if evaluation:
                 log.info("offline metrics", recall=evaluation["recall"])
 
@@ -737,6 +784,12 @@ def build_stage1(
                 }
     log.info("stage 1 published", path=str(destination), seconds=timings["total"])
     return destination
+
+
+def _own_top_k_thread(data: Stage1Data, factors: FactorModel, config: Stage1Config
+                      ) -> np.ndarray | None:
+    faiss.omp_set_num_threads(1)  # as the job's main thread (OpenMP settings are per thread)
+    return own_top_k_of(data, factors, config)
 
 
 def _cluster_metrics(clusterer: UserClusterer, n_history: np.ndarray, n_users: np.ndarray,

@@ -32,6 +32,7 @@ __all__ = [
     "BASELINES",
     "LISTS",
     "aggregate_groups",
+    "evaluation_top_k",
     "group_popularity_top",
     "holder_counts",
     "list_recall",
@@ -157,6 +158,36 @@ def _top_unowned(index: faiss.Index, avail: np.ndarray, queries: np.ndarray,
     return out
 
 
+def evaluation_top_k(holdout: Holdout, train: sp.csr_matrix, available: np.ndarray,
+                     user_factors: np.ndarray, package_factors: np.ndarray, k: int,
+                     popularity_prior: float = 0.0) -> np.ndarray:
+    """The evaluation users' own top-k (:func:`user_top_k`) against global popularity.
+
+    Needs only the factors and the train matrix, not the clusters: the job searches it
+    beside its cluster and candidates steps.
+
+    Parameters
+    ----------
+    holdout : Holdout
+        ``rows`` are the users searched.
+    train : csr_matrix, shape (n_users, n_packages)
+        Canonical (one entry per held pair): its column counts are each package's holders.
+    available : ndarray of bool, shape (n_packages,)
+    user_factors : ndarray of float32, shape (n_users, d)
+    package_factors : ndarray of float32, shape (n_packages, d)
+    k : int
+    popularity_prior : float
+
+    Returns
+    -------
+    ndarray of int64, shape (len(holdout.rows), k)
+    """
+    rows = holdout.rows
+    holders = np.bincount(train.indices, minlength=train.shape[1]).astype(np.float32)
+    return user_top_k(user_factors[rows], package_factors, available, train[rows], k,
+                      holders, popularity_prior)
+
+
 def popularity_top(train: sp.csr_matrix, available: np.ndarray, k: int) -> np.ndarray:
     """The ``k`` available packages with the most train users, most popular first (int32)."""
     return group_popularity_top(train, np.zeros(train.shape[0], dtype=np.int64), 1,
@@ -260,6 +291,7 @@ def recall_report(
     popularity: dict[str, tuple[np.ndarray, np.ndarray]],
     k: int,
     popularity_prior: float = 0.0,
+    own_top_k: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Recall@k of the cluster lists and of every baseline on the same users.
 
@@ -284,6 +316,9 @@ def recall_report(
         Cut-off, lowered to the cluster lists' length if they are shorter.
     popularity_prior : float
         Weight of global popularity in each user's own top-k (:func:`user_top_k`).
+    own_top_k : ndarray of int64, shape (n_eval, k), optional
+        The evaluation users' own top-k (:func:`evaluation_top_k`), when already searched
+        (the job searches it while it clusters); default: searched here.
 
     Returns
     -------
@@ -307,8 +342,11 @@ def recall_report(
 
     rows, test = holdout.rows, holdout.test
     recall = shared(rows, test)
-    own = user_top_k(user_factors[rows], package_factors, available, train[rows], k,
-                     popularity["global"][0][0], popularity_prior)
+    if own_top_k is not None and own_top_k.shape == (len(rows), k):
+        own = own_top_k
+    else:
+        own = evaluation_top_k(holdout, train, available, user_factors, package_factors, k,
+                               popularity_prior)
     recall["own_factorisation_top_k"] = list_recall(test, own, np.arange(len(rows)))
     best = max(BASELINES, key=lambda name: recall[name])
     report: dict[str, Any] = {

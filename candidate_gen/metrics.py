@@ -5,10 +5,12 @@ this submodule is for tests and code that scores lists itself: the baselines, ea
 user's own top-k, the lists' recall.
 """
 
+from candidate_gen._build import own_top_k_of
 from candidate_gen._metrics import (
     BASELINES,
     LISTS,
     aggregate_groups,
+    evaluation_top_k,
     group_popularity_top,
     holder_counts,
     list_recall,
@@ -20,9 +22,11 @@ __all__ = [
     "BASELINES",
     "LISTS",
     "aggregate_groups",
+    "evaluation_top_k",
     "group_popularity_top",
     "holder_counts",
     "list_recall",
+    "own_top_k_of",
     "popularity_top",
     "user_top_k",
 ]

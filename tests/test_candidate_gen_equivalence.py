@@ -19,7 +19,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import data
-from candidate_gen import MatrixConfig, segment_codes
+from candidate_gen import (
+    MatrixConfig,
+    Stage1Artifact,
+    Stage1Config,
+    build_stage1,
+    evaluate_stage1,
+    fit_stage1,
+    load_stage1_data,
+    segment_codes,
+)
 from candidate_gen.clusters import (
     UserSegments,
     nonempty_rows,
@@ -27,7 +36,7 @@ from candidate_gen.clusters import (
     package_mean_taste,
 )
 from candidate_gen.factors import build_interaction_matrix, group_order
-from candidate_gen.metrics import holder_counts
+from candidate_gen.metrics import holder_counts, own_top_k_of, user_top_k
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 EVENT_WEIGHT = {"purchase": 4.0, "download": 1.0}
@@ -248,3 +257,30 @@ def test_rows_with_history_without_a_copy(seed, n_users, n_packages):
     factors = rng.standard_normal((n_packages, 3)).astype(np.float32)
     np.testing.assert_array_equal(package_mean_taste(held, factors),
                                   package_mean_taste(train, factors)[warm])
+
+
+def test_own_top_k_searched_beside_the_clusters_equals_the_reports_own(tiny_world, tmp_path):
+    # The job searches the evaluation's own top-k as soon as the factors exist; the
+    # report must be the one evaluate_stage1 makes when it searches them itself.
+    config = Stage1Config().with_overrides(["als.factors=8", "clusters.n_clusters=6",
+                                            "candidates.n_candidates=40"])
+    loaded = load_stage1_data(data.open_dataset(tiny_world), config, "test")
+    fit = fit_stage1(loaded, config)
+    own = own_top_k_of(loaded, fit.factors, config)
+    holdout = loaded.matrix.holdout
+    assert own is not None and holdout is not None and own.shape == (len(holdout.rows), 40)
+    # against the plain formulation: global popularity = holders over every user
+    train = loaded.matrix.train
+    holders = (train > 0).sum(axis=0).A1.astype(np.float32)
+    available = loaded.packages["available"].to_numpy()
+    plain = user_top_k(fit.factors.user_factors[holdout.rows], fit.factors.package_factors,
+                       available, train[holdout.rows], 40, holders,
+                       config.als.popularity_prior)
+    np.testing.assert_array_equal(own, plain)
+    assert evaluate_stage1(loaded, fit, config, own_top_k=own) == evaluate_stage1(
+        loaded, fit, config)
+    # and the job, which overlaps the search with its cluster step, reports the same
+    built = build_stage1(tiny_world, config, tmp_path)
+    reported = Stage1Artifact.load(built).metrics["evaluation"]
+    expected = evaluate_stage1(loaded, fit, config)
+    assert reported["recall"] == expected["recall"]
