@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import sqlite3
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from pathlib import Path
 
@@ -264,10 +265,11 @@ def test_a_poll_racing_the_stage_advance_does_not_drop_a_client(tmp_path: Path) 
     cfg = SecureRoundsConfig.model_validate({
         "enabled": True, "model": "zeros", "n_parameters": P, "checkin_s": 10,
         "stage_s": 5, "min_clients": 4, "max_clients": 4, "n_max": 50})
-    hooks: list = []
+    hooks: list[Callable[[], object]] = []
 
     class Racing(SecureRounds):
-        def _client_id(self, conn, round_, ticket):
+        def _client_id(self, conn: sqlite3.Connection, round_: int, ticket: bytes
+                       ) -> tuple[int | None, str, str]:
             out = super()._client_id(conn, round_, ticket)
             while hooks:
                 hooks.pop()()

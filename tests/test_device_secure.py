@@ -16,7 +16,13 @@ import numpy as np
 import pytest
 from werkzeug.serving import make_server
 
-from federated.device import DeviceClient, DeviceStore, HttpTransport, TransportError
+from federated.device import (
+    DeviceClient,
+    DeviceStore,
+    HttpResponse,
+    HttpTransport,
+    TransportError,
+)
 from federated.privacy import DiscreteGaussianEncoding
 from federated.secagg import Message as SecAggMessage
 from federated.secagg import SecAggParams, modular_sum, run_secagg_round, token_day
@@ -245,7 +251,7 @@ class _LostMaskAnswers(HttpTransport):
     sees a failure and sends it again)."""
 
     def request(self, method: str, path: str, body: object = None, *,
-                headers: dict[str, str] | None = None):
+                headers: dict[str, str] | None = None) -> HttpResponse:
         answer = super().request(method, path, body, headers=headers)
         if method == "POST" and path.endswith("/messages") and isinstance(body, dict):
             kind = SecAggMessage.from_bytes(base64.b64decode(body["message"])).kind

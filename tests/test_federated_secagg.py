@@ -19,6 +19,7 @@ import federated._ddg as ddg_module
 from federated import (
     FederatedConfig,
     FederatedTrainer,
+    LocalResult,
     SecAggAbandoned,
     SecAggProtocolError,
     SyntheticRegressionTask,
@@ -645,7 +646,8 @@ def test_secure_and_plain_runs_of_one_seed_have_the_same_participation() -> None
 class _GreedyTask(SyntheticRegressionTask):
     """The same task, but its local training draws extra random numbers."""
 
-    def local_train(self, parameters, devices, rng):
+    def local_train(self, parameters: np.ndarray, devices: np.ndarray,
+                    rng: np.random.Generator) -> LocalResult:
         rng.random(1000)
         return super().local_train(parameters, devices, rng)
 

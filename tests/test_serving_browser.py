@@ -8,9 +8,13 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from test_serving_support import build_real_var, start_server
+
+if TYPE_CHECKING:  # selenium is imported on use: the module loads (and skips) without it
+    from selenium.webdriver.remote.webdriver import WebDriver
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -23,7 +27,7 @@ pytestmark = [
 ]
 
 
-def _row(driver) -> list[str]:
+def _row(driver: WebDriver) -> list[str]:
     from selenium.webdriver.common.by import By
 
     return [cell.get_attribute("data-sticker-id") or ""
@@ -33,7 +37,6 @@ def _row(driver) -> list[str]:
 def test_typing_updates_the_suggestion_row(tiny_world: Path, tmp_path: Path) -> None:
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.support.ui import WebDriverWait
 
     var = build_real_var(tiny_world, tmp_path / "var")

@@ -185,9 +185,10 @@ def test_initial_model_reports_the_served_row_layouts_parameters(tiny_world: Pat
     assert body["n_parameters"] == suggester.layout.n_parameters > package_level
 
 
-def _history(suggester, user_packages: list[int]) -> dict:
+def _history(suggester: reranker.Suggester, user_packages: list[int]) -> dict:
     """A thin client's history: two sent stickers of a package and that package held."""
     catalog = suggester.catalog
+    assert catalog is not None, "a sticker-row suggester has its sticker catalog"
     first = int(np.searchsorted(catalog.st_pk, catalog.package_index[user_packages[0]]))
     sent = [int(catalog.sticker_ids[first]), int(catalog.sticker_ids[first + 1])]
     return {"stickers": [{"sticker_id": sent[0], "count": 3.0, "last_sent_at": 1_000_000.0},
