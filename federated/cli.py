@@ -101,7 +101,7 @@ def federated() -> None:
 
 def round_line(rec: RoundRecord) -> str:
     """The progress line of one round: status, reports, the devices' mean local loss when
-    the task reports one (the reranker's devices do not: no "loss nan"), ε so far."""
+    the task reports one (a task whose devices report none shows no "loss nan"), ε so far."""
     loss = f", loss {rec.loss:.4g}" if math.isfinite(rec.loss) else ""
     return (f"round {rec.round} {rec.status}: {rec.accepted} in / {rec.dropped} dropped"
             f"{loss}, ε {rec.epsilon:.3g}")
