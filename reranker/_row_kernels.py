@@ -26,6 +26,7 @@ for the arrays alone, where one struct costs about one argument.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba import njit, types
@@ -888,6 +889,14 @@ plus ``query0`` (the user tower of the zero embedding), ``query`` (a personal on
 ``explore`` (the row's exploration slots)."""
 
 
+def _boxed(proxy: Any, ty: Any) -> Any:
+    # numba's dispatch types an argument it has no fast path for by reading its
+    # ``_numba_type_`` twice; StructRefProxy's is a Python property, a slot is read in C
+    # (a few µs less per call on a server's cold caches)
+    proxy._numba_type_ = ty
+    return proxy
+
+
 @structref.register
 class KeystrokeInputsType(types.StructRef):
     """numba type of :class:`KeystrokeInputs` (its fields' types follow the arrays')."""
@@ -906,6 +915,12 @@ class KeystrokeInputs(structref.StructRefProxy):
     compiles its constructor anew in each process). Its fields are read by compiled code
     only.
     """
+
+    __slots__ = ("_numba_type_",)
+
+    @classmethod
+    def _numba_box_(cls, ty, mi):
+        return _boxed(super()._numba_box_(ty, mi), ty)
 
 
 structref.define_proxy(KeystrokeInputs, KeystrokeInputsType, list(INPUT_FIELDS))
@@ -928,6 +943,12 @@ class KeystrokeScratch(structref.StructRefProxy):
     one, written in place), ``cap`` and ``explore`` (:class:`reranker.RowConfig`'s
     ``cap``, ``explore_slots``). Build it with :func:`new_keystroke_scratch`.
     """
+
+    __slots__ = ("_numba_type_",)
+
+    @classmethod
+    def _numba_box_(cls, ty, mi):
+        return _boxed(super()._numba_box_(ty, mi), ty)
 
 
 structref.define_proxy(KeystrokeScratch, KeystrokeScratchType, list(SCRATCH_FIELDS))

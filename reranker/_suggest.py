@@ -158,6 +158,7 @@ class Suggester:
             # the empty state's keystroke inputs per cluster (every cluster a server is
             # asked for; never evicted: the state never changes)
             self._empty_inputs: dict[int, _RowInputs] = {}
+            self._protect_s = self.row_config.protect_s
         # per-cluster contiguous inputs, prepared once (the per-keystroke path only slices)
         self._zeros = np.zeros(layout.n_factors, np.float32)
         self._n_candidates = [int(x) for x in context.candidate_mask.sum(axis=1)]
@@ -275,6 +276,8 @@ class Suggester:
         if not 1 <= limit <= 50:
             raise RerankerInputError(f"limit={limit} should be between 1 and 50")
         if self.is_row:
+            if history is None and self._form is not None:
+                return self._rank_server(language, text, cluster_id, user_embedding, limit, now)
             return self.rank_row(language=language, text=text, cluster_id=cluster_id,
                                  user_embedding=user_embedding, limit=limit, history=history,
                                  now=now)
@@ -341,17 +344,12 @@ class Suggester:
         if not self.is_row or self.catalog is None:
             raise RerankerInputError(f"reranker {self.reranker_version} is a package model; "
                                      "use rank()")
+        if history is None and self._form is not None:
+            return self._rank_server(language, text, cluster_id, user_embedding, limit, now)
         ctx, cat, cfg = self.context, self.catalog, self.row_config
         index = ctx.index_for(cluster_id, language)
         scratch = self._row_scratch()
-        u = self._zeros
-        if user_embedding is not None:
-            u = np.asarray(user_embedding, dtype=np.float32)
-            if u.shape != self._zeros.shape:
-                raise RerankerInputError(f"user_embedding has shape {u.shape}, expected "
-                                         f"{self._zeros.shape}")
-            if not np.isfinite(u).all():
-                raise RerankerInputError("user_embedding contains NaN or infinite values")
+        u = self._zeros if user_embedding is None else self._checked_embedding(user_embedding)
         match = index.match(text)
         if history is None:
             # a device with no history (what a server answers): the cluster's inputs,
@@ -361,8 +359,7 @@ class Suggester:
             t = float(now) if now is not None else 0.0
             inputs = self._empty_inputs.get(cluster_id)
             if inputs is None:
-                inputs = self._empty_inputs[cluster_id] = self._with_kernel(
-                    _RowInputs.of_view(state.catalog_view(cluster_id, 0.0), state, cat))
+                inputs = self._empty_row_inputs(cluster_id)
             fallback = inputs.fallback
         else:
             state = (history if isinstance(history, DeviceHistory)
@@ -392,12 +389,12 @@ class Suggester:
                 scratch.kernel, state.subscriber, t - cfg.protect_s, personal, limit)
             if n == 0:
                 return Ranking([], [], [])
-            stickers = scratch.row_stickers[:m].tolist()
-            pkgs = scratch.row_packages[:m].tolist()
-            row_scores = scratch.row_scores[:m].tolist()
+            ranking = Ranking(scratch.row_stickers[:m].tolist(),
+                              scratch.row_packages[:m].tolist(),
+                              scratch.row_scores[:m].tolist())
             if not explore:  # the kernel saw that no exploration slot applies
-                return Ranking(stickers, pkgs, row_scores)
-            scores = scratch.o_score[:n]
+                return ranking
+            return self._explore(ranking, inputs, scratch, n, scratch.o_score[:n], limit)
         else:
             # the arguments every keystroke kernel starts with (see _row_kernels.assemble)
             shared = (match.label_ids, match.strengths, match.kinds, *inputs.arrays,
@@ -414,9 +411,19 @@ class Suggester:
             scores = scorer.run(n, copy=False)
             m = self._top_candidates(scores, inputs.sticker_ids[scratch.o_st[:n]],
                                      inputs.package_ids[scratch.o_pk[:n]], limit, *out)
-            stickers = out[0][:m].tolist()
-            pkgs = out[1][:m].tolist()
-            row_scores = out[2][:m].tolist()
+            ranking = Ranking(out[0][:m].tolist(), out[1][:m].tolist(), out[2][:m].tolist())
+        if not (cfg.explore_slots and m):
+            return ranking
+        return self._explore(ranking, inputs, scratch, n, scores, limit)
+
+    def _explore(self, ranking: Ranking, inputs: _RowInputs, scratch: _RowScratch, n: int,
+                 scores: np.ndarray, limit: int) -> Ranking:
+        """``ranking`` with the last slot(s) given to the best candidates of packages new
+        to the device when it shows none (``explore_slots``); ``scores`` (n,) are the
+        candidates' (in the order of ``scratch.o_st``)."""
+        cfg = self.row_config
+        stickers, pkgs, row_scores = ranking
+        m = len(stickers)
         if cfg.explore_slots and m:
             shown = inputs.sticker_ids[scratch.o_st[:n]]
             packages = inputs.package_ids[scratch.o_pk[:n]]
@@ -431,6 +438,58 @@ class Suggester:
                 pkgs = pkgs[:keep] + packages[extra].tolist()
                 row_scores = row_scores[:keep] + scores[extra].astype(float).tolist()
         return Ranking(stickers, pkgs, row_scores)
+
+    def _rank_server(self, language: str, text: str, cluster_id: int,
+                     user_embedding: np.ndarray | None, limit: int, now: float | None
+                     ) -> Ranking:
+        """:meth:`rank_row` of a device with no history with the compiled keystroke (what
+        a server answers; ``limit`` checked): the same row in as few Python steps as can
+        be — on a busy server's cold caches each costs microseconds."""
+        index = self.context.index_for(cluster_id, language)
+        try:
+            scratch: _RowScratch = self._local.row_scratch
+        except AttributeError:
+            scratch = self._row_scratch()
+        inputs = self._empty_inputs.get(cluster_id)
+        if inputs is None:
+            inputs = self._empty_row_inputs(cluster_id)
+        personal = False
+        if user_embedding is not None:
+            assert self._form is not None
+            scratch.query(self._checked_embedding(user_embedding), self._form)
+            personal = True
+        match = index.match(text)
+        # the empty state: not a subscriber, nothing sent (so nothing protected; the
+        # fallback, the listed packages' first stickers, is read only when nothing matched)
+        n, m, explore = self._keystroke_rows(
+            match.label_ids, match.strengths, match.kinds, inputs.fallback, inputs.kernel,
+            scratch.kernel, False, (0.0 if now is None else float(now)) - self._protect_s,
+            personal, limit)
+        if n == 0:
+            return Ranking([], [], [])
+        ranking = Ranking(scratch.row_stickers[:m].tolist(), scratch.row_packages[:m].tolist(),
+                          scratch.row_scores[:m].tolist())
+        if not explore:  # never, in fact: every package is new to an empty device
+            return ranking
+        return self._explore(ranking, inputs, scratch, n, scratch.o_score[:n], limit)
+
+    def _empty_row_inputs(self, cluster_id: int) -> _RowInputs:
+        """The empty state's inputs in ``cluster_id`` (built once per cluster)."""
+        assert self.catalog is not None
+        state = self._empty
+        inputs = self._empty_inputs[cluster_id] = self._with_kernel(
+            _RowInputs.of_view(state.catalog_view(cluster_id, 0.0), state, self.catalog))
+        return inputs
+
+    def _checked_embedding(self, user_embedding: np.ndarray) -> np.ndarray:
+        """``user_embedding`` as float32 (d,), finite; :class:`RerankerInputError` if not."""
+        u = np.asarray(user_embedding, dtype=np.float32)
+        if u.shape != self._zeros.shape:
+            raise RerankerInputError(f"user_embedding has shape {u.shape}, expected "
+                                     f"{self._zeros.shape}")
+        if not np.isfinite(u).all():
+            raise RerankerInputError("user_embedding contains NaN or infinite values")
+        return u
 
     def _with_kernel(self, inputs: _RowInputs) -> _RowInputs:
         """``inputs`` with their compiled struct (:class:`_row_kernels.KeystrokeInputs`)
