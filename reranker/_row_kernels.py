@@ -42,11 +42,14 @@ __all__ = [
     "N_HISTORY",
     "SCRATCH_FIELDS",
     "KeystrokeInputs",
+    "KeystrokeJob",
     "KeystrokeScratch",
     "assemble",
     "keystroke",
     "keystroke_rows",
+    "keystroke_server",
     "new_keystroke_inputs",
+    "new_keystroke_job",
     "new_keystroke_scratch",
     "record_send",
     "refresh_view",
@@ -878,8 +881,10 @@ def walk(dev_ptr, s_sig, s_ts, s_st, s_record, s_emit,
 # ---------------------------------------------------------------- the keystroke with structs
 INPUT_FIELDS = ("lab_ptr", "lab_st", "lab_ptr_b", "lab_st_b", "st_pk", "st_lab_ptr", "st_lab",
                 "pk_size", "pk_factor", "pk_unit", "pk_premium", "label_unit", "pk_prior",
-                "pk_flags", "v_st", "v_pk", "v_lb", "st_last", "sticker_ids", "package_ids")
-"""Fields of :class:`KeystrokeInputs`: :func:`keystroke`'s arguments of the same names."""
+                "pk_flags", "v_st", "v_pk", "v_lb", "st_last", "sticker_ids", "package_ids",
+                "fallback")
+"""Fields of :class:`KeystrokeInputs`: :func:`keystroke`'s arguments of the same names
+(``fallback``: the view's own no-match candidates, its listed packages' first stickers)."""
 SCRATCH_FIELDS = ("pre_w", "seen", "slot", "pk_seen", "pk_cnt", "stamp", "c_st", "c_bs",
                   "c_kind", "c_lab", "c_pre", "c_protect", "keep", "q", "o_st", "o_pk",
                   "query0", "query", "kw_w", "prior_w", "hist_w", "pk_mark", "pk_part",
@@ -954,15 +959,46 @@ class KeystrokeScratch(structref.StructRefProxy):
 structref.define_proxy(KeystrokeScratch, KeystrokeScratchType, list(SCRATCH_FIELDS))
 
 
+@structref.register
+class KeystrokeJobType(types.StructRef):
+    """numba type of :class:`KeystrokeJob`."""
+
+    def preprocess_fields(self, fields):
+        return tuple((name, types.unliteral(typ)) for name, typ in fields)
+
+
+class KeystrokeJob(structref.StructRefProxy):
+    """A server thread's keystroke in one cluster: its :class:`KeystrokeInputs` (the
+    empty device's view of the cluster) and the thread's :class:`KeystrokeScratch`, so
+    :func:`keystroke_server` takes one struct. Build it with :func:`new_keystroke_job`.
+    """
+
+    __slots__ = ("_numba_type_",)
+
+    @classmethod
+    def _numba_box_(cls, ty, mi):
+        return _boxed(super()._numba_box_(ty, mi), ty)
+
+
+structref.define_proxy(KeystrokeJob, KeystrokeJobType, ["inputs", "scratch"])
+
+
 @njit(cache=True)
 def new_keystroke_inputs(lab_ptr, lab_st, lab_ptr_b, lab_st_b, st_pk, st_lab_ptr, st_lab,
                          pk_size, pk_factor, pk_unit, pk_premium, label_unit, pk_prior,
-                         pk_flags, v_st, v_pk, v_lb, st_last, sticker_ids,
-                         package_ids):  # pragma: no cover
+                         pk_flags, v_st, v_pk, v_lb, st_last, sticker_ids, package_ids,
+                         fallback):  # pragma: no cover
     """A :class:`KeystrokeInputs` of these arrays (compiled once, then cached on disk)."""
     return KeystrokeInputs(lab_ptr, lab_st, lab_ptr_b, lab_st_b, st_pk, st_lab_ptr, st_lab,
                            pk_size, pk_factor, pk_unit, pk_premium, label_unit, pk_prior,
-                           pk_flags, v_st, v_pk, v_lb, st_last, sticker_ids, package_ids)
+                           pk_flags, v_st, v_pk, v_lb, st_last, sticker_ids, package_ids,
+                           fallback)
+
+
+@njit(cache=True)
+def new_keystroke_job(inputs, scratch):  # pragma: no cover
+    """A :class:`KeystrokeJob` of these structs (compiled once, then cached on disk)."""
+    return KeystrokeJob(inputs, scratch)
 
 
 @njit(cache=True)
@@ -1030,3 +1066,13 @@ def keystroke_rows(m_label, m_strength, m_kind, fallback, inputs, scratch, subsc
                     explore = True
                     break
     return n, m, explore
+
+
+@njit(cache=True, nogil=True)
+def keystroke_server(m_label, m_strength, m_kind, job, protect_after: float, personal: bool,
+                     limit: int) -> tuple[int, int, bool]:  # pragma: no cover
+    """:func:`keystroke_rows` of a device with no history (what a server answers) with one
+    struct argument: ``job`` (:class:`KeystrokeJob`) holds the inputs and the scratch; the
+    device is not a subscriber and its no-match candidates are ``job.inputs.fallback``."""
+    return keystroke_rows(m_label, m_strength, m_kind, job.inputs.fallback, job.inputs,
+                          job.scratch, False, protect_after, personal, limit)

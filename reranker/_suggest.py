@@ -140,7 +140,10 @@ class Suggester:
             self._keystroke: Callable[..., tuple[int, int]] = _row_kernels.keystroke
             self._keystroke_rows: Callable[..., tuple[int, int, bool]] = (
                 _row_kernels.keystroke_rows)
+            self._keystroke_server: Callable[..., tuple[int, int, bool]] = (
+                _row_kernels.keystroke_server)
             self._new_inputs: Callable[..., Any] = _row_kernels.new_keystroke_inputs
+            self._new_job: Callable[..., Any] = _row_kernels.new_keystroke_job
             # a device's inputs (its compact view's arrays, and their struct) per view
             self._view_inputs: weakref.WeakKeyDictionary[
                 CatalogView, tuple[Any, np.ndarray]] = weakref.WeakKeyDictionary()
@@ -357,9 +360,7 @@ class Suggester:
             # (the kernels read the fallback only when nothing matched)
             state = self._empty
             t = float(now) if now is not None else 0.0
-            inputs = self._empty_inputs.get(cluster_id)
-            if inputs is None:
-                inputs = self._empty_row_inputs(cluster_id)
+            inputs = self._empty_row_inputs(cluster_id)
             fallback = inputs.fallback
         else:
             state = (history if isinstance(history, DeviceHistory)
@@ -450,35 +451,37 @@ class Suggester:
             scratch: _RowScratch = self._local.row_scratch
         except AttributeError:
             scratch = self._row_scratch()
-        inputs = self._empty_inputs.get(cluster_id)
-        if inputs is None:
-            inputs = self._empty_row_inputs(cluster_id)
+        job = scratch.jobs.get(cluster_id)
+        if job is None:
+            job = scratch.jobs[cluster_id] = self._new_job(
+                self._empty_row_inputs(cluster_id).kernel, scratch.kernel)
         personal = False
         if user_embedding is not None:
             assert self._form is not None
             scratch.query(self._checked_embedding(user_embedding), self._form)
             personal = True
         match = index.match(text)
-        # the empty state: not a subscriber, nothing sent (so nothing protected; the
-        # fallback, the listed packages' first stickers, is read only when nothing matched)
-        n, m, explore = self._keystroke_rows(
-            match.label_ids, match.strengths, match.kinds, inputs.fallback, inputs.kernel,
-            scratch.kernel, False, (0.0 if now is None else float(now)) - self._protect_s,
-            personal, limit)
+        # the empty state: nothing sent, so nothing protected whatever the time
+        n, m, explore = self._keystroke_server(
+            match.label_ids, match.strengths, match.kinds, job,
+            (0.0 if now is None else float(now)) - self._protect_s, personal, limit)
         if n == 0:
             return Ranking([], [], [])
-        ranking = Ranking(scratch.row_stickers[:m].tolist(), scratch.row_packages[:m].tolist(),
-                          scratch.row_scores[:m].tolist())
+        rows = scratch.row_views
+        ranking = Ranking(rows[0][:m].tolist(), rows[1][:m].tolist(), rows[2][:m].tolist())
         if not explore:  # never, in fact: every package is new to an empty device
             return ranking
-        return self._explore(ranking, inputs, scratch, n, scratch.o_score[:n], limit)
+        return self._explore(ranking, self._empty_row_inputs(cluster_id), scratch, n,
+                             scratch.o_score[:n], limit)
 
     def _empty_row_inputs(self, cluster_id: int) -> _RowInputs:
         """The empty state's inputs in ``cluster_id`` (built once per cluster)."""
-        assert self.catalog is not None
-        state = self._empty
-        inputs = self._empty_inputs[cluster_id] = self._with_kernel(
-            _RowInputs.of_view(state.catalog_view(cluster_id, 0.0), state, self.catalog))
+        inputs = self._empty_inputs.get(cluster_id)
+        if inputs is None:
+            assert self.catalog is not None
+            state = self._empty
+            inputs = self._empty_inputs[cluster_id] = self._with_kernel(
+                _RowInputs.of_view(state.catalog_view(cluster_id, 0.0), state, self.catalog))
         return inputs
 
     def _checked_embedding(self, user_embedding: np.ndarray) -> np.ndarray:
@@ -497,7 +500,7 @@ class Suggester:
         if self._form is None:
             return inputs
         return inputs._replace(kernel=self._new_inputs(*inputs.arrays, inputs.sticker_ids,
-                                                       inputs.package_ids))
+                                                       inputs.package_ids, inputs.fallback))
 
     def _view_row_inputs(self, state: DeviceHistory, cluster_id: int, t: float) -> _RowInputs:
         """The inputs of a device's compact view at ``t``; their struct is built once per
@@ -728,7 +731,13 @@ class _RowScratch:
         self.row_stickers = np.empty(50, np.int64)
         self.row_packages = np.empty(50, np.int64)
         self.row_scores = np.empty(50, np.float64)
+        # read through memoryviews: slicing one costs less than slicing an ndarray
+        self.row_views: tuple[Any, Any, Any] = (
+            self.row_stickers.data, self.row_packages.data, self.row_scores.data)
         self.kernel: Any = None
+        # the server's keystroke per cluster (_row_kernels.KeystrokeJob: the empty
+        # device's inputs of the cluster with this scratch)
+        self.jobs: dict[int, Any] = {}
         if form is not None:
             from reranker import _row_kernels
 
