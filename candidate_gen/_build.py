@@ -13,8 +13,8 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -252,6 +252,9 @@ class Stage1Data:
         non-validation users; ``validation``: fit before ``validation_start``, evaluate on
         ``[validation_start, test_start)`` on validation devices only.
     matrix : InteractionMatrix
+    pending : dict of str to Future
+        ``segments`` and ``label_shares`` being computed in a thread (see
+        :func:`load_stage1_data`'s ``background``); computed on first use without it.
     """
 
     dataset: Dataset
@@ -261,15 +264,32 @@ class Stage1Data:
     split: TimeSplit
     phase: Phase
     matrix: InteractionMatrix
+    pending: dict[str, Future[Any]] = field(default_factory=dict, repr=False, compare=False)
 
     @functools.cached_property
     def segments(self) -> UserSegments:
         """The users' segment codes by any of the user features (computed once)."""
+        if "segments" in self.pending:
+            segments: UserSegments = self.pending["segments"].result()
+            return segments
         return UserSegments(self.users, USER_FEATURES)
+
+    @functools.cached_property
+    def label_shares(self) -> tuple[sp.csr_matrix, np.ndarray] | None:
+        """:func:`package_label_matrix` of the stickers over the matrix columns (None
+        without a stickers table)."""
+        if self.stickers is None:
+            return None
+        if "label_shares" in self.pending:
+            ids, shares = self.pending["label_shares"].result()
+            if np.array_equal(ids, self.matrix.package_ids):
+                return shares
+        return package_label_matrix(self.stickers, self.matrix.package_ids)
 
 
 def load_stage1_data(ds: Dataset, config: Stage1Config, phase: Phase = "test",
-                     *, evaluate: bool | None = None) -> Stage1Data:
+                     *, evaluate: bool | None = None, background: Executor | None = None,
+                     ) -> Stage1Data:
     """Read a dataset and build the matrix of one phase of its split.
 
     Parameters
@@ -281,6 +301,10 @@ def load_stage1_data(ds: Dataset, config: Stage1Config, phase: Phase = "test",
         See :class:`Stage1Data`.
     evaluate : bool, optional
         Sample the evaluation window (default: ``config.evaluation.enabled``).
+    background : concurrent.futures.Executor, optional
+        Computes :attr:`Stage1Data.segments` and :attr:`Stage1Data.label_shares` while
+        the matrix is built (polars does most of that work outside the GIL, on the core
+        the matrix's numpy steps leave idle).
     """
     users = _sorted_by(ds.table("users"), "user_id")
     packages = _sorted_by(ds.table("packages"), "package_id")
@@ -303,12 +327,24 @@ def load_stage1_data(ds: Dataset, config: Stage1Config, phase: Phase = "test",
             return split.is_validation_device(user_ids[rows]) == want
     else:
         window = None
+    pending: dict[str, Future[Any]] = {}
+    if background is not None:
+        pending["segments"] = background.submit(UserSegments, users, USER_FEATURES)
+        if stickers is not None:
+            pending["label_shares"] = background.submit(_label_shares, stickers, packages)
     matrix = build_interaction_matrix(
         ds.scan("interactions"), users, packages, config.matrix, fit_end,
         np.random.default_rng(config.seed), window=window,
         eval_users=config.evaluation.eval_users, eligible=eligible,
     )
-    return Stage1Data(ds, users, packages, stickers, split, phase, matrix)
+    return Stage1Data(ds, users, packages, stickers, split, phase, matrix, pending)
+
+
+def _label_shares(stickers: pl.DataFrame, packages: pl.DataFrame
+                  ) -> tuple[np.ndarray, tuple[sp.csr_matrix, np.ndarray]]:
+    # the matrix's columns are the sorted package ids (checked again on use)
+    ids = np.sort(packages["package_id"].to_numpy()).astype(np.int32)
+    return ids, package_label_matrix(stickers, ids)
 
 
 @dataclass(frozen=True)
@@ -531,7 +567,8 @@ def fit_stage1(data: Stage1Data, config: Stage1Config, *, show_progress: bool = 
         if data.stickers is None:
             coverage_note = "skipped: dataset has no stickers table (no labels)"
         else:
-            shares, label_ids = package_label_matrix(data.stickers, data.matrix.package_ids)
+            shares, label_ids = data.label_shares or package_label_matrix(
+                data.stickers, data.matrix.package_ids)
             if len(label_ids) == 0:
                 coverage_note = "skipped: no sticker carries a label"
                 shares = label_ids = None
@@ -682,7 +719,7 @@ def build_stage1(
                          checker.submit(verify_checksums, ds.root, ds.manifest))
 
         with step("matrix"):
-            data = load_stage1_data(ds, config, "test")
+            data = load_stage1_data(ds, config, "test", background=searcher)
             matrix = data.matrix
             log.info("building stage 1", dataset=str(ds.root), users=data.users.height,
                      packages=data.packages.height, fit_end=matrix.fit_end)

@@ -284,3 +284,23 @@ def test_own_top_k_searched_beside_the_clusters_equals_the_reports_own(tiny_worl
     reported = Stage1Artifact.load(built).metrics["evaluation"]
     expected = evaluate_stage1(loaded, fit, config)
     assert reported["recall"] == expected["recall"]
+
+
+def test_segments_and_label_shares_made_while_the_matrix_builds_are_the_same(tiny_world):
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = Stage1Config()
+    ds = data.open_dataset(tiny_world)
+    plain = load_stage1_data(ds, config, "test")
+    with ThreadPoolExecutor(1) as background:
+        early = load_stage1_data(ds, config, "test", background=background)
+        assert set(early.pending) == {"segments", "label_shares"}
+        for features in (["language"], config.clusters.features,
+                         config.evaluation.segment_features):
+            a, b = early.segments.codes(features), plain.segments.codes(features)
+            np.testing.assert_array_equal(a[0], b[0])
+            assert a[1] == b[1]
+        shares, label_ids = early.label_shares or (None, None)
+        expected, expected_ids = package_label_matrix(plain.stickers, plain.matrix.package_ids)
+    assert shares is not None and (shares != expected).nnz == 0
+    np.testing.assert_array_equal(label_ids, expected_ids)
