@@ -44,7 +44,7 @@ from candidate_gen._metrics import (
     holder_counts,
     recall_report,
 )
-from candidate_gen._search import faiss_threads
+from candidate_gen._search import faiss_threads, one_search_thread
 from data import (
     DataFileError,
     Dataset,
@@ -826,7 +826,8 @@ def build_stage1(
 def _own_top_k_thread(data: Stage1Data, factors: FactorModel, config: Stage1Config
                       ) -> np.ndarray | None:
     faiss.omp_set_num_threads(1)  # as the job's main thread (OpenMP settings are per thread)
-    return own_top_k_of(data, factors, config)
+    with one_search_thread():  # one core; the clustering keeps the other
+        return own_top_k_of(data, factors, config)
 
 
 def _cluster_metrics(clusterer: UserClusterer, n_history: np.ndarray, n_users: np.ndarray,

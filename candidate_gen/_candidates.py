@@ -43,6 +43,7 @@ import structlog
 
 from candidate_gen._config import CandidateConfig
 from candidate_gen._matrix import concat_ranges, group_order, index_of
+from candidate_gen._search import map_slices
 
 __all__ = [
     "CandidateLists", "cluster_scores", "estimate_shrinkage", "holder_label_demand",
@@ -355,8 +356,12 @@ def select_candidates(
     n = min(config.n_candidates, len(avail))
     k = len(scores)
     top_local = np.empty((k, n), dtype=np.int64)
-    for c in range(k):
-        top_local[c] = top_stable(scores[c], n)
+
+    def top_rows(first: int, last: int) -> None:
+        for c in range(first, last):  # partition releases the GIL: slices run in parallel
+            top_local[c] = top_stable(scores[c], n)
+
+    map_slices(top_rows, k)
     top_scores = np.take_along_axis(scores, top_local, axis=1).astype(np.float32)
     coverage_on = (shares is not None and demand is not None and label_ids is not None
                    and config.top_labels > 0)

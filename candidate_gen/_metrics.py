@@ -26,7 +26,7 @@ import scipy.sparse as sp
 
 from candidate_gen._candidates import top_stable
 from candidate_gen._matrix import Holdout, group_order
-from candidate_gen._search import search
+from candidate_gen._search import map_slices, search
 
 __all__ = [
     "BASELINES",
@@ -245,8 +245,13 @@ def holder_counts(train: sp.csr_matrix, group: np.ndarray, n_groups: int) -> np.
     ends = np.cumsum(np.bincount(group[order], minlength=n_groups))
     bounds = grouped.indptr[np.concatenate([[0], ends])]
     out = np.empty((n_groups, n_packages), dtype=np.float32)
-    for g in range(n_groups):
-        out[g] = np.bincount(grouped.indices[bounds[g]:bounds[g + 1]], minlength=n_packages)
+
+    def count(first: int, last: int) -> None:
+        for g in range(first, last):  # bincount releases the GIL: slices run in parallel
+            out[g] = np.bincount(grouped.indices[bounds[g]:bounds[g + 1]],
+                                 minlength=n_packages)
+
+    map_slices(count, n_groups)
     return out
 
 

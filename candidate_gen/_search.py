@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import faiss
 import numpy as np
 
-__all__ = ["faiss_threads", "search", "search_threads"]
+__all__ = ["faiss_threads", "map_slices", "one_search_thread", "search", "search_threads"]
 
 _MIN_SLICE = 2048  # queries per thread below which splitting costs more than it saves
 _threads = 1
+_local = threading.local()  # a thread's own override of _threads (one_search_thread)
 
 
 def _cores() -> int:
@@ -35,8 +37,49 @@ def _cores() -> int:
 
 
 def search_threads() -> int:
-    """Threads that :func:`search` currently uses."""
-    return _threads
+    """Threads that :func:`search` currently uses (in the calling thread)."""
+    threads: int = getattr(_local, "threads", None) or _threads
+    return threads
+
+
+@contextlib.contextmanager
+def one_search_thread() -> Iterator[None]:
+    """:func:`search` in the calling thread runs its queries in that thread alone.
+
+    For a search run beside other work (the job's own top-k evaluation beside its
+    clustering): it takes one core and leaves the other to the work it overlaps. Each
+    query's result is the same as with any thread count (see the module docstring).
+    """
+    before = getattr(_local, "threads", None)
+    _local.threads = 1
+    try:
+        yield
+    finally:
+        _local.threads = before
+
+
+def map_slices(function: Callable[[int, int], None], n: int, threads: int | None = None
+               ) -> None:
+    """Call ``function(lo, hi)`` on contiguous slices of ``range(n)``, one per thread.
+
+    For loops whose numpy calls release the GIL (``bincount``, ``partition``) and whose
+    slices write disjoint outputs: the result is the same as one call ``function(0, n)``.
+
+    Parameters
+    ----------
+    function : callable
+    n : int
+    threads : int, optional
+        Default :func:`search_threads` (the job's ``clusters.faiss_threads``).
+    """
+    threads = max(1, min(threads or search_threads(), n))
+    if threads == 1:
+        function(0, n)
+        return
+    bounds = np.linspace(0, n, threads + 1).astype(np.int64)
+    with ThreadPoolExecutor(threads, thread_name_prefix="stage1-slices") as pool:
+        list(pool.map(lambda i: function(int(bounds[i]), int(bounds[i + 1])),
+                      range(threads)))
 
 
 @contextlib.contextmanager
@@ -78,7 +121,7 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
     """
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     n = len(queries)
-    threads = min(_threads, n // _MIN_SLICE)
+    threads = min(search_threads(), n // _MIN_SLICE)
     if threads <= 1:
         distances, labels = index.search(queries, k)
         return distances, labels

@@ -18,7 +18,13 @@ from candidate_gen._candidates import (
 )
 from candidate_gen._clustering import UserClusterer, cluster_means, merge_small_clusters
 from candidate_gen._features import ColdStartAssigner, UserFeatureEncoder
-from candidate_gen._search import faiss_threads, search, search_threads
+from candidate_gen._search import (
+    faiss_threads,
+    map_slices,
+    one_search_thread,
+    search,
+    search_threads,
+)
 
 __all__ = [
     "CandidateLists",
@@ -31,8 +37,10 @@ __all__ = [
     "estimate_shrinkage",
     "faiss_threads",
     "label_demand",
+    "map_slices",
     "merge_small_clusters",
     "nonempty_rows",
+    "one_search_thread",
     "package_label_matrix",
     "package_mean_taste",
     "search",

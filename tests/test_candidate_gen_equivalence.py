@@ -304,3 +304,40 @@ def test_segments_and_label_shares_made_while_the_matrix_builds_are_the_same(tin
         expected, expected_ids = package_label_matrix(plain.stickers, plain.matrix.package_ids)
     assert shares is not None and (shares != expected).nnz == 0
     np.testing.assert_array_equal(label_ids, expected_ids)
+
+
+def test_loops_split_over_threads_equal_one_thread():
+    # holder counts and the per-cluster top lists run their slices in threads inside the
+    # job (faiss_threads); the own top-k search beside the clustering runs in one.
+    from candidate_gen.clusters import faiss_threads, one_search_thread, select_candidates
+    from candidate_gen.clusters import search_threads as threads_now
+
+    rng = np.random.default_rng(7)
+    n_users, n_packages, n_groups = 5000, 300, 37
+    dense = (rng.random((n_users, n_packages)) < 0.05) * rng.random((n_users, n_packages))
+    train = sp.csr_matrix(dense.astype(np.float32))
+    group = rng.integers(-1, n_groups, n_users)
+    scores = rng.standard_normal((n_groups, n_packages)).astype(np.float32)
+    scores[:, :40] = np.round(scores[:, :40])  # ties
+    available = np.ones(n_packages, dtype=bool)
+    from candidate_gen import CandidateConfig
+
+    config = CandidateConfig(n_candidates=50, top_labels=0)
+    single_counts = holder_counts(train, group, n_groups)
+    single_lists = select_candidates(scores, available, config)
+    factors_u = rng.standard_normal((n_users, 8)).astype(np.float32)
+    factors_p = rng.standard_normal((n_packages, 8)).astype(np.float32)
+    with faiss_threads(3):
+        assert threads_now() == 3
+        np.testing.assert_array_equal(holder_counts(train, group, n_groups), single_counts)
+        lists = select_candidates(scores, available, config)
+        threaded = user_top_k(factors_u, factors_p, available, train, 20,
+                              single_counts.sum(axis=0), 3.0)
+        with one_search_thread():
+            assert threads_now() == 1
+            alone = user_top_k(factors_u, factors_p, available, train, 20,
+                               single_counts.sum(axis=0), 3.0)
+        assert threads_now() == 3
+    np.testing.assert_array_equal(lists.packages, single_lists.packages)
+    np.testing.assert_array_equal(lists.scores, single_lists.scores)
+    np.testing.assert_array_equal(threaded, alone)
