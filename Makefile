@@ -134,7 +134,7 @@ bench: $(STAGE1) system-deps
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy data candidate_gen keyword_index reranker federated serving evaluation tasks bench
+	$(BIN)/mypy data candidate_gen keyword_index reranker federated serving evaluation tasks bench tests
 
 format: install
 	$(BIN)/ruff check --fix .

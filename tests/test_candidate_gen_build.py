@@ -134,7 +134,7 @@ def test_artifact_contents_and_metrics(two_groups):
     assert table.filter(cluster_id=0)["rank"].to_list() == [1, 2, 3, 4, 5]
     users = pl.read_parquet(path / "user_clusters.parquet")
     assert users.height == 200 and users["cluster_id"].dtype == pl.Int32
-    assert artifact.clusters["n_users"].min() >= 50  # k-anonymity
+    assert artifact.clusters["n_users"].to_numpy().min() >= 50  # k-anonymity
     m = artifact.metrics
     assert set(m["timings_s"]) >= {"load", "matrix", "factorize", "cluster", "candidates",
                                    "evaluate", "write", "total"}
@@ -258,7 +258,7 @@ def test_generated_tiny_world(tiny_world, tmp_path):
     path = build_stage1(tiny_world, config, tmp_path)
     artifact = Stage1Artifact.load(tmp_path)
     assert artifact.version == path.name
-    assert artifact.clusters["n_history"].min() >= config.clusters.min_cluster_size
+    assert artifact.clusters["n_history"].to_numpy().min() >= config.clusters.min_cluster_size
     assert artifact.metrics["label_coverage"]["covered_share"] == 1.0
     available = set(pl.read_parquet(tiny_world / "packages").filter("available")["package_id"])
     for c in range(artifact.n_clusters):

@@ -301,6 +301,7 @@ def test_segments_and_label_shares_made_while_the_matrix_builds_are_the_same(tin
             np.testing.assert_array_equal(a[0], b[0])
             assert a[1] == b[1]
         shares, label_ids = early.label_shares or (None, None)
+        assert plain.stickers is not None
         expected, expected_ids = package_label_matrix(plain.stickers, plain.matrix.package_ids)
     assert shares is not None and (shares != expected).nnz == 0
     np.testing.assert_array_equal(label_ids, expected_ids)

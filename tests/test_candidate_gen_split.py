@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 import scipy.sparse as sp
+from test_candidate_gen_build import two_group_tables, write_dataset
 
 import data
 from candidate_gen import (
@@ -23,7 +24,6 @@ from candidate_gen import (
 )
 from candidate_gen.clusters import cluster_scores, estimate_shrinkage
 from data.cli import main as stickers
-from tests.test_candidate_gen_build import two_group_tables, write_dataset
 
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
 TS = pl.Datetime("ms", "UTC")
@@ -367,7 +367,7 @@ def test_log_without_demographics_builds_end_to_end(tiny_world: Path, tmp_path, 
 
 
 def test_behaviour_alone_separates_two_groups_without_demographics(tmp_path):
-    from tests.test_candidate_gen_build import TEST_CONFIG
+    from test_candidate_gen_build import TEST_CONFIG
 
     dataset = write_dataset(tmp_path / "data" / "ext", two_group_tables(external=True))
     # No shrinkage: with one segment (no demographics) the prior is global popularity,
@@ -382,7 +382,7 @@ def test_behaviour_alone_separates_two_groups_without_demographics(tmp_path):
 
 
 def test_cold_users_without_features_get_global_popularity(tmp_path):
-    from tests.test_candidate_gen_build import TEST_CONFIG
+    from test_candidate_gen_build import TEST_CONFIG
 
     tables = two_group_tables(external=True)
     cold = pl.DataFrame({  # no history and nothing known about them (#16 item 4)
@@ -417,7 +417,7 @@ def test_cold_users_without_features_get_global_popularity(tmp_path):
 
 
 def test_no_fallback_when_cold_users_have_features(tmp_path):
-    from tests.test_candidate_gen_build import TEST_CONFIG
+    from test_candidate_gen_build import TEST_CONFIG
 
     tables = two_group_tables()
     cold = tables["users"].head(3).with_columns(pl.Series("user_id", [2000, 2001, 2002],

@@ -479,7 +479,7 @@ def test_package_mean_taste_is_the_mean_of_held_unit_package_factors():
 def test_clusters_on_package_means_separate_what_users_hold(tmp_path):
     """User factors that say nothing (all equal) cannot split users; the mean of their held
     packages' directions does, exactly by which packages they hold."""
-    from tests.test_candidate_gen_split import KNOWN, SPLIT, known_tables, write_dataset
+    from test_candidate_gen_split import KNOWN, SPLIT, known_tables, write_dataset
 
     ds = write_dataset(tmp_path / "known", known_tables(), SPLIT)
     config = KNOWN.with_overrides(["clusters.feature_weight=0.0"])
