@@ -294,12 +294,7 @@ class Suggester:
                                     out=(bound.keyword_features, shown))
             scores = bound.run(copy=False)  # its buffer: read before the next run
         else:  # the only untrusted array: candidates and features come from the artifacts
-            u = np.asarray(user_embedding, dtype=np.float32)
-            if u.shape != self._zeros.shape:
-                raise RerankerInputError(f"user_embedding has shape {u.shape}, expected "
-                                         f"{self._zeros.shape}")
-            if not np.isfinite(u).all():
-                raise RerankerInputError("user_embedding contains NaN or infinite values")
+            u = self._checked_embedding(user_embedding)
             feats, shown = ctx.keystroke_features(cluster_id, language, text)
             n = self._n_candidates[cluster_id]
             scores = self.scorer.score(u, self._cand_factors[cluster_id], feats[:n],
