@@ -291,8 +291,10 @@ def _pair(server: _Server, first_suggest: bool, per_run: dict[str, Any]) -> None
         runs = {path: _checked(server.run(path, **per_run), server.model, path)
                 for path in order}
     except NoRequestsError as exc:
-        print(f"warning: {exc}", file=sys.stderr)
-        server.failures.append(str(exc))
+        # with the server's state and the end of its log (the scratch root goes at exit)
+        failure = f"{exc}; {server.status()}"
+        print(f"warning: {failure}", file=sys.stderr)
+        server.failures.append(failure)
         server.pairs.append(None)
         return
     server.pairs.append((runs["/healthz"], runs["/v1/suggest"]))
