@@ -72,11 +72,14 @@ class Match:
     text : str
         The normalised text that was matched.
     label_ids : ndarray of int32, shape (m,)
-        Matched labels, each once (read-only; may be a view of the index).
+        Matched labels, each once.
     strengths : ndarray of float32, shape (m,)
         Strength in ``(0, 1]`` of each label (1.0 = the text ends with a whole keyword).
     kinds : ndarray of int8, shape (m,)
         :class:`MatchKind` of each label's strongest match.
+
+    The three arrays are always read-only and C-contiguous (they may be views of the
+    index): a compiled caller sees one array type whatever the text.
     """
 
     text: str
@@ -341,7 +344,11 @@ class KeywordIndex:
             for i, label in enumerate(new, size):
                 out_labels[i] = label
                 out_strengths[i], out_kinds[i] = found[label]
-            return Match(norm, out_labels, out_strengths, out_kinds)
+            return Match(norm, _readonly(out_labels), _readonly(out_strengths),
+                         _readonly(out_kinds))
+        if copied:
+            _readonly(strengths)
+            _readonly(kinds)
         return Match(norm, labels, strengths, kinds)
 
     def _typed_prefix(self, norm: str, starts: frozenset[int] | None) -> tuple[int, int]:

@@ -140,8 +140,9 @@ class Suggester:
             self._keystroke: Callable[..., tuple[int, int]] = _row_kernels.keystroke
             self._keystroke_rows: Callable[..., tuple[int, int, bool]] = (
                 _row_kernels.keystroke_rows)
-            self._keystroke_server: Callable[..., tuple[int, int, bool]] = (
-                _row_kernels.keystroke_server)
+            # the server's keystroke, called through its entry point per job type
+            self._server_entry: Callable[[Any], Callable[..., tuple[int, int, bool]]] = (
+                _row_kernels.server_entry)
             self._new_inputs: Callable[..., Any] = _row_kernels.new_keystroke_inputs
             self._new_job: Callable[..., Any] = _row_kernels.new_keystroke_job
             # a device's inputs (its compact view's arrays, and their struct) per view
@@ -446,10 +447,11 @@ class Suggester:
             scratch: _RowScratch = self._local.row_scratch
         except AttributeError:
             scratch = self._row_scratch()
-        job = scratch.jobs.get(cluster_id)
-        if job is None:
-            job = scratch.jobs[cluster_id] = self._new_job(
-                self._empty_row_inputs(cluster_id).kernel, scratch.kernel)
+        route = scratch.jobs.get(cluster_id)
+        if route is None:
+            job = self._new_job(self._empty_row_inputs(cluster_id).kernel, scratch.kernel)
+            route = scratch.jobs[cluster_id] = (job, self._server_entry(job))
+        job, keystroke_server = route
         personal = False
         if user_embedding is not None:
             assert self._form is not None
@@ -457,7 +459,7 @@ class Suggester:
             personal = True
         match = index.match(text)
         # the empty state: nothing sent, so nothing protected whatever the time
-        n, m, explore = self._keystroke_server(
+        n, m, explore = keystroke_server(
             match.label_ids, match.strengths, match.kinds, job,
             (0.0 if now is None else float(now)) - self._protect_s, personal, limit)
         if n == 0:
@@ -730,9 +732,10 @@ class _RowScratch:
         self.row_views: tuple[Any, Any, Any] = (
             self.row_stickers.data, self.row_packages.data, self.row_scores.data)
         self.kernel: Any = None
-        # the server's keystroke per cluster (_row_kernels.KeystrokeJob: the empty
-        # device's inputs of the cluster with this scratch)
-        self.jobs: dict[int, Any] = {}
+        # the server's keystroke per cluster: a _row_kernels.KeystrokeJob (the empty
+        # device's inputs of the cluster with this scratch) and the compiled entry point
+        # of its type (_row_kernels.server_entry)
+        self.jobs: dict[int, tuple[Any, Callable[..., tuple[int, int, bool]]]] = {}
         if form is not None:
             from reranker import _row_kernels
 

@@ -125,7 +125,7 @@ def suggest() -> Response:
                        f"{config.max_text_chars} characters, got {len(body.text)}")
     models = st.models()
     arm = _arm(st)
-    suggester = models.suggester(st.config.arm_version(arm))
+    suggester, encoder = models.route(config.arm_version(arm))
     # the reranker validates language and cluster (UnknownLanguageError/UnknownClusterError,
     # translated in serving._errors); the language first, before stage 1 reads the features
     suggester.context.check_language(body.language)
@@ -147,7 +147,7 @@ def suggest() -> Response:
     if body.history is not None:  # the explicit thin-client option (see SuggestRequest)
         if not getattr(suggester, "is_row", False):
             raise ApiError(422, "history_unsupported",
-                           f"reranker {models.reranker_version(st.config.arm_version(arm))} "
+                           f"reranker {models.reranker_version(config.arm_version(arm))} "
                            "is a package model, which has no history features; omit history")
         options = {"history": body.history.reranker_summary(),
                    "now": body.history.now if body.history.now is not None else time.time()}
@@ -156,9 +156,8 @@ def suggest() -> Response:
         language=body.language, text=body.text, cluster_id=cluster_id,
         user_embedding=embedding, limit=body.limit, **options)
     try:
-        document = models.encoder(st.config.arm_version(arm)).encode(
-            stickers, packages, scores, cluster_id=cluster_id, arm=arm.name,
-            experiment=config.experiment.name)
+        document = encoder.encode(stickers, packages, scores, cluster_id=cluster_id,
+                                  arm=arm.name, experiment=config.experiment.name)
     except NonFiniteScoreError as exc:
         raise ApiError(422, "non_finite_score",
                        "the scores for this user_embedding are not finite numbers; send an "

@@ -95,9 +95,9 @@ class ModelSet:
     aliases : mapping of requested version (``latest`` or a name) to concrete version
     loaded_at : float
         Unix time of the swap.
-    encoders : dict of concrete reranker version to SuggestEncoder
-        Suggest-response pieces of each suggester, filled on first use (see
-        :meth:`encoder`).
+    routes : dict of requested or concrete reranker version to (Suggester, SuggestEncoder)
+        Each suggester with its suggest-response pieces, filled on first use (see
+        :meth:`route`); a requested version and its concrete one share the encoder.
     """
 
     stage1: Stage1Artifact
@@ -105,8 +105,8 @@ class ModelSet:
     rerankers: Mapping[str, RerankerArtifact | None]
     aliases: Mapping[str, str]
     loaded_at: float = field(default_factory=time.time)
-    encoders: dict[str, SuggestEncoder] = field(default_factory=dict, compare=False,
-                                                repr=False)
+    routes: dict[str, tuple[Suggester, SuggestEncoder]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     @property
     def stage1_version(self) -> str:
@@ -123,12 +123,21 @@ class ModelSet:
 
     def encoder(self, requested: str) -> SuggestEncoder:
         """The suggest-response encoder of a requested reranker version's suggester."""
-        concrete = self.aliases[requested]
-        encoder = self.encoders.get(concrete)
-        if encoder is None:
-            encoder = self.encoders[concrete] = SuggestEncoder(
-                self.suggesters[concrete], {"stage1": self.stage1_version, "reranker": concrete})
-        return encoder
+        return self.route(requested)[1]
+
+    def route(self, requested: str) -> tuple[Suggester, SuggestEncoder]:
+        """The suggester of a requested reranker version and its response encoder (one
+        lookup per request)."""
+        route = self.routes.get(requested)
+        if route is None:
+            concrete = self.aliases[requested]
+            shared = self.routes.get(concrete)
+            if shared is None:
+                shared = self.routes[concrete] = (self.suggesters[concrete], SuggestEncoder(
+                    self.suggesters[concrete],
+                    {"stage1": self.stage1_version, "reranker": concrete}))
+            route = self.routes[requested] = shared
+        return route
 
     def reranker(self, requested: str) -> RerankerArtifact | None:
         """The reranker artifact of a requested version."""

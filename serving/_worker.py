@@ -234,23 +234,20 @@ class BufferedThreadWorker(_ProblemErrors, ThreadWorker):
             conn.close()
             return
         conn.inbox += data
-        if conn.inbox and self._ready(conn):
-            self._forget(conn)
-            self._maybe_dispatch(conn)
+        self._maybe_dispatch(conn, buffering=True)
 
-    def _ready(self, conn: Any) -> bool:
-        state, _ = request_complete(conn.inbox, max_header_bytes=self.max_header_bytes,
-                                    max_body_bytes=self.max_body_bytes)
-        return state != "incomplete"
-
-    def _maybe_dispatch(self, conn: Any) -> bool:
-        """Dispatch (or refuse) ``conn``'s request if it is complete; True if it left."""
+    def _maybe_dispatch(self, conn: Any, buffering: bool = False) -> bool:
+        """Dispatch (or refuse) ``conn``'s request if it is complete; True if it left
+        (and, when it was being ``buffering``, it is buffered no more). The request is
+        looked at once per read."""
         if not conn.inbox:
             return False
         state, size = request_complete(conn.inbox, max_header_bytes=self.max_header_bytes,
                                        max_body_bytes=self.max_body_bytes)
         if state == "incomplete":
             return False
+        if buffering:
+            self._forget(conn)
         if state == "too_large":
             self._refuse(conn, 413, "payload_too_large",
                          f"request body of {size} bytes or more is larger than the limit of "

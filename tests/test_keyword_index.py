@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import jaconv
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -273,3 +274,38 @@ def test_ascii_fast_path_equals_the_full_normalisation(language: str, text: str)
     general = normalizer.split(_NotAscii(text))
     assert normalizer.split(text) == general
     assert normalize(text, language) == general[0]
+
+
+def _typed_texts() -> st.SearchStrategy[tuple[str, str]]:
+    """A language and text made of its keywords' pieces: exact, prefix, earlier and merged
+    matches as well as none."""
+    by_language: dict[str, list[str]] = {}
+    for _, language, keyword in ROWS:
+        by_language.setdefault(language, []).append(keyword)
+    return st.sampled_from(sorted(by_language)).flatmap(lambda language: st.tuples(
+        st.just(language),
+        st.lists(st.sampled_from(by_language[language]).flatmap(
+            lambda k: st.integers(0, len(k)).map(lambda n: k[:n])), max_size=4)
+        .map(" ".join)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_typed_texts())
+def test_match_arrays_are_always_read_only_and_of_one_type(case: tuple[str, str]) -> None:
+    """#19: the server's compiled keystroke is called for one array type
+    (reranker._row_kernels.server_entry); every Match gives exactly that type, whether its
+    arrays are a view of the index, the shared empty ones or a merge's copies."""
+    language, text = case
+    match = INDEX[language].match(text)
+    for array, dtype in ((match.label_ids, np.int32), (match.strengths, np.float32),
+                         (match.kinds, np.int8)):
+        assert array.dtype == dtype and array.ndim == 1
+        assert array.flags.c_contiguous and not array.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        match.strengths[:1] = 0.5
+
+
+def test_a_merged_match_is_read_only() -> None:
+    match = INDEX["ja"].match("ありがとうあり")  # an occurrence merged with a prefix entry
+    assert not match.label_ids.flags.writeable and not match.strengths.flags.writeable
+    assert not match.kinds.flags.writeable

@@ -26,20 +26,23 @@ from serving.http import enable_multiprocess_metrics
 from serving.http import ServingMetrics
 directory = Path(sys.argv[1])
 enable_multiprocess_metrics(directory)  # in the master, before any worker forks
+metrics = ServingMetrics()
+metrics.count_suggestion("control", "en", 4)  # queued in the parent, written by it
 child = os.fork()
 if child == 0:  # a worker: its own samples file, under its own pid
-    ServingMetrics().count_suggestion("control", "en", 3)
-    os._exit(0)
+    metrics.count_suggestion("control", "en", 3)
+    sys.exit(0)  # the queued count is written at exit
 os.waitpid(child, 0)
-ServingMetrics().count_suggestion("control", "en", 2)
+metrics.count_suggestion("control", "en", 2)
 print(child, os.getpid())
-print(ServingMetrics().exposition().decode())
+print(metrics.exposition().decode())
 """
 
 
 def test_multiprocess_metrics_give_each_forked_process_its_own_samples(tmp_path: Path) -> None:
     """The remembered process id follows forks: each process writes its own file and
-    ``/metrics`` sums them."""
+    ``/metrics`` sums them; a count queued before the fork is written once (by the
+    parent), and the child's queued count at its exit."""
     out = subprocess.run([sys.executable, "-c", FORKED_METRICS, str(tmp_path / "prom")],
                          capture_output=True, text=True, check=True, timeout=120).stdout
     pids, exposition = out.split("\n", 1)
@@ -47,8 +50,8 @@ def test_multiprocess_metrics_give_each_forked_process_its_own_samples(tmp_path:
     assert child != parent
     files = sorted(p.name for p in (tmp_path / "prom").glob("counter_*.db"))
     assert files == sorted([f"counter_{child}.db", f"counter_{parent}.db"])
-    assert 'sticker_suggestions_served_total{arm="control"} 5.0' in exposition
-    assert 'sticker_suggest_requests_total{arm="control",language="en"} 2.0' in exposition
+    assert 'sticker_suggestions_served_total{arm="control"} 9.0' in exposition
+    assert 'sticker_suggest_requests_total{arm="control",language="en"} 3.0' in exposition
 
 
 @pytest.mark.slow
