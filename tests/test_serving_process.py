@@ -161,3 +161,26 @@ def test_serve_prints_its_resolved_config(tmp_path: Path) -> None:
     config = json.loads(result.output)
     assert (config["host"], config["port"], config["workers"]) == ("127.0.0.1", 9100, 3)
     assert config["var"] == str(tmp_path)
+
+
+@pytest.mark.slow
+def test_queued_suggest_counts_survive_a_graceful_stop(tiny_world: Path, tmp_path: Path) -> None:
+    """The suggest counters are written in sums every 0.25 s (serving._metrics); a worker
+    stopped right after its last request still writes what it queued (at exit)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    var = build_var(tiny_world, tmp_path / "var")
+    server = start_server(var, workers=2)
+    try:
+        for _ in range(30):
+            status, _ = post_json(f"{server.url}/v1/suggest",
+                                  {"language": "en", "text": "hi", "cluster_id": 0})
+            assert status == 200
+    finally:
+        server.stop()  # SIGTERM at once: most counts are still queued
+    assert server.process.returncode == 0
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(var / "serving" / "prometheus"))
+    text = generate_latest(registry).decode()
+    assert 'sticker_suggest_requests_total{arm="control",language="en"} 30.0' in text
