@@ -121,10 +121,6 @@ class ModelSet:
         """The suggester serving a requested reranker version."""
         return self.suggesters[self.aliases[requested]]
 
-    def encoder(self, requested: str) -> SuggestEncoder:
-        """The suggest-response encoder of a requested reranker version's suggester."""
-        return self.route(requested)[1]
-
     def route(self, requested: str) -> tuple[Suggester, SuggestEncoder]:
         """The suggester of a requested reranker version and its response encoder (one
         lookup per request)."""
