@@ -129,9 +129,9 @@ class ModelSet:
             concrete = self.aliases[requested]
             shared = self.routes.get(concrete)
             if shared is None:
-                shared = self.routes[concrete] = (self.suggesters[concrete], SuggestEncoder(
-                    self.suggesters[concrete],
-                    {"stage1": self.stage1_version, "reranker": concrete}))
+                suggester = self.suggesters[concrete]
+                shared = self.routes[concrete] = (suggester, SuggestEncoder(
+                    suggester, {"stage1": self.stage1_version, "reranker": concrete}))
             route = self.routes[requested] = shared
         return route
 

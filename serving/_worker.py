@@ -234,20 +234,18 @@ class BufferedThreadWorker(_ProblemErrors, ThreadWorker):
             conn.close()
             return
         conn.inbox += data
-        self._maybe_dispatch(conn, buffering=True)
+        self._maybe_dispatch(conn)
 
-    def _maybe_dispatch(self, conn: Any, buffering: bool = False) -> bool:
+    def _maybe_dispatch(self, conn: Any) -> bool:
         """Dispatch (or refuse) ``conn``'s request if it is complete; True if it left
-        (and, when it was being ``buffering``, it is buffered no more). The request is
-        looked at once per read."""
+        (and is buffered no more). The request is looked at once per read."""
         if not conn.inbox:
             return False
         state, size = request_complete(conn.inbox, max_header_bytes=self.max_header_bytes,
                                        max_body_bytes=self.max_body_bytes)
         if state == "incomplete":
             return False
-        if buffering:
-            self._forget(conn)
+        self._forget(conn)  # a no-op unless it was waiting in the poller
         if state == "too_large":
             self._refuse(conn, 413, "payload_too_large",
                          f"request body of {size} bytes or more is larger than the limit of "
