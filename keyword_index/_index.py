@@ -11,7 +11,11 @@ Two pyahocorasick structures per language:
   longest tail first.
 
 The text is matched as a whole on every keystroke (it is short); no state is kept
-between keystrokes, so deleting characters or pasting text needs no special case.
+between keystrokes, so deleting characters or pasting text needs no special case. A text
+of one word that is a whole keyword or a keyword prefix (the first word of every message,
+while it is typed) is answered from a table computed at load by the same rules
+(``KeywordIndex._build_one_word``): one or two trie lookups instead of the walks and the
+occurrence merge.
 """
 
 from __future__ import annotations
@@ -156,7 +160,7 @@ class KeywordIndex:
         for i, keyword in enumerate(self.keywords):
             self._automaton.add_word(keyword, i)
         self._automaton.make_automaton()
-        self._build_prefixes()
+        prefixes = self._build_prefixes()
         cfg = self.config
         # Strength of an occurrence ending d characters before the end, d = 0, 1, ...
         n_decay = math.ceil(cfg.earlier_tau * math.log(cfg.earlier_peak / cfg.earlier_floor))
@@ -167,8 +171,10 @@ class KeywordIndex:
             for d in range(1, n_decay + 2)
         ], np.float32).tolist()
         self._floor = float(np.float32(cfg.earlier_floor))
+        self._build_one_word(prefixes)
 
-    def _build_prefixes(self) -> None:
+    def _build_prefixes(self) -> list[str]:
+        """The prefix trie and its entries; returns the prefixes in entry order."""
         cfg = self.config
         min_prefix = cfg.min_prefix(self.language)
         best: dict[str, dict[int, float]] = {}
@@ -201,6 +207,38 @@ class KeywordIndex:
         self._prefix_labels_view = self._prefix_labels.data
         self._prefix_strengths_view = self._prefix_strengths.data
         self._min_prefix = min_prefix
+        return sorted(best)
+
+    def _build_one_word(self, prefixes: list[str]) -> None:
+        """Precomputed matches of one-word texts that are a whole keyword (or a prefix that
+        ends with a shorter keyword), in one more CSR table beside the prefix entries.
+
+        A text of one word (any text in a language without word boundaries) whose
+        normalised form is a whole keyword or a keyword prefix has a match that depends
+        on that form alone. For a keyword, and for a prefix ending with a shorter keyword
+        (possible only without word boundaries), that is the general path's occurrence
+        merge, computed here once. For any other prefix it is exactly the prefix entry:
+        every earlier occurrence lies inside the prefix being typed. :meth:`match`
+        answers all of these texts with one or two trie lookups and slices; every other
+        text takes the general path (:meth:`_match`).
+        """
+        starts = None if not self._normalizer.word_boundaries else frozenset({0})
+        rows = [self._match(keyword, starts) for keyword in self.keywords]
+        suffixed: dict[int, int] = {}
+        if starts is None and self._prefix_labels.size:
+            keyword_len = self._keyword_len
+            for entry, prefix in enumerate(prefixes):
+                last = len(prefix) - 1
+                if any(end == last and keyword_len[kw] < len(prefix)
+                       for end, kw in self._automaton.iter(prefix)):
+                    suffixed[entry] = len(rows)
+                    rows.append(self._match(prefix, starts))
+        self._one_ptr = np.cumsum([0, *(len(m) for m in rows)]).tolist()
+        self._one_labels = _readonly(np.concatenate([_EMPTY_I32, *(m.label_ids for m in rows)]))
+        self._one_strengths = _readonly(
+            np.concatenate([_EMPTY_F32, *(m.strengths for m in rows)]))
+        self._one_kinds = _readonly(np.concatenate([_EMPTY_I8, *(m.kinds for m in rows)]))
+        self._one_suffixed = suffixed
 
     @property
     def n_prefixes(self) -> int:
@@ -284,9 +322,33 @@ class KeywordIndex:
             Each matched label once, with the strength and kind of its best match.
         """
         norm, starts = self._normalizer.split(text)
-        n = len(norm)
-        if n == 0:
+        if not norm:
             return Match(norm, _EMPTY_I32, _EMPTY_F32, _EMPTY_I8)
+        if starts is None or len(starts) == 1:  # one word: see _build_one_word
+            kw: int = self._automaton.get(norm, -1)
+            if kw >= 0:
+                return self._one_word(norm, kw)
+            if len(norm) >= self._min_prefix and self._prefix_labels.size:
+                entry: int = self._prefixes.get(norm[::-1], -1)
+                if entry >= 0:
+                    row = self._one_suffixed.get(entry)
+                    if row is not None:
+                        return self._one_word(norm, row)
+                    lo, hi = self._prefix_ptr[entry], self._prefix_ptr[entry + 1]
+                    return Match(norm, self._prefix_labels[lo:hi],
+                                 self._prefix_strengths[lo:hi], self._prefix_kinds[lo:hi])
+        return self._match(norm, starts)
+
+    def _one_word(self, norm: str, row: int) -> Match:
+        """Row ``row`` of the one-word table (see :meth:`_build_one_word`)."""
+        lo, hi = self._one_ptr[row], self._one_ptr[row + 1]
+        return Match(norm, self._one_labels[lo:hi], self._one_strengths[lo:hi],
+                     self._one_kinds[lo:hi])
+
+    def _match(self, norm: str, starts: frozenset[int] | None) -> Match:
+        """:meth:`match` of the normalised text ``norm`` (not empty) with word ``starts``
+        (the general path: trie and automaton walks, occurrence merge)."""
+        n = len(norm)
         entry, tail = self._typed_prefix(norm, starts)
         keyword_len = self._keyword_len
         spans = []

@@ -309,3 +309,44 @@ def test_a_merged_match_is_read_only() -> None:
     match = INDEX["ja"].match("ありがとうあり")  # an occurrence merged with a prefix entry
     assert not match.label_ids.flags.writeable and not match.strengths.flags.writeable
     assert not match.kinds.flags.writeable
+
+
+def _general(language: str, text: str) -> dict[int, tuple[float, MatchKind]]:
+    """The general path's match of ``text`` (trie and automaton walks, occurrence merge),
+    which the one-word table must reproduce."""
+    index = INDEX[language]
+    norm, starts = index._normalizer.split(text)
+    return index._match(norm, starts).as_dict() if norm else {}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_one_word_table_equals_the_general_path_for_every_keyword_and_prefix(
+        language: str) -> None:
+    """#19 speed: a one-word text that is a whole keyword or a keyword prefix is answered
+    from a table built at load; for every such text of the excerpt it is the general
+    path's match, label for label (strength and kind)."""
+    index = INDEX[language]
+    texts = {k[:p] for k in index.keywords for p in range(1, len(k) + 1)}
+    assert index.n_prefixes and texts  # the table is exercised
+    for text in sorted(texts):
+        assert index.match(text).as_dict() == _general(language, text), text
+
+
+def test_a_prefix_ending_with_a_keyword_keeps_the_exact_match() -> None:
+    """土下 is typed towards 土下座 (person bowing: a prefix, 2 of 3 characters) and ends
+    with the whole keyword 下 (thumbs down); a one-word lookup that returned the prefix
+    entry alone would lose the exact match."""
+    match = INDEX["ja"].match("土下")
+    assert match.as_dict() == {
+        LABELS["person_bowing"]: (pytest.approx(CONFIG.prefix_base + CONFIG.prefix_gain * 2 / 3),
+                                  MatchKind.PREFIX),
+        LABELS["thumbs_down"]: (1.0, MatchKind.EXACT)}
+
+
+@settings(max_examples=400, deadline=None)
+@given(_typed_texts())
+def test_match_equals_the_general_path(case: tuple[str, str]) -> None:
+    """Whatever the text (one word or several, keyword pieces or none), :meth:`match`
+    gives the general path's labels, strengths and kinds."""
+    language, text = case
+    assert INDEX[language].match(text).as_dict() == _general(language, text)
