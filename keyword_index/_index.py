@@ -192,7 +192,8 @@ class KeywordIndex:
         ptr = [0]
         labels_out: list[int] = []
         strengths_out: list[float] = []
-        for entry, prefix in enumerate(sorted(best)):
+        ordered = sorted(best)
+        for entry, prefix in enumerate(ordered):
             per_label = best[prefix]
             for label in sorted(per_label):
                 labels_out.append(label)
@@ -207,7 +208,7 @@ class KeywordIndex:
         self._prefix_labels_view = self._prefix_labels.data
         self._prefix_strengths_view = self._prefix_strengths.data
         self._min_prefix = min_prefix
-        return sorted(best)
+        return ordered
 
     def _build_one_word(self, prefixes: list[str]) -> None:
         """Precomputed matches of one-word texts that are a whole keyword (or a prefix that
