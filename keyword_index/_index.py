@@ -226,7 +226,7 @@ class KeywordIndex:
         starts = None if not self._normalizer.word_boundaries else frozenset({0})
         rows = [self._match(keyword, starts) for keyword in self.keywords]
         suffixed: dict[int, int] = {}
-        if starts is None and self._prefix_labels.size:
+        if starts is None:  # (no prefixes: nothing to look at)
             keyword_len = self._keyword_len
             for entry, prefix in enumerate(prefixes):
                 last = len(prefix) - 1
